@@ -52,7 +52,7 @@ struct arena *arena_new(size_t first_chunk)
 {
     size_t size = align_up(first_chunk ? first_chunk : ARENA_DEFAULT);
     struct chunk *c = chunk_new(size + align_up(sizeof(struct arena)));
-    struct arena *a = (struct arena *)c->mem;
+    struct arena *a = (void *)c->mem; /* chunk memory is max-aligned */
     c->used = align_up(sizeof(struct arena));
     a->head = c;
     a->used = 0;
