@@ -187,6 +187,11 @@ static void test_idn_domain(void **state)
     expect_jid("a@example\xe3\x80\x82"
                "com",
                "a", "example.com", NULL);
+    /* An A-label that decodes to "a\u3002b" (IDEOGRAPHIC FULL STOP inside a
+     * label) would read as two labels when parsed again: refused. */
+    expect_err("xn--ab-r13a.example", ERR_INVAL);
+    /* A bogus A-label that decodes to nothing valid stays an ASCII label. */
+    expect_jid("xn--ab-yu3n.example", NULL, "xn--ab-yu3n.example", NULL);
     /* A domain name is letters, digits and hyphens (STD3). */
     expect_err("exa mple.com", ERR_INVAL);
     expect_err("a_b.example", ERR_INVAL);
