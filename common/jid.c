@@ -2,9 +2,13 @@
  * jid.c - JID parse/prep/compare with libidn, and the segmented LRU cache
  * of prepped JIDs (see jid.h for the rules and the choices made).
  *
+ * ASCII parts (most JIDs) take a fast path that does the same as the
+ * stringprep profiles without calling libidn; the unit test and the fuzz
+ * target compare the two.
+ *
  * Ownership: a struct jid is one allocation (header and its five strings)
  * with a reference count; the cache holds one reference per entry. The prep
- * helpers hand out strings allocated by libidn (malloc), freed with free().
+ * helpers hand out malloc()ed strings (from libidn or xmalloc), freed with free().
  * Runs on the calling daemon's loop thread only: libidn is not thread-safe.
  */
 #include "config.h"
@@ -100,6 +104,38 @@ static int part_result(char *p, char **out, size_t *out_len)
     return 0;
 }
 
+static int is_ascii(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)s[i] >= 0x80)
+            return 0;
+    }
+    return 1;
+}
+
+/* What Nodeprep (node) or Resourceprep does to ASCII, without libidn's
+ * conversions to UCS-4 and table searches: on ASCII both only refuse the
+ * controls (C.2.1), and Nodeprep also folds case and refuses space and
+ * " & ' / : < > @. Most JIDs are ASCII; the fuzz target checks this path
+ * against libidn. */
+static int prep_ascii(const char *in, size_t len, int node, char **out, size_t *out_len)
+{
+    char *p = xmalloc(len + 1);
+
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if ((unsigned char)c < 0x20 || c == 0x7f || (node && strchr("\"&'/:<>@ ", c) != NULL)) {
+            free(p);
+            return ERR_INVAL;
+        }
+        if (node && c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        p[i] = c;
+    }
+    p[len] = '\0';
+    return part_result(p, out, out_len);
+}
+
 static int prep_profile(const char *in, size_t len, const char *profile, char **out,
                         size_t *out_len)
 {
@@ -122,11 +158,17 @@ static int prep_profile(const char *in, size_t len, const char *profile, char **
 
 int jid_prep_node(const char *in, size_t len, char **out, size_t *out_len)
 {
+    *out = NULL;
+    if (len > 0 && len <= JID_INPUT_MAX && is_ascii(in, len))
+        return prep_ascii(in, len, 1, out, out_len);
     return prep_profile(in, len, "Nodeprep", out, out_len);
 }
 
 int jid_prep_resource(const char *in, size_t len, char **out, size_t *out_len)
 {
+    *out = NULL;
+    if (len > 0 && len <= JID_INPUT_MAX && is_ascii(in, len))
+        return prep_ascii(in, len, 0, out, out_len);
     return prep_profile(in, len, "Resourceprep", out, out_len);
 }
 
@@ -164,6 +206,43 @@ static int has_idna_dot(const char *s)
            strstr(s, "\xef\xbd\xa1") != NULL;
 }
 
+/* What the libidn path below does to an ASCII name with no A-label: fold
+ * case, drop one final dot, and check the STD3 rules (labels of 1..63
+ * letters, digits and hyphens, no hyphen at either end). Returns 1, having
+ * done nothing, when a label starts with the ACE prefix "xn--": libidn
+ * decodes those. The fuzz target checks this path against libidn. */
+static int prep_ascii_domain(const char *in, size_t len, char **out, size_t *out_len)
+{
+    char *p = xmalloc(len + 1);
+    size_t start = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < len; i++)
+        p[i] = (in[i] >= 'A' && in[i] <= 'Z') ? (char)(in[i] - 'A' + 'a') : in[i];
+    if (p[len - 1] == '.')
+        len--;
+    p[len] = '\0';
+    for (size_t i = 0; i <= len && rc == 0; i++) {
+        char c = p[i];
+        if (i < len && c != '.') {
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+                rc = ERR_INVAL;
+            continue;
+        }
+        /* p[start..i) is one label */
+        if (i == start || i - start > 63 || p[start] == '-' || p[i - 1] == '-')
+            rc = ERR_INVAL;
+        else if (i - start >= 4 && memcmp(p + start, "xn--", 4) == 0)
+            rc = 1;
+        start = i + 1;
+    }
+    if (rc != 0) {
+        free(p);
+        return rc;
+    }
+    return part_result(p, out, out_len);
+}
+
 int jid_prep_domain(const char *in, size_t len, char **out, size_t *out_len)
 {
     char buf[JID_INPUT_MAX + 1];
@@ -179,6 +258,9 @@ int jid_prep_domain(const char *in, size_t len, char **out, size_t *out_len)
         return prep_ipv6_literal(buf, len, out, out_len);
     if (inet_pton(AF_INET, buf, &a4) == 1)
         return part_result(xstrdup(buf), out, out_len);
+
+    if (is_ascii(buf, len) && (rc = prep_ascii_domain(buf, len, out, out_len)) <= 0)
+        return rc;
 
     /* ToASCII preps the non-ASCII labels and checks every label against
      * STD3 and the 63-octet limit, turning the IDNA dots into '.'. */

@@ -51,6 +51,7 @@
  * more than JID_FULL_MAX, but it bounds the work libidn is ever given. */
 #define JID_INPUT_MAX 4096
 
+/* Callers read these fields and never write them. */
 struct jid {
     unsigned refs;
     const char *node;     /* prepped; NULL if the JID has no node */

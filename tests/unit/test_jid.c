@@ -157,6 +157,8 @@ static void test_trailing_dot(void **state)
     expect_err("user@.", ERR_INVAL);
     expect_err(".example.com", ERR_INVAL);
     expect_err("a..example.com", ERR_INVAL);
+    expect_err("a.xn--bcher-kva..", ERR_INVAL);
+    expect_err("xn--bcher-kva..example", ERR_INVAL);
 }
 
 static void test_idn_domain(void **state)
@@ -443,6 +445,63 @@ static void test_prep_helpers(void **state)
     free(out);
 }
 
+typedef int (*prep_fn)(const char *, size_t, char **, size_t *);
+
+/* ASCII parts take a fast path that does not call libidn. Prefixing a SOFT
+ * HYPHEN (which every profile maps to nothing) sends the same string
+ * through libidn: both must give the same answer. */
+static void same_as_libidn(prep_fn prep, const char *x, size_t n)
+{
+    char slow[16];
+    char *a = NULL, *b = NULL;
+    size_t al = 0, bl = 0;
+
+    assert_true(n + 3 <= sizeof(slow));
+    memcpy(slow, "\xc2\xad", 2);
+    memcpy(slow + 2, x, n);
+    int ra = prep(x, n, &a, &al);
+    int rb = prep(slow, n + 2, &b, &bl);
+    if (ra != rb || al != bl || (ra == 0 && memcmp(a, b, al) != 0))
+        fail_msg("'%.*s': fast path %d '%s', libidn %d '%s'", (int)n, x, ra, a ? a : "", rb,
+                 b ? b : "");
+    free(a);
+    free(b);
+}
+
+static void test_ascii_fast_path(void **state)
+{
+    prep_fn preps[] = {jid_prep_node, jid_prep_resource, jid_prep_domain};
+    const char alpha[] = "aZ0-._ @/\"\t\x7f";
+    char x[8];
+
+    for (size_t p = 0; p < 3; p++) {
+        /* Every ASCII character alone and in pairs. */
+        for (int c = 1; c < 128; c++) {
+            x[0] = (char)c;
+            if (c != '[')
+                same_as_libidn(preps[p], x, 1);
+            for (int d = 1; d < 128; d++) {
+                x[1] = (char)d;
+                if (c != '[')
+                    same_as_libidn(preps[p], x, 2);
+            }
+        }
+        /* All strings of up to four from a small alphabet. */
+        size_t na = sizeof(alpha) - 1;
+        for (size_t i = 0; i < na * na * na * na; i++) {
+            size_t k = i;
+            for (int m = 0; m < 4; m++, k /= na)
+                x[m] = alpha[k % na];
+            same_as_libidn(preps[p], x, 3);
+            same_as_libidn(preps[p], x, 4);
+        }
+    }
+    const char *domains[] = {"a-b.example", "-ab.example", "ab-.example", "A.B.C.",   "a..b",
+                             "..",          "1.2.3.4",     "01.2.3.4",    "1.2.3.4.", "abc."};
+    for (size_t i = 0; i < sizeof(domains) / sizeof(domains[0]); i++)
+        same_as_libidn(jid_prep_domain, domains[i], strlen(domains[i]));
+}
+
 /* ---- the cache ---- */
 
 static int cprep(struct jid_cache *c, const char *s, struct jid **out)
@@ -602,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_split_rules),
         cmocka_unit_test(test_bare_full),
         cmocka_unit_test(test_prep_helpers),
+        cmocka_unit_test(test_ascii_fast_path),
         cmocka_unit_test(test_cache_hit),
         cmocka_unit_test(test_cache_lru_order),
         cmocka_unit_test(test_cache_flood),
