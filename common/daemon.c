@@ -295,8 +295,11 @@ static void pidfile_remove(struct daemon *d)
 {
     if (d->pidfd < 0)
         return;
-    if (unlink(d->pidfile) != 0 && errno != ENOENT) {
-        log_info("cannot remove pidfile %s (%s): emptying it", d->pidfile, strerror(errno));
+    /* Chrooted, the path names some other file or none: never unlink it. */
+    bool removed = !d->chrooted && (unlink(d->pidfile) == 0 || errno == ENOENT);
+    if (!removed) {
+        if (!d->chrooted)
+            log_info("cannot remove pidfile %s (%s): emptying it", d->pidfile, strerror(errno));
         if (ftruncate(d->pidfd, 0) != 0)
             log_warn("pidfile %s: truncate: %s", d->pidfile, strerror(errno));
     }

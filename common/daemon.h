@@ -83,7 +83,8 @@ int daemon_main(int argc, char **argv, const struct daemon_spec *spec);
 uv_loop_t *daemon_loop(struct daemon *d);
 struct config *daemon_config(struct daemon *d);
 void *daemon_arg(struct daemon *d);
-/* Begin an orderly stop, as TERM does, with this exit code. */
+/* Begin an orderly stop, as TERM does, with this exit code (from post_jail
+ * on; earlier, a hook fails start-up by returning an error instead). */
 void daemon_stop(struct daemon *d, int code);
 
 /*

@@ -40,8 +40,8 @@
 
 struct env {
     char dir[64];
-    char conf[128];
-    char pidfile[128];
+    char conf[160];
+    char pidfile[192];
     pid_t pids[8]; /* children started, killed by teardown if a test failed */
     size_t npids;
 };
@@ -465,7 +465,7 @@ static void test_second_instance(void **state)
 
     pid_t second = spawn(e, "out2", "-f", "-c", e->conf, NULL);
     assert_int_equal(wait_exit(second), 1);
-    char want[256];
+    char want[320];
     snprintf(want, sizeof(want), "daemon_demo is already running (pid %ld, pidfile %s is locked)",
              (long)first, e->pidfile);
     assert_non_null(strstr(slurp_in(e, "out2"), want));
@@ -490,6 +490,29 @@ static void test_stale_pidfile(void **state)
     assert_non_null(strstr(slurp_in(e, "out"), "taking over stale pidfile"));
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_int_equal(wait_exit(pid), 0);
+}
+
+/* After the drop the pidfile's directory (root's) is not writable: the
+ * daemon empties the file instead, so that it names no process. */
+static void test_pidfile_not_removable(void **state)
+{
+    if (!is_root()) {
+        print_message("skipped: needs root\n");
+        skip();
+    }
+    struct env *e = *state;
+    char sub[96];
+    path_in(e, "run", sub, sizeof(sub));
+    assert_int_equal(mkdir(sub, 0755), 0); /* owned by root */
+    snprintf(e->pidfile, sizeof(e->pidfile), "%s/demo.pid", sub);
+    write_conf(e, "");
+    pid_t pid = start(e, "out");
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(wait_exit(pid), 0);
+    const char *left = slurp(e->pidfile);
+    assert_non_null(left);
+    assert_string_equal(left, "");
+    assert_non_null(strstr(slurp_in(e, "out"), "emptying it"));
 }
 
 static void test_hup_and_usr1(void **state)
@@ -587,6 +610,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_and_term, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_instance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_pidfile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pidfile_not_removable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hup_and_usr1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_forces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_daemonize, setup, teardown),
