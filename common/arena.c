@@ -5,7 +5,7 @@
  * malloc. Chunks grow geometrically; a request larger than half a chunk gets
  * a chunk of its own so that one big text node does not waste a whole block.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdalign.h>
 #include <stdint.h>

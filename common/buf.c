@@ -1,7 +1,7 @@
 /*
  * buf.c - growable and refcounted byte buffers (see buf.h).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
  *
  * Start-up only: files are read with blocking calls.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>

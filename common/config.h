@@ -40,17 +40,6 @@
 #ifndef PARLEY_CONFIG_H
 #define PARLEY_CONFIG_H
 
-/*
- * This header shares its name with the one autoconf generates. A file in
- * common/ that writes #include "config.h" finds this file first (quoted
- * includes search the including file's directory), so pull in the generated
- * header here; <> searches only the -I path, where it lives. It has no include
- * guard of its own, hence the PACKAGE_NAME test.
- */
-#ifndef PACKAGE_NAME
-#include <config.h>
-#endif
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -6,7 +6,7 @@
  * through the pointer they are given. Everything here runs on the main
  * thread, before the loop starts or inside its callbacks.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /*
  * err.c - texts for the error codes of err.h.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include "common/err.h"
 

@@ -4,7 +4,7 @@
  * Buckets are a power of two; the table doubles when the load passes 1.
  * Each entry is one allocation holding the key bytes after the header.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -11,7 +11,7 @@
  * helpers hand out malloc()ed strings (from libidn or xmalloc), freed with free().
  * Runs on the calling daemon's loop thread only: libidn is not thread-safe.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -3,7 +3,7 @@
  *
  * Process-wide state: one log target per daemon, set once at start-up.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /*
  * mem.c - aborting allocators and secret wiping (see mem.h).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdint.h>
 #include <stdio.h>

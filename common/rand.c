@@ -1,7 +1,7 @@
 /*
  * rand.c - CSPRNG helpers over OpenSSL's RAND_bytes (see rand.h).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
  * root; nothing here frees single nodes. The serializer only reads a tree and
  * appends to a caller's struct buf. Runs on whichever loop owns the tree.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdio.h>
 #include <stdlib.h>

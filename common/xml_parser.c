@@ -27,7 +27,7 @@
  * flag and stop expat; the work is done when expat has returned to
  * xml_parser_feed. Owned by one loop; never shared between threads.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdarg.h>
 #include <stdbool.h>

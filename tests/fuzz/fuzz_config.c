@@ -3,7 +3,7 @@
  * with every entry type, then a structured part through config_apply.
  * Must not crash, hang or leak; errors are expected and ignored.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdbool.h>
 #include <stddef.h>

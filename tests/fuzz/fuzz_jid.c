@@ -11,7 +11,7 @@
  * violation aborts. Inputs over JID_INPUT_MAX are refused by jid_parse
  * before libidn is called, so they cost nothing here either.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <ctype.h>
 #include <stdint.h>

@@ -11,7 +11,7 @@
  * (one hour long if the file <dir>/slow-drain exists, to test a forced stop).
  * Single-threaded, one loop.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <limits.h>
 #include <stdbool.h>

@@ -1,7 +1,7 @@
 /*
  * test_arena.c - arena allocation: alignment, growth, big blocks, accounting.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdalign.h>

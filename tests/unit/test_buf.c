@@ -1,7 +1,7 @@
 /*
  * test_buf.c - growable and refcounted buffers.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

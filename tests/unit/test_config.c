@@ -4,7 +4,7 @@
  * unknown and repeated elements, bad and restricted XML, secrets from
  * files, attributes, structured parts through config_apply.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <fcntl.h>
 #include <ftw.h>

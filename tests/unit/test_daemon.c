@@ -8,7 +8,7 @@
  * nothing asserts on time. When the test runs as root the demo drops to
  * "nobody", so each test's directory is given to that user.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /*
  * test_htab.c - hash table: insert, replace, delete, growth, iteration, SipHash.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -4,7 +4,7 @@
  * length limits, empty parts, prohibited characters, bare/full compare,
  * and the segmented LRU cache (hits, eviction order, flood resistance).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * test_log.c - levels, level parsing, one line per event (control bytes escaped).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * test_mem.c - allocators, duplication helpers and secret wiping; error texts.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * test_rand.c - random ids: format, uniqueness, range of rand_uniform.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -4,7 +4,7 @@
  * and raw bytes), limits, restricted XML, encodings, namespaces, reset/free
  * from callbacks, serializer escaping and round trips, helpers, errors.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
