@@ -106,8 +106,11 @@ size_t xml_child_count(const struct xml_node *elem);
  * in force where the output goes (e.g. "jabber:client" for a stanza written
  * inside a client stream); an element whose ns equals it gets no xmlns.
  * Text and attribute values are escaped (&amp; &lt; &gt; &quot; &apos; and
- * control whitespace in attributes as character references), so that the
- * output parses back to the same tree.
+ * control whitespace in attributes as character references; CR also in
+ * text), so that the output parses back to the same tree. Prefixed names
+ * keep their prefix and get xmlns:p where the scope lacks it. C0 controls
+ * that XML cannot carry (only trees built by code can hold them) are written
+ * as U+FFFD.
  */
 void xml_serialize(const struct xml_node *node, const char *scope_ns, struct buf *out);
 
@@ -200,7 +203,7 @@ struct xml_limits {
     size_t max_stanza_bytes; /* raw bytes of one top-level element (default 256 KiB) */
     unsigned max_depth;      /* element nesting below the stream element (default 32) */
     unsigned max_attrs;      /* attributes per element, xmlns included (default 64) */
-    size_t max_name_len;     /* element/attribute/prefix name bytes (default 256) */
+    size_t max_name_len;     /* element/attribute/prefix names, namespace URIs (default 256) */
     size_t max_text_len;     /* one text run or attribute value (default 256 KiB) */
     size_t max_header_bytes; /* bytes before the stream header ends (default 8 KiB) */
 };
@@ -228,11 +231,17 @@ struct xml_parser_cbs {
 
 struct xml_parser;
 
-/* A parser for an XMPP stream: the first element must be the stream header. */
+/*
+ * A parser for an XMPP stream: the first element must be the stream header
+ * ({http://etherx.jabber.org/streams}stream, else invalid-namespace or
+ * bad-format). Whitespace between top-level elements is skipped; other text
+ * there is bad-format. Size limits are policy-violation. lim NULL: defaults.
+ */
 struct xml_parser *xml_parser_new(const struct xml_limits *lim, const struct xml_parser_cbs *cbs,
                                   void *arg);
 /* A parser for a sequence of top-level elements with no stream header
- * (config files, tests): every root element is reported by on_element. */
+ * (config files, tests): every root element is reported by on_element.
+ * No XML declaration is accepted; whitespace between elements is skipped. */
 struct xml_parser *xml_parser_new_fragment(const struct xml_limits *lim,
                                            const struct xml_parser_cbs *cbs, void *arg);
 /* NULL is fine. Safe to call from inside a callback (freed on return). */
@@ -240,7 +249,9 @@ void xml_parser_free(struct xml_parser *p);
 /*
  * Feed the next bytes. Callbacks run from inside this call. Returns 0, or
  * ERR_PARSE after on_error (then the parser is dead: further calls return
- * ERR_CLOSED), or ERR_CLOSED after the stream closed. A callback may call
+ * ERR_CLOSED), or ERR_CLOSED after the stream closed (the call that reports
+ * on_stream_close returns 0; bytes after the close are ignored), or
+ * ERR_STATE if called from one of its own callbacks. A callback may call
  * xml_parser_reset or xml_parser_free; feeding stops there.
  */
 int xml_parser_feed(struct xml_parser *p, const char *data, size_t len);
@@ -251,8 +262,19 @@ int xml_parser_feed(struct xml_parser *p, const char *data, size_t len);
  */
 void xml_parser_reset(struct xml_parser *p);
 
+/*
+ * The default namespace declared on the stream header being parsed (the
+ * content namespace, e.g. "jabber:client"); "" if none was declared or no
+ * header was read yet. Valid until the next reset or free.
+ */
+const char *xml_parser_content_ns(const struct xml_parser *p);
+
 /* Parse one complete document (a config file): the root, or NULL with a
- * message in err ("line N: …"). */
+ * message in err ("line N: …"). The restricted-XML rules and the limits
+ * (lim NULL: defaults; the root element counts as one top-level element)
+ * apply as for streams, except that comments are allowed and skipped, so
+ * that config files can be commented. An XML declaration may open the
+ * document; only UTF-8 is accepted. */
 struct xml_node *xml_parse_document(const char *data, size_t len, const struct xml_limits *lim,
                                     char *err, size_t errlen);
 

@@ -1,0 +1,855 @@
+/*
+ * xml_parser.c - the incremental XMPP stream parser on top of expat, and
+ * xml_parse_document for config files (see xml.h).
+ *
+ * How it works: expat runs in namespace mode with triplets, so every name
+ * arrives as "uri SEP local SEP prefix". Elements below the top level are
+ * built into the tree of the current top-level element, which has its own
+ * arena; when that element ends the tree and its raw bytes go to
+ * on_element. Bytes are handed to expat in slices no longer than the room
+ * left under the limit that applies (header bytes before the stream header
+ * is complete, else stanza bytes counted from the start of the current
+ * top-level element or from the end of the last thing expat finished), so
+ * an oversized stanza is refused after max_stanza_bytes, never buffered.
+ *
+ * Raw bytes: every byte given to expat is also appended to p->raw, which
+ * starts at absolute offset raw_base; before each slice, bytes nobody can
+ * need any more (before the current element, or before the end of the last
+ * completed event) are dropped. Element start/end offsets come from
+ * XML_GetCurrentByteIndex/ByteCount inside the handlers.
+ *
+ * Restricted XML (RFC 6120 §11.1): a DOCTYPE is refused as soon as expat
+ * sees it, before any entity declaration can be stored, so entity expansion
+ * attacks never start; references to undefined entities are expat errors;
+ * comments and processing instructions are refused by their handlers.
+ *
+ * Callbacks may call xml_parser_reset or xml_parser_free: both only set a
+ * flag and stop expat; the work is done when expat has returned to
+ * xml_parser_feed. Owned by one loop; never shared between threads.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <expat.h>
+
+#include "common/err.h"
+#include "common/mem.h"
+#include "common/xml.h"
+
+/* Separates URI, local name and prefix in expat's names: U+0001 cannot
+ * appear in XML 1.0 content, so it cannot occur inside a namespace URI. */
+#define NS_SEP '\x01'
+
+/* Fragment mode: top-level elements are children of this invisible root. */
+static const char fragment_wrapper[] = "<fragment>";
+
+enum mode { MODE_STREAM, MODE_FRAGMENT, MODE_DOCUMENT };
+
+/*
+ * A coarse lexical state of the input, enough to know whether some bytes
+ * can complete a markup token. expat (2.6, and Debian's 2.5 with the
+ * CVE-2023-52425 fix) defers re-parsing an incomplete token until enough
+ * new data has come, so that a huge token fed in small pieces is not
+ * re-scanned quadratically; but that also holds back a complete stanza
+ * whose last bytes arrived in a small read. Deferral is therefore switched
+ * off exactly for the slices in which a token can end: a '>' outside of
+ * quoted attribute values, comments and CDATA sections.
+ */
+enum lex_state {
+    LEX_CONTENT,
+    LEX_LT,
+    LEX_TAG,
+    LEX_SQ,
+    LEX_DQ,
+    LEX_PI,
+    LEX_BANG,
+    LEX_COMMENT,
+    LEX_CDATA,
+    LEX_DECL
+};
+
+struct lex {
+    enum lex_state st;
+    char prev1, prev2; /* the two bytes before the current one */
+};
+
+struct xml_parser {
+    XML_Parser xp;
+    enum mode mode;
+    struct xml_limits lim;
+    struct xml_parser_cbs cbs;
+    void *arg;
+
+    /* Absolute byte offsets in what expat has been given. */
+    uint64_t fed;        /* bytes given to expat */
+    uint64_t keep_from;  /* end of the last event expat completed */
+    uint64_t elem_start; /* '<' of the current top-level element */
+    uint64_t raw_base;   /* offset of raw.data[0] */
+    struct buf raw;
+
+    unsigned depth;        /* open elements, stream header/wrapper included */
+    unsigned base_depth;   /* depth at which top-level elements start */
+    unsigned pending_decl; /* xmlns declarations of the start tag being read */
+    unsigned sniffed;      /* leading bytes checked for a non-UTF-8 encoding */
+    struct lex lex;        /* where the bytes given to expat end, lexically */
+    struct xml_node *top;  /* current top-level element, NULL between them */
+    struct xml_node *cur;  /* innermost open element of top */
+    struct buf text;       /* character data not yet attached */
+    char *content_ns;      /* default namespace declared on the stream header */
+    struct xml_node *doc;  /* MODE_DOCUMENT: the finished root */
+
+    bool header_done; /* MODE_STREAM: the stream header was read */
+    bool in_feed;     /* inside xml_parser_feed: defer reset and free */
+    bool stopped;     /* expat was told to stop: ignore further events */
+    bool closed;      /* the stream ended (</stream:stream>) */
+    bool dead;        /* closed or broken: feeding is refused */
+    bool want_reset;
+    bool want_free;
+
+    enum xml_stream_err err;
+    unsigned long err_line;
+    char errmsg[160];
+};
+
+/* ---- errors ---- */
+
+static void stop(struct xml_parser *p)
+{
+    p->stopped = true;
+    XML_StopParser(p->xp, XML_FALSE);
+}
+
+static void fail(struct xml_parser *p, enum xml_stream_err cond, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Record the first error and stop expat; reported once expat returns. */
+static void fail(struct xml_parser *p, enum xml_stream_err cond, const char *fmt, ...)
+{
+    if (p->stopped)
+        return;
+    p->err = cond;
+    p->err_line = XML_GetCurrentLineNumber(p->xp);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->errmsg, sizeof(p->errmsg), fmt, ap);
+    va_end(ap);
+    stop(p);
+}
+
+static enum xml_stream_err map_expat_error(enum XML_Error code)
+{
+    switch (code) {
+    case XML_ERROR_NO_MEMORY:
+        return XML_SE_RESOURCE_CONSTRAINT;
+    case XML_ERROR_UNDEFINED_ENTITY:
+    case XML_ERROR_PARAM_ENTITY_REF:
+    case XML_ERROR_RECURSIVE_ENTITY_REF:
+    case XML_ERROR_ASYNC_ENTITY:
+    case XML_ERROR_BINARY_ENTITY_REF:
+    case XML_ERROR_ATTRIBUTE_EXTERNAL_ENTITY_REF:
+    case XML_ERROR_EXTERNAL_ENTITY_HANDLING:
+    case XML_ERROR_NOT_STANDALONE:
+    case XML_ERROR_ENTITY_DECLARED_IN_PE:
+    case XML_ERROR_FEATURE_REQUIRES_XML_DTD:
+    case XML_ERROR_CANT_CHANGE_FEATURE_ONCE_PARSING:
+        return XML_SE_RESTRICTED_XML;
+    case XML_ERROR_UNKNOWN_ENCODING:
+    case XML_ERROR_INCORRECT_ENCODING:
+        return XML_SE_UNSUPPORTED_ENCODING;
+    case XML_ERROR_UNBOUND_PREFIX:
+    case XML_ERROR_UNDECLARING_PREFIX:
+    case XML_ERROR_RESERVED_PREFIX_XML:
+    case XML_ERROR_RESERVED_PREFIX_XMLNS:
+    case XML_ERROR_RESERVED_NAMESPACE_URI:
+        return XML_SE_BAD_NAMESPACE_PREFIX;
+    default:
+        return XML_SE_NOT_WELL_FORMED;
+    }
+}
+
+/* ---- building trees ---- */
+
+struct qname {
+    const char *ns;
+    size_t ns_len;
+    const char *local;
+    size_t local_len;
+    const char *prefix; /* NULL if none */
+    size_t prefix_len;
+};
+
+static void split_name(const char *s, struct qname *q)
+{
+    const char *a = strchr(s, NS_SEP);
+    if (a == NULL) {
+        *q = (struct qname){"", 0, s, strlen(s), NULL, 0};
+        return;
+    }
+    q->ns = s;
+    q->ns_len = (size_t)(a - s);
+    q->local = a + 1;
+    const char *b = strchr(q->local, NS_SEP);
+    if (b == NULL) {
+        q->local_len = strlen(q->local);
+        q->prefix = NULL;
+        q->prefix_len = 0;
+    } else {
+        q->local_len = (size_t)(b - q->local);
+        q->prefix = b + 1;
+        q->prefix_len = strlen(q->prefix);
+    }
+}
+
+static bool name_ok(struct xml_parser *p, const struct qname *q)
+{
+    if (q->local_len > p->lim.max_name_len || q->prefix_len > p->lim.max_name_len) {
+        fail(p, XML_SE_POLICY_VIOLATION, "name longer than %zu bytes", p->lim.max_name_len);
+        return false;
+    }
+    return true;
+}
+
+/* A copy of a namespace URI, shared with the parent when equal (the usual
+ * case), so deep trees in one namespace store it once. */
+static const char *intern_ns(struct arena *a, const struct xml_node *parent, const struct qname *q)
+{
+    if (parent && strlen(parent->ns) == q->ns_len && memcmp(parent->ns, q->ns, q->ns_len) == 0)
+        return parent->ns;
+    return arena_strndup(a, q->ns, q->ns_len);
+}
+
+static void link_child(struct xml_node *parent, struct xml_node *n)
+{
+    n->parent = parent;
+    if (parent->last_child)
+        parent->last_child->next = n;
+    else
+        parent->children = n;
+    parent->last_child = n;
+}
+
+/* A new element for name/atts under parent, or (parent NULL) as the root of
+ * a new arena. NULL after fail() if a limit is exceeded. */
+static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent,
+                                   const XML_Char *name, const XML_Char **atts)
+{
+    struct qname q;
+    split_name(name, &q);
+    if (!name_ok(p, &q))
+        return NULL;
+    unsigned nattrs = p->pending_decl;
+    for (const XML_Char **a = atts; *a; a += 2)
+        nattrs++;
+    p->pending_decl = 0;
+    if (nattrs > p->lim.max_attrs) {
+        fail(p, XML_SE_POLICY_VIOLATION, "more than %u attributes", p->lim.max_attrs);
+        return NULL;
+    }
+    /* Check every attribute before allocating anything. */
+    for (const XML_Char **a = atts; *a; a += 2) {
+        struct qname aq;
+        split_name(a[0], &aq);
+        if (!name_ok(p, &aq))
+            return NULL;
+        if (strlen(a[1]) > p->lim.max_text_len) {
+            fail(p, XML_SE_POLICY_VIOLATION, "attribute value longer than %zu bytes",
+                 p->lim.max_text_len);
+            return NULL;
+        }
+    }
+
+    struct arena *ar = parent ? parent->arena : arena_new(0);
+    struct xml_node *n = arena_zalloc(ar, sizeof(*n));
+    n->type = XML_ELEM;
+    n->arena = ar;
+    n->ns = intern_ns(ar, parent, &q);
+    n->name = arena_strndup(ar, q.local, q.local_len);
+    n->prefix = q.prefix ? arena_strndup(ar, q.prefix, q.prefix_len) : NULL;
+    struct xml_attr **tail = &n->attrs;
+    for (const XML_Char **a = atts; *a; a += 2) {
+        struct qname aq;
+        split_name(a[0], &aq);
+        struct xml_attr *at = arena_zalloc(ar, sizeof(*at));
+        if (aq.ns_len) {
+            at->ns = strcmp(aq.ns, n->ns) == 0 ? n->ns : arena_strndup(ar, aq.ns, aq.ns_len);
+            at->prefix = aq.prefix ? arena_strndup(ar, aq.prefix, aq.prefix_len) : NULL;
+        }
+        at->name = arena_strndup(ar, aq.local, aq.local_len);
+        at->value_len = strlen(a[1]);
+        at->value = arena_strndup(ar, a[1], at->value_len);
+        *tail = at;
+        tail = &at->next;
+    }
+    if (parent)
+        link_child(parent, n);
+    return n;
+}
+
+/* Attach pending character data to the open element. */
+static void flush_text(struct xml_parser *p)
+{
+    if (p->text.len == 0)
+        return;
+    if (p->cur) {
+        struct arena *a = p->cur->arena;
+        struct xml_node *t = arena_zalloc(a, sizeof(*t));
+        t->type = XML_TEXT;
+        t->arena = a;
+        t->text = arena_strndup(a, p->text.data, p->text.len);
+        t->text_len = p->text.len;
+        link_child(p->cur, t);
+    }
+    buf_reset(&p->text);
+}
+
+static uint64_t event_start(struct xml_parser *p)
+{
+    return (uint64_t)XML_GetCurrentByteIndex(p->xp);
+}
+
+static uint64_t event_end(struct xml_parser *p)
+{
+    return (uint64_t)XML_GetCurrentByteIndex(p->xp) + (uint64_t)XML_GetCurrentByteCount(p->xp);
+}
+
+/* ---- expat handlers ---- */
+
+static void stream_header(struct xml_parser *p, const XML_Char *name, const XML_Char **atts)
+{
+    struct qname q;
+    split_name(name, &q);
+    if (q.ns_len != strlen(XML_NS_STREAM) || memcmp(q.ns, XML_NS_STREAM, q.ns_len) != 0) {
+        fail(p, XML_SE_INVALID_NAMESPACE, "stream header not in the stream namespace");
+        return;
+    }
+    if (q.local_len != 6 || memcmp(q.local, "stream", 6) != 0) {
+        fail(p, XML_SE_BAD_FORMAT, "first element is not a stream header");
+        return;
+    }
+    struct xml_node *hdr = build_elem(p, NULL, name, atts);
+    if (hdr == NULL)
+        return;
+    p->header_done = true;
+    p->keep_from = event_end(p);
+    p->depth++;
+    if (p->cbs.on_stream_open)
+        p->cbs.on_stream_open(p->arg, hdr);
+    else
+        xml_free(hdr);
+}
+
+static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    struct xml_parser *p = ud;
+    if (p->stopped)
+        return;
+    if (p->depth < p->base_depth) {
+        /* The stream header, or in fragment mode the wrapper we fed. */
+        if (p->mode == MODE_STREAM)
+            stream_header(p, name, atts);
+        else
+            p->depth++;
+        return;
+    }
+    flush_text(p);
+    unsigned level = p->depth - p->base_depth + 1;
+    if (level > p->lim.max_depth) {
+        fail(p, XML_SE_POLICY_VIOLATION, "elements nested deeper than %u", p->lim.max_depth);
+        return;
+    }
+    struct xml_node *n = build_elem(p, p->cur, name, atts);
+    if (n == NULL)
+        return;
+    if (p->cur == NULL) {
+        p->top = n;
+        p->elem_start = event_start(p);
+    }
+    p->cur = n;
+    p->depth++;
+}
+
+static void XMLCALL on_end(void *ud, const XML_Char *name)
+{
+    struct xml_parser *p = ud;
+    if (p->stopped)
+        return;
+    flush_text(p);
+    p->depth--;
+    if (p->depth < p->base_depth) {
+        /* </stream:stream> (the wrapper of fragment mode is never closed). */
+        p->closed = true;
+        p->dead = true;
+        stop(p);
+        if (p->cbs.on_stream_close)
+            p->cbs.on_stream_close(p->arg);
+        return;
+    }
+    if (p->cur != p->top) {
+        p->cur = p->cur->parent;
+        return;
+    }
+    struct xml_node *n = p->top;
+    uint64_t end = event_end(p);
+    p->top = p->cur = NULL;
+    p->keep_from = end;
+    if (p->mode == MODE_DOCUMENT) {
+        p->doc = n;
+        return;
+    }
+    const char *raw = p->raw.data + (p->elem_start - p->raw_base);
+    size_t rawlen = (size_t)(end - p->elem_start);
+    if (p->cbs.on_element)
+        p->cbs.on_element(p->arg, n, raw, rawlen);
+    else
+        xml_free(n);
+}
+
+static void XMLCALL on_chars(void *ud, const XML_Char *s, int len)
+{
+    struct xml_parser *p = ud;
+    if (p->stopped)
+        return;
+    if (p->cur == NULL) {
+        /* Between top-level elements only whitespace (keepalives) may
+         * appear. Text there is well-formed XML but not XMPP, hence
+         * bad-format rather than not-well-formed. */
+        for (int i = 0; i < len; i++) {
+            if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') {
+                fail(p, XML_SE_BAD_FORMAT, "text outside of any stanza");
+                return;
+            }
+        }
+        p->keep_from = event_end(p);
+        return;
+    }
+    /* Counted across callbacks: expat delivers one run in many pieces. */
+    if ((size_t)len > p->lim.max_text_len - p->text.len) {
+        fail(p, XML_SE_POLICY_VIOLATION, "text longer than %zu bytes", p->lim.max_text_len);
+        return;
+    }
+    buf_append(&p->text, s, (size_t)len);
+}
+
+static void XMLCALL on_ns_decl(void *ud, const XML_Char *prefix, const XML_Char *uri)
+{
+    struct xml_parser *p = ud;
+    if (p->stopped)
+        return;
+    size_t plen = prefix ? strlen(prefix) : 0, ulen = uri ? strlen(uri) : 0;
+    if (plen > p->lim.max_name_len || ulen > p->lim.max_name_len) {
+        fail(p, XML_SE_POLICY_VIOLATION, "namespace declaration longer than %zu bytes",
+             p->lim.max_name_len);
+        return;
+    }
+    p->pending_decl++;
+    if (p->mode == MODE_STREAM && !p->header_done && prefix == NULL) {
+        free(p->content_ns);
+        p->content_ns = xstrdup(uri ? uri : "");
+    }
+}
+
+static void XMLCALL on_xml_decl(void *ud, const XML_Char *version, const XML_Char *encoding,
+                                int standalone)
+{
+    struct xml_parser *p = ud;
+    if (encoding && strcasecmp(encoding, "UTF-8") != 0)
+        fail(p, XML_SE_UNSUPPORTED_ENCODING, "encoding %.40s is not UTF-8", encoding);
+}
+
+static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                               const XML_Char *pubid, int has_internal_subset)
+{
+    fail(ud, XML_SE_RESTRICTED_XML, "DOCTYPE is not allowed");
+}
+
+static void XMLCALL on_entity_decl(void *ud, const XML_Char *name, int is_param,
+                                   const XML_Char *value, int value_len, const XML_Char *base,
+                                   const XML_Char *sysid, const XML_Char *pubid,
+                                   const XML_Char *notation)
+{
+    fail(ud, XML_SE_RESTRICTED_XML, "entity declarations are not allowed");
+}
+
+static void XMLCALL on_skipped_entity(void *ud, const XML_Char *name, int is_param)
+{
+    fail(ud, XML_SE_RESTRICTED_XML, "entity references are not allowed");
+}
+
+static void XMLCALL on_pi(void *ud, const XML_Char *target, const XML_Char *data)
+{
+    fail(ud, XML_SE_RESTRICTED_XML, "processing instructions are not allowed");
+}
+
+static void XMLCALL on_comment(void *ud, const XML_Char *data)
+{
+    struct xml_parser *p = ud;
+    /* Config files may be commented; streams may not (RFC 6120 §11.1). */
+    if (p->mode != MODE_DOCUMENT)
+        fail(p, XML_SE_RESTRICTED_XML, "comments are not allowed");
+}
+
+/* ---- life cycle ---- */
+
+static void start_expat(struct xml_parser *p)
+{
+    /* Forcing UTF-8 makes expat ignore any other declared encoding, which
+     * on_xml_decl then refuses; leading bytes are checked in feed. */
+    p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
+    if (p->xp == NULL)
+        abort();
+    XML_SetReturnNSTriplet(p->xp, XML_TRUE);
+    XML_SetParamEntityParsing(p->xp, XML_PARAM_ENTITY_PARSING_NEVER);
+    XML_SetUserData(p->xp, p);
+    XML_SetElementHandler(p->xp, on_start, on_end);
+    XML_SetCharacterDataHandler(p->xp, on_chars);
+    XML_SetStartNamespaceDeclHandler(p->xp, on_ns_decl);
+    XML_SetXmlDeclHandler(p->xp, on_xml_decl);
+    XML_SetStartDoctypeDeclHandler(p->xp, on_doctype);
+    XML_SetEntityDeclHandler(p->xp, on_entity_decl);
+    XML_SetSkippedEntityHandler(p->xp, on_skipped_entity);
+    XML_SetProcessingInstructionHandler(p->xp, on_pi);
+    XML_SetCommentHandler(p->xp, on_comment);
+
+    p->fed = p->keep_from = p->elem_start = p->raw_base = 0;
+    p->depth = 0;
+    p->pending_decl = 0;
+    p->sniffed = 0;
+    p->lex = (struct lex){LEX_CONTENT, 0, 0};
+    p->header_done = p->stopped = p->closed = p->dead = false;
+    p->err = XML_SE_NONE;
+    p->errmsg[0] = '\0';
+    if (p->mode == MODE_FRAGMENT) {
+        size_t n = sizeof(fragment_wrapper) - 1;
+        XML_SetReparseDeferralEnabled(p->xp, XML_FALSE);
+        if (XML_Parse(p->xp, fragment_wrapper, (int)n, XML_FALSE) != XML_STATUS_OK)
+            abort();
+        p->fed = p->keep_from = p->raw_base = n;
+        p->sniffed = 2;
+    }
+}
+
+/* Drop everything that belongs to the old stream and start a new one. */
+static void restart(struct xml_parser *p)
+{
+    XML_ParserFree(p->xp);
+    xml_free(p->top);
+    xml_free(p->doc);
+    p->top = p->cur = p->doc = NULL;
+    buf_reset(&p->raw);
+    buf_reset(&p->text);
+    free(p->content_ns);
+    p->content_ns = NULL;
+    p->want_reset = false;
+    start_expat(p);
+}
+
+void xml_limits_default(struct xml_limits *lim)
+{
+    lim->max_stanza_bytes = 256 * 1024;
+    lim->max_depth = 32;
+    lim->max_attrs = 64;
+    lim->max_name_len = 256;
+    lim->max_text_len = 256 * 1024;
+    lim->max_header_bytes = 8 * 1024;
+}
+
+static struct xml_parser *parser_new(enum mode mode, const struct xml_limits *lim,
+                                     const struct xml_parser_cbs *cbs, void *arg)
+{
+    struct xml_parser *p = xcalloc(1, sizeof(*p));
+    p->mode = mode;
+    if (lim)
+        p->lim = *lim;
+    else
+        xml_limits_default(&p->lim);
+    if (cbs)
+        p->cbs = *cbs;
+    p->arg = arg;
+    p->base_depth = mode == MODE_DOCUMENT ? 0 : 1;
+    buf_init(&p->raw);
+    buf_init(&p->text);
+    start_expat(p);
+    return p;
+}
+
+struct xml_parser *xml_parser_new(const struct xml_limits *lim, const struct xml_parser_cbs *cbs,
+                                  void *arg)
+{
+    return parser_new(MODE_STREAM, lim, cbs, arg);
+}
+
+struct xml_parser *xml_parser_new_fragment(const struct xml_limits *lim,
+                                           const struct xml_parser_cbs *cbs, void *arg)
+{
+    return parser_new(MODE_FRAGMENT, lim, cbs, arg);
+}
+
+static void destroy(struct xml_parser *p)
+{
+    XML_ParserFree(p->xp);
+    xml_free(p->top);
+    xml_free(p->doc);
+    buf_free(&p->raw);
+    buf_free(&p->text);
+    free(p->content_ns);
+    free(p);
+}
+
+void xml_parser_free(struct xml_parser *p)
+{
+    if (p == NULL)
+        return;
+    if (p->in_feed) {
+        p->want_free = true;
+        stop(p);
+        return;
+    }
+    destroy(p);
+}
+
+void xml_parser_reset(struct xml_parser *p)
+{
+    if (p->in_feed) {
+        p->want_reset = true;
+        stop(p);
+        return;
+    }
+    restart(p);
+}
+
+const char *xml_parser_content_ns(const struct xml_parser *p)
+{
+    return p->content_ns ? p->content_ns : "";
+}
+
+/* ---- feeding ---- */
+
+/* Bytes that may still be given to expat before a size limit is exceeded:
+ * header bytes until the header is complete, then the bytes of one
+ * top-level element (counted from its '<', or from the end of the last
+ * event while its start tag is still incomplete). */
+static size_t room(const struct xml_parser *p)
+{
+    uint64_t start, max;
+    if (p->mode == MODE_STREAM && !p->header_done) {
+        start = 0;
+        max = p->lim.max_header_bytes;
+    } else {
+        start = p->top ? p->elem_start : p->keep_from;
+        max = p->lim.max_stanza_bytes;
+    }
+    if (p->fed >= start + max)
+        return 0;
+    uint64_t r = start + max - p->fed;
+    return r > INT32_MAX ? INT32_MAX : (size_t)r;
+}
+
+/* Keep only the bytes from which a raw slice can still be cut. */
+static void trim_raw(struct xml_parser *p)
+{
+    uint64_t need = p->top ? p->elem_start : p->keep_from;
+    if (need <= p->raw_base)
+        return;
+    size_t drop = (size_t)(need - p->raw_base);
+    if (drop >= p->raw.len)
+        buf_reset(&p->raw);
+    else
+        buf_consume(&p->raw, drop);
+    p->raw_base += drop;
+}
+
+/* Advance the lexical state over data; true if a token may end in it. */
+static bool lex_scan(struct lex *lx, const char *data, size_t len)
+{
+    bool may_end = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        switch (lx->st) {
+        case LEX_CONTENT:
+            if (c == '<')
+                lx->st = LEX_LT;
+            break;
+        case LEX_LT:
+            if (c == '?')
+                lx->st = LEX_PI;
+            else if (c == '!')
+                lx->st = LEX_BANG;
+            else if (c == '>') {
+                lx->st = LEX_CONTENT;
+                may_end = true;
+            } else
+                lx->st = c == '\'' ? LEX_SQ : c == '"' ? LEX_DQ : LEX_TAG;
+            break;
+        case LEX_TAG:
+            if (c == '>') {
+                lx->st = LEX_CONTENT;
+                may_end = true;
+            } else if (c == '\'') {
+                lx->st = LEX_SQ;
+            } else if (c == '"') {
+                lx->st = LEX_DQ;
+            }
+            break;
+        case LEX_SQ:
+            if (c == '\'')
+                lx->st = LEX_TAG;
+            break;
+        case LEX_DQ:
+            if (c == '"')
+                lx->st = LEX_TAG;
+            break;
+        case LEX_PI:
+            if (c == '>' && lx->prev1 == '?') {
+                lx->st = LEX_CONTENT;
+                may_end = true;
+            }
+            break;
+        case LEX_BANG:
+            lx->st = c == '-' ? LEX_COMMENT : c == '[' ? LEX_CDATA : LEX_DECL;
+            if (c == '>') {
+                lx->st = LEX_CONTENT;
+                may_end = true;
+            }
+            break;
+        case LEX_COMMENT:
+        case LEX_CDATA:
+            if (c == '>' && lx->prev1 == lx->prev2 &&
+                lx->prev1 == (lx->st == LEX_COMMENT ? '-' : ']')) {
+                lx->st = LEX_CONTENT;
+                may_end = true;
+            }
+            break;
+        case LEX_DECL:
+            /* DOCTYPE and the like: refused, and only possible within the
+             * (small) header, so any '>' will do. */
+            if (c == '>') {
+                lx->st = LEX_CONTENT;
+                may_end = true;
+            }
+            break;
+        }
+        lx->prev2 = lx->prev1;
+        lx->prev1 = c;
+    }
+    return may_end;
+}
+
+/* Leading bytes of a UTF-16/32 document (BOM or NUL bytes), which expat
+ * would otherwise switch encodings on even when told UTF-8. */
+static bool sniff_encoding(struct xml_parser *p, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && p->sniffed < 2; i++, p->sniffed++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c == 0x00 || (p->sniffed == 0 && (c == 0xfe || c == 0xff))) {
+            p->err = XML_SE_UNSUPPORTED_ENCODING;
+            p->err_line = 1;
+            snprintf(p->errmsg, sizeof(p->errmsg), "stream is not UTF-8");
+            return false;
+        }
+    }
+    return true;
+}
+
+static void report_error(struct xml_parser *p)
+{
+    p->dead = true;
+    if (p->err == XML_SE_NONE) {
+        enum XML_Error code = XML_GetErrorCode(p->xp);
+        p->err = map_expat_error(code);
+        p->err_line = XML_GetCurrentLineNumber(p->xp);
+        snprintf(p->errmsg, sizeof(p->errmsg), "%s", XML_ErrorString(code));
+    }
+    if (p->mode != MODE_DOCUMENT && p->cbs.on_error) {
+        char text[200];
+        snprintf(text, sizeof(text), "%s (line %lu)", p->errmsg, p->err_line);
+        p->cbs.on_error(p->arg, p->err, text);
+    }
+}
+
+/* Give data to expat slice by slice; final marks the end of a document. */
+static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
+{
+    if (!sniff_encoding(p, data, len)) {
+        report_error(p);
+        return ERR_PARSE;
+    }
+    size_t off = 0;
+    for (;;) {
+        size_t n = len - off;
+        if (n) {
+            size_t r = room(p);
+            if (r == 0) {
+                bool hdr = p->mode == MODE_STREAM && !p->header_done;
+                p->err = XML_SE_POLICY_VIOLATION;
+                p->err_line = XML_GetCurrentLineNumber(p->xp);
+                snprintf(p->errmsg, sizeof(p->errmsg), "%s larger than %zu bytes",
+                         hdr ? "stream header" : "element",
+                         hdr ? p->lim.max_header_bytes : p->lim.max_stanza_bytes);
+                report_error(p);
+                return ERR_PARSE;
+            }
+            if (n > r)
+                n = r;
+            trim_raw(p);
+            buf_append(&p->raw, data + off, n);
+        }
+        bool last = final && off + n == len;
+        p->fed += n;
+        bool may_end = lex_scan(&p->lex, data + off, n);
+        XML_SetReparseDeferralEnabled(p->xp, may_end ? XML_FALSE : XML_TRUE);
+        enum XML_Status st = XML_Parse(p->xp, data + off, (int)n, last);
+        off += n;
+        if (p->want_free || p->want_reset || p->closed)
+            return 0;
+        if (st == XML_STATUS_ERROR || p->err != XML_SE_NONE) {
+            report_error(p);
+            return ERR_PARSE;
+        }
+        if (off == len && (!final || last))
+            return 0;
+    }
+}
+
+int xml_parser_feed(struct xml_parser *p, const char *data, size_t len)
+{
+    if (p->in_feed)
+        return ERR_STATE;
+    if (p->dead)
+        return ERR_CLOSED;
+    p->in_feed = true;
+    int rc = feed(p, data, len, false);
+    p->in_feed = false;
+    if (p->want_free) {
+        destroy(p);
+        return rc;
+    }
+    if (p->want_reset) {
+        restart(p);
+        return 0;
+    }
+    return rc;
+}
+
+struct xml_node *xml_parse_document(const char *data, size_t len, const struct xml_limits *lim,
+                                    char *err, size_t errlen)
+{
+    struct xml_parser *p = parser_new(MODE_DOCUMENT, lim, NULL, NULL);
+    struct xml_node *root = NULL;
+    if (feed(p, data, len, true) == 0) {
+        root = p->doc;
+        p->doc = NULL;
+    }
+    if (root == NULL && p->errmsg[0] == '\0')
+        snprintf(p->errmsg, sizeof(p->errmsg), "no root element");
+    if (root == NULL && err && errlen)
+        snprintf(err, errlen, "line %lu: %s", p->err_line, p->errmsg);
+    destroy(p);
+    return root;
+}
