@@ -27,7 +27,7 @@
  * closes the three handles; the last close callback calls on_close and
  * frees everything.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <limits.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
  * server's ALPN list) lives in a struct tls_ctx_data attached to the
  * SSL_CTX as ex_data, so it is freed together with the context.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,7 +8,7 @@
  * Waiting is always for an event (RUN_UNTIL); a guard timer only stops a
  * test that would otherwise hang. No sleeps, no assertions on time.
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -3,7 +3,7 @@
  * ALPN, with handshakes between two SSL objects over memory BIOs (no
  * sockets: the stream tests do those).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * tmpdir.c - scratch directories for tests (see tmpdir.h).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdio.h>
 #include <stdlib.h>
