@@ -77,7 +77,7 @@ enum lex_state {
 
 struct lex {
     enum lex_state st;
-    char prev1, prev2; /* the two bytes before the current one */
+    char prev1, prev2; /* the last two bytes scanned */
 };
 
 struct xml_parser {
@@ -665,16 +665,33 @@ static void trim_raw(struct xml_parser *p)
     p->raw_base += drop;
 }
 
-/* Advance the lexical state over data; true if a token may end in it. */
+/* The byte before data[i] (from an earlier slice if i is 0 or 1). */
+static char lex_before(const struct lex *lx, const char *data, size_t i, size_t back)
+{
+    if (i >= back)
+        return data[i - back];
+    return back - i == 1 ? lx->prev1 : lx->prev2;
+}
+
+/* Advance the lexical state over data; true if a token may end in it.
+ * Text and quoted values are skipped with memchr: this runs over every
+ * byte of every stream. */
 static bool lex_scan(struct lex *lx, const char *data, size_t len)
 {
     bool may_end = false;
-    for (size_t i = 0; i < len; i++) {
+    size_t i = 0;
+    while (i < len) {
+        const char *hit;
         char c = data[i];
         switch (lx->st) {
         case LEX_CONTENT:
-            if (c == '<')
-                lx->st = LEX_LT;
+            hit = memchr(data + i, '<', len - i);
+            if (hit == NULL) {
+                i = len;
+                continue;
+            }
+            i = (size_t)(hit - data);
+            lx->st = LEX_LT;
             break;
         case LEX_LT:
             if (c == '?')
@@ -698,18 +715,14 @@ static bool lex_scan(struct lex *lx, const char *data, size_t len)
             }
             break;
         case LEX_SQ:
-            if (c == '\'')
-                lx->st = LEX_TAG;
-            break;
         case LEX_DQ:
-            if (c == '"')
-                lx->st = LEX_TAG;
-            break;
-        case LEX_PI:
-            if (c == '>' && lx->prev1 == '?') {
-                lx->st = LEX_CONTENT;
-                may_end = true;
+            hit = memchr(data + i, lx->st == LEX_SQ ? '\'' : '"', len - i);
+            if (hit == NULL) {
+                i = len;
+                continue;
             }
+            i = (size_t)(hit - data);
+            lx->st = LEX_TAG;
             break;
         case LEX_BANG:
             lx->st = c == '-' ? LEX_COMMENT : c == '[' ? LEX_CDATA : LEX_DECL;
@@ -718,25 +731,35 @@ static bool lex_scan(struct lex *lx, const char *data, size_t len)
                 may_end = true;
             }
             break;
+        case LEX_PI:
         case LEX_COMMENT:
         case LEX_CDATA:
-            if (c == '>' && lx->prev1 == lx->prev2 &&
-                lx->prev1 == (lx->st == LEX_COMMENT ? '-' : ']')) {
-                lx->st = LEX_CONTENT;
-                may_end = true;
-            }
-            break;
         case LEX_DECL:
-            /* DOCTYPE and the like: refused, and only possible within the
-             * (small) header, so any '>' will do. */
-            if (c == '>') {
+            hit = memchr(data + i, '>', len - i);
+            if (hit == NULL) {
+                i = len;
+                continue;
+            }
+            i = (size_t)(hit - data);
+            /* "?>", "-->", "]]>"; DOCTYPE and the like are refused and can
+             * only be in the (small) header, so any '>' ends them. */
+            char b1 = lex_before(lx, data, i, 1), b2 = lex_before(lx, data, i, 2);
+            if (lx->st == LEX_DECL || (lx->st == LEX_PI && b1 == '?') ||
+                (lx->st == LEX_COMMENT && b1 == '-' && b2 == '-') ||
+                (lx->st == LEX_CDATA && b1 == ']' && b2 == ']')) {
                 lx->st = LEX_CONTENT;
                 may_end = true;
             }
             break;
         }
+        i++;
+    }
+    if (len >= 2) {
+        lx->prev2 = data[len - 2];
+        lx->prev1 = data[len - 1];
+    } else if (len == 1) {
         lx->prev2 = lx->prev1;
-        lx->prev1 = c;
+        lx->prev1 = data[0];
     }
     return may_end;
 }
