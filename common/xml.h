@@ -206,6 +206,9 @@ struct xml_limits {
     size_t max_name_len;     /* element/attribute/prefix names, namespace URIs (default 256) */
     size_t max_text_len;     /* one text run or attribute value (default 256 KiB) */
     size_t max_header_bytes; /* bytes before the stream header ends (default 8 KiB) */
+    size_t max_tree_bytes;   /* arena memory of one top-level element's tree: caps the
+                                node overhead of many tiny elements (default 1 MiB;
+                                keep it at about 4 x max_stanza_bytes) */
 };
 
 void xml_limits_default(struct xml_limits *lim);

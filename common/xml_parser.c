@@ -118,6 +118,17 @@ struct xml_parser {
     char errmsg[160];
 };
 
+/* See enum lex_state: expat without reparse deferral needs nothing. */
+static void set_reparse_deferral(struct xml_parser *p, bool on)
+{
+#ifdef HAVE_XML_SETREPARSEDEFERRALENABLED
+    XML_SetReparseDeferralEnabled(p->xp, on ? XML_TRUE : XML_FALSE);
+#else
+    (void)p;
+    (void)on;
+#endif
+}
+
 /* ---- errors ---- */
 
 static void stop(struct xml_parser *p)
@@ -373,6 +384,12 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     }
     p->cur = n;
     p->depth++;
+    /* Each tiny element costs a node and its strings: 256 KiB of <a/>
+     * would be ~7 MB of tree without this cap. (The tree is freed with
+     * p->top like any unfinished stanza.) */
+    if (arena_used(n->arena) > p->lim.max_tree_bytes)
+        fail(p, XML_SE_POLICY_VIOLATION, "stanza tree larger than %zu bytes",
+             p->lim.max_tree_bytes);
 }
 
 static void XMLCALL on_end(void *ud, const XML_Char *name)
@@ -527,7 +544,7 @@ static void start_expat(struct xml_parser *p)
     p->errmsg[0] = '\0';
     if (p->mode == MODE_FRAGMENT) {
         size_t n = sizeof(fragment_wrapper) - 1;
-        XML_SetReparseDeferralEnabled(p->xp, XML_FALSE);
+        set_reparse_deferral(p, false);
         if (XML_Parse(p->xp, fragment_wrapper, (int)n, XML_FALSE) != XML_STATUS_OK)
             abort();
         p->fed = p->keep_from = p->raw_base = n;
@@ -558,6 +575,7 @@ void xml_limits_default(struct xml_limits *lim)
     lim->max_name_len = 256;
     lim->max_text_len = 256 * 1024;
     lim->max_header_bytes = 8 * 1024;
+    lim->max_tree_bytes = 1024 * 1024;
 }
 
 static struct xml_parser *parser_new(enum mode mode, const struct xml_limits *lim,
@@ -799,7 +817,7 @@ static void report_error(struct xml_parser *p)
  * callback); ERR_PARSE: the stream is broken (reported). */
 static int parse_slice(struct xml_parser *p, const char *data, size_t n, bool may_end, bool last)
 {
-    XML_SetReparseDeferralEnabled(p->xp, may_end ? XML_FALSE : XML_TRUE);
+    set_reparse_deferral(p, !may_end);
     enum XML_Status st = XML_Parse(p->xp, data, (int)n, last);
     if (p->want_free || p->want_reset || p->closed)
         return 0;

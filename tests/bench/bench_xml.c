@@ -9,7 +9,7 @@
  * the floor the stream parser builds on. Not a test: it only
  * prints figures (see tests/bench/README.md). Usage: bench_xml [rounds]
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdint.h>
 #include <stdio.h>

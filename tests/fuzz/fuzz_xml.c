@@ -15,7 +15,7 @@
  *  - serialize -> parse -> serialize is a fixed point, and the reparsed tree
  *    equals the original (names, namespaces, prefixes, attributes, text).
  */
-#include "config.h"
+#include "autoconfig.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -642,6 +642,45 @@ static void test_limit_header(void **state)
     assert_int_equal(error_of(HDR "<a/>", strlen(HDR) + 4, &lim, 0), XML_SE_POLICY_VIOLATION);
 }
 
+/* Feed doc in one chunk as a fragment; the error condition (NONE if fine).
+ * (error_of tries every split, which is quadratic for big documents.) */
+static enum xml_stream_err error_one_chunk(const struct buf *doc, const struct xml_limits *lim)
+{
+    struct rec r;
+    rec_init(&r, lim, 1);
+    int rc = xml_parser_feed(r.p, doc->data, doc->len);
+    enum xml_stream_err e = r.err;
+    assert_int_equal(rc, e == XML_SE_NONE ? 0 : ERR_PARSE);
+    rec_done(&r);
+    return e;
+}
+
+static void test_limit_tree_bytes(void **state)
+{
+    /* 256 KiB of <a/> is within the byte limit but would cost megabytes
+     * of nodes: the tree cap refuses it after about max_tree_bytes. */
+    struct xml_limits lim;
+    xml_limits_default(&lim);
+    struct buf doc = BUF_INIT;
+    buf_append_str(&doc, "<x>");
+    while (doc.len < lim.max_stanza_bytes - 8)
+        buf_append_str(&doc, "<a/>");
+    buf_append_str(&doc, "</x>");
+    assert_int_equal(error_one_chunk(&doc, &lim), XML_SE_POLICY_VIOLATION);
+    /* The same bytes with a generous tree cap parse. */
+    lim.max_tree_bytes = 64 * 1024 * 1024;
+    assert_int_equal(error_one_chunk(&doc, &lim), XML_SE_NONE);
+    /* A typical large stanza (one big text) stays far under the default. */
+    xml_limits_default(&lim);
+    buf_reset(&doc);
+    buf_append_str(&doc, "<message><body>");
+    while (doc.len < lim.max_stanza_bytes - 32)
+        buf_append_str(&doc, "text text ");
+    buf_append_str(&doc, "</body></message>");
+    assert_int_equal(error_one_chunk(&doc, &lim), XML_SE_NONE);
+    buf_free(&doc);
+}
+
 /* ---- reset and free from callbacks ---- */
 
 static void test_reset_in_callback(void **state)
@@ -1066,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_limit_names),
         cmocka_unit_test(test_limit_text),
         cmocka_unit_test(test_limit_header),
+        cmocka_unit_test(test_limit_tree_bytes),
         cmocka_unit_test(test_reset_in_callback),
         cmocka_unit_test(test_free_in_callback),
         cmocka_unit_test(test_feed_from_callback_refused),
