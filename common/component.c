@@ -360,7 +360,7 @@ int component_route(struct component *c, const char *to, const struct xml_node *
     if (c->stopping || c->freed)
         return ERR_CLOSED;
     if (!c->opts.internal)
-        return ERR_STATE;
+        return ERR_BADSTATE;
     struct buf b = BUF_INIT;
     buf_append_str(&b, "<r:route to='");
     xml_escape_attr(to, strlen(to), &b);
@@ -918,7 +918,7 @@ int component_new(uv_loop_t *loop, const struct component_opts *opts,
 int component_start(struct component *c)
 {
     if (c->started || c->stopping)
-        return ERR_STATE;
+        return ERR_BADSTATE;
     c->started = 1;
     attempt(c);
     return 0;

@@ -157,7 +157,7 @@ struct component_stats {
  */
 int component_new(uv_loop_t *loop, const struct component_opts *opts,
                   const struct component_cbs *cbs, void *arg, struct component **out);
-/* Start connecting. Returns 0, or ERR_STATE if started already. */
+/* Start connecting. Returns 0, or ERR_BADSTATE if started already. */
 int component_start(struct component *c);
 
 /*
@@ -171,7 +171,7 @@ int component_send(struct component *c, const struct xml_node *stanza);
  * and passed on). Same returns. */
 int component_send_raw(struct component *c, const void *p, size_t len);
 /* Send stanza inside <r:route to='to' from='NAME'>: delivered to the
- * component named to. Internal components only: ERR_STATE otherwise. */
+ * component named to. Internal components only: ERR_BADSTATE otherwise. */
 int component_route(struct component *c, const char *to, const struct xml_node *stanza);
 
 /* 1 when ready (handshake and binds done, connection up). */

@@ -38,7 +38,7 @@ const char *err_str(int code)
         return "authentication failed";
     case ERR_PERM:
         return "not permitted";
-    case ERR_STATE:
+    case ERR_BADSTATE:
         return "invalid state";
     case ERR_DB:
         return "database error";

@@ -960,7 +960,7 @@ int stream_starttls(struct stream *s, SSL_CTX *ctx, enum stream_tls_role role,
                     const char *servername)
 {
     if (s->ssl != NULL || s->failed || (s->state != ST_OPEN && s->state != ST_CONNECTING))
-        return ERR_STATE;
+        return ERR_BADSTATE;
     ERR_clear_error();
     SSL *ssl = SSL_new(ctx);
     BIO *rbio = BIO_new(BIO_s_mem());

@@ -162,7 +162,7 @@ enum stream_tls_role { STREAM_TLS_SERVER, STREAM_TLS_CLIENT };
  *  - client: in the on_element handler of <proceed/>; queue the new stream
  *    header right after, it is held until the handshake is done.
  * servername (client: SNI and the name the chain is checked against;
- * server: ignored) may be NULL. Returns 0, ERR_STATE if TLS is already on
+ * server: ignored) may be NULL. Returns 0, ERR_BADSTATE if TLS is already on
  * or the stream is closing, ERR_TLS.
  */
 int stream_starttls(struct stream *s, SSL_CTX *ctx, enum stream_tls_role role,

@@ -21,13 +21,6 @@
 
 #include <stddef.h>
 
-/*
- * OpenSSL's types.h declares a type ERR_STATE, which common/err.h uses as
- * an error code. Every Parley file gets OpenSSL's headers through here,
- * with OpenSSL's name renamed while they are read, so the two can meet in
- * one file in either include order.
- */
-#define ERR_STATE openssl_ERR_STATE
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -35,7 +28,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#undef ERR_STATE
 
 /* TLS 1.2 suites (TLS 1.3 uses OpenSSL's default AEAD suites). */
 #define TLS_CIPHER_LIST                                                                            \

@@ -254,7 +254,7 @@ void xml_parser_free(struct xml_parser *p);
  * ERR_PARSE after on_error (then the parser is dead: further calls return
  * ERR_CLOSED), or ERR_CLOSED after the stream closed (the call that reports
  * on_stream_close returns 0; bytes after the close are ignored), or
- * ERR_STATE if called from one of its own callbacks. A callback may call
+ * ERR_BADSTATE if called from one of its own callbacks. A callback may call
  * xml_parser_reset or xml_parser_free; feeding stops there.
  */
 int xml_parser_feed(struct xml_parser *p, const char *data, size_t len);

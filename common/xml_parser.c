@@ -881,7 +881,7 @@ static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
 int xml_parser_feed(struct xml_parser *p, const char *data, size_t len)
 {
     if (p->in_feed)
-        return ERR_STATE;
+        return ERR_BADSTATE;
     if (p->dead)
         return ERR_CLOSED;
     p->in_feed = true;

@@ -441,7 +441,7 @@ static void test_handshake(void **state)
     assert_string_equal(component_name(o.c), NAME);
     assert_false(component_is_ready(o.c));
     assert_int_equal(component_start(o.c), 0);
-    assert_int_equal(component_start(o.c), ERR_STATE);
+    assert_int_equal(component_start(o.c), ERR_BADSTATE);
     RUN_UNTIL(o.ready == 1 && o.notifies.len > 0 && has(&o.notifies, "down"));
     assert_string_equal(a.hdr_to, NAME);
     assert_string_equal(a.hdr_ns, XML_NS_COMPONENT);
@@ -710,7 +710,7 @@ static void test_expiry_and_stop(void **state)
     assert_int_equal(st.handshakes, 0);
     /* External components cannot use r:route. */
     struct xml_node *m = xml_new(XML_NS_COMPONENT, "message");
-    assert_int_equal(component_route(o.c, "c2s-1", m), ERR_STATE);
+    assert_int_equal(component_route(o.c, "c2s-1", m), ERR_BADSTATE);
 
     /* Stopping bounces what is still queued, then on_close. */
     buf_reset(&o.bounces);

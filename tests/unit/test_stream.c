@@ -477,7 +477,7 @@ static void starttls_server_elem(struct peer *p, struct xml_node *el)
         assert_int_equal(stream_write_str(p->s, "<proceed xmlns='" NS_TLS "'/>"), 0);
         assert_int_equal(stream_starttls(p->s, starttls_server_ctx, STREAM_TLS_SERVER, NULL), 0);
         assert_int_equal(stream_starttls(p->s, starttls_server_ctx, STREAM_TLS_SERVER, NULL),
-                         ERR_STATE);
+                         ERR_BADSTATE);
     }
 }
 

@@ -779,7 +779,7 @@ static void test_feed_from_callback_refused(void **state)
     struct xml_parser_cbs cbs = {NULL, on_elem_nested, NULL, NULL};
     nested_p = xml_parser_new_fragment(NULL, &cbs, NULL);
     assert_int_equal(xml_parser_feed(nested_p, "<a/>", 4), 0);
-    assert_int_equal(nested_rc, ERR_STATE);
+    assert_int_equal(nested_rc, ERR_BADSTATE);
     xml_parser_free(nested_p);
 }
 
