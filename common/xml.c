@@ -258,9 +258,12 @@ size_t xml_child_count(const struct xml_node *elem)
 /* ---- escaping ---- */
 
 /*
- * What each byte becomes: 0 = copied as is, 1 = dropped-and-replaced by
- * U+FFFD (C0 controls XML 1.0 cannot carry; only trees built by code can
- * hold them, the parser never produces them), else the index of a reference.
+ * What each byte becomes: 0 = copied as is, ESC_BAD = written as U+FFFD (C0
+ * controls XML 1.0 cannot carry; only trees built by code can hold them, the
+ * parser never produces them), else the index of a reference. '>' is always
+ * escaped so that "]]>" cannot appear; CR always, since a literal CR would be
+ * read back as LF (XML 1.0 §2.11); in attributes also quotes, tab and LF,
+ * which attribute-value normalisation would otherwise turn into spaces.
  */
 enum {
     ESC_COPY = 0,
@@ -280,38 +283,29 @@ static const char *const esc_ref[] = {
     [ESC_APOS] = "&apos;", [ESC_TAB] = "&#9;", [ESC_LF] = "&#10;", [ESC_CR] = "&#13;",
 };
 
-static unsigned char esc_class(unsigned char c, int attr)
-{
-    switch (c) {
-    case '&':
-        return ESC_AMP;
-    case '<':
-        return ESC_LT;
-    case '>':
-        /* Always escaped, so "]]>" can never appear in text. */
-        return ESC_GT;
-    case '"':
-        return attr ? ESC_QUOT : ESC_COPY;
-    case '\'':
-        return attr ? ESC_APOS : ESC_COPY;
-    case '\t':
-        return attr ? ESC_TAB : ESC_COPY;
-    case '\n':
-        return attr ? ESC_LF : ESC_COPY;
-    case '\r':
-        /* A literal CR in text would be read back as LF (XML 1.0 §2.11). */
-        return ESC_CR;
-    default:
-        return c < 0x20 ? ESC_BAD : ESC_COPY;
-    }
-}
+#define ESC_C0_BAD                                                                                 \
+    [0x00] = ESC_BAD, [0x01] = ESC_BAD, [0x02] = ESC_BAD, [0x03] = ESC_BAD, [0x04] = ESC_BAD,      \
+    [0x05] = ESC_BAD, [0x06] = ESC_BAD, [0x07] = ESC_BAD, [0x08] = ESC_BAD, [0x0b] = ESC_BAD,      \
+    [0x0c] = ESC_BAD, [0x0e] = ESC_BAD, [0x0f] = ESC_BAD, [0x10] = ESC_BAD, [0x11] = ESC_BAD,      \
+    [0x12] = ESC_BAD, [0x13] = ESC_BAD, [0x14] = ESC_BAD, [0x15] = ESC_BAD, [0x16] = ESC_BAD,      \
+    [0x17] = ESC_BAD, [0x18] = ESC_BAD, [0x19] = ESC_BAD, [0x1a] = ESC_BAD, [0x1b] = ESC_BAD,      \
+    [0x1c] = ESC_BAD, [0x1d] = ESC_BAD, [0x1e] = ESC_BAD, [0x1f] = ESC_BAD
 
-static void escape(const char *s, size_t len, struct buf *out, int attr)
+static const unsigned char esc_text[256] = {
+    ESC_C0_BAD, ['&'] = ESC_AMP, ['<'] = ESC_LT, ['>'] = ESC_GT, ['\r'] = ESC_CR,
+};
+
+static const unsigned char esc_attr[256] = {
+    ESC_C0_BAD,        ['&'] = ESC_AMP,  ['<'] = ESC_LT,  ['>'] = ESC_GT,  ['"'] = ESC_QUOT,
+    ['\''] = ESC_APOS, ['\t'] = ESC_TAB, ['\n'] = ESC_LF, ['\r'] = ESC_CR,
+};
+
+static void escape(const char *s, size_t len, struct buf *out, const unsigned char *table)
 {
     size_t run = 0;
     buf_reserve(out, len);
     for (size_t i = 0; i < len; i++) {
-        unsigned char k = esc_class((unsigned char)s[i], attr);
+        unsigned char k = table[(unsigned char)s[i]];
         if (k == ESC_COPY)
             continue;
         buf_append(out, s + run, i - run);
@@ -326,12 +320,12 @@ static void escape(const char *s, size_t len, struct buf *out, int attr)
 
 void xml_escape_text(const char *s, size_t len, struct buf *out)
 {
-    escape(s, len, out, 0);
+    escape(s, len, out, esc_text);
 }
 
 void xml_escape_attr(const char *s, size_t len, struct buf *out)
 {
-    escape(s, len, out, 1);
+    escape(s, len, out, esc_attr);
 }
 
 /* ---- serializer ---- */

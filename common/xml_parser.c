@@ -77,7 +77,7 @@ enum lex_state {
 
 struct lex {
     enum lex_state st;
-    char prev1, prev2; /* the two bytes before the current one */
+    char prev1, prev2; /* the last two bytes scanned */
 };
 
 struct xml_parser {
@@ -665,16 +665,33 @@ static void trim_raw(struct xml_parser *p)
     p->raw_base += drop;
 }
 
-/* Advance the lexical state over data; true if a token may end in it. */
+/* The byte before data[i] (from an earlier slice if i is 0 or 1). */
+static char lex_before(const struct lex *lx, const char *data, size_t i, size_t back)
+{
+    if (i >= back)
+        return data[i - back];
+    return back - i == 1 ? lx->prev1 : lx->prev2;
+}
+
+/* Advance the lexical state over data; true if a token may end in it.
+ * Text and quoted values are skipped with memchr: this runs over every
+ * byte of every stream. */
 static bool lex_scan(struct lex *lx, const char *data, size_t len)
 {
     bool may_end = false;
-    for (size_t i = 0; i < len; i++) {
+    size_t i = 0;
+    while (i < len) {
+        const char *hit;
         char c = data[i];
         switch (lx->st) {
         case LEX_CONTENT:
-            if (c == '<')
-                lx->st = LEX_LT;
+            hit = memchr(data + i, '<', len - i);
+            if (hit == NULL) {
+                i = len;
+                continue;
+            }
+            i = (size_t)(hit - data);
+            lx->st = LEX_LT;
             break;
         case LEX_LT:
             if (c == '?')
@@ -698,18 +715,14 @@ static bool lex_scan(struct lex *lx, const char *data, size_t len)
             }
             break;
         case LEX_SQ:
-            if (c == '\'')
-                lx->st = LEX_TAG;
-            break;
         case LEX_DQ:
-            if (c == '"')
-                lx->st = LEX_TAG;
-            break;
-        case LEX_PI:
-            if (c == '>' && lx->prev1 == '?') {
-                lx->st = LEX_CONTENT;
-                may_end = true;
+            hit = memchr(data + i, lx->st == LEX_SQ ? '\'' : '"', len - i);
+            if (hit == NULL) {
+                i = len;
+                continue;
             }
+            i = (size_t)(hit - data);
+            lx->st = LEX_TAG;
             break;
         case LEX_BANG:
             lx->st = c == '-' ? LEX_COMMENT : c == '[' ? LEX_CDATA : LEX_DECL;
@@ -718,43 +731,52 @@ static bool lex_scan(struct lex *lx, const char *data, size_t len)
                 may_end = true;
             }
             break;
+        case LEX_PI:
         case LEX_COMMENT:
         case LEX_CDATA:
-            if (c == '>' && lx->prev1 == lx->prev2 &&
-                lx->prev1 == (lx->st == LEX_COMMENT ? '-' : ']')) {
-                lx->st = LEX_CONTENT;
-                may_end = true;
-            }
-            break;
         case LEX_DECL:
-            /* DOCTYPE and the like: refused, and only possible within the
-             * (small) header, so any '>' will do. */
-            if (c == '>') {
+            hit = memchr(data + i, '>', len - i);
+            if (hit == NULL) {
+                i = len;
+                continue;
+            }
+            i = (size_t)(hit - data);
+            /* "?>", "-->", "]]>"; DOCTYPE and the like are refused and can
+             * only be in the (small) header, so any '>' ends them. */
+            char b1 = lex_before(lx, data, i, 1), b2 = lex_before(lx, data, i, 2);
+            if (lx->st == LEX_DECL || (lx->st == LEX_PI && b1 == '?') ||
+                (lx->st == LEX_COMMENT && b1 == '-' && b2 == '-') ||
+                (lx->st == LEX_CDATA && b1 == ']' && b2 == ']')) {
                 lx->st = LEX_CONTENT;
                 may_end = true;
             }
             break;
         }
+        i++;
+    }
+    if (len >= 2) {
+        lx->prev2 = data[len - 2];
+        lx->prev1 = data[len - 1];
+    } else if (len == 1) {
         lx->prev2 = lx->prev1;
-        lx->prev1 = c;
+        lx->prev1 = data[0];
     }
     return may_end;
 }
 
 /* Leading bytes of a UTF-16/32 document (BOM or NUL bytes), which expat
- * would otherwise switch encodings on even when told UTF-8. */
-static bool sniff_encoding(struct xml_parser *p, const char *data, size_t len)
+ * would otherwise switch encodings on even when told UTF-8. Checked one byte
+ * at a time as they go to expat, so the outcome does not depend on chunking. */
+static bool sniff_byte(struct xml_parser *p, unsigned char c)
 {
-    for (size_t i = 0; i < len && p->sniffed < 2; i++, p->sniffed++) {
-        unsigned char c = (unsigned char)data[i];
-        if (c == 0x00 || (p->sniffed == 0 && (c == 0xfe || c == 0xff))) {
-            p->err = XML_SE_UNSUPPORTED_ENCODING;
-            p->err_line = 1;
-            snprintf(p->errmsg, sizeof(p->errmsg), "stream is not UTF-8");
-            return false;
-        }
+    bool bad = c == 0x00 || (p->sniffed == 0 && (c == 0xfe || c == 0xff));
+    p->sniffed++;
+    if (bad) {
+        p->err = XML_SE_UNSUPPORTED_ENCODING;
+        p->err_line = 1;
+        snprintf(p->errmsg, sizeof(p->errmsg), "stream is not UTF-8");
     }
-    return true;
+    return !bad;
 }
 
 static void report_error(struct xml_parser *p)
@@ -773,18 +795,38 @@ static void report_error(struct xml_parser *p)
     }
 }
 
-/* Give data to expat slice by slice; final marks the end of a document. */
-static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
+/* Run expat over one slice. 1: go on; 0: stop (closed, reset or freed in a
+ * callback); ERR_PARSE: the stream is broken (reported). */
+static int parse_slice(struct xml_parser *p, const char *data, size_t n, bool may_end, bool last)
 {
-    if (!sniff_encoding(p, data, len)) {
+    XML_SetReparseDeferralEnabled(p->xp, may_end ? XML_FALSE : XML_TRUE);
+    enum XML_Status st = XML_Parse(p->xp, data, (int)n, last);
+    if (p->want_free || p->want_reset || p->closed)
+        return 0;
+    if (st == XML_STATUS_ERROR || p->err != XML_SE_NONE) {
         report_error(p);
         return ERR_PARSE;
     }
+    return 1;
+}
+
+/* Give data to expat slice by slice; final marks the end of a document. */
+static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
+{
     size_t off = 0;
     for (;;) {
         size_t n = len - off;
         if (n) {
             size_t r = room(p);
+            if (r == 0) {
+                /* Before judging the size, make expat parse what it may be
+                 * holding back (an empty parse with deferral off does), so
+                 * that the outcome does not depend on how input was split. */
+                int rc = parse_slice(p, "", 0, true, false);
+                if (rc <= 0)
+                    return rc;
+                r = room(p);
+            }
             if (r == 0) {
                 bool hdr = p->mode == MODE_STREAM && !p->header_done;
                 p->err = XML_SE_POLICY_VIOLATION;
@@ -797,21 +839,22 @@ static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
             }
             if (n > r)
                 n = r;
+            if (p->sniffed < 2) {
+                n = 1;
+                if (!sniff_byte(p, (unsigned char)data[off])) {
+                    report_error(p);
+                    return ERR_PARSE;
+                }
+            }
             trim_raw(p);
             buf_append(&p->raw, data + off, n);
         }
         bool last = final && off + n == len;
         p->fed += n;
-        bool may_end = lex_scan(&p->lex, data + off, n);
-        XML_SetReparseDeferralEnabled(p->xp, may_end ? XML_FALSE : XML_TRUE);
-        enum XML_Status st = XML_Parse(p->xp, data + off, (int)n, last);
+        int rc = parse_slice(p, data + off, n, lex_scan(&p->lex, data + off, n), last);
         off += n;
-        if (p->want_free || p->want_reset || p->closed)
-            return 0;
-        if (st == XML_STATUS_ERROR || p->err != XML_SE_NONE) {
-            report_error(p);
-            return ERR_PARSE;
-        }
+        if (rc <= 0)
+            return rc;
         if (off == len && (!final || last))
             return 0;
     }

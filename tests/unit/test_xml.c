@@ -313,6 +313,34 @@ static void test_stream_events_every_split(void **state)
     buf_free(&doc);
 }
 
+/* Each element is delivered by the very feed that gives its last byte, even
+ * byte by byte (expat's reparse deferral must not hold it back). */
+static void test_no_delivery_delay(void **state)
+{
+    struct buf doc = BUF_INIT;
+    buf_append_str(&doc, HDR);
+    size_t ends[sizeof(stanzas) / sizeof(stanzas[0])];
+    for (size_t i = 0; i < sizeof(stanzas) / sizeof(stanzas[0]); i++) {
+        buf_append_str(&doc, stanzas[i]);
+        ends[i] = doc.len;
+    }
+    struct rec r;
+    rec_init(&r, NULL, 0);
+    size_t next = 0;
+    for (size_t off = 0; off < doc.len; off++) {
+        assert_int_equal(xml_parser_feed(r.p, doc.data + off, 1), 0);
+        if (next < sizeof(ends) / sizeof(ends[0]) && off + 1 == ends[next])
+            next++;
+        assert_int_equal(r.elems, next);
+        if (off + 1 == strlen(HDR))
+            assert_true(r.log.len > 0 && strncmp(r.log.data, "OPEN ", 5) == 0);
+    }
+    assert_int_equal(xml_parser_feed(r.p, "</stream:stream>", 16), 0);
+    assert_non_null(strstr(r.log.data, "CLOSE\n"));
+    rec_done(&r);
+    buf_free(&doc);
+}
+
 static void test_fragment_mode(void **state)
 {
     const char doc[] = "<a xmlns='urn:a'><b>1</b></a>\n <c x='y'/><d>t</d>";
@@ -1023,6 +1051,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_events_every_split),
+        cmocka_unit_test(test_no_delivery_delay),
         cmocka_unit_test(test_fragment_mode),
         cmocka_unit_test(test_close_then_closed),
         cmocka_unit_test(test_stream_header_errors),

@@ -1,0 +1,303 @@
+/*
+ * proto.c - urn:parley:router elements from internal components, and the
+ * notify fan-out to them.
+ *
+ *   <r:bind name='D'/>            D in the component's <domain> list (or its
+ *   <r:bind default='true'/>      own name); default needs default-route.
+ *                                 Answer: the same element, or with
+ *                                 error='conflict|not-allowed|bad-request'.
+ *   <r:unbind name='D'/>          give D back (idempotent); default='true'
+ *                                 gives the default route back.
+ *   <r:route to='N' from='F'>S</r:route>
+ *                                 forwarded unchanged (the received bytes)
+ *                                 to the holder of route N (a component
+ *                                 name or bound domain; never the default
+ *                                 route); among instances by the bare JID
+ *                                 of S's `to`. F must be a name the sender
+ *                                 holds (invalid-from otherwise). When it
+ *                                 cannot be delivered it comes back to the
+ *                                 sender with to/from swapped and
+ *                                 error='item-not-found' (no such route) or
+ *                                 'resource-constraint' (queue full).
+ *   <r:stats/>                    answered with <r:stats> (stats.c).
+ *
+ * Notifies (<r:notify name='N' state='up|down'/>) are written once into a
+ * refcounted buffer and queued to every ready internal connection except the
+ * one whose action caused them (it learns from its own answer).
+ *
+ * The router's loop thread.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "router/router.h"
+
+static bool is_true(const char *v)
+{
+    return v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
+/* ---- notify ---- */
+
+static struct rbuf *notify_rbuf(const char *name, bool up)
+{
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:notify name='");
+    xml_escape_attr(name, strlen(name), &b);
+    buf_append_str(&b, up ? "' state='up'/>" : "' state='down'/>");
+    return rbuf_from_buf(&b);
+}
+
+void proto_notify(struct router *r, const char *name, bool up, const struct conn *except)
+{
+    struct rbuf *rb = NULL;
+    for (struct conn *c = r->conns; c != NULL; c = c->next) {
+        if (c == except || c->state != CONN_READY || !c->internal)
+            continue;
+        if (rb == NULL)
+            rb = notify_rbuf(name, up);
+        if (conn_write_rbuf(c, rb) != 0)
+            log_warn("component %s: notify %s %s lost: its queue is full", c->name, name,
+                     up ? "up" : "down");
+    }
+    rbuf_unref(rb);
+}
+
+static void notify_one(void *arg, struct route *rt)
+{
+    struct conn *c = arg;
+    if (route_has(rt, c))
+        return;
+    struct rbuf *rb = notify_rbuf(rt->name, true);
+    conn_write_rbuf(c, rb);
+    rbuf_unref(rb);
+}
+
+void proto_notify_all(struct conn *c)
+{
+    route_foreach(c->r->routes, notify_one, c);
+}
+
+/* ---- bind / unbind ---- */
+
+static void reply(struct conn *c, const char *elem, const char *name, bool def, const char *error)
+{
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "<r:%s", elem);
+    if (name != NULL) {
+        buf_append_str(&b, " name='");
+        xml_escape_attr(name, strlen(name), &b);
+        buf_append_byte(&b, '\'');
+    }
+    if (def)
+        buf_append_str(&b, " default='true'");
+    if (error != NULL)
+        buf_printf(&b, " error='%s'", error);
+    buf_append_str(&b, "/>");
+    conn_write(c, b.data, b.len);
+    buf_free(&b);
+}
+
+static bool holds(const struct conn *c, const char *name)
+{
+    for (size_t i = 0; i < c->nbound; i++)
+        if (strcmp(c->bound[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void on_bind(struct conn *c, struct xml_node *el)
+{
+    struct router *r = c->r;
+    const char *raw = xml_get_attr(el, "name");
+    bool def = is_true(xml_get_attr(el, "default"));
+    const struct users_entry *e = users_find(r->users, c->name);
+    char *name = NULL;
+    if (raw == NULL && !def) {
+        reply(c, "bind", NULL, false, "bad-request");
+        return;
+    }
+    if (raw != NULL && jid_prep_domain(raw, strlen(raw), &name, NULL) != 0) {
+        reply(c, "bind", raw, def, "not-allowed");
+        return;
+    }
+    bool own = name != NULL && strcmp(name, c->name) == 0;
+    if (e == NULL || (name != NULL && !own && !users_has_domain(e, name)) ||
+        (def && !e->default_route)) {
+        log_notice("component %s: bind %s%s refused: not allowed", c->name, name ? name : "",
+                   def ? " (default)" : "");
+        reply(c, "bind", raw, def, "not-allowed");
+        free(name);
+        return;
+    }
+    int added = 0;
+    if (name != NULL && !own && !holds(c, name)) {
+        added = route_add(r->routes, name, c->name, c->multi, c, c->slot);
+        if (added < 0) {
+            log_notice("component %s: bind %s refused: held by another component", c->name, name);
+            reply(c, "bind", raw, def, "conflict");
+            free(name);
+            return;
+        }
+    }
+    if (def && !c->default_bound) {
+        if (route_add(r->routes, NULL, c->name, c->multi, c, c->slot) < 0) {
+            if (added != 0 || (name != NULL && !own && !holds(c, name)))
+                route_del(r->routes, name, c);
+            log_notice("component %s: default route refused: held by another component", c->name);
+            reply(c, "bind", raw, def, "conflict");
+            free(name);
+            return;
+        }
+        c->default_bound = true;
+        log_info("component %s: default route bound", c->name);
+    }
+    if (name != NULL && !own && !holds(c, name)) {
+        c->bound = xreallocarray(c->bound, c->nbound + 1, sizeof(*c->bound));
+        c->bound[c->nbound++] = xstrdup(name);
+        log_info("component %s: bound %s", c->name, name);
+        if (added == 1)
+            proto_notify(r, name, true, c);
+    }
+    reply(c, "bind", raw, def, NULL);
+    free(name);
+}
+
+static void on_unbind(struct conn *c, struct xml_node *el)
+{
+    struct router *r = c->r;
+    const char *raw = xml_get_attr(el, "name");
+    bool def = is_true(xml_get_attr(el, "default"));
+    char *name = NULL;
+    if (raw == NULL && !def) {
+        reply(c, "unbind", NULL, false, "bad-request");
+        return;
+    }
+    if (raw != NULL && jid_prep_domain(raw, strlen(raw), &name, NULL) != 0) {
+        reply(c, "unbind", raw, def, "item-not-found");
+        return;
+    }
+    if (name != NULL && strcmp(name, c->name) == 0) {
+        reply(c, "unbind", raw, def, "not-allowed");
+        free(name);
+        return;
+    }
+    if (def && c->default_bound) {
+        route_del(r->routes, NULL, c);
+        c->default_bound = false;
+        log_info("component %s: default route unbound", c->name);
+    }
+    for (size_t i = 0; name != NULL && i < c->nbound; i++) {
+        if (strcmp(c->bound[i], name) != 0)
+            continue;
+        free(c->bound[i]);
+        c->bound[i] = c->bound[--c->nbound];
+        log_info("component %s: unbound %s", c->name, name);
+        if (route_del(r->routes, name, c) == 1)
+            proto_notify(r, name, false, c);
+        break;
+    }
+    reply(c, "unbind", raw, def, NULL);
+    free(name);
+}
+
+/* ---- route ---- */
+
+/* Send an undeliverable r:route back to its sender. */
+static void route_back(struct conn *c, struct xml_node *el, const char *error)
+{
+    c->comp->dropped++;
+    char *to = xstrdup(xml_get_attr(el, "to"));
+    char *from = xstrdup(xml_get_attr(el, "from"));
+    xml_set_attr(el, "to", from);
+    xml_set_attr(el, "from", to);
+    xml_set_attr(el, "error", error);
+    free(to);
+    free(from);
+    struct buf b = BUF_INIT;
+    xml_serialize(el, XML_NS_COMPONENT, &b);
+    if (conn_write(c, b.data, b.len) != 0)
+        log_debug("component %s: returned r:route dropped: its own queue is full", c->name);
+    buf_free(&b);
+}
+
+static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_t rawlen)
+{
+    struct router *r = c->r;
+    c->comp->stanzas_in++;
+    c->comp->bytes_in += rawlen;
+    /* The bytes go on unchanged: the prefix must be the one every router
+     * stream header declares. */
+    if (el->prefix == NULL || strcmp(el->prefix, "r") != 0) {
+        conn_fail(c, XML_SE_BAD_NAMESPACE_PREFIX, "r:route must use the prefix r");
+        return;
+    }
+    const char *to = xml_get_attr(el, "to"), *from = xml_get_attr(el, "from");
+    if (to == NULL || from == NULL) {
+        conn_fail(c, XML_SE_IMPROPER_ADDRESSING, "r:route needs to and from");
+        return;
+    }
+    if (!conn_owns(c, from)) {
+        log_notice("component %s: r:route from '%.200s' refused", c->name, from);
+        conn_fail(c, XML_SE_INVALID_FROM, NULL);
+        return;
+    }
+    struct route *rt = route_find(r->routes, to, strlen(to));
+    if (rt == NULL) {
+        route_back(c, el, "item-not-found");
+        return;
+    }
+    struct conn *t;
+    if (rt->ninst > 1) {
+        struct xml_node *inner = xml_child(el, NULL, NULL);
+        const char *ito = inner ? xml_get_attr(inner, "to") : NULL;
+        struct jid *j = NULL;
+        if (ito != NULL && jid_cache_prep(r->jids, ito, strlen(ito), &j) == 0) {
+            t = route_pick(rt, j->bare, j->bare_len);
+            jid_free(j);
+        } else {
+            t = route_pick(rt, "", 0);
+        }
+    } else {
+        t = rt->inst[0];
+    }
+    int rc = conn_write(t, raw, rawlen);
+    if (rc == 0) {
+        t->comp->stanzas_out++;
+        t->comp->bytes_out += rawlen;
+        return;
+    }
+    if (rc == ERR_AGAIN && !t->full_logged) {
+        t->full_logged = true;
+        log_warn("component %s: over queue-max (%zu bytes): returning what is sent to it "
+                 "until it reads",
+                 t->name, r->cfg.queue_max);
+    }
+    route_back(c, el, rc == ERR_AGAIN ? "resource-constraint" : "item-not-found");
+}
+
+/* ---- dispatch ---- */
+
+void proto_element(struct conn *c, struct xml_node *el, const char *raw, size_t rawlen)
+{
+    if (strcmp(el->name, "route") == 0) {
+        on_route(c, el, raw, rawlen);
+    } else if (strcmp(el->name, "bind") == 0) {
+        on_bind(c, el);
+    } else if (strcmp(el->name, "unbind") == 0) {
+        on_unbind(c, el);
+    } else if (strcmp(el->name, "stats") == 0) {
+        struct buf b = BUF_INIT;
+        stats_element(c->r, &b);
+        if (conn_write(c, b.data, b.len) != 0)
+            log_debug("component %s: stats dropped: its queue is full", c->name);
+        buf_free(&b);
+    } else {
+        conn_fail(c, XML_SE_UNSUPPORTED_STANZA_TYPE, "unknown " ROUTER_NS " element");
+    }
+}
