@@ -286,11 +286,23 @@ class Router:
         except FileNotFoundError:
             return ""
 
+    async def wait_log(self, pattern, count=1, timeout=WAIT):
+        """Wait until the log has count lines matching the regex (bounded)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [l for l in self.log().splitlines() if rx.search(l)]
+            if len(lines) >= count:
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError("no log line matching %r within %.1fs" % (pattern, timeout))
+            await asyncio.sleep(0.02)
+
     def sanitizer_errors(self):
         text = self.log()
         return [l for l in text.splitlines()
                 if "ERROR: AddressSanitizer" in l or "ERROR: LeakSanitizer" in l
-                or "runtime error:" in l]
+                or "Sanitizer has encountered a fatal error" in l or "runtime error:" in l]
 
     def rss_kb(self):
         with open("/proc/%d/status" % self.pid) as f:

@@ -10,7 +10,8 @@ plain stanzas routed to and from internal components by bound domain.
 import asyncio
 import xml.etree.ElementTree as ET
 
-from harness import NS_COMPONENT, NS_ROUTER, close_all, run, stanza_error
+from harness import (NS_COMPONENT, NS_ROUTER, close_all, run, stanza_error,
+                     stream_error_condition)
 
 R = "{%s}" % NS_ROUTER
 
@@ -235,7 +236,7 @@ def test_plain_stanzas_to_and_from_internal(router):
             m["id"] = "p2"
             m.send()
             got = await a.expect(lambda s: s["id"] == "p2", what="bounce p2")
-            assert got["error"]["condition"] == "remote-server-not-found"
+            assert stanza_error(got.xml) == ("cancel", "remote-server-not-found")
 
             # an internal sender is bounced too
             sm.send("<iq type='get' to='nowhere.test' from='u@example.test' id='p5'>"
@@ -258,5 +259,45 @@ def test_plain_stanzas_to_and_from_internal(router):
             assert got["body"] == "from sm"
         finally:
             await close_all(sm, s2s, a)
+
+    run(main())
+
+
+def test_external_cannot_use_router_namespace(router):
+    """An external component sending r:bind loses its stream (the router
+    says unsupported-stanza-type) and binds nothing."""
+    async def main():
+        a = await router.raw_component("a.test")
+        b = await router.comp("b.test")
+        try:
+            a.send("<r:bind xmlns:r='%s' name='example.test'/>" % NS_ROUTER)
+            await a.expect_stream_error("unsupported-stanza-type")
+            m = b.make_message(mto="u@example.test", mbody="x", mfrom="bob@b.test")
+            m["id"] = "nb"
+            m.send()
+            got = await b.expect(lambda s: s["id"] == "nb", what="bounce")
+            assert stanza_error(got.xml) == ("cancel", "remote-server-not-found")
+        finally:
+            await close_all(a, b)
+
+    run(main())
+
+
+def test_internal_single_instance_conflict(router):
+    async def main():
+        c1 = await router.raw_component("c2s-1")
+        r = await router.raw(router.unix())
+        try:
+            await r.open_stream("c2s-1", internal=True)
+            el = await r.handshake(router.secret("c2s-1"))
+            assert stream_error_condition(el) == "conflict", ET.tostring(el)
+            await r.expect_closed()
+            # the first instance still receives its routes
+            c2 = await router.raw_component("c2s-2")
+            c2.send("<r:route to='c2s-1' from='c2s-2'><message id='k'/></r:route>")
+            await c1.expect(r_el("route", to="c2s-1"), what="route to the first c2s-1")
+            c2.close()
+        finally:
+            await close_all(c1, r)
 
     run(main())
