@@ -68,7 +68,6 @@ struct router_tcp {
 };
 
 struct router_listener;
-struct daemon;
 
 /* Counters of one component name, kept across its reconnects. */
 struct comp {

@@ -13,7 +13,6 @@
  */
 #include "autoconfig.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,48 +184,43 @@ static int users_from_config(struct config *cfg, struct users **out)
     return 0;
 }
 
-static const char *first_err(const struct config *cfg, const char *fallback)
+/* After the file's root was read (its table admits only <component>):
+ * build the table, free the config (wiping secrets). */
+static int finish(struct config *cfg, struct users **out, char *err, size_t errlen)
 {
-    const char *e = config_error(cfg);
-    return e != NULL ? e : fallback;
-}
-
-/* Tables for the file's root: only <component> elements. */
-static int finish(struct config *cfg, int rc, struct users **out, char *err, size_t errlen)
-{
-    if (rc == 0) {
-        rc = users_from_config(cfg, out);
-        if (rc != 0)
-            snprintf(err, errlen, "%s: %s", config_file(cfg),
-                     first_err(cfg, "invalid component table (see the log)"));
+    int rc = users_from_config(cfg, out);
+    if (rc != 0) {
+        /* config_apply's messages name the file; ours went to the log. */
+        if (config_error(cfg) != NULL)
+            snprintf(err, errlen, "%s", config_error(cfg));
+        else
+            snprintf(err, errlen, "%s: invalid component table (see the log)", config_file(cfg));
     }
     config_free(cfg);
     return rc;
 }
 
-int users_load(const char *file, struct users **out, char *err, size_t errlen)
-{
-    struct xml_node *first = NULL;
-    const struct config_entry table[] = {CONFIG_NODE("component", 0, &first), CONFIG_END};
-    struct config *cfg = NULL;
-    *out = NULL;
-    int rc = config_load(file, "components", table, &cfg, err, errlen);
-    if (rc != 0)
-        return rc;
-    return finish(cfg, rc, out, err, errlen);
-}
-
-int users_parse(const char *name, const char *data, size_t len, struct users **out, char *err,
+static int load(const char *name, const char *data, size_t len, struct users **out, char *err,
                 size_t errlen)
 {
     struct xml_node *first = NULL;
     const struct config_entry table[] = {CONFIG_NODE("component", 0, &first), CONFIG_END};
     struct config *cfg = NULL;
     *out = NULL;
-    int rc = config_parse(name, data, len, "components", table, &cfg, err, errlen);
-    if (rc != 0)
-        return rc;
-    return finish(cfg, rc, out, err, errlen);
+    int rc = data != NULL ? config_parse(name, data, len, "components", table, &cfg, err, errlen)
+                          : config_load(name, "components", table, &cfg, err, errlen);
+    return rc != 0 ? rc : finish(cfg, out, err, errlen);
+}
+
+int users_load(const char *file, struct users **out, char *err, size_t errlen)
+{
+    return load(file, NULL, 0, out, err, errlen);
+}
+
+int users_parse(const char *name, const char *data, size_t len, struct users **out, char *err,
+                size_t errlen)
+{
+    return load(name, data, len, out, err, errlen);
 }
 
 size_t users_count(const struct users *u)

@@ -81,9 +81,11 @@ static void test_empty_table(void **state)
 static void expect_invalid(const char *text)
 {
     struct users *u = (struct users *)&u;
-    int rc = parse(text, &u);
+    char err[512] = "";
+    int rc = users_parse("/etc/parley/router-users.xml", text, strlen(text), &u, err, sizeof(err));
     if (rc == 0)
         fail_msg("accepted: %s", text);
+    assert_non_null(strstr(err, "router-users.xml"));
     assert_null(u);
 }
 
@@ -167,6 +169,8 @@ static void test_load_and_secret_file(void **state)
     chmod(secret, 0644);
     assert_int_equal(users_load(file, &u, err, sizeof(err)), ERR_CONFIG);
     assert_null(u);
+    assert_non_null(strstr(err, "readable by everyone"));
+    assert_non_null(strstr(err, "router-users.xml"));
     assert_int_not_equal(users_load(tmpdir_path(t, "missing.xml"), &u, err, sizeof(err)), 0);
     tmpdir_free(t);
 }
