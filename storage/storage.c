@@ -73,7 +73,8 @@ struct conn {
     PGresult *res;    /* fhead's result, kept until its Sync */
     uv_timer_t retry;
     unsigned backoff;
-    bool in_episode; /* a loss was logged and the connection is not back yet */
+    uint64_t started; /* when the current connection attempt began */
+    bool in_episode;  /* a loss was logged and the connection is not back yet */
     bool ever_ready;
 };
 
@@ -229,7 +230,10 @@ static void query_finish(struct storage *st, struct query *q, int err, PGresult 
 {
     struct storage_result res = {0};
     char ebuf[512];
-    if (err == 0 && pg != NULL) {
+    if (err == 0 && pg == NULL) {
+        err = ERR_DB;
+        msg = "no result from the server";
+    } else if (err == 0) {
         ExecStatusType s = PQresultStatus(pg);
         if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
             res.pg = pg;
@@ -698,6 +702,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 
 static void conn_start(struct conn *c)
 {
+    c->started = uv_now(c->st->loop);
     c->pg = PQconnectStart(c->st->dsn);
     if (c->pg == NULL)
         fatal("out of memory starting a database connection");
@@ -790,7 +795,8 @@ static void kick(struct storage *st)
 
 /* Periodic: fail queries that waited too long; drop connections that gave
  * no answer within twice the timeout (the server's own statement_timeout
- * answers long queries before that). */
+ * answers long queries before that), or that take longer than the timeout
+ * to connect and set up. */
 static void on_sweep(uv_timer_t *t)
 {
     struct storage *st = t->data;
@@ -812,6 +818,10 @@ static void on_sweep(uv_timer_t *t)
         struct conn *c = &st->conns[i];
         if (c->fhead != NULL && c->fhead->deadline + st->opts.query_timeout_ms <= now)
             conn_lost(c, ERR_TIMEOUT, "no answer from the database within the timeout");
+        /* libpq leaves connect_timeout to the caller of PQconnectPoll. */
+        else if ((c->state == C_CONNECTING || c->state == C_SETUP) &&
+                 c->started + st->opts.query_timeout_ms <= now)
+            conn_lost(c, ERR_TIMEOUT, "connecting timed out");
     }
     leave(st);
 }

@@ -13,7 +13,13 @@
  * or "err I CODE MESSAGE". Ends with "reconnects N" and "done" once every callback has run.
  *   storage_check offline DSN
  *       no server: queries wait, time out with ERR_TIMEOUT; a full queue
- *       refuses with ERR_LIMIT; storage_free fails the rest with ERR_CLOSED.
+ *       refuses with ERR_LIMIT; storage_free fails the rest with ERR_CLOSED,
+ *       also when called from inside a callback.
+ *   storage_check timeout DSN OWNER
+ *       the test holds a lock on OWNER's vcard row (whose vcard is "<v/>"):
+ *       vcard_set fails with ERR_TIMEOUT (the server's statement_timeout)
+ *       and the connection stays usable; prints "timed out", then waits for
+ *       a line on stdin (the lock is released) and writes again.
  *
  * Each check failure prints "FAIL <line>: ..." and exits 1. The loop is
  * driven with UV_RUN_ONCE until each awaited callback has run; the
@@ -542,6 +548,21 @@ static int stream(const char *dsn, const char *owner, int n, int interval)
 
 /* ---- offline: no server at all ---- */
 
+struct free_in_cb {
+    struct storage *st;
+    int calls;
+    int errs[2];
+};
+
+static void on_free_in_cb(void *arg, int err, const struct storage_result *res)
+{
+    struct free_in_cb *f = arg;
+    if (f->calls < 2)
+        f->errs[f->calls] = err;
+    f->calls++;
+    storage_free(f->st);
+}
+
 static int offline(const char *dsn)
 {
     struct storage_opts o = {.dsn = dsn,
@@ -567,6 +588,46 @@ static int offline(const char *dsn)
     CHECK(a.done && a.err == ERR_CLOSED, "closed: %d", a.err);
     uv_run(&loop, UV_RUN_DEFAULT);
     snap_clear(&a);
+
+    /* storage_free from inside a callback: the rest fail with ERR_CLOSED
+     * once that callback has returned. */
+    CHECK(storage_new(&loop, &o, &st) == 0, "storage_new");
+    struct free_in_cb f = {.st = st};
+    CHECK(storage_vcard_get(st, "a@example.org", on_free_in_cb, &f) == 0, "queued");
+    CHECK(storage_vcard_get(st, "b@example.org", on_free_in_cb, &f) == 0, "queued");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(f.calls == 2 && f.errs[0] == ERR_TIMEOUT && f.errs[1] == ERR_CLOSED, "calls %d: %d %d",
+          f.calls, f.errs[0], f.errs[1]);
+    printf("ok %d checks\n", nchecks);
+    return 0;
+}
+
+/* ---- timeout: a query blocked on the server past the timeout ---- */
+
+static int timeout(const char *dsn, const char *owner)
+{
+    struct storage_opts o = {.dsn = dsn, .query_timeout_ms = 500, .pool_size = 1};
+    struct storage *st = NULL;
+    CHECK(storage_new(&loop, &o, &st) == 0, "storage_new");
+    struct snap s = {0};
+    /* The test holds a lock on the owner's vcard row: the server cancels
+     * the update. */
+    RUN(&s, storage_vcard_set(st, owner, "<vCard xmlns='vcard-temp'/>", on_snap, &s));
+    CHECK(s.err == ERR_TIMEOUT, "server-side timeout: %d %s", s.err, s.msg);
+    CHECK(strstr(s.msg, "statement timeout") != NULL, "message: %s", s.msg);
+    RUN_OK(&s, storage_vcard_get(st, owner, on_snap, &s));
+    CHECK(eq(cell(&s, 0, 0), "<v/>"), "unchanged");
+    printf("timed out\n");
+    char line[16];
+    CHECK(fgets(line, sizeof(line), stdin) != NULL, "the test releases the lock");
+    RUN_OK(&s, storage_vcard_set(st, owner, "<vCard xmlns='vcard-temp'/>", on_snap, &s));
+    RUN_OK(&s, storage_vcard_get(st, owner, on_snap, &s));
+    CHECK(eq(cell(&s, 0, 0), "<vCard xmlns='vcard-temp'/>"), "updated");
+    struct storage_stats stats;
+    storage_get_stats(st, &stats);
+    CHECK(stats.reconnects == 0, "the connection survived the timeout");
+    snap_clear(&s);
+    close_storage(st);
     printf("ok %d checks\n", nchecks);
     return 0;
 }
@@ -583,6 +644,8 @@ int main(int argc, char **argv)
         rc = stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     else if (argc == 3 && strcmp(argv[1], "offline") == 0)
         rc = offline(argv[2]);
+    else if (argc == 4 && strcmp(argv[1], "timeout") == 0)
+        rc = timeout(argv[2], argv[3]);
     else
         fprintf(stderr, "usage: see the header of storage_check.c\n");
     if (uv_loop_close(&loop) != 0) {

@@ -52,9 +52,10 @@ def test_no_server_times_out_queue_bounded_close_fails():
     no_sanitizer_report(p.stderr)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.startswith("ok "), p.stdout
-    # One line per connection for the episode, not one per attempt.
+    # One line per connection for the episode, not one per attempt (two
+    # pools of two connections).
     lines = [l for l in p.stderr.splitlines() if "database connection" in l]
-    assert len(lines) == 2, p.stderr
+    assert len(lines) == 4, p.stderr
 
 
 def test_c2s_role_cannot_read_rosters(pg):
@@ -82,3 +83,35 @@ def test_admin_role_owns_the_schema(pg):
     assert out == "parley_admin"
     _, out = pg.psql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'parley%' AND rolsuper")
     assert out == ""
+
+
+def test_query_timeout_keeps_the_connection(pg):
+    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", pg.dsn()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    drv = None
+    try:
+        owner = "timeout@example.org"
+        pg.psql("INSERT INTO users (jid, domain) VALUES ('%s', 'example.org');"
+                "INSERT INTO vcards (owner, vcard) VALUES ('%s', '<v/>')" % (owner, owner))
+        locker.stdin.write("BEGIN;\nSELECT 1 FROM vcards WHERE owner = '%s' FOR UPDATE;\n"
+                           "\\echo locked\n" % owner)
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "1"
+        assert locker.stdout.readline().strip() == "locked"
+        drv = subprocess.Popen([harness.binary("tests/integration/storage_check"), "timeout",
+                                pg.dsn("parley_sm"), owner], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = drv.stdout.readline()
+        assert line.strip() == "timed out", line + drv.stdout.read() + drv.stderr.read()
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=RUN_WAIT)
+        out, err = drv.communicate("go\n", timeout=RUN_WAIT)
+        no_sanitizer_report(err)
+        assert drv.returncode == 0 and out.startswith("ok "), out + err
+    finally:
+        for p in (locker, drv):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
