@@ -359,6 +359,7 @@ static void conn_drop(struct conn *c)
     }
     PQclear(c->res);
     c->res = NULL;
+    c->phase = PH_RESULT;
     if (c->pg != NULL) {
         PQfinish(c->pg);
         c->pg = NULL;
@@ -606,11 +607,10 @@ static void ready_read(struct conn *c)
         switch (c->phase) {
         case PH_RESULT:
             if (r == NULL) {
-                /* No result at all: treat as an end without rows. */
-                c->phase = c->pipeline ? PH_SYNC : PH_END;
-                if (!c->pipeline)
-                    conn_complete_head(c, NULL);
-                break;
+                /* Every statement has a result; none means libpq gave up
+                 * on the connection (seen while a server shuts down). */
+                conn_lost(c, ERR_DB, "connection lost (no result)");
+                return;
             }
             c->res = r;
             c->phase = PH_END;

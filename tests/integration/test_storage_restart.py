@@ -64,7 +64,8 @@ def check_outcomes(pg, lines):
             assert i not in acked and i not in failed, "two outcomes for %d" % i
             # A clear error: connection lost (maybe applied) or a timeout.
             assert w[2] in ("-16", "-6"), line
-            assert "connection lost" in w[3] or "timeout" in w[3], line
+            assert any(m in w[3] for m in ("connection lost", "timeout",
+                                           "terminating connection")), line
             failed[i] = w[3]
         else:
             assert w[0] in ("issued", "reconnects", "done"), line
