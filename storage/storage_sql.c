@@ -59,105 +59,105 @@ struct stmt_def {
     const char *empty_msg;
 };
 
+/* SQL laid out by hand: clang-format would split it at the macros. */
+/* clang-format off */
 static const struct stmt_def stmts[S_COUNT] = {
-    [S_USER_EXISTS] = {"user_exists", "SELECT EXISTS (SELECT 1 FROM users WHERE jid = $1::text)"},
-    [S_CREDS_GET] = {"creds_get",
-                     "SELECT salt, iterations, stored_key, server_key FROM credentials "
-                     "WHERE jid = $1::text AND mechanism = $2::text"},
-    [S_USER_CREATE] = {"user_create",
-                       "WITH u AS (INSERT INTO users (jid, domain) VALUES ($1::text, $2::text) "
-                       "RETURNING jid) "
-                       "INSERT INTO credentials (jid, mechanism, salt, iterations, stored_key, "
-                       "server_key) SELECT u.jid, c.m, c.s, c.i, c.sk, c.vk FROM u, (VALUES "
-                       "($3::text, $4::bytea, $5::int, $6::bytea, $7::bytea), "
-                       "($8::text, $9::bytea, $10::int, $11::bytea, $12::bytea)) "
-                       "AS c (m, s, i, sk, vk) WHERE c.m IS NOT NULL"},
-    [S_ROSTER_GET] = {"roster_get",
-                      "SELECT coalesce(v.version, 0), i.jid, i.name, i.subscription, i.ask, "
-                      "i.approved, g.grp FROM (SELECT $1::text AS owner) o "
-                      "LEFT JOIN roster_version v ON v.owner = o.owner "
-                      "LEFT JOIN roster_items i ON i.owner = o.owner "
-                      "LEFT JOIN roster_groups g ON g.owner = i.owner AND g.jid = i.jid "
-                      "ORDER BY i.jid COLLATE \"C\", g.grp COLLATE \"C\""},
+    [S_USER_EXISTS] = {.name = "user_exists", .sql =
+        "SELECT EXISTS (SELECT 1 FROM users WHERE jid = $1::text)"},
+    [S_CREDS_GET] = {.name = "creds_get", .sql =
+        "SELECT salt, iterations, stored_key, server_key FROM credentials "
+        "WHERE jid = $1::text AND mechanism = $2::text"},
+    [S_USER_CREATE] = {.name = "user_create", .sql =
+        "WITH u AS (INSERT INTO users (jid, domain) VALUES ($1::text, $2::text) RETURNING jid) "
+        "INSERT INTO credentials (jid, mechanism, salt, iterations, stored_key, server_key) "
+        "SELECT u.jid, c.m, c.s, c.i, c.sk, c.vk FROM u, (VALUES "
+        "($3::text, $4::bytea, $5::int, $6::bytea, $7::bytea), "
+        "($8::text, $9::bytea, $10::int, $11::bytea, $12::bytea)) AS c (m, s, i, sk, vk) "
+        "WHERE c.m IS NOT NULL"},
+    [S_ROSTER_GET] = {.name = "roster_get", .sql =
+        "SELECT coalesce(v.version, 0), i.jid, i.name, i.subscription, i.ask, i.approved, g.grp "
+        "FROM (SELECT $1::text AS owner) o "
+        "LEFT JOIN roster_version v ON v.owner = o.owner "
+        "LEFT JOIN roster_items i ON i.owner = o.owner "
+        "LEFT JOIN roster_groups g ON g.owner = i.owner AND g.jid = i.jid "
+        "ORDER BY i.jid COLLATE \"C\", g.grp COLLATE \"C\""},
     /* Groups: delete those not in the new set, add the new ones; the two
      * never touch the same row, so their order inside the statement does
      * not matter. */
-    [S_ROSTER_SET] = {"roster_set",
-                      "WITH i AS (INSERT INTO roster_items (owner, jid, name, subscription, ask, "
-                      "approved) VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, "
-                      "$6::boolean) ON CONFLICT (owner, jid) DO UPDATE SET name = EXCLUDED.name, "
-                      "subscription = EXCLUDED.subscription, ask = EXCLUDED.ask, "
-                      "approved = EXCLUDED.approved RETURNING owner, jid), "
-                      "d AS (DELETE FROM roster_groups WHERE owner = $1::text AND jid = $2::text "
-                      "AND grp <> ALL ($7::text[])), "
-                      "g AS (INSERT INTO roster_groups (owner, jid, grp) SELECT DISTINCT i.owner, "
-                      "i.jid, x FROM i, unnest($7::text[]) AS x ON CONFLICT DO NOTHING) "
-                      "INSERT INTO roster_version (owner, version) VALUES ($1::text, 1) "
-                      "ON CONFLICT (owner) DO UPDATE SET version = roster_version.version + 1 "
-                      "RETURNING version",
-                      ERR_DB, "no version returned"},
-    [S_ROSTER_DEL] = {"roster_del",
-                      "WITH d AS (DELETE FROM roster_items WHERE owner = $1::text AND "
-                      "jid = $2::text RETURNING 1) "
-                      "INSERT INTO roster_version (owner, version) SELECT $1::text, 1 "
-                      "WHERE EXISTS (SELECT 1 FROM d) ON CONFLICT (owner) DO UPDATE "
-                      "SET version = roster_version.version + 1 RETURNING version",
-                      ERR_NOTFOUND, "no such roster item"},
+    [S_ROSTER_SET] = {.name = "roster_set", .sql =
+        "WITH i AS (INSERT INTO roster_items (owner, jid, name, subscription, ask, approved) "
+        "VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::boolean) "
+        "ON CONFLICT (owner, jid) DO UPDATE SET name = EXCLUDED.name, "
+        "subscription = EXCLUDED.subscription, ask = EXCLUDED.ask, approved = EXCLUDED.approved "
+        "RETURNING owner, jid), "
+        "d AS (DELETE FROM roster_groups WHERE owner = $1::text AND jid = $2::text "
+        "AND grp <> ALL ($7::text[])), "
+        "g AS (INSERT INTO roster_groups (owner, jid, grp) "
+        "SELECT DISTINCT i.owner, i.jid, x FROM i, unnest($7::text[]) AS x "
+        "ON CONFLICT DO NOTHING) "
+        "INSERT INTO roster_version (owner, version) VALUES ($1::text, 1) "
+        "ON CONFLICT (owner) DO UPDATE SET version = roster_version.version + 1 "
+        "RETURNING version",
+        .empty_err = ERR_DB, .empty_msg = "no version returned"},
+    [S_ROSTER_DEL] = {.name = "roster_del", .sql =
+        "WITH d AS (DELETE FROM roster_items WHERE owner = $1::text AND jid = $2::text "
+        "RETURNING 1) "
+        "INSERT INTO roster_version (owner, version) SELECT $1::text, 1 "
+        "WHERE EXISTS (SELECT 1 FROM d) "
+        "ON CONFLICT (owner) DO UPDATE SET version = roster_version.version + 1 "
+        "RETURNING version",
+        .empty_err = ERR_NOTFOUND, .empty_msg = "no such roster item"},
     /* The quota is checked inside the statement; concurrent stores for one
      * owner on different connections may each pass it (overshoot bounded
      * by the pool size). */
-    [S_OFFLINE_STORE] = {"offline_store",
-                         "INSERT INTO offline (owner, stamp, stanza) SELECT $1::text, "
-                         "CASE WHEN $2::bigint = 0 THEN now() ELSE " TS(
-                             "$2") " END, $3::text "
-                                   "WHERE (SELECT count(*) FROM offline WHERE owner = $1::text) < "
-                                   "$4::bigint RETURNING seq",
-                         ERR_LIMIT, "offline quota reached"},
-    [S_OFFLINE_FETCH] = {"offline_fetch",
-                         "SELECT seq, " US(
-                             "stamp") ", stanza FROM offline "
-                                      "WHERE owner = $1::text ORDER BY seq LIMIT $2::int"},
-    [S_OFFLINE_DELETE] = {"offline_delete",
-                          "DELETE FROM offline WHERE owner = $1::text AND seq <= $2::bigint"},
-    [S_VCARD_GET] = {"vcard_get", "SELECT vcard FROM vcards WHERE owner = $1::text"},
-    [S_VCARD_SET] = {"vcard_set", "INSERT INTO vcards (owner, vcard) VALUES ($1::text, $2::text) "
-                                  "ON CONFLICT (owner) DO UPDATE SET vcard = EXCLUDED.vcard, "
-                                  "updated_at = now()"},
-    [S_PRIVATE_GET] = {"private_get",
-                       "SELECT xml FROM private_xml WHERE owner = $1::text AND ns = $2::text"},
-    [S_PRIVATE_SET] = {"private_set",
-                       "INSERT INTO private_xml (owner, ns, xml) VALUES ($1::text, $2::text, "
-                       "$3::text) ON CONFLICT (owner, ns) DO UPDATE SET xml = EXCLUDED.xml"},
-    [S_BLOCK_LIST] = {"block_list", "SELECT jid FROM blocklist WHERE owner = $1::text "
-                                    "ORDER BY jid COLLATE \"C\""},
-    [S_BLOCK_ADD] = {"block_add", "INSERT INTO blocklist (owner, jid) VALUES ($1::text, $2::text) "
-                                  "ON CONFLICT DO NOTHING"},
-    [S_BLOCK_DEL] = {"block_del",
-                     "DELETE FROM blocklist WHERE owner = $1::text AND jid = $2::text"},
-    [S_BLOCK_CLEAR] = {"block_clear", "DELETE FROM blocklist WHERE owner = $1::text"},
-    [S_LAST_GET] = {"last_get", "SELECT " US("stamp") ", status FROM last_activity "
-                                                      "WHERE owner = $1::text"},
-    [S_LAST_SET] = {"last_set",
-                    "INSERT INTO last_activity (owner, stamp, status) VALUES "
-                    "($1::text, " TS("$2") ", $3::text) ON CONFLICT (owner) DO UPDATE "
-                                           "SET stamp = EXCLUDED.stamp, status = EXCLUDED.status"},
-    [S_ARCHIVE_ADD] = {"archive_add",
-                       "INSERT INTO archive (owner, stanza_id, with_jid, stamp, stanza) VALUES "
-                       "($1::text, $2::text, $3::text, " TS(
-                           "$4") ", $5::text) "
-                                 "ON CONFLICT (owner, stanza_id) DO NOTHING RETURNING id",
-                       ERR_EXISTS, "stanza id already archived"},
-    [S_ARCHIVE_QUERY] =
-        {"archive_query",
-         "SELECT id, stanza_id, with_jid, " US(
-             "stamp") ", stanza FROM archive "
-                      "WHERE owner = $1::text AND ($2::text IS NULL OR with_jid = $2::text) "
-                      "AND ($3::bigint IS NULL OR stamp >= " TS(
-                          "$3") ") "
-                                "AND ($4::bigint IS NULL OR stamp < " TS(
-                                    "$4") ") "
-                                          "AND id > $5::bigint ORDER BY id LIMIT $6::int"},
+    [S_OFFLINE_STORE] = {.name = "offline_store", .sql =
+        "INSERT INTO offline (owner, stamp, stanza) "
+        "SELECT $1::text, CASE WHEN $2::bigint = 0 THEN now() ELSE " TS("$2") " END, $3::text "
+        "WHERE (SELECT count(*) FROM offline WHERE owner = $1::text) < $4::bigint "
+        "RETURNING seq",
+        .empty_err = ERR_LIMIT, .empty_msg = "offline quota reached"},
+    [S_OFFLINE_FETCH] = {.name = "offline_fetch", .sql =
+        "SELECT seq, " US("stamp") ", stanza FROM offline WHERE owner = $1::text "
+        "ORDER BY seq LIMIT $2::int"},
+    [S_OFFLINE_DELETE] = {.name = "offline_delete", .sql =
+        "DELETE FROM offline WHERE owner = $1::text AND seq <= $2::bigint"},
+    [S_VCARD_GET] = {.name = "vcard_get", .sql =
+        "SELECT vcard FROM vcards WHERE owner = $1::text"},
+    [S_VCARD_SET] = {.name = "vcard_set", .sql =
+        "INSERT INTO vcards (owner, vcard) VALUES ($1::text, $2::text) "
+        "ON CONFLICT (owner) DO UPDATE SET vcard = EXCLUDED.vcard, updated_at = now()"},
+    [S_PRIVATE_GET] = {.name = "private_get", .sql =
+        "SELECT xml FROM private_xml WHERE owner = $1::text AND ns = $2::text"},
+    [S_PRIVATE_SET] = {.name = "private_set", .sql =
+        "INSERT INTO private_xml (owner, ns, xml) VALUES ($1::text, $2::text, $3::text) "
+        "ON CONFLICT (owner, ns) DO UPDATE SET xml = EXCLUDED.xml"},
+    [S_BLOCK_LIST] = {.name = "block_list", .sql =
+        "SELECT jid FROM blocklist WHERE owner = $1::text ORDER BY jid COLLATE \"C\""},
+    [S_BLOCK_ADD] = {.name = "block_add", .sql =
+        "INSERT INTO blocklist (owner, jid) VALUES ($1::text, $2::text) ON CONFLICT DO NOTHING"},
+    [S_BLOCK_DEL] = {.name = "block_del", .sql =
+        "DELETE FROM blocklist WHERE owner = $1::text AND jid = $2::text"},
+    [S_BLOCK_CLEAR] = {.name = "block_clear", .sql =
+        "DELETE FROM blocklist WHERE owner = $1::text"},
+    [S_LAST_GET] = {.name = "last_get", .sql =
+        "SELECT " US("stamp") ", status FROM last_activity WHERE owner = $1::text"},
+    [S_LAST_SET] = {.name = "last_set", .sql =
+        "INSERT INTO last_activity (owner, stamp, status) "
+        "VALUES ($1::text, " TS("$2") ", $3::text) "
+        "ON CONFLICT (owner) DO UPDATE SET stamp = EXCLUDED.stamp, status = EXCLUDED.status"},
+    [S_ARCHIVE_ADD] = {.name = "archive_add", .sql =
+        "INSERT INTO archive (owner, stanza_id, with_jid, stamp, stanza) "
+        "VALUES ($1::text, $2::text, $3::text, " TS("$4") ", $5::text) "
+        "ON CONFLICT (owner, stanza_id) DO NOTHING RETURNING id",
+        .empty_err = ERR_EXISTS, .empty_msg = "stanza id already archived"},
+    [S_ARCHIVE_QUERY] = {.name = "archive_query", .sql =
+        "SELECT id, stanza_id, with_jid, " US("stamp") ", stanza FROM archive "
+        "WHERE owner = $1::text AND ($2::text IS NULL OR with_jid = $2::text) "
+        "AND ($3::bigint IS NULL OR stamp >= " TS("$3") ") "
+        "AND ($4::bigint IS NULL OR stamp < " TS("$4") ") "
+        "AND id > $5::bigint ORDER BY id LIMIT $6::int"},
 };
+/* clang-format on */
 
 int storage_sql_count(void)
 {

@@ -290,8 +290,8 @@ static void check_offline(struct storage *sm)
 {
     const char *a = "alice@example.org";
     struct snap s = {0};
-    const char *stanzas[] = {"<message from='bob@example.org' to='alice@example.org'><body>"
-                             "h\xc3\xa9llo ☃ &amp; 'q'</body></message>",
+    const char *stanzas[] = {("<message from='bob@example.org' to='alice@example.org'><body>"
+                              "h\xc3\xa9llo ☃ &amp; 'q'</body></message>"),
                              "<message><body>two</body></message>", "<message>three</message>"};
     int64_t stamps[] = {1700000000123456, 0, -1000001};
     int64_t seqs[3];
