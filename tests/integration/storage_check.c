@@ -20,6 +20,11 @@
  *       vcard_set fails with ERR_TIMEOUT (the server's statement_timeout)
  *       and the connection stays usable; prints "timed out", then waits for
  *       a line on stdin (the lock is released) and writes again.
+ *   storage_check frozen DSN OWNER
+ *       one connection; after "ready" the test stops its backend and sends
+ *       a line: the next query fails with ERR_TIMEOUT once twice the
+ *       timeout has passed without an answer, and the one after goes
+ *       through a new connection.
  *
  * Each check failure prints "FAIL <line>: ..." and exits 1. The loop is
  * driven with UV_RUN_ONCE until each awaited callback has run; the
@@ -632,6 +637,37 @@ static int timeout(const char *dsn, const char *owner)
     return 0;
 }
 
+/* ---- frozen: a backend that stops answering ---- */
+
+static int frozen(const char *dsn, const char *owner)
+{
+    struct storage_opts o = {.dsn = dsn,
+                             .query_timeout_ms = 300,
+                             .pool_size = 1,
+                             .backoff_min_ms = 20,
+                             .backoff_max_ms = 50};
+    struct storage *st = NULL;
+    CHECK(storage_new(&loop, &o, &st) == 0, "storage_new");
+    struct snap s = {0};
+    RUN_OK(&s, storage_vcard_get(st, owner, on_snap, &s));
+    printf("ready\n");
+    char line[16];
+    /* The test stops this connection's backend (SIGSTOP), then says go. */
+    CHECK(fgets(line, sizeof(line), stdin) != NULL, "go");
+    RUN(&s, storage_vcard_get(st, owner, on_snap, &s));
+    CHECK(s.err == ERR_TIMEOUT, "client-side timeout: %d %s", s.err, s.msg);
+    CHECK(strstr(s.msg, "no answer from the database") != NULL, "message: %s", s.msg);
+    /* A new connection (a new backend) answers. */
+    RUN_OK(&s, storage_vcard_get(st, owner, on_snap, &s));
+    struct storage_stats stats;
+    storage_get_stats(st, &stats);
+    CHECK(stats.reconnects == 1, "reconnected once: %" PRIu64, stats.reconnects);
+    snap_clear(&s);
+    close_storage(st);
+    printf("ok %d checks\n", nchecks);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     log_init("storage_check", 0, LOG_LVL_NOTICE);
@@ -644,6 +680,8 @@ int main(int argc, char **argv)
         rc = stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     else if (argc == 3 && strcmp(argv[1], "offline") == 0)
         rc = offline(argv[2]);
+    else if (argc == 4 && strcmp(argv[1], "frozen") == 0)
+        rc = frozen(argv[2], argv[3]);
     else if (argc == 4 && strcmp(argv[1], "timeout") == 0)
         rc = timeout(argv[2], argv[3]);
     else

@@ -3,6 +3,8 @@ cluster): every typed call round-trips through the storage_check driver
 (ASan build), queries without a server time out or are refused, and each
 daemon's role is kept to its own tables."""
 
+import os
+import signal
 import subprocess
 
 import harness
@@ -115,3 +117,31 @@ def test_query_timeout_keeps_the_connection(pg):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_frozen_backend_is_dropped(pg):
+    """A backend that stops answering (SIGSTOP) costs its queries a timeout
+    error and its connection, never a hang."""
+    app = "parley-frozen-test"
+    drv = subprocess.Popen([harness.binary("tests/integration/storage_check"), "frozen",
+                            pg.dsn("parley_sm") + " application_name=" + app,
+                            "frozen@example.org"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    stopped = []
+    try:
+        line = drv.stdout.readline()
+        assert line.strip() == "ready", line + drv.stderr.read()
+        _, out = pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '%s'" % app)
+        stopped = [int(p) for p in out.split()]
+        assert len(stopped) == 1, out
+        os.kill(stopped[0], signal.SIGSTOP)
+        out, err = drv.communicate("go\n", timeout=RUN_WAIT)
+        no_sanitizer_report(err)
+        assert drv.returncode == 0 and out.startswith("ok "), out + err
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        if drv.poll() is None:
+            drv.kill()
+            drv.wait()
