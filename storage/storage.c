@@ -172,6 +172,16 @@ const unsigned char *storage_result_bytea(const struct storage_result *res, int 
     return p;
 }
 
+void storage_result_release(struct storage_result *res)
+{
+    while (res->decoded) {
+        struct bytea_buf *b = res->decoded;
+        res->decoded = b->next;
+        PQfreemem(b->p);
+        free(b);
+    }
+}
+
 int storage_result_int64(const struct storage_result *res, int row, int col, int64_t *out)
 {
     const char *t = storage_result_text(res, row, col);
@@ -262,12 +272,7 @@ static void query_finish(struct storage *st, struct query *q, int err, PGresult 
         st->stats.completed++;
     }
     q->cb(q->arg, err, &res);
-    while (res.decoded) {
-        struct bytea_buf *b = res.decoded;
-        res.decoded = b->next;
-        PQfreemem(b->p);
-        free(b);
-    }
+    storage_result_release(&res);
     PQclear(pg);
     query_free(q);
 }

@@ -49,6 +49,9 @@ struct storage_result {
     struct bytea_buf *decoded; /* storage_result_bytea copies, freed after the callback */
 };
 
+/* Free what the getters allocated (bytea copies); the PGresult stays. */
+void storage_result_release(struct storage_result *res);
+
 /* Queue statement stmt with p; see storage.h for the contract. */
 int storage_submit(struct storage *st, int stmt, const struct storage_params *p, storage_cb cb,
                    void *arg);
