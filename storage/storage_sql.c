@@ -1,0 +1,541 @@
+/*
+ * storage_sql.c - the typed API of storage.h: one fixed, prepared statement
+ * per call, its parameters, and the meaning of its result.
+ *
+ * Every statement is a single SQL statement (data-modifying CTEs where a
+ * call changes several tables), so that each call is one round trip and
+ * one transaction. Values only ever travel as parameters. Times cross the
+ * boundary as int64 microseconds since the Unix epoch (TS/US below), which
+ * is exact (extract() returns numeric). Orderings that callers see use
+ * COLLATE "C", so they do not depend on the database's locale.
+ */
+#include "autoconfig.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/mem.h"
+#include "storage/storage_int.h"
+
+/* int64 µs parameter -> timestamptz, and back. */
+#define TS(p)                                                                                      \
+    "(to_timestamp(0) + (" p "::bigint / 1000000) * interval '1 second' + (" p                     \
+    "::bigint % 1000000) * interval '1 microsecond')"
+#define US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
+
+enum stmt {
+    S_USER_EXISTS,
+    S_CREDS_GET,
+    S_USER_CREATE,
+    S_ROSTER_GET,
+    S_ROSTER_SET,
+    S_ROSTER_DEL,
+    S_OFFLINE_STORE,
+    S_OFFLINE_FETCH,
+    S_OFFLINE_DELETE,
+    S_VCARD_GET,
+    S_VCARD_SET,
+    S_PRIVATE_GET,
+    S_PRIVATE_SET,
+    S_BLOCK_LIST,
+    S_BLOCK_ADD,
+    S_BLOCK_DEL,
+    S_BLOCK_CLEAR,
+    S_LAST_GET,
+    S_LAST_SET,
+    S_ARCHIVE_ADD,
+    S_ARCHIVE_QUERY,
+    S_COUNT
+};
+
+/* What an empty result means for a statement that must return a row. */
+struct stmt_def {
+    const char *name;
+    const char *sql;
+    int empty_err;
+    const char *empty_msg;
+};
+
+static const struct stmt_def stmts[S_COUNT] = {
+    [S_USER_EXISTS] = {"user_exists", "SELECT EXISTS (SELECT 1 FROM users WHERE jid = $1::text)"},
+    [S_CREDS_GET] = {"creds_get",
+                     "SELECT salt, iterations, stored_key, server_key FROM credentials "
+                     "WHERE jid = $1::text AND mechanism = $2::text"},
+    [S_USER_CREATE] = {"user_create",
+                       "WITH u AS (INSERT INTO users (jid, domain) VALUES ($1::text, $2::text) "
+                       "RETURNING jid) "
+                       "INSERT INTO credentials (jid, mechanism, salt, iterations, stored_key, "
+                       "server_key) SELECT u.jid, c.m, c.s, c.i, c.sk, c.vk FROM u, (VALUES "
+                       "($3::text, $4::bytea, $5::int, $6::bytea, $7::bytea), "
+                       "($8::text, $9::bytea, $10::int, $11::bytea, $12::bytea)) "
+                       "AS c (m, s, i, sk, vk) WHERE c.m IS NOT NULL"},
+    [S_ROSTER_GET] = {"roster_get",
+                      "SELECT coalesce(v.version, 0), i.jid, i.name, i.subscription, i.ask, "
+                      "i.approved, g.grp FROM (SELECT $1::text AS owner) o "
+                      "LEFT JOIN roster_version v ON v.owner = o.owner "
+                      "LEFT JOIN roster_items i ON i.owner = o.owner "
+                      "LEFT JOIN roster_groups g ON g.owner = i.owner AND g.jid = i.jid "
+                      "ORDER BY i.jid COLLATE \"C\", g.grp COLLATE \"C\""},
+    /* Groups: delete those not in the new set, add the new ones; the two
+     * never touch the same row, so their order inside the statement does
+     * not matter. */
+    [S_ROSTER_SET] = {"roster_set",
+                      "WITH i AS (INSERT INTO roster_items (owner, jid, name, subscription, ask, "
+                      "approved) VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, "
+                      "$6::boolean) ON CONFLICT (owner, jid) DO UPDATE SET name = EXCLUDED.name, "
+                      "subscription = EXCLUDED.subscription, ask = EXCLUDED.ask, "
+                      "approved = EXCLUDED.approved RETURNING owner, jid), "
+                      "d AS (DELETE FROM roster_groups WHERE owner = $1::text AND jid = $2::text "
+                      "AND grp <> ALL ($7::text[])), "
+                      "g AS (INSERT INTO roster_groups (owner, jid, grp) SELECT DISTINCT i.owner, "
+                      "i.jid, x FROM i, unnest($7::text[]) AS x ON CONFLICT DO NOTHING) "
+                      "INSERT INTO roster_version (owner, version) VALUES ($1::text, 1) "
+                      "ON CONFLICT (owner) DO UPDATE SET version = roster_version.version + 1 "
+                      "RETURNING version",
+                      ERR_DB, "no version returned"},
+    [S_ROSTER_DEL] = {"roster_del",
+                      "WITH d AS (DELETE FROM roster_items WHERE owner = $1::text AND "
+                      "jid = $2::text RETURNING 1) "
+                      "INSERT INTO roster_version (owner, version) SELECT $1::text, 1 "
+                      "WHERE EXISTS (SELECT 1 FROM d) ON CONFLICT (owner) DO UPDATE "
+                      "SET version = roster_version.version + 1 RETURNING version",
+                      ERR_NOTFOUND, "no such roster item"},
+    /* The quota is checked inside the statement; concurrent stores for one
+     * owner on different connections may each pass it (overshoot bounded
+     * by the pool size). */
+    [S_OFFLINE_STORE] = {"offline_store",
+                         "INSERT INTO offline (owner, stamp, stanza) SELECT $1::text, "
+                         "CASE WHEN $2::bigint = 0 THEN now() ELSE " TS(
+                             "$2") " END, $3::text "
+                                   "WHERE (SELECT count(*) FROM offline WHERE owner = $1::text) < "
+                                   "$4::bigint RETURNING seq",
+                         ERR_LIMIT, "offline quota reached"},
+    [S_OFFLINE_FETCH] = {"offline_fetch",
+                         "SELECT seq, " US(
+                             "stamp") ", stanza FROM offline "
+                                      "WHERE owner = $1::text ORDER BY seq LIMIT $2::int"},
+    [S_OFFLINE_DELETE] = {"offline_delete",
+                          "DELETE FROM offline WHERE owner = $1::text AND seq <= $2::bigint"},
+    [S_VCARD_GET] = {"vcard_get", "SELECT vcard FROM vcards WHERE owner = $1::text"},
+    [S_VCARD_SET] = {"vcard_set", "INSERT INTO vcards (owner, vcard) VALUES ($1::text, $2::text) "
+                                  "ON CONFLICT (owner) DO UPDATE SET vcard = EXCLUDED.vcard, "
+                                  "updated_at = now()"},
+    [S_PRIVATE_GET] = {"private_get",
+                       "SELECT xml FROM private_xml WHERE owner = $1::text AND ns = $2::text"},
+    [S_PRIVATE_SET] = {"private_set",
+                       "INSERT INTO private_xml (owner, ns, xml) VALUES ($1::text, $2::text, "
+                       "$3::text) ON CONFLICT (owner, ns) DO UPDATE SET xml = EXCLUDED.xml"},
+    [S_BLOCK_LIST] = {"block_list", "SELECT jid FROM blocklist WHERE owner = $1::text "
+                                    "ORDER BY jid COLLATE \"C\""},
+    [S_BLOCK_ADD] = {"block_add", "INSERT INTO blocklist (owner, jid) VALUES ($1::text, $2::text) "
+                                  "ON CONFLICT DO NOTHING"},
+    [S_BLOCK_DEL] = {"block_del",
+                     "DELETE FROM blocklist WHERE owner = $1::text AND jid = $2::text"},
+    [S_BLOCK_CLEAR] = {"block_clear", "DELETE FROM blocklist WHERE owner = $1::text"},
+    [S_LAST_GET] = {"last_get", "SELECT " US("stamp") ", status FROM last_activity "
+                                                      "WHERE owner = $1::text"},
+    [S_LAST_SET] = {"last_set",
+                    "INSERT INTO last_activity (owner, stamp, status) VALUES "
+                    "($1::text, " TS("$2") ", $3::text) ON CONFLICT (owner) DO UPDATE "
+                                           "SET stamp = EXCLUDED.stamp, status = EXCLUDED.status"},
+    [S_ARCHIVE_ADD] = {"archive_add",
+                       "INSERT INTO archive (owner, stanza_id, with_jid, stamp, stanza) VALUES "
+                       "($1::text, $2::text, $3::text, " TS(
+                           "$4") ", $5::text) "
+                                 "ON CONFLICT (owner, stanza_id) DO NOTHING RETURNING id",
+                       ERR_EXISTS, "stanza id already archived"},
+    [S_ARCHIVE_QUERY] =
+        {"archive_query",
+         "SELECT id, stanza_id, with_jid, " US(
+             "stamp") ", stanza FROM archive "
+                      "WHERE owner = $1::text AND ($2::text IS NULL OR with_jid = $2::text) "
+                      "AND ($3::bigint IS NULL OR stamp >= " TS(
+                          "$3") ") "
+                                "AND ($4::bigint IS NULL OR stamp < " TS(
+                                    "$4") ") "
+                                          "AND id > $5::bigint ORDER BY id LIMIT $6::int"},
+};
+
+int storage_sql_count(void)
+{
+    return S_COUNT;
+}
+
+const char *storage_sql_name(int stmt)
+{
+    return stmts[stmt].name;
+}
+
+const char *storage_sql_text(int stmt)
+{
+    return stmts[stmt].sql;
+}
+
+int storage_sql_post(int stmt, struct storage_result *res, const char **msg)
+{
+    const struct stmt_def *d = &stmts[stmt];
+    if (d->empty_err != 0 && res->nrows == 0) {
+        *msg = d->empty_msg;
+        return d->empty_err;
+    }
+    if (stmt == S_ROSTER_GET && res->nrows > 0) {
+        int64_t v = 0;
+        storage_result_int64(res, 0, STORAGE_COL_ROSTER_VERSION, &v);
+        res->version = v;
+        /* The one row of an owner without items only carries the version. */
+        if (res->nrows == 1 && PQgetisnull(res->pg, 0, STORAGE_COL_ROSTER_JID))
+            res->nrows = 0;
+    }
+    return 0;
+}
+
+/* ---- parameters ---- */
+
+static void p_add(struct storage_params *p, const char *v, size_t len, int fmt)
+{
+    if (p->err != 0)
+        return;
+    if (p->n >= STORAGE_MAXP || len > STORAGE_PARAM_MAX) {
+        p->err = ERR_INVAL;
+        return;
+    }
+    p->v[p->n] = v;
+    p->len[p->n] = (int)len;
+    p->fmt[p->n] = fmt;
+    p->n++;
+}
+
+/* Text; NULL is SQL NULL. */
+static void p_text(struct storage_params *p, const char *s)
+{
+    p_add(p, s, s ? strlen(s) : 0, 0);
+}
+
+/* Text that must be given. */
+static void p_req(struct storage_params *p, const char *s)
+{
+    if (s == NULL && p->err == 0)
+        p->err = ERR_INVAL;
+    p_text(p, s);
+}
+
+static void p_int(struct storage_params *p, int64_t v)
+{
+    if (p->n >= STORAGE_MAXP) {
+        p->err = ERR_INVAL;
+        return;
+    }
+    char *b = p->num[p->n];
+    snprintf(b, sizeof(p->num[0]), "%" PRId64, v);
+    p_text(p, b);
+}
+
+static void p_bool(struct storage_params *p, bool v)
+{
+    p_text(p, v ? "t" : "f");
+}
+
+/* bytea, sent in binary format: the bytes as they are. */
+static void p_bytes(struct storage_params *p, const unsigned char *b, size_t len)
+{
+    if (b == NULL && p->err == 0)
+        p->err = ERR_INVAL;
+    p_add(p, (const char *)b, len, 1);
+}
+
+static int one_owner(struct storage *st, int stmt, const char *owner, storage_cb cb, void *arg)
+{
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    return storage_submit(st, stmt, &p, cb, arg);
+}
+
+static int owner_and(struct storage *st, int stmt, const char *owner, const char *x, storage_cb cb,
+                     void *arg)
+{
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_req(&p, x);
+    return storage_submit(st, stmt, &p, cb, arg);
+}
+
+static const char *mech_name(enum storage_mech m)
+{
+    switch (m) {
+    case STORAGE_SCRAM_SHA1:
+        return "SCRAM-SHA-1";
+    case STORAGE_SCRAM_SHA256:
+        return "SCRAM-SHA-256";
+    }
+    return NULL;
+}
+
+/* ---- users and credentials ---- */
+
+int storage_user_exists(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_EXISTS, jid, cb, arg);
+}
+
+int storage_creds_get(struct storage *st, const char *jid, enum storage_mech mech, storage_cb cb,
+                      void *arg)
+{
+    return owner_and(st, S_CREDS_GET, jid, mech_name(mech), cb, arg);
+}
+
+int storage_user_create(struct storage *st, const char *jid, const struct storage_cred *creds,
+                        size_t ncreds, storage_cb cb, void *arg)
+{
+    if (jid == NULL || ncreds > 2 || (ncreds > 0 && creds == NULL))
+        return ERR_INVAL;
+    const char *at = strchr(jid, '@');
+    if (at == NULL || at == jid || at[1] == '\0')
+        return ERR_INVAL;
+    if (ncreds == 2 && creds[0].mech == creds[1].mech)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_text(&p, jid);
+    p_text(&p, at + 1);
+    for (size_t i = 0; i < 2; i++) {
+        if (i < ncreds) {
+            const struct storage_cred *c = &creds[i];
+            if (mech_name(c->mech) == NULL || c->iterations <= 0)
+                return ERR_INVAL;
+            p_text(&p, mech_name(c->mech));
+            p_bytes(&p, c->salt, c->salt_len);
+            p_int(&p, c->iterations);
+            p_bytes(&p, c->stored_key, c->stored_key_len);
+            p_bytes(&p, c->server_key, c->server_key_len);
+        } else {
+            for (int k = 0; k < 5; k++)
+                p_text(&p, NULL);
+        }
+    }
+    return storage_submit(st, S_USER_CREATE, &p, cb, arg);
+}
+
+/* ---- roster ---- */
+
+int storage_roster_get(struct storage *st, const char *owner, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_ROSTER_GET, owner, cb, arg);
+}
+
+static const char *sub_name(enum storage_sub s)
+{
+    switch (s) {
+    case STORAGE_SUB_NONE:
+        return "none";
+    case STORAGE_SUB_TO:
+        return "to";
+    case STORAGE_SUB_FROM:
+        return "from";
+    case STORAGE_SUB_BOTH:
+        return "both";
+    }
+    return NULL;
+}
+
+/* A PostgreSQL array literal {"a","b"} of the groups, each element quoted
+ * with '"' and '\' escaped: a parameter value, never SQL. */
+static char *group_array(const char *const *groups, size_t n)
+{
+    size_t len = 3;
+    for (size_t i = 0; i < n; i++) {
+        if (groups[i] == NULL)
+            return NULL;
+        len += 3;
+        for (const char *s = groups[i]; *s; s++)
+            len += (*s == '"' || *s == '\\') ? 2 : 1;
+        if (len > STORAGE_PARAM_MAX)
+            return NULL;
+    }
+    char *out = xmalloc(len);
+    char *w = out;
+    *w++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            *w++ = ',';
+        *w++ = '"';
+        for (const char *s = groups[i]; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *w++ = '\\';
+            *w++ = *s;
+        }
+        *w++ = '"';
+    }
+    *w++ = '}';
+    *w = '\0';
+    return out;
+}
+
+int storage_roster_set_item(struct storage *st, const char *owner,
+                            const struct storage_roster_item *item, storage_cb cb, void *arg)
+{
+    if (item == NULL || sub_name(item->sub) == NULL || (item->ngroups > 0 && !item->groups))
+        return ERR_INVAL;
+    char *arr = group_array(item->groups, item->ngroups);
+    if (arr == NULL)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_req(&p, item->jid);
+    p_text(&p, item->name);
+    p_text(&p, sub_name(item->sub));
+    p_text(&p, item->ask ? "subscribe" : NULL);
+    p_bool(&p, item->approved);
+    p_text(&p, arr);
+    int rc = storage_submit(st, S_ROSTER_SET, &p, cb, arg);
+    free(arr);
+    return rc;
+}
+
+int storage_roster_del_item(struct storage *st, const char *owner, const char *jid, storage_cb cb,
+                            void *arg)
+{
+    return owner_and(st, S_ROSTER_DEL, owner, jid, cb, arg);
+}
+
+/* ---- offline ---- */
+
+int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_us,
+                          const char *stanza, storage_cb cb, void *arg)
+{
+    if (st == NULL)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_int(&p, stamp_us);
+    p_req(&p, stanza);
+    p_int(&p, storage_offline_quota(st));
+    return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
+}
+
+int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,
+                          void *arg)
+{
+    if (limit < 1 || limit > 10000)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_int(&p, limit);
+    return storage_submit(st, S_OFFLINE_FETCH, &p, cb, arg);
+}
+
+int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, storage_cb cb,
+                           void *arg)
+{
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_int(&p, upto);
+    return storage_submit(st, S_OFFLINE_DELETE, &p, cb, arg);
+}
+
+/* ---- vcard, private ---- */
+
+int storage_vcard_get(struct storage *st, const char *owner, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_VCARD_GET, owner, cb, arg);
+}
+
+int storage_vcard_set(struct storage *st, const char *owner, const char *vcard, storage_cb cb,
+                      void *arg)
+{
+    return owner_and(st, S_VCARD_SET, owner, vcard, cb, arg);
+}
+
+int storage_private_get(struct storage *st, const char *owner, const char *ns, storage_cb cb,
+                        void *arg)
+{
+    return owner_and(st, S_PRIVATE_GET, owner, ns, cb, arg);
+}
+
+int storage_private_set(struct storage *st, const char *owner, const char *ns, const char *xml,
+                        storage_cb cb, void *arg)
+{
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_req(&p, ns);
+    p_req(&p, xml);
+    return storage_submit(st, S_PRIVATE_SET, &p, cb, arg);
+}
+
+/* ---- blocklist ---- */
+
+int storage_block_list(struct storage *st, const char *owner, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_BLOCK_LIST, owner, cb, arg);
+}
+
+int storage_block_add(struct storage *st, const char *owner, const char *jid, storage_cb cb,
+                      void *arg)
+{
+    return owner_and(st, S_BLOCK_ADD, owner, jid, cb, arg);
+}
+
+int storage_block_del(struct storage *st, const char *owner, const char *jid, storage_cb cb,
+                      void *arg)
+{
+    return owner_and(st, S_BLOCK_DEL, owner, jid, cb, arg);
+}
+
+int storage_block_clear(struct storage *st, const char *owner, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_BLOCK_CLEAR, owner, cb, arg);
+}
+
+/* ---- last activity ---- */
+
+int storage_last_get(struct storage *st, const char *owner, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_LAST_GET, owner, cb, arg);
+}
+
+int storage_last_set(struct storage *st, const char *owner, int64_t stamp_us, const char *status,
+                     storage_cb cb, void *arg)
+{
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_int(&p, stamp_us);
+    p_text(&p, status);
+    return storage_submit(st, S_LAST_SET, &p, cb, arg);
+}
+
+/* ---- archive ---- */
+
+int storage_archive_add(struct storage *st, const char *owner, const char *stanza_id,
+                        const char *with, int64_t stamp_us, const char *stanza, storage_cb cb,
+                        void *arg)
+{
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_req(&p, stanza_id);
+    p_req(&p, with);
+    p_int(&p, stamp_us);
+    p_req(&p, stanza);
+    return storage_submit(st, S_ARCHIVE_ADD, &p, cb, arg);
+}
+
+int storage_archive_query(struct storage *st, const char *owner,
+                          const struct storage_archive_query *q, storage_cb cb, void *arg)
+{
+    if (q == NULL || q->limit < 1 || q->limit > 1000 || q->after_id < 0)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_text(&p, q->with);
+    if (q->start_us == INT64_MIN)
+        p_text(&p, NULL);
+    else
+        p_int(&p, q->start_us);
+    if (q->end_us == INT64_MAX)
+        p_text(&p, NULL);
+    else
+        p_int(&p, q->end_us);
+    p_int(&p, q->after_id);
+    p_int(&p, q->limit);
+    return storage_submit(st, S_ARCHIVE_QUERY, &p, cb, arg);
+}
