@@ -218,21 +218,6 @@ static int init_templates_write(const struct ctl *c)
         buf_append(&pre, p, strlen(p) + 1);
         int rc = init_fill(init_templates[t], pre.data, vars, sizeof(vars) / sizeof(vars[0]), &out);
         buf_append_byte(&out, '\0');
-        /* router.xml.in has the component port as a literal; ours replaces it. */
-        if (rc == 0 && strcmp(init_templates[t], "router.xml.in") == 0) {
-            char *port = strstr(out.data, "port='5347'");
-            if (port != NULL && c->router_port != 5347) {
-                struct buf fixed;
-                char attr[32];
-                buf_init(&fixed);
-                buf_append(&fixed, out.data, (size_t)(port - out.data));
-                snprintf(attr, sizeof(attr), "port='%d'", c->router_port);
-                buf_append(&fixed, attr, strlen(attr));
-                buf_append(&fixed, port + 11, strlen(port + 11) + 1);
-                buf_free(&out);
-                out = fixed;
-            }
-        }
         ctl_path(c, dst, "etc/%.*s", (int)(strlen(init_templates[t]) - 3), init_templates[t]);
         if (rc == 0)
             rc = ctl_write_file(c, dst, out.data, strlen(out.data), 0644, 0, 0);
