@@ -487,13 +487,43 @@ struct conn *conn_new_stream(struct router *r, struct stream *s, bool is_unix, b
     return c;
 }
 
+static void on_mem_header(void *arg, struct xml_node *hdr)
+{
+    struct conn *c = arg;
+    conn_on_header(c, hdr, xml_parser_content_ns(c->mem_parser));
+}
+
+static void on_mem_element(void *arg, struct xml_node *el, const char *raw, size_t rawlen)
+{
+    conn_on_element(arg, el, raw, rawlen);
+}
+
+static void on_mem_end(void *arg)
+{
+    conn_on_stream_end(arg);
+}
+
+static void on_mem_error(void *arg, enum xml_stream_err cond, const char *text)
+{
+    conn_on_parse_error(arg, cond);
+}
+
+static const struct xml_parser_cbs mem_parser_cbs = {on_mem_header, on_mem_element, on_mem_end,
+                                                     on_mem_error};
+
 struct conn *conn_new_memory(struct router *r, struct buf *sink, bool is_unix, bool has_cred,
                              uid_t uid)
 {
     struct conn *c = conn_alloc(r, is_unix, has_cred, uid);
     c->sink = sink;
+    c->mem_parser = xml_parser_new(&r->sopts.limits, &mem_parser_cbs, c);
     snprintf(c->peer, sizeof(c->peer), "memory");
     return c;
+}
+
+int conn_feed_memory(struct conn *c, const char *data, size_t len)
+{
+    return xml_parser_feed(c->mem_parser, data, len);
 }
 
 void conn_free_memory(struct conn *c)
@@ -501,5 +531,6 @@ void conn_free_memory(struct conn *c)
     if (c == NULL)
         return;
     release(c, "freed");
+    xml_parser_free(c->mem_parser);
     conn_unlink(c);
 }

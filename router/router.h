@@ -92,8 +92,9 @@ struct router;
 
 struct conn {
     struct router *r;
-    struct stream *s; /* NULL for a memory connection */
-    struct buf *sink; /* memory connection: what the router wrote */
+    struct stream *s;              /* NULL for a memory connection */
+    struct buf *sink;              /* memory connection: what the router wrote */
+    struct xml_parser *mem_parser; /* memory connection: parses conn_feed_memory */
     struct conn *prev, *next;
     enum conn_state state;
     char id[RAND_ID_HEXLEN + 1]; /* stream id */
@@ -154,10 +155,13 @@ void router_set_users(struct router *r, struct users *u);
 /* A connection on an accepted stream (takes the stream over). */
 struct conn *conn_new_stream(struct router *r, struct stream *s, bool is_unix, bool has_cred,
                              uid_t uid);
-/* A memory connection: output is appended to sink (capped at queue-max,
- * like a stream's queue). Free with conn_free_memory. */
+/* A memory connection (unit tests, fuzzing): input comes from
+ * conn_feed_memory through its own parser, output is appended to sink
+ * (capped at queue-max, like a stream's queue). Free with conn_free_memory. */
 struct conn *conn_new_memory(struct router *r, struct buf *sink, bool is_unix, bool has_cred,
                              uid_t uid);
+/* Parse bytes as if the peer had sent them; the xml_parser_feed result. */
+int conn_feed_memory(struct conn *c, const char *data, size_t len);
 void conn_free_memory(struct conn *c);
 /* The events of the connection's parser (streams call these themselves). */
 void conn_on_header(struct conn *c, struct xml_node *hdr, const char *content_ns);

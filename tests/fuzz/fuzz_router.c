@@ -46,44 +46,16 @@ static const char users_xml[] =
 struct peer {
     struct conn *c;
     struct buf out;
-    struct xml_parser *p;
 };
-
-static void p_open(void *arg, struct xml_node *hdr)
-{
-    struct peer *pe = arg;
-    conn_on_header(pe->c, hdr, xml_parser_content_ns(pe->p));
-}
-
-static void p_element(void *arg, struct xml_node *el, const char *raw, size_t rawlen)
-{
-    struct peer *pe = arg;
-    conn_on_element(pe->c, el, raw, rawlen);
-}
-
-static void p_close(void *arg)
-{
-    struct peer *pe = arg;
-    conn_on_stream_end(pe->c);
-}
-
-static void p_error(void *arg, enum xml_stream_err cond, const char *text)
-{
-    struct peer *pe = arg;
-    conn_on_parse_error(pe->c, cond);
-}
-
-static const struct xml_parser_cbs pcbs = {p_open, p_element, p_close, p_error};
 
 static void feed(struct peer *pe, const char *s, size_t n)
 {
-    xml_parser_feed(pe->p, s, n);
+    conn_feed_memory(pe->c, s, n);
 }
 
 static void peer_open(struct router *r, struct peer *pe, const char *name, const char *secret)
 {
     pe->c = conn_new_memory(r, &pe->out, true, true, 0);
-    pe->p = xml_parser_new(&r->sopts.limits, &pcbs, pe);
     if (name == NULL)
         return;
     struct buf b = BUF_INIT;
@@ -106,7 +78,6 @@ static void peer_open(struct router *r, struct peer *pe, const char *name, const
 static void peer_close(struct peer *pe)
 {
     conn_free_memory(pe->c);
-    xml_parser_free(pe->p);
     buf_free(&pe->out);
 }
 

@@ -37,34 +37,7 @@ static const char users_xml[] =
 struct peer {
     struct conn *c;
     struct buf out;
-    struct xml_parser *p;
 };
-
-static void p_open(void *arg, struct xml_node *hdr)
-{
-    struct peer *pe = arg;
-    conn_on_header(pe->c, hdr, xml_parser_content_ns(pe->p));
-}
-
-static void p_element(void *arg, struct xml_node *el, const char *raw, size_t rawlen)
-{
-    struct peer *pe = arg;
-    conn_on_element(pe->c, el, raw, rawlen);
-}
-
-static void p_close(void *arg)
-{
-    struct peer *pe = arg;
-    conn_on_stream_end(pe->c);
-}
-
-static void p_error(void *arg, enum xml_stream_err cond, const char *text)
-{
-    struct peer *pe = arg;
-    conn_on_parse_error(pe->c, cond);
-}
-
-static const struct xml_parser_cbs pcbs = {p_open, p_element, p_close, p_error};
 
 static struct router *new_router(const char *xml, size_t queue_max)
 {
@@ -77,7 +50,7 @@ static struct router *new_router(const char *xml, size_t queue_max)
 
 static void feed(struct peer *pe, const char *s)
 {
-    xml_parser_feed(pe->p, s, strlen(s));
+    conn_feed_memory(pe->c, s, strlen(s));
 }
 
 static bool has(struct peer *pe, const char *s)
@@ -91,7 +64,6 @@ static struct peer *peer_new(struct router *r, const char *name, const char *sec
 {
     struct peer *pe = calloc(1, sizeof(*pe));
     pe->c = conn_new_memory(r, &pe->out, is_unix, is_unix, uid);
-    pe->p = xml_parser_new(NULL, &pcbs, pe);
     char hdr[512];
     snprintf(hdr, sizeof(hdr),
              "<stream:stream xmlns='jabber:component:accept' "
@@ -116,7 +88,6 @@ static bool ready(struct peer *pe)
 static void peer_free(struct peer *pe)
 {
     conn_free_memory(pe->c);
-    xml_parser_free(pe->p);
     buf_free(&pe->out);
     free(pe);
 }
@@ -172,7 +143,6 @@ static void test_handshake(void **state)
     /* a wrong content namespace */
     p = calloc(1, sizeof(*p));
     p->c = conn_new_memory(r, &p->out, false, false, 0);
-    p->p = xml_parser_new(NULL, &pcbs, p);
     feed(p, "<stream:stream xmlns='jabber:client' "
             "xmlns:stream='http://etherx.jabber.org/streams' to='bot.example.com'>");
     assert_true(has(p, "<invalid-namespace"));

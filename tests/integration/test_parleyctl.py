@@ -1,0 +1,247 @@
+"""test_parleyctl.py - parleyctl end to end: init, start/stop/status with the
+supervisor (crash restart), users with their SCRAM rows, components (a real
+slixmpp component completes its handshake), db migrate/status, and the
+errors, both as root (per-daemon system users) and as an ordinary user.
+Each test gets its own instance directory, private PostgreSQL cluster and
+router port; parleyctl and the daemons are the ASan build (PARLEY_BUILD).
+"""
+
+import os
+import pwd
+import re
+import signal
+import time
+
+import pytest
+
+import ctlharness
+import harness
+
+MODES = ["root", "user"]
+
+
+@pytest.fixture(params=MODES)
+def inst(request):
+    if request.param == "root":
+        if os.geteuid() != 0:
+            pytest.skip("needs root (CI runs as root)")
+        i = ctlharness.Instance()
+    else:
+        user = ctlharness.ensure_test_user() if os.geteuid() == 0 else None
+        i = ctlharness.Instance(as_user=user)
+    request.node.parley_ctl = i
+    yield i
+    problems = i.sanitizer_errors()
+    i.cleanup()
+    assert not problems, "sanitizer reports: %s" % problems[:5]
+
+
+def wait_for(pred, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def router_pid(inst):
+    code, st = inst.status()
+    m = re.match(r"up \(pid (\d+)", st.get("router", ""))
+    return int(m.group(1)) if m else None
+
+
+def test_init_layout_and_refusal(inst):
+    r = inst.init()
+    assert "initialised" in r.out
+    etc = os.path.join(inst.dir, "etc")
+    for f in ("parley.xml", "router.xml", "router-users.xml", "tls/localhost.crt",
+              "tls/localhost.key", "secrets/sm", "secrets/c2s-1", "secrets/s2s",
+              "secrets/db-parley_admin", "secrets/db-parley_c2s", "secrets/db-parley_sm"):
+        assert os.path.exists(os.path.join(etc, f)), f
+    router_xml = open(os.path.join(etc, "router.xml")).read()
+    assert "port='%d'" % inst.port in router_xml
+    assert "@" not in router_xml.split("-->", 2)[-1]
+    users_xml = open(os.path.join(etc, "router-users.xml")).read()
+    assert "<domain>localhost</domain>" in users_xml
+    # Secrets are never readable by everyone; as root they belong to the daemons.
+    for name, owner in (("sm", "parley-sm"), ("c2s-1", "parley-c2s"),
+                        ("db-parley_sm", "parley-sm"), ("db-parley_c2s", "parley-c2s")):
+        st = os.stat(os.path.join(etc, "secrets", name))
+        assert st.st_mode & 0o007 == 0, name
+        if inst.as_user is None and os.geteuid() == 0:
+            assert pwd.getpwuid(st.st_uid).pw_name == owner
+        elif inst.as_user:
+            assert pwd.getpwuid(st.st_uid).pw_name == inst.as_user
+    if inst.as_user is None and os.geteuid() == 0:
+        assert pwd.getpwuid(os.stat(os.path.join(inst.dir, "pg", "data")).st_uid).pw_name == \
+            "parley-db"
+    # A second init refuses and changes nothing.
+    before = open(os.path.join(etc, "parley.xml")).read()
+    r = inst.ctl("init", "--domain", "other.example")
+    assert r.code != 0 and "already initialised" in r.err
+    assert open(os.path.join(etc, "parley.xml")).read() == before
+    # Schema present and current.
+    r = inst.ctl("db", "status")
+    assert r.code == 1 and "running" in r.err  # the cluster is stopped after init
+
+
+def test_bad_init_and_uninitialised(inst):
+    r = inst.ctl("init", "--domain", "bad domain!")
+    assert r.code != 0 and "not a valid domain" in r.err
+    r = inst.ctl("init", "--domain", "localhost", "--router-port", "70000")
+    assert r.code == 2 and "port" in r.err
+    r = inst.ctl("init")
+    assert r.code == 2
+    for args in (("start",), ("status",), ("user", "list"), ("component", "list"),
+                 ("db", "status")):
+        r = inst.ctl(*args)
+        assert r.code != 0 and "not initialised" in r.err, args
+    r = inst.ctl("frobnicate")
+    assert r.code == 2 and "unknown command" in r.err
+
+
+def test_start_component_crash_stop(inst):
+    inst.init()
+    r = inst.ok("start")
+    assert "parley-router: up" in r.out
+    code, st = inst.status()
+    assert code == 0, st
+    assert st["router"].startswith("up (pid")
+    assert st["postgresql"].startswith("running")
+    r = inst.ctl("start")
+    assert r.code != 0 and "already running" in r.err
+
+    # A component added while the router runs: HUP, then a real handshake.
+    r = inst.ok("component", "add", "muc.localhost")
+    secret = r.out.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", secret)
+    assert secret not in r.err
+    assert inst.ok("component", "list").out.split() == ["muc.localhost"]
+    inst.ok("component", "add", "bot.localhost", "--secret", "s3cret-bot")
+    r = inst.ctl("component", "add", "muc.localhost")
+    assert r.code != 0 and "exists" in r.err
+    r = inst.ctl("component", "add", "sm")
+    assert r.code != 0 and "reserved" in r.err
+
+    async def handshake(name, sec):
+        wait_for(lambda: "reloaded" in inst.log("router"), "the router's reload")
+        c = harness.Comp(name, sec, inst.port)
+        c.connect()
+        await c.wait_started(harness.START_WAIT)
+        await c.close()
+
+    harness.run(handshake("muc.localhost", secret))
+    harness.run(handshake("bot.localhost", "s3cret-bot"))
+
+    # kill -9: the supervisor logs the crash and starts a new router.
+    old = router_pid(inst)
+    os.kill(old, signal.SIGKILL)
+    new = wait_for(lambda: (router_pid(inst) or old) != old and router_pid(inst),
+                   "a restarted router")
+    assert new != old
+    log = inst.log("parleyctl")
+    assert re.search(r"parley-router \(pid %d\) crashed: killed by signal 9" % old, log), log
+    assert "restarts 1" in inst.status()[1]["router"]
+    wait_for(lambda: harness.free_port and _accepts(inst.port), "the restarted router's port")
+    harness.run(handshake("muc.localhost", secret))
+
+    # A deleted component is refused from then on.
+    inst.ok("component", "del", "bot.localhost")
+    assert inst.ok("component", "list").out.split() == ["muc.localhost"]
+    r = inst.ctl("component", "del", "bot.localhost")
+    assert r.code != 0 and "no component" in r.err
+
+    r = inst.ok("stop")
+    code, st = inst.status()
+    assert code != 0
+    assert st["router"] == "stopped" and st["postgresql"] == "stopped"
+    assert not _pid_alive(new)
+    assert "exited" not in st["supervisor"]
+    # stop when stopped is fine.
+    inst.ok("stop")
+
+
+def _accepts(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+CRED_SQL = ("SELECT mechanism, encode(salt, 'hex'), iterations, encode(stored_key, 'hex'), "
+            "encode(server_key, 'hex') FROM credentials WHERE jid = :'v1' ORDER BY mechanism")
+
+
+def test_users(inst):
+    inst.init()
+    inst.ok("start")
+    r = inst.ok("user", "add", "Alice@LocalHost", "pencil")
+    assert "pencil" not in r.out + r.err
+    inst.ok("user", "add", "bob@localhost", stdin="from stdin\n")
+    assert inst.ok("user", "list").out.split() == ["alice@localhost", "bob@localhost"]
+    assert inst.ok("user", "list", "localhost").out.split() == ["alice@localhost",
+                                                                "bob@localhost"]
+    assert inst.psql("SELECT jid, domain FROM users ORDER BY jid") == [
+        ["alice@localhost", "localhost"], ["bob@localhost", "localhost"]]
+
+    rows = inst.psql(CRED_SQL, "alice@localhost")
+    assert [r[0] for r in rows] == ["SCRAM-SHA-1", "SCRAM-SHA-256"]
+    for row in rows:
+        assert len(bytes.fromhex(row[1])) == 16 and int(row[2]) >= 4096
+        assert ctlharness.scram_check(row, "pencil")
+        assert not ctlharness.scram_check(row, "Pencil")
+    assert all(ctlharness.scram_check(r, "from stdin") for r in inst.psql(CRED_SQL,
+                                                                          "bob@localhost"))
+
+    inst.ok("user", "passwd", "alice@localhost", "newpass")
+    rows2 = inst.psql(CRED_SQL, "alice@localhost")
+    assert len(rows2) == 2
+    assert all(ctlharness.scram_check(r, "newpass") for r in rows2)
+    assert not any(ctlharness.scram_check(r, "pencil") for r in rows2)
+    assert {r[1] for r in rows2}.isdisjoint({r[1] for r in rows})  # fresh salts
+
+    # Errors: non-zero exit and a clear message, nothing changed.
+    for args, msg in (
+            (("user", "add", "alice@localhost", "x"), "exists"),
+            (("user", "add", "carol@example.org", "x"), "unknown domain"),
+            (("user", "add", "bad user@localhost", "x"), "not a valid JID"),
+            (("user", "add", "localhost", "x"), "user@domain"),
+            (("user", "add", "carol@localhost/res", "x"), "without a resource"),
+            (("user", "passwd", "nobody@localhost", "x"), "no such user"),
+            (("user", "del", "nobody@localhost"), "no such user"),
+            (("user", "list", "example.org"), "unknown domain"),
+            (("user", "add", "carol@localhost"), "password"),  # empty stdin
+    ):
+        r = inst.ctl(*args, stdin="")
+        assert r.code != 0, (args, r)
+        assert msg in r.err, (args, r)
+        assert "x" != r.out.strip()
+    assert inst.ok("user", "list").out.split() == ["alice@localhost", "bob@localhost"]
+
+    inst.ok("user", "del", "bob@localhost")
+    assert inst.ok("user", "list").out.split() == ["alice@localhost"]
+    assert inst.psql(CRED_SQL, "bob@localhost") == []
+
+    r = inst.ok("db", "status")
+    assert "up to date" in r.out
+    r = inst.ok("db", "migrate")
+    assert "0 migrations applied" in r.out
+
+    # Database down: a clear error, non-zero.
+    inst.ok("stop")
+    for args in (("user", "add", "dave@localhost", "x"), ("user", "list"), ("db", "status")):
+        r = inst.ctl(*args)
+        assert r.code != 0 and "cannot connect to the database" in r.err, (args, r)

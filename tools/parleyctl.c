@@ -1,0 +1,367 @@
+/*
+ * parleyctl.c - Parley's admin tool: flags, command dispatch, and the
+ * helpers every command uses (paths, files, users, running programs).
+ *
+ *   parleyctl [-d DIR] [-T DATADIR] COMMAND ...
+ *
+ * DIR is the instance directory (default $PARLEY_DIR, else the compiled-in
+ * $(localstatedir)/lib/parley); see parleyctl.h for its layout. DATADIR
+ * holds the config templates (*.xml.in) and schema/: -T, else
+ * $PARLEY_DATADIR, else the source tree when this binary runs from its
+ * build tree, else $(pkgdatadir).
+ *
+ * Every command prints errors as "parleyctl: ..." on stderr and exits 1 on
+ * any error (2 for bad usage). Secrets are printed only by `component add`
+ * when it generated one.
+ */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "tools/parleyctl.h"
+
+void ctl_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("parleyctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void ctl_note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("parleyctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void ctl_path(const struct ctl *c, char *out, const char *fmt, ...)
+{
+    char rel[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof(rel), fmt, ap);
+    va_end(ap);
+    /* DIR is at most 1024 bytes and rel under 2048: this fits. */
+    size_t dl = strlen(c->dir), rl = strlen(rel);
+    memcpy(out, c->dir, dl);
+    out[dl] = '/';
+    memcpy(out + dl + 1, rel, rl + 1);
+}
+
+/* Does this binary run from the build tree it was built in? */
+static bool ctl_in_build_tree(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        char self[PATH_MAX], want[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        known = 0;
+        if (n > 0 && realpath(CTL_BUILDDIR "/tools/parleyctl", want) != NULL) {
+            self[n] = '\0';
+            known = strcmp(self, want) == 0;
+        }
+    }
+    return known == 1;
+}
+
+const char *ctl_datadir(const struct ctl *c)
+{
+    if (c->datadir != NULL)
+        return c->datadir;
+    const char *env = getenv("PARLEY_DATADIR");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    return ctl_in_build_tree() ? CTL_SRCDIR "/etc" : CTL_PKGDATADIR;
+}
+
+void ctl_schema_dir(const struct ctl *c, char *out)
+{
+    if (c->datadir == NULL && getenv("PARLEY_DATADIR") == NULL && ctl_in_build_tree())
+        snprintf(out, CTL_PATH_MAX, "%s/storage/schema", CTL_SRCDIR);
+    else
+        snprintf(out, CTL_PATH_MAX, "%s/schema", ctl_datadir(c));
+}
+
+void ctl_daemon_exe(const struct ctl_daemon *d, char *out)
+{
+    if (ctl_in_build_tree())
+        snprintf(out, CTL_PATH_MAX, "%s/%s/%s", CTL_BUILDDIR, d->subdir, d->exe);
+    else
+        snprintf(out, CTL_PATH_MAX, "%s/%s", CTL_SBINDIR, d->exe);
+}
+
+int ctl_load(struct ctl *c)
+{
+    char path[CTL_PATH_MAX], err[512];
+    const char *domain = NULL, *dsn = NULL;
+    bool private_db = false;
+    int c2s = 0, c2s_tls = 0, s2s = 0, router = 0;
+    const struct config_entry table[] = {
+        CONFIG_STRING("domain", CONFIG_REQUIRED, NULL, &domain),
+        CONFIG_BOOL("db@private", 0, "false", &private_db),
+        CONFIG_STRING("db/dsn", 0, NULL, &dsn),
+        CONFIG_INT("ports@c2s", CONFIG_REQUIRED, NULL, 1, 65535, &c2s),
+        CONFIG_INT("ports@c2s-tls", CONFIG_REQUIRED, NULL, 1, 65535, &c2s_tls),
+        CONFIG_INT("ports@s2s", CONFIG_REQUIRED, NULL, 1, 65535, &s2s),
+        CONFIG_INT("ports@router", CONFIG_REQUIRED, NULL, 1, 65535, &router),
+        CONFIG_END,
+    };
+    struct config *cfg = NULL;
+    ctl_path(c, path, "etc/parley.xml");
+    if (access(path, F_OK) != 0) {
+        ctl_err("%s is not initialised (no %s): run `parleyctl -d %s init --domain DOMAIN`", c->dir,
+                path, c->dir);
+        return 1;
+    }
+    if (config_load(path, "parley", table, &cfg, err, sizeof(err)) < 0) {
+        ctl_err("%s", err);
+        return 1;
+    }
+    snprintf(c->domain, sizeof(c->domain), "%s", domain);
+    snprintf(c->dsn, sizeof(c->dsn), "%s", dsn != NULL ? dsn : "");
+    c->private_db = private_db;
+    c->c2s_port = c2s;
+    c->c2s_tls_port = c2s_tls;
+    c->s2s_port = s2s;
+    c->router_port = router;
+    config_free(cfg);
+    if (!c->private_db && c->dsn[0] == '\0') {
+        ctl_err("%s: <db> needs private='true' or a <dsn>", path);
+        return 1;
+    }
+    return 0;
+}
+
+int ctl_user_ids(const struct ctl *c, const char *user, uid_t *uid, gid_t *gid)
+{
+    if (!c->as_root) {
+        *uid = getuid();
+        *gid = getgid();
+        return 0;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL) {
+        ctl_err("no system user %s (`parleyctl init` creates it)", user);
+        return 1;
+    }
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return 0;
+}
+
+int ctl_read_file(const char *path, char *out, size_t outlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < outlen && (n = read(fd, out + len, outlen - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == '\r'))
+        len--;
+    out[len] = '\0';
+    return 0;
+}
+
+int ctl_write_file(const struct ctl *c, const char *path, const char *data, size_t len, mode_t mode,
+                   uid_t uid, gid_t gid)
+{
+    /* Written under a temporary name and renamed, so that a reader (the
+     * router on HUP) sees the old or the new file, never half of one. */
+    char tmp[CTL_PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) {
+        ctl_err("cannot write %s: %s", tmp, strerror(errno));
+        return 1;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ctl_err("cannot write %s: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return 1;
+        }
+        off += (size_t)n;
+    }
+    if (fchmod(fd, mode) < 0 || (c->as_root && fchown(fd, uid, gid) < 0) || fsync(fd) < 0 ||
+        close(fd) < 0) {
+        ctl_err("cannot finish %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    if (rename(tmp, path) < 0) {
+        ctl_err("cannot rename %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    return 0;
+}
+
+int ctl_exec(const struct ctl *c, const char *const *argv, const char *user, int out_fd)
+{
+    uid_t uid = 0;
+    gid_t gid = 0;
+    if (c->as_root && user != NULL && ctl_user_ids(c, user, &uid, &gid) != 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        ctl_err("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        if (out_fd >= 0) {
+            dup2(out_fd, STDOUT_FILENO);
+            dup2(out_fd, STDERR_FILENO);
+        }
+        if (c->as_root && user != NULL &&
+            (initgroups(user, gid) < 0 || setresgid(gid, gid, gid) < 0 ||
+             setresuid(uid, uid, uid) < 0)) {
+            fprintf(stderr, "parleyctl: cannot become %s: %s\n", user, strerror(errno));
+            _exit(127);
+        }
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "parleyctl: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+pid_t ctl_pidfile_alive(const char *path)
+{
+    char buf[32];
+    if (ctl_read_file(path, buf, sizeof(buf)) < 0)
+        return 0;
+    char *end;
+    long pid = strtol(buf, &end, 10);
+    if (end == buf || pid <= 1 || pid > INT_MAX)
+        return 0;
+    if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
+        return 0;
+    return (pid_t)pid;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: parleyctl [-d DIR] [-T DATADIR] COMMAND ...\n"
+          "  init --domain D [--db DSN] [--c2s-port N] [--c2s-tls-port N] [--s2s-port N]\n"
+          "       [--router-port N] [--force]\n"
+          "  start | stop | status\n"
+          "  user add JID [PASSWORD] | user passwd JID [PASSWORD] | user del JID\n"
+          "  user list [DOMAIN]\n"
+          "  component add NAME [--secret S] | component del NAME | component list\n"
+          "  db migrate | db status\n"
+          "DIR: the instance directory (default $PARLEY_DIR, else " CTL_DEFAULT_DIR ").\n"
+          "A password omitted from the command line is read from stdin.\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    struct ctl c;
+    const char *dir = getenv("PARLEY_DIR");
+    int opt;
+    memset(&c, 0, sizeof(c));
+    log_init("parleyctl", 0, LOG_LVL_WARN);
+    while ((opt = getopt(argc, argv, "+d:T:h")) != -1) {
+        switch (opt) {
+        case 'd':
+            dir = optarg;
+            break;
+        case 'T':
+            c.datadir = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (dir == NULL || dir[0] == '\0')
+        dir = CTL_DEFAULT_DIR;
+    /* An absolute DIR: it ends up in config files and the supervisor
+     * changes its working directory. */
+    if (dir[0] == '/') {
+        if (snprintf(c.dir, sizeof(c.dir), "%s", dir) >= 1024) {
+            ctl_err("DIR is longer than 1024 bytes");
+            return 2;
+        }
+    } else {
+        char cwd[PATH_MAX];
+        if (getcwd(cwd, sizeof(cwd)) == NULL) {
+            ctl_err("getcwd: %s", strerror(errno));
+            return 1;
+        }
+        if (snprintf(c.dir, sizeof(c.dir), "%s/%s", cwd, dir) >= 1024) {
+            ctl_err("DIR is longer than 1024 bytes");
+            return 2;
+        }
+    }
+    size_t dl = strlen(c.dir);
+    while (dl > 1 && c.dir[dl - 1] == '/')
+        c.dir[--dl] = '\0';
+    if (strpbrk(c.dir, "'\"<>&\n") != NULL || dl > 1024) {
+        ctl_err("DIR must not contain quotes, <, >, & or newlines, nor be longer than 1024");
+        return 2;
+    }
+    c.as_root = geteuid() == 0;
+
+    const char *cmd = argv[optind];
+    int cargc = argc - optind;
+    char **cargv = argv + optind;
+    static const struct {
+        const char *name;
+        int (*run)(struct ctl *c, int argc, char **argv);
+    } cmds[] = {
+        {"init", ctl_cmd_init},     {"start", ctl_cmd_start}, {"stop", ctl_cmd_stop},
+        {"status", ctl_cmd_status}, {"user", ctl_cmd_user},   {"component", ctl_cmd_component},
+        {"db", ctl_cmd_db},
+    };
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].run(&c, cargc, cargv);
+    }
+    ctl_err("unknown command '%s'", cmd);
+    usage(stderr);
+    return 2;
+}

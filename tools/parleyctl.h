@@ -1,0 +1,127 @@
+/*
+ * parleyctl.h - what the parts of parleyctl share.
+ *
+ * parleyctl is a command-line tool: every command runs to completion with
+ * blocking calls (files, fork/exec, synchronous libpq), which is fine here
+ * and nowhere else. The one long-lived part is the supervisor that `start`
+ * forks (parleyctl_run.c): it runs a libuv loop and blocks it only for the
+ * small writes of its state file.
+ *
+ * The instance directory DIR (-d) holds everything:
+ *   DIR/etc/parley.xml          what init decided: domain, ports, database
+ *   DIR/etc/<daemon>.xml        daemon configs, from the etc/ templates
+ *   DIR/etc/secrets/            router secrets per daemon, db-<role> passwords,
+ *                               component-<name> secrets
+ *   DIR/etc/tls/<domain>.crt/.key  the certificate (self-signed by init)
+ *   DIR/run/                    pidfiles, the router socket, the supervisor's
+ *                               pidfile (parleyctl.pid) and state file
+ *   DIR/log/                    one log per daemon and parleyctl.log
+ *   DIR/pg/                     the private PostgreSQL cluster (no --db):
+ *                               data/, run/ (its socket), postgres.log
+ *
+ * Files found outside DIR (templates, schema, daemons): ctl_datadir() and
+ * ctl_daemon_exe() look in the build tree when parleyctl runs from it, else
+ * in the installed locations; PARLEY_DATADIR or -T overrides the data dir.
+ */
+#ifndef PARLEY_PARLEYCTL_H
+#define PARLEY_PARLEYCTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+
+#define CTL_PATH_MAX 4096
+
+/* Everything a command needs; filled by main and ctl_load. */
+struct ctl {
+    char dir[CTL_PATH_MAX]; /* absolute instance directory */
+    const char *datadir;    /* -T, or NULL: see ctl_datadir */
+    bool as_root;           /* running as uid 0: per-daemon users */
+    /* From DIR/etc/parley.xml (ctl_load). */
+    char domain[1024];
+    char dsn[2048]; /* --db DSN; empty: the private cluster */
+    bool private_db;
+    int c2s_port, c2s_tls_port, s2s_port, router_port;
+};
+
+/* One daemon parleyctl starts, in dependency order (parleyctl_run.c). */
+struct ctl_daemon {
+    const char *name;   /* "router": config DIR/etc/router.xml, log DIR/log/router.log */
+    const char *exe;    /* "parley-router" */
+    const char *subdir; /* where the build tree has it: "router" */
+    const char *user;   /* system user as root: "parley-router" */
+};
+extern const struct ctl_daemon ctl_daemons[];
+extern const size_t ctl_daemon_count;
+
+/* System users init creates as root (the daemons', and parley-db). */
+#define CTL_DB_USER "parley-db"
+
+/* The database roles (STORAGE.md). */
+#define CTL_ROLE_ADMIN "parley_admin"
+#define CTL_ROLE_C2S   "parley_c2s"
+#define CTL_ROLE_SM    "parley_sm"
+#define CTL_DB_NAME    "parley"
+
+/* Messages to stderr prefixed "parleyctl: "; errors return 1 from commands. */
+void ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ctl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* DIR/<rel> into out (CTL_PATH_MAX). */
+void ctl_path(const struct ctl *c, char *out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Directory holding the templates and schema/ (see the header). */
+const char *ctl_datadir(const struct ctl *c);
+/* The schema directory (storage/schema in the build tree). */
+void ctl_schema_dir(const struct ctl *c, char *out);
+/* Path of a daemon's executable. */
+void ctl_daemon_exe(const struct ctl_daemon *d, char *out);
+
+/* Read DIR/etc/parley.xml into c. 0, or 1 with a message (not initialised). */
+int ctl_load(struct ctl *c);
+
+/* uid/gid of a system user (as root) or of the caller (otherwise). */
+int ctl_user_ids(const struct ctl *c, const char *user, uid_t *uid, gid_t *gid);
+/* Read a whole small file (secret) into out, without a trailing newline.
+ * 0 or -1 (errno). */
+int ctl_read_file(const char *path, char *out, size_t outlen);
+/* Write data to path with mode, owned by uid:gid when root. 0 or 1 (message). */
+int ctl_write_file(const struct ctl *c, const char *path, const char *data, size_t len, mode_t mode,
+                   uid_t uid, gid_t gid);
+/* Run argv (argv[0] a full path) and wait; as root under user when user
+ * is not NULL. stdout/stderr go to out_fd when >= 0. The exit status
+ * (0..255), or -1 if it could not run or was killed. */
+int ctl_exec(const struct ctl *c, const char *const *argv, const char *user, int out_fd);
+/* Pid from a pidfile if that process is alive, else 0. */
+pid_t ctl_pidfile_alive(const char *path);
+
+/* Commands: argc/argv start after the command word(s). Return the exit code. */
+int ctl_cmd_init(struct ctl *c, int argc, char **argv);
+int ctl_cmd_start(struct ctl *c, int argc, char **argv);
+int ctl_cmd_stop(struct ctl *c, int argc, char **argv);
+int ctl_cmd_status(struct ctl *c, int argc, char **argv);
+int ctl_cmd_user(struct ctl *c, int argc, char **argv);
+int ctl_cmd_component(struct ctl *c, int argc, char **argv);
+int ctl_cmd_db(struct ctl *c, int argc, char **argv);
+
+/* Database (parleyctl_db.c). */
+/* A connection as the admin role (the private cluster) or with the DSN.
+ * NULL with a message printed when unreachable. */
+PGconn *ctl_db_connect(const struct ctl *c);
+/* The private cluster: running? start (pg_ctl -w), stop. 0 or 1 (message). */
+bool ctl_pg_running(const struct ctl *c);
+int ctl_pg_start(const struct ctl *c);
+int ctl_pg_stop(const struct ctl *c);
+/* Create and migrate the private cluster (init). */
+int ctl_pg_create(struct ctl *c);
+/* Apply the schema with the admin connection (init, db migrate). */
+int ctl_db_migrate(const struct ctl *c, PGconn *conn, bool quiet);
+/* Give the daemons' roles LOGIN and fresh passwords, written to
+ * DIR/etc/secrets/db-<role> owned by the daemon's user. */
+int ctl_db_roles_login(const struct ctl *c, PGconn *conn);
+/* A command's failure on conn, printed with the server's message. */
+void ctl_db_error(PGconn *conn, const PGresult *res, const char *what);
+
+#endif

@@ -1,0 +1,566 @@
+/*
+ * parleyctl_run.c - `parleyctl -d DIR start|stop|status` and the supervisor.
+ *
+ * start: starts the private PostgreSQL cluster (if the instance has one),
+ * then forks the supervisor (double fork + setsid; pidfile
+ * DIR/run/parleyctl.pid, log DIR/log/parleyctl.log), which spawns every
+ * daemon of ctl_daemons in order, each `-f -c DIR/etc/<name>.xml` with its
+ * output in DIR/log/<name>.log. Daemons start as root when parleyctl runs
+ * as root and drop to their <user> themselves (common/daemon). start
+ * returns 0 once each daemon answers its readiness check, or 1 with a
+ * message (and the supervisor stopped again).
+ *
+ * The supervisor runs one libuv loop: uv_spawn for the children, a timer
+ * per child for restarts, uv_signal for TERM/INT (stop) and HUP (passed on
+ * to the daemons). A daemon that exits while not stopping is logged as a
+ * crash and restarted after a back-off: 1 s, doubling to 60 s, back to 1 s
+ * once a run lasted STABLE_MS. On TERM the daemons are stopped in reverse
+ * order (TERM, then KILL after STOP_KILL_MS); once the loop has no handles
+ * left the supervisor stops PostgreSQL (blocking: nothing else is left to
+ * serve) and exits. Its state (pid, start time, restarts of each daemon)
+ * is written to DIR/run/parleyctl.state after every change, a small local
+ * write on the loop, which `status` reads.
+ */
+#include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "tools/parleyctl.h"
+
+/* Dependency order: started first to last, stopped last to first. Each
+ * new daemon (c2s, sm, s2s) gets one line here. */
+const struct ctl_daemon ctl_daemons[] = {
+    {"router", "parley-router", "router", "parley-router"},
+};
+const size_t ctl_daemon_count = sizeof(ctl_daemons) / sizeof(ctl_daemons[0]);
+
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define STABLE_MS      60000 /* a run this long resets the back-off */
+#define STOP_KILL_MS   15000 /* TERM, then KILL after this */
+#define START_WAIT_MS  30000 /* `start` waits this long for the daemons */
+#define STOP_WAIT_MS   60000 /* `stop` waits this long for the supervisor */
+#define DAEMONS_MAX    8
+
+struct sup_child {
+    const struct ctl_daemon *d;
+    uv_process_t proc;
+    uv_timer_t timer; /* restart back-off, then the KILL timeout when stopping */
+    bool running;
+    bool proc_open; /* proc not yet closed */
+    int pid;
+    time_t started; /* wall clock, for status */
+    uint64_t started_ms;
+    uint64_t backoff_ms;
+    unsigned restarts;
+    int log_fd;
+};
+
+struct sup {
+    struct ctl *c;
+    uv_loop_t loop;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    struct sup_child kids[DAEMONS_MAX];
+    bool stopping;
+    size_t stop_next; /* kids[0..stop_next) still to stop */
+};
+
+static void sup_spawn(struct sup *s, struct sup_child *k);
+static void sup_stop_next(struct sup *s);
+
+static void sup_write_state(struct sup *s)
+{
+    char path[CTL_PATH_MAX], tmp[CTL_PATH_MAX + 8], line[256];
+    ctl_path(s->c, path, "run/parleyctl.state");
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        log_err("cannot write %s: %s", tmp, strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        struct sup_child *k = &s->kids[i];
+        snprintf(line, sizeof(line), "%s %d %lld %u %s\n", k->d->name, k->running ? k->pid : 0,
+                 (long long)k->started, k->restarts,
+                 k->running    ? "up"
+                 : s->stopping ? "stopping"
+                               : "restarting");
+        fputs(line, f);
+    }
+    if (fclose(f) != 0 || rename(tmp, path) < 0)
+        log_err("cannot write %s: %s", path, strerror(errno));
+}
+
+static void on_proc_close(uv_handle_t *h)
+{
+    struct sup_child *k = h->data;
+    k->proc_open = false;
+}
+
+static void on_restart(uv_timer_t *t)
+{
+    struct sup *s = t->loop->data;
+    struct sup_child *k = t->data;
+    if (!s->stopping)
+        sup_spawn(s, k);
+}
+
+static void sup_schedule_restart(struct sup *s, struct sup_child *k)
+{
+    log_warn("restarting %s in %llu s", k->d->exe, (unsigned long long)(k->backoff_ms / 1000));
+    uv_timer_start(&k->timer, on_restart, k->backoff_ms, 0);
+    k->backoff_ms = k->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : k->backoff_ms * 2;
+}
+
+static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
+{
+    struct sup *s = p->loop->data;
+    struct sup_child *k = p->data;
+    uint64_t ran = uv_now(p->loop) - k->started_ms;
+    k->running = false;
+    uv_close((uv_handle_t *)p, on_proc_close);
+    if (s->stopping) {
+        log_info("%s (pid %d) stopped (%s %d)", k->d->exe, k->pid,
+                 term_signal ? "signal" : "status", term_signal ? term_signal : (int)status);
+        uv_timer_stop(&k->timer);
+        sup_write_state(s);
+        sup_stop_next(s);
+        return;
+    }
+    if (term_signal)
+        log_err("%s (pid %d) crashed: killed by signal %d (%s) after %llu ms", k->d->exe, k->pid,
+                term_signal, strsignal(term_signal), (unsigned long long)ran);
+    else
+        log_err("%s (pid %d) crashed: exited with status %d after %llu ms", k->d->exe, k->pid,
+                (int)status, (unsigned long long)ran);
+    if (ran >= STABLE_MS)
+        k->backoff_ms = BACKOFF_MIN_MS;
+    k->restarts++;
+    sup_write_state(s);
+    sup_schedule_restart(s, k);
+}
+
+static void sup_spawn(struct sup *s, struct sup_child *k)
+{
+    char exe[CTL_PATH_MAX], conf[CTL_PATH_MAX];
+    if (k->proc_open) {
+        /* The last process's handle is still closing: try again shortly. */
+        uv_timer_start(&k->timer, on_restart, 10, 0);
+        return;
+    }
+    ctl_daemon_exe(k->d, exe);
+    ctl_path(s->c, conf, "etc/%s.xml", k->d->name);
+    char fg[] = "-f", dash_c[] = "-c";
+    char *args[] = {exe, fg, dash_c, conf, NULL};
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = k->log_fd},
+        {.flags = UV_INHERIT_FD, .data.fd = k->log_fd},
+    };
+    uv_process_options_t o = {
+        .exit_cb = on_child_exit,
+        .file = exe,
+        .args = args,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    k->proc.data = k;
+    int rc = uv_spawn(&s->loop, &k->proc, &o);
+    if (rc < 0) {
+        log_err("cannot start %s: %s", exe, uv_strerror(rc));
+        /* uv_spawn leaves an initialised handle behind that must be closed. */
+        k->proc_open = true;
+        uv_close((uv_handle_t *)&k->proc, on_proc_close);
+        k->restarts++;
+        sup_write_state(s);
+        sup_schedule_restart(s, k);
+        return;
+    }
+    k->proc_open = true;
+    k->running = true;
+    k->pid = k->proc.pid;
+    k->started = time(NULL);
+    k->started_ms = uv_now(&s->loop);
+    log_info("started %s (pid %d)", k->d->exe, k->pid);
+    sup_write_state(s);
+}
+
+static void on_kill_timeout(uv_timer_t *t)
+{
+    struct sup_child *k = t->data;
+    if (k->running) {
+        log_warn("%s (pid %d) did not stop within %d s: KILL", k->d->exe, k->pid,
+                 STOP_KILL_MS / 1000);
+        uv_process_kill(&k->proc, SIGKILL);
+    }
+}
+
+static void sup_close_all(struct sup *s)
+{
+    uv_close((uv_handle_t *)&s->sig_term, NULL);
+    uv_close((uv_handle_t *)&s->sig_int, NULL);
+    uv_close((uv_handle_t *)&s->sig_hup, NULL);
+    for (size_t i = 0; i < ctl_daemon_count; i++)
+        uv_close((uv_handle_t *)&s->kids[i].timer, NULL);
+}
+
+/* Stop the last daemon still running; when none is left, end the loop. */
+static void sup_stop_next(struct sup *s)
+{
+    while (s->stop_next > 0) {
+        struct sup_child *k = &s->kids[--s->stop_next];
+        uv_timer_stop(&k->timer);
+        if (!k->running)
+            continue;
+        log_info("stopping %s (pid %d)", k->d->exe, k->pid);
+        uv_process_kill(&k->proc, SIGTERM);
+        uv_timer_start(&k->timer, on_kill_timeout, STOP_KILL_MS, 0);
+        /* Back here from on_child_exit once it has exited: it is then
+         * not running and the loop moves on to the one before it. */
+        s->stop_next++;
+        return;
+    }
+    sup_close_all(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct sup *s = h->loop->data;
+    if (signum == SIGHUP) {
+        for (size_t i = 0; i < ctl_daemon_count; i++) {
+            if (s->kids[i].running)
+                uv_process_kill(&s->kids[i].proc, SIGHUP);
+        }
+        return;
+    }
+    if (s->stopping)
+        return;
+    log_info("stopping (signal %d)", signum);
+    s->stopping = true;
+    s->stop_next = ctl_daemon_count;
+    sup_write_state(s);
+    for (size_t i = 0; i < ctl_daemon_count; i++)
+        uv_timer_stop(&s->kids[i].timer);
+    sup_stop_next(s);
+}
+
+/* The supervisor process: returns its exit code. ready_fd gets "ok\n" once
+ * every daemon was spawned, or an error text. */
+static int sup_main(struct ctl *c, int ready_fd)
+{
+    char path[CTL_PATH_MAX];
+    struct sup s;
+    memset(&s, 0, sizeof(s));
+    s.c = c;
+
+    ctl_path(c, path, "run/parleyctl.pid");
+    int pidfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (pidfd < 0 || flock(pidfd, LOCK_EX | LOCK_NB) < 0) {
+        dprintf(ready_fd, "cannot lock %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(pidfd, 0) < 0 || write(pidfd, pid, (size_t)n) != n) {
+        dprintf(ready_fd, "cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+
+    ctl_path(c, path, "log/parleyctl.log");
+    int logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int devnull = open("/dev/null", O_RDWR);
+    if (logfd < 0 || devnull < 0) {
+        dprintf(ready_fd, "cannot open %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    dup2(devnull, STDIN_FILENO);
+    dup2(logfd, STDOUT_FILENO);
+    dup2(logfd, STDERR_FILENO);
+    close(devnull);
+    close(logfd);
+    log_init("parleyctl", 0, LOG_LVL_INFO);
+    log_info("supervisor started (pid %d) for %s", (int)getpid(), c->dir);
+
+    uv_loop_init(&s.loop);
+    s.loop.data = &s;
+    uv_signal_init(&s.loop, &s.sig_term);
+    uv_signal_init(&s.loop, &s.sig_int);
+    uv_signal_init(&s.loop, &s.sig_hup);
+    uv_signal_start(&s.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s.sig_int, on_signal, SIGINT);
+    uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        struct sup_child *k = &s.kids[i];
+        k->d = &ctl_daemons[i];
+        k->backoff_ms = BACKOFF_MIN_MS;
+        uv_timer_init(&s.loop, &k->timer);
+        k->timer.data = k;
+        ctl_path(c, path, "log/%s.log", k->d->name);
+        k->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (k->log_fd < 0) {
+            log_err("cannot open %s: %s", path, strerror(errno));
+            dprintf(ready_fd, "cannot open %s: %s\n", path, strerror(errno));
+            return 1;
+        }
+        sup_spawn(&s, k);
+    }
+    if (write(ready_fd, "ok\n", 3) != 3)
+        log_warn("start did not wait for us");
+    close(ready_fd);
+
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s.loop);
+    for (size_t i = 0; i < ctl_daemon_count; i++)
+        close(s.kids[i].log_fd);
+    int rc = 0;
+    if (ctl_pg_stop(c) != 0) {
+        log_err("PostgreSQL did not stop cleanly");
+        rc = 1;
+    }
+    ctl_path(c, path, "run/parleyctl.state");
+    unlink(path);
+    ctl_path(c, path, "run/parleyctl.pid");
+    unlink(path);
+    log_info("supervisor stopped");
+    close(pidfd);
+    return rc;
+}
+
+/* Is the router accepting? Its TCP port and its Unix socket. */
+static bool run_router_ready(const struct ctl *c)
+{
+    char sock[CTL_PATH_MAX];
+    ctl_path(c, sock, "run/router.sock");
+    if (access(sock, F_OK) != 0)
+        return false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->router_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* One line of the state file for daemon name. */
+struct run_state {
+    int pid;
+    long long started;
+    unsigned restarts;
+    char what[16];
+};
+
+static int run_read_state(const struct ctl *c, const char *name, struct run_state *st)
+{
+    char path[CTL_PATH_MAX], text[4096];
+    ctl_path(c, path, "run/parleyctl.state");
+    if (ctl_read_file(path, text, sizeof(text)) < 0)
+        return -1;
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char n[64];
+        if (sscanf(line, "%63s %d %lld %u %15s", n, &st->pid, &st->started, &st->restarts,
+                   st->what) == 5 &&
+            strcmp(n, name) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static void run_sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* Wait (bounded) until pid is gone. */
+static bool run_wait_gone(pid_t pid, long ms)
+{
+    for (long t = 0; t < ms; t += 50) {
+        if (kill(pid, 0) < 0 && errno == ESRCH)
+            return true;
+        run_sleep_ms(50);
+    }
+    return false;
+}
+
+int ctl_cmd_stop(struct ctl *c, int argc, char **argv)
+{
+    char path[CTL_PATH_MAX];
+    if (argc != 1) {
+        ctl_err("usage: parleyctl -d DIR stop");
+        return 2;
+    }
+    if (ctl_load(c) != 0)
+        return 1;
+    ctl_path(c, path, "run/parleyctl.pid");
+    pid_t pid = ctl_pidfile_alive(path);
+    if (pid == 0) {
+        ctl_note("not running");
+        /* A supervisor that was killed leaves PostgreSQL behind. */
+        return ctl_pg_stop(c);
+    }
+    if (kill(pid, SIGTERM) < 0) {
+        ctl_err("cannot signal the supervisor (pid %d): %s", (int)pid, strerror(errno));
+        return 1;
+    }
+    if (!run_wait_gone(pid, STOP_WAIT_MS)) {
+        ctl_err("the supervisor (pid %d) did not stop within %d s; see %s/log/parleyctl.log",
+                (int)pid, STOP_WAIT_MS / 1000, c->dir);
+        return 1;
+    }
+    printf("stopped\n");
+    return 0;
+}
+
+int ctl_cmd_start(struct ctl *c, int argc, char **argv)
+{
+    char path[CTL_PATH_MAX];
+    if (argc != 1) {
+        ctl_err("usage: parleyctl -d DIR start");
+        return 2;
+    }
+    if (ctl_load(c) != 0)
+        return 1;
+    ctl_path(c, path, "run/parleyctl.pid");
+    pid_t old = ctl_pidfile_alive(path);
+    if (old != 0) {
+        ctl_err("already running (supervisor pid %d); `parleyctl -d %s status` shows it", (int)old,
+                c->dir);
+        return 1;
+    }
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        char exe[CTL_PATH_MAX];
+        ctl_daemon_exe(&ctl_daemons[i], exe);
+        if (access(exe, X_OK) != 0) {
+            ctl_err("cannot run %s: %s", exe, strerror(errno));
+            return 1;
+        }
+    }
+    if (ctl_pg_start(c) != 0)
+        return 1;
+
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        ctl_err("pipe: %s", strerror(errno));
+        return 1;
+    }
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0) {
+        ctl_err("fork: %s", strerror(errno));
+        return 1;
+    }
+    if (child == 0) {
+        close(p[0]);
+        setsid();
+        pid_t sup = fork();
+        if (sup != 0)
+            _exit(sup < 0 ? 1 : 0);
+        umask(022);
+        exit(sup_main(c, p[1]));
+    }
+    close(p[1]);
+    int st;
+    waitpid(child, &st, 0);
+    char msg[512];
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < sizeof(msg) && (n = read(p[0], msg + len, sizeof(msg) - 1 - len)) > 0)
+        len += (size_t)n;
+    close(p[0]);
+    msg[len] = '\0';
+    if (strcmp(msg, "ok\n") != 0) {
+        ctl_err("the supervisor did not start: %s", len > 0 ? msg : "(no reason given)");
+        ctl_pg_stop(c);
+        return 1;
+    }
+
+    /* Wait for the daemons; a restart during the wait is a failed start. */
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        const struct ctl_daemon *d = &ctl_daemons[i];
+        struct run_state rs;
+        bool up = false;
+        for (long t = 0; t < START_WAIT_MS && !up; t += 50) {
+            if (run_read_state(c, d->name, &rs) == 0 && rs.restarts > 0)
+                break;
+            up = strcmp(d->name, "router") != 0 || run_router_ready(c);
+            if (!up)
+                run_sleep_ms(50);
+        }
+        if (!up) {
+            ctl_err("%s did not come up; see %s/log/%s.log and %s/log/parleyctl.log", d->exe,
+                    c->dir, d->name, c->dir);
+            const char *stop_argv[] = {"stop"};
+            ctl_cmd_stop(c, 1, (char **)stop_argv);
+            return 1;
+        }
+        if (run_read_state(c, d->name, &rs) == 0)
+            printf("%s: up (pid %d)\n", d->exe, rs.pid);
+    }
+    printf("started (supervisor log: %s/log/parleyctl.log)\n", c->dir);
+    return 0;
+}
+
+int ctl_cmd_status(struct ctl *c, int argc, char **argv)
+{
+    char path[CTL_PATH_MAX];
+    if (argc != 1) {
+        ctl_err("usage: parleyctl -d DIR status");
+        return 2;
+    }
+    if (ctl_load(c) != 0)
+        return 1;
+    int rc = 0;
+    ctl_path(c, path, "run/parleyctl.pid");
+    pid_t sup = ctl_pidfile_alive(path);
+    if (sup != 0)
+        printf("supervisor: running (pid %d)\n", (int)sup);
+    else {
+        printf("supervisor: stopped\n");
+        rc = 1;
+    }
+    time_t now = time(NULL);
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        const struct ctl_daemon *d = &ctl_daemons[i];
+        struct run_state rs;
+        if (sup == 0 || run_read_state(c, d->name, &rs) != 0) {
+            printf("%s: stopped\n", d->name);
+            rc = 1;
+        } else if (rs.pid > 0 && (kill(rs.pid, 0) == 0 || errno == EPERM)) {
+            printf("%s: up (pid %d, uptime %llds, restarts %u)\n", d->name, rs.pid,
+                   (long long)now - rs.started, rs.restarts);
+        } else {
+            printf("%s: down (%s, restarts %u)\n", d->name, rs.what, rs.restarts);
+            rc = 1;
+        }
+    }
+    if (c->private_db) {
+        ctl_path(c, path, "pg/data/postmaster.pid");
+        pid_t pg = ctl_pidfile_alive(path);
+        if (pg != 0)
+            printf("postgresql: running (pid %d, socket in %s/pg/run)\n", (int)pg, c->dir);
+        else {
+            printf("postgresql: stopped\n");
+            rc = 1;
+        }
+    } else {
+        printf("postgresql: external (DSN in etc/parley.xml)\n");
+    }
+    return rc;
+}
