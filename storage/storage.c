@@ -31,8 +31,10 @@
 
 #include "storage/storage.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +84,7 @@ struct storage {
     uv_loop_t *loop;
     struct storage_opts opts;
     char *dsn;
+    char **kw, **vals; /* the DSN as libpq parameters, plus hostaddr (dsn_prepare) */
     struct conn *conns;
     struct query *whead, *wtail; /* waiting, oldest first */
     unsigned nwait;
@@ -338,14 +341,100 @@ static void leave(struct storage *st)
     }
 }
 
+static void free_params(struct storage *st)
+{
+    for (size_t i = 0; st->kw != NULL && st->kw[i] != NULL; i++) {
+        free(st->kw[i]);
+        mem_freezero(st->vals[i], strlen(st->vals[i])); /* may hold a password */
+    }
+    free(st->kw);
+    free(st->vals);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     struct storage *st = h->data;
     if (--st->open_handles == 0) {
         free(st->conns);
-        free(st->dsn);
+        free_params(st);
+        mem_freezero(st->dsn, strlen(st->dsn));
         free(st);
     }
+}
+
+static bool is_ip_literal(const char *s)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+}
+
+/*
+ * libpq resolves a host *name* inside PQconnectStart, on the loop. So a DSN
+ * naming its host by name is resolved here, once, when storage_new runs at
+ * start-up (before the loop does), and every connection and reconnect gets
+ * the address as hostaddr (host stays, for TLS and the password file).
+ * Reconnects therefore keep the start-up address. Unix socket directories
+ * and IP addresses need nothing. Several host names (libpq's failover list)
+ * cannot be pinned this way and are refused.
+ */
+static int dsn_prepare(struct storage *st)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(st->dsn, &errmsg);
+    if (opts == NULL) {
+        log_err("database DSN: %s", errmsg ? errmsg : "cannot be parsed");
+        PQfreemem(errmsg);
+        return ERR_INVAL;
+    }
+    const char *host = NULL, *hostaddr = NULL;
+    size_t n = 0;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        n++;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (host != NULL && hostaddr == NULL && host[0] != '/' && host[0] != '@' && host[0] != '\0' &&
+        !is_ip_literal(host)) {
+        if (strchr(host, ',') != NULL) {
+            log_err("database DSN: several host names (%s): give IP addresses or hostaddr=", host);
+            PQconninfoFree(opts);
+            return ERR_INVAL;
+        }
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+        int rc = getaddrinfo(host, NULL, &hints, &res);
+        if (rc != 0) {
+            log_err("database host %s: %s", host, gai_strerror(rc));
+            PQconninfoFree(opts);
+            return ERR_INVAL;
+        }
+        const void *a =
+            res->ai_family == AF_INET6
+                ? (const void *)&((struct sockaddr_in6 *)(void *)res->ai_addr)->sin6_addr
+                : (const void *)&((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr;
+        inet_ntop(res->ai_family, a, ip, sizeof(ip));
+        freeaddrinfo(res);
+        log_info("database host %s is %s", host, ip);
+    }
+    st->kw = xcalloc(n + 2, sizeof(*st->kw));
+    st->vals = xcalloc(n + 2, sizeof(*st->vals));
+    size_t i = 0;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        st->kw[i] = xstrdup(o->keyword);
+        st->vals[i++] = xstrdup(o->val);
+    }
+    if (ip[0] != '\0') {
+        st->kw[i] = xstrdup("hostaddr");
+        st->vals[i] = xstrdup(ip);
+    }
+    PQconninfoFree(opts);
+    return 0;
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -708,7 +797,8 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static void conn_start(struct conn *c)
 {
     c->started = uv_now(c->st->loop);
-    c->pg = PQconnectStart(c->st->dsn);
+    c->pg =
+        PQconnectStartParams((const char *const *)c->st->kw, (const char *const *)c->st->vals, 0);
     if (c->pg == NULL)
         fatal("out of memory starting a database connection");
     if (PQstatus(c->pg) == CONNECTION_BAD) {
@@ -843,6 +933,12 @@ int storage_new(uv_loop_t *loop, const struct storage_opts *opts, struct storage
     st->opts = *opts;
     st->dsn = xstrdup(opts->dsn);
     st->opts.dsn = st->dsn;
+    if (dsn_prepare(st) != 0) {
+        free_params(st);
+        mem_freezero(st->dsn, strlen(st->dsn));
+        free(st);
+        return ERR_INVAL;
+    }
     struct storage_opts *o = &st->opts;
     if (o->pool_size == 0)
         o->pool_size = 2;

@@ -4,9 +4,12 @@
  * that no daemon module ever writes SQL.
  *
  * Runs on the loop given to storage_new, single-threaded; nothing blocks
- * (libpq's non-blocking connect and send, uv_poll on each socket). One
- * caveat: libpq resolves a host *name* synchronously inside PQconnectStart;
- * use a Unix socket directory or an IP address in the DSN.
+ * (libpq's non-blocking connect and send, uv_poll on each socket). A DSN
+ * that names its host by name is resolved once by storage_new (call it at
+ * start-up, before the loop runs): libpq would otherwise resolve it inside
+ * PQconnectStart, on the loop, at every reconnect. storage_new returns
+ * ERR_INVAL for a DSN that does not parse, a host name that does not
+ * resolve, or several host names.
  *
  * Queries. Every typed call is one prepared statement with parameters (the
  * statements are fixed at compile time, prepared once per connection), run
