@@ -222,7 +222,8 @@ static void update_reading(struct stream *s)
 {
     int want;
     if (s->state == ST_OPEN)
-        want = !s->eof && !s->failed && !s->owner_paused && !s->congested;
+        want = !s->eof && !s->failed && !s->owner_paused &&
+               !(s->congested && !s->opts.read_while_congested);
     else
         want = s->state == ST_CLOSING && !s->eof;
     if (want && !s->reading) {

@@ -60,10 +60,14 @@
 struct stream;
 
 struct stream_opts {
-    size_t read_cap;       /* bytes handed to one read callback (default 16 KiB) */
-    size_t out_high;       /* stop reading above this many queued bytes (256 KiB) */
-    size_t out_low;        /* resume reading at or below this (64 KiB) */
-    size_t out_max;        /* writes beyond this fail with ERR_AGAIN (1 MiB) */
+    size_t read_cap; /* bytes handed to one read callback (default 16 KiB) */
+    size_t out_high; /* stop reading above this many queued bytes (256 KiB) */
+    size_t out_low;  /* resume reading at or below this (64 KiB) */
+    size_t out_max;  /* writes beyond this fail with ERR_AGAIN (1 MiB) */
+    /* Keep reading while over out_high (default 0). For relays that bounce
+     * at out_max instead (the router): two relays that both stopped reading
+     * towards each other would wait for each other forever. */
+    int read_while_congested;
     uint64_t handshake_ms; /* until stream_set_established; 0 = none (30 s) */
     uint64_t idle_ms;      /* no bytes received while reading; 0 = none (0) */
     uint64_t close_ms;     /* flush + wait for the peer's EOF on close (5 s) */

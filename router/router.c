@@ -73,6 +73,10 @@ struct router *router_new(const struct router_config *cfg, struct users *users)
     r->sopts.out_max = cfg->queue_max;
     r->sopts.out_high = cfg->queue_max / 2;
     r->sopts.out_low = cfg->queue_max / 8;
+    /* The router bounces what does not fit (resource-constraint) rather
+     * than stop reading: a component congested towards us while we are
+     * congested towards it would otherwise deadlock the link. */
+    r->sopts.read_while_congested = 1;
     r->sopts.handshake_ms = cfg->handshake_ms;
     r->sopts.close_ms = 3000;
     r->sopts.limits.max_stanza_bytes = cfg->stanza_size;

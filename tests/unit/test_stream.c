@@ -632,6 +632,58 @@ static void test_backpressure(void **state)
     peer_done(&cli);
 }
 
+static void test_backpressure_relay(void **state)
+{
+    /* With read_while_congested (the router), a stream over out_high
+     * still reads from its peer: two such relays cannot deadlock. */
+    struct peer srv, cli;
+    struct listener l;
+    peer_init(&srv, 1);
+    peer_init(&cli, 0);
+    listen_tcp(&l, &srv);
+    l.opts.out_high = BP_HIGH;
+    l.opts.out_low = BP_LOW;
+    l.opts.out_max = BP_MAX;
+    l.opts.read_while_congested = 1;
+    cli.on_connect = write_client_header;
+    cli.on_open = bp_client_open;
+    bp_client_ready = 0;
+    connect_client(&l, &cli, NULL);
+    RUN_UNTIL(bp_client_ready);
+
+    struct buf big = BUF_INIT;
+    buf_append_str(&big, "<message id='big'><body>");
+    while (big.len < BP_CHUNK - 20)
+        buf_append_str(&big, "0123456789");
+    buf_append_str(&big, "</body></message>");
+    struct rbuf *rb = rbuf_from_buf(&big);
+    struct stream_stats st;
+    for (;;) {
+        while (stream_write_rbuf(srv.s, rb) == 0)
+            ;
+        uv_run(&loop, UV_RUN_NOWAIT);
+        stream_stats(srv.s, &st);
+        if (st.queued > BP_HIGH)
+            break;
+    }
+    assert_true(st.congested);
+    assert_true(st.reading);
+    /* The client's message arrives although the server is congested. */
+    write_messages(cli.s, "c", 1);
+    RUN_UNTIL(srv.elements == 1);
+    stream_stats(srv.s, &st);
+    assert_true(st.congested);
+    assert_string_equal(srv.log.data, "message:c0\n");
+
+    stream_resume(cli.s);
+    stream_close(cli.s);
+    RUN_UNTIL(srv.closed && cli.closed);
+    rbuf_unref(rb);
+    listener_close(&l);
+    peer_done(&srv);
+    peer_done(&cli);
+}
+
 /* ---- timeouts ---- */
 
 static void test_idle_timeout(void **state)
@@ -992,14 +1044,23 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain_tcp),       cmocka_unit_test(test_plain_unix),
-        cmocka_unit_test(test_tls_direct),      cmocka_unit_test(test_tls_verify_fail),
-        cmocka_unit_test(test_starttls),        cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_handshake_timeout),
-        cmocka_unit_test(test_established),     cmocka_unit_test(test_close_flushes),
-        cmocka_unit_test(test_batching),        cmocka_unit_test(test_parse_error),
-        cmocka_unit_test(test_connect_refused), cmocka_unit_test(test_abort),
-        cmocka_unit_test(test_pause_resume),    cmocka_unit_test(test_adopt_small_reads),
+        cmocka_unit_test(test_plain_tcp),
+        cmocka_unit_test(test_plain_unix),
+        cmocka_unit_test(test_tls_direct),
+        cmocka_unit_test(test_tls_verify_fail),
+        cmocka_unit_test(test_starttls),
+        cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_backpressure_relay),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_handshake_timeout),
+        cmocka_unit_test(test_established),
+        cmocka_unit_test(test_close_flushes),
+        cmocka_unit_test(test_batching),
+        cmocka_unit_test(test_parse_error),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_abort),
+        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test(test_adopt_small_reads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
