@@ -301,8 +301,13 @@ static void pressure_update(struct stream *s)
 static void stream_fail(struct stream *s, int err, enum xml_stream_err cond, const char *text)
 {
     if (s->state == ST_CLOSING) {
-        /* The owner is done with the stream: just end it. */
-        hard_close(s);
+        /* The owner is done with the stream. Bad input only stops the
+         * delivery: what is queued (stanzas already accepted, our
+         * </stream:stream>) still leaves, within close_ms. */
+        if (err == ERR_PARSE)
+            s->failed = 1;
+        else
+            hard_close(s);
         return;
     }
     if ((s->state != ST_OPEN && s->state != ST_CONNECTING) || s->failed)

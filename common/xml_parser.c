@@ -614,6 +614,12 @@ static void destroy(struct xml_parser *p)
     XML_ParserFree(p->xp);
     xml_free(p->top);
     xml_free(p->doc);
+    if (p->mode == MODE_DOCUMENT) {
+        /* Config files hold secrets; don't leave copies in freed memory.
+         * (expat's own buffers are not reachable from here.) */
+        mem_wipe(p->raw.data, p->raw.cap);
+        mem_wipe(p->text.data, p->text.cap);
+    }
     buf_free(&p->raw);
     buf_free(&p->text);
     free(p->content_ns);

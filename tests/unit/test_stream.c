@@ -827,6 +827,63 @@ static void test_close_flushes(void **state)
     peer_done(&cli);
 }
 
+/* More than loopback socket buffers hold, so that some is still queued
+ * when the peer's garbage arrives. */
+#define BIG_N 2000
+
+static uint64_t bytes_in_of(struct stream *s)
+{
+    struct stream_stats st;
+    stream_stats(s, &st);
+    return st.bytes_in;
+}
+
+static void big_close_server_open(struct peer *p, struct xml_node *hdr)
+{
+    assert_int_equal(stream_write_str(p->s, SERVER_HDR), 0);
+    struct buf m = BUF_INIT;
+    buf_append_str(&m, "<message><body>");
+    while (m.len < 8000)
+        buf_append_str(&m, "0123456789");
+    buf_append_str(&m, "</body></message>");
+    for (int i = 0; i < BIG_N; i++)
+        assert_int_equal(stream_write(p->s, m.data, m.len), 0);
+    buf_free(&m);
+    stream_close(p->s);
+}
+
+static void test_close_flushes_despite_bad_input(void **state)
+{
+    /* Garbage from the peer while we flush our close must not throw away
+     * what is still queued for it. */
+    struct peer srv, cli;
+    struct listener l;
+    peer_init(&srv, 1);
+    peer_init(&cli, 0);
+    listen_tcp(&l, &srv);
+    l.opts.out_max = 64 * 1024 * 1024;
+    l.opts.out_high = 64 * 1024 * 1024;
+    srv.on_open = big_close_server_open;
+    cli.on_open = close_client_open;
+    cli.on_connect = write_client_header;
+    connect_client(&l, &cli, NULL);
+    RUN_UNTIL(cli.opens == 1 && srv.opens == 1);
+    struct stream_stats st;
+    stream_stats(srv.s, &st);
+    assert_true(st.queued > 0);
+    uint64_t in_before = st.bytes_in;
+    assert_int_equal(stream_write_str(cli.s, "<message><<not xml"), 0);
+    /* Until the closing server has read (and failed to parse) it. */
+    RUN_UNTIL(bytes_in_of(srv.s) > in_before);
+    stream_resume(cli.s);
+    RUN_UNTIL(srv.closed && cli.closed);
+    assert_int_equal(cli.elements, BIG_N);
+    assert_int_equal(cli.elements_at_eof, BIG_N);
+    listener_close(&l);
+    peer_done(&srv);
+    peer_done(&cli);
+}
+
 /* ---- batching ---- */
 
 #define BATCH_COPIES 1000
@@ -1055,6 +1112,7 @@ int main(void)
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_established),
         cmocka_unit_test(test_close_flushes),
+        cmocka_unit_test(test_close_flushes_despite_bad_input),
         cmocka_unit_test(test_batching),
         cmocka_unit_test(test_parse_error),
         cmocka_unit_test(test_connect_refused),
