@@ -689,7 +689,9 @@ static void conn_complete_head(struct conn *c, PGresult *r)
 /* READY: take every answer that is complete. */
 static void ready_read(struct conn *c)
 {
-    while (c->state == C_READY && c->fhead != NULL) {
+    /* Stop when a callback called storage_free: the rest fail with
+     * ERR_CLOSED, as storage.h promises. */
+    while (c->state == C_READY && c->fhead != NULL && !c->st->closing) {
         if (PQisBusy(c->pg))
             break;
         PGresult *r = PQgetResult(c->pg);
@@ -839,10 +841,11 @@ static struct conn *pick(struct storage *st)
 
 static void dispatch(struct storage *st)
 {
-    if (st->closing)
-        return;
     struct conn *c;
-    while (st->whead != NULL && (c = pick(st)) != NULL) {
+    /* closing is checked per query: a callback run from conn_lost (via
+     * fail_flight) may call storage_free, and nothing may be sent after
+     * that (it could commit, yet be reported ERR_CLOSED). */
+    while (!st->closing && st->whead != NULL && (c = pick(st)) != NULL) {
         struct query *q = st->whead;
         st->whead = q->next;
         if (st->whead == NULL)
