@@ -375,7 +375,8 @@ static bool is_ip_literal(const char *s)
  * the address as hostaddr (host stays, for TLS and the password file).
  * Reconnects therefore keep the start-up address. Unix socket directories
  * and IP addresses need nothing. Several host names (libpq's failover list)
- * cannot be pinned this way and are refused.
+ * cannot be pinned this way and are refused. The host may also come from
+ * the environment (PGHOST, PGHOSTADDR, PGSERVICE): see below.
  */
 static int dsn_prepare(struct storage *st)
 {
@@ -386,7 +387,7 @@ static int dsn_prepare(struct storage *st)
         PQfreemem(errmsg);
         return ERR_INVAL;
     }
-    const char *host = NULL, *hostaddr = NULL;
+    const char *host = NULL, *hostaddr = NULL, *service = NULL;
     size_t n = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
@@ -396,21 +397,50 @@ static int dsn_prepare(struct storage *st)
             host = o->val;
         else if (strcmp(o->keyword, "hostaddr") == 0)
             hostaddr = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
+    }
+    /* PQconninfoParse applies no defaults, but PQconnectStart does: a host
+     * missing from the DSN may come from PGHOST, PGHOSTADDR or the service
+     * file named by PGSERVICE. PQconndefaults shows what libpq would take
+     * from those. A service= in the DSN would be read only inside
+     * PQconnectStart, so it must come with host= or hostaddr=. */
+    PQconninfoOption *defs = NULL;
+    char *def_host = NULL;
+    if (host == NULL && hostaddr == NULL) {
+        if (service != NULL) {
+            log_err("database DSN: service=%s without host= or hostaddr= (name the host in the "
+                    "DSN, so that it is resolved at start-up)",
+                    service);
+            PQconninfoFree(opts);
+            return ERR_INVAL;
+        }
+        defs = PQconndefaults();
+        if (defs == NULL)
+            fatal("out of memory reading the libpq defaults");
+        for (PQconninfoOption *o = defs; o->keyword != NULL; o++) {
+            if (o->val == NULL || o->val[0] == '\0')
+                continue;
+            if (strcmp(o->keyword, "host") == 0)
+                host = o->val;
+            else if (strcmp(o->keyword, "hostaddr") == 0)
+                hostaddr = o->val;
+        }
+        if (host != NULL && hostaddr == NULL)
+            def_host = xstrdup(host); /* passed explicitly with the address */
     }
     char ip[INET6_ADDRSTRLEN] = "";
     if (host != NULL && hostaddr == NULL && host[0] != '/' && host[0] != '@' && host[0] != '\0' &&
         !is_ip_literal(host)) {
         if (strchr(host, ',') != NULL) {
             log_err("database DSN: several host names (%s): give IP addresses or hostaddr=", host);
-            PQconninfoFree(opts);
-            return ERR_INVAL;
+            goto refuse;
         }
         struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
         int rc = getaddrinfo(host, NULL, &hints, &res);
         if (rc != 0) {
             log_err("database host %s: %s", host, gai_strerror(rc));
-            PQconninfoFree(opts);
-            return ERR_INVAL;
+            goto refuse;
         }
         const void *a =
             res->ai_family == AF_INET6
@@ -420,8 +450,8 @@ static int dsn_prepare(struct storage *st)
         freeaddrinfo(res);
         log_info("database host %s is %s", host, ip);
     }
-    st->kw = xcalloc(n + 2, sizeof(*st->kw));
-    st->vals = xcalloc(n + 2, sizeof(*st->vals));
+    st->kw = xcalloc(n + 3, sizeof(*st->kw));
+    st->vals = xcalloc(n + 3, sizeof(*st->vals));
     size_t i = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
@@ -430,11 +460,28 @@ static int dsn_prepare(struct storage *st)
         st->vals[i++] = xstrdup(o->val);
     }
     if (ip[0] != '\0') {
+        if (def_host != NULL) {
+            /* The name from the environment, for TLS and the password
+             * file, as libpq would have used it. */
+            st->kw[i] = xstrdup("host");
+            st->vals[i++] = def_host;
+            def_host = NULL;
+        }
         st->kw[i] = xstrdup("hostaddr");
         st->vals[i] = xstrdup(ip);
     }
+    free(def_host);
+    if (defs != NULL)
+        PQconninfoFree(defs);
     PQconninfoFree(opts);
     return 0;
+
+refuse:
+    free(def_host);
+    if (defs != NULL)
+        PQconninfoFree(defs);
+    PQconninfoFree(opts);
+    return ERR_INVAL;
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -524,15 +571,25 @@ static void conn_watch(struct conn *c, int events)
     uv_poll_start(&c->ph->h, events, on_poll);
 }
 
+/*
+ * Watch libpq's current socket with a new poll handle. While connecting,
+ * this runs after every PQconnectPoll: libpq may have closed its socket and
+ * opened the next one (next address or socket directory, an SSL or GSS
+ * fallback) inside that call, and the new socket usually gets the same fd
+ * number. epoll forgot the old registration when the socket closed, but a
+ * handle kept for "the same fd" would still count as registered in libuv,
+ * so the new socket would never be watched and the attempt would stall
+ * until the connect timeout. libpq does not say whether it reconnected, so
+ * the handle is always replaced (a few times per connection attempt).
+ */
 static int conn_open_poll(struct conn *c)
 {
     int fd = PQsocket(c->pg);
     if (fd < 0)
         return ERR_IO;
-    if (c->ph != NULL && c->fd == fd)
-        return 0;
     if (c->ph != NULL) {
-        /* libpq moved to another socket (next host or address). */
+        /* Close first: libuv drops the fd from epoll before the new
+         * handle registers it. */
         c->ph->c = NULL;
         uv_close((uv_handle_t *)&c->ph->h, on_poll_closed);
         c->ph = NULL;

@@ -4,8 +4,9 @@
  * that no daemon module ever writes SQL.
  *
  * Runs on the loop given to storage_new, single-threaded; nothing blocks
- * (libpq's non-blocking connect and send, uv_poll on each socket). A DSN
- * that names its host by name is resolved once by storage_new (call it at
+ * (libpq's non-blocking connect and send, uv_poll on each socket). A host
+ * given by name (in the DSN, or by PGHOST or the PGSERVICE service file
+ * when the DSN names none) is resolved once by storage_new (call it at
  * start-up, before the loop runs): libpq would otherwise resolve it inside
  * PQconnectStart, on the loop, at every reconnect. storage_new returns
  * ERR_INVAL for a DSN that does not parse, a host name that does not
