@@ -88,6 +88,7 @@ struct storage {
     struct conn *conns;
     struct query *whead, *wtail; /* waiting, oldest first */
     unsigned nwait;
+    size_t bytes; /* size of every query taken and not finished */
     uv_timer_t sweep;
     uv_timer_t kick;
     bool kick_armed;
@@ -101,6 +102,7 @@ struct storage {
 struct bytea_buf {
     struct bytea_buf *next;
     unsigned char *p;
+    size_t len;
 };
 
 static void conn_start(struct conn *c);
@@ -169,6 +171,7 @@ const unsigned char *storage_result_bytea(const struct storage_result *res, int 
     struct storage_result *mut = (struct storage_result *)res;
     struct bytea_buf *b = xmalloc(sizeof(*b));
     b->p = p;
+    b->len = n;
     b->next = mut->decoded;
     mut->decoded = b;
     *len = n;
@@ -180,6 +183,8 @@ void storage_result_release(struct storage_result *res)
     while (res->decoded) {
         struct bytea_buf *b = res->decoded;
         res->decoded = b->next;
+        if (res->secret)
+            mem_wipe(b->p, b->len);
         PQfreemem(b->p);
         free(b);
     }
@@ -217,8 +222,25 @@ int storage_result_bool(const struct storage_result *res, int row, int col, bool
 
 static void query_free(struct query *q)
 {
+    if (storage_sql_secret(q->stmt))
+        mem_wipe(q->data, q->data_len);
     free(q->data);
     free(q);
+}
+
+/*
+ * Wipe the values of a result that holds credentials before PQclear frees
+ * it (PQgetvalue points into the result's own storage, which is writable).
+ * libpq's input buffer, which the bytes passed through, cannot be reached
+ * from here; it is reused by the next answers on the connection and freed
+ * by PQfinish.
+ */
+static void wipe_result(PGresult *pg)
+{
+    int rows = PQntuples(pg), cols = PQnfields(pg);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            mem_wipe(PQgetvalue(pg, r, c), (size_t)PQgetlength(pg, r, c));
 }
 
 static int map_sqlstate(const char *state)
@@ -274,8 +296,12 @@ static void query_finish(struct storage *st, struct query *q, int err, PGresult 
     } else {
         st->stats.completed++;
     }
+    st->bytes -= q->size; /* before the callback, which may queue again */
+    res.secret = storage_sql_secret(q->stmt);
     q->cb(q->arg, err, &res);
     storage_result_release(&res);
+    if (pg != NULL && res.secret)
+        wipe_result(pg);
     PQclear(pg);
     query_free(q);
 }
@@ -293,10 +319,18 @@ int storage_submit(struct storage *st, int stmt, const struct storage_params *p,
         return p->err;
     if (st->nwait >= st->opts.queue_max)
         return ERR_LIMIT;
-    struct query *q = xcalloc(1, sizeof(*q));
     size_t total = 0;
     for (int i = 0; i < p->n; i++)
         total += p->v[i] ? (size_t)p->len[i] + 1 : 0;
+    /* Counting only queries would let 10000 of them hold 12 parameters of
+     * STORAGE_PARAM_MAX each: the bytes are bounded too. */
+    size_t size = total + sizeof(struct query);
+    if (size > st->opts.queue_max_bytes || st->bytes > st->opts.queue_max_bytes - size)
+        return ERR_LIMIT;
+    struct query *q = xcalloc(1, sizeof(*q));
+    q->size = size;
+    q->data_len = total;
+    st->bytes += size;
     q->data = xmalloc(total ? total : 1);
     char *w = q->data;
     for (int i = 0; i < p->n; i++) {
@@ -1006,6 +1040,8 @@ int storage_new(uv_loop_t *loop, const struct storage_opts *opts, struct storage
         o->query_timeout_ms = 10000;
     if (o->queue_max == 0)
         o->queue_max = 10000;
+    if (o->queue_max_bytes == 0)
+        o->queue_max_bytes = 64 * 1024 * 1024;
     if (o->pipeline_depth == 0)
         o->pipeline_depth = 128;
     if (o->backoff_min_ms == 0)
