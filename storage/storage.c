@@ -88,6 +88,7 @@ struct storage {
     struct conn *conns;
     struct query *whead, *wtail; /* waiting, oldest first */
     unsigned nwait;
+    size_t bytes; /* size of every query taken and not finished */
     uv_timer_t sweep;
     uv_timer_t kick;
     bool kick_armed;
@@ -101,6 +102,7 @@ struct storage {
 struct bytea_buf {
     struct bytea_buf *next;
     unsigned char *p;
+    size_t len;
 };
 
 static void conn_start(struct conn *c);
@@ -169,6 +171,7 @@ const unsigned char *storage_result_bytea(const struct storage_result *res, int 
     struct storage_result *mut = (struct storage_result *)res;
     struct bytea_buf *b = xmalloc(sizeof(*b));
     b->p = p;
+    b->len = n;
     b->next = mut->decoded;
     mut->decoded = b;
     *len = n;
@@ -180,6 +183,8 @@ void storage_result_release(struct storage_result *res)
     while (res->decoded) {
         struct bytea_buf *b = res->decoded;
         res->decoded = b->next;
+        if (res->secret)
+            mem_wipe(b->p, b->len);
         PQfreemem(b->p);
         free(b);
     }
@@ -217,8 +222,25 @@ int storage_result_bool(const struct storage_result *res, int row, int col, bool
 
 static void query_free(struct query *q)
 {
+    if (storage_sql_secret(q->stmt))
+        mem_wipe(q->data, q->data_len);
     free(q->data);
     free(q);
+}
+
+/*
+ * Wipe the values of a result that holds credentials before PQclear frees
+ * it (PQgetvalue points into the result's own storage, which is writable).
+ * libpq's input buffer, which the bytes passed through, cannot be reached
+ * from here; it is reused by the next answers on the connection and freed
+ * by PQfinish.
+ */
+static void wipe_result(PGresult *pg)
+{
+    int rows = PQntuples(pg), cols = PQnfields(pg);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            mem_wipe(PQgetvalue(pg, r, c), (size_t)PQgetlength(pg, r, c));
 }
 
 static int map_sqlstate(const char *state)
@@ -274,8 +296,12 @@ static void query_finish(struct storage *st, struct query *q, int err, PGresult 
     } else {
         st->stats.completed++;
     }
+    st->bytes -= q->size; /* before the callback, which may queue again */
+    res.secret = storage_sql_secret(q->stmt);
     q->cb(q->arg, err, &res);
     storage_result_release(&res);
+    if (pg != NULL && res.secret)
+        wipe_result(pg);
     PQclear(pg);
     query_free(q);
 }
@@ -293,10 +319,18 @@ int storage_submit(struct storage *st, int stmt, const struct storage_params *p,
         return p->err;
     if (st->nwait >= st->opts.queue_max)
         return ERR_LIMIT;
-    struct query *q = xcalloc(1, sizeof(*q));
     size_t total = 0;
     for (int i = 0; i < p->n; i++)
         total += p->v[i] ? (size_t)p->len[i] + 1 : 0;
+    /* Counting only queries would let 10000 of them hold 12 parameters of
+     * STORAGE_PARAM_MAX each: the bytes are bounded too. */
+    size_t size = total + sizeof(struct query);
+    if (size > st->opts.queue_max_bytes || st->bytes > st->opts.queue_max_bytes - size)
+        return ERR_LIMIT;
+    struct query *q = xcalloc(1, sizeof(*q));
+    q->size = size;
+    q->data_len = total;
+    st->bytes += size;
     q->data = xmalloc(total ? total : 1);
     char *w = q->data;
     for (int i = 0; i < p->n; i++) {
@@ -375,7 +409,8 @@ static bool is_ip_literal(const char *s)
  * the address as hostaddr (host stays, for TLS and the password file).
  * Reconnects therefore keep the start-up address. Unix socket directories
  * and IP addresses need nothing. Several host names (libpq's failover list)
- * cannot be pinned this way and are refused.
+ * cannot be pinned this way and are refused. The host may also come from
+ * the environment (PGHOST, PGHOSTADDR, PGSERVICE): see below.
  */
 static int dsn_prepare(struct storage *st)
 {
@@ -386,7 +421,7 @@ static int dsn_prepare(struct storage *st)
         PQfreemem(errmsg);
         return ERR_INVAL;
     }
-    const char *host = NULL, *hostaddr = NULL;
+    const char *host = NULL, *hostaddr = NULL, *service = NULL;
     size_t n = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
@@ -396,21 +431,50 @@ static int dsn_prepare(struct storage *st)
             host = o->val;
         else if (strcmp(o->keyword, "hostaddr") == 0)
             hostaddr = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
+    }
+    /* PQconninfoParse applies no defaults, but PQconnectStart does: a host
+     * missing from the DSN may come from PGHOST, PGHOSTADDR or the service
+     * file named by PGSERVICE. PQconndefaults shows what libpq would take
+     * from those. A service= in the DSN would be read only inside
+     * PQconnectStart, so it must come with host= or hostaddr=. */
+    PQconninfoOption *defs = NULL;
+    char *def_host = NULL;
+    if (host == NULL && hostaddr == NULL) {
+        if (service != NULL) {
+            log_err("database DSN: service=%s without host= or hostaddr= (name the host in the "
+                    "DSN, so that it is resolved at start-up)",
+                    service);
+            PQconninfoFree(opts);
+            return ERR_INVAL;
+        }
+        defs = PQconndefaults();
+        if (defs == NULL)
+            fatal("out of memory reading the libpq defaults");
+        for (PQconninfoOption *o = defs; o->keyword != NULL; o++) {
+            if (o->val == NULL || o->val[0] == '\0')
+                continue;
+            if (strcmp(o->keyword, "host") == 0)
+                host = o->val;
+            else if (strcmp(o->keyword, "hostaddr") == 0)
+                hostaddr = o->val;
+        }
+        if (host != NULL && hostaddr == NULL)
+            def_host = xstrdup(host); /* passed explicitly with the address */
     }
     char ip[INET6_ADDRSTRLEN] = "";
     if (host != NULL && hostaddr == NULL && host[0] != '/' && host[0] != '@' && host[0] != '\0' &&
         !is_ip_literal(host)) {
         if (strchr(host, ',') != NULL) {
             log_err("database DSN: several host names (%s): give IP addresses or hostaddr=", host);
-            PQconninfoFree(opts);
-            return ERR_INVAL;
+            goto refuse;
         }
         struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
         int rc = getaddrinfo(host, NULL, &hints, &res);
         if (rc != 0) {
             log_err("database host %s: %s", host, gai_strerror(rc));
-            PQconninfoFree(opts);
-            return ERR_INVAL;
+            goto refuse;
         }
         const void *a =
             res->ai_family == AF_INET6
@@ -420,8 +484,8 @@ static int dsn_prepare(struct storage *st)
         freeaddrinfo(res);
         log_info("database host %s is %s", host, ip);
     }
-    st->kw = xcalloc(n + 2, sizeof(*st->kw));
-    st->vals = xcalloc(n + 2, sizeof(*st->vals));
+    st->kw = xcalloc(n + 3, sizeof(*st->kw));
+    st->vals = xcalloc(n + 3, sizeof(*st->vals));
     size_t i = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
@@ -430,11 +494,28 @@ static int dsn_prepare(struct storage *st)
         st->vals[i++] = xstrdup(o->val);
     }
     if (ip[0] != '\0') {
+        if (def_host != NULL) {
+            /* The name from the environment, for TLS and the password
+             * file, as libpq would have used it. */
+            st->kw[i] = xstrdup("host");
+            st->vals[i++] = def_host;
+            def_host = NULL;
+        }
         st->kw[i] = xstrdup("hostaddr");
         st->vals[i] = xstrdup(ip);
     }
+    free(def_host);
+    if (defs != NULL)
+        PQconninfoFree(defs);
     PQconninfoFree(opts);
     return 0;
+
+refuse:
+    free(def_host);
+    if (defs != NULL)
+        PQconninfoFree(defs);
+    PQconninfoFree(opts);
+    return ERR_INVAL;
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -524,15 +605,25 @@ static void conn_watch(struct conn *c, int events)
     uv_poll_start(&c->ph->h, events, on_poll);
 }
 
+/*
+ * Watch libpq's current socket with a new poll handle. While connecting,
+ * this runs after every PQconnectPoll: libpq may have closed its socket and
+ * opened the next one (next address or socket directory, an SSL or GSS
+ * fallback) inside that call, and the new socket usually gets the same fd
+ * number. epoll forgot the old registration when the socket closed, but a
+ * handle kept for "the same fd" would still count as registered in libuv,
+ * so the new socket would never be watched and the attempt would stall
+ * until the connect timeout. libpq does not say whether it reconnected, so
+ * the handle is always replaced (a few times per connection attempt).
+ */
 static int conn_open_poll(struct conn *c)
 {
     int fd = PQsocket(c->pg);
     if (fd < 0)
         return ERR_IO;
-    if (c->ph != NULL && c->fd == fd)
-        return 0;
     if (c->ph != NULL) {
-        /* libpq moved to another socket (next host or address). */
+        /* Close first: libuv drops the fd from epoll before the new
+         * handle registers it. */
         c->ph->c = NULL;
         uv_close((uv_handle_t *)&c->ph->h, on_poll_closed);
         c->ph = NULL;
@@ -689,7 +780,9 @@ static void conn_complete_head(struct conn *c, PGresult *r)
 /* READY: take every answer that is complete. */
 static void ready_read(struct conn *c)
 {
-    while (c->state == C_READY && c->fhead != NULL) {
+    /* Stop when a callback called storage_free: the rest fail with
+     * ERR_CLOSED, as storage.h promises. */
+    while (c->state == C_READY && c->fhead != NULL && !c->st->closing) {
         if (PQisBusy(c->pg))
             break;
         PGresult *r = PQgetResult(c->pg);
@@ -839,10 +932,11 @@ static struct conn *pick(struct storage *st)
 
 static void dispatch(struct storage *st)
 {
-    if (st->closing)
-        return;
     struct conn *c;
-    while (st->whead != NULL && (c = pick(st)) != NULL) {
+    /* closing is checked per query: a callback run from conn_lost (via
+     * fail_flight) may call storage_free, and nothing may be sent after
+     * that (it could commit, yet be reported ERR_CLOSED). */
+    while (!st->closing && st->whead != NULL && (c = pick(st)) != NULL) {
         struct query *q = st->whead;
         st->whead = q->next;
         if (st->whead == NULL)
@@ -946,6 +1040,8 @@ int storage_new(uv_loop_t *loop, const struct storage_opts *opts, struct storage
         o->query_timeout_ms = 10000;
     if (o->queue_max == 0)
         o->queue_max = 10000;
+    if (o->queue_max_bytes == 0)
+        o->queue_max_bytes = 64 * 1024 * 1024;
     if (o->pipeline_depth == 0)
         o->pipeline_depth = 128;
     if (o->backoff_min_ms == 0)

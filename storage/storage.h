@@ -4,20 +4,22 @@
  * that no daemon module ever writes SQL.
  *
  * Runs on the loop given to storage_new, single-threaded; nothing blocks
- * (libpq's non-blocking connect and send, uv_poll on each socket). A DSN
- * that names its host by name is resolved once by storage_new (call it at
+ * (libpq's non-blocking connect and send, uv_poll on each socket). A host
+ * given by name (in the DSN, or by PGHOST or the PGSERVICE service file
+ * when the DSN names none) is resolved once by storage_new (call it at
  * start-up, before the loop runs): libpq would otherwise resolve it inside
  * PQconnectStart, on the loop, at every reconnect. storage_new returns
  * ERR_INVAL for a DSN that does not parse, a host name that does not
- * resolve, or several host names.
+ * resolve, several host names, or a service= without host= or hostaddr=.
  *
  * Queries. Every typed call is one prepared statement with parameters (the
  * statements are fixed at compile time, prepared once per connection), run
  * as its own transaction. A call returns 0 when the query was taken: its
  * callback then runs exactly once, later, from the loop (never from inside
  * the call). A call that returns an error (ERR_INVAL: a NULL or oversized
- * argument; ERR_LIMIT: the wait queue is full; ERR_CLOSED: storage_free was
- * called) never calls back.
+ * argument; ERR_LIMIT: the wait queue is full, or the query's parameters
+ * would take the bytes held by waiting and in-flight queries past
+ * queue_max_bytes; ERR_CLOSED: storage_free was called) never calls back.
  *
  * Delivery contract. A taken query is sent on a ready connection, or waits
  * in a bounded FIFO queue while none has room (no connection up, or all
@@ -72,6 +74,8 @@ struct storage_opts {
     unsigned pool_size;        /* connections (default 2, at most 64) */
     unsigned query_timeout_ms; /* per query, waiting + running (default 10000) */
     unsigned queue_max;        /* queries waiting for a connection (default 10000) */
+    size_t queue_max_bytes;    /* parameter bytes of waiting and in-flight queries
+                                  together (default 64 MiB) */
     unsigned pipeline_depth;   /* in flight per connection in pipeline mode (default 128) */
     bool no_pipeline;          /* one query at a time per connection */
     unsigned backoff_min_ms;   /* first reconnect delay (default 100) */

@@ -5,6 +5,7 @@
 #ifndef PARLEY_STORAGE_INT_H
 #define PARLEY_STORAGE_INT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <libpq-fe.h>
@@ -32,7 +33,9 @@ struct query {
     const char *v[STORAGE_MAXP];
     int len[STORAGE_MAXP];
     int fmt[STORAGE_MAXP];
-    char *data; /* one block holding the parameter copies */
+    char *data;      /* one block holding the parameter copies */
+    size_t size;     /* what it counts against queue_max_bytes */
+    size_t data_len; /* bytes in data */
     uint64_t deadline;
     storage_cb cb;
     void *arg;
@@ -47,6 +50,7 @@ struct storage_result {
     int64_t version;
     const char *errmsg;
     struct bytea_buf *decoded; /* storage_result_bytea copies, freed after the callback */
+    bool secret;               /* wipe the decoded copies (storage_sql_secret) */
 };
 
 /* Free what the getters allocated (bytea copies); the PGresult stays. */
@@ -60,6 +64,9 @@ unsigned storage_offline_quota(const struct storage *st);
 int storage_sql_count(void);
 const char *storage_sql_name(int stmt);
 const char *storage_sql_text(int stmt);
+/* True for statements whose parameters or results hold credentials: their
+ * copies are wiped before they are freed. */
+bool storage_sql_secret(int stmt);
 /* Statement-specific checks and shaping of a successful result: returns 0
  * or an error (with *msg set) for results that mean a refusal. */
 int storage_sql_post(int stmt, struct storage_result *res, const char **msg);

@@ -169,6 +169,14 @@ const char *storage_sql_name(int stmt)
     return stmts[stmt].name;
 }
 
+bool storage_sql_secret(int stmt)
+{
+    /* StoredKey and ServerKey let anyone who reads them impersonate the
+     * server to the user (ServerKey) or pass as the user to a server that
+     * leaks them (StoredKey with a captured exchange). */
+    return stmt == S_CREDS_GET || stmt == S_USER_CREATE;
+}
+
 const char *storage_sql_text(int stmt)
 {
     return stmts[stmt].sql;

@@ -668,6 +668,28 @@ static int frozen(const char *dsn, const char *owner)
     return 0;
 }
 
+/* ---- connect: one query through a pool whose connects take detours ---- */
+
+/* The connect timeout (query_timeout_ms) is far longer than the test waits
+ * for this driver: a connection that stalls while libpq switches sockets
+ * fails the test by its wait, not by a timeout here. */
+static int connect_only(const char *dsn)
+{
+    struct storage_opts o = {.dsn = dsn, .query_timeout_ms = 600000, .pool_size = 2};
+    struct storage *st = NULL;
+    CHECK(storage_new(&loop, &o, &st) == 0, "storage_new");
+    struct snap s = {0};
+    RUN_OK(&s, storage_user_exists(st, "nobody@example.org", on_snap, &s));
+    RUN_OK(&s, storage_user_exists(st, "nobody@example.org", on_snap, &s));
+    struct storage_stats stats;
+    storage_get_stats(st, &stats);
+    CHECK(stats.reconnects == 0, "no reconnect: %" PRIu64, stats.reconnects);
+    snap_clear(&s);
+    close_storage(st);
+    printf("ok %d checks\n", nchecks);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     log_init("storage_check", 0, LOG_LVL_NOTICE);
@@ -678,6 +700,8 @@ int main(int argc, char **argv)
         rc = roundtrip(argv[2], argv[3]);
     else if (argc == 6 && strcmp(argv[1], "stream") == 0)
         rc = stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+    else if (argc == 3 && strcmp(argv[1], "connect") == 0)
+        rc = connect_only(argv[2]);
     else if (argc == 3 && strcmp(argv[1], "offline") == 0)
         rc = offline(argv[2]);
     else if (argc == 4 && strcmp(argv[1], "frozen") == 0)

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,6 +54,48 @@ static void new_with_log(void)
     assert_int_equal(try_dsn(logged_dsn), 0);
 }
 
+/* Run storage_new on dsn with info logging; the log goes to out. */
+static void log_of_new(const char *dsn, char *out, size_t size)
+{
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fileno(tmp), STDERR_FILENO);
+    log_init("test_storage_dsn", 0, LOG_LVL_INFO);
+    logged_dsn = dsn;
+    new_with_log();
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, size - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    log_init("test_storage_dsn", 0, LOG_LVL_WARN);
+}
+
+static void test_env_host_resolved_at_start(void **state)
+{
+    /* libpq would take the host from PGHOST inside PQconnectStart, on the
+     * loop; storage_new must see it and resolve it first. */
+    char out[4096];
+    assert_int_equal(setenv("PGHOST", "localhost", 1), 0);
+    log_of_new("port=1 dbname=parley", out, sizeof(out));
+    assert_non_null(strstr(out, "database host localhost is "));
+    /* A socket directory from the environment needs nothing. */
+    assert_int_equal(setenv("PGHOST", "/nonexistent/dir", 1), 0);
+    log_of_new("port=1 dbname=parley", out, sizeof(out));
+    assert_null(strstr(out, "database host"));
+    /* Several names from the environment cannot be pinned either. */
+    assert_int_equal(setenv("PGHOST", "a.example,b.example", 1), 0);
+    assert_int_equal(try_dsn("dbname=parley"), ERR_INVAL);
+    assert_int_equal(unsetenv("PGHOST"), 0);
+    /* A service named in the DSN is read only by PQconnectStart. */
+    assert_int_equal(try_dsn("service=parley dbname=parley"), ERR_INVAL);
+    assert_int_equal(try_dsn("service=parley host=/nonexistent/dir"), 0);
+}
+
 static void test_host_name_resolved_at_start(void **state)
 {
     /* localhost resolves from /etc/hosts, without a DNS server. */
@@ -89,6 +132,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_socket_dir_and_ip),
         cmocka_unit_test(test_host_name_resolved_at_start),
+        cmocka_unit_test(test_env_host_resolved_at_start),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
