@@ -430,6 +430,16 @@ static bool run_is_daemon(const struct ctl *c, const struct ctl_daemon *d, pid_t
         return false;
     snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
     ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+    if (n < 0 && errno == EACCES && !c->as_root) {
+        /* A daemon that made itself undumpable hides its exe from its own
+         * user; that user's process names its program in cmdline, which
+         * only that same user could fake: no privilege is at stake. */
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        if (ctl_read_file(path, exe, sizeof(exe)) < 0 || realpath(exe, want) == NULL)
+            return false;
+        snprintf(exe, sizeof(exe), "%s", want);
+        n = (ssize_t)strlen(exe);
+    }
     if (n <= 0)
         return false;
     exe[n] = '\0';
@@ -443,11 +453,11 @@ static bool run_is_daemon(const struct ctl *c, const struct ctl_daemon *d, pid_t
     return u != NULL && sscanf(u + 5, "%u %u", &ruid, &euid) == 2 && ruid == uid && euid == uid;
 }
 
-/* The supervisor is gone: stop the daemons its state lists. 0, or 1 if
- * one could not be stopped. */
+/* The supervisor is gone: stop the daemons its state lists. The number
+ * stopped, or -1 if one could not be stopped. */
 static int run_stop_orphans(const struct ctl *c)
 {
-    int rc = 0;
+    int rc = 0, stopped = 0;
     for (size_t i = ctl_daemon_count; i-- > 0;) {
         const struct ctl_daemon *d = &ctl_daemons[i];
         struct run_state rs;
@@ -461,7 +471,9 @@ static int run_stop_orphans(const struct ctl *c)
         }
         if (!run_wait_gone(rs.pid, 5000)) {
             ctl_err("cannot stop %s (pid %d)", d->exe, rs.pid);
-            rc = 1;
+            rc = -1;
+        } else {
+            stopped++;
         }
     }
     char path[CTL_PATH_MAX];
@@ -469,7 +481,7 @@ static int run_stop_orphans(const struct ctl *c)
         ctl_path(c, path, "ctl/parleyctl.state");
         unlink(path);
     }
-    return rc;
+    return rc < 0 ? rc : stopped;
 }
 
 int ctl_cmd_stop(struct ctl *c, int argc, char **argv)
@@ -483,10 +495,13 @@ int ctl_cmd_stop(struct ctl *c, int argc, char **argv)
     pid_t pid = ctl_sup_pid(c);
     if (pid == 0) {
         /* A supervisor that was killed leaves its daemons and PostgreSQL. */
-        int rc = run_stop_orphans(c);
+        int n = run_stop_orphans(c);
+        int rc = n < 0;
         if (ctl_pg_stop(c) != 0)
             rc = 1;
-        if (rc == 0)
+        if (rc == 0 && n > 0)
+            printf("stopped (the supervisor was gone)\n");
+        else if (rc == 0)
             ctl_note("not running");
         return rc;
     }
