@@ -194,7 +194,12 @@ int ctl_write_file(const struct ctl *c, const char *path, const char *data, size
      * router on HUP) sees the old or the new file, never half of one. */
     char tmp[CTL_PATH_MAX + 8];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    /* A fresh file, never one planted there (a link to another file). */
+    if (unlink(tmp) < 0 && errno != ENOENT) {
+        ctl_err("cannot remove %s: %s", tmp, strerror(errno));
+        return 1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) {
         ctl_err("cannot write %s: %s", tmp, strerror(errno));
         return 1;
@@ -273,6 +278,52 @@ pid_t ctl_pidfile_alive(const char *path)
     if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
         return 0;
     return (pid_t)pid;
+}
+
+int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST) {
+        ctl_err("mkdir %s: %s", path, strerror(errno));
+        return 1;
+    }
+    /* An existing entry may have been planted: never follow a symlink, and
+     * set mode and owner on the directory opened, not on a name. */
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        ctl_err("%s: %s", path,
+                errno == ELOOP || errno == ENOTDIR ? "exists and is not a directory (a symlink?)"
+                                                   : strerror(errno));
+        return 1;
+    }
+    if (fchmod(fd, mode) < 0 || (c->as_root && fchown(fd, uid, gid) < 0)) {
+        ctl_err("cannot set the mode or owner of %s: %s", path, strerror(errno));
+        close(fd);
+        return 1;
+    }
+    close(fd);
+    return 0;
+}
+
+int ctl_sup_lock_fd(const struct ctl *c, int flags)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "ctl/parleyctl.pid");
+    return open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0644);
+}
+
+pid_t ctl_sup_pid(const struct ctl *c)
+{
+    /* The supervisor holds a write lock on its pidfile for its whole life:
+     * the kernel names the holder, so no pid is taken from a file. */
+    int fd = ctl_sup_lock_fd(c, O_RDONLY);
+    if (fd < 0)
+        return 0;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    pid_t pid = 0;
+    if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+        pid = fl.l_pid;
+    close(fd);
+    return pid;
 }
 
 static void usage(FILE *f)

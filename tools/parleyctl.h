@@ -13,11 +13,17 @@
  *   DIR/etc/secrets/            router secrets per daemon, db-<role> passwords,
  *                               component-<name> secrets
  *   DIR/etc/tls/<domain>.crt/.key  the certificate (self-signed by init)
- *   DIR/run/                    pidfiles, the router socket, the supervisor's
- *                               pidfile (parleyctl.pid) and state file
+ *   DIR/ctl/                    the supervisor's pidfile (parleyctl.pid, which
+ *                               it holds locked) and state file; owned by
+ *                               the invoking user (root as root), so no
+ *                               daemon's user can plant anything there
+ *   DIR/run/<daemon>/           each daemon's own writable directory (its
+ *                               pidfile, the router's socket); DIR/run
+ *                               itself belongs to the invoking user
  *   DIR/log/                    one log per daemon and parleyctl.log
  *   DIR/pg/                     the private PostgreSQL cluster (no --db):
- *                               data/, run/ (its socket), postgres.log
+ *                               data/, run/ (its socket), postgres.log; pg/
+ *                               is 0711 so the daemons' users reach run/
  *
  * Files found outside DIR (templates, schema, daemons): ctl_datadir() and
  * ctl_daemon_exe() look in the build tree when parleyctl runs from it, else
@@ -94,8 +100,16 @@ int ctl_write_file(const struct ctl *c, const char *path, const char *data, size
  * is not NULL. stdout/stderr go to out_fd when >= 0. The exit status
  * (0..255), or -1 if it could not run or was killed. */
 int ctl_exec(const struct ctl *c, const char *const *argv, const char *user, int out_fd);
-/* Pid from a pidfile if that process is alive, else 0. */
+/* Pid from a pidfile if that process is alive, else 0: for display and
+ * liveness only, never to send a signal (another user may write it). */
 pid_t ctl_pidfile_alive(const char *path);
+/* mkdir path (if missing), then its mode and (as root) owner, refusing
+ * an existing symlink or non-directory. 0 or 1 (message). */
+int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid);
+/* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */
+int ctl_sup_lock_fd(const struct ctl *c, int flags);
+/* The running supervisor's pid (the holder of its pidfile's lock), or 0. */
+pid_t ctl_sup_pid(const struct ctl *c);
 
 /* Commands: argc/argv start after the command word(s). Return the exit code. */
 int ctl_cmd_init(struct ctl *c, int argc, char **argv);

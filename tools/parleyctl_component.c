@@ -7,8 +7,8 @@
  * and deleted by finding that same block, so that hand-written entries
  * and comments are left alone (deleting a hand-written entry is refused
  * with a message). Each secret lives in DIR/etc/secrets/component-NAME,
- * readable by the router only. After a change the running router (its
- * pidfile in DIR/run) gets SIGHUP and reloads the table.
+ * readable by the router only. After a change the running router gets
+ * SIGHUP (through its supervisor) and reloads the table.
  */
 #include "autoconfig.h"
 
@@ -73,18 +73,20 @@ static void comp_block(const struct ctl *c, const char *name, struct buf *out)
     buf_append_str(out, "'/>\n  </component>\n");
 }
 
-/* SIGHUP to the router if it runs; a note either way. */
+/* A reload of the router, if it runs: HUP to the supervisor (the holder of
+ * its lock), which passes it on to the router it spawned. The router's own
+ * pidfile is in a directory the router's user writes: never signalled. */
 static void comp_reload(const struct ctl *c)
 {
-    char pidfile[CTL_PATH_MAX];
-    ctl_path(c, pidfile, "run/router.pid");
-    pid_t pid = ctl_pidfile_alive(pidfile);
+    pid_t pid = ctl_sup_pid(c);
     if (pid == 0)
         return;
     if (kill(pid, SIGHUP) < 0)
-        ctl_err("cannot signal the router (pid %d) to reload: %s", (int)pid, strerror(errno));
+        ctl_err("cannot ask the supervisor (pid %d) to reload the router: %s", (int)pid,
+                strerror(errno));
     else
-        ctl_note("router (pid %d) reloads its component table", (int)pid);
+        ctl_note("router reloads its component table (HUP through the supervisor, pid %d)",
+                 (int)pid);
 }
 
 static int comp_add(const struct ctl *c, const char *name, const char *given)

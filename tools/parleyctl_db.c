@@ -3,11 +3,11 @@
  * pg_ctl), roles, migrations, and `parleyctl db migrate|status`.
  *
  * Synchronous libpq throughout: parleyctl is a command-line tool, not an
- * event loop. The private cluster lives in DIR/pg: data/ (initdb), run/
- * (its Unix socket; listen_addresses is empty, so no TCP at all), and
- * postgres.log. Every role authenticates with scram-sha-256; the passwords
- * are in DIR/etc/secrets/db-<role>. As root, initdb and the postmaster run
- * as the system user parley-db (PostgreSQL refuses to run as root).
+ * event loop. The private cluster lives in DIR/pg (0711): data/ (initdb), run/
+ * (its Unix socket, reachable by the daemons' users; listen_addresses is empty, so no TCP at all),
+ * and postgres.log. Every role authenticates with scram-sha-256; the passwords are in
+ * DIR/etc/secrets/db-<role>. As root, initdb and the postmaster run as the system user parley-db
+ * (PostgreSQL refuses to run as root).
  *
  * Role passwords are sent as SCRAM verifiers computed here
  * (PQencryptPasswordConn), so the server never sees them in clear; DDL
@@ -234,7 +234,7 @@ int ctl_pg_stop(const struct ctl *c)
 /* Append to (or replace) a file of the cluster, keeping its owner. */
 static int pg_conf_write(const char *path, const char *text, bool append)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC | (append ? O_APPEND : O_TRUNC));
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC));
     if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || close(fd) < 0) {
         ctl_err("cannot write %s: %s", path, strerror(errno));
         return 1;
@@ -256,11 +256,10 @@ int ctl_pg_create(struct ctl *c)
     ctl_path(c, data, "pg/data");
     ctl_path(c, run, "pg/run");
     ctl_path(c, log, "pg/initdb.log");
-    if ((mkdir(pg, 0700) < 0 && errno != EEXIST) || (mkdir(run, 0755) < 0 && errno != EEXIST) ||
-        (c->as_root && (chown(pg, uid, gid) < 0 || chown(run, uid, gid) < 0))) {
-        ctl_err("cannot create %s: %s", pg, strerror(errno));
+    /* pg/ is 0711: the daemons' users pass through it to the socket in
+     * run/ but cannot list it; data/ is initdb's, 0700. */
+    if (ctl_mkdir(c, pg, 0711, uid, gid) != 0 || ctl_mkdir(c, run, 0755, uid, gid) != 0)
         return 1;
-    }
     /* The superuser's password: kept for the operator in secrets/, and
      * given to initdb in a file parley-db can read, removed after. */
     char pw[2 * RAND_ID_HEXLEN + 2];
@@ -281,7 +280,10 @@ int ctl_pg_create(struct ctl *c)
     const char *argv[] = {exe,        "-D",   data,         "-U",
                           "postgres", pwopt,  "-A",         "scram-sha-256",
                           "-E",       "UTF8", "--locale=C", NULL};
-    int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* pg/ belongs to parley-db: a fresh file, never one planted there. */
+    int out = unlink(log) == 0 || errno == ENOENT
+                  ? open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)
+                  : -1;
     if (out >= 0 && c->as_root && fchown(out, uid, gid) < 0) {
         close(out);
         out = -1;

@@ -2,8 +2,8 @@
  * parleyctl_init.c - `parleyctl -d DIR init --domain D ...`: a new instance.
  *
  * In order: check DIR is new; as root, create the system users; the
- * directories (as root, DIR's parents get o+x where missing, so that the
- * daemons' users can reach DIR); the router's per-daemon secrets; a
+ * directories (as root, DIR's parents must already let the daemons' users
+ * through: init refuses rather than change them); the router's per-daemon secrets; a
  * self-signed certificate for D; the daemon configs from the templates;
  * the database (a private cluster, or the schema applied through --db);
  * and last DIR/etc/parley.xml, whose presence marks DIR as initialised. A
@@ -62,43 +62,58 @@ static int init_system_users(const struct ctl *c)
     return 0;
 }
 
-/* mkdir (if missing) with mode and owner; an existing one gets them too. */
+/* mkdir (if missing) with mode and owner (user, or the invoking user). */
 static int init_mkdir(const struct ctl *c, const char *path, mode_t mode, const char *user)
 {
     uid_t uid = 0;
     gid_t gid = 0;
     if (c->as_root && user != NULL && ctl_user_ids(c, user, &uid, &gid) != 0)
         return 1;
-    if (mkdir(path, mode) < 0 && errno != EEXIST) {
-        ctl_err("mkdir %s: %s", path, strerror(errno));
-        return 1;
-    }
-    if (chmod(path, mode) < 0 || (c->as_root && chown(path, uid, gid) < 0)) {
-        ctl_err("cannot set the mode or owner of %s: %s", path, strerror(errno));
-        return 1;
-    }
-    return 0;
+    return ctl_mkdir(c, path, mode, uid, gid);
 }
 
-/* As root: every ancestor of DIR must let the daemons' users through. */
+/* As root: every ancestor of DIR must let the daemons' users through.
+ * They are not ours to change: name the one in the way instead. */
 static int init_parents_reachable(const struct ctl *c)
 {
     char p[CTL_PATH_MAX];
     snprintf(p, sizeof(p), "%s", c->dir);
-    for (char *slash = strrchr(p, '/'); slash != NULL && slash != p; slash = strrchr(p, '/')) {
-        *slash = '\0';
+    for (char *slash = strrchr(p, '/'); slash != NULL; slash = strrchr(p, '/')) {
+        if (slash == p)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
         struct stat st;
         if (stat(p, &st) < 0) {
             ctl_err("stat %s: %s", p, strerror(errno));
             return 1;
         }
         if ((st.st_mode & S_IXOTH) == 0) {
-            if (chmod(p, (st.st_mode & 07777) | S_IXOTH) < 0) {
-                ctl_err("chmod o+x %s: %s", p, strerror(errno));
-                return 1;
-            }
-            ctl_note("made %s searchable by others (o+x) so the daemons reach %s", p, c->dir);
+            ctl_err("%s is not searchable by others (o+x), so the daemons' users cannot reach "
+                    "%s: choose a DIR they can reach, or `chmod o+x %s` if that is acceptable",
+                    p, c->dir, p);
+            return 1;
         }
+        if (slash == p)
+            break;
+    }
+    return 0;
+}
+
+/* An existing DIR must be a directory (not a symlink) of the invoking user. */
+static int init_dir_check(const struct ctl *c)
+{
+    struct stat st;
+    if (lstat(c->dir, &st) < 0)
+        return 0;
+    if (!S_ISDIR(st.st_mode)) {
+        ctl_err("%s exists and is not a directory (a symlink?): refused", c->dir);
+        return 1;
+    }
+    if (st.st_uid != geteuid()) {
+        ctl_err("%s exists and belongs to uid %u, not to you: refused", c->dir,
+                (unsigned)st.st_uid);
+        return 1;
     }
     return 0;
 }
@@ -182,8 +197,11 @@ static int init_templates_write(const struct ctl *c)
     snprintf(vars[0].value, CTL_PATH_MAX, "%s", c->domain);
     snprintf(vars[1].value, CTL_PATH_MAX, "%s", c->as_root ? "parley-router" : me->pw_name);
     /* The templates name @runstatedir@/parley and @sysconfdir@/parley: an
-     * instance keeps both inside DIR, so "/parley" is folded in below. */
-    ctl_path(c, vars[2].value, "run");
+     * instance keeps both inside DIR, so "/parley" is folded in below. The
+     * router's run files go to its own directory, run/router, the only one
+     * under run/ it may write (only the router's templates exist so far;
+     * each daemon gets its own run/<name> when its templates come). */
+    ctl_path(c, vars[2].value, "run/router");
     ctl_path(c, vars[3].value, "etc");
     snprintf(vars[4].value, CTL_PATH_MAX, "%s", uidbuf[0]);
     snprintf(vars[5].value, CTL_PATH_MAX, "%s", uidbuf[1]);
@@ -355,22 +373,23 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         return 1;
     }
 
+    if (init_dir_check(c) != 0 || (c->as_root && init_parents_reachable(c) != 0))
+        return 1;
     if (c->as_root && init_system_users(c) != 0)
         return 1;
-    char p[6][CTL_PATH_MAX];
+    char p[7][CTL_PATH_MAX];
     ctl_path(c, p[0], "etc");
     ctl_path(c, p[1], "etc/secrets");
     ctl_path(c, p[2], "etc/tls");
     ctl_path(c, p[3], "run");
     ctl_path(c, p[4], "log");
-    if ((mkdir(c->dir, 0755) < 0 && errno != EEXIST) || init_mkdir(c, c->dir, 0755, NULL) != 0 ||
-        (c->as_root && init_parents_reachable(c) != 0) || init_mkdir(c, p[0], 0755, NULL) != 0 ||
+    ctl_path(c, p[5], "ctl");
+    ctl_path(c, p[6], "run/router");
+    if (init_mkdir(c, c->dir, 0755, NULL) != 0 || init_mkdir(c, p[0], 0755, NULL) != 0 ||
         init_mkdir(c, p[1], 0755, NULL) != 0 || init_mkdir(c, p[2], 0755, NULL) != 0 ||
-        init_mkdir(c, p[3], 0755, "parley-router") != 0 || init_mkdir(c, p[4], 0750, NULL) != 0) {
-        if (errno != 0 && access(c->dir, F_OK) != 0)
-            ctl_err("cannot create %s: %s", c->dir, strerror(errno));
+        init_mkdir(c, p[3], 0755, NULL) != 0 || init_mkdir(c, p[4], 0750, NULL) != 0 ||
+        init_mkdir(c, p[5], 0755, NULL) != 0 || init_mkdir(c, p[6], 0755, "parley-router") != 0)
         return 1;
-    }
 
     for (size_t i = 0; i < sizeof(init_secrets) / sizeof(init_secrets[0]); i++) {
         if (init_secret_file(c, init_secrets[i].name, init_secrets[i].user, 0640,

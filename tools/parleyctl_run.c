@@ -3,7 +3,8 @@
  *
  * start: starts the private PostgreSQL cluster (if the instance has one),
  * then forks the supervisor (double fork + setsid; pidfile
- * DIR/run/parleyctl.pid, log DIR/log/parleyctl.log), which spawns every
+ * DIR/ctl/parleyctl.pid, held with a write lock for the supervisor's whole
+ * life, log DIR/log/parleyctl.log), which spawns every
  * daemon of ctl_daemons in order, each `-f -c DIR/etc/<name>.xml` with its
  * output in DIR/log/<name>.log. Daemons start as root when parleyctl runs
  * as root and drop to their <user> themselves (common/daemon). start
@@ -18,14 +19,24 @@
  * order (TERM, then KILL after STOP_KILL_MS); once the loop has no handles
  * left the supervisor stops PostgreSQL (blocking: nothing else is left to
  * serve) and exits. Its state (pid, start time, restarts of each daemon)
- * is written to DIR/run/parleyctl.state after every change, a small local
+ * is written to DIR/ctl/parleyctl.state after every change, a small local
  * write on the loop, which `status` reads.
+ *
+ * Who the supervisor is comes from the kernel (the holder of the pidfile's
+ * lock), never from a pid written in a file; the router's pid is never
+ * read either: a reload is a HUP to the supervisor, which passes it on to
+ * the children it spawned. Two `start`s at once are serialised by a flock
+ * on DIR/ctl/start.lock, taken before PostgreSQL is touched and held until
+ * the supervisor holds its own lock. `stop` without a supervisor (it was
+ * killed) stops the daemons its state file lists, each only if the pid is
+ * still that daemon's binary run by the daemon's user, and PostgreSQL.
  */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -82,15 +93,20 @@ struct sup {
 
 static void sup_spawn(struct sup *s, struct sup_child *k);
 static void sup_stop_next(struct sup *s);
+static int run_start(struct ctl *c, int startfd);
 
 static void sup_write_state(struct sup *s)
 {
     char path[CTL_PATH_MAX], tmp[CTL_PATH_MAX + 8], line[256];
-    ctl_path(s->c, path, "run/parleyctl.state");
+    ctl_path(s->c, path, "ctl/parleyctl.state");
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (f == NULL) {
         log_err("cannot write %s: %s", tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return;
     }
     for (size_t i = 0; i < ctl_daemon_count; i++) {
@@ -268,9 +284,10 @@ static int sup_main(struct ctl *c, int ready_fd)
     memset(&s, 0, sizeof(s));
     s.c = c;
 
-    ctl_path(c, path, "run/parleyctl.pid");
-    int pidfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (pidfd < 0 || flock(pidfd, LOCK_EX | LOCK_NB) < 0) {
+    ctl_path(c, path, "ctl/parleyctl.pid");
+    int pidfd = ctl_sup_lock_fd(c, O_RDWR | O_CREAT);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (pidfd < 0 || fcntl(pidfd, F_SETLK, &fl) < 0) {
         dprintf(ready_fd, "cannot lock %s: %s\n", path, strerror(errno));
         return 1;
     }
@@ -282,7 +299,7 @@ static int sup_main(struct ctl *c, int ready_fd)
     }
 
     ctl_path(c, path, "log/parleyctl.log");
-    int logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
     int devnull = open("/dev/null", O_RDWR);
     if (logfd < 0 || devnull < 0) {
         dprintf(ready_fd, "cannot open %s: %s\n", path, strerror(errno));
@@ -311,7 +328,7 @@ static int sup_main(struct ctl *c, int ready_fd)
         uv_timer_init(&s.loop, &k->timer);
         k->timer.data = k;
         ctl_path(c, path, "log/%s.log", k->d->name);
-        k->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        k->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
         if (k->log_fd < 0) {
             log_err("cannot open %s: %s", path, strerror(errno));
             dprintf(ready_fd, "cannot open %s: %s\n", path, strerror(errno));
@@ -332,9 +349,9 @@ static int sup_main(struct ctl *c, int ready_fd)
         log_err("PostgreSQL did not stop cleanly");
         rc = 1;
     }
-    ctl_path(c, path, "run/parleyctl.state");
+    ctl_path(c, path, "ctl/parleyctl.state");
     unlink(path);
-    ctl_path(c, path, "run/parleyctl.pid");
+    ctl_path(c, path, "ctl/parleyctl.pid");
     unlink(path);
     log_info("supervisor stopped");
     close(pidfd);
@@ -345,7 +362,7 @@ static int sup_main(struct ctl *c, int ready_fd)
 static bool run_router_ready(const struct ctl *c)
 {
     char sock[CTL_PATH_MAX];
-    ctl_path(c, sock, "run/router.sock");
+    ctl_path(c, sock, "run/router/router.sock");
     if (access(sock, F_OK) != 0)
         return false;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -368,7 +385,7 @@ struct run_state {
 static int run_read_state(const struct ctl *c, const char *name, struct run_state *st)
 {
     char path[CTL_PATH_MAX], text[4096];
-    ctl_path(c, path, "run/parleyctl.state");
+    ctl_path(c, path, "ctl/parleyctl.state");
     if (ctl_read_file(path, text, sizeof(text)) < 0)
         return -1;
     for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
@@ -399,21 +416,94 @@ static bool run_wait_gone(pid_t pid, long ms)
     return false;
 }
 
+/* Is pid still the daemon d, as the supervisor started it: its binary, run
+ * by the daemon's user? A pid from the state file may have been reused. */
+static bool run_is_daemon(const struct ctl *c, const struct ctl_daemon *d, pid_t pid)
+{
+    char path[64], exe[CTL_PATH_MAX], want[CTL_PATH_MAX], real[PATH_MAX], text[4096];
+    uid_t uid;
+    gid_t gid;
+    if (ctl_user_ids(c, d->user, &uid, &gid) != 0)
+        return false;
+    ctl_daemon_exe(d, want);
+    if (realpath(want, real) == NULL)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+    ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+    if (n < 0 && errno == EACCES && !c->as_root) {
+        /* A daemon that made itself undumpable hides its exe from its own
+         * user; that user's process names its program in cmdline, which
+         * only that same user could fake: no privilege is at stake. */
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        if (ctl_read_file(path, exe, sizeof(exe)) < 0 || realpath(exe, want) == NULL)
+            return false;
+        snprintf(exe, sizeof(exe), "%s", want);
+        n = (ssize_t)strlen(exe);
+    }
+    if (n <= 0)
+        return false;
+    exe[n] = '\0';
+    if (strcmp(exe, real) != 0)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if (ctl_read_file(path, text, sizeof(text)) < 0)
+        return false;
+    const char *u = strstr(text, "\nUid:");
+    unsigned ruid, euid;
+    return u != NULL && sscanf(u + 5, "%u %u", &ruid, &euid) == 2 && ruid == uid && euid == uid;
+}
+
+/* The supervisor is gone: stop the daemons its state lists. The number
+ * stopped, or -1 if one could not be stopped. */
+static int run_stop_orphans(const struct ctl *c)
+{
+    int rc = 0, stopped = 0;
+    for (size_t i = ctl_daemon_count; i-- > 0;) {
+        const struct ctl_daemon *d = &ctl_daemons[i];
+        struct run_state rs;
+        if (run_read_state(c, d->name, &rs) != 0 || rs.pid <= 1 || !run_is_daemon(c, d, rs.pid))
+            continue;
+        ctl_note("the supervisor is gone; stopping %s (pid %d)", d->exe, rs.pid);
+        if (kill(rs.pid, SIGTERM) == 0 && !run_wait_gone(rs.pid, STOP_KILL_MS)) {
+            ctl_note("%s (pid %d) did not stop within %d s: KILL", d->exe, rs.pid,
+                     STOP_KILL_MS / 1000);
+            kill(rs.pid, SIGKILL);
+        }
+        if (!run_wait_gone(rs.pid, 5000)) {
+            ctl_err("cannot stop %s (pid %d)", d->exe, rs.pid);
+            rc = -1;
+        } else {
+            stopped++;
+        }
+    }
+    char path[CTL_PATH_MAX];
+    if (rc == 0) {
+        ctl_path(c, path, "ctl/parleyctl.state");
+        unlink(path);
+    }
+    return rc < 0 ? rc : stopped;
+}
+
 int ctl_cmd_stop(struct ctl *c, int argc, char **argv)
 {
-    char path[CTL_PATH_MAX];
     if (argc != 1) {
         ctl_err("usage: parleyctl -d DIR stop");
         return 2;
     }
     if (ctl_load(c) != 0)
         return 1;
-    ctl_path(c, path, "run/parleyctl.pid");
-    pid_t pid = ctl_pidfile_alive(path);
+    pid_t pid = ctl_sup_pid(c);
     if (pid == 0) {
-        ctl_note("not running");
-        /* A supervisor that was killed leaves PostgreSQL behind. */
-        return ctl_pg_stop(c);
+        /* A supervisor that was killed leaves its daemons and PostgreSQL. */
+        int n = run_stop_orphans(c);
+        int rc = n < 0;
+        if (ctl_pg_stop(c) != 0)
+            rc = 1;
+        if (rc == 0 && n > 0)
+            printf("stopped (the supervisor was gone)\n");
+        else if (rc == 0)
+            ctl_note("not running");
+        return rc;
     }
     if (kill(pid, SIGTERM) < 0) {
         ctl_err("cannot signal the supervisor (pid %d): %s", (int)pid, strerror(errno));
@@ -437,8 +527,27 @@ int ctl_cmd_start(struct ctl *c, int argc, char **argv)
     }
     if (ctl_load(c) != 0)
         return 1;
-    ctl_path(c, path, "run/parleyctl.pid");
-    pid_t old = ctl_pidfile_alive(path);
+    /* One start at a time, from before PostgreSQL is touched until the
+     * supervisor holds its own lock (then the next start sees it). */
+    ctl_path(c, path, "ctl/start.lock");
+    int startfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (startfd < 0) {
+        ctl_err("cannot open %s: %s", path, strerror(errno));
+        return 1;
+    }
+    if (flock(startfd, LOCK_EX | LOCK_NB) < 0) {
+        ctl_err("another `parleyctl -d %s start` is running", c->dir);
+        close(startfd);
+        return 1;
+    }
+    int rc = run_start(c, startfd);
+    close(startfd);
+    return rc;
+}
+
+static int run_start(struct ctl *c, int startfd)
+{
+    pid_t old = ctl_sup_pid(c);
     if (old != 0) {
         ctl_err("already running (supervisor pid %d); `parleyctl -d %s status` shows it", (int)old,
                 c->dir);
@@ -452,6 +561,8 @@ int ctl_cmd_start(struct ctl *c, int argc, char **argv)
             return 1;
         }
     }
+    /* Only a cluster this call started is this call's to stop on failure. */
+    bool pg_ours = c->private_db && !ctl_pg_running(c);
     if (ctl_pg_start(c) != 0)
         return 1;
 
@@ -468,6 +579,8 @@ int ctl_cmd_start(struct ctl *c, int argc, char **argv)
     }
     if (child == 0) {
         close(p[0]);
+        /* The flock belongs to this start, not to the supervisor's life. */
+        close(startfd);
         setsid();
         pid_t sup = fork();
         if (sup != 0)
@@ -487,7 +600,8 @@ int ctl_cmd_start(struct ctl *c, int argc, char **argv)
     msg[len] = '\0';
     if (strcmp(msg, "ok\n") != 0) {
         ctl_err("the supervisor did not start: %s", len > 0 ? msg : "(no reason given)");
-        ctl_pg_stop(c);
+        if (pg_ours)
+            ctl_pg_stop(c);
         return 1;
     }
 
@@ -527,8 +641,7 @@ int ctl_cmd_status(struct ctl *c, int argc, char **argv)
     if (ctl_load(c) != 0)
         return 1;
     int rc = 0;
-    ctl_path(c, path, "run/parleyctl.pid");
-    pid_t sup = ctl_pidfile_alive(path);
+    pid_t sup = ctl_sup_pid(c);
     if (sup != 0)
         printf("supervisor: running (pid %d)\n", (int)sup);
     else {

@@ -133,7 +133,8 @@ class Instance:
         return found
 
     def cleanup(self):
-        if os.path.exists(os.path.join(self.dir, "run", "parleyctl.pid")):
+        if os.path.exists(os.path.join(self.dir, "ctl", "parleyctl.pid")) or \
+                os.path.exists(os.path.join(self.dir, "ctl", "parleyctl.state")):
             self.ctl("stop")
         shutil.rmtree(self.base, ignore_errors=True)
 

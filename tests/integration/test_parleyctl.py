@@ -245,3 +245,134 @@ def test_users(inst):
     for args in (("user", "add", "dave@localhost", "x"), ("user", "list"), ("db", "status")):
         r = inst.ctl(*args)
         assert r.code != 0 and "cannot connect to the database" in r.err, (args, r)
+
+
+def _owner(path):
+    return pwd.getpwuid(os.lstat(path).st_uid).pw_name
+
+
+def _me(inst):
+    return inst.as_user or pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _as(user, *cmd):
+    import subprocess
+    return subprocess.run(["runuser", "-u", user, "--"] + list(cmd), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=30)
+
+
+def test_supervisor_files_out_of_daemons_reach(inst):
+    inst.init()
+    ctl = os.path.join(inst.dir, "ctl")
+    run = os.path.join(inst.dir, "run")
+    # The supervisor's directory and run/ belong to the invoking user and
+    # nobody else writes them; the router has its own run/router.
+    for d in (ctl, run):
+        st = os.lstat(d)
+        assert _owner(d) == _me(inst) and st.st_mode & 0o022 == 0, d
+    if inst.as_user is None and os.geteuid() == 0:
+        assert _owner(os.path.join(run, "router")) == "parley-router"
+        for d in (ctl, run):
+            r = _as("parley-router", "ln", "-s", "/etc/passwd", os.path.join(d, "planted"))
+            assert r.returncode != 0 and not os.path.lexists(os.path.join(d, "planted")), d
+        assert _as("parley-router", "touch", os.path.join(run, "router", "x")).returncode == 0
+
+    # Links planted where the supervisor writes are never followed.
+    victim = os.path.join(inst.base, "victim")
+    with open(victim, "w") as f:
+        f.write("precious\n")
+    os.symlink(victim, os.path.join(ctl, "parleyctl.state.tmp"))
+    os.symlink(victim, os.path.join(ctl, "parleyctl.pid"))
+    r = inst.ctl("start")
+    assert r.code != 0 and "parleyctl.pid" in r.err, r
+    assert open(victim).read() == "precious\n"
+    assert inst.status()[1]["postgresql"] == "stopped"  # the failed start stopped its cluster
+    os.unlink(os.path.join(ctl, "parleyctl.pid"))
+    r = inst.ok("start")
+    assert open(victim).read() == "precious\n"
+    assert not os.path.islink(os.path.join(ctl, "parleyctl.state"))
+    assert os.path.exists(os.path.join(run, "router", "router.pid"))
+    assert os.path.exists(os.path.join(run, "router", "router.sock"))
+    assert inst.status()[0] == 0
+
+    # The daemons' users reach the private cluster's socket (pg/ is 0711).
+    if inst.as_user is None and os.geteuid() == 0:
+        import subprocess
+        env = dict(os.environ)
+        env["PGPASSWORD"] = inst.secret("db-parley_sm")
+        r = subprocess.run(["runuser", "-u", "parley-sm", "--", ctlharness.psql_bin(), "-X",
+                            "-A", "-t", "-h", os.path.join(inst.dir, "pg", "run"), "-p", "5432",
+                            "-U", "parley_sm", "-d", "parley", "-c", "select 1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=30)
+        assert r.returncode == 0 and r.stdout.decode().strip() == "1", r.stderr
+    inst.ok("stop")
+
+
+def test_concurrent_starts(inst):
+    import threading
+    inst.init()
+    for _ in range(2):
+        results = [None, None]
+
+        def one(i):
+            results[i] = inst.ctl("start")
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        codes = sorted(r.code for r in results)
+        assert codes == [0, 1], results
+        loser = [r for r in results if r.code != 0][0]
+        assert "already running" in loser.err or "another" in loser.err, loser
+        code, st = inst.status()
+        assert code == 0, st
+        assert st["postgresql"].startswith("running") and st["router"].startswith("up")
+        assert len(inst.psql("SELECT 1")) == 1
+        inst.ok("stop")
+
+
+def test_stop_after_supervisor_killed(inst):
+    inst.init()
+    inst.ok("start")
+    code, st = inst.status()
+    sup = int(re.match(r"running \(pid (\d+)", st["supervisor"]).group(1))
+    router = router_pid(inst)
+    os.kill(sup, signal.SIGKILL)
+    wait_for(lambda: inst.status()[1]["supervisor"] == "stopped", "the supervisor's end")
+    assert _pid_alive(router)
+    inst.ok("stop")
+    wait_for(lambda: not _pid_alive(router), "the orphaned router's end")
+    code, st = inst.status()
+    assert code != 0 and st["postgresql"] == "stopped" and st["router"] == "stopped", st
+    # It starts again cleanly.
+    inst.ok("start")
+    assert inst.status()[0] == 0
+    inst.ok("stop")
+
+
+def test_init_refuses_symlinks_and_unreachable_dir(inst):
+    os.mkdir(inst.dir)
+    elsewhere = os.path.join(inst.base, "elsewhere")
+    os.mkdir(elsewhere, 0o700)
+    os.symlink(elsewhere, os.path.join(inst.dir, "etc"))
+    if inst.as_user:
+        pw = pwd.getpwnam(inst.as_user)
+        for p in (inst.dir, elsewhere):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    r = inst.ctl("init", "--domain", "localhost", "--router-port", str(inst.port))
+    assert r.code != 0 and "symlink" in r.err, r
+    assert os.stat(elsewhere).st_mode & 0o777 == 0o700 and os.listdir(elsewhere) == []
+    if inst.as_user is None and os.geteuid() == 0:
+        os.unlink(os.path.join(inst.dir, "etc"))
+        # A DIR owned by someone else is refused.
+        os.chown(inst.dir, pwd.getpwnam("parley-router").pw_uid, -1)
+        r = inst.ctl("init", "--domain", "localhost", "--router-port", str(inst.port))
+        assert r.code != 0 and "belongs to" in r.err, r
+        os.chown(inst.dir, 0, 0)
+        # An ancestor the daemons cannot pass is named, not changed.
+        os.chmod(inst.base, 0o700)
+        r = inst.ctl("init", "--domain", "localhost", "--router-port", str(inst.port))
+        assert r.code != 0 and inst.base in r.err and "o+x" in r.err, r
+        assert os.stat(inst.base).st_mode & 0o777 == 0o700
+        os.chmod(inst.base, 0o755)
