@@ -192,10 +192,18 @@ static void deliver_bounce(struct component *c, struct item *it)
     buf_append_str(&b, wrap);
     buf_append(&b, it->rb->data, it->rb->len);
     buf_append_str(&b, "</w>");
-    struct xml_limits lim;
-    xml_limits_default(&lim);
+    /* The bytes are our own and already held: the limits only have to let
+     * through anything the stream's limits let through, one or two levels
+     * deeper (<w>, and <r:route> around a routed stanza) and with the
+     * wrapper's nodes on top, so that no bounce is lost to them. */
+    struct xml_limits lim = c->opts.stream.limits;
+    lim.max_depth += 2;
+    lim.max_attrs += 2;
     if (lim.max_stanza_bytes < b.len)
         lim.max_stanza_bytes = b.len;
+    if (lim.max_text_len < b.len)
+        lim.max_text_len = b.len;
+    lim.max_tree_bytes += lim.max_tree_bytes / 4 + 4096;
     char err[128];
     struct xml_node *w = xml_parse_document(b.data, b.len, &lim, err, sizeof(err));
     buf_free(&b);

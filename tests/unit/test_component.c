@@ -566,6 +566,29 @@ static void test_queue_cap_bounces(void **state)
     assert_int_equal(st.bounced, 2);
     assert_int_equal(st.queued, 2);
 
+    /* A stanza as deep as the limits allow still comes back, though the
+     * bounce parse wraps it (and an r:route) in one more element. */
+    component_free(o.c);
+    new_component(&o, &co);
+    buf_reset(&o.bounces);
+    buf_reset(&o.replies);
+    send_msg(&o, "d1");
+    send_msg(&o, "d2");
+    m = xml_new(XML_NS_COMPONENT, "iq");
+    xml_set_attr(m, "type", "get");
+    xml_set_attr(m, "id", "deep");
+    xml_set_attr(m, "from", "sm");
+    xml_set_attr(m, "to", "alice@example.com/r");
+    struct xml_limits dl;
+    xml_limits_default(&dl);
+    struct xml_node *n = m;
+    for (unsigned i = 1; i < dl.max_depth; i++)
+        n = xml_add_child(n, "urn:example:deep", "d");
+    assert_int_equal(component_route(o.c, "c2s-1", m), 0);
+    xml_free(m);
+    RUN_UNTIL(has(&o.bounces, "deep"));
+    assert_string_equal(o.bounces.data, "iq:deep:full:c2s-1\n");
+
     /* The byte cap counts too. */
     component_free(o.c);
     co.queue_max = 100;
