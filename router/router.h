@@ -45,7 +45,9 @@
 #include "router/users.h"
 
 #define ROUTER_NS "urn:parley:router"
-/* JIDs kept prepped in the cache. */
+/* JIDs kept prepped in the cache; their memory is capped by jid.c's byte
+ * budget (JID_CACHE_ENTRY_BYTES each: 32 MiB) and inputs over
+ * JID_CACHE_KEY_MAX are never kept. */
 #define ROUTER_JID_CACHE 65536
 
 /* What etc/router.xml says (filled by the config table in main.c). */
