@@ -276,6 +276,41 @@ static void test_from_checks(void **state)
     router_free(r);
 }
 
+/* Pre-handshake connections are counted per listener kind; before the
+ * handshake no element may exceed ROUTER_PREAUTH_MAX. */
+static void test_pending_and_preauth(void **state)
+{
+    struct router *r = new_router(users_xml, 65536);
+    assert_int_equal(router_max_pending(r), 5); /* half of max-connections 10 */
+    struct peer *p = peer_new(r, "bot.example.com", NULL, false, 0);
+    struct peer *u = peer_new(r, "sm", NULL, true, 0);
+    assert_int_equal(r->npending_by[0], 1);
+    assert_int_equal(r->npending_by[1], 1);
+    assert_int_equal(r->nconns_by[0], 1);
+    char big[ROUTER_PREAUTH_MAX + 64];
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "<handshake>", 11);
+    strcpy(big + sizeof(big) - 13, "</handshake>");
+    feed(p, big);
+    assert_true(has(p, "<policy-violation"));
+    assert_int_equal(p->c->state, CONN_DOWN);
+    assert_int_equal(r->npending_by[0], 0);
+    assert_int_equal(r->nconns_by[0], 1);
+    peer_free(p);
+    assert_int_equal(r->nconns_by[0], 0);
+    /* a handshake ends pending */
+    char digest[41], hs[128];
+    conn_digest(u->c->id, "smsecret", 8, digest);
+    snprintf(hs, sizeof(hs), "<handshake>%s</handshake>", digest);
+    feed(u, hs);
+    assert_true(ready(u));
+    assert_int_equal(r->npending_by[1], 0);
+    assert_int_equal(r->nconns_by[1], 1);
+    peer_free(u);
+    assert_int_equal(r->nconns_by[1], 0);
+    router_free(r);
+}
+
 /* Internal components speak for their own domains only; the default-route
  * holder also for remote ones. */
 static void test_internal_from_checks(void **state)
@@ -517,17 +552,12 @@ int main(void)
 {
     log_init("test_router_conn", 0, LOG_LVL_ERR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_digest),
-        cmocka_unit_test(test_handshake),
-        cmocka_unit_test(test_uid_and_multi),
-        cmocka_unit_test(test_routing),
-        cmocka_unit_test(test_from_checks),
-        cmocka_unit_test(test_internal_from_checks),
-        cmocka_unit_test(test_internal_names),
-        cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_bind_route_notify),
-        cmocka_unit_test(test_reload),
-        cmocka_unit_test(test_stream_end_and_errors),
+        cmocka_unit_test(test_digest),         cmocka_unit_test(test_handshake),
+        cmocka_unit_test(test_uid_and_multi),  cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_from_checks),    cmocka_unit_test(test_internal_from_checks),
+        cmocka_unit_test(test_internal_names), cmocka_unit_test(test_pending_and_preauth),
+        cmocka_unit_test(test_backpressure),   cmocka_unit_test(test_bind_route_notify),
+        cmocka_unit_test(test_reload),         cmocka_unit_test(test_stream_end_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
