@@ -10,7 +10,9 @@
  * wrong secret, after the handshake, with not-authorized. A name whose
  * entry has a uid is accepted only on the Unix socket from that uid.
  * Then the name (and, for an external component, its listed domains) is
- * taken as a route; a route held by someone else is a conflict.
+ * taken as a route; a route held by someone else is a conflict. Until the
+ * handshake succeeds a connection counts as pending (router.c caps those
+ * per listener kind) and no element may exceed ROUTER_PREAUTH_MAX.
  *
  * Output goes to the stream's queue (capped at queue-max by the stream:
  * over it a write fails and the caller bounces) or, for memory
