@@ -192,10 +192,18 @@ static void deliver_bounce(struct component *c, struct item *it)
     buf_append_str(&b, wrap);
     buf_append(&b, it->rb->data, it->rb->len);
     buf_append_str(&b, "</w>");
-    struct xml_limits lim;
-    xml_limits_default(&lim);
+    /* The bytes are our own and already held: the limits only have to let
+     * through anything the stream's limits let through, one or two levels
+     * deeper (<w>, and <r:route> around a routed stanza) and with the
+     * wrapper's nodes on top, so that no bounce is lost to them. */
+    struct xml_limits lim = c->opts.stream.limits;
+    lim.max_depth += 2;
+    lim.max_attrs += 2;
     if (lim.max_stanza_bytes < b.len)
         lim.max_stanza_bytes = b.len;
+    if (lim.max_text_len < b.len)
+        lim.max_text_len = b.len;
+    lim.max_tree_bytes += lim.max_tree_bytes / 4 + 4096;
     char err[128];
     struct xml_node *w = xml_parse_document(b.data, b.len, &lim, err, sizeof(err));
     buf_free(&b);
@@ -537,9 +545,14 @@ static void send_binds(struct component *c)
 {
     struct buf b = BUF_INIT;
     for (size_t i = 0; i < c->opts.nbinds; i++) {
-        buf_append_str(&b, "<r:bind name='");
-        xml_escape_attr(c->binds[i].domain, strlen(c->binds[i].domain), &b);
-        buf_append_str(&b, c->binds[i].is_default ? "' default='true'/>" : "'/>");
+        /* A default-route-only bind has no name: name='' is no domain. */
+        buf_append_str(&b, "<r:bind");
+        if (c->binds[i].domain[0] != '\0') {
+            buf_append_str(&b, " name='");
+            xml_escape_attr(c->binds[i].domain, strlen(c->binds[i].domain), &b);
+            buf_append_byte(&b, '\'');
+        }
+        buf_append_str(&b, c->binds[i].is_default ? " default='true'/>" : "/>");
         c->bind_answered[i] = 0;
     }
     write_str(c, b.data);
@@ -569,12 +582,14 @@ static void handshake_ok(struct component *c)
 static void on_bind_answer(struct component *c, struct xml_node *el)
 {
     const char *name = xml_get_attr(el, "name");
+    if (name == NULL)
+        name = ""; /* the answer to a default-route-only bind */
     size_t i;
     for (i = 0; i < c->opts.nbinds; i++)
-        if (name != NULL && !c->bind_answered[i] && strcmp(c->binds[i].domain, name) == 0)
+        if (!c->bind_answered[i] && strcmp(c->binds[i].domain, name) == 0)
             break;
     if (c->state != CS_BIND || i == c->opts.nbinds) {
-        log_info("%s: unexpected bind answer for '%s'", c->name, name ? name : "");
+        log_info("%s: unexpected bind answer for '%s'", c->name, name);
         return;
     }
     c->bind_answered[i] = 1;
@@ -584,9 +599,9 @@ static void on_bind_answer(struct component *c, struct xml_node *el)
         err = strcmp(e, "conflict") == 0      ? ERR_EXISTS
               : strcmp(e, "not-allowed") == 0 ? ERR_PERM
                                               : ERR_INVAL;
-        log_warn("%s: bind %s refused: %s", c->name, name, e);
+        log_warn("%s: bind %s refused: %s", c->name, name[0] ? name : "(default route)", e);
     } else {
-        log_info("%s: bound %s", c->name, name);
+        log_info("%s: bound %s", c->name, name[0] ? name : "(default route)");
     }
     if (c->cbs.on_bind_result != NULL) {
         c->cbs.on_bind_result(c, c->arg, c->binds[i].domain, err);

@@ -66,8 +66,8 @@ struct component;
 
 /* A domain an internal component binds after each handshake. */
 struct component_bind {
-    const char *domain;
-    int is_default; /* sent as default='true': take the default route */
+    const char *domain; /* NULL or "" with is_default: the default route only */
+    int is_default;     /* sent as default='true': take the default route */
 };
 
 struct component_opts {
@@ -124,7 +124,8 @@ struct component_cbs {
     void (*on_stanza)(struct component *c, void *arg, struct xml_node *stanza, const char *raw,
                       size_t rawlen);
     /* The answer to one configured bind: 0, ERR_EXISTS (conflict),
-     * ERR_PERM (not-allowed) or ERR_INVAL (other error). */
+     * ERR_PERM (not-allowed) or ERR_INVAL (other error). domain is "" for
+     * a default-route-only bind. */
     void (*on_bind_result)(struct component *c, void *arg, const char *domain, int err);
     /* <r:notify name=… state='up|down'/>: a route appeared or vanished. */
     void (*on_notify)(struct component *c, void *arg, const char *name, int up);

@@ -480,6 +480,7 @@ struct jid_cache_entry {
     struct jid *jid;
     int protected;
     size_t klen;
+    size_t cost; /* bytes charged to the cache for this entry */
     char key[];
 };
 
@@ -492,8 +493,12 @@ struct jid_cache {
     struct htab *map; /* raw string -> entry (the entries are ours) */
     struct jid_cache_list probation, protected;
     size_t capacity, protected_cap;
-    struct jid_cache_stats stats;
+    struct jid_cache_stats stats; /* bytes and max_bytes are kept here */
 };
+
+/* What the hash table spends per entry besides the key copy (its node and
+ * bucket share, an estimate that errs high). */
+#define JID_CACHE_HTAB_OVERHEAD 64
 
 static void list_unlink(struct jid_cache_list *l, struct jid_cache_entry *e)
 {
@@ -534,6 +539,7 @@ struct jid_cache *jid_cache_new(size_t capacity)
     c->capacity = capacity;
     c->protected_cap = capacity / 5 * 4 + (capacity % 5) * 4 / 5;
     c->stats.capacity = capacity;
+    c->stats.max_bytes = capacity * JID_CACHE_ENTRY_BYTES;
     return c;
 }
 
@@ -589,8 +595,23 @@ static void cache_evict(struct jid_cache *c)
 
     list_unlink(l, e);
     htab_del(c->map, e->key, e->klen);
+    c->stats.bytes -= e->cost;
     entry_free(e);
     c->stats.evictions++;
+}
+
+void jid_cache_set_max_bytes(struct jid_cache *c, size_t max_bytes)
+{
+    c->stats.max_bytes = max_bytes;
+    while (c->stats.bytes > max_bytes)
+        cache_evict(c);
+}
+
+static size_t entry_cost(const struct jid *j, size_t klen)
+{
+    return sizeof(struct jid_cache_entry) + 2 * klen + JID_CACHE_HTAB_OVERHEAD +
+           sizeof(struct jid) + j->node_len + j->domain_len + j->resource_len + j->full_len +
+           j->bare_len + 5;
 }
 
 int jid_cache_prep(struct jid_cache *c, const char *s, size_t len, struct jid **out)
@@ -617,14 +638,19 @@ int jid_cache_prep(struct jid_cache *c, const char *s, size_t len, struct jid **
     }
     c->stats.misses++;
     *out = j;
-    if (c->capacity == 0)
+    size_t cost = entry_cost(j, len);
+    if (c->capacity == 0 || len > JID_CACHE_KEY_MAX || cost > c->stats.max_bytes)
         return 0;
     if (c->probation.count + c->protected.count >= c->capacity)
+        cache_evict(c);
+    while (c->stats.bytes > c->stats.max_bytes - cost)
         cache_evict(c);
     e = xmalloc(sizeof(*e) + len);
     e->jid = jid_dup(j);
     e->protected = 0;
     e->klen = len;
+    e->cost = cost;
+    c->stats.bytes += cost;
     memcpy(e->key, s, len);
     list_push_head(&c->probation, e);
     htab_put(c->map, s, len, e);

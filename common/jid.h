@@ -111,22 +111,38 @@ int jid_prep_resource(const char *in, size_t len, char **out, size_t *out_len);
  *
  * Invalid input is not cached: caching refusals would let junk evict good
  * entries, and refusing costs at most one prep of JID_INPUT_MAX bytes, which
- * the sender's stanza pays for. Memory is bounded by the capacity times
- * (JID_INPUT_MAX + one struct jid).
+ * the sender's stanza pays for.
+ *
+ * Memory is bounded twice: by the number of entries and by bytes (each
+ * entry is charged its key, twice since the hash table keeps a copy, its
+ * struct jid with the five prepped strings, and fixed overheads). Inputs
+ * longer than JID_CACHE_KEY_MAX are prepped but never cached: routine JIDs
+ * are far shorter, and long ones (up to ~10 KB of entry each, since prep
+ * can lengthen a string) are the ones a flood would use to blow up memory.
  */
 struct jid_cache;
 
+/* Longest input that is cached. */
+#define JID_CACHE_KEY_MAX 256
+/* Default byte budget per entry of capacity (jid_cache_set_max_bytes). */
+#define JID_CACHE_ENTRY_BYTES 512
+
 struct jid_cache_stats {
     uint64_t hits;      /* found in the cache */
-    uint64_t misses;    /* valid, prepped and inserted */
+    uint64_t misses;    /* valid and prepped (cached unless too long or too big) */
     uint64_t invalid;   /* refused (not cached) */
     uint64_t evictions; /* dropped to make room */
     size_t count;       /* entries now */
     size_t capacity;
+    size_t bytes;     /* memory charged to the entries now */
+    size_t max_bytes; /* the byte budget */
 };
 
-/* capacity 0 gives a cache that never stores anything. */
+/* capacity 0 gives a cache that never stores anything. The byte budget
+ * starts at capacity * JID_CACHE_ENTRY_BYTES. */
 struct jid_cache *jid_cache_new(size_t capacity);
+/* Change the byte budget (evicting down to it at once). */
+void jid_cache_set_max_bytes(struct jid_cache *c, size_t max_bytes);
 /* Drops the cache's references; JIDs callers still hold stay valid. */
 void jid_cache_free(struct jid_cache *c);
 /* jid_parse through the cache: same results and errors. On success *out is

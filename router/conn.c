@@ -10,7 +10,9 @@
  * wrong secret, after the handshake, with not-authorized. A name whose
  * entry has a uid is accepted only on the Unix socket from that uid.
  * Then the name (and, for an external component, its listed domains) is
- * taken as a route; a route held by someone else is a conflict.
+ * taken as a route; a route held by someone else is a conflict. Until the
+ * handshake succeeds a connection counts as pending (router.c caps those
+ * per listener kind) and no element may exceed ROUTER_PREAUTH_MAX.
  *
  * Output goes to the stream's queue (capped at queue-max by the stream:
  * over it a write fails and the caller bounces) or, for memory
@@ -100,10 +102,20 @@ bool conn_owns(const struct conn *c, const char *domain)
     return false;
 }
 
+/* The connection is past the handshake (or gone): no longer pending. */
+static void unpend(struct conn *c)
+{
+    if (!c->pending)
+        return;
+    c->pending = false;
+    c->r->npending_by[c->is_unix]--;
+}
+
 /* Give back every route the connection holds and tell the others. After
  * this the connection is DOWN: it writes and reads nothing more. */
 static void release(struct conn *c, const char *why)
 {
+    unpend(c);
     if (c->state == CONN_DOWN)
         return;
     bool was_ready = c->state == CONN_READY;
@@ -286,6 +298,7 @@ static void handshake(struct conn *c, struct xml_node *el)
         c->nbound = e->ndomains;
     }
     c->state = CONN_READY;
+    unpend(c);
     conn_write(c, "<handshake/>", 12);
     if (c->s != NULL)
         stream_set_established(c->s);
@@ -331,7 +344,13 @@ void conn_on_element(struct conn *c, struct xml_node *el, const char *raw, size_
 {
     switch (c->state) {
     case CONN_HANDSHAKE:
-        handshake(c, el);
+        /* The parser's limits are the stanza-size ones (they cannot change
+         * mid-stream), so what it buffered is already spent; refusing here
+         * keeps a large first element from going any further. */
+        if (rawlen > ROUTER_PREAUTH_MAX)
+            conn_fail(c, XML_SE_POLICY_VIOLATION, "element too large before the handshake");
+        else
+            handshake(c, el);
         break;
     case CONN_READY:
         if (strcmp(el->ns, ROUTER_NS) == 0) {
@@ -414,6 +433,8 @@ static void conn_unlink(struct conn *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     r->nconns--;
+    r->nconns_by[c->is_unix]--;
+    unpend(c);
     free(c->name);
     free(c);
 }
@@ -444,6 +465,9 @@ static struct conn *conn_alloc(struct router *r, bool is_unix, bool has_cred, ui
     c->is_unix = is_unix;
     c->has_cred = has_cred;
     c->peer_uid = uid;
+    c->pending = true;
+    r->npending_by[is_unix]++;
+    r->nconns_by[is_unix]++;
     rand_id_hex(c->id);
     c->next = r->conns;
     if (r->conns != NULL)

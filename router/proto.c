@@ -115,6 +115,8 @@ static void on_bind(struct conn *c, struct xml_node *el)
 {
     struct router *r = c->r;
     const char *raw = xml_get_attr(el, "name");
+    if (raw != NULL && raw[0] == '\0')
+        raw = NULL; /* name='' names nothing: as if absent */
     bool def = is_true(xml_get_attr(el, "default"));
     const struct users_entry *e = users_find(r->users, c->name);
     char *name = NULL;
@@ -172,6 +174,8 @@ static void on_unbind(struct conn *c, struct xml_node *el)
 {
     struct router *r = c->r;
     const char *raw = xml_get_attr(el, "name");
+    if (raw != NULL && raw[0] == '\0')
+        raw = NULL; /* name='' names nothing: as if absent */
     bool def = is_true(xml_get_attr(el, "default"));
     char *name = NULL;
     if (raw == NULL && !def) {

@@ -205,13 +205,19 @@ int router_configure(struct router *r, struct config *cfg)
 
 /* ---- accepting ---- */
 
+size_t router_max_pending(const struct router *r)
+{
+    size_t half = (size_t)r->cfg.max_conns / 2;
+    return half > 0 ? half : 1;
+}
+
 static void on_handle_freed(uv_handle_t *h)
 {
     free(h);
 }
 
-/* Over max-connections: take the connection off the backlog and drop it. */
-static void refuse_conn(struct router_listener *l)
+/* Over a budget: take the connection off the backlog and drop it. */
+static void refuse_conn(struct router_listener *l, const char *why)
 {
     struct router *r = l->r;
     uv_handle_t *h;
@@ -228,8 +234,7 @@ static void refuse_conn(struct router_listener *l)
     uv_close(h, on_handle_freed);
     if (!r->refusing_logged) {
         r->refusing_logged = true;
-        log_warn("%s: max-connections (%d) reached: refusing connections", l->desc,
-                 r->cfg.max_conns);
+        log_warn("%s: %s: refusing connections", l->desc, why);
     }
 }
 
@@ -285,8 +290,16 @@ static void on_connection(uv_stream_t *server, int status)
         log_warn("%s: %s", l->desc, uv_strerror(status));
         return;
     }
-    if (r->nconns >= (size_t)r->cfg.max_conns) {
-        refuse_conn(l);
+    /* Each listener kind has its own budget, and connections still before
+     * their handshake a smaller one, so unauthenticated peers on TCP can
+     * neither lock out the daemons on the Unix socket nor take every slot
+     * from authenticated components. */
+    if (r->nconns_by[l->is_unix] >= (size_t)r->cfg.max_conns) {
+        refuse_conn(l, "max-connections reached");
+        return;
+    }
+    if (r->npending_by[l->is_unix] >= router_max_pending(r)) {
+        refuse_conn(l, "too many connections before their handshake");
         return;
     }
     if (r->refusing_logged) {

@@ -45,8 +45,13 @@
 #include "router/users.h"
 
 #define ROUTER_NS "urn:parley:router"
-/* JIDs kept prepped in the cache. */
+/* JIDs kept prepped in the cache; their memory is capped by jid.c's byte
+ * budget (JID_CACHE_ENTRY_BYTES each: 32 MiB) and inputs over
+ * JID_CACHE_KEY_MAX are never kept. */
 #define ROUTER_JID_CACHE 65536
+/* Largest element before the handshake succeeds: <handshake> is 40 hex
+ * digits, anything much larger is not a component talking. */
+#define ROUTER_PREAUTH_MAX 4096
 
 /* What etc/router.xml says (filled by the config table in main.c). */
 struct router_config {
@@ -106,6 +111,7 @@ struct conn {
     bool header_sent;
     bool is_unix, has_cred;
     uid_t peer_uid;
+    bool pending;     /* counted in the router's pre-handshake connections */
     bool full_logged; /* over queue-max: logged for this episode */
     bool default_bound;
     char **bound; /* domains held besides the name */
@@ -121,6 +127,11 @@ struct router {
     struct jid_cache *jids;
     struct conn *conns; /* every connection, newest first */
     size_t nconns;
+    /* By listener kind ([1]: the Unix socket, our own daemons; [0]: TCP):
+     * max-connections applies to each kind on its own, so a TCP flood
+     * cannot lock the daemons out. */
+    size_t nconns_by[2];
+    size_t npending_by[2]; /* of those, not past the handshake yet */
     struct stream_opts sopts;
     struct buf scratch; /* serializer output, reused per stanza */
     bool stopping;
@@ -149,6 +160,10 @@ void router_stop(struct router *r);
 void router_reload(struct router *r);
 /* Swap in a new component table (reload's second half; tests use it). */
 void router_set_users(struct router *r, struct users *u);
+/* How many connections of one listener kind may be before their handshake:
+ * half of max-connections (at least 1), so that the other half is always
+ * left to authenticated components. */
+size_t router_max_pending(const struct router *r);
 
 /* ---- conn.c ---- */
 

@@ -94,8 +94,9 @@ void stats_log(struct router *r)
     }
     struct jid_cache_stats js;
     jid_cache_stats(r->jids, &js);
-    log_notice("stats: jid cache %zu/%zu, hits=%" PRIu64 " misses=%" PRIu64 " invalid=%" PRIu64,
-               js.count, js.capacity, js.hits, js.misses, js.invalid);
+    log_notice("stats: jid cache %zu/%zu, %zu/%zu bytes, hits=%" PRIu64 " misses=%" PRIu64
+               " invalid=%" PRIu64,
+               js.count, js.capacity, js.bytes, js.max_bytes, js.hits, js.misses, js.invalid);
     free(v);
 }
 

@@ -147,9 +147,12 @@ static void a_on_element(struct stream *s, void *arg, struct xml_node *el, const
     } else if (strcmp(el->ns, COMPONENT_NS_ROUTER) == 0 && strcmp(el->name, "bind") == 0) {
         const char *name = xml_get_attr(el, "name");
         const char *def = xml_get_attr(el, "default");
-        buf_printf(&a->log, "bind:%s%s\n", name, def ? ":default" : "");
+        /* "-" for no name at all: name='' would be logged as empty */
+        buf_printf(&a->log, "bind:%s%s\n", name ? name : "-", def ? ":default" : "");
         char ans[128];
-        if (a->conflict != NULL && strcmp(name, a->conflict) == 0)
+        if (name == NULL)
+            snprintf(ans, sizeof(ans), "<r:bind default='true'/>");
+        else if (a->conflict != NULL && strcmp(name, a->conflict) == 0)
             snprintf(ans, sizeof(ans), "<r:bind name='%s' error='conflict'/>", name);
         else
             snprintf(ans, sizeof(ans), "<r:bind name='%s'/>", name);
@@ -472,20 +475,23 @@ static void test_binds(void **state)
     static const struct component_bind binds[] = {
         {"example.com", 1},
         {"other.example", 0},
+        {NULL, 1},
     };
     acc_listen_unix(&a, ACC_OK);
     a.conflict = "other.example";
     owner_init(&o);
     opts_init(&co, addr, sizeof(addr));
     co.binds = binds;
-    co.nbinds = 2;
+    co.nbinds = 3;
     new_component(&o, &co);
     assert_int_equal(component_start(o.c), 0);
     RUN_UNTIL(o.ready == 1);
-    /* Binds follow the handshake, in order, r: declared on the stream. */
-    assert_string_equal(a.log.data, "handshake\nbind:example.com:default\nbind:other.example\n");
-    assert_string_equal(o.binds.data, "example.com:0\nother.example:-8\n");
-    assert_int_equal(o.bind_before_ready, 2);
+    /* Binds follow the handshake, in order, r: declared on the stream; a
+     * default-route-only bind goes without a name. */
+    assert_string_equal(a.log.data, "handshake\nbind:example.com:default\nbind:other.example\n"
+                                    "bind:-:default\n");
+    assert_string_equal(o.binds.data, "example.com:0\nother.example:-8\n:0\n");
+    assert_int_equal(o.bind_before_ready, 3);
     stop_and_free(&o);
     acc_close(&a);
     owner_done(&o);
@@ -559,6 +565,29 @@ static void test_queue_cap_bounces(void **state)
     component_stats(o.c, &st);
     assert_int_equal(st.bounced, 2);
     assert_int_equal(st.queued, 2);
+
+    /* A stanza as deep as the limits allow still comes back, though the
+     * bounce parse wraps it (and an r:route) in one more element. */
+    component_free(o.c);
+    new_component(&o, &co);
+    buf_reset(&o.bounces);
+    buf_reset(&o.replies);
+    send_msg(&o, "d1");
+    send_msg(&o, "d2");
+    m = xml_new(XML_NS_COMPONENT, "iq");
+    xml_set_attr(m, "type", "get");
+    xml_set_attr(m, "id", "deep");
+    xml_set_attr(m, "from", "sm");
+    xml_set_attr(m, "to", "alice@example.com/r");
+    struct xml_limits dl;
+    xml_limits_default(&dl);
+    struct xml_node *n = m;
+    for (unsigned i = 1; i < dl.max_depth; i++)
+        n = xml_add_child(n, "urn:example:deep", "d");
+    assert_int_equal(component_route(o.c, "c2s-1", m), 0);
+    xml_free(m);
+    RUN_UNTIL(has(&o.bounces, "deep"));
+    assert_string_equal(o.bounces.data, "iq:deep:full:c2s-1\n");
 
     /* The byte cap counts too. */
     component_free(o.c);

@@ -627,6 +627,59 @@ static void test_cache_flood(void **state)
     jid_cache_free(c);
 }
 
+/* Long distinct JIDs cannot make the cache's memory grow past its byte
+ * budget, and inputs over JID_CACHE_KEY_MAX are not cached at all. */
+static void test_cache_bytes_bounded(void **state)
+{
+    struct jid_cache *c = jid_cache_new(65536);
+    struct jid_cache_stats st = stats_of(c);
+    assert_int_equal(st.max_bytes, (size_t)65536 * JID_CACHE_ENTRY_BYTES);
+    jid_cache_set_max_bytes(c, 64 * 1024);
+    char s[JID_INPUT_MAX];
+    struct jid *j;
+    /* Just under the key limit: cached, but within the budget. */
+    for (int i = 0; i < 2000; i++) {
+        int n = snprintf(s, sizeof(s), "%d", i);
+        memset(s + n, 'n', 100 - n);
+        memcpy(s + 100, "@example.com/", 13);
+        memset(s + 113, 'r', JID_CACHE_KEY_MAX - 113);
+        assert_int_equal(jid_cache_prep(c, s, JID_CACHE_KEY_MAX, &j), 0);
+        jid_free(j);
+        st = stats_of(c);
+        assert_true(st.bytes <= 64 * 1024);
+    }
+    st = stats_of(c);
+    assert_true(st.count > 10);
+    assert_true(st.count < 2000);
+    assert_true(st.evictions > 0);
+    /* Over the key limit: prepped, never kept. */
+    size_t before = st.count;
+    for (int i = 0; i < 100; i++) {
+        int n = snprintf(s, sizeof(s), "%d", i);
+        memset(s + n, 'n', 1000 - n);
+        memcpy(s + 1000, "@example.com/", 13);
+        memset(s + 1013, 'r', 1000);
+        assert_int_equal(jid_cache_prep(c, s, 2013, &j), 0);
+        assert_int_equal(j->full_len, 2013);
+        jid_free(j);
+    }
+    st = stats_of(c);
+    assert_int_equal(st.count, before);
+    assert_int_equal(st.misses, 2100);
+    /* Lowering the budget evicts at once; everything gone, bytes to 0. */
+    jid_cache_set_max_bytes(c, 1000);
+    st = stats_of(c);
+    assert_true(st.bytes <= 1000);
+    jid_cache_set_max_bytes(c, 0);
+    st = stats_of(c);
+    assert_int_equal(st.bytes, 0);
+    assert_int_equal(st.count, 0);
+    assert_int_equal(cprep(c, "a@example.com", &j), 0);
+    jid_free(j);
+    assert_int_equal(stats_of(c).count, 0);
+    jid_cache_free(c);
+}
+
 static void test_cache_zero_capacity(void **state)
 {
     struct jid_cache *c = jid_cache_new(0);
@@ -665,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_cache_hit),
         cmocka_unit_test(test_cache_lru_order),
         cmocka_unit_test(test_cache_flood),
+        cmocka_unit_test(test_cache_bytes_bounded),
         cmocka_unit_test(test_cache_zero_capacity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -236,7 +236,8 @@ static void test_routing(void **state)
 
     /* the default route takes unowned domains */
     struct peer *s2s = peer_new(r, "s2s", "s2s", false, 0);
-    feed(s2s, "<r:bind default='true'/>");
+    /* name='' is no name: a default-route-only bind */
+    feed(s2s, "<r:bind name='' default='true'/>");
     assert_true(has(s2s, "<r:bind default='true'/>"));
     clear(s2s);
     feed(sm, "<message from='alice@example.com/r' to='bob@remote.example'/>");
@@ -256,18 +257,137 @@ static void test_from_checks(void **state)
 {
     struct router *r = new_router(users_xml, 65536);
     struct peer *sm = peer_new(r, "sm", "smsecret", false, 0);
+    struct peer *bot = peer_new(r, "bot.example.com", "bot", false, 0);
     struct peer *muc = peer_new(r, "muc.example.com", "muc", false, 0);
-    feed(muc, "<message from='muc.example.com' to='sm'/>");
-    feed(muc, "<message from='a@rooms.example.com/x' to='sm'/>");
+    feed(muc, "<message from='muc.example.com' to='bot.example.com'/>");
+    feed(muc, "<message from='a@rooms.example.com/x' to='bot.example.com'/>");
     assert_int_equal(muc->c->state, CONN_READY);
-    feed(muc, "<message from='a@sub.rooms.example.com' to='sm'/>");
+    assert_int_equal(bot->c->comp->stanzas_out, 2);
+    feed(muc, "<message from='a@sub.rooms.example.com' to='bot.example.com'/>");
     assert_true(has(muc, "<invalid-from"));
     assert_int_equal(muc->c->state, CONN_DOWN);
     peer_free(muc);
     muc = peer_new(r, "muc.example.com", "muc", false, 0);
-    feed(muc, "<message to='sm'/>");
+    feed(muc, "<message to='bot.example.com'/>");
     assert_true(has(muc, "<improper-addressing"));
     peer_free(muc);
+    peer_free(bot);
+    peer_free(sm);
+    router_free(r);
+}
+
+/* Pre-handshake connections are counted per listener kind; before the
+ * handshake no element may exceed ROUTER_PREAUTH_MAX. */
+static void test_pending_and_preauth(void **state)
+{
+    struct router *r = new_router(users_xml, 65536);
+    assert_int_equal(router_max_pending(r), 5); /* half of max-connections 10 */
+    struct peer *p = peer_new(r, "bot.example.com", NULL, false, 0);
+    struct peer *u = peer_new(r, "sm", NULL, true, 0);
+    assert_int_equal(r->npending_by[0], 1);
+    assert_int_equal(r->npending_by[1], 1);
+    assert_int_equal(r->nconns_by[0], 1);
+    char big[ROUTER_PREAUTH_MAX + 64];
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "<handshake>", 11);
+    strcpy(big + sizeof(big) - 13, "</handshake>");
+    feed(p, big);
+    assert_true(has(p, "<policy-violation"));
+    assert_int_equal(p->c->state, CONN_DOWN);
+    assert_int_equal(r->npending_by[0], 0);
+    assert_int_equal(r->nconns_by[0], 1);
+    peer_free(p);
+    assert_int_equal(r->nconns_by[0], 0);
+    /* a handshake ends pending */
+    char digest[41], hs[128];
+    conn_digest(u->c->id, "smsecret", 8, digest);
+    snprintf(hs, sizeof(hs), "<handshake>%s</handshake>", digest);
+    feed(u, hs);
+    assert_true(ready(u));
+    assert_int_equal(r->npending_by[1], 0);
+    assert_int_equal(r->nconns_by[1], 1);
+    peer_free(u);
+    assert_int_equal(r->nconns_by[1], 0);
+    router_free(r);
+}
+
+/* Internal components speak for their own domains only; the default-route
+ * holder also for remote ones. */
+static void test_internal_from_checks(void **state)
+{
+    struct router *r = new_router(users_xml, 65536);
+    struct peer *bot = peer_new(r, "bot.example.com", "bot", false, 0);
+    struct peer *sm = peer_new(r, "sm", "smsecret", false, 0);
+    /* its name, and its <domain>s whether bound or not */
+    feed(sm, "<message from='sm' to='bot.example.com'/>");
+    feed(sm, "<message from='a@example.com/r' to='bot.example.com'/>");
+    feed(sm, "<message from='a@other.example' to='bot.example.com'/>");
+    assert_int_equal(sm->c->state, CONN_READY);
+    assert_int_equal(bot->c->comp->stanzas_out, 3);
+    feed(sm, "<message from='a@bot.example.com' to='bot.example.com'/>");
+    assert_true(has(sm, "<invalid-from"));
+    assert_int_equal(sm->c->state, CONN_DOWN);
+    peer_free(sm);
+    sm = peer_new(r, "sm", "smsecret", false, 0);
+    feed(sm, "<message to='bot.example.com'/>");
+    assert_true(has(sm, "<improper-addressing"));
+    peer_free(sm);
+
+    /* c2s (no domains) may send only from its name */
+    struct peer *c2s = peer_new(r, "c2s-1", "c2s", true, 1000);
+    feed(c2s, "<message from='a@example.com/r' to='bot.example.com'/>");
+    assert_true(has(c2s, "<invalid-from"));
+    peer_free(c2s);
+
+    /* s2s: remote domains once it holds the default route, never local ones */
+    sm = peer_new(r, "sm", "smsecret", false, 0);
+    struct peer *s2s = peer_new(r, "s2s", "s2s", false, 0);
+    feed(s2s, "<message from='x@remote.example' to='bot.example.com'/>");
+    assert_true(has(s2s, "<invalid-from"));
+    peer_free(s2s);
+    s2s = peer_new(r, "s2s", "s2s", false, 0);
+    feed(s2s, "<r:bind default='true'/>");
+    feed(s2s, "<message from='x@remote.example' to='bot.example.com'/>");
+    assert_int_equal(s2s->c->state, CONN_READY);
+    /* example.com is sm's (listed, not bound), muc.example.com a name */
+    feed(s2s, "<message from='x@example.com' to='bot.example.com'/>");
+    assert_true(has(s2s, "<invalid-from"));
+    peer_free(s2s);
+    s2s = peer_new(r, "s2s", "s2s", false, 0);
+    feed(s2s, "<r:bind default='true'/>");
+    feed(s2s, "<message from='x@muc.example.com' to='bot.example.com'/>");
+    assert_true(has(s2s, "<invalid-from"));
+    peer_free(s2s);
+    peer_free(sm);
+    peer_free(bot);
+    router_free(r);
+}
+
+/* An internal component's name is not an address for external ones. */
+static void test_internal_names(void **state)
+{
+    struct router *r = new_router(users_xml, 65536);
+    struct peer *sm = peer_new(r, "sm", "smsecret", false, 0);
+    struct peer *c2s = peer_new(r, "c2s-1", "c2s", true, 1000);
+    struct peer *bot = peer_new(r, "bot.example.com", "bot", false, 0);
+    feed(sm, "<r:bind name='example.com'/>");
+    clear(sm);
+    clear(c2s);
+    feed(bot, "<iq type='get' id='1' from='bot.example.com' to='c2s-1'/>");
+    feed(bot, "<iq type='get' id='2' from='bot.example.com' to='x@sm/r'/>");
+    assert_true(has(bot, "<service-unavailable"));
+    assert_true(has(bot, "id='2'"));
+    assert_int_equal(bot->c->state, CONN_READY);
+    assert_int_equal(c2s->out.len, 0);
+    assert_int_equal(sm->out.len, 0);
+    /* a bound domain of an internal component is fine */
+    feed(bot, "<message from='bot.example.com' to='a@example.com'/>");
+    assert_true(has(sm, "to='a@example.com'"));
+    /* internal senders may address internal names */
+    feed(sm, "<message from='sm' to='c2s-1'/>");
+    assert_true(has(c2s, "<message from='sm' to='c2s-1'/>"));
+    peer_free(bot);
+    peer_free(c2s);
     peer_free(sm);
     router_free(r);
 }
@@ -432,15 +552,12 @@ int main(void)
 {
     log_init("test_router_conn", 0, LOG_LVL_ERR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_digest),
-        cmocka_unit_test(test_handshake),
-        cmocka_unit_test(test_uid_and_multi),
-        cmocka_unit_test(test_routing),
-        cmocka_unit_test(test_from_checks),
-        cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_bind_route_notify),
-        cmocka_unit_test(test_reload),
-        cmocka_unit_test(test_stream_end_and_errors),
+        cmocka_unit_test(test_digest),         cmocka_unit_test(test_handshake),
+        cmocka_unit_test(test_uid_and_multi),  cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_from_checks),    cmocka_unit_test(test_internal_from_checks),
+        cmocka_unit_test(test_internal_names), cmocka_unit_test(test_pending_and_preauth),
+        cmocka_unit_test(test_backpressure),   cmocka_unit_test(test_bind_route_notify),
+        cmocka_unit_test(test_reload),         cmocka_unit_test(test_stream_end_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
