@@ -36,13 +36,19 @@
 #include "common/log.h"
 #include "tools/parleyctl.h"
 
+/* Errors and notes look alike on stderr; the two names say which is meant. */
+static void say(const char *fmt, va_list ap)
+{
+    fputs("parleyctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void ctl_err(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("parleyctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
 }
 
@@ -50,9 +56,7 @@ void ctl_note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("parleyctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
 }
 
