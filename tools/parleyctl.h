@@ -65,7 +65,7 @@ extern const size_t ctl_daemon_count;
 /* System users init creates as root (the daemons', and parley-db). */
 #define CTL_DB_USER "parley-db"
 
-/* The database roles (STORAGE.md). */
+/* The database roles (storage/schema/001-initial.sql). */
 #define CTL_ROLE_ADMIN "parley_admin"
 #define CTL_ROLE_C2S   "parley_c2s"
 #define CTL_ROLE_SM    "parley_sm"

@@ -99,8 +99,8 @@ def test_internal_uid_mismatch_is_refused(router):
             await r.open_stream("wrong-uid", internal=True)
             el = await r.handshake(router.secret("wrong-uid"))
             assert el.tag != "{%s}handshake" % NS_COMPONENT, "handshake accepted"
-            # ROUTER.md fixes "refused", not the condition
-            assert stream_error_condition(el), el
+            # router/PROTOCOL.md: the same answer as a wrong secret
+            assert stream_error_condition(el) == "not-authorized", el
             await r.expect_closed()
         finally:
             r.close()
