@@ -54,6 +54,47 @@ enum conn_state { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
 /* Where the oldest in-flight query is in its answer. */
 enum phase { PH_RESULT, PH_END, PH_SYNC };
 
+/* A FIFO of queries linked through query->next: the waiting queue, and
+ * each connection's in-flight list. */
+struct qfifo {
+    struct query *head, *tail;
+    unsigned n;
+};
+
+static void qfifo_push(struct qfifo *f, struct query *q)
+{
+    q->next = NULL;
+    if (f->tail)
+        f->tail->next = q;
+    else
+        f->head = q;
+    f->tail = q;
+    f->n++;
+}
+
+static void qfifo_push_front(struct qfifo *f, struct query *q)
+{
+    q->next = f->head;
+    f->head = q;
+    if (f->tail == NULL)
+        f->tail = q;
+    f->n++;
+}
+
+/* The oldest query, unlinked; NULL when empty. */
+static struct query *qfifo_pop(struct qfifo *f)
+{
+    struct query *q = f->head;
+    if (q == NULL)
+        return NULL;
+    f->head = q->next;
+    if (f->head == NULL)
+        f->tail = NULL;
+    f->n--;
+    q->next = NULL;
+    return q;
+}
+
 struct pollh {
     uv_poll_t h;
     struct conn *c; /* NULL once closing */
@@ -69,10 +110,9 @@ struct conn {
     int events;     /* uv_poll events currently asked for */
     int setup_step; /* SETUP: -1 statement_timeout, then statement index */
     bool pipeline;
-    struct query *fhead, *ftail; /* in flight, oldest first */
-    unsigned nflight;
-    enum phase phase; /* of fhead */
-    PGresult *res;    /* fhead's result, kept until its Sync */
+    struct qfifo flight; /* sent, not yet answered; oldest first */
+    enum phase phase;    /* of flight.head */
+    PGresult *res;       /* flight.head's result, kept until its Sync */
     uv_timer_t retry;
     unsigned backoff;
     uint64_t started; /* when the current connection attempt began */
@@ -86,9 +126,8 @@ struct storage {
     char *dsn;
     char **kw, **vals; /* the DSN as libpq parameters, plus hostaddr (dsn_prepare) */
     struct conn *conns;
-    struct query *whead, *wtail; /* waiting, oldest first */
-    unsigned nwait;
-    size_t bytes; /* size of every query taken and not finished */
+    struct qfifo wait; /* not yet sent; oldest first */
+    size_t bytes;      /* size of every query taken and not finished */
     uv_timer_t sweep;
     uv_timer_t kick;
     bool kick_armed;
@@ -317,7 +356,7 @@ int storage_submit(struct storage *st, int stmt, const struct storage_params *p,
         return ERR_CLOSED;
     if (p->err != 0)
         return p->err;
-    if (st->nwait >= st->opts.queue_max)
+    if (st->wait.n >= st->opts.queue_max)
         return ERR_LIMIT;
     size_t total = 0;
     for (int i = 0; i < p->n; i++)
@@ -350,12 +389,7 @@ int storage_submit(struct storage *st, int stmt, const struct storage_params *p,
     q->cb = cb;
     q->arg = arg;
     q->deadline = uv_now(st->loop) + st->opts.query_timeout_ms;
-    if (st->wtail)
-        st->wtail->next = q;
-    else
-        st->whead = q;
-    st->wtail = q;
-    st->nwait++;
+    qfifo_push(&st->wait, q);
     kick(st);
     return 0;
 }
@@ -547,14 +581,8 @@ static void conn_drop(struct conn *c)
 static void fail_flight(struct conn *c, int err, const char *why)
 {
     struct query *q;
-    while ((q = c->fhead) != NULL) {
-        c->fhead = q->next;
-        if (c->fhead == NULL)
-            c->ftail = NULL;
-        c->nflight--;
-        q->next = NULL;
+    while ((q = qfifo_pop(&c->flight)) != NULL)
         query_finish(c->st, q, err, NULL, why);
-    }
 }
 
 static void teardown(struct storage *st)
@@ -569,14 +597,8 @@ static void teardown(struct storage *st)
         uv_close((uv_handle_t *)&c->retry, on_handle_closed);
     }
     struct query *q;
-    while ((q = st->whead) != NULL) {
-        st->whead = q->next;
-        if (st->whead == NULL)
-            st->wtail = NULL;
-        st->nwait--;
-        q->next = NULL;
+    while ((q = qfifo_pop(&st->wait)) != NULL)
         query_finish(st, q, ERR_CLOSED, NULL, "storage closed before the query was sent");
-    }
     uv_close((uv_handle_t *)&st->sweep, on_handle_closed);
     uv_close((uv_handle_t *)&st->kick, on_handle_closed);
     st->depth--;
@@ -681,7 +703,7 @@ static void conn_lost(struct conn *c, int err, const char *why)
     conn_drop(c);
     if (!st->closing)
         schedule_retry(c);
-    if (c->nflight > 0) {
+    if (c->flight.n > 0) {
         char qmsg[480];
         snprintf(qmsg, sizeof(qmsg),
                  "connection lost before the answer (the query may or may not have been "
@@ -766,12 +788,7 @@ static void setup_read(struct conn *c)
 
 static void conn_complete_head(struct conn *c, PGresult *r)
 {
-    struct query *q = c->fhead;
-    c->fhead = q->next;
-    if (c->fhead == NULL)
-        c->ftail = NULL;
-    c->nflight--;
-    q->next = NULL;
+    struct query *q = qfifo_pop(&c->flight);
     c->phase = PH_RESULT;
     c->res = NULL;
     query_finish(c->st, q, 0, r, NULL);
@@ -782,7 +799,7 @@ static void ready_read(struct conn *c)
 {
     /* Stop when a callback called storage_free: the rest fail with
      * ERR_CLOSED, as storage.h promises. */
-    while (c->state == C_READY && c->fhead != NULL && !c->st->closing) {
+    while (c->state == C_READY && c->flight.head != NULL && !c->st->closing) {
         if (PQisBusy(c->pg))
             break;
         PGresult *r = PQgetResult(c->pg);
@@ -924,7 +941,7 @@ static struct conn *pick(struct storage *st)
     struct conn *best = NULL;
     for (unsigned i = 0; i < st->opts.pool_size; i++) {
         struct conn *c = &st->conns[i];
-        if (c->state == C_READY && c->nflight < room && (!best || c->nflight < best->nflight))
+        if (c->state == C_READY && c->flight.n < room && (!best || c->flight.n < best->flight.n))
             best = c;
     }
     return best;
@@ -936,29 +953,15 @@ static void dispatch(struct storage *st)
     /* closing is checked per query: a callback run from conn_lost (via
      * fail_flight) may call storage_free, and nothing may be sent after
      * that (it could commit, yet be reported ERR_CLOSED). */
-    while (!st->closing && st->whead != NULL && (c = pick(st)) != NULL) {
-        struct query *q = st->whead;
-        st->whead = q->next;
-        if (st->whead == NULL)
-            st->wtail = NULL;
-        st->nwait--;
-        q->next = NULL;
+    while (!st->closing && st->wait.head != NULL && (c = pick(st)) != NULL) {
+        struct query *q = qfifo_pop(&st->wait);
         if (conn_send(c, q) != 0) {
             /* Never reached the server: back to the front of the queue. */
-            q->next = st->whead;
-            st->whead = q;
-            if (st->wtail == NULL)
-                st->wtail = q;
-            st->nwait++;
+            qfifo_push_front(&st->wait, q);
             conn_lost(c, ERR_DB, "sending failed");
             continue;
         }
-        if (c->ftail)
-            c->ftail->next = q;
-        else
-            c->fhead = q;
-        c->ftail = q;
-        c->nflight++;
+        qfifo_push(&c->flight, q);
         /* Flush per query: in pipeline mode PQpipelineSync already pushed
          * the bytes; this arms UV_WRITABLE when the socket was full. */
         conn_flush(c);
@@ -991,13 +994,8 @@ static void on_sweep(uv_timer_t *t)
     struct storage *st = t->data;
     enter(st);
     uint64_t now = uv_now(st->loop);
-    while (st->whead != NULL && st->whead->deadline <= now && !st->closing) {
-        struct query *q = st->whead;
-        st->whead = q->next;
-        if (st->whead == NULL)
-            st->wtail = NULL;
-        st->nwait--;
-        q->next = NULL;
+    while (st->wait.head != NULL && st->wait.head->deadline <= now && !st->closing) {
+        struct query *q = qfifo_pop(&st->wait);
         char msg[120];
         snprintf(msg, sizeof(msg), "no database connection within %u ms",
                  st->opts.query_timeout_ms);
@@ -1005,7 +1003,7 @@ static void on_sweep(uv_timer_t *t)
     }
     for (unsigned i = 0; i < st->opts.pool_size && !st->closing; i++) {
         struct conn *c = &st->conns[i];
-        if (c->fhead != NULL && c->fhead->deadline + st->opts.query_timeout_ms <= now)
+        if (c->flight.head != NULL && c->flight.head->deadline + st->opts.query_timeout_ms <= now)
             conn_lost(c, ERR_TIMEOUT, "no answer from the database within the timeout");
         /* libpq leaves connect_timeout to the caller of PQconnectPoll. */
         else if ((c->state == C_CONNECTING || c->state == C_SETUP) &&
@@ -1083,9 +1081,9 @@ void storage_get_stats(const struct storage *st, struct storage_stats *out)
     out->in_flight = 0;
     for (unsigned i = 0; i < st->opts.pool_size; i++) {
         out->conns_ready += st->conns[i].state == C_READY;
-        out->in_flight += st->conns[i].nflight;
+        out->in_flight += st->conns[i].flight.n;
     }
-    out->waiting = st->nwait;
+    out->waiting = st->wait.n;
 }
 
 unsigned storage_offline_quota(const struct storage *st)
