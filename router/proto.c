@@ -44,11 +44,15 @@ static bool is_true(const char *v)
 
 /* ---- notify ---- */
 
-static struct rbuf *notify_rbuf(const char *name, bool up)
+/* owner: the component name the route belongs to, so that a c2s can tell a
+ * domain its sm serves from an external component's domain. */
+static struct rbuf *notify_rbuf(const char *name, const char *owner, bool up)
 {
     struct buf b = BUF_INIT;
     buf_append_str(&b, "<r:notify name='");
     xml_escape_attr(name, strlen(name), &b);
+    buf_append_str(&b, "' owner='");
+    xml_escape_attr(owner, strlen(owner), &b);
     buf_append_str(&b, up ? "' state='up'/>" : "' state='down'/>");
     return rbuf_from_buf(&b);
 }
@@ -60,7 +64,7 @@ void proto_notify(struct router *r, const char *name, bool up, const struct conn
         if (c == except || c->state != CONN_READY || !c->internal)
             continue;
         if (rb == NULL)
-            rb = notify_rbuf(name, up);
+            rb = notify_rbuf(name, except->name, up);
         if (conn_write_rbuf(c, rb) != 0)
             log_warn("component %s: notify %s %s lost: its queue is full", c->name, name,
                      up ? "up" : "down");
@@ -73,7 +77,7 @@ static void notify_one(void *arg, struct route *rt)
     struct conn *c = arg;
     if (route_has(rt, c))
         return;
-    struct rbuf *rb = notify_rbuf(rt->name, true);
+    struct rbuf *rb = notify_rbuf(rt->name, rt->owner, true);
     conn_write_rbuf(c, rb);
     rbuf_unref(rb);
 }
@@ -258,8 +262,13 @@ static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_
     }
     struct conn *t;
     if (rt->ninst > 1) {
-        struct xml_node *inner = xml_child(el, NULL, NULL);
-        const char *ito = inner ? xml_get_attr(inner, "to") : NULL;
+        /* key= (a bare JID) wins over the inner stanza's to: c2s keys its
+         * traffic to the sm by the session's user, whoever it writes to. */
+        const char *ito = xml_get_attr(el, "key");
+        if (ito == NULL) {
+            struct xml_node *inner = xml_child(el, NULL, NULL);
+            ito = inner ? xml_get_attr(inner, "to") : NULL;
+        }
         struct jid *j = NULL;
         if (ito != NULL && jid_cache_prep(r->jids, ito, strlen(ito), &j) == 0) {
             t = route_pick(rt, j->bare, j->bare_len);

@@ -209,7 +209,8 @@ int deliver_to(struct conn *c, struct conn *target, struct xml_node *st, const c
 
 /* An element in urn:parley:router from a ready internal connection. */
 void proto_element(struct conn *c, struct xml_node *el, const char *raw, size_t rawlen);
-/* Tell every ready internal connection but except that name is up/down. */
+/* Tell every ready internal connection but except that name (owned by
+ * except) is up/down. */
 void proto_notify(struct router *r, const char *name, bool up, const struct conn *except);
 /* Send c one up notify per route now up. */
 void proto_notify_all(struct conn *c);

@@ -30,8 +30,8 @@ async def bind(conn, name, default=False):
     return el.get("error")
 
 
-def notified(name, state):
-    return r_el("notify", name=name, state=state)
+def notified(name, state, owner=None):
+    return r_el("notify", name=name, state=state, owner=owner or name)
 
 
 def test_bind_success_not_allowed_conflict(router):
@@ -147,6 +147,35 @@ def test_route_to_multi_instances_is_consistent(router):
     run(main())
 
 
+def test_route_key_overrides_inner_to(router):
+    """r:route key= (the sender's bare JID) picks the instance, whatever the
+    inner stanza's to: all of one user's traffic reaches one sm shard."""
+    async def main():
+        c1 = await router.raw_component("c2s-1")
+        sms = [await router.raw_component("sm") for _ in range(3)]
+        try:
+            got = {}
+            for i in range(40):
+                c1.send("<r:route to='sm' from='c2s-1' key='alice@example.test'>"
+                        "<message to='peer%d@example.test' id='k%d'/></r:route>" % (i, i))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while len(got) < 40:
+                assert loop.time() < deadline, "undelivered: %d of 40" % (40 - len(got))
+                for k, s in enumerate(sms):
+                    try:
+                        el = await s.recv(0.05)
+                    except asyncio.TimeoutError:
+                        continue
+                    if el is not None and el.tag == R + "route":
+                        got[el.find("{%s}message" % NS_COMPONENT).get("id")] = k
+            assert len(set(got.values())) == 1, "one user's stanzas were spread: %s" % got
+        finally:
+            await close_all(c1, *sms)
+
+    run(main())
+
+
 def test_notify_up_and_down(router):
     async def main():
         c1 = await router.raw_component("c2s-1")
@@ -160,8 +189,9 @@ def test_notify_up_and_down(router):
             sm = await router.raw_component("sm")
             await c1.expect(notified("sm", "up"), what="notify sm up")
             assert await bind(sm, "example.test") is None
-            await c1.expect(notified("example.test", "up"), what="notify example.test up")
-            await c2.expect(notified("example.test", "up"), what="notify example.test up")
+            # owner= tells a c2s that this domain is the sm's, not a component's
+            await c1.expect(notified("example.test", "up", "sm"), what="notify example.test up")
+            await c2.expect(notified("example.test", "up", "sm"), what="notify example.test up")
 
             a = await router.comp("a.test")
             await c1.expect(notified("a.test", "up"), what="notify a.test up")
@@ -172,8 +202,8 @@ def test_notify_up_and_down(router):
             got = []
             for _ in range(2):
                 el = await c1.expect(r_el("notify", state="down"), what="notify down")
-                got.append(el.get("name"))
-            assert sorted(got) == ["example.test", "sm"]
+                got.append((el.get("name"), el.get("owner")))
+            assert sorted(got) == [("example.test", "sm"), ("sm", "sm")]
             await a.close()
             await c1.expect(notified("a.test", "down"), what="notify a.test down")
         finally:

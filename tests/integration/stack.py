@@ -1,0 +1,312 @@
+"""stack.py - a whole Parley service for the end-to-end tests: a throwaway
+PostgreSQL cluster, parley-router, parley-sm and one or more parley-c2s
+processes, each with its config in one private directory.
+
+  st = Stack(domain="example.test", c2s=2)   # configs written, nothing runs
+  st.start()                                  # PG is up already; router, sm, c2s-N
+  st.add_user("alice", "secret")              # SCRAM-SHA-1 and -256 keys in the db
+  ... slixmpp clients connect to 127.0.0.1:st.c2s_port (STARTTLS)
+      or st.c2s_tls_port (direct TLS); the certificate is self-signed
+  st.kill("c2s-1"); st.restart("sm"); st.pg.restart()
+  st.cleanup()                                # stops everything, removes files
+
+Several c2s processes share one pair of ports (SO_REUSEPORT), as in
+production. Each daemon is a Daemon (start/kill/stop/restart/log/
+sanitizer_errors). Extra config XML for a daemon goes in through
+Stack(extra={"c2s": "<limits>...</limits>", "sm": "..."}) and is placed
+before the closing root tag, so tests set knobs without editing this file.
+
+The config formats are the daemons' own (etc/c2s.xml.in, etc/sm.xml.in);
+what this file writes is the minimal set each daemon needs.
+"""
+
+import hashlib
+import hmac
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import harness
+import pg as pgmod
+
+
+def scram_keys(password, salt, iterations, hname):
+    salted = hashlib.pbkdf2_hmac(hname, password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hname).digest()
+    stored_key = hashlib.new(hname, client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hname).digest()
+    return stored_key, server_key
+
+
+def selfsigned(dirpath, domain):
+    """A self-signed certificate for domain (and *.domain): (cert, key)."""
+    crt = os.path.join(dirpath, domain + ".crt")
+    key = os.path.join(dirpath, domain + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
+                    "-subj", "/CN=%s" % domain, "-addext",
+                    "subjectAltName=DNS:%s,DNS:*.%s" % (domain, domain),
+                    "-keyout", key, "-out", crt], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return crt, key
+
+
+class Daemon:
+    """One daemon process: exe, config file, log file; started with -f."""
+
+    def __init__(self, name, exe, config, logpath, ready):
+        self.name = name
+        self.exe = exe
+        self.config = config
+        self.logpath = logpath
+        self.ready = ready  # callable: True once the daemon is up
+        self.proc = None
+        self.exits = []
+
+    def env(self):
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = "detect_leaks=1:quarantine_size_mb=16:abort_on_error=0"
+        env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+        return env
+
+    def start(self, wait=True):
+        assert self.proc is None or self.proc.poll() is not None
+        with open(self.logpath, "ab") as log:
+            self.proc = subprocess.Popen([self.exe, "-f", "-c", self.config],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         env=self.env())
+        if not wait:
+            return
+        deadline = time.monotonic() + harness.START_WAIT
+        while not self.ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("%s exited with %d at start-up:\n%s" %
+                                     (self.name, self.proc.returncode, self.log()))
+            if time.monotonic() > deadline:
+                raise AssertionError("%s not ready within %.0fs:\n%s" %
+                                     (self.name, harness.START_WAIT, self.log()))
+            time.sleep(0.02)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(harness.STOP_WAIT)
+        self.exits.append(self.proc.returncode)
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def stop(self):
+        """SIGTERM and the exit code (None: it did not exit in time, killed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(harness.STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        self.exits.append(code)
+        return code
+
+    def restart(self):
+        if self.running():
+            self.stop()
+        self.start()
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def sanitizer_errors(self):
+        return [l for l in self.log().splitlines()
+                if "ERROR: AddressSanitizer" in l or "ERROR: LeakSanitizer" in l
+                or "Sanitizer has encountered a fatal error" in l or "runtime error:" in l]
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS for pid %d" % self.pid)
+
+
+def _listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Stack:
+    def __init__(self, domain="example.test", c2s=1, extra=None, router_limits=None,
+                 pg=None, start_pg=True):
+        self.domain = domain
+        self.extra = extra or {}
+        self.dir = tempfile.mkdtemp(prefix="parley-stack-")
+        os.chmod(self.dir, 0o755)
+        self.as_root = os.geteuid() == 0
+        self.user = "nobody" if self.as_root else None
+        self.own_pg = pg is None
+        self.pg = pg if pg is not None else (pgmod.Cluster() if start_pg else None)
+        self.c2s_port = harness.free_port()
+        self.c2s_tls_port = harness.free_port()
+        self.cert, self.key = selfsigned(self.dir, domain)
+        self._own(self.key)
+        os.chmod(self.key, 0o600)
+        self.secrets = {}
+        components = {
+            "sm": {"secret": os.urandom(16).hex(), "internal": True, "multi": True,
+                   "domains": [domain]},
+            "s2s": {"secret": os.urandom(16).hex(), "internal": True, "default_route": True},
+        }
+        self.c2s_names = ["c2s-%d" % (i + 1) for i in range(c2s)]
+        for n in self.c2s_names:
+            components[n] = {"secret": os.urandom(16).hex(), "internal": True}
+        self.router = harness.Router(limits=router_limits, components=components)
+        self.daemons = {}
+        self._write_sm()
+        for n in self.c2s_names:
+            self._write_c2s(n)
+
+    # ---- helpers
+
+    def _own(self, path):
+        if self.as_root:
+            pw = pwd.getpwnam(self.user)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def _path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _db(self, role):
+        pwfile = self._path("db-%s.secret" % role)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.pg.password[role] + "\n")
+        self._own(pwfile)
+        return ("  <db><dsn>host=%s port=%d dbname=%s user=%s</dsn>"
+                "<password file='%s'/></db>\n" % (self.pg.run, self.pg.port, self.pg.dbname,
+                                                   role, pwfile))
+
+    def _common(self, name):
+        user = "  <user>%s</user>\n" % self.user if self.user else ""
+        return (user +
+                "  <pidfile>%s</pidfile>\n"
+                "  <log><level>debug</level></log>\n"
+                "  <router name='%s' connect='unix:%s'><secret file='%s'/></router>\n" %
+                (self._path(name + ".pid"), name, self.router.sock,
+                 self.router.secret_file(name)))
+
+    def _write(self, name, root, body):
+        path = self._path(name + ".xml")
+        with open(path, "w") as f:
+            f.write("<%s>\n%s%s</%s>\n" % (root, body, self.extra.get(root, ""), root))
+        os.chmod(path, 0o644)
+        return path
+
+    def _write_sm(self):
+        body = (self._common("sm") +
+                "  <domain>%s</domain>\n" % self.domain +
+                self._db("parley_sm"))
+        cfg = self._write("sm", "sm", body)
+        self.daemons["sm"] = Daemon(
+            "sm", harness.binary("sm/parley-sm"), cfg, self._path("sm.log"),
+            lambda: "sm ready" in self.daemons["sm"].log())
+
+    def _write_c2s(self, name):
+        body = (self._common(name) +
+                "  <sm>sm</sm>\n" +
+                self._db("parley_c2s") +
+                "  <listen>\n"
+                "    <tcp address='127.0.0.1' port='%d'/>\n"
+                "    <tcp address='127.0.0.1' port='%d' tls='direct'/>\n"
+                "  </listen>\n"
+                "  <tls><cert domain='%s' cert='%s' key='%s'/></tls>\n" %
+                (self.c2s_port, self.c2s_tls_port, self.domain, self.cert, self.key))
+        cfg = self._write(name, "c2s", body)
+        self.daemons[name] = Daemon(
+            name, harness.binary("c2s/parley-c2s"), cfg, self._path(name + ".log"),
+            lambda: "c2s ready" in self.daemons[name].log() and _listening(self.c2s_port))
+
+    # ---- lifecycle
+
+    def start(self):
+        """Router, then sm, then every c2s; each waits for its "ready" log line."""
+        self.router.start()
+        self.daemons["sm"].start()
+        for n in self.c2s_names:
+            self.daemons[n].start()
+        return self
+
+    def __getitem__(self, name):
+        return self.router if name == "router" else self.daemons[name]
+
+    def kill(self, name):
+        self[name].kill()
+
+    def restart(self, name):
+        self[name].restart()
+
+    def add_user(self, user, password, iterations=4096):
+        """An account user@domain with SCRAM-SHA-1 and SCRAM-SHA-256 keys."""
+        jid = "%s@%s" % (user, self.domain)
+        sql = ["INSERT INTO users (jid, domain) VALUES (:'jid', :'dom');"]
+        for mech, hname in (("SCRAM-SHA-1", "sha1"), ("SCRAM-SHA-256", "sha256")):
+            salt = os.urandom(16)
+            stored, server = scram_keys(password, salt, iterations, hname)
+            sql.append("INSERT INTO credentials VALUES (:'jid', '%s', decode('%s', 'hex'), %d, "
+                       "decode('%s', 'hex'), decode('%s', 'hex'));" %
+                       (mech, salt.hex(), iterations, stored.hex(), server.hex()))
+        self.pg.psql("\n".join(sql), variables={"jid": jid, "dom": self.domain})
+        return jid
+
+    def del_user(self, user):
+        self.pg.psql("DELETE FROM users WHERE jid = :'jid'",
+                     variables={"jid": "%s@%s" % (user, self.domain)})
+
+    def sanitizer_errors(self):
+        errs = ["router: " + l for l in self.router.sanitizer_errors()]
+        for n, d in self.daemons.items():
+            errs += ["%s: %s" % (n, l) for l in d.sanitizer_errors()]
+        return errs
+
+    def logs(self):
+        out = "---- router\n" + self.router.log()
+        for n, d in self.daemons.items():
+            out += "\n---- %s\n%s" % (n, d.log())
+        return out
+
+    def stop(self):
+        """SIGTERM to every daemon (c2s first); returns {name: exit code}."""
+        codes = {}
+        for n in self.c2s_names + ["sm"]:
+            codes[n] = self.daemons[n].stop()
+        codes["router"] = self.router.stop()
+        return codes
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            self.router.cleanup()
+            if self.own_pg and self.pg is not None:
+                self.pg.cleanup()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
