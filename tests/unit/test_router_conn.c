@@ -185,14 +185,14 @@ static void test_uid_and_multi(void **state)
     assert_int_equal(sm2->c->slot, 1);
     assert_int_equal(sm1->c->comp->ninst, 2);
     /* c2s heard of sm once, when the name came up */
-    assert_true(has(p, "<r:notify name='sm' state='up'/>"));
+    assert_true(has(p, "<r:notify name='sm' owner='sm' state='up'/>"));
     peer_free(sm1);
     struct peer *sm3 = peer_new(r, "sm", "smsecret", false, 0);
     assert_int_equal(sm3->c->slot, 0);
     clear(p);
     peer_free(sm2);
     peer_free(sm3);
-    assert_true(has(p, "<r:notify name='sm' state='down'/>"));
+    assert_true(has(p, "<r:notify name='sm' owner='sm' state='down'/>"));
     peer_free(p);
     router_free(r);
 }
@@ -426,7 +426,7 @@ static void test_bind_route_notify(void **state)
     struct router *r = new_router(users_xml, 65536);
     struct peer *sm = peer_new(r, "sm", "smsecret", false, 0);
     struct peer *c2s = peer_new(r, "c2s-1", "c2s", true, 1000);
-    assert_true(has(c2s, "<r:notify name='sm' state='up'/>"));
+    assert_true(has(c2s, "<r:notify name='sm' owner='sm' state='up'/>"));
     clear(c2s);
     feed(sm, "<r:bind name='nope.example'/>");
     assert_true(has(sm, "<r:bind name='nope.example' error='not-allowed'/>"));
@@ -436,7 +436,7 @@ static void test_bind_route_notify(void **state)
     assert_true(has(sm, "<r:bind error='bad-request'/>"));
     feed(sm, "<r:bind name='Example.com'/>");
     assert_true(has(sm, "<r:bind name='Example.com'/>"));
-    assert_true(has(c2s, "<r:notify name='example.com' state='up'/>"));
+    assert_true(has(c2s, "<r:notify name='example.com' owner='sm' state='up'/>"));
     /* a bound name is never taken over: the external muc cannot own it */
     struct users *u;
     char err[256];
@@ -477,7 +477,7 @@ static void test_bind_route_notify(void **state)
     clear(sm);
     feed(sm, "<r:unbind name='example.com'/>");
     assert_true(has(sm, "<r:unbind name='example.com'/>"));
-    assert_true(has(c2s, "<r:notify name='example.com' state='down'/>"));
+    assert_true(has(c2s, "<r:notify name='example.com' owner='sm' state='down'/>"));
     feed(sm, "<r:unbind name='sm'/>");
     assert_true(has(sm, "<r:unbind name='sm' error='not-allowed'/>"));
     /* from on r:route must be the sender's */
@@ -535,7 +535,7 @@ static void test_stream_end_and_errors(void **state)
     feed(sm, "</stream:stream>");
     assert_int_equal(sm->c->state, CONN_DOWN);
     assert_true(has(sm, "</stream:stream>"));
-    assert_true(has(c2s, "<r:notify name='sm' state='down'/>"));
+    assert_true(has(c2s, "<r:notify name='sm' owner='sm' state='down'/>"));
     feed(c2s, "<foo/>");
     assert_true(has(c2s, "<unsupported-stanza-type"));
     struct peer *p = peer_new(r, "bot.example.com", "bot", false, 0);
