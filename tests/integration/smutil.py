@@ -1,0 +1,157 @@
+"""smutil.py - helpers for the sm's integration tests (test_sm_*.py).
+
+  SmStack: a stack.Stack whose c2s processes are not started, so a test can
+      speak as c2s-1 itself over the real router protocol (harness.Raw):
+      PG + router + parley-sm only. start() starts them; finish() stops them
+      and fails on a non-zero exit or a sanitizer report.
+  FakeC2s: a raw internal component named c2s-N speaking sm/SESSION.md:
+      start()/end() sessions, send() a client's stanza in a session, and
+      wait for what the sm sends to a session (recv) or as control (control).
+
+Everything waits with a bound (harness.WAIT unless told).
+"""
+
+import asyncio
+import os
+import secrets
+import xml.etree.ElementTree as ET
+
+import harness
+import stack
+
+NS_SESSION = "urn:parley:session"
+NS_ROUTER = harness.NS_ROUTER
+NS_C = harness.NS_COMPONENT
+ROUTE = "{%s}route" % NS_ROUTER
+
+
+def q(name, ns=NS_C):
+    return "{%s}%s" % (ns, name)
+
+
+class SmStack(stack.Stack):
+    def __init__(self, **kw):
+        kw.setdefault("c2s", 1)
+        super().__init__(**kw)
+
+    def _write_c2s(self, name):
+        """No c2s process: the name is only in the router's table."""
+
+    def stop(self):
+        return {"sm": self.daemons["sm"].stop(), "router": self.router.stop()}
+
+    def start(self):
+        """Router and sm only: the tests are the c2s."""
+        self.router.start()
+        self.daemons["sm"].start()
+        return self
+
+    def sm_ready_count(self):
+        return self.daemons["sm"].log().count("sm ready")
+
+    def finish(self):
+        """Stop everything; raise if the sm did not exit 0 or a sanitizer spoke."""
+        try:
+            codes = self.stop()
+            errs = self.sanitizer_errors()
+            assert codes["sm"] == 0, "sm exit %r:\n%s" % (codes["sm"], self.daemons["sm"].log()[-5000:])
+            assert not errs, "sanitizer reports: %s" % errs[:5]
+        finally:
+            self.cleanup()
+
+
+class FakeC2s:
+    """Speaks as c2s-N to the sm through the real router."""
+
+    def __init__(self, raw, name, domain):
+        self.raw = raw
+        self.name = name
+        self.domain = domain
+        self.pending = []  # elements received but not yet consumed
+
+    @classmethod
+    async def connect(cls, st, name="c2s-1"):
+        raw = await st.router.raw_component(name)
+        return cls(raw, name, st.domain)
+
+    def route(self, inner, key=None, sid=None):
+        attrs = " to='%s' from='%s'" % (self.domain, self.name)
+        if key:
+            attrs += " key='%s'" % key
+        if sid:
+            attrs += " sid='%s'" % sid
+        self.raw.send("<r:route%s>%s</r:route>" % (attrs, inner))
+
+    def start(self, jid, sid=None, resume=False):
+        sid = sid or secrets.token_hex(16)
+        bare = jid.split("/", 1)[0]
+        self.route("<start xmlns='%s' sid='%s' jid='%s'%s/>" %
+                   (NS_SESSION, sid, jid, " resume='true'" if resume else ""), key=bare)
+        return sid
+
+    def end(self, sid, jid):
+        self.route("<end xmlns='%s' sid='%s'/>" % (NS_SESSION, sid), key=jid.split("/")[0])
+
+    def send(self, sid, jid, stanza):
+        """A client's stanza (XML text, no namespace) in session sid of jid."""
+        el = ET.fromstring(stanza)
+        el.set("from", jid)
+        self.route(ET.tostring(el, encoding="unicode"),
+                   key=jid.split("/")[0], sid=sid)
+
+    async def _next(self, pred, timeout, what):
+        for i, el in enumerate(self.pending):
+            if pred(el):
+                return self.pending.pop(i)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                el = await self.raw.recv(max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise AssertionError("no %s within %.1fs; pending %s" %
+                                     (what, timeout, [ET.tostring(e)[:300] for e in self.pending]))
+            if el is None:
+                raise AssertionError("router closed the stream while waiting for %s" % what)
+            if pred(el):
+                return el
+            self.pending.append(el)
+
+    async def control(self, name, sid=None, timeout=harness.WAIT):
+        """The next control element <name sid=sid/> the sm sent us."""
+        def pred(el):
+            if el.tag != ROUTE or len(el) != 1:
+                return False
+            c = el[0]
+            return c.tag == "{%s}%s" % (NS_SESSION, name) and (sid is None or c.get("sid") == sid)
+        el = await self._next(pred, timeout, "<%s sid=%s/>" % (name, sid))
+        assert el.get("from") in (self.domain,), el.attrib
+        return el[0]
+
+    async def recv(self, sid, pred=lambda s: True, timeout=harness.WAIT, what="stanza"):
+        """The next stanza for session sid that satisfies pred."""
+        def match(el):
+            return (el.tag == ROUTE and el.get("sid") == sid and len(el) == 1 and
+                    not el[0].tag.startswith("{%s}" % NS_SESSION) and pred(el[0]))
+        return (await self._next(match, timeout, "%s for %s" % (what, sid)))[0]
+
+    async def nothing_for(self, sid, marker_sid, marker_jid):
+        """Assert the sm sent nothing to sid before answering a ping sent now
+        in marker_sid (the sm handles a c2s's input in order, and its output
+        to one c2s keeps that order)."""
+        mid = "marker-" + secrets.token_hex(4)
+        self.send(marker_sid, marker_jid,
+                  "<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>" %
+                  (mid, self.domain))
+        await self.recv(marker_sid, lambda s: s.get("id") == mid, what="ping marker")
+        stray = [ET.tostring(e)[:300] for e in self.pending
+                 if e.tag == ROUTE and e.get("sid") == sid]
+        assert not stray, "unexpected stanzas for %s: %s" % (sid, stray)
+
+    def close(self):
+        self.raw.close()
+
+
+def error_of(stanza):
+    """(type, condition) of a stanza's error child, or None."""
+    return harness.stanza_error(stanza)
