@@ -228,6 +228,10 @@ static void unlink_sess(struct sm_sess *s)
 
 void sm_sess_drop(struct sm_sess *s)
 {
+    struct sm *sm = s->user->sm;
+    for (size_t i = 0; i < sm->nmods; i++)
+        if (sm->mods[i].def->sess_free != NULL)
+            sm->mods[i].def->sess_free(&sm->mods[i], s);
     unlink_sess(s);
     xml_free(s->presence);
     jid_free(s->jid);

@@ -108,14 +108,21 @@ int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st)
     p->stanza = st;
     p->kind = st->name;
     p->type = xml_get_attr(st, "type");
-    p->from = sm_jid(sm, xml_get_attr(st, "from"));
+    /* A stanza the sm made for one of its own sessions (an iq result to a
+     * request that had no to) may have no from. */
+    const char *from = xml_get_attr(st, "from");
+    if (from != NULL) {
+        p->from = sm_jid(sm, from);
+        if (p->from == NULL)
+            return ERR_INVAL;
+    }
     const char *to = xml_get_attr(st, "to");
     if (to != NULL) {
         p->to = sm_jid(sm, to);
         if (p->to == NULL)
             return ERR_INVAL;
     }
-    return p->from == NULL ? ERR_INVAL : 0;
+    return 0;
 }
 
 void sm_pkt_clear(struct sm_pkt *p)
@@ -357,6 +364,10 @@ void sm_pkt_user(struct sm_user *u, struct xml_node *st)
     if (sm_pkt_init(sm, &p, st) != 0 || p.to == NULL) {
         sm_pkt_clear(&p);
         sm_bounce(sm, st, XML_STE_JID_MALFORMED);
+        return;
+    }
+    if (p.from == NULL && strcmp(st->name, "presence") == 0) {
+        sm_pkt_clear(&p);
         return;
     }
     p.user = u;

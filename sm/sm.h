@@ -109,6 +109,8 @@ struct sm_module_def {
     void (*free)(struct sm_mod *m);
     /* Free what the module keeps in u->mdata[m->index] (may be NULL). */
     void (*user_free)(struct sm_mod *m, struct sm_user *u);
+    /* Free what the module keeps in s->mdata[m->index] (may be NULL). */
+    void (*sess_free)(struct sm_mod *m, struct sm_sess *s);
 };
 
 struct sm_mod {
@@ -131,6 +133,7 @@ void sm_mods_free(struct sm *sm);
 enum sm_user_state { SM_USER_LOADING, SM_USER_READY, SM_USER_MISSING };
 
 struct sm_event;
+struct sm_roster;
 
 struct sm_user {
     struct sm *sm;
@@ -145,6 +148,7 @@ struct sm_user {
     unsigned nsess;
     struct sm_user *lru_prev, *lru_next;
     bool in_lru;
+    struct sm_roster *roster; /* roster.c; NULL until loaded */
     void *mdata[SM_MAX_MODS];
 };
 
@@ -156,9 +160,10 @@ struct sm_sess {
     struct jid *jid; /* full */
     char *key;       /* "c2s\nsid": the key in sm->sessions */
     /* presence state (mod_presence keeps it; the core reads it to route) */
-    bool available; /* sent available broadcast presence */
-    bool initial;   /* has ever been available */
-    bool resumed;   /* re-announced after an sm restart (SESSION.md) */
+    bool available;  /* sent available broadcast presence */
+    bool initial;    /* has ever been available */
+    bool resumed;    /* re-announced after an sm restart (SESSION.md) */
+    bool interested; /* asked for the roster: gets roster pushes */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */

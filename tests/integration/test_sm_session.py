@@ -90,8 +90,7 @@ def test_announce_after_sm_restart_and_resume(st):
         sid = c.start(jid)
         await c.control("started", sid)
         await c.control("announce")  # the sm announced itself when c2s-1 appeared
-        st["sm"].stop()
-        st["sm"].start()
+        st.restart_sm()
         await c.control("announce", timeout=harness.START_WAIT)
         c.start(jid, sid=sid, resume=True)
         await c.control("started", sid)
