@@ -212,8 +212,11 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
 
 static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 {
-    if (strcmp(p->kind, "presence") != 0 || p->to != NULL || p->type != NULL || p->sess->available)
+    if (strcmp(p->kind, "presence") != 0 || p->to != NULL || p->type != NULL ||
+        (p->sess->available && p->sess->priority >= 0))
         return SM_PASS;
+    /* The session becomes available with a non-negative priority (this runs
+     * before mod_presence records the new presence). */
     struct xml_node *prio = xml_child(p->stanza, NULL, "priority");
     if (prio != NULL && atoi(xml_text(prio, NULL)) < 0)
         return SM_PASS;

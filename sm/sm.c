@@ -622,14 +622,48 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     return rc;
 }
 
+#define DRAIN_MS      5000
+#define DRAIN_POLL_MS 20
+
+static void finish_stop(struct sm *sm)
+{
+    uv_timer_stop(&sm->drain);
+    uv_close((uv_handle_t *)&sm->drain, NULL);
+    if (sm->comp != NULL)
+        component_stop(sm->comp);
+    storage_free(sm->st);
+    sm->st = NULL;
+}
+
+/* Stop only once storage has answered what was asked (offline messages
+ * being stored, roster changes): their outcome can still reach the
+ * sender or the session while the router connection is up. Bounded. */
+static void on_drain(uv_timer_t *t)
+{
+    struct sm *sm = t->data;
+    struct storage_stats ss;
+    storage_get_stats(sm->st, &ss);
+    if ((ss.waiting == 0 && ss.in_flight == 0) || uv_now(sm->loop) >= sm->drain_deadline) {
+        if (ss.waiting + ss.in_flight > 0)
+            log_warn("stopping with %u storage queries unanswered", ss.waiting + ss.in_flight);
+        finish_stop(sm);
+    }
+}
+
 void sm_stop(struct sm *sm)
 {
     if (sm->stopping)
         return;
     sm->stopping = true;
-    component_stop(sm->comp);
-    storage_free(sm->st);
-    sm->st = NULL;
+    if (sm->st == NULL) {
+        if (sm->comp != NULL)
+            component_stop(sm->comp);
+        return;
+    }
+    uv_timer_init(sm->loop, &sm->drain);
+    sm->drain.data = sm;
+    sm->drain_deadline = uv_now(sm->loop) + DRAIN_MS;
+    uv_timer_start(&sm->drain, on_drain, 0, DRAIN_POLL_MS);
 }
 
 void sm_log_stats(struct sm *sm)

@@ -226,8 +226,9 @@ struct sm {
     struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
     size_t lru_count;
     uint64_t seq; /* a counter for sm_sess.active_seq */
-    bool ready_logged;
     bool stopping;
+    uv_timer_t drain; /* sm_stop: waits for storage to settle */
+    uint64_t drain_deadline;
     /* modules */
     struct sm_mod mods[SM_MAX_MODS];
     size_t nmods;

@@ -59,6 +59,8 @@ class SmStack(stack.Stack):
         """Stop everything; raise if the sm did not exit 0 or a sanitizer spoke."""
         try:
             codes = self.stop()
+            # Captured by pytest: shown only with a failing test's report.
+            print(self.logs()[-60000:])
             errs = self.sanitizer_errors()
             assert codes["sm"] == 0, "sm exit %r:\n%s" % (codes["sm"], self.daemons["sm"].log()[-5000:])
             assert not errs, "sanitizer reports: %s" % errs[:5]
