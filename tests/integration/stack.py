@@ -310,3 +310,54 @@ class Stack:
                 self.pg.cleanup()
             shutil.rmtree(self.dir, ignore_errors=True)
 
+
+
+# ---- clients for the c2s tests
+
+def client(jid, password, mech=None, resource=None):
+    """A slixmpp client for jid that trusts our self-signed certificate."""
+    import ssl
+    import slixmpp
+
+    full = jid + ("/" + resource if resource else "")
+    xmpp = slixmpp.ClientXMPP(full, password, sasl_mech=mech)
+    xmpp.ssl_context.check_hostname = False
+    xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+    xmpp.inbox = None
+    return xmpp
+
+
+async def login(st, user, password, mech=None, direct=False, resource=None, port=None):
+    """Log user in (STARTTLS, or direct TLS); returns (client, outcome) where
+    outcome is "session" (bound), "failed_auth" or "disconnected"."""
+    import asyncio
+
+    xmpp = client("%s@%s" % (user, st.domain), password, mech, resource)
+    loop = asyncio.get_event_loop()
+    done = loop.create_future()
+    xmpp.inbox = asyncio.Queue()
+
+    def settle(what):
+        if not done.done():
+            done.set_result(what)
+
+    xmpp.add_event_handler("session_start", lambda ev: settle("session"))
+    xmpp.add_event_handler("failed_auth", lambda ev: settle("failed_auth"))
+    xmpp.add_event_handler("disconnected", lambda ev: settle("disconnected"))
+    xmpp.add_event_handler("message", lambda m: xmpp.inbox.put_nowait(m))
+    if port is None:
+        port = st.c2s_tls_port if direct else st.c2s_port
+    xmpp.connect(("127.0.0.1", port), use_ssl=direct, force_starttls=not direct)
+    outcome = await asyncio.wait_for(done, harness.WAIT * 3)
+    return xmpp, outcome
+
+
+async def logout(xmpp):
+    import asyncio
+
+    if xmpp.is_connected():
+        fut = asyncio.get_event_loop().create_future()
+        xmpp.add_event_handler("disconnected",
+                               lambda ev: fut.done() or fut.set_result(True))
+        xmpp.disconnect()
+        await asyncio.wait_for(fut, harness.WAIT)
