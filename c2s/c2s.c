@@ -174,6 +174,9 @@ static int load_tls(struct c2s *c, struct config *cfg)
         }
         if (tls_server_ctx_new(cert, key, NULL, &d->tls) != 0)
             return ERR_CONFIG;
+        /* XEP-0368: direct TLS clients ask for "xmpp-client" by ALPN. */
+        static const char *const alpn[] = {"xmpp-client"};
+        tls_ctx_set_alpn(d->tls, 1, alpn, 1);
         if (c->tls_default == NULL) {
             /* The first certificate is the one for clients without SNI;
              * the others are chosen by name. */

@@ -156,8 +156,9 @@ def _listening(port):
 
 class Stack:
     def __init__(self, domain="example.test", c2s=1, extra=None, router_limits=None,
-                 pg=None, start_pg=True):
+                 pg=None, start_pg=True, ipv6=False):
         self.domain = domain
+        self.ipv6 = ipv6  # c2s also listens on [::1], same ports
         self.extra = extra or {}
         self.dir = tempfile.mkdtemp(prefix="parley-stack-")
         os.chmod(self.dir, 0o755)
@@ -237,9 +238,14 @@ class Stack:
                 "  <listen>\n"
                 "    <tcp address='127.0.0.1' port='%d'/>\n"
                 "    <tcp address='127.0.0.1' port='%d' tls='direct'/>\n"
+                "%s"
                 "  </listen>\n"
                 "  <tls><cert domain='%s' cert='%s' key='%s'/></tls>\n" %
-                (self.c2s_port, self.c2s_tls_port, self.domain, self.cert, self.key))
+                (self.c2s_port, self.c2s_tls_port,
+                 "    <tcp address='::1' port='%d'/>\n"
+                 "    <tcp address='::1' port='%d' tls='direct'/>\n" %
+                 (self.c2s_port, self.c2s_tls_port) if self.ipv6 else "",
+                 self.domain, self.cert, self.key))
         cfg = self._write(name, "c2s", body)
         self.daemons[name] = Daemon(
             name, harness.binary("c2s/parley-c2s"), cfg, self._path(name + ".log"),
@@ -374,7 +380,7 @@ class ClientRaw(harness.Raw):
     open(), starttls(), auth_plain(), bind(), stream_error()."""
 
     @classmethod
-    async def connect_client(cls, st, direct=False, source="127.0.0.1"):
+    async def connect_client(cls, st, direct=False, source="127.0.0.1", host="127.0.0.1"):
         import asyncio
         import ssl
 
@@ -385,11 +391,13 @@ class ClientRaw(harness.Raw):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, ssl=ctx, local_addr=(source, 0),
+            asyncio.open_connection(host, port, ssl=ctx,
+                                    local_addr=(source, 0) if ":" not in host else None,
                                     server_hostname=st.domain if direct else None,
                                     limit=1 << 20), harness.WAIT)
         raw = cls(reader, writer)
         raw.st = st
+        raw.direct = direct
         return raw
 
     def reset(self):
@@ -444,8 +452,9 @@ class ClientRaw(harness.Raw):
     async def login_plain(self, user, password, resource="raw"):
         """STARTTLS + PLAIN + bind; the bound JID."""
         await self.open()
-        await self.starttls()
-        await self.open()
+        if not self.direct:
+            await self.starttls()
+            await self.open()
         el = await self.auth_plain(user, password)
         assert el is not None and el.tag == "{%s}success" % NS_SASL, el
         self.reset()

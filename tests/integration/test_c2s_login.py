@@ -15,7 +15,7 @@ import stack
 
 @pytest.fixture(scope="module")
 def st():
-    s = stack.Stack(c2s=1)
+    s = stack.Stack(c2s=1, ipv6=True)
     try:
         s.start()
         s.add_user("alice", "wonderland")
@@ -39,6 +39,19 @@ def test_login_each_mechanism(st, mech, direct):
             await stack.logout(xmpp)
     harness.run(go())
     assert "authenticated as alice@%s (%s)" % (st.domain, mech) in st["c2s-1"].log()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["starttls", "directtls"])
+def test_login_over_ipv6(st, direct):
+    async def go():
+        raw = await stack.ClientRaw.connect_client(st, direct=direct, host="::1")
+        try:
+            jid = await raw.login_plain("bob", "builder", resource="v6")
+            assert jid == "bob@%s/v6" % st.domain
+        finally:
+            raw.close()
+    harness.run(go())
+    assert "client ::1: authenticated as bob@" in st["c2s-1"].log()
 
 
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN"])
