@@ -250,3 +250,57 @@ def is_message(body=None):
         b = s.find(q("body"))
         return body is None or (b is not None and b.text == body)
     return pred
+
+
+# ---- real clients (python3-slixmpp through parley-c2s)
+
+async def client(st, user, resource, password="pw", presence=True, priority=None):
+    """A logged-in slixmpp client with queues: inbox (messages), presences
+    (every presence stanza) and pushes (roster pushes). Subscription
+    requests are left to the test (no automatic answers). Sends initial
+    presence unless presence=False."""
+    import stack
+    x, outcome = await stack.login(st, user, password, resource=resource)
+    assert outcome == "session", "login of %s/%s: %s" % (user, resource, outcome)
+    x.register_plugin("xep_0203")  # delay stamps on offline messages
+    x.roster.auto_authorize = None
+    x.roster.auto_subscribe = False
+    x.presences = asyncio.Queue()
+    x.pushes = asyncio.Queue()
+    x.errors = asyncio.Queue()
+    x.add_event_handler("presence", lambda p: x.presences.put_nowait(p))
+    x.add_event_handler("roster_update", lambda iq: x.pushes.put_nowait(iq))
+    x.add_event_handler("message_error", lambda m: x.errors.put_nowait(m))
+    if presence:
+        x.send_presence(ppriority=priority)
+    return x
+
+
+async def wait_for(queue, pred, what, timeout=harness.WAIT):
+    """The first item of queue with pred(item); the others stay queued, in order."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen = []
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            item = await asyncio.wait_for(queue.get(), max(left, 0.001))
+        except asyncio.TimeoutError:
+            raise AssertionError("no %s within %.1fs; saw %s" %
+                                 (what, timeout, [str(s)[:200] for s in seen]))
+        if pred(item):
+            rest = []
+            while not queue.empty():
+                rest.append(queue.get_nowait())
+            for x in seen + rest:
+                queue.put_nowait(x)
+            return item
+        seen.append(item)
+
+
+async def logout_all(*clients):
+    import stack
+    for c in clients:
+        try:
+            await stack.logout(c)
+        except Exception:
+            pass
