@@ -40,7 +40,6 @@
 #include "sm/mod.h"
 
 #define NS_DELAY  "urn:xmpp:delay"
-#define MAX_SESS  64
 #define FETCH_MAX 10000
 
 static struct sm_sess *find_resource(struct sm_user *u, const char *res)
@@ -101,9 +100,9 @@ static int to_bare(struct sm_user *u, struct xml_node *st, const char *type)
     if (strcmp(type, "groupchat") == 0)
         return SM_ERROR(XML_STE_SERVICE_UNAVAILABLE);
     if (strcmp(type, "headline") == 0) {
-        struct sm_sess *ss[MAX_SESS];
+        struct sm_sess *ss[SM_MAX_SESSIONS];
         size_t n = 0;
-        for (struct sm_sess *s = u->sessions; s != NULL && n < MAX_SESS; s = s->next)
+        for (struct sm_sess *s = u->sessions; s != NULL && n < SM_MAX_SESSIONS; s = s->next)
             if (s->available && s->priority >= 0)
                 ss[n++] = s;
         sm_deliver_many(u->sm, ss, n, st);

@@ -32,8 +32,6 @@
 #include "sm/mod.h"
 #include "sm/roster.h"
 
-#define MAX_SESS 64
-
 static struct htab *directed(struct sm_mod *m, struct sm_sess *s, bool create)
 {
     if (s->mdata[m->index] == NULL && create)
@@ -51,7 +49,7 @@ static void sess_free(struct sm_mod *m, struct sm_sess *s)
 static size_t available(struct sm_user *u, struct sm_sess *skip, struct sm_sess **out)
 {
     size_t n = 0;
-    for (struct sm_sess *s = u->sessions; s != NULL && n < MAX_SESS; s = s->next)
+    for (struct sm_sess *s = u->sessions; s != NULL && n < SM_MAX_SESSIONS; s = s->next)
         if (s->available && s != skip)
             out[n++] = s;
     return n;
@@ -76,7 +74,7 @@ static void to_subscribers(struct sm_user *u, struct xml_node *st)
 /* st to the user's other available resources (§4.2.2, §4.4.2). */
 static void to_own(struct sm_user *u, struct sm_sess *from, struct xml_node *st)
 {
-    struct sm_sess *ss[MAX_SESS];
+    struct sm_sess *ss[SM_MAX_SESSIONS];
     size_t n = available(u, from, ss);
     if (n == 0)
         return;
@@ -277,7 +275,10 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
     bool subscribed = it != NULL && sub_has_from(it->st.sub);
     jid_free(bare);
     if (p->type == NULL && !subscribed) {
-        htab_set(directed(m, p->sess, true), p->to->full, p->to->full_len, (void *)1);
+        struct htab *d = directed(m, p->sess, true);
+        if (htab_count(d) >= SM_MAX_DIRECTED && htab_get(d, p->to->full, p->to->full_len) == NULL)
+            return SM_ERROR(XML_STE_RESOURCE_CONSTRAINT);
+        htab_set(d, p->to->full, p->to->full_len, (void *)1);
     } else if (p->type != NULL && strcmp(p->type, "unavailable") == 0) {
         struct htab *d = directed(m, p->sess, false);
         if (d != NULL)
@@ -294,6 +295,13 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
     struct sub_result r;
     sm_roster_state(u, contact->bare, &cur);
     sub_inbound(&cur, t, &r);
+    if (r.pending_changed && r.next.pending_in &&
+        htab_count(u->roster->pending) >= (size_t)u->sm->cfg->roster_max) {
+        /* As many waiting requests as a roster may hold items: refuse more. */
+        sm_bounce(u->sm, st, XML_STE_RESOURCE_CONSTRAINT);
+        jid_free(contact);
+        return;
+    }
     xml_set_attr(st, "from", contact->bare);
     xml_set_attr(st, "to", u->jid->bare);
     sm_roster_apply(u, contact->bare, &r, st);
@@ -302,7 +310,7 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
         current_presence_to(u, contact->bare);
     }
     if (r.forward) {
-        struct sm_sess *ss[MAX_SESS];
+        struct sm_sess *ss[SM_MAX_SESSIONS];
         size_t n = available(u, NULL, ss);
         sm_deliver_many(u->sm, ss, n, st);
     }
@@ -353,7 +361,7 @@ static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
                 sm_deliver(u->sm, s, p->stanza);
         return SM_HANDLED;
     }
-    struct sm_sess *ss[MAX_SESS];
+    struct sm_sess *ss[SM_MAX_SESSIONS];
     size_t n = available(u, NULL, ss);
     sm_deliver_many(u->sm, ss, n, p->stanza);
     return SM_HANDLED;

@@ -194,9 +194,9 @@ struct commit {
  * version; serialised once for all of them. */
 static void push(struct sm_user *u, struct xml_node *iq)
 {
-    struct sm_sess *ss[64];
+    struct sm_sess *ss[SM_MAX_SESSIONS];
     size_t n = 0;
-    for (struct sm_sess *s = u->sessions; s != NULL && n < 64; s = s->next)
+    for (struct sm_sess *s = u->sessions; s != NULL && n < SM_MAX_SESSIONS; s = s->next)
         if (s->interested)
             ss[n++] = s;
     if (n == 0)

@@ -160,16 +160,33 @@ static void pending_free(struct pending_start *ps)
     free(ps);
 }
 
+/* The account was deleted while loaded: its sessions are kicked
+ * (SESSION.md: not-authorized) and the modules forget its data. */
+static void account_gone(struct sm_user *u)
+{
+    log_notice("account %s no longer exists: ending its %u session%s", u->jid->bare, u->nsess,
+               u->nsess == 1 ? "" : "s");
+    while (u->sessions != NULL)
+        sm_sess_end(u->sessions, "kick", "not-authorized");
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.user = u;
+    sm_hook_run(u->sm, SM_HOOK_USER_DELETE, &p);
+    u->state = SM_USER_MISSING;
+}
+
 static void on_checked(void *arg, int err, const struct storage_result *res)
 {
     struct pending_start *ps = arg;
     struct sm_user *u = ps->u;
     bool exists = false;
-    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0)
+    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
         failed(ps, "internal-server-error");
-    else if (!exists)
+    } else if (!exists) {
         failed(ps, "not-authorized");
-    else
+        if (u->state == SM_USER_READY)
+            account_gone(u);
+    } else
         create(ps);
     pending_free(ps);
     sm_user_release(u);

@@ -38,6 +38,12 @@
 #define SM_NS_SESSION "urn:parley:session"
 #define SM_SID_LEN    32
 #define SM_MAX_MODS   16
+/* Sessions per user at most (<limits><sessions> is bounded by it): fan-out
+ * to one user's sessions uses arrays of this size on the stack. */
+#define SM_MAX_SESSIONS 64
+/* Full JIDs one session may have sent directed presence to (each gets
+ * unavailable when it ends, RFC 6121 §4.6.3). */
+#define SM_MAX_DIRECTED 1000
 
 /* ---- configuration (filled by main.c's table) ---- */
 
@@ -71,7 +77,8 @@ enum sm_hook {
     SM_HOOK_PKT_USER,       /* a stanza to a local user (bare or full JID) */
     SM_HOOK_USER_LOAD,      /* load the user's data (pkt: user); hold it while loading */
     SM_HOOK_USER_CREATE,    /* an account appeared */
-    SM_HOOK_USER_DELETE,    /* an account is gone */
+    SM_HOOK_USER_DELETE,    /* an account is gone (found missing at a login; its
+                               sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
                                pkt->user: an account's info, NULL: the server's */
     SM_HOOK_COUNT

@@ -122,3 +122,27 @@ def test_roster_survives_sm_restart(st):
         assert r.find("{%s}query" % R).get("ver") == ver
         c.close()
     harness.run(go())
+
+
+def test_pending_requests_limit(st):
+    """Waiting subscription requests are capped like roster items (3 here):
+    the next one bounces with resource-constraint."""
+    async def go():
+        for i in range(4):
+            st.add_user("fan%d" % i, "pw")
+        c = await FakeC2s.connect(st)
+        A = "alice@%s" % st.domain
+        for i in range(4):
+            f = await login(c, "fan%d@%s/r" % (i, st.domain))
+            f.send("<presence to='%s' type='subscribe' id='sub%d'/>" % (A, i))
+            if i < 3:
+                await f.nothing(lambda s: s.get("type") == "error")
+            else:
+                e = await f.recv(lambda s: s.get("id") == "sub3")
+                assert e.get("type") == "error" and error_of(e)[1] == "resource-constraint"
+        a = await login(c, A + "/one")
+        for i in range(3):
+            await a.recv(lambda s, i=i: s.get("from") == "fan%d@%s" % (i, st.domain) and
+                         s.get("type") == "subscribe", what="request %d" % i)
+        c.close()
+    harness.run(go())

@@ -139,3 +139,20 @@ def test_resource_limit(st):
         assert f.get("reason") == "resource-constraint"
         c.close()
     harness.run(go())
+
+
+def test_deleted_account_is_kicked(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        old = c.start("bob@%s/old" % st.domain)
+        await c.control("started", old)
+        st.del_user("bob")
+        # The next login finds the account gone: refused, and the live
+        # session is kicked with not-authorized (SESSION.md).
+        new = c.start("bob@%s/new" % st.domain)
+        f = await c.control("failed", new)
+        assert f.get("reason") == "not-authorized"
+        k = await c.control("kick", old)
+        assert k.get("reason") == "not-authorized"
+        c.close()
+    harness.run(go())
