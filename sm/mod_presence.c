@@ -18,9 +18,10 @@
  * presence of each available resource (from its full JID), or with
  * unavailable from the bare JID when none is; a probe from someone
  * without a subscription gets unsubscribed (§4.3.2: nothing revealed).
- * A session re-announced after an sm restart (resumed) does not
- * broadcast its first presence again to contacts (they have it, see
- * sm/SESSION.md), but probes are sent as for an initial presence.
+ * A re-announced (resumed) session's replayed presence is treated as an
+ * initial presence (probes, broadcast) after an sm restart, and is not
+ * re-broadcast when this sm still had the same presence for it (router
+ * reconnect); see broadcast().
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -197,6 +198,19 @@ static void initial(struct sm_sess *s)
     }
 }
 
+static bool same_presence(const struct xml_node *a, const struct xml_node *b)
+{
+    if (a == NULL || b == NULL)
+        return false;
+    struct buf x = BUF_INIT, y = BUF_INIT;
+    xml_serialize(a, XML_NS_COMPONENT, &x);
+    xml_serialize(b, XML_NS_COMPONENT, &y);
+    bool same = x.len == y.len && memcmp(x.data, y.data, x.len) == 0;
+    buf_free(&x);
+    buf_free(&y);
+    return same;
+}
+
 static int broadcast(struct sm_mod *m, struct sm_pkt *p)
 {
     struct sm_sess *s = p->sess;
@@ -211,7 +225,12 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     if (prio == -1000)
         return SM_ERROR(XML_STE_BAD_REQUEST);
     bool first = !s->available;
-    bool quiet = first && s->resumed && !s->initial;
+    /* A resumed session's replayed presence is not sent to the contacts
+     * again when this sm already had it (it kept its sessions while the
+     * router was away). After an sm restart it cannot tell a replay from a
+     * fresh initial presence (SESSION.md has no mark for it), so it
+     * broadcasts: a repeated presence is harmless, a missing one is not. */
+    bool quiet = s->resumed && same_presence(s->presence, st);
     s->available = true;
     s->initial = true;
     s->priority = prio;

@@ -202,10 +202,13 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
     if (j == NULL)
         return;
     if (dup != NULL) {
-        /* A repeated start (an announce answered twice): same answer. */
-        if (jid_eq_full(dup->jid, j))
+        /* A repeated start (an announce answered after the router came
+         * back, while this sm kept its sessions): same answer; the presence
+         * the c2s sends again is not news to the contacts. */
+        if (jid_eq_full(dup->jid, j)) {
+            dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
-        else
+        } else
             sm_send_control(sm, ev->c2s, j->domain, "failed", ev->sid, "conflict");
         jid_free(j);
         return;
@@ -216,8 +219,10 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
     memcpy(ps->sid, ev->sid, sizeof(ps->sid));
     ps->jid = j;
     ps->resume = resume != NULL && strcmp(resume, "true") == 0;
-    if (u->state == SM_USER_MISSING) {
-        failed(ps, "not-authorized");
+    if (u->state == SM_USER_MISSING || u->load_failed) {
+        /* A failed load is forgotten once the user is idle: the client's
+         * next attempt loads it again. */
+        failed(ps, u->load_failed ? "internal-server-error" : "not-authorized");
         pending_free(ps);
         return;
     }

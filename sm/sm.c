@@ -398,6 +398,9 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
     p.sess = s;
     p.user = s->user;
     int r = sm_hook_run(sm, SM_HOOK_IN_SESS, &p);
+    /* Only the stanza right after a resumed start can be the c2s's replay
+     * of the session's presence (SESSION.md). */
+    s->resumed = false;
     if (SM_IS_ERROR(r)) {
         sm_bounce(sm, st, SM_ERROR_COND(r));
     } else if (r == SM_PASS) {

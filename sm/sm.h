@@ -169,7 +169,8 @@ struct sm_sess {
     /* presence state (mod_presence keeps it; the core reads it to route) */
     bool available;  /* sent available broadcast presence */
     bool initial;    /* has ever been available */
-    bool resumed;    /* re-announced after an sm restart (SESSION.md) */
+    bool resumed;    /* just re-announced (SESSION.md): the next stanza may be
+                        the c2s replaying the last presence */
     bool interested; /* asked for the roster: gets roster pushes */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */

@@ -177,3 +177,35 @@ def test_c2s_down_and_directed_presence(st):
         await cs.recv(is_presence(b.jid, "unavailable"), what="unavailable to directed recipient")
         c1.close()
     harness.run(go())
+
+
+def test_resumed_sessions_after_sm_restart(st):
+    """After an sm restart the c2s re-announces its sessions (resume) and
+    replays their last presence: the sm knows them again, answers probes
+    with them, and a session that had sent no presence broadcasts its
+    first one as an initial presence."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        b.send("<presence type='unavailable'/>")
+        await a.recv(is_presence(b.jid, "unavailable"))
+        st.restart_sm()
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.start(a.jid, sid=a.sid, resume=True)
+        a.send("<presence><status>replayed</status></presence>")
+        c.start(b.jid, sid=b.sid, resume=True)  # unavailable: no replay
+        await c.control("started", a.sid)
+        await c.control("started", b.sid)
+        # bob's first presence after the restart is news to alice.
+        b.send("<presence><status>here again</status></presence>")
+        await a.recv(lambda s: is_presence(b.jid, None)(s) and s.find(q("status")) is not None
+                     and s.find(q("status")).text == "here again",
+                     what="bob's presence after the restart")
+        # alice's replayed presence is known: bob's initial presence probed it.
+        await b.recv(lambda s: is_presence(a.jid, None)(s) and s.find(q("status")) is not None
+                     and s.find(q("status")).text == "replayed",
+                     what="alice's replayed presence (probe answer)")
+        c.close()
+    harness.run(go())
