@@ -174,9 +174,6 @@ static void handle(struct sm_user *u, struct sm_event *ev)
     case SM_EV_DELIVER:
         sm_pkt_user(u, ev->stanza);
         break;
-    case SM_EV_CALL:
-        ev->call(u, ev->arg);
-        break;
     }
 }
 
