@@ -76,6 +76,17 @@ def test_unknown_iq_to_server_and_nonexistent_user(st):
         r = await c.recv(sid, lambda s: s.get("id") == "m1")
         assert r.get("type") == "error" and error_of(r)[1] == "service-unavailable"
         assert r.get("from") == "ghost@%s" % st.domain
+        c.send(sid, jid, "<iq type='get' id='g1' to='ghost@%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+               % st.domain)
+        r = await c.recv(sid, lambda s: s.get("id") == "g1")
+        assert error_of(r)[1] == "service-unavailable"
+        # A subscription request to no account is answered unsubscribed (§3.1.3),
+        # delivered to available resources.
+        c.send(sid, jid, "<presence/>")
+        c.send(sid, jid, "<presence type='subscribe' to='ghost@%s'/>" % st.domain)
+        r = await c.recv(sid, lambda s: s.tag == q("presence") and
+                         s.get("from") == "ghost@%s" % st.domain)
+        assert r.get("type") == "unsubscribed"
         # A result or an error is never answered.
         c.send(sid, jid, "<iq type='result' id='x1' to='%s'/>" % st.domain)
         await c.nothing_for(sid, sid, jid)
