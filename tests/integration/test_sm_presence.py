@@ -246,3 +246,27 @@ def test_crossed_requests_and_denial(st):
         await cs2.nothing(is_presence(A, "subscribe"))
         c.close()
     harness.run(go())
+
+
+def test_roster_remove_cancels_both(st):
+    """§2.5.2: removing a contact with 'both' sends unsubscribe and
+    unsubscribed (and our unavailable); the contact's item becomes none."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await interested(a)
+        await interested(b)
+        await subscribe_both(st, a, b)
+        r = await a.iq("<iq type='set' id='rm'><query xmlns='%s'><item jid='%s' "
+                       "subscription='remove'/></query></iq>" % (R, b.bare), "rm")
+        assert r.get("type") == "result"
+        await a.recv(lambda s: is_push(b.bare)(s) and
+                     push_item(s).get("subscription") == "remove", what="remove push")
+        await b.recv(is_presence(a.bare, "unsubscribe"))
+        await b.recv(is_presence(a.bare, "unsubscribed"))
+        await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable")
+        await b.recv(lambda s: is_push(a.bare)(s) and
+                     push_item(s).get("subscription") == "none", what="bob's item none")
+        c.close()
+    harness.run(go())
