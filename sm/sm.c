@@ -560,6 +560,12 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     normalise_ns(inner);
+    if (sid == NULL && is_stanza(inner)) {
+        /* Not from a session: the c2s's error for a stanza the sm sent to a
+         * session it no longer has (SESSION.md): to its addressee. */
+        sm_route(sm, inner);
+        return;
+    }
     if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {
         log_warn("r:route from %s without a session stanza ignored", from);
         return;

@@ -167,3 +167,29 @@ def test_deleted_account_is_kicked(st):
         assert k.get("reason") == "not-authorized"
         c.close()
     harness.run(go())
+
+
+def test_c2s_error_for_unknown_session_reaches_sender(st):
+    """SESSION.md: a c2s that gets a stanza for a sid it does not know answers
+    with service-unavailable (an r:route without sid) and ends the session;
+    the sm routes the error to the original sender and forgets the session."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = "alice@%s/a" % st.domain
+        b = "bob@%s/b" % st.domain
+        sa = c.start(a)
+        sb = c.start(b)
+        await c.control("started", sa)
+        await c.control("started", sb)
+        c.send(sa, a, "<message to='%s' id='m1' type='chat'><body>hi</body></message>" % b)
+        await c.recv(sb, lambda s: s.get("id") == "m1")
+        # As if the c2s had lost bob's session: its error, then its end.
+        c.route("<message xmlns='jabber:component:accept' to='%s' from='%s' id='m1' "
+                "type='error'><error type='cancel'><service-unavailable "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % (a, b),
+                key="bob@%s" % st.domain)
+        c.end(sb, b)
+        e = await c.recv(sa, lambda s: s.get("id") == "m1" and s.get("type") == "error")
+        assert error_of(e)[1] == "service-unavailable"
+        c.close()
+    harness.run(go())
