@@ -67,6 +67,7 @@ static int configure_mechs(struct c2s *c, struct config *cfg)
     for (char *save = NULL, *t = strtok_r(copy, " \t\r\n", &save); t != NULL;
          t = strtok_r(NULL, " \t\r\n", &save)) {
         if (strcmp(t, "SCRAM-SHA-1") != 0 && strcmp(t, "SCRAM-SHA-256") != 0 &&
+            strcmp(t, "SCRAM-SHA-1-PLUS") != 0 && strcmp(t, "SCRAM-SHA-256-PLUS") != 0 &&
             strcmp(t, "PLAIN") != 0) {
             log_err("%s: <sasl><mechanisms>: unknown mechanism %s", config_file(cfg), t);
             rc = ERR_CONFIG;

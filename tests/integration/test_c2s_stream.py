@@ -164,3 +164,81 @@ def test_raw_login_and_bind(st):
         finally:
             raw.close()
     harness.run(go())
+
+
+def plus_stack():
+    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1"
+    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    s.start()
+    s.add_user("alice", "wonderland")
+    return s
+
+
+def test_scram_plus_channel_binding():
+    s = plus_stack()
+    try:
+        async def session():
+            raw = await ClientRaw.connect_client(s)
+            await raw.open()
+            await raw.starttls()
+            feats = await raw.open()
+            return raw, feats
+
+        async def go():
+            raw, feats = await session()
+            try:
+                mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+                assert mechs == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256",
+                                 "SCRAM-SHA-1"]
+                cb = feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                assert cb is not None and cb[0].get("type") == "tls-server-end-point"
+                assert await raw.auth_scram("alice", "wonderland", "sha256", plus=True) == \
+                    "success"
+            finally:
+                raw.close()
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", "sha1", plus=True) == "success"
+            finally:
+                raw.close()
+            # Binding data that is not our certificate's: refused.
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=b"\0" * 32) == "not-authorized"
+            finally:
+                raw.close()
+            # "y": the client can bind but believes we cannot, while we offered
+            # -PLUS: a downgrade, refused (RFC 5802 §6).
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="y") == "not-authorized"
+            finally:
+                raw.close()
+            # Without binding ("n") plain SCRAM still works.
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="n") == "success"
+            finally:
+                raw.close()
+        harness.run(go())
+        log = s["c2s-1"].log()
+        assert "Channel bindings mismatch" in log
+        assert "client incorrectly assumed server had no channel binding" in log
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_y_flag_fine_without_plus(st):
+    # No -PLUS configured: a client that can bind and says "y" is right.
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            return await raw.auth_scram("alice", "wonderland", flag="y")
+        finally:
+            raw.close()
+    assert harness.run(go()) == "success"
