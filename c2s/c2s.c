@@ -332,7 +332,7 @@ static void ips_gc(struct c2s *c, uint64_t now)
 
 int c2s_send_raw(struct c2s *c, const void *p, size_t len)
 {
-    return component_send_raw(c->comp, p, len);
+    return c->comp != NULL ? component_send_raw(c->comp, p, len) : ERR_CLOSED;
 }
 
 static void on_ready(struct component *comp, void *arg)
@@ -423,8 +423,10 @@ static void on_bounce(struct component *comp, void *arg, struct xml_node *stanza
 
 static void on_comp_close(struct component *comp, void *arg)
 {
-    (void)arg;
-    (void)comp;
+    struct c2s *c = arg;
+    /* Freed here, while the loop still runs its handles' closes. */
+    component_free(comp);
+    c->comp = NULL;
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -505,14 +507,15 @@ void c2s_stop(struct c2s *c)
         uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
     }
     c->listeners = NULL;
+    /* The sessions end now, not when each client's close completes: the
+     * router link closes first, and component_stop writes what is queued. */
     for (struct c2s_client *cl = c->clients, *next; cl != NULL; cl = next) {
         next = cl->next;
+        c2s_sess_end(cl);
         c2s_client_fail(cl, XML_SE_SYSTEM_SHUTDOWN, NULL);
     }
-    if (uv_is_active((uv_handle_t *)&c->sweep) || c->sweep.data != NULL)
+    if (c->sweep.data != NULL)
         uv_close((uv_handle_t *)&c->sweep, NULL);
-    /* The sessions' end elements were queued by the clients' closes;
-     * component_stop writes them before closing. */
     if (c->comp != NULL)
         component_stop(c->comp);
     storage_free(c->st);

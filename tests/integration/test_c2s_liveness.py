@@ -111,3 +111,66 @@ def test_router_gone_closes_clients_and_c2s_comes_back():
         assert not s.sanitizer_errors()
     finally:
         s.cleanup()
+
+
+def test_sm_restart_keeps_sessions():
+    """Bound clients stay while the sm is away: their stanzas bounce with a
+    stanza error; after the sm's announce their sessions are resumed and
+    messages flow again."""
+    s = new_stack()
+    try:
+        async def go():
+            a, oa = await stack.login(s, "alice", "wonderland", resource="a")
+            b, ob = await stack.login(s, "bob", "builder", resource="b")
+            assert (oa, ob) == ("session", "session")
+            try:
+                s["sm"].stop()
+                await asyncio.get_event_loop().run_in_executor(
+                    None, wait_log, s["c2s-1"], "sm sm is down")
+                got = asyncio.get_event_loop().create_future()
+                b.add_event_handler("message_error", lambda m: got.done() or got.set_result(m))
+                b.send_message(mto="alice@%s/a" % s.domain, mbody="anyone?")
+                err = await asyncio.wait_for(got, harness.WAIT)
+                assert err["error"]["condition"] == "remote-server-timeout"
+                s["sm"].start()
+                await asyncio.get_event_loop().run_in_executor(
+                    None, wait_log, s["sm"], "session", 1)
+                await asyncio.get_event_loop().run_in_executor(
+                    None, wait_log, s["sm"], "announce to c2s-1")
+                # Resumed: a message reaches alice again.
+                deadline = time.monotonic() + harness.WAIT
+                while True:
+                    b.send_message(mto="alice@%s/a" % s.domain, mbody="back")
+                    try:
+                        m = await asyncio.wait_for(a.inbox.get(), 0.5)
+                        assert m["body"] == "back"
+                        break
+                    except asyncio.TimeoutError:
+                        assert time.monotonic() < deadline, s.logs()[-5000:]
+            finally:
+                await stack.logout(a)
+                await stack.logout(b)
+        harness.run(go())
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_sigterm_system_shutdown_clean_exit():
+    s = new_stack()
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                s["c2s-1"].signal(15)
+                assert await raw.stream_error() == "system-shutdown"
+            finally:
+                raw.close()
+        harness.run(go())
+        code = s["c2s-1"].proc.wait(harness.STOP_WAIT)  # the first TERM's orderly stop
+        assert code == 0, "exit %r: %s" % (code, s["c2s-1"].log()[-3000:])
+        wait_log(s["sm"], "ended")
+        assert not s.sanitizer_errors(), s["c2s-1"].log()[-3000:]
+    finally:
+        s.cleanup()

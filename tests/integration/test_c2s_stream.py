@@ -242,3 +242,57 @@ def test_y_flag_fine_without_plus(st):
         finally:
             raw.close()
     assert harness.run(go()) == "success"
+
+
+def test_bad_format_and_prefix(st):
+    assert error_after(st, "some text between elements") == "bad-format"
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            raw.send("<?xml version='1.0'?><s:stream xmlns='jabber:client' "
+                     "xmlns:s='http://etherx.jabber.org/streams' to='%s' version='1.0'>"
+                     "<s:features/>" % st.domain)
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    # Our parser's choice for an unexpected stream-namespace element.
+    assert harness.run(go()) in ("unsupported-stanza-type", "not-authorized", "bad-format",
+                                 "bad-namespace-prefix", "invalid-namespace")
+
+
+def test_after_bind_errors(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.login_plain("alice", "wonderland", resource="errs")
+            raw.send("<foo xmlns='jabber:client'/>")
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "unsupported-stanza-type"
+
+
+def test_stanza_size_after_auth():
+    s = stack.Stack(c2s=1, extra={"c2s": "  <limits><stanza-size>8k</stanza-size></limits>\n"})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                # Within the limit (bigger than the pre-auth one): delivered.
+                raw.send("<message to='alice@%s/raw'><body>%s</body></message>" %
+                         (s.domain, "y" * 6000))
+                el = await raw.recv()
+                assert el.tag == "{jabber:client}message"
+                raw.send("<message to='alice@%s/raw'><body>%s</body></message>" %
+                         (s.domain, "z" * 9000))
+                return await raw.stream_error()
+            finally:
+                raw.close()
+        assert harness.run(go()) == "policy-violation"
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
