@@ -296,3 +296,32 @@ def test_stanza_size_after_auth():
         assert not s.sanitizer_errors()
     finally:
         s.cleanup()
+
+
+def test_stanzas_reserialised_and_to_checked(st):
+    """What a client sends leaves c2s as our serializer's output of the
+    parsed tree, never its bytes (CVE-2022-22784); a bad to is answered."""
+    async def go():
+        a = await ClientRaw.connect_client(st)
+        b = await ClientRaw.connect_client(st)
+        try:
+            await a.login_plain("alice", "wonderland", resource="ra")
+            await b.login_plain("alice", "wonderland", resource="rb")
+            b.received.clear()
+            a.send("<message to='alice@%s/rb' from='evil@elsewhere'><body><![CDATA[x < y]]>"
+                   "</body><x xmlns='urn:example' a=\"it's\"/></message>" % st.domain)
+            el = await b.expect(lambda e: e.tag == "{jabber:client}message")
+            assert el.get("from") == "alice@%s/ra" % st.domain
+            assert el.find("{jabber:client}body").text == "x < y"
+            raw = bytes(b.received)
+            assert b"CDATA" not in raw and b"evil@" not in raw
+            assert b"x &lt; y" in raw
+            a.send("<message to='bad@@jid' id='m1'><body>hi</body></message>")
+            err = await a.expect(lambda e: e.get("id") == "m1")
+            assert err.get("type") == "error"
+            assert err.find("{jabber:client}error/"
+                            "{urn:ietf:params:xml:ns:xmpp-stanzas}jid-malformed") is not None
+        finally:
+            a.close()
+            b.close()
+    harness.run(go())
