@@ -502,7 +502,8 @@ class ClientRaw(harness.Raw):
         self.send("<auth xmlns='%s' mechanism='%s'>%s</auth>" %
                   (NS_SASL, mech, b64(gs2 + bare.encode())))
         el = await self.recv(harness.WAIT * 2)
-        if el.tag != "{%s}challenge" % NS_SASL:
+        self.challenged = el.tag == "{%s}challenge" % NS_SASL
+        if not self.challenged:
             return el[0].tag.split("}")[1]
         first = base64.b64decode(el.text).decode()
         attrs = dict(kv.split("=", 1) for kv in first.split(","))

@@ -76,6 +76,23 @@ def test_unknown_user(st):
     assert "authentication failed: no such user" in st["c2s-1"].log()
 
 
+def test_unknown_user_looks_like_wrong_password(st):
+    # SCRAM answers an unknown user with a normal challenge (made-up salt,
+    # the same one each time) and fails only at the proof.
+    async def attempt(user):
+        raw = await stack.ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            cond = await raw.auth_scram(user, "guess", "sha256")
+            return cond, raw.challenged
+        finally:
+            raw.close()
+    assert harness.run(attempt("ghost")) == ("not-authorized", True)
+    assert harness.run(attempt("alice")) == ("not-authorized", True)
+
+
 def test_failures_close_the_stream(st):
     """auth-attempts (3) failures on one stream: not-authorized each time,
     then the stream is closed."""
