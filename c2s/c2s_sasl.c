@@ -60,6 +60,7 @@ struct c2s_sasl {
     bool plain;
     bool started; /* the Cyrus exchange is running */
     bool nouser;  /* running against made-up keys */
+    bool busy;    /* a storage query or a PLAIN check is in flight */
     enum scram_hash hash;
     sasl_conn_t *conn;
     char *user; /* nodeprepped */
@@ -438,6 +439,7 @@ static void plain_after(uv_work_t *req, int status)
     cl->c2s->nplain_jobs--;
     if (!c2s_client_unhold(cl) || cl->state == CL_DOWN || cl->sasl == NULL)
         return;
+    cl->sasl->busy = false;
     if (result == 0)
         succeed(cl, NULL, 0);
     else
@@ -500,6 +502,7 @@ static void on_creds(void *arg, int err, const struct storage_result *res)
     if (!c2s_client_unhold(cl) || cl->state == CL_DOWN || cl->sasl == NULL)
         return;
     struct c2s_sasl *s = cl->sasl;
+    s->busy = false;
     if (err != 0) {
         log_warn("credentials of %s@%s: %s", s->user, cl->domain->name, err_str(err));
         fail_now(cl, "temporary-auth-failure");
@@ -527,6 +530,7 @@ static void on_creds(void *arg, int err, const struct storage_result *res)
         j->password = s->password;
         j->password_len = s->password_len;
         s->password = NULL;
+        s->busy = true;
         cl->holds++;
         cl->c2s->nplain_jobs++;
         uv_queue_work(cl->c2s->loop, &j->req, plain_work, plain_after);
@@ -590,6 +594,7 @@ static void fetch(struct c2s_client *cl, enum scram_hash hash)
         fail_now(cl, "temporary-auth-failure");
         return;
     }
+    s->busy = true;
     cl->holds++;
 }
 
@@ -674,6 +679,12 @@ void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
 {
     if (cl->state != CL_OPEN && cl->state != CL_AUTHING) {
         c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL out of order");
+        return;
+    }
+    /* A client waits for our answer (challenge, success, failure) before
+     * it sends more; a job in flight still refers to this exchange. */
+    if (cl->delay != NULL || (cl->sasl != NULL && cl->sasl->busy)) {
+        c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL element before the server's answer");
         return;
     }
     if (strcmp(el->name, "abort") == 0) {

@@ -234,7 +234,7 @@ static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from
     if (answer && xml_make_error(stanza, XML_STE_SERVICE_UNAVAILABLE, NULL, NULL) == 0) {
         struct buf b = BUF_INIT;
         xml_serialize(stanza, XML_NS_COMPONENT, &b);
-        route_send(c, from, xml_get_attr(stanza, "to"), NULL, b.data, b.len);
+        route_send(c, from, NULL, NULL, b.data, b.len);
         buf_free(&b);
     }
     if (sid != NULL && strlen(sid) == C2S_SID_LEN) {

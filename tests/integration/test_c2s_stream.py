@@ -325,3 +325,22 @@ def test_stanzas_reserialised_and_to_checked(st):
             a.close()
             b.close()
     harness.run(go())
+
+
+def test_sasl_pipelined_before_answer(st):
+    """A second <auth> while the first is still being checked: refused, and
+    the first exchange's job finds nothing to act on (no crash)."""
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            raw.send("<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                     "<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                     % (NS_SASL, NS_SASL))
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "policy-violation"
+    assert "SASL element before the server's answer" in st["c2s-1"].log()
