@@ -307,6 +307,13 @@ class Stack:
         codes["router"] = self.router.stop()
         return codes
 
+    def stop_and_check(self):
+        """Stop everything (SIGTERM); the problems seen: a daemon that did not
+        exit 0, or any sanitizer line (leaks are reported at exit)."""
+        codes = self.stop()
+        bad = ["%s exited with %r" % (n, c) for n, c in codes.items() if c != 0]
+        return bad + self.sanitizer_errors()
+
     def cleanup(self):
         try:
             self.stop()

@@ -26,8 +26,8 @@ def limits_stack(**limits):
 
 def finish(s):
     try:
-        errs = s.sanitizer_errors()
-        assert not errs, "sanitizer reports: %s" % errs[:5]
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 

@@ -55,7 +55,8 @@ def test_kill_c2s_ends_its_sessions():
                 await stack.logout(b)
         harness.run(second())
         del a  # its loop is gone with the first run; c2s-1 dropped it
-        assert not s.sanitizer_errors()
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -82,7 +83,8 @@ def test_sm_gone_then_back():
             assert oa == "session"
             await stack.logout(a)
         harness.run(works())
-        assert not s.sanitizer_errors()
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -108,7 +110,8 @@ def test_router_gone_closes_clients_and_c2s_comes_back():
             assert oa == "session"
             await stack.logout(a)
         harness.run(works())
-        assert not s.sanitizer_errors()
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -151,7 +154,8 @@ def test_sm_restart_keeps_sessions():
                 await stack.logout(a)
                 await stack.logout(b)
         harness.run(go())
-        assert not s.sanitizer_errors()
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 

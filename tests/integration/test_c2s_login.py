@@ -21,8 +21,8 @@ def st():
         s.add_user("alice", "wonderland")
         s.add_user("bob", "builder")
         yield s
-        errs = s.sanitizer_errors()
-        assert not errs, "sanitizer reports: %s\n%s" % (errs[:5], s.logs()[-8000:])
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -194,6 +194,6 @@ def test_message_between_two_c2s_processes():
             await stack.logout(a)
             await stack.logout(b)
         harness.run(go())
-        assert not s.sanitizer_errors()
+        assert not s.stop_and_check()
     finally:
         s.cleanup()

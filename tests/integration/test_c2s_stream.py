@@ -25,8 +25,8 @@ def st():
         s.start()
         s.add_user("alice", "wonderland")
         yield s
-        errs = s.sanitizer_errors()
-        assert not errs, "sanitizer reports: %s" % errs[:5]
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -225,7 +225,7 @@ def test_scram_plus_channel_binding():
         log = s["c2s-1"].log()
         assert "Channel bindings mismatch" in log
         assert "client incorrectly assumed server had no channel binding" in log
-        assert not s.sanitizer_errors()
+        assert not s.stop_and_check()
     finally:
         s.cleanup()
 
@@ -293,7 +293,7 @@ def test_stanza_size_after_auth():
             finally:
                 raw.close()
         assert harness.run(go()) == "policy-violation"
-        assert not s.sanitizer_errors()
+        assert not s.stop_and_check()
     finally:
         s.cleanup()
 
