@@ -175,6 +175,11 @@ static int load_tls(struct c2s *c, struct config *cfg)
         }
         if (tls_server_ctx_new(cert, key, NULL, &d->tls) != 0)
             return ERR_CONFIG;
+        /* Resumption by tickets only: a server-side session cache would
+         * hold every TLS 1.2 client's session for minutes; one TLS 1.3
+         * ticket per handshake is enough for a client to come back. */
+        SSL_CTX_set_session_cache_mode(d->tls, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_num_tickets(d->tls, 1);
         /* XEP-0368: direct TLS clients ask for "xmpp-client" by ALPN. */
         static const char *const alpn[] = {"xmpp-client"};
         tls_ctx_set_alpn(d->tls, 1, alpn, 1);
