@@ -156,9 +156,10 @@ def _listening(port):
 
 class Stack:
     def __init__(self, domain="example.test", c2s=1, extra=None, router_limits=None,
-                 pg=None, start_pg=True, ipv6=False):
+                 pg=None, start_pg=True, ipv6=False, more_certs=()):
         self.domain = domain
         self.ipv6 = ipv6  # c2s also listens on [::1], same ports
+        self.more_certs = more_certs  # more domains with a certificate each (SNI)
         self.extra = extra or {}
         self.dir = tempfile.mkdtemp(prefix="parley-stack-")
         os.chmod(self.dir, 0o755)
@@ -171,6 +172,11 @@ class Stack:
         self.cert, self.key = selfsigned(self.dir, domain)
         self._own(self.key)
         os.chmod(self.key, 0o600)
+        self.certs = {}
+        for d in more_certs:
+            self.certs[d] = selfsigned(self.dir, d)
+            self._own(self.certs[d][1])
+            os.chmod(self.certs[d][1], 0o600)
         self.secrets = {}
         components = {
             "sm": {"secret": os.urandom(16).hex(), "internal": True, "multi": True,
@@ -240,12 +246,14 @@ class Stack:
                 "    <tcp address='127.0.0.1' port='%d' tls='direct'/>\n"
                 "%s"
                 "  </listen>\n"
-                "  <tls><cert domain='%s' cert='%s' key='%s'/></tls>\n" %
+                "  <tls><cert domain='%s' cert='%s' key='%s'/>%s</tls>\n" %
                 (self.c2s_port, self.c2s_tls_port,
                  "    <tcp address='::1' port='%d'/>\n"
                  "    <tcp address='::1' port='%d' tls='direct'/>\n" %
                  (self.c2s_port, self.c2s_tls_port) if self.ipv6 else "",
-                 self.domain, self.cert, self.key))
+                 self.domain, self.cert, self.key,
+                 "".join("<cert domain='%s' cert='%s' key='%s'/>" % (d, c, k)
+                         for d, (c, k) in self.certs.items())))
         cfg = self._write(name, "c2s", body)
         self.daemons[name] = Daemon(
             name, harness.binary("c2s/parley-c2s"), cfg, self._path(name + ".log"),
@@ -387,7 +395,8 @@ class ClientRaw(harness.Raw):
     open(), starttls(), auth_plain(), bind(), stream_error()."""
 
     @classmethod
-    async def connect_client(cls, st, direct=False, source="127.0.0.1", host="127.0.0.1"):
+    async def connect_client(cls, st, direct=False, source="127.0.0.1", host="127.0.0.1",
+                             sni=None):
         import asyncio
         import ssl
 
@@ -400,11 +409,12 @@ class ClientRaw(harness.Raw):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ctx,
                                     local_addr=(source, 0) if ":" not in host else None,
-                                    server_hostname=st.domain if direct else None,
+                                    server_hostname=(sni or st.domain) if direct else None,
                                     limit=1 << 20), harness.WAIT)
         raw = cls(reader, writer)
         raw.st = st
         raw.direct = direct
+        raw.sni = sni
         return raw
 
     def reset(self):
@@ -446,7 +456,8 @@ class ClientRaw(harness.Raw):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         self.reset()
-        await self.writer.start_tls(ctx, server_hostname=self.st.domain)
+        await self.writer.start_tls(ctx, server_hostname=getattr(self, "sni", None)
+                                    or self.st.domain)
 
     async def auth_plain(self, user, password):
         """PLAIN; the server's answer element."""
@@ -487,6 +498,17 @@ class ClientRaw(harness.Raw):
     def close(self):
         self.task.cancel()
         self.writer.close()
+
+    def peer_cn(self):
+        """The CN of the certificate the server chose."""
+        import ssl as _ssl
+        import subprocess as _sp
+
+        der = self.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        pem = _ssl.DER_cert_to_PEM_cert(der)
+        out = _sp.run(["openssl", "x509", "-noout", "-subject"], input=pem.encode(),
+                      capture_output=True, check=True).stdout.decode()
+        return out.strip().split("CN", 1)[1].lstrip(" =")
 
     def server_end_point(self):
         """tls-server-end-point (RFC 5929) of the server's certificate."""

@@ -344,3 +344,30 @@ def test_sasl_pipelined_before_answer(st):
             raw.close()
     assert harness.run(go()) == "policy-violation"
     assert "SASL element before the server's answer" in st["c2s-1"].log()
+
+
+def test_sni_picks_the_domain_certificate():
+    s = stack.Stack(c2s=1, more_certs=("chat.test",))
+    try:
+        s.start()
+
+        async def cn(direct, sni):
+            raw = await ClientRaw.connect_client(s, direct=direct, sni=sni)
+            try:
+                if not direct:
+                    await raw.open()
+                    await raw.starttls()
+                await raw.open()  # also completes the handshake
+                return raw.peer_cn()
+            finally:
+                raw.close()
+
+        async def go():
+            assert await cn(True, "chat.test") == "chat.test"
+            assert await cn(True, s.domain) == s.domain
+            assert await cn(False, "chat.test") == "chat.test"
+            assert await cn(False, s.domain) == s.domain
+        harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
