@@ -160,16 +160,33 @@ static void pending_free(struct pending_start *ps)
     free(ps);
 }
 
+/* The account was deleted while loaded: its sessions are kicked
+ * (SESSION.md: not-authorized) and the modules forget its data. */
+static void account_gone(struct sm_user *u)
+{
+    log_notice("account %s no longer exists: ending its %u session%s", u->jid->bare, u->nsess,
+               u->nsess == 1 ? "" : "s");
+    while (u->sessions != NULL)
+        sm_sess_end(u->sessions, "kick", "not-authorized");
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.user = u;
+    sm_hook_run(u->sm, SM_HOOK_USER_DELETE, &p);
+    u->state = SM_USER_MISSING;
+}
+
 static void on_checked(void *arg, int err, const struct storage_result *res)
 {
     struct pending_start *ps = arg;
     struct sm_user *u = ps->u;
     bool exists = false;
-    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0)
+    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
         failed(ps, "internal-server-error");
-    else if (!exists)
+    } else if (!exists) {
         failed(ps, "not-authorized");
-    else
+        if (u->state == SM_USER_READY)
+            account_gone(u);
+    } else
         create(ps);
     pending_free(ps);
     sm_user_release(u);
@@ -185,10 +202,13 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
     if (j == NULL)
         return;
     if (dup != NULL) {
-        /* A repeated start (an announce answered twice): same answer. */
-        if (jid_eq_full(dup->jid, j))
+        /* A repeated start (an announce answered after the router came
+         * back, while this sm kept its sessions): same answer; the presence
+         * the c2s sends again is not news to the contacts. */
+        if (jid_eq_full(dup->jid, j)) {
+            dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
-        else
+        } else
             sm_send_control(sm, ev->c2s, j->domain, "failed", ev->sid, "conflict");
         jid_free(j);
         return;
@@ -199,8 +219,10 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
     memcpy(ps->sid, ev->sid, sizeof(ps->sid));
     ps->jid = j;
     ps->resume = resume != NULL && strcmp(resume, "true") == 0;
-    if (u->state == SM_USER_MISSING) {
-        failed(ps, "not-authorized");
+    if (u->state == SM_USER_MISSING || u->load_failed) {
+        /* A failed load is forgotten once the user is idle: the client's
+         * next attempt loads it again. */
+        failed(ps, u->load_failed ? "internal-server-error" : "not-authorized");
         pending_free(ps);
         return;
     }
@@ -228,6 +250,10 @@ static void unlink_sess(struct sm_sess *s)
 
 void sm_sess_drop(struct sm_sess *s)
 {
+    struct sm *sm = s->user->sm;
+    for (size_t i = 0; i < sm->nmods; i++)
+        if (sm->mods[i].def->sess_free != NULL)
+            sm->mods[i].def->sess_free(&sm->mods[i], s);
     unlink_sess(s);
     xml_free(s->presence);
     jid_free(s->jid);

@@ -9,7 +9,9 @@
  * from remote servers via s2s. A stanza for one of our domains is handled
  * here, never sent back through the router: to the server itself through
  * the pkt-sm chain, to a user on that user's queue (pkt-user chain, then
- * the default rules). Everything else goes to the router. Output to a
+ * the default rules); with <multi-instance>, a stanza for a user goes
+ * through the router (r:route to the domain, key = the bare JID) to the
+ * instance that holds that user. Everything else goes to the router. Output to a
  * session is <r:route to='c2s-N' from='DOMAIN' sid='S'>; a stanza for
  * several sessions is serialised once (sm_deliver_many).
  *
@@ -89,6 +91,14 @@ const char *sm_local_domain(struct sm *sm, const struct jid *j)
     return NULL;
 }
 
+bool sm_domain_name(struct sm *sm, const char *name)
+{
+    for (size_t i = 0; i < sm->ndomains; i++)
+        if (strcmp(sm->domains[i], name) == 0)
+            return true;
+    return false;
+}
+
 const char *sm_default_domain(struct sm *sm)
 {
     return sm->domains[0];
@@ -108,14 +118,21 @@ int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st)
     p->stanza = st;
     p->kind = st->name;
     p->type = xml_get_attr(st, "type");
-    p->from = sm_jid(sm, xml_get_attr(st, "from"));
+    /* A stanza the sm made for one of its own sessions (an iq result to a
+     * request that had no to) may have no from. */
+    const char *from = xml_get_attr(st, "from");
+    if (from != NULL) {
+        p->from = sm_jid(sm, from);
+        if (p->from == NULL)
+            return ERR_INVAL;
+    }
     const char *to = xml_get_attr(st, "to");
     if (to != NULL) {
         p->to = sm_jid(sm, to);
         if (p->to == NULL)
             return ERR_INVAL;
     }
-    return p->from == NULL ? ERR_INVAL : 0;
+    return 0;
 }
 
 void sm_pkt_clear(struct sm_pkt *p)
@@ -278,6 +295,37 @@ static void pkt_server(struct sm *sm, struct xml_node *st)
     sm_pkt_clear(&p);
 }
 
+/* A stanza for a user of ours, handled by this instance. */
+static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
+{
+    struct jid *bare = jid_bare(j);
+    struct sm_user *u = sm_user_get(sm, bare);
+    jid_free(bare);
+    sm_deliver_user(sm, u, xml_copy(st));
+}
+
+/* With several instances, a user's stanzas are handled by the instance the
+ * router picks for the bare JID (the same one its c2s traffic reaches). */
+static void to_user_instance(struct sm *sm, struct jid *j, const struct xml_node *st)
+{
+    if (sm->comp == NULL)
+        return;
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(j->domain, j->domain_len, &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(j->domain, j->domain_len, &b);
+    buf_append_str(&b, "' key='");
+    xml_escape_attr(j->node, j->node_len, &b);
+    buf_append_byte(&b, '@');
+    xml_escape_attr(j->domain, j->domain_len, &b);
+    buf_append_str(&b, "'>");
+    xml_serialize(st, XML_NS_COMPONENT, &b);
+    buf_append_str(&b, "</r:route>");
+    component_send_raw(sm->comp, b.data, b.len);
+    buf_free(&b);
+}
+
 void sm_route(struct sm *sm, struct xml_node *st)
 {
     const char *to = xml_get_attr(st, "to");
@@ -297,11 +345,10 @@ void sm_route(struct sm *sm, struct xml_node *st)
             pkt_server(sm, st);
         else
             sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+    } else if (sm->cfg->multi) {
+        to_user_instance(sm, j, st);
     } else {
-        struct jid *bare = jid_bare(j);
-        struct sm_user *u = sm_user_get(sm, bare);
-        jid_free(bare);
-        sm_deliver_user(sm, u, xml_copy(st));
+        to_user_here(sm, j, st);
     }
     jid_free(j);
 }
@@ -359,6 +406,10 @@ void sm_pkt_user(struct sm_user *u, struct xml_node *st)
         sm_bounce(sm, st, XML_STE_JID_MALFORMED);
         return;
     }
+    if (p.from == NULL && strcmp(st->name, "presence") == 0) {
+        sm_pkt_clear(&p);
+        return;
+    }
     p.user = u;
     int r = sm_hook_run(sm, SM_HOOK_PKT_USER, &p);
     if (SM_IS_ERROR(r)) {
@@ -387,6 +438,9 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
     p.sess = s;
     p.user = s->user;
     int r = sm_hook_run(sm, SM_HOOK_IN_SESS, &p);
+    /* Only the stanza right after a resumed start can be the c2s's replay
+     * of the session's presence (SESSION.md). */
+    s->resumed = false;
     if (SM_IS_ERROR(r)) {
         sm_bounce(sm, st, SM_ERROR_COND(r));
     } else if (r == SM_PASS) {
@@ -486,6 +540,17 @@ static void on_route(struct sm *sm, struct xml_node *env)
             sm_sess_post_end(sm, from, sid);
         return;
     }
+    if (from != NULL && inner != NULL && sm->cfg->multi && sm_domain_name(sm, from)) {
+        /* From an instance of ours (possibly this one): ours to handle. */
+        normalise_ns(inner);
+        struct jid *j = is_stanza(inner) ? sm_jid(sm, xml_get_attr(inner, "to")) : NULL;
+        if (j != NULL && j->node != NULL && sm_local_domain(sm, j) != NULL)
+            to_user_here(sm, j, inner);
+        else
+            log_warn("r:route from %s without a stanza for a user ignored", from);
+        jid_free(j);
+        return;
+    }
     if (from == NULL || inner == NULL || !is_c2s(sm, from)) {
         log_warn("r:route from %s ignored", from ? from : "?");
         return;
@@ -495,6 +560,12 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     normalise_ns(inner);
+    if (sid == NULL && is_stanza(inner)) {
+        /* Not from a session: the c2s's error for a stanza the sm sent to a
+         * session it no longer has (SESSION.md): to its addressee. */
+        sm_route(sm, inner);
+        return;
+    }
     if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {
         log_warn("r:route from %s without a session stanza ignored", from);
         return;
@@ -611,14 +682,48 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     return rc;
 }
 
+#define DRAIN_MS      5000
+#define DRAIN_POLL_MS 20
+
+static void finish_stop(struct sm *sm)
+{
+    uv_timer_stop(&sm->drain);
+    uv_close((uv_handle_t *)&sm->drain, NULL);
+    if (sm->comp != NULL)
+        component_stop(sm->comp);
+    storage_free(sm->st);
+    sm->st = NULL;
+}
+
+/* Stop only once storage has answered what was asked (offline messages
+ * being stored, roster changes): their outcome can still reach the
+ * sender or the session while the router connection is up. Bounded. */
+static void on_drain(uv_timer_t *t)
+{
+    struct sm *sm = t->data;
+    struct storage_stats ss;
+    storage_get_stats(sm->st, &ss);
+    if ((ss.waiting == 0 && ss.in_flight == 0) || uv_now(sm->loop) >= sm->drain_deadline) {
+        if (ss.waiting + ss.in_flight > 0)
+            log_warn("stopping with %u storage queries unanswered", ss.waiting + ss.in_flight);
+        finish_stop(sm);
+    }
+}
+
 void sm_stop(struct sm *sm)
 {
     if (sm->stopping)
         return;
     sm->stopping = true;
-    component_stop(sm->comp);
-    storage_free(sm->st);
-    sm->st = NULL;
+    if (sm->st == NULL) {
+        if (sm->comp != NULL)
+            component_stop(sm->comp);
+        return;
+    }
+    uv_timer_init(sm->loop, &sm->drain);
+    sm->drain.data = sm;
+    sm->drain_deadline = uv_now(sm->loop) + DRAIN_MS;
+    uv_timer_start(&sm->drain, on_drain, 0, DRAIN_POLL_MS);
 }
 
 void sm_log_stats(struct sm *sm)

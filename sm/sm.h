@@ -38,6 +38,12 @@
 #define SM_NS_SESSION "urn:parley:session"
 #define SM_SID_LEN    32
 #define SM_MAX_MODS   16
+/* Sessions per user at most (<limits><sessions> is bounded by it): fan-out
+ * to one user's sessions uses arrays of this size on the stack. */
+#define SM_MAX_SESSIONS 64
+/* Full JIDs one session may have sent directed presence to (each gets
+ * unavailable when it ends, RFC 6121 §4.6.3). */
+#define SM_MAX_DIRECTED 1000
 
 /* ---- configuration (filled by main.c's table) ---- */
 
@@ -51,6 +57,7 @@ struct sm_config {
     int db_pool;
     struct xml_node *modules; /* <modules>, or NULL: the default list */
     const char *c2s_prefix;
+    bool multi;        /* several sm instances share the domains (router multi='true') */
     int max_sessions;  /* per user */
     int roster_max;    /* items per roster */
     int offline_quota; /* queued messages per user */
@@ -70,8 +77,10 @@ enum sm_hook {
     SM_HOOK_PKT_SM,         /* a stanza to the server's domain */
     SM_HOOK_PKT_USER,       /* a stanza to a local user (bare or full JID) */
     SM_HOOK_USER_LOAD,      /* load the user's data (pkt: user); hold it while loading */
-    SM_HOOK_USER_CREATE,    /* an account appeared */
-    SM_HOOK_USER_DELETE,    /* an account is gone */
+    SM_HOOK_USER_CREATE,    /* an account appeared (not fired yet: accounts are made by
+                               parleyctl in the database, unseen by the sm) */
+    SM_HOOK_USER_DELETE,    /* an account is gone (found missing at a login; its
+                               sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
                                pkt->user: an account's info, NULL: the server's */
     SM_HOOK_COUNT
@@ -109,6 +118,8 @@ struct sm_module_def {
     void (*free)(struct sm_mod *m);
     /* Free what the module keeps in u->mdata[m->index] (may be NULL). */
     void (*user_free)(struct sm_mod *m, struct sm_user *u);
+    /* Free what the module keeps in s->mdata[m->index] (may be NULL). */
+    void (*sess_free)(struct sm_mod *m, struct sm_sess *s);
 };
 
 struct sm_mod {
@@ -131,6 +142,7 @@ void sm_mods_free(struct sm *sm);
 enum sm_user_state { SM_USER_LOADING, SM_USER_READY, SM_USER_MISSING };
 
 struct sm_event;
+struct sm_roster;
 
 struct sm_user {
     struct sm *sm;
@@ -145,6 +157,7 @@ struct sm_user {
     unsigned nsess;
     struct sm_user *lru_prev, *lru_next;
     bool in_lru;
+    struct sm_roster *roster; /* roster.c; NULL until loaded */
     void *mdata[SM_MAX_MODS];
 };
 
@@ -156,9 +169,11 @@ struct sm_sess {
     struct jid *jid; /* full */
     char *key;       /* "c2s\nsid": the key in sm->sessions */
     /* presence state (mod_presence keeps it; the core reads it to route) */
-    bool available; /* sent available broadcast presence */
-    bool initial;   /* has ever been available */
-    bool resumed;   /* re-announced after an sm restart (SESSION.md) */
+    bool available;  /* sent available broadcast presence */
+    bool initial;    /* has ever been available */
+    bool resumed;    /* just re-announced (SESSION.md): the next stanza may be
+                        the c2s replaying the last presence */
+    bool interested; /* asked for the roster: gets roster pushes */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
@@ -178,15 +193,13 @@ void sm_users_free(struct sm *sm);
 struct sm_sess *sm_user_top_sess(struct sm_user *u);
 
 /* Events: what waits in a user's queue. */
-enum sm_event_kind { SM_EV_START, SM_EV_END, SM_EV_IN_SESS, SM_EV_DELIVER, SM_EV_CALL };
+enum sm_event_kind { SM_EV_START, SM_EV_END, SM_EV_IN_SESS, SM_EV_DELIVER };
 struct sm_event {
     struct sm_event *next;
     enum sm_event_kind kind;
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
     char sid[SM_SID_LEN + 1];
-    void (*call)(struct sm_user *u, void *arg); /* SM_EV_CALL */
-    void *arg;
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
 void sm_event_free(struct sm_event *ev);
@@ -221,8 +234,9 @@ struct sm {
     struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
     size_t lru_count;
     uint64_t seq; /* a counter for sm_sess.active_seq */
-    bool ready_logged;
     bool stopping;
+    uv_timer_t drain; /* sm_stop: waits for storage to settle */
+    uint64_t drain_deadline;
     /* modules */
     struct sm_mod mods[SM_MAX_MODS];
     size_t nmods;
@@ -245,6 +259,8 @@ void sm_log_stats(struct sm *sm);
 /* The domain string if jid's domain is one of ours, else NULL. */
 const char *sm_local_domain(struct sm *sm, const struct jid *j);
 const char *sm_default_domain(struct sm *sm);
+/* True if name is one of our domains, as written in the config. */
+bool sm_domain_name(struct sm *sm, const char *name);
 /* Route a stanza built or received by the sm to its 'to': a local user or
  * the server itself (through the packet path), or the router. The caller
  * keeps st. */
