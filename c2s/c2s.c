@@ -541,6 +541,11 @@ void c2s_free(struct c2s *c)
 {
     if (c == NULL)
         return;
+    /* Listeners left by a failed start: the daemon closed their handles. */
+    for (struct c2s_listener *l = c->listeners, *next; l != NULL; l = next) {
+        next = l->next;
+        free(l);
+    }
     component_free(c->comp);
     storage_free(c->st);
     c2s_sasl_done();

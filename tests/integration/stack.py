@@ -262,11 +262,25 @@ class Stack:
     # ---- lifecycle
 
     def start(self):
-        """Router, then sm, then every c2s; each waits for its "ready" log line."""
+        """Router, then sm, then every c2s; each waits for its "ready" log line.
+        A c2s port taken meanwhile by another process (free_port can only
+        say it was free) gets new ports and another try."""
         self.router.start()
         self.daemons["sm"].start()
-        for n in self.c2s_names:
-            self.daemons[n].start()
+        for attempt in range(3):
+            try:
+                for n in self.c2s_names:
+                    self.daemons[n].start()
+                return self
+            except AssertionError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                for n in self.c2s_names:
+                    self.daemons[n].stop()
+                self.c2s_port = harness.free_port()
+                self.c2s_tls_port = harness.free_port()
+                for n in self.c2s_names:
+                    self._write_c2s(n)
         return self
 
     def __getitem__(self, name):
