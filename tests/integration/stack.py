@@ -76,6 +76,7 @@ class Daemon:
 
     def start(self, wait=True):
         assert self.proc is None or self.proc.poll() is not None
+        self.log_offset = len(self.log())  # ready means ready in this run
         with open(self.logpath, "ab") as log:
             self.proc = subprocess.Popen([self.exe, "-f", "-c", self.config],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -132,6 +133,10 @@ class Daemon:
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+    def fresh_log(self):
+        """The log written since the last start()."""
+        return self.log()[getattr(self, "log_offset", 0):]
 
     def sanitizer_errors(self):
         return [l for l in self.log().splitlines()
@@ -235,7 +240,7 @@ class Stack:
         cfg = self._write("sm", "sm", body)
         self.daemons["sm"] = Daemon(
             "sm", harness.binary("sm/parley-sm"), cfg, self._path("sm.log"),
-            lambda: "sm ready" in self.daemons["sm"].log())
+            lambda: "sm ready" in self.daemons["sm"].fresh_log())
 
     def _write_c2s(self, name):
         body = (self._common(name) +
@@ -257,7 +262,7 @@ class Stack:
         cfg = self._write(name, "c2s", body)
         self.daemons[name] = Daemon(
             name, harness.binary("c2s/parley-c2s"), cfg, self._path(name + ".log"),
-            lambda: "c2s ready" in self.daemons[name].log() and _listening(self.c2s_port))
+            lambda: "c2s ready" in self.daemons[name].fresh_log() and _listening(self.c2s_port))
 
     # ---- lifecycle
 
