@@ -395,9 +395,17 @@ static void on_notify(struct component *comp, void *arg, const char *name, int u
         return;
     struct c2s_domain *d = domain_add(c, prepped);
     free(prepped);
+    bool was_up = d->up;
     if (d->up != (up != 0))
         log_info("domain %s is %s", d->name, up ? "up" : "down");
     d->up = up;
+    /* The domain's sm is back: re-announce its sessions at once, ahead of
+     * any stanza of theirs, rather than only on its announce; otherwise
+     * a stanza sent in between reaches an sm that does not know the
+     * session yet and gets it kicked. The announce repeats the starts
+     * (the sm answers a repeated start with started again). */
+    if (up && !was_up)
+        c2s_sess_resume(c, d->name, false);
 }
 
 static void on_stanza(struct component *comp, void *arg, struct xml_node *el, const char *raw,
