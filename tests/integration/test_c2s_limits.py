@@ -195,3 +195,18 @@ def test_ping_to_silent_client():
         harness.run(go())
     finally:
         finish(s)
+
+
+def test_idle_timeout():
+    s = limits_stack(idle_timeout="1s", ping_after="0s")
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                assert await raw.stream_error(harness.WAIT * 2) == "connection-timeout"
+            finally:
+                raw.close()
+        harness.run(go())
+    finally:
+        finish(s)
