@@ -373,13 +373,8 @@ static void on_down(struct component *comp, void *arg)
  * only the name and state. So a notified name is a hosted domain unless it
  * is a component name: the sm's, and the c2s and s2s instances'.
  */
-static bool component_name_like(struct c2s *c, const char *name)
-{
-    return strcmp(name, c->cfg.sm_name) == 0 || strncmp(name, "c2s", 3) == 0 ||
-           strncmp(name, "s2s", 3) == 0 || strcmp(name, c->cfg.router_name) == 0;
-}
-
-static void on_notify(struct component *comp, void *arg, const char *name, int up)
+static void on_notify(struct component *comp, void *arg, const char *name, const char *owner,
+                      int up)
 {
     struct c2s *c = arg;
     (void)comp;
@@ -388,7 +383,9 @@ static void on_notify(struct component *comp, void *arg, const char *name, int u
         log_info("sm %s is %s", name, up ? "up" : "down");
         return;
     }
-    if (component_name_like(c, name))
+    /* A hosted domain is a name the sm bound; anything else (a component's
+     * name or domain, another c2s) is not ours to serve. */
+    if (strcmp(owner, c->cfg.sm_name) != 0)
         return;
     char *prepped = NULL;
     if (jid_prep_domain(name, strlen(name), &prepped, NULL) != 0)

@@ -623,9 +623,10 @@ static int router_element(struct component *c, struct xml_node *el)
     }
     if (strcmp(el->name, "notify") == 0) {
         const char *name = xml_get_attr(el, "name");
+        const char *owner = xml_get_attr(el, "owner");
         const char *state = xml_get_attr(el, "state");
         if (name != NULL && state != NULL && c->cbs.on_notify != NULL)
-            c->cbs.on_notify(c, c->arg, name, strcmp(state, "up") == 0);
+            c->cbs.on_notify(c, c->arg, name, owner != NULL ? owner : "", strcmp(state, "up") == 0);
         return 1;
     }
     if (strcmp(el->name, "unbind") == 0)

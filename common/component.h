@@ -127,8 +127,10 @@ struct component_cbs {
      * ERR_PERM (not-allowed) or ERR_INVAL (other error). domain is "" for
      * a default-route-only bind. */
     void (*on_bind_result)(struct component *c, void *arg, const char *domain, int err);
-    /* <r:notify name=… state='up|down'/>: a route appeared or vanished. */
-    void (*on_notify)(struct component *c, void *arg, const char *name, int up);
+    /* <r:notify name=… owner=… state='up|down'/>: a route appeared or
+     * vanished. owner is the component name the route belongs to (name
+     * itself for a component's own name; "" if the router sent none). */
+    void (*on_notify)(struct component *c, void *arg, const char *name, const char *owner, int up);
     /* A stanza the component took but could not deliver (see above).
      * stanza is the stanza itself (unwrapped from <r:route>, whose to is
      * in route_to; NULL for a plain stanza). */

@@ -488,8 +488,9 @@ static void on_down(struct component *c, void *arg)
     sm->c2s = htab_new(NULL);
 }
 
-static void on_notify(struct component *c, void *arg, const char *name, int up)
+static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
 {
+    (void)owner;
     struct sm *sm = arg;
     if (!is_c2s(sm, name))
         return;

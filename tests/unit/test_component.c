@@ -139,7 +139,7 @@ static void a_on_element(struct stream *s, void *arg, struct xml_node *el, const
             a->handshakes++;
             stream_write_str(s, "<handshake/>");
             if (a->mode == ACC_NOTIFY)
-                stream_write_str(s, "<r:notify name='c2s-1' state='up'/>"
+                stream_write_str(s, "<r:notify name='c2s-1' owner='c2s-1' state='up'/>"
                                     "<message from='a@example.com' to='sm' id='in1'>"
                                     "<body>hi</body></message>"
                                     "<r:notify name='c2s-1' state='down'/>");
@@ -313,10 +313,10 @@ static void o_on_bind_result(struct component *c, void *arg, const char *domain,
     buf_printf(&o->binds, "%s:%d\n", domain, err);
 }
 
-static void o_on_notify(struct component *c, void *arg, const char *name, int up)
+static void o_on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
 {
     struct owner *o = arg;
-    buf_printf(&o->notifies, "%s:%s\n", name, up ? "up" : "down");
+    buf_printf(&o->notifies, "%s(%s):%s\n", name, owner, up ? "up" : "down");
 }
 
 static const char *why_str(enum component_bounce why)
@@ -450,7 +450,8 @@ static void test_handshake(void **state)
     assert_string_equal(a.hdr_ns, XML_NS_COMPONENT);
     assert_string_equal(a.digest, DIGEST);
     assert_string_equal(a.log.data, "handshake\n");
-    assert_string_equal(o.notifies.data, "c2s-1:up\nc2s-1:down\n");
+    /* owner= passed on; an absent one (the second) as "" */
+    assert_string_equal(o.notifies.data, "c2s-1(c2s-1):up\nc2s-1():down\n");
     assert_string_equal(o.stanzas.data, "message:in1\n");
     struct component_stats st;
     component_stats(o.c, &st);
