@@ -1,0 +1,197 @@
+"""test_s2s_federation.py - two Parley services (a.test, b.test), each a
+parley-router and a parley-s2s, joined by static routes; slixmpp components
+svc.a.test and svc.b.test on the two routers exchange stanzas through the
+two s2s daemons, authenticated by SASL EXTERNAL (certificates from a test
+CA both trust) or by dialback (certificates neither trusts).
+"""
+
+import socket
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import harness
+import s2sutil
+from harness import run, ping_iq, stanza_error
+
+
+@pytest.fixture
+def fed(request):
+    params = getattr(request, "param", {})
+    net = s2sutil.Federation(**params)
+    try:
+        net.start()
+        yield net
+        codes = net.stop()
+        assert codes == {"a": {"s2s": 0, "router": 0}, "b": {"s2s": 0, "router": 0}}, \
+            "exit codes %s\n%s" % (codes, net.logs())
+        errs = net.sanitizer_errors()
+        assert not errs, "\n".join(errs)
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def send_msg(comp, to, frm, body, mid):
+    m = comp.make_message(mto=to, mfrom=frm, mbody=body)
+    m["id"] = mid
+    m.send()
+
+
+async def exchange(net):
+    """svc.a.test and svc.b.test: message both ways, an iq and its result."""
+    ca = await s2sutil.comp(net.a)
+    cb = await s2sutil.comp(net.b)
+    try:
+        ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="hello b", mtype="chat")
+        m = await cb.expect(lambda s: s.name == "message", timeout=15)
+        assert m["from"] == "svc.a.test" and m["body"] == "hello b"
+        cb.send_message(mto="alice@svc.a.test", mfrom="bob@svc.b.test", mbody="hello a")
+        m = await ca.expect(lambda s: s.name == "message", timeout=15)
+        assert m["from"] == "bob@svc.b.test" and m["to"] == "alice@svc.a.test"
+        assert m["body"] == "hello a"
+        ping_iq(ca, "svc.b.test", "svc.a.test", "p1").send()
+        iq = await cb.expect(lambda s: s.name == "iq", timeout=15)
+        assert iq["type"] == "get" and iq["id"] == "p1"
+        cb.make_iq_result(id="p1", ito="svc.a.test", ifrom="svc.b.test").send()
+        res = await ca.expect(lambda s: s.name == "iq", timeout=15)
+        assert res["type"] == "result" and res["id"] == "p1" and res["from"] == "svc.b.test"
+    finally:
+        await harness.close_all(ca, cb)
+
+
+def test_sasl_external(fed):
+    run(exchange(fed))
+    assert "ready (TLS, SASL EXTERNAL)" in fed.a.log()
+    assert "ready (TLS, SASL EXTERNAL)" in fed.b.log()
+    assert "dialback" not in fed.a.log().split("ready (TLS")[0][-200:]
+
+
+@pytest.mark.parametrize("fed", [{"mode": "dialback"}], indirect=True)
+def test_dialback(fed):
+    run(exchange(fed))
+    assert "ready (TLS, dialback)" in fed.a.log()
+    assert "ready (TLS, dialback)" in fed.b.log()
+    assert "SASL EXTERNAL" not in fed.a.log()
+
+
+@pytest.mark.parametrize("fed", [{"direct_tls": True}], indirect=True)
+def test_direct_tls(fed):
+    run(exchange(fed))
+
+
+def test_one_link_reused(fed):
+    async def go():
+        ca = await s2sutil.comp(fed.a)
+        cb = await s2sutil.comp(fed.b)
+        try:
+            for i in range(20):
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="m%d" % i)
+            got = []
+            for i in range(20):
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                got.append(m["body"])
+            assert got == ["m%d" % i for i in range(20)]
+        finally:
+            await harness.close_all(ca, cb)
+    run(go())
+    assert fed.a.log().count("link svc.a.test -> svc.b.test ready") == 1
+
+
+@pytest.fixture
+def dead_port():
+    return harness.free_port()
+
+
+def test_unreachable_bounces(dead_port):
+    net = s2sutil.Federation()
+    net.a.add_route("dead.test", dead_port)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                send_msg(ca, "x@dead.test", "svc.a.test", "hi", "m1")
+                ping_iq(ca, "dead.test", "svc.a.test", "i1").send()
+                got = {}
+                for _ in range(2):
+                    st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                    got[st["id"]] = stanza_error(st.xml)
+                assert got["m1"][1] == "remote-server-not-found", got
+                assert got["i1"][1] == "remote-server-not-found", got
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        assert net.stop()["a"] == {"s2s": 0, "router": 0}
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_silent_peer_times_out():
+    """A peer that accepts the connection and never speaks: the queued
+    stanzas bounce with remote-server-timeout."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(extra_a="  <limits><connect-timeout>1s</connect-timeout>"
+                                     "<link-timeout>2s</link-timeout></limits>\n")
+    net.a.add_route("silent.test", silent.getsockname()[1])
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                send_msg(ca, "x@silent.test", "svc.a.test", "hi", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert stanza_error(st.xml)[1] == "remote-server-timeout"
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        silent.close()
+        net.cleanup()
+
+
+def test_denied_domain_bounces():
+    net = s2sutil.Federation(extra_a="  <policy domain='svc.b.test' deny='true'/>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+                # svc2.b.test is not denied: delivered; the denied one never was.
+                cb2 = await s2sutil.comp(net.b, "svc2.b.test")
+                try:
+                    ca.send_message(mto="svc2.b.test", mfrom="svc.a.test", mbody="yes")
+                    m = await cb2.expect(lambda s: s.name == "message", timeout=15)
+                    assert m["body"] == "yes"
+                finally:
+                    await harness.close_all(cb2)
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
