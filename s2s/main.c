@@ -39,6 +39,7 @@ static const struct config_entry table[] = {
     CONFIG_DURATION("limits/connect-timeout", 0, "10s", 100, 600 * 1000, &cfg.connect_ms),
     CONFIG_DURATION("limits/link-timeout", 0, "30s", 100, 3600 * 1000, &cfg.link_ms),
     CONFIG_DURATION("limits/idle-timeout", 0, "10m", 100, 24 * 3600 * 1000LL, &cfg.idle_ms),
+    CONFIG_STRING("dns@servers", 0, NULL, &cfg.dns_servers),
     CONFIG_DURATION("limits/dns-timeout", 0, "5s", 100, 600 * 1000, &cfg.dns_ms),
     CONFIG_END,
 };

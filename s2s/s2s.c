@@ -170,7 +170,7 @@ int s2s_listen(struct s2s *s, uv_loop_t *loop)
     int rc = tls_setup(s);
     if (rc != 0)
         return rc;
-    rc = s2s_dns_new(loop, s->cfg->dns_ms, &s->dns);
+    rc = s2s_dns_new(loop, s->cfg->dns_ms, s->cfg->dns_servers, &s->dns);
     if (rc != 0)
         return rc;
     return s2s_in_listen(s);

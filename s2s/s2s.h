@@ -76,6 +76,7 @@ struct s2s_config {
     const char *dialback_secret;
     const char *routes_file;
     const char *ca_file;
+    const char *dns_servers;  /* "ip:port,..."; NULL: /etc/resolv.conf */
     struct xml_node *domains; /* <domain> elements: local domains */
     bool learn;               /* names the router announces are local */
     struct xml_node *listen;  /* <listen><tcp address port [tls='direct']/></listen> */
@@ -210,7 +211,8 @@ struct s2s_target {
     struct sockaddr_storage addr;
     bool direct_tls;
 };
-int s2s_dns_new(uv_loop_t *loop, uint64_t timeout_ms, struct s2s_dns **out);
+/* servers: c-ares' "host:port,..." list, or NULL for the system's. */
+int s2s_dns_new(uv_loop_t *loop, uint64_t timeout_ms, const char *servers, struct s2s_dns **out);
 /* Resolve name to connection targets: with srv, the SRV records
  * _xmpps-server._tcp (direct TLS) and _xmpp-server._tcp in priority and
  * weight order, else (or without srv) A/AAAA on port. cb runs later, never

@@ -186,7 +186,7 @@ static void arm_timer(struct s2s_dns *d)
     uv_timer_start(&d->timer, on_timer, ms ? ms : 1, 0);
 }
 
-int s2s_dns_new(uv_loop_t *loop, uint64_t timeout_ms, struct s2s_dns **out)
+int s2s_dns_new(uv_loop_t *loop, uint64_t timeout_ms, const char *servers, struct s2s_dns **out)
 {
     struct s2s_dns *d = xcalloc(1, sizeof(*d));
     d->loop = loop;
@@ -200,6 +200,12 @@ int s2s_dns_new(uv_loop_t *loop, uint64_t timeout_ms, struct s2s_dns **out)
         ares_init_options(&d->ch, &o, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
     if (rc != ARES_SUCCESS) {
         log_err("c-ares: %s", ares_strerror(rc));
+        free(d);
+        return ERR_CONFIG;
+    }
+    if (servers != NULL && (rc = ares_set_servers_ports_csv(d->ch, servers)) != ARES_SUCCESS) {
+        log_err("<dns servers='%s'>: %s", servers, ares_strerror(rc));
+        ares_destroy(d->ch);
         free(d);
         return ERR_CONFIG;
     }

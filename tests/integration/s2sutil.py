@@ -27,9 +27,12 @@ import base64
 import os
 import pwd
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -182,7 +185,7 @@ class Federation:
     static routes. mode: "sasl" (one CA trusted by both) or "dialback"
     (each side trusts a CA that did not sign the other's certificate)."""
 
-    def __init__(self, mode="sasl", extra_a="", extra_b="", direct_tls=False):
+    def __init__(self, mode="sasl", extra_a="", extra_b="", direct_tls=False, routes_a=True):
         self.dir = tempfile.mkdtemp(prefix="parley-s2s-")
         os.chmod(self.dir, 0o755)
         ca = TestCA(self.dir, "Parley Test CA")
@@ -197,6 +200,8 @@ class Federation:
         self.b = Side("b.test", self.dir, crt_b, key_b, ca_b, extra_b)
         tls = " tls='direct'" if direct_tls else ""
         for me, peer in ((self.a, self.b), (self.b, self.a)):
+            if me is self.a and not routes_a:
+                continue
             port = peer.tls_port if direct_tls else peer.port
             for d in (peer.domain, peer.svc, "svc2." + peer.domain):
                 me.add_route(d, port, extra=tls)
@@ -233,6 +238,77 @@ async def comp(side, name=None):
 
 
 # ---------------------------------------------------------------------------
+
+
+class DNSServer:
+    """A small authoritative DNS server on 127.0.0.1 (UDP, a thread) for the
+    resolver tests: records maps a lower-case name to a list of
+    ("SRV", priority, weight, port, target) / ("A", "1.2.3.4") tuples.
+    Unknown names get NXDOMAIN. queries lists (name, type) as asked."""
+
+    TYPES = {1: "A", 28: "AAAA", 33: "SRV"}
+
+    def __init__(self, records):
+        self.records = {k.lower(): v for k, v in records.items()}
+        self.queries = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _name(labels):
+        out = b""
+        for l in labels.rstrip(".").split("."):
+            out += bytes([len(l)]) + l.encode()
+        return out + b"\0"
+
+    def _answer(self, q):
+        qid, flags, qd = struct.unpack(">HHH", q[:6])
+        pos, labels = 12, []
+        while q[pos] != 0:
+            n = q[pos]
+            labels.append(q[pos + 1:pos + 1 + n].decode())
+            pos += 1 + n
+        qtype, _ = struct.unpack(">HH", q[pos + 1:pos + 5])
+        question = q[12:pos + 5]
+        name = ".".join(labels).lower()
+        self.queries.append((name, self.TYPES.get(qtype, qtype)))
+        rrs = self.records.get(name)
+        answers = []
+        for rr in rrs or ():
+            if rr[0] == "SRV" and qtype == 33:
+                rdata = struct.pack(">HHH", rr[1], rr[2], rr[3]) + self._name(rr[4])
+            elif rr[0] == "A" and qtype == 1:
+                rdata = socket.inet_aton(rr[1])
+            else:
+                continue
+            answers.append(struct.pack(">HHHIH", 0xC00C, qtype, 1, 60, len(rdata)) + rdata)
+        rcode = 3 if rrs is None else 0
+        head = struct.pack(">HHHHHH", qid, 0x8400 | (flags & 0x0100) | 0x80 | rcode, 1,
+                           len(answers), 0, 0)
+        return head + question + b"".join(answers)
+
+    def _serve(self):
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                self.sock.sendto(self._answer(data), addr)
+            except (IndexError, struct.error):
+                pass
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
 
 
 class S2SRaw:

@@ -195,3 +195,107 @@ def test_denied_domain_bounces():
         raise
     finally:
         net.cleanup()
+
+
+def test_dns_srv_targets_in_order():
+    """No static route: svc.b.test is found through SRV records served by
+    a test DNS server. The xmpps target (priority 0) is dead, the xmpp one
+    (priority 10) is b.test's s2s: the link comes up on the second target.
+    An unknown domain (NXDOMAIN) bounces with remote-server-not-found."""
+    dead = harness.free_port()
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({
+        "_xmpps-server._tcp.svc.b.test": [("SRV", 0, 5, dead, "host.b.test")],
+        "_xmpp-server._tcp.svc.b.test": [("SRV", 10, 5, net.b.port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="via srv")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "via srv"
+                send_msg(ca, "x@nxdomain.test", "svc.a.test", "hi", "nx")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "nx"
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert ("_xmpps-server._tcp.svc.b.test", "SRV") in dns.queries
+        assert ("host.b.test", "A") in dns.queries
+        assert net.stop()["a"] == {"s2s": 0, "router": 0}
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_routes_reload_on_hup():
+    """A domain without a route (and no DNS answer) bounces; after the
+    route is added to the routes file and s2s gets SIGHUP, it is reached."""
+    import signal
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(routes_a=False)
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "before", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+                net.a.add_route("svc.b.test", net.b.port)
+                net.a.write()
+                net.a.daemon.signal(signal.SIGHUP)
+                await net.a.wait_log("routes reloaded: 1")
+                send_msg(ca, "svc.b.test", "svc.a.test", "after", "m2")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "after"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_idle_link_closed_and_remade():
+    net = s2sutil.Federation(extra_a="  <limits><idle-timeout>500ms</idle-timeout></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
+                await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
