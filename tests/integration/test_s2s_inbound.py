@@ -182,3 +182,136 @@ def test_forged_verify_is_invalid(fed):
         finally:
             r.close()
     run(go())
+
+
+def test_connections_per_ip():
+    net = s2sutil.Federation(extra_b="  <limits><connections-per-ip>2</connections-per-ip>"
+                                     "</limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            first = [await s2sutil.S2SRaw.connect(net.b.port) for _ in range(2)]
+            try:
+                for r in first:
+                    await r.open("b.test", "c.test")
+                    await r.features()
+                extra = await s2sutil.S2SRaw.connect(net.b.port)
+                try:
+                    # Closed at once: no stream header, no features.
+                    got = await extra.expect_closed()
+                    assert got == [], got
+                    assert extra.header is None
+                finally:
+                    extra.close()
+                # The first two still work.
+                for r in first:
+                    await r.starttls("b.test", net.ca.cert)
+                    await r.open("b.test", "c.test")
+                    await r.features()
+            finally:
+                for r in first:
+                    r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_pending_dialback_limit():
+    """More unverified db:result requests on one stream than allowed:
+    policy-violation (each one would cost a connection to the claimed
+    authoritative server)."""
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n"
+                                     "  <limits><pending-dialback>2</pending-dialback></limits>\n"
+                                     % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c.test")
+                await r.features()
+                r.send("".join("<db:result from='c%d.test' to='b.test'>%s</db:result>" %
+                               (i, "ab" * 32) for i in range(3)))
+                await r.expect_stream_error("policy-violation")
+            finally:
+                r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_dialback_for_unreachable_domain_is_invalid():
+    """A db:result for a domain whose authoritative server cannot be found
+    is answered invalid, and stanzas from it stay refused."""
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n" % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c.test")
+                await r.features()
+                r.send("<db:result from='c.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+                el = await r.recv(15)
+                assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+                assert el.get("type") == "invalid" and el.get("from") == "b.test"
+                r.send("<message from='x@c.test' to='b.test'><body>hi</body></message>")
+                await r.expect_stream_error("invalid-from")
+            finally:
+                r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_dialback_spoof_refused_by_authoritative_server(fed):
+    """A peer claims svc.a.test by dialback with a made-up key: b.test asks
+    a.test (the authoritative server), which has no such pending link, so
+    the result is invalid and the claimed domain stays unauthenticated."""
+    async def go():
+        ca = await s2sutil.comp(fed.a)
+        cb = await s2sutil.comp(fed.b)
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("svc.b.test", "svc.a.test")
+            await r.features()
+            await r.starttls("svc.b.test", fed.ca.cert)
+            await r.open("svc.b.test", "svc.a.test")
+            await r.features()
+            r.send("<db:result from='svc.a.test' to='svc.b.test'>%s</db:result>" % ("cd" * 32))
+            el = await r.recv(15)
+            assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+            assert el.get("type") == "invalid"
+            r.send("<message from='boss@svc.a.test' to='svc.b.test'><body>x</body></message>")
+            await r.expect_stream_error("invalid-from")
+            assert "dialback verify svc.a.test -> svc.b.test: invalid" in fed.a.log()
+            assert cb.inbox.empty()
+        finally:
+            r.close()
+            await harness.close_all(ca, cb)
+    run(go())
