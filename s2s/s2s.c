@@ -360,11 +360,10 @@ static void on_stanza(struct component *c, void *arg, struct xml_node *st, const
 
 static void on_bind_result(struct component *c, void *arg, const char *domain, int err)
 {
-    struct s2s *s = arg;
-    if (err != 0) {
-        log_err("could not take the default route: %s", err_str(err));
-        (void)s;
-    }
+    /* Without the default route nothing reaches s2s: say so loudly; the
+     * component binds again after its next reconnect. */
+    if (err != 0)
+        log_err("could not take the router's default route: %s", err_str(err));
 }
 
 static void on_notify(struct component *c, void *arg, const char *name, int up)

@@ -534,6 +534,8 @@ static void on_connection(uv_stream_t *server, int status)
     struct stream_opts so;
     stream_opts_default(&so);
     so.handshake_ms = s->cfg->link_ms;
+    /* Peers keep links open with whitespace pings; a silent one is gone. */
+    so.idle_ms = s->cfg->idle_ms;
     so.limits.max_stanza_bytes = s->cfg->stanza_size;
     so.limits.max_tree_bytes = 4 * s->cfg->stanza_size;
     if (stream_accept(server, &so, &in_cbs, in, &in->st) != 0) {
