@@ -299,3 +299,95 @@ def test_idle_link_closed_and_remade():
         raise
     finally:
         net.cleanup()
+
+
+def test_queue_bound_while_link_comes_up():
+    """While a link comes up at most <queue> stanzas wait; more bounce at
+    once with resource-constraint, the waiting ones with a timeout later."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(extra_a="  <limits><queue>3</queue>"
+                                     "<link-timeout>2s</link-timeout></limits>\n")
+    net.a.add_route("silent.test", silent.getsockname()[1])
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                for i in range(5):
+                    send_msg(ca, "x@silent.test", "svc.a.test", "hi", "q%d" % i)
+                got = []
+                for _ in range(5):
+                    st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                    got.append((st["id"], stanza_error(st.xml)[1]))
+                assert got[:2] == [("q3", "resource-constraint"), ("q4", "resource-constraint")]
+                assert sorted(got[2:]) == [("q%d" % i, "remote-server-timeout") for i in range(3)]
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        silent.close()
+        net.cleanup()
+
+
+def test_require_valid_cert_refuses_dialback():
+    """Certificates neither side trusts and a policy that wants a valid
+    one: no dialback fallback, the stanza bounces."""
+    net = s2sutil.Federation(mode="dialback",
+                             extra_a="  <policy domain='svc.b.test' require-valid-cert='true'/>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "peer certificate not valid (policy)" in net.a.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_rate_limited_peer_still_delivers():
+    """A peer over its stanza rate is slowed down (reading pauses), never
+    dropped: every message arrives, in order."""
+    net = s2sutil.Federation(extra_b="  <limits><rate>20</rate><burst>5</burst></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                for i in range(30):
+                    ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="r%d" % i)
+                got = []
+                for _ in range(30):
+                    got.append((await cb.expect(lambda s: s.name == "message",
+                                                timeout=15))["body"])
+                assert got == ["r%d" % i for i in range(30)]
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()

@@ -315,3 +315,25 @@ def test_dialback_spoof_refused_by_authoritative_server(fed):
             r.close()
             await harness.close_all(ca, cb)
     run(go())
+
+
+def test_stanza_size_limit():
+    net = s2sutil.Federation(extra_b="  <limits><stanza-size>8k</stanza-size></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            r = await authenticated_c(net)
+            try:
+                r.send("<message from='x@c.test' to='b.test'><body>%s</body></message>" %
+                       ("x" * 20000))
+                await r.expect_stream_error("policy-violation")
+            finally:
+                r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
