@@ -47,6 +47,15 @@ enum out_state {
     OUT_CLOSING,
 };
 
+/* One connection attempt to one target, until it connects (then the
+ * stream passes to the link) or fails. */
+struct attempt {
+    struct s2s_out *o;
+    struct attempt *next;
+    struct stream *st;
+    size_t idx;
+};
+
 struct qitem {
     struct qitem *next;
     struct xml_node *st;
@@ -62,7 +71,12 @@ struct s2s_out {
     struct stream *st;
     void *dns;
     struct s2s_target *targets;
-    size_t ntargets, cur;
+    size_t ntargets;
+    size_t cur;         /* the target of st */
+    size_t next_target; /* the next one to try */
+    struct attempt *attempts;
+    uv_timer_t he; /* happy eyeballs: start the next attempt early */
+    bool he_closed;
     bool has_pin;
     unsigned char pin[32];
     bool sasl_done;
@@ -83,12 +97,18 @@ struct s2s_out {
     int v_result; /* -1 none yet */
 };
 
+/* Delay before a parallel attempt on the next target (RFC 8305 §5). */
+#define S2S_HE_DELAY_MS 250
+
+static const struct stream_cbs out_cbs;
 static void out_fail(struct s2s_out *o, int err, const char *why);
 static void try_next(struct s2s_out *o);
+static void on_connect(struct stream *st, void *arg);
 
 static void maybe_free(struct s2s_out *o)
 {
-    if (!o->dead || o->st != NULL || !o->timer_closed || o->dns != NULL)
+    if (!o->dead || o->st != NULL || !o->timer_closed || !o->he_closed || o->dns != NULL ||
+        o->attempts != NULL)
         return;
     free(o->targets);
     free(o->local);
@@ -103,6 +123,13 @@ static void on_timer_closed(uv_handle_t *h)
 {
     struct s2s_out *o = h->data;
     o->timer_closed = true;
+    maybe_free(o);
+}
+
+static void on_he_closed(uv_handle_t *h)
+{
+    struct s2s_out *o = h->data;
+    o->he_closed = true;
     maybe_free(o);
 }
 
@@ -145,6 +172,9 @@ static void out_destroy(struct s2s_out *o)
     if (o->dns != NULL)
         s2s_dns_cancel(s->dns, o->dns);
     uv_close((uv_handle_t *)&o->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&o->he, on_he_closed);
+    for (struct attempt *a = o->attempts; a; a = a->next)
+        stream_abort(a->st);
     if (o->st != NULL)
         stream_abort(o->st);
     maybe_free(o);
@@ -498,7 +528,7 @@ static void on_error(struct stream *st, void *arg, int err, enum xml_stream_err 
     /* Before the peer spoke XMPP the next target may do better. */
     if ((o->state == OUT_CONNECT ||
          (o->state == OUT_HEADER && o->peer_id[0] == '\0' && !stream_is_tls(st))) &&
-        o->cur + 1 < o->ntargets) {
+        o->next_target < o->ntargets) {
         o->retry = true;
         o->fail_err = err;
         return;
@@ -518,7 +548,6 @@ static void on_close(struct stream *st, void *arg)
     o->st = NULL;
     if (o->retry && !o->dead) {
         o->retry = false;
-        o->cur++;
         try_next(o);
         return;
     }
@@ -527,8 +556,8 @@ static void on_close(struct stream *st, void *arg)
     maybe_free(o);
 }
 
+/* No on_connect: streams come connected from an attempt (att_cbs). */
 static const struct stream_cbs out_cbs = {
-    .on_connect = on_connect,
     .on_stream_open = on_stream_open,
     .on_element = on_element,
     .on_stream_close = on_stream_close,
@@ -538,25 +567,103 @@ static const struct stream_cbs out_cbs = {
 
 /* ---- connecting ---- */
 
+static void unlink_attempt(struct s2s_out *o, struct attempt *a)
+{
+    for (struct attempt **pp = &o->attempts; *pp; pp = &(*pp)->next) {
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    }
+    free(a);
+}
+
+static void att_on_connect(struct stream *st, void *arg)
+{
+    struct attempt *a = arg;
+    struct s2s_out *o = a->o;
+    if (o->dead || o->st != NULL) {
+        stream_abort(st);
+        return;
+    }
+    /* The first attempt to connect wins; the others are dropped. */
+    o->st = st;
+    o->cur = a->idx;
+    unlink_attempt(o, a);
+    stream_set_owner(st, &out_cbs, o);
+    uv_timer_stop(&o->he);
+    for (struct attempt *b = o->attempts; b; b = b->next)
+        stream_abort(b->st);
+    on_connect(st, o);
+}
+
+static void att_on_error(struct stream *st, void *arg, int err, enum xml_stream_err cond,
+                         const char *text)
+{
+    struct attempt *a = arg;
+    struct s2s_out *o = a->o;
+    log_debug("%s -> %s: target %zu: %s", o->local, o->remote, a->idx, err_str(err));
+    if (o->fail_err != ERR_TIMEOUT)
+        o->fail_err = err == ERR_TIMEOUT ? ERR_TIMEOUT : ERR_IO;
+}
+
+static void att_on_close(struct stream *st, void *arg)
+{
+    struct attempt *a = arg;
+    struct s2s_out *o = a->o;
+    unlink_attempt(o, a);
+    if (o->dead) {
+        maybe_free(o);
+        return;
+    }
+    if (o->st == NULL && o->attempts == NULL)
+        try_next(o);
+}
+
+static const struct stream_cbs att_cbs = {
+    .on_connect = att_on_connect,
+    .on_error = att_on_error,
+    .on_close = att_on_close,
+};
+
+static void on_he_timer(uv_timer_t *t)
+{
+    struct s2s_out *o = t->data;
+    if (!o->dead && o->st == NULL)
+        try_next(o);
+}
+
+/* Start an attempt on the next target; while it has not connected after
+ * S2S_HE_DELAY_MS the one after starts too (targets alternate IPv6/IPv4,
+ * s2s_dns.c), so a dead address family costs a moment, not a timeout. */
 static void try_next(struct s2s_out *o)
 {
     struct s2s *s = o->s2s;
-    while (o->cur < o->ntargets) {
+    o->state = OUT_CONNECT;
+    o->peer_id[0] = '\0';
+    o->sasl_done = o->sasl_failed = false;
+    while (o->next_target < o->ntargets) {
         struct stream_opts so;
         stream_opts_default(&so);
         so.handshake_ms = s->cfg->connect_ms;
         so.limits.max_stanza_bytes = s->cfg->stanza_size;
         so.limits.max_tree_bytes = 4 * s->cfg->stanza_size;
-        o->state = OUT_CONNECT;
-        o->peer_id[0] = '\0';
-        o->sasl_done = o->sasl_failed = false;
-        if (stream_connect_tcp(s->loop, (const struct sockaddr *)&o->targets[o->cur].addr, &so,
-                               &out_cbs, o, &o->st) == 0)
-            return;
-        o->st = NULL;
-        o->cur++;
+        struct attempt *a = xcalloc(1, sizeof(*a));
+        a->o = o;
+        a->idx = o->next_target++;
+        if (stream_connect_tcp(s->loop, (const struct sockaddr *)&o->targets[a->idx].addr, &so,
+                               &att_cbs, a, &a->st) != 0) {
+            free(a);
+            continue;
+        }
+        a->next = o->attempts;
+        o->attempts = a;
+        if (o->next_target < o->ntargets)
+            uv_timer_start(&o->he, on_he_timer, S2S_HE_DELAY_MS, 0);
+        return;
     }
-    out_fail(o, o->fail_err ? o->fail_err : ERR_NOTFOUND, "no target could be reached");
+    if (o->attempts == NULL)
+        out_fail(o, o->fail_err ? o->fail_err : ERR_NOTFOUND, "no target could be reached");
 }
 
 static void on_resolved(void *arg, int err, struct s2s_target *t, size_t n)
@@ -575,7 +682,7 @@ static void on_resolved(void *arg, int err, struct s2s_target *t, size_t n)
     }
     o->targets = t;
     o->ntargets = n;
-    o->cur = 0;
+    o->next_target = 0;
     try_next(o);
 }
 
@@ -624,6 +731,8 @@ static struct s2s_out *out_new(struct s2s *s, const char *local, const char *rem
     o->v_result = -1;
     uv_timer_init(s->loop, &o->timer);
     o->timer.data = o;
+    uv_timer_init(s->loop, &o->he);
+    o->he.data = o;
     o->state = OUT_RESOLVE;
     return o;
 }
@@ -750,6 +859,7 @@ void s2s_out_close_all(struct s2s *s)
             stream_close(o->st);
             o->dead = true;
             uv_close((uv_handle_t *)&o->timer, on_timer_closed);
+            uv_close((uv_handle_t *)&o->he, on_he_closed);
         } else {
             out_destroy(o);
         }

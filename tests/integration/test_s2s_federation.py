@@ -391,3 +391,40 @@ def test_rate_limited_peer_still_delivers():
         raise
     finally:
         net.cleanup()
+
+
+def test_dns_silent_first_target_then_next():
+    """The first SRV target accepts TCP but never speaks: after the
+    connect timeout the next target is used and the stanza arrives."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({
+        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, silent.getsockname()[1], "host.b.test"),
+                                         ("SRV", 10, 5, net.b.port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
+                   "  <limits><connect-timeout>1s</connect-timeout></limits>\n" % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="second")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "second"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        silent.close()
+        net.cleanup()
