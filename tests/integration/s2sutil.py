@@ -96,7 +96,7 @@ def _write_secret(path, value):
 class Side:
     """One Parley domain: a router (s2s + svc.<domain>) and a parley-s2s."""
 
-    def __init__(self, domain, dirpath, cert, key, ca_file, extra=""):
+    def __init__(self, domain, dirpath, cert, key, ca_file, extra="", router=None):
         self.domain = domain
         self.svc = "svc." + domain
         self.dir = dirpath
@@ -106,7 +106,10 @@ class Side:
         self.extra = extra
         self.routes = os.path.join(dirpath, "routes-%s.xml" % domain)
         self.routes_lines = []
-        self.router = harness.Router(components={
+        # A router of our own, or one that is started elsewhere (a
+        # stack.Stack's, whose table already has s2s).
+        self.own_router = router is None
+        self.router = router or harness.Router(components={
             "s2s": {"secret": os.urandom(16).hex(), "internal": True,
                     "default_route": True},
             self.svc: {"secret": os.urandom(16).hex()},
@@ -151,7 +154,8 @@ class Side:
 
     def start(self):
         self.write()
-        self.router.start()
+        if self.own_router:
+            self.router.start()
         self.daemon.start()
 
     def log(self):
@@ -166,18 +170,23 @@ class Side:
             await asyncio.sleep(0.05)
 
     def sanitizer_errors(self):
-        return (["router: " + l for l in self.router.sanitizer_errors()] +
-                ["s2s: " + l for l in self.daemon.sanitizer_errors()])
+        errs = ["s2s: " + l for l in self.daemon.sanitizer_errors()]
+        if self.own_router:
+            errs += ["router: " + l for l in self.router.sanitizer_errors()]
+        return errs
 
     def stop(self):
-        codes = {"s2s": self.daemon.stop(), "router": self.router.stop()}
+        codes = {"s2s": self.daemon.stop()}
+        if self.own_router:
+            codes["router"] = self.router.stop()
         return codes
 
     def cleanup(self):
         try:
             self.stop()
         finally:
-            self.router.cleanup()
+            if self.own_router:
+                self.router.cleanup()
 
 
 class Federation:
