@@ -15,7 +15,8 @@
  * family costs one attempt, not all of them (connection attempts are
  * sequential: happy eyeballs without the parallel race).
  *
- * Results are cached for the smallest address TTL (at most 5 minutes).
+ * Results are cached for the smallest TTL of the SRV and address records
+ * used (at most 5 minutes).
  * Results are always delivered from a timer callback, never from inside
  * s2s_dns_resolve, so callers need not guard against reentrancy.
  */
@@ -394,6 +395,39 @@ static void order_srv(struct dquery *q)
     }
 }
 
+/* The smallest TTL of the SRV records in a reply (c-ares' SRV parser does
+ * not report TTLs); UINT32_MAX if none could be read. */
+static uint32_t srv_min_ttl(const unsigned char *abuf, int alen)
+{
+    uint32_t min = UINT32_MAX;
+    if (alen < 12)
+        return min;
+    unsigned qd = (unsigned)(abuf[4] << 8 | abuf[5]), an = (unsigned)(abuf[6] << 8 | abuf[7]);
+    long pos = 12;
+    for (unsigned i = 0; i < qd + an; i++) {
+        char *name = NULL;
+        long len = 0;
+        if (pos >= alen || ares_expand_name(abuf + pos, abuf, alen, &name, &len) != ARES_SUCCESS)
+            return min;
+        ares_free_string(name);
+        pos += len;
+        if (i < qd) {
+            pos += 4;
+            continue;
+        }
+        if (pos + 10 > alen)
+            return min;
+        const unsigned char *p = abuf + pos;
+        unsigned type = (unsigned)(p[0] << 8 | p[1]);
+        uint32_t ttl = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+        unsigned rdlen = (unsigned)(p[8] << 8 | p[9]);
+        if (type == T_SRV && ttl < min)
+            min = ttl;
+        pos += 10 + rdlen;
+    }
+    return min;
+}
+
 struct srvq {
     struct dquery *q;
     bool direct_tls;
@@ -410,6 +444,9 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
         q->timed_out = true;
     struct ares_srv_reply *rep = NULL;
     if (status == ARES_SUCCESS && !q->cancelled && ares_parse_srv_reply(abuf, alen, &rep) == 0) {
+        uint32_t ttl = srv_min_ttl(abuf, alen);
+        if (ttl < q->min_ttl)
+            q->min_ttl = ttl;
         for (struct ares_srv_reply *r = rep; r; r = r->next) {
             if (strcmp(r->host, ".") == 0 || r->host[0] == '\0') {
                 q->dot = true;

@@ -428,3 +428,40 @@ def test_dns_silent_first_target_then_next():
         dns.close()
         silent.close()
         net.cleanup()
+
+
+def test_dns_answers_cached():
+    """A second link to the same domain within the records' TTL (60 s here)
+    uses the cached targets: the DNS server is asked once."""
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({
+        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, net.b.port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
+                   "  <limits><idle-timeout>500ms</idle-timeout></limits>\n" % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
+                await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
+        assert dns.queries.count(("_xmpp-server._tcp.svc.b.test", "SRV")) == 1
+        assert dns.queries.count(("host.b.test", "A")) == 1
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
