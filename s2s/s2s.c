@@ -63,7 +63,7 @@ static int load_policies(struct s2s *s, struct config *c)
             continue;
         }
         char dom[S2S_DOMAIN_MAX + 1];
-        if (s2s_domain_prep(domain, dom) != 0) {
+        if (s2s_db_domain_prep(domain, dom) != 0) {
             log_err("<policy domain='%s'>: not a domain name", domain);
             return ERR_CONFIG;
         }
@@ -79,7 +79,7 @@ static int load_domains(struct s2s *s, struct config *c)
     for (struct xml_node *n = s->cfg->domains; n; n = xml_next(n, NULL, "domain")) {
         const char *d = xml_text(n, NULL);
         char dom[S2S_DOMAIN_MAX + 1];
-        if (s2s_domain_prep(d, dom) != 0) {
+        if (s2s_db_domain_prep(d, dom) != 0) {
             log_err("<domain>%s</domain>: not a domain name", d);
             return ERR_CONFIG;
         }
@@ -116,7 +116,7 @@ int s2s_configure(struct s2s *s, struct config *c)
     if (rc == 0 && s->cfg->routes_file != NULL)
         rc = s2s_routes_load(s->cfg->routes_file, &s->routes);
     if (rc == 0 && s->routes == NULL)
-        s->routes = htab_new(s2s_route_free);
+        s->routes = htab_new(s2s_routes_free_route);
     return rc;
 }
 
@@ -134,7 +134,7 @@ static SSL_CTX *on_sni(void *arg, const char *name)
 {
     struct s2s *s = arg;
     char dom[S2S_DOMAIN_MAX + 1];
-    if (s2s_domain_prep(name, dom) != 0)
+    if (s2s_db_domain_prep(name, dom) != 0)
         return NULL;
     return s2s_server_ctx(s, dom);
 }
@@ -373,7 +373,7 @@ static void on_notify(struct component *c, void *arg, const char *name, int up)
      * router addresses for internal senders, never for peers. */
     struct s2s *s = arg;
     char dom[S2S_DOMAIN_MAX + 1];
-    if (!s->cfg->learn || strchr(name, '.') == NULL || s2s_domain_prep(name, dom) != 0)
+    if (!s->cfg->learn || strchr(name, '.') == NULL || s2s_db_domain_prep(name, dom) != 0)
         return;
     if (htab_get_str(s->local, dom) == LOCAL_CONFIGURED)
         return;

@@ -198,13 +198,13 @@ struct s2s_db_elem {
  * domains. */
 int s2s_db_parse(struct xml_node *el, struct s2s_db_elem *out, char *from_buf, char *to_buf);
 /* Prep a domain name (no node, no resource) into buf (S2S_DOMAIN_MAX+1). */
-int s2s_domain_prep(const char *in, char *buf);
+int s2s_db_domain_prep(const char *in, char *buf);
 
 /* ---- s2s_routes.c ---- */
 /* Parse the routes file text into a new table (domain -> struct s2s_route). */
 int s2s_routes_parse(const char *name, const char *data, size_t len, struct htab **out);
 int s2s_routes_load(const char *file, struct htab **out);
-void s2s_route_free(void *r);
+void s2s_routes_free_route(void *r);
 
 /* ---- s2s_dns.c ---- */
 struct s2s_target {

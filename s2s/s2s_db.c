@@ -78,7 +78,7 @@ int s2s_db_key_equal(const char *got, size_t gotlen, const char *want)
     return CRYPTO_memcmp(got, want, S2S_DB_KEY_HEXLEN) == 0;
 }
 
-int s2s_domain_prep(const char *in, char *buf)
+int s2s_db_domain_prep(const char *in, char *buf)
 {
     if (in == NULL || *in == '\0' || strlen(in) > S2S_DOMAIN_MAX)
         return ERR_INVAL;
@@ -124,8 +124,8 @@ int s2s_db_parse(struct xml_node *el, struct s2s_db_elem *out, char *from_buf, c
         return ERR_INVAL;
     if (xml_child_count(el) != 0 && xml_get_attr(el, "type") == NULL)
         return ERR_INVAL; /* a request holds only the key */
-    if (s2s_domain_prep(xml_get_attr(el, "from"), from_buf) != 0 ||
-        s2s_domain_prep(xml_get_attr(el, "to"), to_buf) != 0)
+    if (s2s_db_domain_prep(xml_get_attr(el, "from"), from_buf) != 0 ||
+        s2s_db_domain_prep(xml_get_attr(el, "to"), to_buf) != 0)
         return ERR_INVAL;
     out->from = from_buf;
     out->to = to_buf;

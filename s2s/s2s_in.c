@@ -219,7 +219,7 @@ static void on_auth(struct s2s_in *in, struct xml_node *el)
         char raw[S2S_DOMAIN_MAX + 1];
         memcpy(raw, dec, (size_t)n);
         raw[n] = '\0';
-        if (s2s_domain_prep(raw, authz) != 0) {
+        if (s2s_db_domain_prep(raw, authz) != 0) {
             sasl_failure(in, "invalid-authzid");
             return;
         }
@@ -421,9 +421,9 @@ static void on_stream_open(struct stream *st, void *arg, struct xml_node *hdr)
     const char *to = xml_get_attr(hdr, "to"), *from = xml_get_attr(hdr, "from");
     char dom[S2S_DOMAIN_MAX + 1];
     in->remote[0] = '\0';
-    if (from != NULL && s2s_domain_prep(from, dom) == 0)
+    if (from != NULL && s2s_db_domain_prep(from, dom) == 0)
         memcpy(in->remote, dom, strlen(dom) + 1);
-    int to_ok = to != NULL && s2s_domain_prep(to, dom) == 0 && s2s_is_local(in->s2s, dom);
+    int to_ok = to != NULL && s2s_db_domain_prep(to, dom) == 0 && s2s_is_local(in->s2s, dom);
     if (to_ok)
         memcpy(in->local, dom, strlen(dom) + 1);
     xml_free(hdr);

@@ -28,7 +28,7 @@
 
 #define ROUTES_MAX_BYTES (1024 * 1024)
 
-void s2s_route_free(void *p)
+void s2s_routes_free_route(void *p)
 {
     struct s2s_route *r = p;
     if (r == NULL)
@@ -79,7 +79,7 @@ static int parse_route(const char *name, struct xml_node *el, struct s2s_route *
             return ERR_CONFIG;
         }
     }
-    if (domain == NULL || s2s_domain_prep(domain, dom) != 0) {
+    if (domain == NULL || s2s_db_domain_prep(domain, dom) != 0) {
         log_err("%s: <route>: missing or invalid domain", name);
         return ERR_CONFIG;
     }
@@ -132,7 +132,7 @@ int s2s_routes_parse(const char *name, const char *data, size_t len, struct htab
         xml_free(root);
         return ERR_CONFIG;
     }
-    struct htab *t = htab_new(s2s_route_free);
+    struct htab *t = htab_new(s2s_routes_free_route);
     int rc = 0;
     for (struct xml_node *c = root->children; c && rc == 0; c = c->next) {
         if (c->type != XML_ELEM)
@@ -146,7 +146,7 @@ int s2s_routes_parse(const char *name, const char *data, size_t len, struct htab
         rc = parse_route(name, c, &r);
         if (rc == 0 && htab_put_str(t, r->domain, r) != 0) {
             log_err("%s: two routes for %s", name, r->domain);
-            s2s_route_free(r);
+            s2s_routes_free_route(r);
             rc = ERR_CONFIG;
         }
     }
@@ -166,7 +166,7 @@ int s2s_routes_load(const char *file, struct htab **out)
     if (f == NULL) {
         if (errno == ENOENT) {
             /* parleyctl writes the file with the first route. */
-            *out = htab_new(s2s_route_free);
+            *out = htab_new(s2s_routes_free_route);
             return 0;
         }
         log_err("cannot open %s: %m", file);
