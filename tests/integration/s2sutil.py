@@ -96,7 +96,7 @@ def _write_secret(path, value):
 class Side:
     """One Parley domain: a router (s2s + svc.<domain>) and a parley-s2s."""
 
-    def __init__(self, domain, dirpath, cert, key, ca_file, extra="", router=None):
+    def __init__(self, domain, dirpath, cert, key, ca_file, extra="", router=None, ipv6=False):
         self.domain = domain
         self.svc = "svc." + domain
         self.dir = dirpath
@@ -104,6 +104,7 @@ class Side:
         self.tls_port = harness.free_port()
         self.cert, self.key, self.ca_file = cert, key, ca_file
         self.extra = extra
+        self.ipv6 = ipv6  # also listen on [::1], same ports
         self.routes = os.path.join(dirpath, "routes-%s.xml" % domain)
         self.routes_lines = []
         # A router of our own, or one that is started elsewhere (a
@@ -143,13 +144,15 @@ class Side:
                 "  <listen>\n"
                 "    <tcp address='127.0.0.1' port='%d'/>\n"
                 "    <tcp address='127.0.0.1' port='%d' tls='direct'/>\n"
+                "%s"
                 "  </listen>\n"
                 "  <tls><ca file='%s'/><cert domain='%s' cert='%s' key='%s'/></tls>\n"
                 "%s"
                 "</s2s>\n" % (user, os.path.join(self.dir, "s2s-%s.pid" % self.domain),
                               self.router.sock, self.router.secret_file("s2s"), self.domain,
                               self.dbsecret, self.routes, self.port, self.tls_port,
-                              self.ca_file, self.domain, self.cert, self.key, self.extra))
+                              "    <tcp address='::1' port='%d'/>\n" % self.port
+                              if self.ipv6 else "", self.ca_file, self.domain, self.cert, self.key, self.extra))
         os.chmod(self.config, 0o644)
 
     def start(self):
@@ -194,7 +197,8 @@ class Federation:
     static routes. mode: "sasl" (one CA trusted by both) or "dialback"
     (each side trusts a CA that did not sign the other's certificate)."""
 
-    def __init__(self, mode="sasl", extra_a="", extra_b="", direct_tls=False, routes_a=True):
+    def __init__(self, mode="sasl", extra_a="", extra_b="", direct_tls=False, routes_a=True,
+                 ipv6=False):
         self.dir = tempfile.mkdtemp(prefix="parley-s2s-")
         os.chmod(self.dir, 0o755)
         ca = TestCA(self.dir, "Parley Test CA")
@@ -205,15 +209,15 @@ class Federation:
             ca_a = ca_b = other.cert
         crt_a, key_a = ca.issue("a.test")
         crt_b, key_b = ca.issue("b.test")
-        self.a = Side("a.test", self.dir, crt_a, key_a, ca_a, extra_a)
-        self.b = Side("b.test", self.dir, crt_b, key_b, ca_b, extra_b)
+        self.a = Side("a.test", self.dir, crt_a, key_a, ca_a, extra_a, ipv6=ipv6)
+        self.b = Side("b.test", self.dir, crt_b, key_b, ca_b, extra_b, ipv6=ipv6)
         tls = " tls='direct'" if direct_tls else ""
         for me, peer in ((self.a, self.b), (self.b, self.a)):
             if me is self.a and not routes_a:
                 continue
             port = peer.tls_port if direct_tls else peer.port
             for d in (peer.domain, peer.svc, "svc2." + peer.domain):
-                me.add_route(d, port, extra=tls)
+                me.add_route(d, port, host="[::1]" if ipv6 else "127.0.0.1", extra=tls)
 
     def start(self):
         self.a.start()

@@ -82,6 +82,12 @@ def test_direct_tls(fed):
     run(exchange(fed))
 
 
+@pytest.mark.parametrize("fed", [{"ipv6": True}], indirect=True)
+def test_ipv6(fed):
+    run(exchange(fed))
+    assert "inbound svc.a.test (::1): authenticated by certificate" in fed.b.log()
+
+
 def test_one_link_reused(fed):
     async def go():
         ca = await s2sutil.comp(fed.a)
