@@ -24,6 +24,7 @@ static const struct config_entry table[] = {
     CONFIG_PATH("routes@file", 0, NULL, &cfg.routes_file),
     CONFIG_NODE("domain", 0, &cfg.domains),
     CONFIG_BOOL("learn-domains", 0, "true", &cfg.learn),
+    CONFIG_BOOL("bidi", 0, "true", &cfg.bidi),
     CONFIG_NODE("listen", 0, &cfg.listen),
     CONFIG_PATH("tls/ca@file", 0, NULL, &cfg.ca_file),
     CONFIG_NODE("tls/cert", 0, &cfg.certs),

@@ -33,6 +33,7 @@ struct s2s *s2s_new(struct s2s_config *cfg)
     s->cfg = cfg;
     s->local = htab_new(NULL);
     s->out = htab_new(NULL);
+    s->bidi = htab_new(NULL);
     s->in_by_serial = htab_new(NULL);
     s->per_ip = htab_new(NULL);
     s->next_serial = 1;
@@ -256,6 +257,25 @@ static int attr_domain(const struct xml_node *st, const char *attr, char *buf)
         memcpy(buf, j->domain, j->domain_len + 1);
     jid_free(j);
     return rc;
+}
+
+enum xml_stream_err s2s_stanza_domains(const struct xml_node *st, char *from, char *to)
+{
+    if (attr_domain(st, "from", from) != 0)
+        return XML_SE_INVALID_FROM;
+    if (attr_domain(st, "to", to) != 0)
+        return XML_SE_IMPROPER_ADDRESSING;
+    return XML_SE_NONE;
+}
+
+char *s2s_pair_key(const char *local, const char *remote)
+{
+    size_t ll = strlen(local), rl = strlen(remote);
+    char *key = xmalloc(ll + rl + 2);
+    memcpy(key, local, ll);
+    key[ll] = ' ';
+    memcpy(key + ll + 1, remote, rl + 1);
+    return key;
 }
 
 void s2s_bounce(struct s2s *s, struct xml_node *st, enum xml_stanza_err cond, const char *why)
@@ -501,6 +521,7 @@ void s2s_free(struct s2s *s)
     htab_free(s->local);
     htab_free(s->routes);
     htab_free(s->out);
+    htab_free(s->bidi);
     htab_free(s->in_by_serial);
     htab_free(s->per_ip);
     free(s->listeners);

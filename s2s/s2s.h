@@ -38,6 +38,8 @@
 #define S2S_NS_DIALBACK_FEATURES "urn:xmpp:features:dialback"
 #define S2S_NS_TLS               "urn:ietf:params:xml:ns:xmpp-tls"
 #define S2S_NS_SASL              "urn:ietf:params:xml:ns:xmpp-sasl"
+#define S2S_NS_BIDI              "urn:xmpp:bidi"
+#define S2S_NS_BIDI_FEATURES     "urn:xmpp:features:bidi"
 #define S2S_DOMAIN_MAX           1023
 #define S2S_DB_KEY_HEXLEN        64 /* hex HMAC-SHA256 */
 
@@ -79,6 +81,7 @@ struct s2s_config {
     const char *dns_servers;  /* "ip:port,..."; NULL: /etc/resolv.conf */
     struct xml_node *domains; /* <domain> elements: local domains */
     bool learn;               /* names the router announces are local */
+    bool bidi;                /* XEP-0288 bidirectional streams */
     struct xml_node *listen;  /* <listen><tcp address port [tls='direct']/></listen> */
     struct xml_node *certs;   /* <tls><cert domain cert key/> */
     struct xml_node *policies;
@@ -107,6 +110,7 @@ struct s2s {
     struct htab *local;  /* domain -> (void *)1 configured, 2 learned */
     struct htab *routes; /* domain -> struct s2s_route */
     struct htab *out;    /* "local remote" -> struct s2s_out (links only) */
+    struct htab *bidi;   /* "local remote" -> struct s2s_in usable for sending */
     struct s2s_out *verifies;
     struct htab *in_by_serial; /* serial (8 bytes) -> struct s2s_in */
     struct htab *per_ip;       /* address text -> count (uintptr_t) */
@@ -147,6 +151,12 @@ void s2s_deliver_local(struct s2s *s, struct xml_node *stanza);
 /* Turn stanza into an error reply and send it where it belongs (the tree
  * is the callee's; never answers an error or a presence). */
 void s2s_bounce(struct s2s *s, struct xml_node *stanza, enum xml_stanza_err cond, const char *why);
+/* The domains of a stanza's from and to (prepped) into bufs of
+ * S2S_DOMAIN_MAX + 1: XML_SE_NONE, or the stream error for a missing or
+ * malformed from (invalid-from) or to (improper-addressing). */
+enum xml_stream_err s2s_stanza_domains(const struct xml_node *st, char *from, char *to);
+/* "local remote": the key of a domain pair (free() it). */
+char *s2s_pair_key(const char *local, const char *remote);
 /* Rewrite every element in from_ns (and its subtree) to to_ns. */
 void s2s_rens(struct xml_node *n, const char *from_ns, const char *to_ns);
 
@@ -169,6 +179,9 @@ int s2s_in_listen(struct s2s *s);
 void s2s_in_verified(struct s2s *s, uint64_t serial, const char *local, const char *remote,
                      int valid);
 void s2s_in_close_all(struct s2s *s);
+/* Send serialised stanza bytes over a bidirectional inbound stream
+ * (XEP-0288). Returns 0 or the stream_write error. */
+int s2s_in_send(struct s2s_in *in, const char *data, size_t len);
 
 /* ---- s2s_db.c ---- */
 /* hex(HMAC-SHA256(key, receiving ' ' originating ' ' id)), out has

@@ -10,7 +10,9 @@
  *    authoritative server over a verify connection (s2s_out.c) before it
  *    counts; only that (from, to) pair is authenticated.
  * As the authoritative server it answers db:verify for links it has
- * waiting on exactly that stream id (and key).
+ * waiting on exactly that stream id (and key). A peer that asks for
+ * XEP-0288 (bidi, before authenticating) gets its authenticated pairs
+ * used for our stanzas to it too (s2s->bidi), instead of a link of ours.
  *
  * Every stanza: its from domain must be authenticated on this stream
  * (else invalid-from, closed), its to domain one we host (else
@@ -34,7 +36,6 @@
 #include <openssl/evp.h>
 
 #include "common/err.h"
-#include "common/jid.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/rand.h"
@@ -60,6 +61,8 @@ struct s2s_in {
     struct pair *pairs;              /* authenticated by dialback */
     size_t npairs;
     int pending;
+    bool bidi;      /* the peer asked for XEP-0288 */
+    size_t nshared; /* entries of s2s->bidi pointing here */
     char ip[INET6_ADDRSTRLEN];
     double tokens;
     uint64_t refill_at;
@@ -109,6 +112,39 @@ static int authenticated(const struct s2s_in *in, const char *remote, const char
         if (strcmp(in->pairs[i].remote, remote) == 0 && strcmp(in->pairs[i].local, local) == 0)
             return 1;
     return 0;
+}
+
+/* A pair this bidirectional stream is authenticated for: our stanzas from
+ * local to remote may use it (XEP-0288) instead of a link of our own. */
+static void bidi_share(struct s2s_in *in, const char *local, const char *remote)
+{
+    if (!in->bidi)
+        return;
+    char *key = s2s_pair_key(local, remote);
+    if (htab_get_str(in->s2s->bidi, key) == NULL) {
+        htab_set(in->s2s->bidi, key, strlen(key), in);
+        in->nshared++;
+        log_info("bidirectional stream: %s -> %s uses the stream from %s", local, remote, in->ip);
+    }
+    free(key);
+}
+
+static void bidi_unshare(struct s2s_in *in)
+{
+    struct htab_iter it;
+    if (in->nshared == 0)
+        return;
+    for (htab_iter_init(&it, in->s2s->bidi); htab_iter_next(&it);)
+        if (it.val == in)
+            htab_iter_del(&it);
+    in->nshared = 0;
+}
+
+int s2s_in_send(struct s2s_in *in, const char *data, size_t len)
+{
+    if (in->stream_closed)
+        return ERR_CLOSED;
+    return stream_write(in->st, data, len);
 }
 
 static const struct s2s_policy *in_policy(const struct s2s_in *in)
@@ -162,6 +198,8 @@ static void send_features(struct s2s_in *in)
             buf_printf(&b, "<dialback xmlns='%s'><errors/></dialback>", S2S_NS_DIALBACK_FEATURES);
     } else if (in->sasl_domain == NULL) {
         SSL *ssl = stream_ssl(in->st);
+        if (in->s2s->cfg->bidi && !in->bidi)
+            buf_printf(&b, "<bidi xmlns='%s'/>", S2S_NS_BIDI_FEATURES);
         if (in->remote[0] && ssl != NULL && tls_peer_verify(ssl, in->remote) == 0)
             buf_printf(&b, "<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism></mechanisms>",
                        S2S_NS_SASL);
@@ -341,6 +379,7 @@ void s2s_in_verified(struct s2s *s, uint64_t serial, const char *local, const ch
         in->pairs[in->npairs].local = xstrdup(local);
         in->npairs++;
         stream_set_established(in->st);
+        bidi_share(in, local, remote);
     }
     log_info("inbound %s -> %s (%s): dialback %s", remote, local, in->ip,
              valid ? "valid" : "invalid");
@@ -379,31 +418,15 @@ static void rate_take(struct s2s_in *in)
 static void on_stanza(struct s2s_in *in, struct xml_node *st)
 {
     char from[S2S_DOMAIN_MAX + 1], to[S2S_DOMAIN_MAX + 1];
-    const char *f = xml_get_attr(st, "from"), *t = xml_get_attr(st, "to");
-    struct jid *jf = NULL, *jt = NULL;
-    if (f == NULL || jid_parse(f, strlen(f), &jf) != 0 || jf->domain_len > S2S_DOMAIN_MAX) {
-        jid_free(jf);
-        in_error(in, XML_SE_INVALID_FROM, NULL);
-        xml_free(st);
-        return;
-    }
-    memcpy(from, jf->domain, jf->domain_len + 1);
-    jid_free(jf);
-    if (t == NULL || jid_parse(t, strlen(t), &jt) != 0 || jt->domain_len > S2S_DOMAIN_MAX) {
-        jid_free(jt);
-        in_error(in, XML_SE_IMPROPER_ADDRESSING, NULL);
-        xml_free(st);
-        return;
-    }
-    memcpy(to, jt->domain, jt->domain_len + 1);
-    jid_free(jt);
-    if (!s2s_is_local(in->s2s, to)) {
-        in_error(in, XML_SE_HOST_UNKNOWN, NULL);
-        xml_free(st);
-        return;
-    }
-    if (!authenticated(in, from, to)) {
-        in_error(in, XML_SE_INVALID_FROM, "sender domain not authenticated on this stream");
+    enum xml_stream_err cond = s2s_stanza_domains(st, from, to);
+    if (cond == XML_SE_NONE && !s2s_is_local(in->s2s, to))
+        cond = XML_SE_HOST_UNKNOWN;
+    if (cond == XML_SE_NONE && !authenticated(in, from, to))
+        cond = XML_SE_INVALID_FROM;
+    if (cond != XML_SE_NONE) {
+        in_error(in, cond,
+                 cond == XML_SE_INVALID_FROM ? "sender domain not authenticated on this stream"
+                                             : NULL);
         xml_free(st);
         return;
     }
@@ -441,6 +464,8 @@ static void on_stream_open(struct stream *st, void *arg, struct xml_node *hdr)
     }
     send_header(in);
     send_features(in);
+    if (in->sasl_domain != NULL)
+        bidi_share(in, in->local, in->sasl_domain);
 }
 
 static void on_element(struct stream *st, void *arg, struct xml_node *el, const char *raw,
@@ -465,6 +490,12 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
                 stream_abort(st);
             in->header_sent = false;
         }
+    } else if (strcmp(el->ns, S2S_NS_BIDI) == 0 && strcmp(el->name, "bidi") == 0) {
+        /* Before authentication only (XEP-0288 §2). */
+        if (!in->s2s->cfg->bidi || in->sasl_domain != NULL || in->npairs > 0)
+            in_error(in, XML_SE_POLICY_VIOLATION, "bidi after authentication");
+        else
+            in->bidi = true;
     } else if (strcmp(el->ns, S2S_NS_SASL) == 0) {
         on_auth(in, el);
     } else if (strcmp(el->ns, S2S_NS_DIALBACK) == 0) {
@@ -507,6 +538,7 @@ static void on_close(struct stream *st, void *arg)
     struct s2s_in *in = arg;
     struct s2s *s = in->s2s;
     in->stream_closed = true;
+    bidi_unshare(in);
     htab_del(s->in_by_serial, &in->serial, sizeof(in->serial));
     s->nin--;
     ip_count(s, in->ip, -1);

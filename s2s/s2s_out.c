@@ -14,6 +14,11 @@
  *  - verify connections: dialback's receiving side asks the authoritative
  *    server whether a key is valid (db:verify), then closes.
  *
+ * A link whose peer proved its domain by certificate asks for XEP-0288
+ * (bidi): the peer may then send stanzas from that domain to ours on it.
+ * A stanza for a pair that a peer's bidirectional stream already serves
+ * goes there (s2s_in_send) and no link is made.
+ *
  * Answers are accepted only for a request made on that connection and
  * matching it (from, to, and for db:verify the stream id): unsolicited
  * db:result/db:verify answers close the connection (CVE-2012-3525).
@@ -81,6 +86,7 @@ struct s2s_out {
     unsigned char pin[32];
     bool sasl_done;
     bool sasl_failed;
+    bool bidi;    /* XEP-0288 negotiated: the peer may send to us here */
     bool retry;   /* the closed stream was an attempt: try the next target */
     int fail_err; /* why the link failed */
     char peer_id[129];
@@ -347,6 +353,13 @@ static void authenticate(struct s2s_out *o, struct xml_node *features)
         return;
     }
     int good = cert_ok(o);
+    /* Stanzas from the peer on this stream are only as trustworthy as its
+     * identity: ask for bidi only when its certificate proved it. */
+    if (good && o->s2s->cfg->bidi && !o->bidi &&
+        xml_child(features, S2S_NS_BIDI_FEATURES, "bidi") != NULL) {
+        stream_write_str(o->st, "<bidi xmlns='urn:xmpp:bidi'/>");
+        o->bidi = true;
+    }
     if (good && !o->sasl_failed && has_mech(features, "EXTERNAL")) {
         /* XEP-0178: the authorization identity is our domain. */
         size_t ll = strlen(o->local);
@@ -418,6 +431,30 @@ static void on_db_answer(struct s2s_out *o, struct xml_node *el)
         return;
     }
     link_ready(o);
+}
+
+/* A stanza from the peer on a bidirectional link: the peer's certificate
+ * authenticated its domain, so from must be that domain and to ours. */
+static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
+{
+    char from[S2S_DOMAIN_MAX + 1], to[S2S_DOMAIN_MAX + 1];
+    enum xml_stream_err cond = s2s_stanza_domains(el, from, to);
+    if (cond == XML_SE_NONE && strcmp(to, o->local) != 0)
+        cond = XML_SE_HOST_UNKNOWN;
+    if (cond == XML_SE_NONE && strcmp(from, o->remote) != 0)
+        cond = XML_SE_INVALID_FROM;
+    if (cond != XML_SE_NONE) {
+        log_info("bidirectional link %s -> %s: %s from the peer", o->local, o->remote,
+                 xml_stream_err_name(cond));
+        stream_error(o->st, cond, NULL);
+        o->state = OUT_CLOSING;
+        if (htab_get_str(o->s2s->out, o->hkey) == o)
+            htab_del_str(o->s2s->out, o->hkey);
+        xml_free(el);
+        return;
+    }
+    o->last_used = uv_now(o->s2s->loop);
+    s2s_deliver_local(o->s2s, el);
 }
 
 /* ---- stream callbacks ---- */
@@ -492,6 +529,11 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
         }
     } else if (strcmp(el->ns, S2S_NS_DIALBACK) == 0) {
         on_db_answer(o, el);
+    } else if (o->bidi && o->state == OUT_READY && strcmp(el->ns, XML_NS_SERVER) == 0 &&
+               (strcmp(el->name, "message") == 0 || strcmp(el->name, "presence") == 0 ||
+                strcmp(el->name, "iq") == 0)) {
+        on_bidi_stanza(o, el);
+        return;
     } else {
         log_info("unexpected <%s/> from %s on an outgoing stream: closed", el->name, o->remote);
         stream_error(st, XML_SE_UNSUPPORTED_STANZA_TYPE, NULL);
@@ -723,11 +765,7 @@ static struct s2s_out *out_new(struct s2s *s, const char *local, const char *rem
     o->s2s = s;
     o->local = xstrdup(local);
     o->remote = xstrdup(remote);
-    size_t ll = strlen(local), rl = strlen(remote);
-    o->hkey = xmalloc(ll + rl + 2);
-    memcpy(o->hkey, local, ll);
-    o->hkey[ll] = ' ';
-    memcpy(o->hkey + ll + 1, remote, rl + 1);
+    o->hkey = s2s_pair_key(local, remote);
     o->v_result = -1;
     uv_timer_init(s->loop, &o->timer);
     o->timer.data = o;
@@ -765,11 +803,23 @@ void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct x
         s2s_bounce(s, st, XML_STE_SERVICE_UNAVAILABLE, NULL);
         return;
     }
-    size_t ll = strlen(local), rl = strlen(remote);
-    char *key = xmalloc(ll + rl + 2);
-    memcpy(key, local, ll);
-    key[ll] = ' ';
-    memcpy(key + ll + 1, remote, rl + 1);
+    char *key = s2s_pair_key(local, remote);
+    struct s2s_in *in = htab_get_str(s->bidi, key);
+    if (in != NULL) {
+        /* The peer's own stream, bidirectional (XEP-0288). */
+        free(key);
+        struct buf b = BUF_INIT;
+        xml_serialize(st, XML_NS_SERVER, &b);
+        int rc = s2s_in_send(in, b.data, b.len);
+        buf_free(&b);
+        if (rc != 0) {
+            s2s_rens(st, XML_NS_SERVER, XML_NS_COMPONENT);
+            s2s_bounce(s, st, XML_STE_RESOURCE_CONSTRAINT, NULL);
+        } else {
+            xml_free(st);
+        }
+        return;
+    }
     struct s2s_out *o = htab_get_str(s->out, key);
     if (o == NULL) {
         o = out_new(s, local, remote);
@@ -837,11 +887,7 @@ void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const 
 
 int s2s_out_pending_db(struct s2s *s, const char *local, const char *remote, const char *id)
 {
-    size_t ll = strlen(local), rl = strlen(remote);
-    char *key = xmalloc(ll + rl + 2);
-    memcpy(key, local, ll);
-    key[ll] = ' ';
-    memcpy(key + ll + 1, remote, rl + 1);
+    char *key = s2s_pair_key(local, remote);
     struct s2s_out *o = htab_get_str(s->out, key);
     free(key);
     return o != NULL && o->state == OUT_DB && strcmp(o->peer_id, id) == 0;

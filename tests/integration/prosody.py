@@ -14,6 +14,7 @@ with 127.0.0.1:port, the way Parley's static routes do; every other part
 of Prosody's s2s (streams, STARTTLS, SASL EXTERNAL, dialback) is its own.
 secure_auth=True makes Prosody require valid certificates (no dialback);
 False lets it use dialback with peers whose certificate it does not trust.
+bidi=True loads Prosody's mod_s2s_bidi (XEP-0288).
 """
 
 import os
@@ -49,7 +50,7 @@ end
 
 
 class Prosody:
-    def __init__(self, domain, cert, key, cafile, routes, secure_auth=False):
+    def __init__(self, domain, cert, key, cafile, routes, secure_auth=False, bidi=False):
         self.domain = domain
         self.dir = tempfile.mkdtemp(prefix="parley-prosody-")
         os.chmod(self.dir, 0o755)
@@ -82,7 +83,7 @@ class Prosody:
                 'certificates = "certs"\n'
                 'log = { { levels = { min = "debug" }, to = "file", filename = "%s" } }\n'
                 'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; '
-                '"ping"; "presence"; "parley_routes" }\n'
+                '"ping"; "presence"; "parley_routes"%s }\n'
                 'modules_disabled = { "posix" }\n'
                 'authentication = "internal_hashed"\n'
                 'interfaces = { "127.0.0.1" }\n'
@@ -99,7 +100,8 @@ class Prosody:
                 'parley_routes = {\n%s}\n'
                 'VirtualHost "%s"\n'
                 '\tssl = { certificate = "%s"; key = "%s"; cafile = "%s" }\n' %
-                (user, self.dir, self.data, self.plugins, self.logpath, self.c2s_port,
+                (user, self.dir, self.data, self.plugins, self.logpath,
+                 '; "s2s_bidi"' if bidi else "", self.c2s_port,
                  self.s2s_port, "true" if secure_auth else "false", self.cafile, route_lines,
                  domain, self.cert, self.key, self.cafile))
         if self.as_root:

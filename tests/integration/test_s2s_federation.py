@@ -62,18 +62,35 @@ async def exchange(net):
         await harness.close_all(ca, cb)
 
 
-def test_sasl_external(fed):
+def test_sasl_external_bidi(fed):
+    """Valid certificates: a.test's link authenticates with SASL EXTERNAL
+    and negotiates XEP-0288, so b.test answers over the same stream and
+    opens no link of its own."""
     run(exchange(fed))
-    assert "ready (TLS, SASL EXTERNAL)" in fed.a.log()
-    assert "ready (TLS, SASL EXTERNAL)" in fed.b.log()
-    assert "dialback" not in fed.a.log().split("ready (TLS")[0][-200:]
+    assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
+    assert "bidirectional stream: svc.b.test -> svc.a.test uses the stream" in fed.b.log()
+    assert "link svc.b.test -> svc.a.test ready" not in fed.b.log()
+
+
+NO_BIDI = "  <bidi>false</bidi>\n"
+
+
+@pytest.mark.parametrize("fed", [{"extra_a": NO_BIDI, "extra_b": NO_BIDI}], indirect=True)
+def test_sasl_external(fed):
+    """Without bidi each side makes its own link, both with SASL EXTERNAL."""
+    run(exchange(fed))
+    assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
+    assert "link svc.b.test -> svc.a.test ready (TLS, SASL EXTERNAL)" in fed.b.log()
 
 
 @pytest.mark.parametrize("fed", [{"mode": "dialback"}], indirect=True)
 def test_dialback(fed):
+    """Untrusted certificates: dialback both ways, and no bidi (the peer's
+    identity on our own link rests on the certificate)."""
     run(exchange(fed))
     assert "ready (TLS, dialback)" in fed.a.log()
     assert "ready (TLS, dialback)" in fed.b.log()
+    assert "bidirectional" not in fed.a.log() + fed.b.log()
     assert "SASL EXTERNAL" not in fed.a.log()
 
 

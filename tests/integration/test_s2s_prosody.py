@@ -3,8 +3,9 @@ by prosody.py) and a Parley service (a.test: parley-router + parley-s2s with
 the component svc.a.test). A Prosody user (slixmpp client) and the Parley
 component exchange messages, directed presence and iq both ways, once
 with certificate authentication (SASL EXTERNAL both ways: both trust the
-test CA, Prosody with s2s_secure_auth) and once with dialback (neither
-trusts the other's certificate).
+test CA, Prosody with s2s_secure_auth), once with dialback (neither
+trusts the other's certificate), and once with Prosody's mod_s2s_bidi
+(XEP-0288: one stream carries both directions).
 """
 
 import asyncio
@@ -48,7 +49,7 @@ class Client(slixmpp.ClientXMPP):
                 return st
 
 
-@pytest.fixture(params=["cert", "dialback"])
+@pytest.fixture(params=["cert", "dialback", "cert-bidi"])
 def peers(request):
     mode = request.param
     d = tempfile.mkdtemp(prefix="parley-s2s-prosody-")
@@ -57,11 +58,11 @@ def peers(request):
     other = s2sutil.TestCA(d, "Unrelated CA")
     crt_a, key_a = ca.issue("a.test")
     crt_p, key_p = ca.issue("p.test")
-    trust = ca.cert if mode == "cert" else other.cert
+    trust = other.cert if mode == "dialback" else ca.cert
     side = s2sutil.Side("a.test", d, crt_a, key_a, trust)
     pro = prosody.Prosody("p.test", crt_p, key_p, trust,
                           routes={"a.test": side.port, "svc.a.test": side.port},
-                          secure_auth=(mode == "cert"))
+                          secure_auth=(mode != "dialback"), bidi=(mode == "cert-bidi"))
     side.add_route("p.test", pro.s2s_port)
     try:
         side.start()
@@ -118,6 +119,11 @@ def test_prosody_interop(peers):
     if mode == "cert":
         assert "link svc.a.test -> p.test ready (TLS, SASL EXTERNAL)" in log
         assert "p.test (127.0.0.1): authenticated by certificate (SASL EXTERNAL)" in log
+    elif mode == "cert-bidi":
+        # Prosody connected first and asked for bidi: our answers use its stream.
+        assert "p.test (127.0.0.1): authenticated by certificate (SASL EXTERNAL)" in log
+        assert "bidirectional stream: svc.a.test -> p.test uses the stream" in log
+        assert "link svc.a.test -> p.test ready" not in log
     else:
         assert "link svc.a.test -> p.test ready (TLS, dialback)" in log
         assert "inbound p.test -> svc.a.test (127.0.0.1): dialback valid" in log
