@@ -183,6 +183,8 @@ static void in_error(struct s2s_in *in, enum xml_stream_err cond, const char *te
         send_header(in);
     log_info("inbound from %s (%s): %s%s%s", in->remote[0] ? in->remote : "?", in->ip,
              xml_stream_err_name(cond), text ? ": " : "", text ? text : "");
+    /* Our stanzas must not go to a stream being closed. */
+    bidi_unshare(in);
     stream_error(in->st, cond, text);
 }
 
@@ -518,6 +520,7 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
 
 static void on_stream_close(struct stream *st, void *arg)
 {
+    bidi_unshare(arg);
     stream_write_str(st, "</stream:stream>");
     stream_close(st);
 }
