@@ -43,6 +43,9 @@
 #include "s2s/s2s.h"
 
 #define SASL_MAX 1024
+/* Domain pairs one stream may authenticate by dialback: each costs memory
+ * and a lookup per stanza. */
+#define IN_MAX_PAIRS 256
 
 struct pair {
     char *remote, *local;
@@ -348,6 +351,10 @@ static void on_dialback(struct s2s_in *in, struct xml_node *el)
     }
     if (authenticated(in, d.from, d.to)) {
         db_reply(in, "result", d.to, d.from, NULL, "valid");
+        return;
+    }
+    if (in->npairs + (size_t)in->pending >= IN_MAX_PAIRS) {
+        in_error(in, XML_SE_POLICY_VIOLATION, "too many domains on one stream");
         return;
     }
     if (in->pending >= s->cfg->pending_dialback) {
