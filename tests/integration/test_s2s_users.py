@@ -177,6 +177,11 @@ def test_users_across_two_parley_services(mode):
             bob = await client("b.test", sb.c2s_port, "bob", "bobpw", "work")
             try:
                 await converse(alice, bob, "bob@b.test", "alice@a.test")
+                # An account b.test does not have: its sm's error comes back.
+                alice.send_message(mto="ghost@b.test", mbody="anyone?")
+                e = await expect(alice.inbox, lambda m: m["type"] == "error",
+                                 what="error for ghost@b.test")
+                assert e["from"].bare == "ghost@b.test"
             finally:
                 await bye(alice, bob)
         run(go())
