@@ -386,11 +386,14 @@ static void on_bind_result(struct component *c, void *arg, const char *domain, i
         log_err("could not take the router's default route: %s", err_str(err));
 }
 
-static void on_notify(struct component *c, void *arg, const char *name, int up)
+static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
 {
-    /* A name the router routes is served here, so peers may address it.
-     * Only names with a dot: internal component names (sm, c2s-1) are
-     * router addresses for internal senders, never for peers. */
+    /* A name the router routes is served here, so peers may address it,
+     * whoever owns it: the sm's domains and external components' domains
+     * (a MUC service) alike. Only names with a dot: internal component
+     * names (sm, c2s-1) are router addresses for internal senders, never
+     * for peers. */
+    (void)owner;
     struct s2s *s = arg;
     char dom[S2S_DOMAIN_MAX + 1];
     if (!s->cfg->learn || strchr(name, '.') == NULL || s2s_db_domain_prep(name, dom) != 0)
