@@ -121,7 +121,7 @@ int ctl_load(struct ctl *c)
     char path[CTL_PATH_MAX], err[512];
     const char *domain = NULL, *dsn = NULL;
     bool private_db = false;
-    int c2s = 0, c2s_tls = 0, s2s = 0, router = 0;
+    int c2s = 0, c2s_tls = 0, s2s = 0, s2s_tls = 0, router = 0;
     const struct config_entry table[] = {
         CONFIG_STRING("domain", CONFIG_REQUIRED, NULL, &domain),
         CONFIG_BOOL("db@private", 0, "false", &private_db),
@@ -129,6 +129,8 @@ int ctl_load(struct ctl *c)
         CONFIG_INT("ports@c2s", CONFIG_REQUIRED, NULL, 1, 65535, &c2s),
         CONFIG_INT("ports@c2s-tls", CONFIG_REQUIRED, NULL, 1, 65535, &c2s_tls),
         CONFIG_INT("ports@s2s", CONFIG_REQUIRED, NULL, 1, 65535, &s2s),
+        /* Absent from instances made before s2s: 0, then s2s + 1 below. */
+        CONFIG_INT("ports@s2s-tls", 0, "0", 0, 65535, &s2s_tls),
         CONFIG_INT("ports@router", CONFIG_REQUIRED, NULL, 1, 65535, &router),
         CONFIG_END,
     };
@@ -149,6 +151,7 @@ int ctl_load(struct ctl *c)
     c->c2s_port = c2s;
     c->c2s_tls_port = c2s_tls;
     c->s2s_port = s2s;
+    c->s2s_tls_port = s2s_tls != 0 ? s2s_tls : s2s + 1;
     c->router_port = router;
     config_free(cfg);
     if (!c->private_db && c->dsn[0] == '\0') {
@@ -334,12 +337,13 @@ static void usage(FILE *f)
 {
     fputs("usage: parleyctl [-d DIR] [-T DATADIR] COMMAND ...\n"
           "  init --domain D [--db DSN] [--c2s-port N] [--c2s-tls-port N] [--s2s-port N]\n"
-          "       [--router-port N] [--force]\n"
-          "  start | stop | status\n"
+          "       [--s2s-tls-port N] [--router-port N]\n"
+          "  start | stop | status | reload [DAEMON]\n"
           "  user add JID [PASSWORD] | user passwd JID [PASSWORD] | user del JID\n"
           "  user list [DOMAIN]\n"
           "  component add NAME [--secret S] | component del NAME | component list\n"
           "  db migrate | db status\n"
+          "  route add DOMAIN HOST:PORT [--pin sha256:HEX] | route del DOMAIN | route list\n"
           "DIR: the instance directory (default $PARLEY_DIR, else " CTL_DEFAULT_DIR ").\n"
           "A password omitted from the command line is read from stdin.\n",
           f);
@@ -410,7 +414,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         {"init", ctl_cmd_init},     {"start", ctl_cmd_start}, {"stop", ctl_cmd_stop},
         {"status", ctl_cmd_status}, {"user", ctl_cmd_user},   {"component", ctl_cmd_component},
-        {"db", ctl_cmd_db},
+        {"db", ctl_cmd_db},         {"route", ctl_cmd_route}, {"reload", ctl_cmd_reload},
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name) == 0)
