@@ -1,0 +1,310 @@
+"""test_parleyctl_service.py - parleyctl for the whole service: init fills
+every daemon template (sm, c2s-1, s2s) with no placeholder left and gives
+the secrets, key and run directories the right owners and modes; the s2s
+static routes (`route add|del|list`: validation, duplicates, atomic
+rewrite); `reload`. Both as root (per-daemon system users) and as an
+ordinary user. The daemons' templates may not be in the tree yet: the
+filling is checked with stand-ins that name every placeholder
+(ctlharness.fake_datadir), the real templates when they exist.
+"""
+
+import os
+import pwd
+import stat
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import ctlharness
+import harness
+
+MODES = ["root", "user"]
+
+
+def _make(mode, datadir_extra=None):
+    if mode == "root":
+        if os.geteuid() != 0:
+            pytest.skip("needs root (CI runs as root)")
+        user = None
+    else:
+        user = ctlharness.ensure_test_user() if os.geteuid() == 0 else None
+    i = ctlharness.Instance(as_user=user)
+    if datadir_extra is not None:
+        i.datadir = ctlharness.fake_datadir(i.base, datadir_extra)
+    return i
+
+
+def _finish(i):
+    problems = i.sanitizer_errors()
+    i.cleanup()
+    assert not problems, "sanitizer reports: %s" % problems[:5]
+
+
+@pytest.fixture(params=MODES)
+def inst(request):
+    i = _make(request.param)
+    yield i
+    _finish(i)
+
+
+@pytest.fixture(params=MODES)
+def standin(request):
+    """An instance whose data dir has stand-ins for the three daemon
+    templates, each naming every placeholder."""
+    extra = {t: ctlharness._standin(t.split(".")[0]) for t in ctlharness.DAEMON_TEMPLATES}
+    i = _make(request.param, extra)
+    yield i
+    _finish(i)
+
+
+def _as_root(inst):
+    return inst.as_user is None and os.geteuid() == 0
+
+
+def _owner(path):
+    return pwd.getpwuid(os.stat(path).st_uid).pw_name
+
+
+def _mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _me(inst):
+    return inst.as_user or pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_init_fills_every_placeholder(standin):
+    inst = standin
+    r = inst.init()
+    assert "s2s %d" % inst.s2s_port in r.out and "s2s direct TLS %d" % inst.s2s_tls_port in r.out
+    d = inst.dir
+    users = {"sm": "parley-sm", "c2s": "parley-c2s", "s2s": "parley-s2s"}
+    for tmpl, out in ctlharness.DAEMON_TEMPLATES.items():
+        root = tmpl.split(".")[0]
+        name = out[:-4]
+        text = inst.etc(out)
+        assert ctlharness.placeholders_left(text) == [], (out, text)
+        # Comments keep what is not a placeholder of init's.
+        assert "@placeholders@" in text
+        doc = ET.fromstring(text.split("?>", 1)[1])
+        v = {e.get("name"): e.text for e in doc.findall("v")}
+        assert set(v) == set(ctlharness.PLACEHOLDERS)
+        assert v["domain"] == "localhost"
+        assert v["sysconfdir"] == os.path.join(d, "etc")
+        # Each daemon's own run directory, the one it may write.
+        assert v["runstatedir"] == os.path.join(d, "run", name)
+        assert v["router_socket"] == os.path.join(d, "run", "router", "router.sock")
+        assert v["c2s_port"] == str(inst.c2s_port)
+        assert v["c2s_tls_port"] == str(inst.c2s_tls_port)
+        assert v["s2s_port"] == str(inst.s2s_port)
+        assert v["s2s_tls_port"] == str(inst.s2s_tls_port)
+        assert v["router_port"] == str(inst.port)
+        assert v["db_dsn"] == "host=%s port=5432 dbname=parley" % os.path.join(d, "pg", "run")
+        for k, u in users.items():
+            assert v[k + "_user"] == (u if _as_root(inst) else _me(inst))
+            assert v[k + "_uid"] == str(pwd.getpwnam(v[k + "_user"]).pw_uid)
+        # The packaged paths are folded into DIR.
+        assert doc.find("pidfile").text == os.path.join(d, "run", name, root + ".pid")
+        assert doc.find("router/secret").get("file") == os.path.join(d, "etc", "secrets", root)
+        assert doc.find("user").text == v[root + "_user"]
+        # Readable by the daemon's user, written by the invoking one.
+        assert _mode(os.path.join(d, "etc", out)) == 0o644
+    for f in ("router.xml", "router-users.xml"):
+        assert ctlharness.placeholders_left(inst.etc(f)) == [], f
+    # The ports init was given are what parleyctl reads back.
+    ports = ET.fromstring(inst.etc("parley.xml").split("?>", 1)[1]).find("ports")
+    assert ports.get("s2s-tls") == str(inst.s2s_tls_port)
+    assert ports.get("c2s-tls") == str(inst.c2s_tls_port)
+
+
+def test_init_secrets_key_and_run_dirs(standin):
+    inst = standin
+    inst.init()
+    d = inst.dir
+    root = _as_root(inst)
+    me = _me(inst)
+    dialback = os.path.join(d, "etc", "secrets", "dialback")
+    assert _mode(dialback) == 0o600
+    assert _owner(dialback) == ("parley-s2s" if root else me)
+    assert len(open(dialback).read().strip()) == 64
+    # Router secrets: the daemon's, readable by the router's group only.
+    for name, owner in (("sm", "parley-sm"), ("c2s-1", "parley-c2s"), ("s2s", "parley-s2s")):
+        p = os.path.join(d, "etc", "secrets", name)
+        assert _mode(p) == 0o640, name
+        assert _owner(p) == (owner if root else me)
+        if root:
+            assert os.stat(p).st_gid == pwd.getpwnam("parley-router").pw_gid
+    # The key stays root's: c2s and s2s read it before they drop root.
+    key = os.path.join(d, "etc", "tls", "localhost.key")
+    crt = os.path.join(d, "etc", "tls", "localhost.crt")
+    assert _mode(key) == 0o600 and _owner(key) == ("root" if root else me)
+    assert _mode(crt) == 0o644
+    if root:
+        for u in ("parley-c2s", "parley-s2s", "parley-sm", "parley-router"):
+            r = subprocess.run(["runuser", "-u", u, "--", "cat", key], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            assert r.returncode != 0, "%s can read the key" % u
+        r = subprocess.run(["runuser", "-u", "parley-s2s", "--", "cat", dialback],
+                           stdout=subprocess.PIPE)
+        assert r.returncode == 0
+        r = subprocess.run(["runuser", "-u", "parley-c2s", "--", "cat", dialback],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert r.returncode != 0, "c2s can read the dialback secret"
+    for name, owner in (("router", "parley-router"), ("sm", "parley-sm"),
+                        ("c2s-1", "parley-c2s"), ("s2s", "parley-s2s")):
+        p = os.path.join(d, "run", name)
+        assert os.path.isdir(p) and not os.path.islink(p)
+        assert _owner(p) == (owner if root else me), name
+        assert _mode(p) == 0o755
+    routes = os.path.join(d, "etc", "s2s-routes.xml")
+    assert _mode(routes) == 0o644 and _owner(routes) == me
+    assert ET.parse(routes).getroot().tag == "routes"
+    assert list(ET.parse(routes).getroot()) == []
+
+
+def test_init_refuses_unknown_placeholder():
+    inst = _make("root" if os.geteuid() == 0 else "user", {"s2s.xml.in": "<?xml version='1.0'?>\n<!-- @fine@ -->\n"
+                                         "<s2s><x>@domain@ @nonsense@</x></s2s>\n"})
+    try:
+        r = inst.ctl("init", "--domain", "localhost", "--router-port", str(inst.port))
+        assert r.code == 1 and "uses @nonsense@" in r.err, r
+        assert not os.path.exists(os.path.join(inst.dir, "etc", "parley.xml"))
+    finally:
+        _finish(inst)
+
+
+def test_init_real_templates(inst):
+    """The tree's own templates: every one there is filled completely and
+    the daemon accepts the result (-t); one not there yet is left out with
+    a note, and init still works."""
+    r = inst.init()
+    for tmpl, out in ctlharness.DAEMON_TEMPLATES.items():
+        path = os.path.join(inst.dir, "etc", out)
+        if not os.path.exists(os.path.join(harness.REPO, "etc", tmpl)):
+            assert "no template" in r.err and tmpl in r.err
+            assert not os.path.exists(path)
+            continue
+        text = inst.etc(out)
+        assert ctlharness.placeholders_left(text) == [], (out, text)
+        sub = tmpl.split(".")[0]
+        exe = os.path.join(harness.build_dir(), sub, "parley-" + sub)
+        if os.path.exists(exe):
+            cmd = [exe, "-t", "-c", path]
+            if inst.as_user:
+                cmd = ["runuser", "-u", inst.as_user, "--"] + cmd
+            t = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=inst.env(), timeout=60)
+            assert t.returncode == 0, "%s -t: %s" % (out, t.stdout.decode())
+
+
+def _routes(inst):
+    root = ET.parse(os.path.join(inst.dir, "etc", "s2s-routes.xml")).getroot()
+    return [dict(e.attrib) for e in root.findall("route")]
+
+
+PIN = "sha256:" + "AB" * 32
+
+
+def test_routes(inst):
+    inst.init()
+    path = os.path.join(inst.dir, "etc", "s2s-routes.xml")
+    assert inst.ok("route", "list").out == ""
+
+    ino = os.stat(path).st_ino
+    r = inst.ok("route", "add", "example.org", "[::1]:5269", "--pin", PIN)
+    assert "example.org [::1]:5269" in r.out
+    # Rewritten whole under another name and renamed over: a new inode.
+    assert os.stat(path).st_ino != ino
+    assert not os.path.exists(path + ".tmp")
+    inst.ok("route", "add", "--pin", PIN.lower(), "Other.Example", "xmpp.other.example:15269")
+    inst.ok("route", "add", "third.example", "192.0.2.7:5270")
+    assert _routes(inst) == [
+        {"domain": "example.org", "host": "::1", "port": "5269", "pin": PIN.lower()},
+        {"domain": "other.example", "host": "xmpp.other.example", "port": "15269",
+         "pin": PIN.lower()},
+        {"domain": "third.example", "host": "192.0.2.7", "port": "5270"},
+    ]
+    assert inst.ok("route", "list").out.splitlines() == [
+        "example.org [::1]:5269 pin=" + PIN.lower(),
+        "other.example xmpp.other.example:15269 pin=" + PIN.lower(),
+        "third.example 192.0.2.7:5270",
+    ]
+    assert _mode(path) == 0o644
+
+    before = open(path).read()
+    r = inst.ctl("route", "add", "EXAMPLE.org", "10.0.0.1:5269")
+    assert r.code == 1 and "has a route already" in r.err and "[::1]:5269" in r.err
+    bad = [
+        ("route", "add", "bad..example", "1.2.3.4:5269"),
+        ("route", "add", "[::1]", "1.2.3.4:5269"),
+        ("route", "add", "localhost", "1.2.3.4:5269"),  # our own domain
+        ("route", "add", "x.example", "1.2.3.4"),
+        ("route", "add", "x.example", "1.2.3.4:0"),
+        ("route", "add", "x.example", "1.2.3.4:65536"),
+        ("route", "add", "x.example", "1.2.3.4:52x"),
+        ("route", "add", "x.example", "::1:5269"),
+        ("route", "add", "x.example", "[::1]5269"),
+        ("route", "add", "x.example", "[not:v6]:5269"),
+        ("route", "add", "x.example", "[1.2.3.4]:5269"),
+        ("route", "add", "x.example", "host_name:5269"),
+        ("route", "add", "x.example", "host-.example:5269"),
+        ("route", "add", "x.example", "a..b:5269"),
+        ("route", "add", "x.example", "a.b'c:5269"),
+        ("route", "add", "x.example", "h:5269", "--pin", "sha1:" + "ab" * 20),
+        ("route", "add", "x.example", "h:5269", "--pin", "sha256:" + "ab" * 31),
+        ("route", "add", "x.example", "h:5269", "--pin", "sha256:" + "zz" * 32),
+    ]
+    for args in bad:
+        r = inst.ctl(*args)
+        assert r.code == 1, (args, r)
+        assert "parleyctl: " in r.err
+    for args in (("route", "add", "x.example"), ("route", "del"), ("route", "list", "x"),
+                 ("route", "del", "x.example", "--pin", PIN), ("route", "frob")):
+        assert inst.ctl(*args).code == 2, args
+    assert open(path).read() == before, "a refused change touched the file"
+
+    r = inst.ok("route", "del", "Other.Example")
+    assert "other.example" in r.out
+    assert [x["domain"] for x in _routes(inst)] == ["example.org", "third.example"]
+    r = inst.ctl("route", "del", "other.example")
+    assert r.code == 1 and "no route for other.example" in r.err
+    inst.ok("route", "del", "example.org")
+    inst.ok("route", "del", "third.example")
+    assert _routes(inst) == [] and inst.ok("route", "list").out == ""
+
+
+def test_routes_never_follow_a_planted_temp_file(inst):
+    inst.init()
+    path = os.path.join(inst.dir, "etc", "s2s-routes.xml")
+    victim = os.path.join(inst.base, "victim")
+    with open(victim, "w") as f:
+        f.write("untouched\n")
+    os.symlink(victim, path + ".tmp")
+    inst.ok("route", "add", "example.org", "127.0.0.1:5269")
+    assert open(victim).read() == "untouched\n"
+    assert not os.path.islink(path) and _routes(inst)[0]["domain"] == "example.org"
+
+
+def test_reload(inst):
+    inst.init()
+    r = inst.ctl("reload")
+    assert r.code == 1 and "not running" in r.err
+    r = inst.ctl("reload", "nosuch")
+    assert r.code == 1 and "no daemon nosuch" in r.err
+    assert inst.ctl("reload", "a", "b").code == 2
+    inst.ok("start")
+    before = inst.log("router").count("component table reloaded")
+    r = inst.ok("reload", "router")
+    assert "parley-router" in r.out
+    end = time.monotonic() + harness.WAIT
+    while inst.log("router").count("component table reloaded") == before:
+        assert time.monotonic() < end, "the router did not reload"
+        time.sleep(0.05)
+    # The request was taken by the supervisor.
+    end = time.monotonic() + harness.WAIT
+    while os.listdir(os.path.join(inst.dir, "ctl", "reload")):
+        assert time.monotonic() < end, "the reload request was left behind"
+        time.sleep(0.05)
+    inst.ok("stop")
