@@ -308,3 +308,130 @@ def test_reload(inst):
         assert time.monotonic() < end, "the reload request was left behind"
         time.sleep(0.05)
     inst.ok("stop")
+
+
+# ---------------------------------------------------------------------------
+# The whole service: init + user add + start, a real client logs in.
+
+SERVICE = [("router", "router/parley-router"), ("sm", "sm/parley-sm"),
+           ("c2s-1", "c2s/parley-c2s"), ("s2s", "s2s/parley-s2s")]
+
+
+def _service_daemons():
+    """The daemons this tree has (template and binary), in start order."""
+    have = []
+    for name, rel in SERVICE:
+        tmpl = {"c2s-1": "c2s"}.get(name, name) + ".xml.in"
+        if os.path.exists(os.path.join(harness.REPO, "etc", tmpl)) and \
+                os.path.exists(os.path.join(harness.build_dir(), rel)):
+            have.append(name)
+    return have
+
+
+class _Client:
+    """A slixmpp client that logs in over STARTTLS (the certificate is
+    self-signed: not verified) and reports how it went."""
+
+    def __init__(self, jid, password, port):
+        import asyncio
+        import ssl
+        import slixmpp
+        self.asyncio = asyncio
+        self.xmpp = slixmpp.ClientXMPP(jid, password)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.xmpp.ssl_context = ctx
+        loop = asyncio.get_running_loop()
+        self.started = loop.create_future()
+        self.failed = loop.create_future()
+        self.xmpp.add_event_handler("session_start", lambda _: self._set(self.started, True))
+        self.xmpp.add_event_handler("failed_auth", lambda _: self._set(self.failed, "auth"))
+        self.xmpp.add_event_handler("disconnected", lambda r: self._set(self.failed, r))
+        self.xmpp.add_event_handler("connection_failed", lambda r: self._set(self.failed, r))
+        self.xmpp.connect(address=("127.0.0.1", port), force_starttls=True,
+                          disable_starttls=False)
+
+    @staticmethod
+    def _set(fut, v):
+        if not fut.done():
+            fut.set_result(v)
+
+    async def login(self, timeout=harness.START_WAIT):
+        done, _ = await self.asyncio.wait({self.started, self.failed}, timeout=timeout,
+                                          return_when=self.asyncio.FIRST_COMPLETED)
+        if self.started in done:
+            return True
+        self.xmpp.cancel_connection_attempt()
+        return self.failed.result() if self.failed in done else "timeout"
+
+    async def close(self):
+        self.xmpp.cancel_connection_attempt()
+        if self.xmpp.transport is not None:
+            self.xmpp.disconnect(wait=1.0)
+            await self.asyncio.wait({self.failed}, timeout=harness.WAIT)
+
+
+def _hup_count(inst, name):
+    return inst.log(name).count("SIGHUP")
+
+
+def test_service_start_login_status_stop(inst):
+    have = _service_daemons()
+    if "sm" not in have or "c2s-1" not in have:
+        pytest.skip("this tree has no parley-sm or parley-c2s yet (have %s)" % have)
+    inst.init()
+    inst.ok("user", "add", "alice@localhost", "alice-pw")
+    r = inst.ok("start", timeout=240)
+    for name in have:
+        exe = "parley-" + name.split("-")[0]
+        assert "%s: up (pid" % exe in r.out, r
+    code, st = inst.status()
+    assert code == 0, st
+    pids = {}
+    for name in have:
+        assert st[name].startswith("up (pid"), st
+        pids[name] = int(st[name].split()[2].rstrip(","))
+    # Started in order, each once the one before was ready.
+    log = inst.log("parleyctl")
+    order = [log.index("started parley-%s (pid %d)" % (n.split("-")[0], pids[n])) for n in have]
+    ready = [log.index("parley-%s (pid %d) is ready" % (n.split("-")[0], pids[n]))
+             for n in have]
+    for i in range(1, len(have)):
+        assert ready[i - 1] < order[i], log
+
+    async def logins():
+        good = _Client("alice@localhost", "alice-pw", inst.c2s_port)
+        try:
+            assert await good.login() is True, "alice could not log in:\n" + inst.log("c2s-1")
+            assert "starttls" in good.xmpp.features
+        finally:
+            await good.close()
+        bad = _Client("alice@localhost", "wrong", inst.c2s_port)
+        try:
+            assert await bad.login() is not True
+        finally:
+            await bad.close()
+
+    harness.run(logins())
+
+    if "s2s" in have:
+        # A route change reloads s2s, and only s2s.
+        before = {n: _hup_count(inst, n) for n in have}
+        inst.ok("route", "add", "remote.example", "127.0.0.1:%d" % harness.free_port())
+        end = time.monotonic() + harness.WAIT
+        while _hup_count(inst, "s2s") == before["s2s"]:
+            assert time.monotonic() < end, "s2s got no HUP:\n" + inst.log("s2s")
+            time.sleep(0.05)
+        for n in have:
+            if n != "s2s":
+                assert _hup_count(inst, n) == before[n], n
+
+    inst.ok("stop", timeout=120)
+    code, st = inst.status()
+    assert code != 0
+    for name in have:
+        assert st[name] == "stopped", st
+        assert not os.path.exists("/proc/%d" % pids[name]), name
+    assert st["postgresql"] == "stopped"
+    assert "crashed" not in inst.log("parleyctl"), inst.log("parleyctl")
