@@ -149,6 +149,13 @@ PGconn *ctl_db_connect(const struct ctl *c);
 bool ctl_pg_running(const struct ctl *c);
 int ctl_pg_start(const struct ctl *c);
 int ctl_pg_stop(const struct ctl *c);
+/* A command that needs the database while the instance is stopped starts
+ * the private cluster for its own time: 1 (started; *lockfd holds
+ * DIR/ctl/start.lock, which keeps `start` out), 0 (nothing to do: running,
+ * a supervisor runs, or no private cluster), -1 (printed). ctl_pg_return
+ * stops what ctl_pg_borrow started. */
+int ctl_pg_borrow(const struct ctl *c, int *lockfd);
+void ctl_pg_return(const struct ctl *c, int lockfd);
 /* Create and migrate the private cluster (init). */
 int ctl_pg_create(struct ctl *c);
 /* Apply the schema with the admin connection (init, db migrate). */

@@ -287,6 +287,22 @@ def test_routes_never_follow_a_planted_temp_file(inst):
     assert not os.path.islink(path) and _routes(inst)[0]["domain"] == "example.org"
 
 
+def test_user_add_while_stopped(inst):
+    """The private cluster runs for the command's time when nothing runs."""
+    inst.init()
+    inst.ok("user", "add", "carol@localhost", "pw")
+    assert inst.status()[1]["postgresql"] == "stopped"
+    assert inst.ok("user", "list").out.split() == ["carol@localhost"]
+    assert inst.ok("db", "status").out.startswith("schema version")
+    assert inst.status()[1]["postgresql"] == "stopped"
+    inst.ok("start")
+    # While the service runs its cluster is left running.
+    inst.ok("user", "add", "dave@localhost", "pw")
+    assert inst.status()[1]["postgresql"].startswith("running")
+    assert inst.ok("user", "list").out.split() == ["carol@localhost", "dave@localhost"]
+    inst.ok("stop")
+
+
 def test_reload(inst):
     inst.init()
     r = inst.ctl("reload")
