@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -308,6 +309,69 @@ int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid
         return 1;
     }
     close(fd);
+    return 0;
+}
+
+/* The kernel's POSIX ACL xattr format (linux/posix_acl_xattr.h). */
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER_OBJ  0x01
+#define ACL_TAG_USER      0x02
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_MASK      0x10
+#define ACL_TAG_OTHER     0x20
+#define ACL_NO_ID         0xffffffffu
+
+static size_t acl_entry(unsigned char *p, unsigned tag, unsigned perm, uint32_t id)
+{
+    p[0] = (unsigned char)tag;
+    p[1] = (unsigned char)(tag >> 8);
+    p[2] = (unsigned char)perm;
+    p[3] = 0;
+    for (int i = 0; i < 4; i++)
+        p[4 + i] = (unsigned char)(id >> (8 * i));
+    return 8;
+}
+
+static int on_uid_cmp(const void *a, const void *b)
+{
+    uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ctl_router_dir_acl(const struct ctl *c)
+{
+    static const char *const users[] = {"parley-sm", "parley-c2s", "parley-s2s"};
+    enum { N = sizeof(users) / sizeof(users[0]) };
+    if (!c->as_root)
+        return 0;
+    uid_t uids[N];
+    for (size_t i = 0; i < N; i++) {
+        gid_t gid;
+        if (ctl_user_ids(c, users[i], &uids[i], &gid) != 0)
+            return 1;
+    }
+    /* The kernel wants named entries in ascending id order. */
+    qsort(uids, N, sizeof(uids[0]), on_uid_cmp);
+    unsigned char buf[4 + 8 * (N + 4)];
+    size_t len = 0;
+    buf[len++] = ACL_XATTR_VERSION;
+    buf[len++] = 0;
+    buf[len++] = 0;
+    buf[len++] = 0;
+    len += acl_entry(buf + len, ACL_TAG_USER_OBJ, 7, ACL_NO_ID);
+    for (size_t i = 0; i < N; i++)
+        len += acl_entry(buf + len, ACL_TAG_USER, 6, (uint32_t)uids[i]);
+    len += acl_entry(buf + len, ACL_TAG_GROUP_OBJ, 5, ACL_NO_ID);
+    len += acl_entry(buf + len, ACL_TAG_MASK, 7, ACL_NO_ID);
+    len += acl_entry(buf + len, ACL_TAG_OTHER, 5, ACL_NO_ID);
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "run/router");
+    if (setxattr(path, "system.posix_acl_default", buf, len, 0) < 0) {
+        ctl_err("cannot give %s a default ACL (%s): the daemons' users could not reach the "
+                "router's socket; a DIR on a filesystem with POSIX ACLs is needed as root",
+                path, strerror(errno));
+        return 1;
+    }
     return 0;
 }
 

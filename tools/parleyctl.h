@@ -123,6 +123,15 @@ pid_t ctl_pidfile_alive(const char *path);
 /* mkdir path (if missing), then its mode and (as root) owner, refusing
  * an existing symlink or non-directory. 0 or 1 (message). */
 int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid);
+/* As root: a default ACL on DIR/run/router that lets the users of sm, c2s
+ * and s2s read and write what the router creates there, its Unix socket
+ * (mode 0660 from router.xml, owned by parley-router): the daemons drop
+ * to their own primary group only (common/daemon), so a shared group
+ * would not reach it, and the router's secrets are group parley-router.
+ * The router's chmod sets the ACL mask, so the named users get rw on the
+ * socket and at most what its group bits allow on anything else. 0 or 1
+ * (message); nothing to do when not root. */
+int ctl_router_dir_acl(const struct ctl *c);
 /* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */
 int ctl_sup_lock_fd(const struct ctl *c, int flags);
 /* The running supervisor's pid (the holder of its pidfile's lock), or 0. */

@@ -538,6 +538,8 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         if (init_mkdir(c, path, 0755, init_rundirs[i].user) != 0)
             return 1;
     }
+    if (ctl_router_dir_acl(c) != 0)
+        return 1;
 
     for (size_t i = 0; i < sizeof(init_secrets) / sizeof(init_secrets[0]); i++) {
         if (init_secret_file(c, init_secrets[i].name, init_secrets[i].user, 0640,

@@ -331,7 +331,8 @@ static void on_ready_poll(uv_timer_t *t)
                 waiting = true;
             }
         }
-        all_ready = all_ready && k->running && k->ready;
+        if (k->spawned)
+            all_ready = all_ready && k->running && k->ready;
     }
     if (changed)
         sup_write_state(s);
@@ -737,6 +738,10 @@ static int run_start(struct ctl *c, int startfd)
                                           ctl_mkdir(c, rundir, 0755, uid, gid) != 0))
             return 1;
     }
+    /* The daemons reach the router's socket through run/router's default
+     * ACL (set again: an instance made before sm, c2s and s2s has none). */
+    if (ctl_router_dir_acl(c) != 0)
+        return 1;
     /* Only a cluster this call started is this call's to stop on failure. */
     bool pg_ours = c->private_db && !ctl_pg_running(c);
     if (ctl_pg_start(c) != 0)

@@ -158,10 +158,44 @@ def test_init_secrets_key_and_run_dirs(standin):
         assert os.path.isdir(p) and not os.path.islink(p)
         assert _owner(p) == (owner if root else me), name
         assert _mode(p) == 0o755
+    if root:
+        _check_router_socket_reach(d)
     routes = os.path.join(d, "etc", "s2s-routes.xml")
     assert _mode(routes) == 0o644 and _owner(routes) == me
     assert ET.parse(routes).getroot().tag == "routes"
     assert list(ET.parse(routes).getroot()) == []
+
+
+def _connects(user, path):
+    code = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+            "try:\n s.connect(sys.argv[1])\nexcept OSError:\n sys.exit(1)\n")
+    return subprocess.run(["runuser", "-u", user, "--", "/usr/bin/python3", "-c", code, path],
+                          timeout=30).returncode == 0
+
+
+def _check_router_socket_reach(d):
+    """A socket made in run/router as the router makes its own (then
+    chmod 0660, owned by parley-router) is reachable by the users of sm,
+    c2s and s2s, and by no other user: run/router's default ACL."""
+    import socket
+    path = os.path.join(d, "run", "router", "probe.sock")
+    old = os.umask(0o077)
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.listen(8)
+    finally:
+        os.umask(old)
+    try:
+        pw = pwd.getpwnam("parley-router")
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(path, 0o660)
+        for u in ("parley-sm", "parley-c2s", "parley-s2s"):
+            assert _connects(u, path), u
+        assert not _connects(ctlharness.ensure_test_user(), path)
+    finally:
+        s.close()
+        os.unlink(path)
 
 
 def test_init_refuses_unknown_placeholder():
