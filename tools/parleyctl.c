@@ -407,7 +407,8 @@ static void usage(FILE *f)
           "  user list [DOMAIN]\n"
           "  component add NAME [--secret S] | component del NAME | component list\n"
           "  db migrate | db status\n"
-          "  route add DOMAIN HOST:PORT [--pin sha256:HEX] | route del DOMAIN | route list\n"
+          "  route add DOMAIN HOST:PORT [--pin sha256:HEX] [--tls direct|starttls]\n"
+          "  route del DOMAIN | route list\n"
           "DIR: the instance directory (default $PARLEY_DIR, else " CTL_DEFAULT_DIR ").\n"
           "A password omitted from the command line is read from stdin.\n",
           f);

@@ -2,12 +2,14 @@
  * parleyctl_route.c - `parleyctl -d DIR route add|del|list`: the static
  * routes of parley-s2s in DIR/etc/s2s-routes.xml.
  *
- *   route add DOMAIN HOST:PORT [--pin sha256:HEX]
+ *   route add DOMAIN HOST:PORT [--pin sha256:HEX] [--tls direct|starttls]
  *   route del DOMAIN
  *   route list
  *
  * The file is parleyctl's (init writes it empty): <routes> with one
- * <route domain='D' host='H' port='P' [pin='sha256:HEX']/> per domain.
+ * <route domain='D' host='H' port='P' [pin='sha256:HEX'] [tls='direct']/>
+ * per domain (s2s/s2s_routes.c reads it: pin is the SHA-256 of the peer's
+ * certificate in DER, tls='direct' connects with TLS from the first byte).
  * A change reads it, checks and edits the list, and writes the whole file
  * anew under a temporary name renamed over the old one (ctl_write_file),
  * so that s2s, reading it on HUP, sees the old table or the new one,
@@ -48,17 +50,19 @@ struct route {
     char host[HOST_MAX + 1];
     int port;
     char pin[7 + 64 + 1]; /* "sha256:" + 64 hex digits, or empty */
+    char tls[16];         /* "direct", "starttls" or empty (STARTTLS) */
 };
 
 /* What is written before <routes>: what the file is and who writes it. */
 static const char route_header[] =
     "<?xml version='1.0'?>\n"
     "<!-- s2s-routes.xml - static routes of parley-s2s: for these domains s2s\n"
-    "     connects to host:port instead of looking up SRV records, and with\n"
-    "     pin='sha256:HEX' accepts only a peer whose certificate matches that\n"
-    "     digest (etc/s2s.xml says what is hashed). Written by `parleyctl route\n"
-    "     add|del` (which rewrites this file whole: comments are not kept), read\n"
-    "     by s2s at start and on HUP. -->\n";
+    "     connects to host:port instead of looking up SRV records; with\n"
+    "     pin='sha256:HEX' only to a peer whose certificate (DER) has that\n"
+    "     SHA-256, which then counts as valid for the domain; tls='direct':\n"
+    "     TLS from the first byte instead of STARTTLS. Written by `parleyctl\n"
+    "     route add|del` (which rewrites this file whole: comments are not\n"
+    "     kept), read by s2s at start and on HUP. -->\n";
 
 static int route_write(const struct ctl *c, const struct route *r, size_t n)
 {
@@ -78,6 +82,10 @@ static int route_write(const struct ctl *c, const struct route *r, size_t n)
         if (r[i].pin[0] != '\0') {
             buf_append_str(&b, "' pin='");
             buf_append_str(&b, r[i].pin);
+        }
+        if (r[i].tls[0] != '\0') {
+            buf_append_str(&b, "' tls='");
+            buf_append_str(&b, r[i].tls);
         }
         buf_append_str(&b, "'/>\n");
     }
@@ -200,6 +208,21 @@ static int route_pin(const char *arg, char *out)
     return 0;
 }
 
+/* Are all of e's attributes ones this file knows? What is not understood
+ * here is not rewritten: it would be lost. */
+static bool route_attrs_known(const struct xml_node *e)
+{
+    static const char *const known[] = {"domain", "host", "port", "pin", "tls"};
+    for (const struct xml_attr *a = e->attrs; a != NULL; a = a->next) {
+        bool ok = false;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && !ok; i++)
+            ok = a->ns == NULL && strcmp(a->name, known[i]) == 0;
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 /* Read the table into *out (xmalloc'ed, *n entries). 0 or 1 (printed). */
 static int route_read(const struct ctl *c, struct route **out, size_t *n)
 {
@@ -236,11 +259,14 @@ static int route_read(const struct ctl *c, struct route **out, size_t *n)
          e = xml_next(e, NULL, "route")) {
         const char *d = xml_get_attr(e, "domain"), *h = xml_get_attr(e, "host");
         const char *p = xml_get_attr(e, "port"), *pin = xml_get_attr(e, "pin");
+        const char *tls = xml_get_attr(e, "tls");
         struct route *x = &r[*n];
-        if (d == NULL || h == NULL || p == NULL || strlen(d) >= sizeof(x->domain) ||
-            strlen(h) >= sizeof(x->host) || (pin != NULL && strlen(pin) >= sizeof(x->pin))) {
-            ctl_err("%s: a <route> without domain, host or port, or with one too long; fix "
-                    "it by hand",
+        if (d == NULL || h == NULL || p == NULL || !route_attrs_known(e) ||
+            strlen(d) >= sizeof(x->domain) || strlen(h) >= sizeof(x->host) ||
+            (pin != NULL && strlen(pin) >= sizeof(x->pin)) ||
+            (tls != NULL && strcmp(tls, "direct") != 0 && strcmp(tls, "starttls") != 0)) {
+            ctl_err("%s: a <route> without domain, host or port, or with an attribute that is "
+                    "unknown or too long; fix it by hand",
                     path);
             rc = 1;
             break;
@@ -249,6 +275,7 @@ static int route_read(const struct ctl *c, struct route **out, size_t *n)
         snprintf(x->host, sizeof(x->host), "%s", h);
         x->port = atoi(p);
         snprintf(x->pin, sizeof(x->pin), "%s", pin != NULL ? pin : "");
+        snprintf(x->tls, sizeof(x->tls), "%s", tls != NULL ? tls : "");
         (*n)++;
     }
     xml_free(root);
@@ -282,7 +309,8 @@ static void route_print(const struct route *r)
 {
     char hp[HOST_MAX + 16];
     route_hostport_str(r, hp, sizeof(hp));
-    printf("%s %s%s%s\n", r->domain, hp, r->pin[0] != '\0' ? " pin=" : "", r->pin);
+    printf("%s %s%s%s%s%s\n", r->domain, hp, r->pin[0] != '\0' ? " pin=" : "", r->pin,
+           r->tls[0] != '\0' ? " tls=" : "", r->tls);
 }
 
 /* After a change: the running s2s rereads the table. */
@@ -350,23 +378,32 @@ static int route_change(const struct ctl *c, bool add, const struct route *want)
 
 int ctl_cmd_route(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {{"pin", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0}};
-    const char *pin = NULL;
+    static const struct option opts[] = {{"pin", required_argument, NULL, 'p'},
+                                         {"tls", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pin = NULL, *tls = NULL;
     int opt;
     optind = 0;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt != 'p')
+        if (opt == 'p')
+            pin = optarg;
+        else if (opt == 't')
+            tls = optarg;
+        else
             return 2;
-        pin = optarg;
     }
     const char *sub = optind < argc ? argv[optind] : "";
     int rest = argc - optind - 1;
     bool add = strcmp(sub, "add") == 0, del = strcmp(sub, "del") == 0;
     bool list = strcmp(sub, "list") == 0;
     if (!((add && rest == 2) || (del && rest == 1) || (list && rest == 0)) ||
-        (pin != NULL && !add)) {
-        ctl_err("usage: parleyctl -d DIR route add DOMAIN HOST:PORT [--pin sha256:HEX] | route "
-                "del DOMAIN | route list");
+        ((pin != NULL || tls != NULL) && !add)) {
+        ctl_err("usage: parleyctl -d DIR route add DOMAIN HOST:PORT [--pin sha256:HEX] "
+                "[--tls direct|starttls] | route del DOMAIN | route list");
+        return 2;
+    }
+    if (tls != NULL && strcmp(tls, "direct") != 0 && strcmp(tls, "starttls") != 0) {
+        ctl_err("--tls: direct or starttls, not '%s'", tls);
         return 2;
     }
     if (ctl_load(c) != 0)
@@ -383,6 +420,9 @@ int ctl_cmd_route(struct ctl *c, int argc, char **argv)
     }
     struct route want;
     memset(&want, 0, sizeof(want));
+    /* STARTTLS is s2s's default: only direct is written. */
+    if (tls != NULL && strcmp(tls, "direct") == 0)
+        snprintf(want.tls, sizeof(want.tls), "direct");
     if (route_domain(c, argv[optind + 1], want.domain) != 0 ||
         (add && route_hostport(argv[optind + 2], &want) != 0) ||
         (pin != NULL && route_pin(pin, want.pin) != 0))

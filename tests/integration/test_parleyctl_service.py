@@ -253,17 +253,17 @@ def test_routes(inst):
     assert os.stat(path).st_ino != ino
     assert not os.path.exists(path + ".tmp")
     inst.ok("route", "add", "--pin", PIN.lower(), "Other.Example", "xmpp.other.example:15269")
-    inst.ok("route", "add", "third.example", "192.0.2.7:5270")
+    inst.ok("route", "add", "third.example", "192.0.2.7:5270", "--tls", "direct")
     assert _routes(inst) == [
         {"domain": "example.org", "host": "::1", "port": "5269", "pin": PIN.lower()},
         {"domain": "other.example", "host": "xmpp.other.example", "port": "15269",
          "pin": PIN.lower()},
-        {"domain": "third.example", "host": "192.0.2.7", "port": "5270"},
+        {"domain": "third.example", "host": "192.0.2.7", "port": "5270", "tls": "direct"},
     ]
     assert inst.ok("route", "list").out.splitlines() == [
         "example.org [::1]:5269 pin=" + PIN.lower(),
         "other.example xmpp.other.example:15269 pin=" + PIN.lower(),
-        "third.example 192.0.2.7:5270",
+        "third.example 192.0.2.7:5270 tls=direct",
     ]
     assert _mode(path) == 0o644
 
@@ -290,6 +290,7 @@ def test_routes(inst):
         ("route", "add", "x.example", "h:5269", "--pin", "sha256:" + "ab" * 31),
         ("route", "add", "x.example", "h:5269", "--pin", "sha256:" + "zz" * 32),
     ]
+    assert inst.ctl("route", "add", "x.example", "h:5269", "--tls", "plain").code == 2
     for args in bad:
         r = inst.ctl(*args)
         assert r.code == 1, (args, r)
@@ -307,6 +308,23 @@ def test_routes(inst):
     inst.ok("route", "del", "example.org")
     inst.ok("route", "del", "third.example")
     assert _routes(inst) == [] and inst.ok("route", "list").out == ""
+
+
+def test_routes_hand_edits(inst):
+    """What the file holds that parleyctl does not understand is never
+    rewritten away: such a file is refused until fixed by hand."""
+    inst.init()
+    path = os.path.join(inst.dir, "etc", "s2s-routes.xml")
+    with open(path, "w") as f:
+        f.write("<routes><route domain='a.example' host='h' port='1' tls='direct'/></routes>\n")
+    inst.ok("route", "add", "b.example", "h2:2")
+    assert _routes(inst)[0] == {"domain": "a.example", "host": "h", "port": "1", "tls": "direct"}
+    text = "<routes><route domain='a.example' host='h' port='1' weight='3'/></routes>\n"
+    with open(path, "w") as f:
+        f.write(text)
+    r = inst.ctl("route", "add", "b.example", "h2:2")
+    assert r.code == 1 and "fix it by hand" in r.err
+    assert open(path).read() == text
 
 
 def test_routes_never_follow_a_planted_temp_file(inst):
