@@ -2,8 +2,10 @@
 every daemon template (sm, c2s-1, s2s) with no placeholder left and gives
 the secrets, key and run directories the right owners and modes; the s2s
 static routes (`route add|del|list`: validation, duplicates, atomic
-rewrite); `reload`. Both as root (per-daemon system users) and as an
-ordinary user. The daemons' templates may not be in the tree yet: the
+rewrite); `reload`; and, once the tree has the daemons, the whole service
+from parleyctl alone: a client logs in over STARTTLS, route changes reload
+s2s only, two instances federate over their routes. Both as root
+(per-daemon system users) and as an ordinary user. The daemons' templates may not be in the tree yet: the
 filling is checked with stand-ins that name every placeholder
 (ctlharness.fake_datadir), the real templates when they exist.
 """
@@ -413,12 +415,19 @@ class _Client:
         loop = asyncio.get_running_loop()
         self.started = loop.create_future()
         self.failed = loop.create_future()
-        self.xmpp.add_event_handler("session_start", lambda _: self._set(self.started, True))
+        self.inbox = asyncio.Queue()
+        self.xmpp.add_event_handler("message", self.inbox.put_nowait)
+        self.xmpp.add_event_handler("session_start", self._on_start)
         self.xmpp.add_event_handler("failed_auth", lambda _: self._set(self.failed, "auth"))
         self.xmpp.add_event_handler("disconnected", lambda r: self._set(self.failed, r))
         self.xmpp.add_event_handler("connection_failed", lambda r: self._set(self.failed, r))
         self.xmpp.connect(address=("127.0.0.1", port), force_starttls=True,
                           disable_starttls=False)
+
+    def _on_start(self, _):
+        # Available, so that messages to the bare JID reach this session.
+        self.xmpp.send_presence()
+        self._set(self.started, True)
 
     @staticmethod
     def _set(fut, v):
@@ -494,6 +503,10 @@ def test_service_start_login_status_stop(inst):
         for n in have:
             if n != "s2s":
                 assert _hup_count(inst, n) == before[n], n
+        end = time.monotonic() + harness.WAIT
+        while "routes reloaded: 1" not in inst.log("s2s"):
+            assert time.monotonic() < end, "s2s did not reload its routes:\n" + inst.log("s2s")
+            time.sleep(0.05)
 
     inst.ok("stop", timeout=120)
     code, st = inst.status()
@@ -503,3 +516,55 @@ def test_service_start_login_status_stop(inst):
         assert not os.path.exists("/proc/%d" % pids[name]), name
     assert st["postgresql"] == "stopped"
     assert "crashed" not in inst.log("parleyctl"), inst.log("parleyctl")
+
+
+def test_federation_two_instances():
+    """Two instances made by parleyctl alone (a.test, b.test), each with a
+    route to the other: a message from a user of one reaches a user of the
+    other over s2s (self-signed certificates: dialback with the secrets
+    init wrote), both ways."""
+    have = _service_daemons()
+    if have != [n for n, _ in SERVICE]:
+        pytest.skip("this tree lacks a daemon of the service (have %s)" % have)
+    mode = "root" if os.geteuid() == 0 else "user"
+    a, b = _make(mode), _make(mode)
+    try:
+        a.init("a.test")
+        b.init("b.test")
+        a.ok("route", "add", "b.test", "127.0.0.1:%d" % b.s2s_port)
+        b.ok("route", "add", "a.test", "127.0.0.1:%d" % a.s2s_port)
+        a.ok("user", "add", "alice@a.test", "alice-pw")
+        b.ok("user", "add", "bob@b.test", "bob-pw")
+        a.ok("start", timeout=240)
+        b.ok("start", timeout=240)
+
+        async def talk():
+            alice = _Client("alice@a.test", "alice-pw", a.c2s_port)
+            bob = _Client("bob@b.test", "bob-pw", b.c2s_port)
+            try:
+                assert await alice.login() is True, a.log("c2s-1")
+                assert await bob.login() is True, b.log("c2s-1")
+                for src, dst, jid, text in ((alice, bob, "bob@b.test", "hello from a"),
+                                            (bob, alice, "alice@a.test", "hello from b")):
+                    src.xmpp.send_message(mto=jid, mbody=text, mtype="chat")
+                    deadline = time.monotonic() + 30
+                    while True:
+                        left = deadline - time.monotonic()
+                        assert left > 0, "no message %r:\n%s\n%s" % (
+                            text, a.log("s2s")[-4000:], b.log("s2s")[-4000:])
+                        try:
+                            msg = await harness.asyncio.wait_for(dst.inbox.get(), left)
+                        except harness.asyncio.TimeoutError:
+                            continue
+                        if msg["body"] == text:
+                            break
+            finally:
+                await alice.close()
+                await bob.close()
+
+        harness.run(talk())
+        a.ok("stop", timeout=120)
+        b.ok("stop", timeout=120)
+    finally:
+        _finish(a)
+        _finish(b)
