@@ -702,7 +702,9 @@ int ctl_cmd_start(struct ctl *c, int argc, char **argv)
         return 1;
     }
     if (flock(startfd, LOCK_EX | LOCK_NB) < 0) {
-        ctl_err("another `parleyctl -d %s start` is running", c->dir);
+        ctl_err("another `parleyctl -d %s start` is running (or a user or db command that "
+                "runs the stopped instance's database meanwhile)",
+                c->dir);
         close(startfd);
         return 1;
     }
