@@ -12,6 +12,7 @@ filling is checked with stand-ins that name every placeholder
 
 import os
 import pwd
+import re
 import stat
 import subprocess
 import time
@@ -568,3 +569,34 @@ def test_federation_two_instances():
     finally:
         _finish(a)
         _finish(b)
+
+
+def test_init_external_db():
+    """--db DSN: the daemons' configs get it without its user and password
+    (each adds its own role), quoted as libpq reads it; parley.xml, which
+    keeps the DSN with the admin's password, is 0600."""
+    import pg as pgmod
+    cluster = pgmod.Cluster()
+    extra = {t: ctlharness._standin(t.split(".")[0]) for t in ctlharness.DAEMON_TEMPLATES}
+    inst = _make("root" if os.geteuid() == 0 else "user", extra)
+    try:
+        # As the superuser: init gives the daemons' roles their passwords.
+        pw = cluster.password["postgres"]
+        dsn = "host=%s port=%d dbname=%s user=postgres password=%s application_name='a b'" % (
+            cluster.run, cluster.port, cluster.dbname, pw)
+        inst.init("localhost", "--db", dsn)
+        for out in ctlharness.DAEMON_TEMPLATES.values():
+            text = inst.etc(out)
+            assert pw not in text and "postgres" not in text, out
+            got = ET.fromstring(text.split("?>", 1)[1]).find("v[@name='db_dsn']").text
+            params = dict(re.findall(r"(\w+)='((?:[^'\\]|\\.)*)'", got))
+            assert params == {"host": cluster.run, "port": str(cluster.port),
+                              "dbname": cluster.dbname, "application_name": "a b"}, got
+        assert _mode(os.path.join(inst.dir, "etc", "parley.xml")) == 0o600
+        assert not os.path.exists(os.path.join(inst.dir, "pg"))
+        # The daemons' roles got fresh passwords, in their own files.
+        for role in ("parley_c2s", "parley_sm"):
+            assert len(inst.secret("db-" + role)) == 64
+    finally:
+        _finish(inst)
+        cluster.cleanup()
