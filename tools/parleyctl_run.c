@@ -66,6 +66,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/xml.h"
 #include "tools/parleyctl.h"
 
 /* Dependency order: started first to last, stopped last to first. The sm
@@ -540,6 +541,38 @@ static bool run_router_ready(const struct ctl *c)
     return ok;
 }
 
+/* start waits for d's ready line, which is logged at info level: a config
+ * whose <log><level> hides it would only time out. 0, or 1 (message). */
+static int run_check_log_level(const struct ctl *c, const struct ctl_daemon *d)
+{
+    char path[CTL_PATH_MAX], err[256];
+    static char text[256 * 1024];
+    if (d->ready == NULL)
+        return 0;
+    ctl_path(c, path, "etc/%s.xml", d->name);
+    if (ctl_read_file(path, text, sizeof(text)) < 0) {
+        ctl_err("cannot read %s: %s", path, strerror(errno));
+        return 1;
+    }
+    struct xml_node *root = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
+    if (root == NULL) {
+        ctl_err("%s: %s", path, err);
+        return 1;
+    }
+    struct xml_node *log = xml_child(root, NULL, "log");
+    struct xml_node *lvl = log != NULL ? xml_child(log, NULL, "level") : NULL;
+    const char *v = lvl != NULL ? xml_text(lvl, NULL) : NULL;
+    int rc = 0;
+    if (v != NULL && strcmp(v, "info") != 0 && strcmp(v, "debug") != 0) {
+        ctl_err("%s: <log><level>%s</level> hides the line \"%s\" that start waits for: "
+                "use info or debug",
+                path, v, d->ready);
+        rc = 1;
+    }
+    xml_free(root);
+    return rc;
+}
+
 /* One line of the state file for daemon name. */
 struct run_state {
     int pid;
@@ -733,6 +766,8 @@ static int run_start(struct ctl *c, int startfd)
             ctl_err("cannot run %s: %s", exe, strerror(errno));
             return 1;
         }
+        if (run_check_log_level(c, d) != 0)
+            return 1;
         /* Its own writable directory (an instance made before this daemon
          * existed has none yet). */
         ctl_path(c, rundir, "run/%s", d->name);

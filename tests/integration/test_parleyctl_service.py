@@ -600,3 +600,17 @@ def test_init_external_db():
     finally:
         _finish(inst)
         cluster.cleanup()
+
+
+def test_start_refuses_a_log_level_that_hides_ready(inst):
+    if "sm" not in _service_daemons():
+        pytest.skip("this tree has no parley-sm yet")
+    inst.init()
+    path = os.path.join(inst.dir, "etc", "sm.xml")
+    text = inst.etc("sm.xml")
+    assert "<log><level>info</level></log>" in text
+    with open(path, "w") as f:
+        f.write(text.replace("<log><level>info</level></log>", "<log><level>warn</level></log>"))
+    r = inst.ctl("start")
+    assert r.code == 1 and "hides the line" in r.err and "sm ready" in r.err, r
+    assert inst.status()[1]["postgresql"] == "stopped"
