@@ -67,6 +67,7 @@ static int configure_mechs(struct c2s *c, struct config *cfg)
     for (char *save = NULL, *t = strtok_r(copy, " \t\r\n", &save); t != NULL;
          t = strtok_r(NULL, " \t\r\n", &save)) {
         if (strcmp(t, "SCRAM-SHA-1") != 0 && strcmp(t, "SCRAM-SHA-256") != 0 &&
+            strcmp(t, "SCRAM-SHA-1-PLUS") != 0 && strcmp(t, "SCRAM-SHA-256-PLUS") != 0 &&
             strcmp(t, "PLAIN") != 0) {
             log_err("%s: <sasl><mechanisms>: unknown mechanism %s", config_file(cfg), t);
             rc = ERR_CONFIG;
@@ -174,6 +175,11 @@ static int load_tls(struct c2s *c, struct config *cfg)
         }
         if (tls_server_ctx_new(cert, key, NULL, &d->tls) != 0)
             return ERR_CONFIG;
+        /* Resumption by tickets only: a server-side session cache would
+         * hold every TLS 1.2 client's session for minutes; one TLS 1.3
+         * ticket per handshake is enough for a client to come back. */
+        SSL_CTX_set_session_cache_mode(d->tls, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_num_tickets(d->tls, 1);
         /* XEP-0368: direct TLS clients ask for "xmpp-client" by ALPN. */
         static const char *const alpn[] = {"xmpp-client"};
         tls_ctx_set_alpn(d->tls, 1, alpn, 1);
@@ -331,7 +337,7 @@ static void ips_gc(struct c2s *c, uint64_t now)
 
 int c2s_send_raw(struct c2s *c, const void *p, size_t len)
 {
-    return component_send_raw(c->comp, p, len);
+    return c->comp != NULL ? component_send_raw(c->comp, p, len) : ERR_CLOSED;
 }
 
 static void on_ready(struct component *comp, void *arg)
@@ -389,9 +395,17 @@ static void on_notify(struct component *comp, void *arg, const char *name, int u
         return;
     struct c2s_domain *d = domain_add(c, prepped);
     free(prepped);
+    bool was_up = d->up;
     if (d->up != (up != 0))
         log_info("domain %s is %s", d->name, up ? "up" : "down");
     d->up = up;
+    /* The domain's sm is back: re-announce its sessions at once, ahead of
+     * any stanza of theirs, rather than only on its announce; otherwise
+     * a stanza sent in between reaches an sm that does not know the
+     * session yet and gets it kicked. The announce repeats the starts
+     * (the sm answers a repeated start with started again). */
+    if (up && !was_up)
+        c2s_sess_resume(c, d->name, false);
 }
 
 static void on_stanza(struct component *comp, void *arg, struct xml_node *el, const char *raw,
@@ -422,8 +436,10 @@ static void on_bounce(struct component *comp, void *arg, struct xml_node *stanza
 
 static void on_comp_close(struct component *comp, void *arg)
 {
-    (void)arg;
-    (void)comp;
+    struct c2s *c = arg;
+    /* Freed here, while the loop still runs its handles' closes. */
+    component_free(comp);
+    c->comp = NULL;
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -504,14 +520,15 @@ void c2s_stop(struct c2s *c)
         uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
     }
     c->listeners = NULL;
+    /* The sessions end now, not when each client's close completes: the
+     * router link closes first, and component_stop writes what is queued. */
     for (struct c2s_client *cl = c->clients, *next; cl != NULL; cl = next) {
         next = cl->next;
+        c2s_sess_end(cl);
         c2s_client_fail(cl, XML_SE_SYSTEM_SHUTDOWN, NULL);
     }
-    if (uv_is_active((uv_handle_t *)&c->sweep) || c->sweep.data != NULL)
+    if (c->sweep.data != NULL)
         uv_close((uv_handle_t *)&c->sweep, NULL);
-    /* The sessions' end elements were queued by the clients' closes;
-     * component_stop writes them before closing. */
     if (c->comp != NULL)
         component_stop(c->comp);
     storage_free(c->st);
@@ -532,6 +549,11 @@ void c2s_free(struct c2s *c)
 {
     if (c == NULL)
         return;
+    /* Listeners left by a failed start: the daemon closed their handles. */
+    for (struct c2s_listener *l = c->listeners, *next; l != NULL; l = next) {
+        next = l->next;
+        free(l);
+    }
     component_free(c->comp);
     storage_free(c->st);
     c2s_sasl_done();

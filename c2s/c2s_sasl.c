@@ -21,6 +21,15 @@
  * answered from the after-work callback. At most PLAIN_JOBS_MAX checks are
  * queued per process; beyond that a client gets temporary-auth-failure.
  *
+ * Channel binding: SCRAM-SHA-*-PLUS use tls-server-end-point (RFC 5929:
+ * a hash of our certificate), which Cyrus 2.1.28 accepts as an opaque
+ * sasl_channel_binding_t and which is defined for TLS 1.3 too (tls-unique
+ * is not; tls-exporter would need every client to support it). It is
+ * given to Cyrus on every SCRAM exchange over TLS, so a client that says
+ * "y" (it supports binding but thinks we do not) is refused when -PLUS was
+ * offered: the downgrade check of RFC 5802 §6. The binding type is
+ * announced with XEP-0440.
+ *
  * Failures answer <not-authorized/> after a delay that doubles with each
  * recent failure from the client's address; after auth_attempts failures on
  * one stream the stream is closed. Passwords and keys are wiped after use;
@@ -40,15 +49,18 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/rand.h"
 #include "common/scram.h"
 #include "storage/storage.h"
 
 #define PLAIN_JOBS_MAX 64
 
 struct c2s_sasl {
-    char mech[16];
+    char mech[24];
     bool plain;
     bool started; /* the Cyrus exchange is running */
+    bool nouser;  /* running against made-up keys */
+    bool busy;    /* a storage query or a PLAIN check is in flight */
     enum scram_hash hash;
     sasl_conn_t *conn;
     char *user; /* nodeprepped */
@@ -57,6 +69,8 @@ struct c2s_sasl {
     size_t first_len;
     char *password; /* PLAIN, until the check is queued */
     size_t password_len;
+    sasl_channel_binding_t cb; /* Cyrus keeps a pointer to this */
+    unsigned char cbdata[EVP_MAX_MD_SIZE];
 };
 
 struct plain_job {
@@ -66,6 +80,7 @@ struct plain_job {
     char *password;
     size_t password_len;
     int result;
+    bool nouser;
 };
 
 static struct c2s *g_c2s;
@@ -149,6 +164,16 @@ static int on_sasl_log(void *context, int level, const char *message)
     return SASL_OK;
 }
 
+/* The Cyrus mechanism of a configured name: "SCRAM-SHA-1-PLUS" gives
+ * "SCRAM-SHA-1". */
+static void base_mech(const char *mech, char *out, size_t len)
+{
+    size_t n = strlen(mech);
+    if (n > 5 && strcmp(mech + n - 5, "-PLUS") == 0)
+        n -= 5;
+    snprintf(out, len, "%.*s", (int)n, mech);
+}
+
 int c2s_sasl_init(struct c2s *c)
 {
     static const sasl_callback_t cbs[] = {
@@ -159,10 +184,14 @@ int c2s_sasl_init(struct c2s *c)
     g_c2s = c;
     mech_list[0] = '\0';
     for (size_t i = 0; i < c->nmechs; i++) {
+        char word[40];
         if (strncmp(c->mechs[i], "SCRAM-", 6) != 0)
             continue;
-        strncat(mech_list, c->mechs[i], sizeof(mech_list) - strlen(mech_list) - 2);
-        strcat(mech_list, " ");
+        /* Cyrus lists "X-PLUS" itself for a mechanism "X" that can bind. */
+        base_mech(c->mechs[i], word, sizeof(word) - 1);
+        strcat(word, " ");
+        if (strstr(mech_list, word) == NULL)
+            strncat(mech_list, word, sizeof(mech_list) - strlen(mech_list) - 1);
     }
     if (mech_list[0] == '\0')
         return 0; /* PLAIN only: Cyrus is not needed */
@@ -183,8 +212,10 @@ int c2s_sasl_init(struct c2s *c)
     for (size_t i = 0; r == SASL_OK && i < c->nmechs; i++) {
         if (strncmp(c->mechs[i], "SCRAM-", 6) != 0)
             continue;
-        const char *p = strstr(list, c->mechs[i]);
-        size_t n = strlen(c->mechs[i]);
+        char base[32];
+        base_mech(c->mechs[i], base, sizeof(base));
+        const char *p = strstr(list, base);
+        size_t n = strlen(base);
         if (p == NULL || (p[n] != '\0' && p[n] != ' ')) {
             log_err("cyrus sasl: mechanism %s is not available (libsasl2-modules?)", c->mechs[i]);
             rc = ERR_CONFIG;
@@ -209,13 +240,17 @@ void c2s_sasl_done(void)
 
 static bool offered(const struct c2s_client *cl, const char *mech)
 {
-    if (strcmp(mech, "PLAIN") == 0 && !stream_is_tls(cl->s))
+    size_t n = strlen(mech);
+    bool plus = n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
+    if ((strcmp(mech, "PLAIN") == 0 || plus) && !stream_is_tls(cl->s))
         return false;
     for (size_t i = 0; i < cl->c2s->nmechs; i++)
         if (strcmp(cl->c2s->mechs[i], mech) == 0)
             return true;
     return false;
 }
+
+static bool plus_offered(const struct c2s_client *cl);
 
 void c2s_sasl_features(struct c2s_client *cl, struct buf *out)
 {
@@ -224,6 +259,35 @@ void c2s_sasl_features(struct c2s_client *cl, struct buf *out)
         if (offered(cl, cl->c2s->mechs[i]))
             buf_printf(out, "<mechanism>%s</mechanism>", cl->c2s->mechs[i]);
     buf_append_str(out, "</mechanisms>");
+    if (plus_offered(cl))
+        buf_append_str(out, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+                            "<channel-binding type='tls-server-end-point'/>"
+                            "</sasl-channel-binding>");
+}
+
+static bool plus_offered(const struct c2s_client *cl)
+{
+    for (size_t i = 0; i < cl->c2s->nmechs; i++)
+        if (strstr(cl->c2s->mechs[i], "-PLUS") != NULL && offered(cl, cl->c2s->mechs[i]))
+            return stream_is_secure(cl->s);
+    return false;
+}
+
+/* RFC 5929 §4.1: the hash of our certificate, with its signature's hash
+ * (SHA-256 for MD5 and SHA-1). Returns the length, 0 if unavailable. */
+static unsigned server_end_point(SSL *ssl, unsigned char *out)
+{
+    X509 *cert = ssl != NULL ? SSL_get_certificate(ssl) : NULL;
+    int md_nid = NID_undef;
+    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL))
+        return 0;
+    if (md_nid == NID_md5 || md_nid == NID_sha1)
+        md_nid = NID_sha256;
+    const EVP_MD *md = EVP_get_digestbynid(md_nid);
+    unsigned len = 0;
+    if (md == NULL || X509_digest(cert, md, out, &len) != 1)
+        return 0;
+    return len;
 }
 
 void c2s_sasl_free(struct c2s_client *cl)
@@ -354,14 +418,7 @@ static void cyrus_result(struct c2s_client *cl, int r, const char *out, unsigned
         succeed(cl, outlen > 0 ? (const unsigned char *)out : NULL, outlen);
         return;
     }
-    fail_auth(cl, sasl_errstring(r, NULL, NULL));
-}
-
-static void append_b64(struct buf *b, const struct storage_result *res, int col)
-{
-    size_t len = 0;
-    const unsigned char *p = storage_result_bytea(res, 0, col, &len);
-    c2s_saslmsg_b64_encode(p != NULL ? p : (const unsigned char *)"", p != NULL ? len : 0, b);
+    fail_auth(cl, s->nouser ? "no such user" : sasl_errstring(r, NULL, NULL));
 }
 
 static void plain_work(uv_work_t *req)
@@ -374,17 +431,19 @@ static void plain_after(uv_work_t *req, int status)
 {
     struct plain_job *j = req->data;
     struct c2s_client *cl = j->cl;
-    int result = status == 0 ? j->result : ERR_AUTH;
+    int result = status == 0 && !j->nouser ? j->result : ERR_AUTH;
+    bool nouser = j->nouser;
     mem_freezero(j->password, j->password_len);
     mem_wipe(&j->keys, sizeof(j->keys));
     free(j);
     cl->c2s->nplain_jobs--;
     if (!c2s_client_unhold(cl) || cl->state == CL_DOWN || cl->sasl == NULL)
         return;
+    cl->sasl->busy = false;
     if (result == 0)
         succeed(cl, NULL, 0);
     else
-        fail_auth(cl, "wrong password");
+        fail_auth(cl, nouser ? "no such user" : "wrong password");
 }
 
 static int keys_from(const struct storage_result *res, enum scram_hash hash, struct scram_keys *k)
@@ -414,48 +473,80 @@ static int keys_from(const struct storage_result *res, enum scram_hash hash, str
     return 0;
 }
 
+/* Keys for a user that does not exist: the salt is derived from the name
+ * under a per-process key, so repeated attempts see the same salt, as for
+ * a real account; the keys are random and match no password. */
+static void mock_keys(const char *user, enum scram_hash hash, struct scram_keys *k)
+{
+    static unsigned char key[32];
+    static bool have_key;
+    if (!have_key) {
+        rand_bytes(key, sizeof(key));
+        have_key = true;
+    }
+    unsigned char mac[SCRAM_KEY_MAX];
+    memset(k, 0, sizeof(*k));
+    k->hash = hash;
+    k->key_len = scram_hash_len(hash);
+    scram_hmac(SCRAM_SHA256, key, sizeof(key), user, strlen(user), mac);
+    memcpy(k->salt, mac, SCRAM_SALT_LEN);
+    k->salt_len = SCRAM_SALT_LEN;
+    k->iterations = SCRAM_ITER_DEFAULT;
+    rand_bytes(k->stored_key, k->key_len);
+    rand_bytes(k->server_key, k->key_len);
+}
+
 static void on_creds(void *arg, int err, const struct storage_result *res)
 {
     struct c2s_client *cl = arg;
     if (!c2s_client_unhold(cl) || cl->state == CL_DOWN || cl->sasl == NULL)
         return;
     struct c2s_sasl *s = cl->sasl;
+    s->busy = false;
     if (err != 0) {
         log_warn("credentials of %s@%s: %s", s->user, cl->domain->name, err_str(err));
         fail_now(cl, "temporary-auth-failure");
         return;
     }
-    if (storage_result_rows(res) != 1) {
-        fail_auth(cl, "no such user");
+    /* An unknown user is run against made-up keys, so that the exchange
+     * looks like a wrong password (RFC 5802 §5.1): no oracle for which
+     * accounts exist, in SCRAM's messages or in PLAIN's timing. */
+    struct scram_keys k;
+    s->nouser = storage_result_rows(res) != 1;
+    if (s->nouser) {
+        mock_keys(s->user, s->hash, &k);
+    } else if (keys_from(res, s->hash, &k) != 0) {
+        mem_wipe(&k, sizeof(k));
+        fail_now(cl, "temporary-auth-failure");
         return;
     }
     if (s->plain) {
         struct plain_job *j = xcalloc(1, sizeof(*j));
-        if (keys_from(res, s->hash, &j->keys) != 0) {
-            free(j);
-            fail_now(cl, "temporary-auth-failure");
-            return;
-        }
+        j->keys = k;
+        mem_wipe(&k, sizeof(k));
+        j->nouser = s->nouser;
         j->req.data = j;
         j->cl = cl;
         j->password = s->password;
         j->password_len = s->password_len;
         s->password = NULL;
+        s->busy = true;
         cl->holds++;
         cl->c2s->nplain_jobs++;
         uv_queue_work(cl->c2s->loop, &j->req, plain_work, plain_after);
         return;
     }
     struct buf b = BUF_INIT;
-    int64_t iter = 0;
-    storage_result_int64(res, 0, STORAGE_COL_CRED_ITERATIONS, &iter);
-    buf_printf(&b, "%s$%lld:", s->mech, (long long)iter);
-    append_b64(&b, res, STORAGE_COL_CRED_SALT);
+    char base[32];
+    base_mech(s->mech, base, sizeof(base));
+    buf_printf(&b, "%s$%u:", base, k.iterations);
+    c2s_saslmsg_b64_encode(k.salt, k.salt_len, &b);
     buf_append_byte(&b, '$');
-    append_b64(&b, res, STORAGE_COL_CRED_STORED_KEY);
+    c2s_saslmsg_b64_encode(k.stored_key, k.key_len, &b);
     buf_append_byte(&b, ':');
-    append_b64(&b, res, STORAGE_COL_CRED_SERVER_KEY);
+    c2s_saslmsg_b64_encode(k.server_key, k.key_len, &b);
     buf_append_byte(&b, '\0');
+    mem_wipe(&k, sizeof(k));
     s->authpw = b.data;
 
     int r = sasl_server_new("xmpp", cl->domain->name, NULL, NULL, NULL, NULL, SASL_SUCCESS_DATA,
@@ -467,6 +558,15 @@ static void on_creds(void *arg, int err, const struct storage_result *res)
     }
     sasl_security_properties_t sp = {.maxbufsize = 0, .max_ssf = 0};
     sasl_setprop(s->conn, SASL_SEC_PROPS, &sp);
+    /* Only where -PLUS was offered: otherwise a "y" client is right. */
+    unsigned cblen = plus_offered(cl) ? server_end_point(stream_ssl(cl->s), s->cbdata) : 0;
+    if (cblen > 0) {
+        s->cb.name = "tls-server-end-point";
+        s->cb.critical = strstr(s->mech, "-PLUS") != NULL;
+        s->cb.len = cblen;
+        s->cb.data = s->cbdata;
+        sasl_setprop(s->conn, SASL_CHANNEL_BINDING, &s->cb);
+    }
     const char *out = NULL;
     unsigned outlen = 0;
     stepping = s->authpw;
@@ -494,6 +594,7 @@ static void fetch(struct c2s_client *cl, enum scram_hash hash)
         fail_now(cl, "temporary-auth-failure");
         return;
     }
+    s->busy = true;
     cl->holds++;
 }
 
@@ -580,6 +681,12 @@ void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
         c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL out of order");
         return;
     }
+    /* A client waits for our answer (challenge, success, failure) before
+     * it sends more; a job in flight still refers to this exchange. */
+    if (cl->delay != NULL || (cl->sasl != NULL && cl->sasl->busy)) {
+        c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL element before the server's answer");
+        return;
+    }
     if (strcmp(el->name, "abort") == 0) {
         c2s_sasl_free(cl);
         cl->state = CL_OPEN;
@@ -606,7 +713,9 @@ void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
         cl->sasl = xcalloc(1, sizeof(*cl->sasl));
         snprintf(cl->sasl->mech, sizeof(cl->sasl->mech), "%s", mech);
         cl->sasl->plain = strcmp(mech, "PLAIN") == 0;
-        scram_mech_parse(mech, &cl->sasl->hash);
+        char base[32];
+        base_mech(mech, base, sizeof(base));
+        scram_mech_parse(base, &cl->sasl->hash);
         cl->state = CL_AUTHING;
     }
     size_t tlen = 0;

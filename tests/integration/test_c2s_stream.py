@@ -25,8 +25,8 @@ def st():
         s.start()
         s.add_user("alice", "wonderland")
         yield s
-        errs = s.sanitizer_errors()
-        assert not errs, "sanitizer reports: %s" % errs[:5]
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -164,3 +164,210 @@ def test_raw_login_and_bind(st):
         finally:
             raw.close()
     harness.run(go())
+
+
+def plus_stack():
+    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1"
+    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    s.start()
+    s.add_user("alice", "wonderland")
+    return s
+
+
+def test_scram_plus_channel_binding():
+    s = plus_stack()
+    try:
+        async def session():
+            raw = await ClientRaw.connect_client(s)
+            await raw.open()
+            await raw.starttls()
+            feats = await raw.open()
+            return raw, feats
+
+        async def go():
+            raw, feats = await session()
+            try:
+                mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+                assert mechs == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256",
+                                 "SCRAM-SHA-1"]
+                cb = feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                assert cb is not None and cb[0].get("type") == "tls-server-end-point"
+                assert await raw.auth_scram("alice", "wonderland", "sha256", plus=True) == \
+                    "success"
+            finally:
+                raw.close()
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", "sha1", plus=True) == "success"
+            finally:
+                raw.close()
+            # Binding data that is not our certificate's: refused.
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=b"\0" * 32) == "not-authorized"
+            finally:
+                raw.close()
+            # "y": the client can bind but believes we cannot, while we offered
+            # -PLUS: a downgrade, refused (RFC 5802 §6).
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="y") == "not-authorized"
+            finally:
+                raw.close()
+            # Without binding ("n") plain SCRAM still works.
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="n") == "success"
+            finally:
+                raw.close()
+        harness.run(go())
+        log = s["c2s-1"].log()
+        assert "Channel bindings mismatch" in log
+        assert "client incorrectly assumed server had no channel binding" in log
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_y_flag_fine_without_plus(st):
+    # No -PLUS configured: a client that can bind and says "y" is right.
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            return await raw.auth_scram("alice", "wonderland", flag="y")
+        finally:
+            raw.close()
+    assert harness.run(go()) == "success"
+
+
+def test_bad_format_and_prefix(st):
+    assert error_after(st, "some text between elements") == "bad-format"
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            raw.send("<?xml version='1.0'?><s:stream xmlns='jabber:client' "
+                     "xmlns:s='http://etherx.jabber.org/streams' to='%s' version='1.0'>"
+                     "<s:features/>" % st.domain)
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    # Our parser's choice for an unexpected stream-namespace element.
+    assert harness.run(go()) in ("unsupported-stanza-type", "not-authorized", "bad-format",
+                                 "bad-namespace-prefix", "invalid-namespace")
+
+
+def test_after_bind_errors(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.login_plain("alice", "wonderland", resource="errs")
+            raw.send("<foo xmlns='jabber:client'/>")
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "unsupported-stanza-type"
+
+
+def test_stanza_size_after_auth():
+    s = stack.Stack(c2s=1, extra={"c2s": "  <limits><stanza-size>8k</stanza-size></limits>\n"})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                # Within the limit (bigger than the pre-auth one): delivered.
+                raw.send("<message to='alice@%s/raw'><body>%s</body></message>" %
+                         (s.domain, "y" * 6000))
+                el = await raw.recv()
+                assert el.tag == "{jabber:client}message"
+                raw.send("<message to='alice@%s/raw'><body>%s</body></message>" %
+                         (s.domain, "z" * 9000))
+                return await raw.stream_error()
+            finally:
+                raw.close()
+        assert harness.run(go()) == "policy-violation"
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_stanzas_reserialised_and_to_checked(st):
+    """What a client sends leaves c2s as our serializer's output of the
+    parsed tree, never its bytes (CVE-2022-22784); a bad to is answered."""
+    async def go():
+        a = await ClientRaw.connect_client(st)
+        b = await ClientRaw.connect_client(st)
+        try:
+            await a.login_plain("alice", "wonderland", resource="ra")
+            await b.login_plain("alice", "wonderland", resource="rb")
+            b.received.clear()
+            a.send("<message to='alice@%s/rb' from='evil@elsewhere'><body><![CDATA[x < y]]>"
+                   "</body><x xmlns='urn:example' a=\"it's\"/></message>" % st.domain)
+            el = await b.expect(lambda e: e.tag == "{jabber:client}message")
+            assert el.get("from") == "alice@%s/ra" % st.domain
+            assert el.find("{jabber:client}body").text == "x < y"
+            raw = bytes(b.received)
+            assert b"CDATA" not in raw and b"evil@" not in raw
+            assert b"x &lt; y" in raw
+            a.send("<message to='bad@@jid' id='m1'><body>hi</body></message>")
+            err = await a.expect(lambda e: e.get("id") == "m1")
+            assert err.get("type") == "error"
+            assert err.find("{jabber:client}error/"
+                            "{urn:ietf:params:xml:ns:xmpp-stanzas}jid-malformed") is not None
+        finally:
+            a.close()
+            b.close()
+    harness.run(go())
+
+
+def test_sasl_pipelined_before_answer(st):
+    """A second <auth> while the first is still being checked: refused, and
+    the first exchange's job finds nothing to act on (no crash)."""
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            raw.send("<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                     "<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                     % (NS_SASL, NS_SASL))
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "policy-violation"
+    assert "SASL element before the server's answer" in st["c2s-1"].log()
+
+
+def test_sni_picks_the_domain_certificate():
+    s = stack.Stack(c2s=1, more_certs=("chat.test",))
+    try:
+        s.start()
+
+        async def cn(direct, sni):
+            raw = await ClientRaw.connect_client(s, direct=direct, sni=sni)
+            try:
+                if not direct:
+                    await raw.open()
+                    await raw.starttls()
+                await raw.open()  # also completes the handshake
+                return raw.peer_cn()
+            finally:
+                raw.close()
+
+        async def go():
+            assert await cn(True, "chat.test") == "chat.test"
+            assert await cn(True, s.domain) == s.domain
+            assert await cn(False, "chat.test") == "chat.test"
+            assert await cn(False, s.domain) == s.domain
+        harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
