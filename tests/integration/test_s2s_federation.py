@@ -1,0 +1,490 @@
+"""test_s2s_federation.py - two Parley services (a.test, b.test), each a
+parley-router and a parley-s2s, joined by static routes; slixmpp components
+svc.a.test and svc.b.test on the two routers exchange stanzas through the
+two s2s daemons, authenticated by SASL EXTERNAL (certificates from a test
+CA both trust) or by dialback (certificates neither trusts).
+"""
+
+import socket
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import harness
+import s2sutil
+from harness import run, ping_iq, stanza_error
+
+
+@pytest.fixture
+def fed(request):
+    params = getattr(request, "param", {})
+    net = s2sutil.Federation(**params)
+    try:
+        net.start()
+        yield net
+        codes = net.stop()
+        assert codes == {"a": {"s2s": 0, "router": 0}, "b": {"s2s": 0, "router": 0}}, \
+            "exit codes %s\n%s" % (codes, net.logs())
+        errs = net.sanitizer_errors()
+        assert not errs, "\n".join(errs)
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def send_msg(comp, to, frm, body, mid):
+    m = comp.make_message(mto=to, mfrom=frm, mbody=body)
+    m["id"] = mid
+    m.send()
+
+
+async def exchange(net):
+    """svc.a.test and svc.b.test: message both ways, an iq and its result."""
+    ca = await s2sutil.comp(net.a)
+    cb = await s2sutil.comp(net.b)
+    try:
+        ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="hello b", mtype="chat")
+        m = await cb.expect(lambda s: s.name == "message", timeout=15)
+        assert m["from"] == "svc.a.test" and m["body"] == "hello b"
+        cb.send_message(mto="alice@svc.a.test", mfrom="bob@svc.b.test", mbody="hello a")
+        m = await ca.expect(lambda s: s.name == "message", timeout=15)
+        assert m["from"] == "bob@svc.b.test" and m["to"] == "alice@svc.a.test"
+        assert m["body"] == "hello a"
+        ping_iq(ca, "svc.b.test", "svc.a.test", "p1").send()
+        iq = await cb.expect(lambda s: s.name == "iq", timeout=15)
+        assert iq["type"] == "get" and iq["id"] == "p1"
+        cb.make_iq_result(id="p1", ito="svc.a.test", ifrom="svc.b.test").send()
+        res = await ca.expect(lambda s: s.name == "iq", timeout=15)
+        assert res["type"] == "result" and res["id"] == "p1" and res["from"] == "svc.b.test"
+    finally:
+        await harness.close_all(ca, cb)
+
+
+def test_sasl_external_bidi(fed):
+    """Valid certificates: a.test's link authenticates with SASL EXTERNAL
+    and negotiates XEP-0288, so b.test answers over the same stream and
+    opens no link of its own."""
+    run(exchange(fed))
+    assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
+    assert "bidirectional stream: svc.b.test -> svc.a.test uses the stream" in fed.b.log()
+    assert "link svc.b.test -> svc.a.test ready" not in fed.b.log()
+
+
+NO_BIDI = "  <bidi>false</bidi>\n"
+
+
+@pytest.mark.parametrize("fed", [{"extra_a": NO_BIDI, "extra_b": NO_BIDI}], indirect=True)
+def test_sasl_external(fed):
+    """Without bidi each side makes its own link, both with SASL EXTERNAL."""
+    run(exchange(fed))
+    assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
+    assert "link svc.b.test -> svc.a.test ready (TLS, SASL EXTERNAL)" in fed.b.log()
+
+
+@pytest.mark.parametrize("fed", [{"mode": "dialback"}], indirect=True)
+def test_dialback(fed):
+    """Untrusted certificates: dialback both ways, and no bidi (the peer's
+    identity on our own link rests on the certificate)."""
+    run(exchange(fed))
+    assert "ready (TLS, dialback)" in fed.a.log()
+    assert "ready (TLS, dialback)" in fed.b.log()
+    assert "bidirectional" not in fed.a.log() + fed.b.log()
+    assert "SASL EXTERNAL" not in fed.a.log()
+
+
+@pytest.mark.parametrize("fed", [{"direct_tls": True}], indirect=True)
+def test_direct_tls(fed):
+    run(exchange(fed))
+
+
+@pytest.mark.parametrize("fed", [{"ipv6": True}], indirect=True)
+def test_ipv6(fed):
+    run(exchange(fed))
+    assert "inbound svc.a.test (::1): authenticated by certificate" in fed.b.log()
+
+
+def test_one_link_reused(fed):
+    async def go():
+        ca = await s2sutil.comp(fed.a)
+        cb = await s2sutil.comp(fed.b)
+        try:
+            for i in range(20):
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="m%d" % i)
+            got = []
+            for i in range(20):
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                got.append(m["body"])
+            assert got == ["m%d" % i for i in range(20)]
+        finally:
+            await harness.close_all(ca, cb)
+    run(go())
+    assert fed.a.log().count("link svc.a.test -> svc.b.test ready") == 1
+
+
+@pytest.fixture
+def dead_port():
+    return harness.free_port()
+
+
+def test_unreachable_bounces(dead_port):
+    net = s2sutil.Federation()
+    net.a.add_route("dead.test", dead_port)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                send_msg(ca, "x@dead.test", "svc.a.test", "hi", "m1")
+                ping_iq(ca, "dead.test", "svc.a.test", "i1").send()
+                got = {}
+                for _ in range(2):
+                    st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                    got[st["id"]] = stanza_error(st.xml)
+                assert got["m1"][1] == "remote-server-not-found", got
+                assert got["i1"][1] == "remote-server-not-found", got
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        assert net.stop()["a"] == {"s2s": 0, "router": 0}
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_silent_peer_times_out():
+    """A peer that accepts the connection and never speaks: the queued
+    stanzas bounce with remote-server-timeout."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(extra_a="  <limits><connect-timeout>1s</connect-timeout>"
+                                     "<link-timeout>2s</link-timeout></limits>\n")
+    net.a.add_route("silent.test", silent.getsockname()[1])
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                send_msg(ca, "x@silent.test", "svc.a.test", "hi", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert stanza_error(st.xml)[1] == "remote-server-timeout"
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        silent.close()
+        net.cleanup()
+
+
+def test_denied_domain_bounces():
+    net = s2sutil.Federation(extra_a="  <policy domain='svc.b.test' deny='true'/>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+                # svc2.b.test is not denied: delivered; the denied one never was.
+                cb2 = await s2sutil.comp(net.b, "svc2.b.test")
+                try:
+                    ca.send_message(mto="svc2.b.test", mfrom="svc.a.test", mbody="yes")
+                    m = await cb2.expect(lambda s: s.name == "message", timeout=15)
+                    assert m["body"] == "yes"
+                finally:
+                    await harness.close_all(cb2)
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_dns_srv_targets_in_order():
+    """No static route: svc.b.test is found through SRV records served by
+    a test DNS server. The xmpps target (priority 0) is dead, the xmpp one
+    (priority 10) is b.test's s2s: the link comes up on the second target.
+    An unknown domain (NXDOMAIN) bounces with remote-server-not-found."""
+    dead = harness.free_port()
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({
+        "_xmpps-server._tcp.svc.b.test": [("SRV", 0, 5, dead, "host.b.test")],
+        "_xmpp-server._tcp.svc.b.test": [("SRV", 10, 5, net.b.port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="via srv")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "via srv"
+                send_msg(ca, "x@nxdomain.test", "svc.a.test", "hi", "nx")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "nx"
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert ("_xmpps-server._tcp.svc.b.test", "SRV") in dns.queries
+        assert ("host.b.test", "A") in dns.queries
+        assert net.stop()["a"] == {"s2s": 0, "router": 0}
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_routes_reload_on_hup():
+    """A domain without a route (and no DNS answer) bounces; after the
+    route is added to the routes file and s2s gets SIGHUP, it is reached."""
+    import signal
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(routes_a=False)
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "before", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+                net.a.add_route("svc.b.test", net.b.port)
+                net.a.write()
+                net.a.daemon.signal(signal.SIGHUP)
+                await net.a.wait_log("routes reloaded: 1")
+                send_msg(ca, "svc.b.test", "svc.a.test", "after", "m2")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "after"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_idle_link_closed_and_remade():
+    net = s2sutil.Federation(extra_a="  <limits><idle-timeout>500ms</idle-timeout></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
+                await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_queue_bound_while_link_comes_up():
+    """While a link comes up at most <queue> stanzas wait; more bounce at
+    once with resource-constraint, the waiting ones with a timeout later."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(extra_a="  <limits><queue>3</queue>"
+                                     "<link-timeout>2s</link-timeout></limits>\n")
+    net.a.add_route("silent.test", silent.getsockname()[1])
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                for i in range(5):
+                    send_msg(ca, "x@silent.test", "svc.a.test", "hi", "q%d" % i)
+                got = []
+                for _ in range(5):
+                    st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                    got.append((st["id"], stanza_error(st.xml)[1]))
+                assert got[:2] == [("q3", "resource-constraint"), ("q4", "resource-constraint")]
+                assert sorted(got[2:]) == [("q%d" % i, "remote-server-timeout") for i in range(3)]
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        silent.close()
+        net.cleanup()
+
+
+def test_require_valid_cert_refuses_dialback():
+    """Certificates neither side trusts and a policy that wants a valid
+    one: no dialback fallback, the stanza bounces."""
+    net = s2sutil.Federation(mode="dialback",
+                             extra_a="  <policy domain='svc.b.test' require-valid-cert='true'/>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "peer certificate not valid (policy)" in net.a.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_rate_limited_peer_still_delivers():
+    """A peer over its stanza rate is slowed down (reading pauses), never
+    dropped: every message arrives, in order."""
+    net = s2sutil.Federation(extra_b="  <limits><rate>20</rate><burst>5</burst></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                for i in range(30):
+                    ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="r%d" % i)
+                got = []
+                for _ in range(30):
+                    got.append((await cb.expect(lambda s: s.name == "message",
+                                                timeout=15))["body"])
+                assert got == ["r%d" % i for i in range(30)]
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_dns_silent_first_target_then_next():
+    """The first SRV target accepts TCP but never speaks: after the
+    connect timeout the next target is used and the stanza arrives."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({
+        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, silent.getsockname()[1], "host.b.test"),
+                                         ("SRV", 10, 5, net.b.port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
+                   "  <limits><connect-timeout>1s</connect-timeout></limits>\n" % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="second")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "second"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        silent.close()
+        net.cleanup()
+
+
+def test_dns_answers_cached():
+    """A second link to the same domain within the records' TTL (60 s here)
+    uses the cached targets: the DNS server is asked once."""
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({
+        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, net.b.port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
+                   "  <limits><idle-timeout>500ms</idle-timeout></limits>\n" % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
+                await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
+                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
+        assert dns.queries.count(("_xmpp-server._tcp.svc.b.test", "SRV")) == 1
+        assert dns.queries.count(("host.b.test", "A")) == 1
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()

@@ -1,0 +1,339 @@
+"""test_s2s_inbound.py - what a hostile or broken peer gets from parley-s2s:
+a hand-written server stream (s2sutil.S2SRaw) against b.test's s2s.
+
+- a peer authenticated (SASL EXTERNAL, a valid certificate for c.test)
+  that sends a stanza from another domain: invalid-from, closed, nothing
+  delivered;
+- a stanza before any authentication: invalid-from;
+- a stanza to a domain b.test does not host: host-unknown;
+- no STARTTLS where TLS is required: policy-violation, not a stall;
+- unsolicited dialback answers: policy-violation; a forged db:verify is
+  answered invalid.
+"""
+
+import asyncio
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import harness
+import s2sutil
+from harness import run
+
+
+@pytest.fixture
+def fed():
+    net = s2sutil.Federation()
+    try:
+        net.start()
+        yield net
+        assert net.stop()["b"] == {"s2s": 0, "router": 0}
+        errs = net.sanitizer_errors()
+        assert not errs, "\n".join(errs)
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+async def authenticated_c(net):
+    """A raw stream to b.test's s2s authenticated as c.test by certificate."""
+    crt, key = net.ca.issue("c.test")
+    r = await s2sutil.S2SRaw.connect(net.b.port)
+    await r.open("b.test", "c.test")
+    f = await r.features()
+    assert f.find("{%s}starttls" % s2sutil.NS_TLS) is not None
+    await r.starttls("b.test", net.ca.cert, crt, key)
+    await r.open("b.test", "c.test")
+    f = await r.features()
+    mechs = [m.text for m in f.iter("{%s}mechanism" % s2sutil.NS_SASL)]
+    assert "EXTERNAL" in mechs, ET.tostring(f)
+    el = await r.sasl_external("c.test")
+    assert el.tag == "{%s}success" % s2sutil.NS_SASL, ET.tostring(el)
+    await r.open("b.test", "c.test")
+    await r.features()
+    return r
+
+
+def test_authenticated_peer_delivers(fed):
+    async def go():
+        cb = await s2sutil.comp(fed.b)
+        r = await authenticated_c(fed)
+        try:
+            r.send("<message from='x@c.test' to='svc.b.test' id='ok1'><body>hi</body></message>")
+            m = await cb.expect(lambda s: s.name == "message", timeout=10)
+            assert m["from"] == "x@c.test" and m["id"] == "ok1"
+        finally:
+            r.close()
+            await harness.close_all(cb)
+    run(go())
+
+
+def test_spoofed_from_is_cut_off(fed):
+    async def go():
+        cb = await s2sutil.comp(fed.b)
+        r = await authenticated_c(fed)
+        try:
+            r.send("<message from='boss@svc.a.test' to='svc.b.test' id='spoof'>"
+                   "<body>trust me</body></message>"
+                   "<message from='x@c.test' to='svc.b.test' id='after'><body>x</body></message>")
+            await r.expect_stream_error("invalid-from")
+            # Nothing of it reached the component: a marker from a good link
+            # is the first thing it gets.
+            ca = await s2sutil.comp(fed.a)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="marker")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "marker", m
+            finally:
+                await harness.close_all(ca)
+        finally:
+            r.close()
+            await harness.close_all(cb)
+    run(go())
+
+
+def test_unauthenticated_stanza_is_invalid_from(fed):
+    async def go():
+        crt, key = fed.ca.issue("c.test")
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "c.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert, crt, key)
+            await r.open("b.test", "c.test")
+            await r.features()
+            r.send("<message from='x@c.test' to='b.test'><body>hi</body></message>")
+            await r.expect_stream_error("invalid-from")
+        finally:
+            r.close()
+    run(go())
+
+
+def test_unknown_host(fed):
+    async def go():
+        r = await authenticated_c(fed)
+        try:
+            r.send("<message from='x@c.test' to='someone@elsewhere.test'><body>hi</body></message>")
+            await r.expect_stream_error("host-unknown")
+        finally:
+            r.close()
+    run(go())
+
+
+def test_header_to_unknown_host(fed):
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("nobody-here.test", "c.test")
+            await r.expect_stream_error("host-unknown")
+        finally:
+            r.close()
+    run(go())
+
+
+def test_starttls_required(fed):
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "c.test")
+            f = await r.features()
+            st = f.find("{%s}starttls" % s2sutil.NS_TLS)
+            assert st is not None and st.find("{%s}required" % s2sutil.NS_TLS) is not None
+            r.send("<db:result from='c.test' to='b.test'>abcdef</db:result>")
+            await r.expect_stream_error("policy-violation")
+        finally:
+            r.close()
+    run(go())
+
+
+def test_unsolicited_dialback_answer(fed):
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "c.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert)
+            await r.open("b.test", "c.test")
+            await r.features()
+            # b.test never asked: a "valid" answer must not authenticate anything.
+            r.send("<db:result from='c.test' to='b.test' type='valid'/>")
+            await r.expect_stream_error("policy-violation")
+        finally:
+            r.close()
+    run(go())
+
+
+def test_forged_verify_is_invalid(fed):
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "c.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert)
+            await r.open("b.test", "c.test")
+            await r.features()
+            r.send("<db:verify from='c.test' to='b.test' id='0123abcd'>%s</db:verify>" %
+                   ("ab" * 32))
+            el = await r.recv()
+            assert el is not None and el.tag == "{%s}verify" % s2sutil.NS_DB, el
+            assert el.get("type") == "invalid" and el.get("id") == "0123abcd"
+        finally:
+            r.close()
+    run(go())
+
+
+def test_connections_per_ip():
+    net = s2sutil.Federation(extra_b="  <limits><connections-per-ip>2</connections-per-ip>"
+                                     "</limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            first = [await s2sutil.S2SRaw.connect(net.b.port) for _ in range(2)]
+            try:
+                for r in first:
+                    await r.open("b.test", "c.test")
+                    await r.features()
+                extra = await s2sutil.S2SRaw.connect(net.b.port)
+                try:
+                    # Closed at once: no stream header, no features.
+                    got = await extra.expect_closed()
+                    assert got == [], got
+                    assert extra.header is None
+                finally:
+                    extra.close()
+                # The first two still work.
+                for r in first:
+                    await r.starttls("b.test", net.ca.cert)
+                    await r.open("b.test", "c.test")
+                    await r.features()
+            finally:
+                for r in first:
+                    r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_pending_dialback_limit():
+    """More unverified db:result requests on one stream than allowed:
+    policy-violation (each one would cost a connection to the claimed
+    authoritative server)."""
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n"
+                                     "  <limits><pending-dialback>2</pending-dialback></limits>\n"
+                                     % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c.test")
+                await r.features()
+                r.send("".join("<db:result from='c%d.test' to='b.test'>%s</db:result>" %
+                               (i, "ab" * 32) for i in range(3)))
+                await r.expect_stream_error("policy-violation")
+            finally:
+                r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_dialback_for_unreachable_domain_is_invalid():
+    """A db:result for a domain whose authoritative server cannot be found
+    is answered invalid, and stanzas from it stay refused."""
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n" % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c.test")
+                await r.features()
+                r.send("<db:result from='c.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+                el = await r.recv(15)
+                assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+                assert el.get("type") == "invalid" and el.get("from") == "b.test"
+                r.send("<message from='x@c.test' to='b.test'><body>hi</body></message>")
+                await r.expect_stream_error("invalid-from")
+            finally:
+                r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_dialback_spoof_refused_by_authoritative_server(fed):
+    """A peer claims svc.a.test by dialback with a made-up key: b.test asks
+    a.test (the authoritative server), which has no such pending link, so
+    the result is invalid and the claimed domain stays unauthenticated."""
+    async def go():
+        ca = await s2sutil.comp(fed.a)
+        cb = await s2sutil.comp(fed.b)
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("svc.b.test", "svc.a.test")
+            await r.features()
+            await r.starttls("svc.b.test", fed.ca.cert)
+            await r.open("svc.b.test", "svc.a.test")
+            await r.features()
+            r.send("<db:result from='svc.a.test' to='svc.b.test'>%s</db:result>" % ("cd" * 32))
+            el = await r.recv(15)
+            assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+            assert el.get("type") == "invalid"
+            r.send("<message from='boss@svc.a.test' to='svc.b.test'><body>x</body></message>")
+            await r.expect_stream_error("invalid-from")
+            assert "dialback verify svc.a.test -> svc.b.test: invalid" in fed.a.log()
+            assert cb.inbox.empty()
+        finally:
+            r.close()
+            await harness.close_all(ca, cb)
+    run(go())
+
+
+def test_stanza_size_limit():
+    net = s2sutil.Federation(extra_b="  <limits><stanza-size>8k</stanza-size></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            r = await authenticated_c(net)
+            try:
+                r.send("<message from='x@c.test' to='b.test'><body>%s</body></message>" %
+                       ("x" * 20000))
+                await r.expect_stream_error("policy-violation")
+            finally:
+                r.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
