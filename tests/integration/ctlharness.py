@@ -7,7 +7,7 @@ per-daemon system users); as_user=NAME runs it through `runuser -u NAME`
 with a DIR that user owns (the ordinary-user case). The database rows are
 read with psql as parley_admin, the password from DIR/etc/secrets.
 Every port init gives out (router, c2s, c2s direct TLS, s2s, s2s direct
-TLS) is a free one; datadir= passes -T (templates and schema/ from there).
+TLS) is a free one below the ephemeral range (free_port); datadir= passes -T (templates and schema/ from there).
 
 fake_datadir() makes such a data directory: the tree's etc/*.xml.in, and
 for each of sm, c2s, s2s whose template the tree lacks (a daemon not
@@ -19,8 +19,10 @@ import hashlib
 import hmac
 import os
 import pwd
+import random
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 
@@ -39,6 +41,42 @@ def ensure_test_user():
         subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                         "--shell", "/usr/sbin/nologin", TEST_USER], check=True)
     return TEST_USER
+
+
+def _local_port_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_given = set()
+
+
+def free_port():
+    """A TCP port nothing listens on, below the kernel's ephemeral range:
+    an instance binds its ports again at each start, and a port from that
+    range (harness.free_port) may meanwhile be the local port of some
+    outgoing connection, which a listener cannot bind."""
+    lo, _ = _local_port_range()
+    for _ in range(200):
+        port = random.randrange(10000, max(lo, 10001))
+        if port in _given:  # nothing listens yet on one given out before
+            continue
+        ok = True
+        for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            try:
+                with socket.socket(fam, socket.SOCK_STREAM) as s:
+                    s.bind((addr, port))
+            except OSError:
+                ok = False
+                break
+        if ok:
+            _given.add(port)
+            return port
+    return harness.free_port()
 
 
 def psql_bin():
@@ -123,11 +161,11 @@ class Instance:
         if as_user:
             pw = pwd.getpwnam(as_user)
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
-        self.port = harness.free_port()
-        self.c2s_port = harness.free_port()
-        self.c2s_tls_port = harness.free_port()
-        self.s2s_port = harness.free_port()
-        self.s2s_tls_port = harness.free_port()
+        self.port = free_port()
+        self.c2s_port = free_port()
+        self.c2s_tls_port = free_port()
+        self.s2s_port = free_port()
+        self.s2s_tls_port = free_port()
         self.outputs = []  # every parleyctl stderr, for the sanitizer check
 
     def env(self):
@@ -150,8 +188,17 @@ class Instance:
 
     def ok(self, *args, **kw):
         r = self.ctl(*args, **kw)
-        assert r.code == 0, "parleyctl %s failed: %r" % (" ".join(args), r)
+        assert r.code == 0, "parleyctl %s failed: %r\n%s" % (" ".join(args), r, self.log_tails())
         return r
+
+    def log_tails(self, lines=30):
+        """The last lines of every log in DIR/log, for failure reports."""
+        out = []
+        logdir = os.path.join(self.dir, "log")
+        for n in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else ():
+            tail = self.log(n[:-4]).splitlines()[-lines:]
+            out.append("---- %s\n%s" % (n, "\n".join(tail)))
+        return "\n".join(out)
 
     def init(self, domain="localhost", *extra):
         return self.ok("init", "--domain", domain, "--router-port", str(self.port),
