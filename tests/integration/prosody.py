@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import harness
+import s2sutil
 
 PLUGIN = """-- mod_parley_routes: static s2s routes for Parley's tests (written by
 -- tests/integration/prosody.py). Answers the s2s resolver for the listed
@@ -55,8 +56,8 @@ class Prosody:
         self.dir = tempfile.mkdtemp(prefix="parley-prosody-")
         os.chmod(self.dir, 0o755)
         self.as_root = os.geteuid() == 0
-        self.c2s_port = harness.free_port()
-        self.s2s_port = harness.free_port()
+        self.c2s_port = s2sutil.free_port()
+        self.s2s_port = s2sutil.free_port()
         self.data = os.path.join(self.dir, "data")
         self.plugins = os.path.join(self.dir, "plugins")
         os.makedirs(self.data)

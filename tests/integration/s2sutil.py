@@ -26,6 +26,7 @@ import asyncio
 import base64
 import os
 import pwd
+import random
 import shutil
 import socket
 import ssl
@@ -43,6 +44,31 @@ NS_SERVER = "jabber:server"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_DB = "jabber:server:dialback"
+
+
+_used_ports = set()
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 and ::1, below the kernel's ephemeral
+    range: harness.free_port() (bind to port 0) and every outgoing
+    connection take ports from that range, so a port from here cannot be
+    handed to them between the choice and the daemon's bind. Never the
+    same port twice in one test process."""
+    lo, _ = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    for _ in range(1000):
+        port = random.randint(10000, max(lo - 1, 10001))
+        if port in _used_ports:
+            continue
+        try:
+            for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                with socket.socket(fam, socket.SOCK_STREAM) as sk:
+                    sk.bind((host, port))
+        except OSError:
+            continue
+        _used_ports.add(port)
+        return port
+    raise AssertionError("no free port found")
 
 
 def _own(path):
@@ -100,8 +126,8 @@ class Side:
         self.domain = domain
         self.svc = "svc." + domain
         self.dir = dirpath
-        self.port = harness.free_port()
-        self.tls_port = harness.free_port()
+        self.port = free_port()
+        self.tls_port = free_port()
         self.cert, self.key, self.ca_file = cert, key, ca_file
         self.extra = extra
         self.ipv6 = ipv6  # also listen on [::1], same ports

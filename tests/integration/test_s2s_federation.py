@@ -125,7 +125,7 @@ def test_one_link_reused(fed):
 
 @pytest.fixture
 def dead_port():
-    return harness.free_port()
+    return s2sutil.free_port()
 
 
 def test_unreachable_bounces(dead_port):
@@ -225,7 +225,7 @@ def test_dns_srv_targets_in_order():
     a test DNS server. The xmpps target (priority 0) is dead, the xmpp one
     (priority 10) is b.test's s2s: the link comes up on the second target.
     An unknown domain (NXDOMAIN) bounces with remote-server-not-found."""
-    dead = harness.free_port()
+    dead = s2sutil.free_port()
     net = s2sutil.Federation(routes_a=False)
     dns = s2sutil.DNSServer({
         "_xmpps-server._tcp.svc.b.test": [("SRV", 0, 5, dead, "host.b.test")],
