@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -121,7 +122,7 @@ int ctl_load(struct ctl *c)
     char path[CTL_PATH_MAX], err[512];
     const char *domain = NULL, *dsn = NULL;
     bool private_db = false;
-    int c2s = 0, c2s_tls = 0, s2s = 0, router = 0;
+    int c2s = 0, c2s_tls = 0, s2s = 0, s2s_tls = 0, router = 0;
     const struct config_entry table[] = {
         CONFIG_STRING("domain", CONFIG_REQUIRED, NULL, &domain),
         CONFIG_BOOL("db@private", 0, "false", &private_db),
@@ -129,6 +130,8 @@ int ctl_load(struct ctl *c)
         CONFIG_INT("ports@c2s", CONFIG_REQUIRED, NULL, 1, 65535, &c2s),
         CONFIG_INT("ports@c2s-tls", CONFIG_REQUIRED, NULL, 1, 65535, &c2s_tls),
         CONFIG_INT("ports@s2s", CONFIG_REQUIRED, NULL, 1, 65535, &s2s),
+        /* Absent from instances made before s2s: 0, then s2s + 1 below. */
+        CONFIG_INT("ports@s2s-tls", 0, "0", 0, 65535, &s2s_tls),
         CONFIG_INT("ports@router", CONFIG_REQUIRED, NULL, 1, 65535, &router),
         CONFIG_END,
     };
@@ -149,6 +152,7 @@ int ctl_load(struct ctl *c)
     c->c2s_port = c2s;
     c->c2s_tls_port = c2s_tls;
     c->s2s_port = s2s;
+    c->s2s_tls_port = s2s_tls != 0 ? s2s_tls : s2s + 1;
     c->router_port = router;
     config_free(cfg);
     if (!c->private_db && c->dsn[0] == '\0') {
@@ -308,6 +312,69 @@ int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid
     return 0;
 }
 
+/* The kernel's POSIX ACL xattr format (linux/posix_acl_xattr.h). */
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER_OBJ  0x01
+#define ACL_TAG_USER      0x02
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_MASK      0x10
+#define ACL_TAG_OTHER     0x20
+#define ACL_NO_ID         0xffffffffu
+
+static size_t acl_entry(unsigned char *p, unsigned tag, unsigned perm, uint32_t id)
+{
+    p[0] = (unsigned char)tag;
+    p[1] = (unsigned char)(tag >> 8);
+    p[2] = (unsigned char)perm;
+    p[3] = 0;
+    for (int i = 0; i < 4; i++)
+        p[4 + i] = (unsigned char)(id >> (8 * i));
+    return 8;
+}
+
+static int on_uid_cmp(const void *a, const void *b)
+{
+    uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ctl_router_dir_acl(const struct ctl *c)
+{
+    static const char *const users[] = {"parley-sm", "parley-c2s", "parley-s2s"};
+    enum { N = sizeof(users) / sizeof(users[0]) };
+    if (!c->as_root)
+        return 0;
+    uid_t uids[N];
+    for (size_t i = 0; i < N; i++) {
+        gid_t gid;
+        if (ctl_user_ids(c, users[i], &uids[i], &gid) != 0)
+            return 1;
+    }
+    /* The kernel wants named entries in ascending id order. */
+    qsort(uids, N, sizeof(uids[0]), on_uid_cmp);
+    unsigned char buf[4 + 8 * (N + 4)];
+    size_t len = 0;
+    buf[len++] = ACL_XATTR_VERSION;
+    buf[len++] = 0;
+    buf[len++] = 0;
+    buf[len++] = 0;
+    len += acl_entry(buf + len, ACL_TAG_USER_OBJ, 7, ACL_NO_ID);
+    for (size_t i = 0; i < N; i++)
+        len += acl_entry(buf + len, ACL_TAG_USER, 6, (uint32_t)uids[i]);
+    len += acl_entry(buf + len, ACL_TAG_GROUP_OBJ, 5, ACL_NO_ID);
+    len += acl_entry(buf + len, ACL_TAG_MASK, 7, ACL_NO_ID);
+    len += acl_entry(buf + len, ACL_TAG_OTHER, 5, ACL_NO_ID);
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "run/router");
+    if (setxattr(path, "system.posix_acl_default", buf, len, 0) < 0) {
+        ctl_err("cannot give %s a default ACL (%s): the daemons' users could not reach the "
+                "router's socket; a DIR on a filesystem with POSIX ACLs is needed as root",
+                path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 int ctl_sup_lock_fd(const struct ctl *c, int flags)
 {
     char path[CTL_PATH_MAX];
@@ -334,12 +401,14 @@ static void usage(FILE *f)
 {
     fputs("usage: parleyctl [-d DIR] [-T DATADIR] COMMAND ...\n"
           "  init --domain D [--db DSN] [--c2s-port N] [--c2s-tls-port N] [--s2s-port N]\n"
-          "       [--router-port N] [--force]\n"
-          "  start | stop | status\n"
+          "       [--s2s-tls-port N] [--router-port N]\n"
+          "  start | stop | status | reload [DAEMON]\n"
           "  user add JID [PASSWORD] | user passwd JID [PASSWORD] | user del JID\n"
           "  user list [DOMAIN]\n"
           "  component add NAME [--secret S] | component del NAME | component list\n"
           "  db migrate | db status\n"
+          "  route add DOMAIN HOST:PORT [--pin sha256:HEX] [--tls direct|starttls]\n"
+          "  route del DOMAIN | route list\n"
           "DIR: the instance directory (default $PARLEY_DIR, else " CTL_DEFAULT_DIR ").\n"
           "A password omitted from the command line is read from stdin.\n",
           f);
@@ -410,7 +479,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         {"init", ctl_cmd_init},     {"start", ctl_cmd_start}, {"stop", ctl_cmd_stop},
         {"status", ctl_cmd_status}, {"user", ctl_cmd_user},   {"component", ctl_cmd_component},
-        {"db", ctl_cmd_db},
+        {"db", ctl_cmd_db},         {"route", ctl_cmd_route}, {"reload", ctl_cmd_reload},
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name) == 0)

@@ -9,12 +9,18 @@
  *
  * The instance directory DIR (-d) holds everything:
  *   DIR/etc/parley.xml          what init decided: domain, ports, database
- *   DIR/etc/<daemon>.xml        daemon configs, from the etc/ templates
+ *   DIR/etc/<daemon>.xml        daemon configs, from the etc/ templates:
+ *                               router.xml, router-users.xml, sm.xml,
+ *                               c2s-1.xml (from c2s.xml.in), s2s.xml
+ *   DIR/etc/s2s-routes.xml      s2s static routes (`parleyctl route`)
  *   DIR/etc/secrets/            router secrets per daemon, db-<role> passwords,
- *                               component-<name> secrets
- *   DIR/etc/tls/<domain>.crt/.key  the certificate (self-signed by init)
+ *                               component-<name> secrets, dialback (s2s's)
+ *   DIR/etc/tls/<domain>.crt/.key  the certificate (self-signed by init); as
+ *                               root the key is root's, 0600: c2s and s2s
+ *                               load it in pre_jail, before they drop root
  *   DIR/ctl/                    the supervisor's pidfile (parleyctl.pid, which
- *                               it holds locked) and state file; owned by
+ *                               it holds locked), state file, reload/
+ *                               (which daemons a HUP is for); owned by
  *                               the invoking user (root as root), so no
  *                               daemon's user can plant anything there
  *   DIR/run/<daemon>/           each daemon's own writable directory (its
@@ -49,15 +55,18 @@ struct ctl {
     char domain[1024];
     char dsn[2048]; /* --db DSN; empty: the private cluster */
     bool private_db;
-    int c2s_port, c2s_tls_port, s2s_port, router_port;
+    int c2s_port, c2s_tls_port, s2s_port, s2s_tls_port, router_port;
 };
 
 /* One daemon parleyctl starts, in dependency order (parleyctl_run.c). */
 struct ctl_daemon {
-    const char *name;   /* "router": config DIR/etc/router.xml, log DIR/log/router.log */
+    const char *name;   /* "router": config DIR/etc/router.xml, log DIR/log/router.log,
+                         * run directory DIR/run/router */
     const char *exe;    /* "parley-router" */
     const char *subdir; /* where the build tree has it: "router" */
     const char *user;   /* system user as root: "parley-router" */
+    const char *ready;  /* the line it logs once serving ("sm ready"); NULL:
+                         * the router, checked by its socket and port */
 };
 extern const struct ctl_daemon ctl_daemons[];
 extern const size_t ctl_daemon_count;
@@ -84,6 +93,14 @@ const char *ctl_datadir(const struct ctl *c);
 void ctl_schema_dir(const struct ctl *c, char *out);
 /* Path of a daemon's executable. */
 void ctl_daemon_exe(const struct ctl_daemon *d, char *out);
+/* The daemon named name, or NULL. */
+const struct ctl_daemon *ctl_daemon_find(const char *name);
+/* Does the instance run d? Its config DIR/etc/<name>.xml exists (init
+ * writes a daemon's config only when the daemon's template is there). */
+bool ctl_daemon_configured(const struct ctl *c, const struct ctl_daemon *d);
+/* Ask the running supervisor to HUP daemon name (NULL: every daemon).
+ * 1 if it was asked, 0 if no supervisor runs, -1 on error (printed). */
+int ctl_reload(const struct ctl *c, const char *name);
 
 /* Read DIR/etc/parley.xml into c. 0, or 1 with a message (not initialised). */
 int ctl_load(struct ctl *c);
@@ -106,6 +123,15 @@ pid_t ctl_pidfile_alive(const char *path);
 /* mkdir path (if missing), then its mode and (as root) owner, refusing
  * an existing symlink or non-directory. 0 or 1 (message). */
 int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid);
+/* As root: a default ACL on DIR/run/router that lets the users of sm, c2s
+ * and s2s read and write what the router creates there, its Unix socket
+ * (mode 0660 from router.xml, owned by parley-router): the daemons drop
+ * to their own primary group only (common/daemon), so a shared group
+ * would not reach it, and the router's secrets are group parley-router.
+ * The router's chmod sets the ACL mask, so the named users get rw on the
+ * socket and at most what its group bits allow on anything else. 0 or 1
+ * (message); nothing to do when not root. */
+int ctl_router_dir_acl(const struct ctl *c);
 /* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */
 int ctl_sup_lock_fd(const struct ctl *c, int flags);
 /* The running supervisor's pid (the holder of its pidfile's lock), or 0. */
@@ -119,6 +145,10 @@ int ctl_cmd_status(struct ctl *c, int argc, char **argv);
 int ctl_cmd_user(struct ctl *c, int argc, char **argv);
 int ctl_cmd_component(struct ctl *c, int argc, char **argv);
 int ctl_cmd_db(struct ctl *c, int argc, char **argv);
+int ctl_cmd_route(struct ctl *c, int argc, char **argv);
+/* An empty DIR/etc/s2s-routes.xml (init). 0 or 1 (message). */
+int ctl_routes_init(const struct ctl *c);
+int ctl_cmd_reload(struct ctl *c, int argc, char **argv);
 
 /* Database (parleyctl_db.c). */
 /* A connection as the admin role (the private cluster) or with the DSN.
@@ -128,6 +158,13 @@ PGconn *ctl_db_connect(const struct ctl *c);
 bool ctl_pg_running(const struct ctl *c);
 int ctl_pg_start(const struct ctl *c);
 int ctl_pg_stop(const struct ctl *c);
+/* A command that needs the database while the instance is stopped starts
+ * the private cluster for its own time: 1 (started; *lockfd holds
+ * DIR/ctl/start.lock, which keeps `start` out), 0 (nothing to do: running,
+ * a supervisor runs, or no private cluster), -1 (printed). ctl_pg_return
+ * stops what ctl_pg_borrow started. */
+int ctl_pg_borrow(const struct ctl *c, int *lockfd);
+void ctl_pg_return(const struct ctl *c, int lockfd);
 /* Create and migrate the private cluster (init). */
 int ctl_pg_create(struct ctl *c);
 /* Apply the schema with the admin connection (init, db migrate). */

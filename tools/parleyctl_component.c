@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,20 +72,13 @@ static void comp_block(const struct ctl *c, const char *name, struct buf *out)
     buf_append_str(out, "'/>\n  </component>\n");
 }
 
-/* A reload of the router, if it runs: HUP to the supervisor (the holder of
- * its lock), which passes it on to the router it spawned. The router's own
- * pidfile is in a directory the router's user writes: never signalled. */
+/* A reload of the router, if it runs: a HUP through its supervisor
+ * (ctl_reload). The router's own pidfile is in a directory the router's
+ * user writes: never signalled. */
 static void comp_reload(const struct ctl *c)
 {
-    pid_t pid = ctl_sup_pid(c);
-    if (pid == 0)
-        return;
-    if (kill(pid, SIGHUP) < 0)
-        ctl_err("cannot ask the supervisor (pid %d) to reload the router: %s", (int)pid,
-                strerror(errno));
-    else
-        ctl_note("router reloads its component table (HUP through the supervisor, pid %d)",
-                 (int)pid);
+    if (ctl_reload(c, "router") > 0)
+        ctl_note("router reloads its component table (HUP through the supervisor)");
 }
 
 static int comp_add(const struct ctl *c, const char *name, const char *given)

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -231,6 +232,42 @@ int ctl_pg_stop(const struct ctl *c)
     return pg_ctl(c, "stop");
 }
 
+int ctl_pg_borrow(const struct ctl *c, int *lockfd)
+{
+    char path[CTL_PATH_MAX];
+    *lockfd = -1;
+    if (!c->private_db || ctl_pg_running(c) || ctl_sup_pid(c) != 0)
+        return 0;
+    /* start.lock keeps a `start` out while the cluster is ours, so that
+     * the stop below never takes it from a service that began meanwhile. */
+    ctl_path(c, path, "ctl/start.lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        ctl_err("`parleyctl -d %s start` is running; try again once it is done", c->dir);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (ctl_pg_running(c) || ctl_sup_pid(c) != 0) {
+        close(fd);
+        return 0;
+    }
+    if (ctl_pg_start(c) != 0) {
+        close(fd);
+        return -1;
+    }
+    *lockfd = fd;
+    return 1;
+}
+
+void ctl_pg_return(const struct ctl *c, int lockfd)
+{
+    if (lockfd < 0)
+        return;
+    ctl_pg_stop(c);
+    close(lockfd);
+}
+
 /* Append to (or replace) a file of the cluster, keeping its owner. */
 static int pg_conf_write(const char *path, const char *text, bool append)
 {
@@ -346,11 +383,14 @@ int ctl_cmd_db(struct ctl *c, int argc, char **argv)
         ctl_err("usage: parleyctl -d DIR db migrate|status");
         return 2;
     }
-    if (ctl_load(c) != 0)
+    int lockfd;
+    if (ctl_load(c) != 0 || ctl_pg_borrow(c, &lockfd) < 0)
         return 1;
     PGconn *conn = ctl_db_connect(c);
-    if (conn == NULL)
+    if (conn == NULL) {
+        ctl_pg_return(c, lockfd);
         return 1;
+    }
     int rc;
     if (strcmp(argv[1], "migrate") == 0) {
         rc = ctl_db_migrate(c, conn, false);
@@ -368,5 +408,6 @@ int ctl_cmd_db(struct ctl *c, int argc, char **argv)
             rc = 1;
     }
     PQfinish(conn);
+    ctl_pg_return(c, lockfd);
     return rc;
 }

@@ -3,12 +3,24 @@
  *
  * In order: check DIR is new; as root, create the system users; the
  * directories (as root, DIR's parents must already let the daemons' users
- * through: init refuses rather than change them); the router's per-daemon secrets; a
- * self-signed certificate for D; the daemon configs from the templates;
- * the database (a private cluster, or the schema applied through --db);
- * and last DIR/etc/parley.xml, whose presence marks DIR as initialised. A
- * failure half-way leaves DIR for inspection and tells to remove it:
- * re-running init on an existing DIR is refused rather than guessed at.
+ * through: init refuses rather than change them), with one run/<daemon>
+ * per daemon owned by its user; the router's per-daemon secrets and s2s's
+ * dialback secret; a self-signed certificate for D; the daemon configs
+ * from the templates and an empty s2s-routes.xml; the database (a private
+ * cluster, or the schema applied through --db); and last
+ * DIR/etc/parley.xml, whose presence marks DIR as initialised. A failure
+ * half-way leaves DIR for inspection and tells to remove it: re-running
+ * init on an existing DIR is refused rather than guessed at.
+ *
+ * The templates of sm, c2s and s2s are optional: a data directory without
+ * one (a tree where that daemon does not exist yet) gets a note, no config
+ * for it, and `start` leaves that daemon out. A template that names a
+ * placeholder init does not know is an error, not a config with "@x@" in it.
+ *
+ * The TLS key: as root it stays root's (0600). c2s and s2s load it in
+ * their pre_jail hook, as root, before they drop to their users
+ * (common/daemon.h), so no daemon's user can read the file afterwards:
+ * less than a copy per daemon owned by its user would allow.
  */
 #include "autoconfig.h"
 
@@ -30,8 +42,49 @@
 #include "common/xml.h"
 #include "tools/parleyctl.h"
 
-/* Templates init fills, from the data directory; later daemons add theirs. */
-static const char *const init_templates[] = {"router.xml.in", "router-users.xml.in"};
+/* Templates init fills, from the data directory: the file it writes to
+ * DIR/etc, the daemon whose run directory is @runstatedir@, and whether a
+ * data directory may lack it (a daemon not built in this tree yet). */
+static const struct {
+    const char *src;
+    const char *dst;
+    const char *daemon;
+    bool optional;
+} init_templates[] = {
+    {"router.xml.in", "router.xml", "router", false},
+    {"router-users.xml.in", "router-users.xml", "router", false},
+    {"sm.xml.in", "sm.xml", "sm", true},
+    {"c2s.xml.in", "c2s-1.xml", "c2s-1", true},
+    {"s2s.xml.in", "s2s.xml", "s2s", true},
+};
+
+/* Placeholders a template may use; init_templates_write fills them in
+ * this order. */
+enum init_var_id {
+    V_DOMAIN,
+    V_SYSCONFDIR,
+    V_RUNSTATEDIR,
+    V_ROUTER_SOCKET,
+    V_ROUTER_USER,
+    V_C2S_USER,
+    V_SM_USER,
+    V_S2S_USER,
+    V_SM_UID,
+    V_C2S_UID,
+    V_S2S_UID,
+    V_ROUTER_PORT,
+    V_C2S_PORT,
+    V_C2S_TLS_PORT,
+    V_S2S_PORT,
+    V_S2S_TLS_PORT,
+    V_DB_DSN,
+    V_COUNT
+};
+static const char *const init_var_names[V_COUNT] = {
+    "domain",   "sysconfdir",   "runstatedir", "router_socket", "router_user", "c2s_user",
+    "sm_user",  "s2s_user",     "sm_uid",      "c2s_uid",       "s2s_uid",     "router_port",
+    "c2s_port", "c2s_tls_port", "s2s_port",    "s2s_tls_port",  "db_dsn",
+};
 
 /* Router secrets: file name under etc/secrets and the daemon that owns it
  * (the router reads them too: group parley-router). */
@@ -39,6 +92,15 @@ static const struct {
     const char *name;
     const char *user;
 } init_secrets[] = {{"sm", "parley-sm"}, {"c2s-1", "parley-c2s"}, {"s2s", "parley-s2s"}};
+
+/* Each daemon's run directory DIR/run/<name>, owned by its user. */
+static const struct {
+    const char *name;
+    const char *user;
+} init_rundirs[] = {{"router", "parley-router"},
+                    {"sm", "parley-sm"},
+                    {"c2s-1", "parley-c2s"},
+                    {"s2s", "parley-s2s"}};
 
 static const char *const init_users[] = {"parley-router", "parley-c2s", "parley-s2s", "parley-sm",
                                          CTL_DB_USER};
@@ -136,107 +198,186 @@ static int init_secret_file(const struct ctl *c, const char *name, const char *o
     return rc;
 }
 
-/* Replace every "@name@" in text with its value; other text is copied. */
-struct init_var {
-    const char *name;
-    char value[CTL_PATH_MAX];
-};
-
-static int init_fill(const char *tmpl_name, const char *text, const struct init_var *vars,
-                     size_t nvars, struct buf *out)
+/* Replace every "@name@" of vars in text. Inside comments anything else is
+ * kept (e.g. "@placeholders@"); outside them an unknown "@name@" (lower
+ * case letters and '_') is an error: the daemon would get it verbatim. */
+static int init_fill(const char *tmpl, const char *text, char vars[][CTL_PATH_MAX], struct buf *out)
 {
     const char *p = text;
+    bool in_comment = false;
     while (*p != '\0') {
-        const char *at = strchr(p, '@');
-        if (at == NULL) {
-            buf_append(out, p, strlen(p));
-            break;
+        if (!in_comment && strncmp(p, "<!--", 4) == 0) {
+            in_comment = true;
+            buf_append(out, p, 4);
+            p += 4;
+            continue;
         }
-        buf_append(out, p, (size_t)(at - p));
-        const char *end = strchr(at + 1, '@');
-        size_t n = end != NULL ? (size_t)(end - at - 1) : 0;
+        if (in_comment && strncmp(p, "-->", 3) == 0) {
+            in_comment = false;
+            buf_append(out, p, 3);
+            p += 3;
+            continue;
+        }
+        if (*p != '@') {
+            buf_append_byte(out, *p++);
+            continue;
+        }
+        size_t n = strspn(p + 1, "abcdefghijklmnopqrstuvwxyz0123456789_");
         bool done = false;
-        for (size_t i = 0; end != NULL && i < nvars; i++) {
-            if (strlen(vars[i].name) == n && memcmp(vars[i].name, at + 1, n) == 0) {
-                buf_append(out, vars[i].value, strlen(vars[i].value));
-                p = end + 1;
+        for (size_t i = 0; p[n + 1] == '@' && n > 0 && i < V_COUNT; i++) {
+            if (strlen(init_var_names[i]) == n && memcmp(init_var_names[i], p + 1, n) == 0) {
+                buf_append_str(out, vars[i]);
+                p += n + 2;
                 done = true;
                 break;
             }
         }
-        if (!done) {
-            /* Not ours (e.g. "@placeholders@" in a comment): kept as is. */
-            buf_append(out, "@", 1);
-            p = at + 1;
+        if (done)
+            continue;
+        if (!in_comment && n > 0 && p[n + 1] == '@') {
+            ctl_err("template %s uses @%.*s@, which init does not fill", tmpl, (int)n, p + 1);
+            return 1;
         }
+        buf_append_byte(out, '@');
+        p++;
     }
     return 0;
 }
 
+/* The DSN the daemons' configs get (@db_dsn@): libpq parameters without
+ * user and password, which each daemon adds with its own role. The
+ * private cluster's socket directory, or --db less its credentials. Each
+ * value is quoted as libpq reads it, then escaped for XML text. */
+static int init_db_dsn(const struct ctl *c, char *out)
+{
+    struct buf dsn, xml;
+    buf_init(&dsn);
+    buf_init(&xml);
+    if (c->private_db) {
+        char run[CTL_PATH_MAX];
+        ctl_path(c, run, "pg/run");
+        buf_append_str(&dsn, "host=");
+        buf_append_str(&dsn, run);
+        buf_append_str(&dsn, " port=5432 dbname=" CTL_DB_NAME);
+    } else {
+        char *err = NULL;
+        PQconninfoOption *opts = PQconninfoParse(c->dsn, &err);
+        if (opts == NULL) {
+            ctl_err("--db: %s", err != NULL ? err : "cannot parse the DSN");
+            PQfreemem(err);
+            return 1;
+        }
+        for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+            if (o->val == NULL || strcmp(o->keyword, "user") == 0 ||
+                strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "passfile") == 0)
+                continue;
+            if (dsn.len > 0)
+                buf_append_byte(&dsn, ' ');
+            buf_append_str(&dsn, o->keyword);
+            buf_append_str(&dsn, "='");
+            for (const char *v = o->val; *v != '\0'; v++) {
+                if (*v == '\'' || *v == '\\')
+                    buf_append_byte(&dsn, '\\');
+                buf_append_byte(&dsn, *v);
+            }
+            buf_append_byte(&dsn, '\'');
+        }
+        PQconninfoFree(opts);
+    }
+    xml_escape_text(dsn.data != NULL ? dsn.data : "", dsn.len, &xml);
+    int rc = 0;
+    if (xml.len + 1 > CTL_PATH_MAX) {
+        ctl_err("--db: the DSN is too long");
+        rc = 1;
+    } else {
+        memcpy(out, xml.data != NULL ? xml.data : "", xml.len);
+        out[xml.len] = '\0';
+    }
+    buf_free(&dsn);
+    buf_free(&xml);
+    return rc;
+}
+
+/* Fold the packaging paths into the instance's layout: the templates name
+ * @runstatedir@/parley/... and @sysconfdir@/parley/..., an instance keeps
+ * both inside DIR (run/<daemon>, etc), so "/parley" after either goes. */
+static void init_fold(const char *text, struct buf *out)
+{
+    const char *p = text;
+    for (const char *m; (m = strstr(p, "/parley/")) != NULL; p = m + 7) {
+        bool packaged = (m - p >= 13 && memcmp(m - 13, "@runstatedir@", 13) == 0) ||
+                        (m - p >= 12 && memcmp(m - 12, "@sysconfdir@", 12) == 0);
+        buf_append(out, p, (size_t)(m - p));
+        if (!packaged)
+            buf_append(out, "/parley", 7);
+    }
+    buf_append(out, p, strlen(p) + 1);
+}
+
 static int init_templates_write(const struct ctl *c)
 {
-    char uidbuf[3][32];
-    const char *uid_users[3] = {"parley-sm", "parley-c2s", "parley-s2s"};
-    for (int i = 0; i < 3; i++) {
-        uid_t uid;
-        gid_t gid;
-        if (ctl_user_ids(c, uid_users[i], &uid, &gid) != 0)
-            return 1;
-        snprintf(uidbuf[i], sizeof(uidbuf[i]), "%u", (unsigned)uid);
-    }
+    static char vars[V_COUNT][CTL_PATH_MAX];
+    static const struct {
+        enum init_var_id user, uid;
+        const char *name;
+    } daemon_users[] = {
+        {V_ROUTER_USER, V_COUNT, "parley-router"},
+        {V_SM_USER, V_SM_UID, "parley-sm"},
+        {V_C2S_USER, V_C2S_UID, "parley-c2s"},
+        {V_S2S_USER, V_S2S_UID, "parley-s2s"},
+    };
     struct passwd *me = getpwuid(getuid());
     if (!c->as_root && me == NULL) {
         ctl_err("who am I? uid %u has no passwd entry", (unsigned)getuid());
         return 1;
     }
-    struct init_var vars[] = {
-        {"domain", ""},   {"router_user", ""},  {"runstatedir", ""}, {"sysconfdir", ""},
-        {"sm_uid", ""},   {"c2s_uid", ""},      {"s2s_uid", ""},     {"router_port", ""},
-        {"c2s_port", ""}, {"c2s_tls_port", ""}, {"s2s_port", ""},
-    };
-    snprintf(vars[0].value, CTL_PATH_MAX, "%s", c->domain);
-    snprintf(vars[1].value, CTL_PATH_MAX, "%s", c->as_root ? "parley-router" : me->pw_name);
-    /* The templates name @runstatedir@/parley and @sysconfdir@/parley: an
-     * instance keeps both inside DIR, so "/parley" is folded in below. The
-     * router's run files go to its own directory, run/router, the only one
-     * under run/ it may write (only the router's templates exist so far;
-     * each daemon gets its own run/<name> when its templates come). */
-    ctl_path(c, vars[2].value, "run/router");
-    ctl_path(c, vars[3].value, "etc");
-    snprintf(vars[4].value, CTL_PATH_MAX, "%s", uidbuf[0]);
-    snprintf(vars[5].value, CTL_PATH_MAX, "%s", uidbuf[1]);
-    snprintf(vars[6].value, CTL_PATH_MAX, "%s", uidbuf[2]);
-    snprintf(vars[7].value, CTL_PATH_MAX, "%d", c->router_port);
-    snprintf(vars[8].value, CTL_PATH_MAX, "%d", c->c2s_port);
-    snprintf(vars[9].value, CTL_PATH_MAX, "%d", c->c2s_tls_port);
-    snprintf(vars[10].value, CTL_PATH_MAX, "%d", c->s2s_port);
+    /* As root each daemon runs as its own user; otherwise all run as the
+     * caller, whose name then goes in <user> (the skeleton skips the drop). */
+    for (size_t i = 0; i < sizeof(daemon_users) / sizeof(daemon_users[0]); i++) {
+        uid_t uid;
+        gid_t gid;
+        if (ctl_user_ids(c, daemon_users[i].name, &uid, &gid) != 0)
+            return 1;
+        snprintf(vars[daemon_users[i].user], CTL_PATH_MAX, "%s",
+                 c->as_root ? daemon_users[i].name : me->pw_name);
+        if (daemon_users[i].uid != V_COUNT)
+            snprintf(vars[daemon_users[i].uid], CTL_PATH_MAX, "%u", (unsigned)uid);
+    }
+    snprintf(vars[V_DOMAIN], CTL_PATH_MAX, "%s", c->domain);
+    ctl_path(c, vars[V_SYSCONFDIR], "etc");
+    ctl_path(c, vars[V_ROUTER_SOCKET], "run/router/router.sock");
+    snprintf(vars[V_ROUTER_PORT], CTL_PATH_MAX, "%d", c->router_port);
+    snprintf(vars[V_C2S_PORT], CTL_PATH_MAX, "%d", c->c2s_port);
+    snprintf(vars[V_C2S_TLS_PORT], CTL_PATH_MAX, "%d", c->c2s_tls_port);
+    snprintf(vars[V_S2S_PORT], CTL_PATH_MAX, "%d", c->s2s_port);
+    snprintf(vars[V_S2S_TLS_PORT], CTL_PATH_MAX, "%d", c->s2s_tls_port);
+    if (init_db_dsn(c, vars[V_DB_DSN]) != 0)
+        return 1;
 
     for (size_t t = 0; t < sizeof(init_templates) / sizeof(init_templates[0]); t++) {
         char src[CTL_PATH_MAX], dst[CTL_PATH_MAX];
         static char text[256 * 1024];
-        snprintf(src, sizeof(src), "%s/%s", ctl_datadir(c), init_templates[t]);
+        snprintf(src, sizeof(src), "%s/%s", ctl_datadir(c), init_templates[t].src);
         if (ctl_read_file(src, text, sizeof(text)) < 0) {
+            if (errno == ENOENT && init_templates[t].optional) {
+                ctl_note("no template %s: %s is not set up (no etc/%s)", src,
+                         init_templates[t].daemon, init_templates[t].dst);
+                continue;
+            }
             ctl_err("cannot read the template %s: %s (set PARLEY_DATADIR or -T to the directory "
                     "holding the *.xml.in templates)",
                     src, strerror(errno));
             return 1;
         }
-        /* Fold the packaging paths into the instance's layout. */
+        /* The daemon's own run directory: its pidfile, the router's socket. */
+        ctl_path(c, vars[V_RUNSTATEDIR], "run/%s", init_templates[t].daemon);
         struct buf pre, out;
         buf_init(&pre);
         buf_init(&out);
-        const char *p = text;
-        for (const char *m; (m = strstr(p, "/parley/")) != NULL; p = m + 7) {
-            bool packaged = (m - p >= 13 && memcmp(m - 13, "@runstatedir@", 13) == 0) ||
-                            (m - p >= 12 && memcmp(m - 12, "@sysconfdir@", 12) == 0);
-            buf_append(&pre, p, (size_t)(m - p));
-            if (!packaged)
-                buf_append(&pre, "/parley", 7);
-        }
-        buf_append(&pre, p, strlen(p) + 1);
-        int rc = init_fill(init_templates[t], pre.data, vars, sizeof(vars) / sizeof(vars[0]), &out);
+        init_fold(text, &pre);
+        int rc = init_fill(src, pre.data, vars, &out);
         buf_append_byte(&out, '\0');
-        ctl_path(c, dst, "etc/%.*s", (int)(strlen(init_templates[t]) - 3), init_templates[t]);
+        ctl_path(c, dst, "etc/%s", init_templates[t].dst);
         if (rc == 0)
             rc = ctl_write_file(c, dst, out.data, strlen(out.data), 0644, 0, 0);
         buf_free(&pre);
@@ -259,8 +400,8 @@ static int init_parley_xml(const struct ctl *c)
              "     directory is. parleyctl reads it; the daemons read their own files. -->\n"
              "<parley>\n"
              "  <domain>%s</domain>\n"
-             "  <ports c2s='%d' c2s-tls='%d' s2s='%d' router='%d'/>\n",
-             c->domain, c->c2s_port, c->c2s_tls_port, c->s2s_port, c->router_port);
+             "  <ports c2s='%d' c2s-tls='%d' s2s='%d' s2s-tls='%d' router='%d'/>\n",
+             c->domain, c->c2s_port, c->c2s_tls_port, c->s2s_port, c->s2s_tls_port, c->router_port);
     buf_append(&b, head, strlen(head));
     if (c->private_db) {
         const char *db = "  <!-- the private PostgreSQL cluster in pg/ -->\n"
@@ -299,11 +440,12 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         {"c2s-port", required_argument, NULL, 'c'},
         {"c2s-tls-port", required_argument, NULL, 't'},
         {"s2s-port", required_argument, NULL, 's'},
+        {"s2s-tls-port", required_argument, NULL, 'S'},
         {"router-port", required_argument, NULL, 'r'},
         {NULL, 0, NULL, 0},
     };
     const char *domain = NULL, *dsn = NULL;
-    int opt, tls_port = 0;
+    int opt, tls_port = 0, s2s_tls_port = 0;
     c->c2s_port = 5222;
     c->s2s_port = 5269;
     c->router_port = 5347;
@@ -326,6 +468,9 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         case 's':
             bad = init_port("--s2s-port", optarg, &c->s2s_port);
             break;
+        case 'S':
+            bad = init_port("--s2s-tls-port", optarg, &s2s_tls_port);
+            break;
         case 'r':
             bad = init_port("--router-port", optarg, &c->router_port);
             break;
@@ -337,12 +482,16 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
     }
     if (optind != argc || domain == NULL) {
         ctl_err("usage: parleyctl -d DIR init --domain D [--db DSN] [--c2s-port N] "
-                "[--c2s-tls-port N] [--s2s-port N] [--router-port N]");
+                "[--c2s-tls-port N] [--s2s-port N] [--s2s-tls-port N] [--router-port N]");
         return 2;
     }
+    /* Direct TLS next to STARTTLS unless given: 5223 and 5270 by default. */
     c->c2s_tls_port = tls_port != 0 ? tls_port : c->c2s_port + 1;
-    if (c->c2s_tls_port > 65535) {
-        ctl_err("--c2s-tls-port: %d is out of range (give it explicitly)", c->c2s_tls_port);
+    c->s2s_tls_port = s2s_tls_port != 0 ? s2s_tls_port : c->s2s_port + 1;
+    if (c->c2s_tls_port > 65535 || c->s2s_tls_port > 65535) {
+        ctl_err("--%s-tls-port: %d is out of range (give it explicitly)",
+                c->c2s_tls_port > 65535 ? "c2s" : "s2s",
+                c->c2s_tls_port > 65535 ? c->c2s_tls_port : c->s2s_tls_port);
         return 2;
     }
 
@@ -377,18 +526,19 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         return 1;
     if (c->as_root && init_system_users(c) != 0)
         return 1;
-    char p[7][CTL_PATH_MAX];
-    ctl_path(c, p[0], "etc");
-    ctl_path(c, p[1], "etc/secrets");
-    ctl_path(c, p[2], "etc/tls");
-    ctl_path(c, p[3], "run");
-    ctl_path(c, p[4], "log");
-    ctl_path(c, p[5], "ctl");
-    ctl_path(c, p[6], "run/router");
-    if (init_mkdir(c, c->dir, 0755, NULL) != 0 || init_mkdir(c, p[0], 0755, NULL) != 0 ||
-        init_mkdir(c, p[1], 0755, NULL) != 0 || init_mkdir(c, p[2], 0755, NULL) != 0 ||
-        init_mkdir(c, p[3], 0755, NULL) != 0 || init_mkdir(c, p[4], 0750, NULL) != 0 ||
-        init_mkdir(c, p[5], 0755, NULL) != 0 || init_mkdir(c, p[6], 0755, "parley-router") != 0)
+    static const char *const dirs[] = {"", "etc", "etc/secrets", "etc/tls", "run", "log", "ctl"};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        char p[CTL_PATH_MAX];
+        ctl_path(c, p, "%s", dirs[i]);
+        if (init_mkdir(c, p, strcmp(dirs[i], "log") == 0 ? 0750 : 0755, NULL) != 0)
+            return 1;
+    }
+    for (size_t i = 0; i < sizeof(init_rundirs) / sizeof(init_rundirs[0]); i++) {
+        ctl_path(c, path, "run/%s", init_rundirs[i].name);
+        if (init_mkdir(c, path, 0755, init_rundirs[i].user) != 0)
+            return 1;
+    }
+    if (ctl_router_dir_acl(c) != 0)
         return 1;
 
     for (size_t i = 0; i < sizeof(init_secrets) / sizeof(init_secrets[0]); i++) {
@@ -396,6 +546,9 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
                              "parley-router") != 0)
             return 1;
     }
+    /* The dialback key secret (XEP-0185) lives only in s2s. */
+    if (init_secret_file(c, "dialback", "parley-s2s", 0600, NULL) != 0)
+        return 1;
 
     char crt[CTL_PATH_MAX], key[CTL_PATH_MAX];
     ctl_path(c, crt, "etc/tls/%s.crt", c->domain);
@@ -404,8 +557,14 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         ctl_err("cannot write a self-signed certificate for %s to %s", c->domain, crt);
         return 1;
     }
+    /* The key: the invoking user's (root's), 0600, read by c2s and s2s as
+     * root before they drop; the certificate is public. */
+    if (chmod(key, 0600) < 0 || chmod(crt, 0644) < 0) {
+        ctl_err("cannot set the modes of %s and %s: %s", crt, key, strerror(errno));
+        return 1;
+    }
 
-    if (init_templates_write(c) != 0)
+    if (init_templates_write(c) != 0 || ctl_routes_init(c) != 0)
         return 1;
 
     if (c->private_db) {
@@ -425,7 +584,9 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
 
     if (init_parley_xml(c) != 0)
         return 1;
-    printf("initialised %s for %s (router port %d%s)\n", c->dir, c->domain, c->router_port,
-           c->private_db ? ", private PostgreSQL in pg/" : "");
+    printf("initialised %s for %s (ports: c2s %d, c2s direct TLS %d, s2s %d, s2s direct TLS "
+           "%d, router %d%s)\n",
+           c->dir, c->domain, c->c2s_port, c->c2s_tls_port, c->s2s_port, c->s2s_tls_port,
+           c->router_port, c->private_db ? "; private PostgreSQL in pg/" : "");
     return 0;
 }

@@ -5,15 +5,26 @@
  * then forks the supervisor (double fork + setsid; pidfile
  * DIR/ctl/parleyctl.pid, held with a write lock for the supervisor's whole
  * life, log DIR/log/parleyctl.log), which spawns every
- * daemon of ctl_daemons in order, each `-f -c DIR/etc/<name>.xml` with its
- * output in DIR/log/<name>.log. Daemons start as root when parleyctl runs
- * as root and drop to their <user> themselves (common/daemon). start
- * returns 0 once each daemon answers its readiness check, or 1 with a
- * message (and the supervisor stopped again).
+ * daemon of ctl_daemons the instance has a config for (router, sm, c2s-1,
+ * s2s), each `-f -c DIR/etc/<name>.xml` with its output in
+ * DIR/log/<name>.log, one after the other: the next is spawned once the
+ * last is ready. Daemons start as root when parleyctl runs as root and
+ * drop to their <user> themselves (common/daemon), after loading what
+ * only root may read (the TLS key). start returns 0 once every daemon is
+ * ready, or 1 with a message (and the supervisor stopped again).
+ *
+ * Ready means: the router accepts on its Unix socket and its TCP port;
+ * every other daemon has logged "<kind> ready" ("sm ready", "c2s ready",
+ * "s2s ready": connected to the router and serving) since it was spawned.
+ * The supervisor notes where its log ended at each spawn and reads only
+ * what came after, on a 50 ms timer while a daemon is not yet ready (small
+ * local reads on the loop, like its state file writes); a port alone would
+ * not tell that c2s or s2s reached the router, and the sm has no port.
  *
  * The supervisor runs one libuv loop: uv_spawn for the children, a timer
  * per child for restarts, uv_signal for TERM/INT (stop) and HUP (passed on
- * to the daemons). A daemon that exits while not stopping is logged as a
+ * to the daemons the request names, see ctl_reload). A daemon that exits
+ * while not stopping is logged as a
  * crash and restarted after a back-off: 1 s, doubling to 60 s, back to 1 s
  * once a run lasted STABLE_MS. On TERM the daemons are stopped in reverse
  * order (TERM, then KILL after STOP_KILL_MS); once the loop has no handles
@@ -25,7 +36,11 @@
  * Who the supervisor is comes from the kernel (the holder of the pidfile's
  * lock), never from a pid written in a file; the router's pid is never
  * read either: a reload is a HUP to the supervisor, which passes it on to
- * the children it spawned. Two `start`s at once are serialised by a flock
+ * the children it spawned: to those named by an empty file
+ * DIR/ctl/reload/<name> (which it removes), or to all when there is none
+ * or DIR/ctl/reload/all exists (a HUP sent by hand reloads everything).
+ * DIR/ctl belongs to the invoking user, so no daemon can ask for a
+ * reload. Two `start`s at once are serialised by a flock
  * on DIR/ctl/start.lock, taken before PostgreSQL is touched and held until
  * the supervisor holds its own lock. `stop` without a supervisor (it was
  * killed) stops the daemons its state file lists, each only if the pid is
@@ -51,14 +66,34 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/xml.h"
 #include "tools/parleyctl.h"
 
-/* Dependency order: started first to last, stopped last to first. Each
- * new daemon (c2s, sm, s2s) gets one line here. */
+/* Dependency order: started first to last, stopped last to first. The sm
+ * before c2s, so that a client's session has somewhere to go. */
 const struct ctl_daemon ctl_daemons[] = {
-    {"router", "parley-router", "router", "parley-router"},
+    {"router", "parley-router", "router", "parley-router", NULL},
+    {"sm", "parley-sm", "sm", "parley-sm", "sm ready"},
+    {"c2s-1", "parley-c2s", "c2s", "parley-c2s", "c2s ready"},
+    {"s2s", "parley-s2s", "s2s", "parley-s2s", "s2s ready"},
 };
 const size_t ctl_daemon_count = sizeof(ctl_daemons) / sizeof(ctl_daemons[0]);
+
+const struct ctl_daemon *ctl_daemon_find(const char *name)
+{
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        if (strcmp(ctl_daemons[i].name, name) == 0)
+            return &ctl_daemons[i];
+    }
+    return NULL;
+}
+
+bool ctl_daemon_configured(const struct ctl *c, const struct ctl_daemon *d)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "etc/%s.xml", d->name);
+    return access(path, F_OK) == 0;
+}
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
@@ -67,12 +102,18 @@ const size_t ctl_daemon_count = sizeof(ctl_daemons) / sizeof(ctl_daemons[0]);
 #define START_WAIT_MS  30000 /* `start` waits this long for the daemons */
 #define STOP_WAIT_MS   60000 /* `stop` waits this long for the supervisor */
 #define DAEMONS_MAX    8
+#define READY_POLL_MS  50
+#define READY_CHUNK    16384 /* bytes of a log read per look for the ready line */
 
 struct sup_child {
     const struct ctl_daemon *d;
     uv_process_t proc;
     uv_timer_t timer; /* restart back-off, then the KILL timeout when stopping */
+    bool enabled;     /* configured in this instance (ctl_daemon_configured) */
+    bool spawned;     /* spawned at least once */
     bool running;
+    bool ready;     /* passed its readiness check since its last spawn */
+    off_t scan_off; /* its log from here on is this run's (ready line search) */
     bool proc_open; /* proc not yet closed */
     int pid;
     time_t started; /* wall clock, for status */
@@ -86,6 +127,7 @@ struct sup {
     struct ctl *c;
     uv_loop_t loop;
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t ready_timer; /* READY_POLL_MS while a running daemon is not ready */
     struct sup_child kids[DAEMONS_MAX];
     bool stopping;
     size_t stop_next; /* kids[0..stop_next) still to stop */
@@ -94,6 +136,8 @@ struct sup {
 static void sup_spawn(struct sup *s, struct sup_child *k);
 static void sup_stop_next(struct sup *s);
 static int run_start(struct ctl *c, int startfd);
+static bool run_router_ready(const struct ctl *c);
+static void on_ready_poll(uv_timer_t *t);
 
 static void sup_write_state(struct sup *s)
 {
@@ -111,11 +155,15 @@ static void sup_write_state(struct sup *s)
     }
     for (size_t i = 0; i < ctl_daemon_count; i++) {
         struct sup_child *k = &s->kids[i];
+        if (!k->enabled)
+            continue;
         snprintf(line, sizeof(line), "%s %d %lld %u %s\n", k->d->name, k->running ? k->pid : 0,
                  (long long)k->started, k->restarts,
-                 k->running    ? "up"
-                 : s->stopping ? "stopping"
-                               : "restarting");
+                 k->running && k->ready ? "up"
+                 : k->running           ? "starting"
+                 : s->stopping          ? "stopping"
+                 : k->spawned           ? "restarting"
+                                        : "waiting");
         fputs(line, f);
     }
     if (fclose(f) != 0 || rename(tmp, path) < 0)
@@ -149,6 +197,7 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
     struct sup_child *k = p->data;
     uint64_t ran = uv_now(p->loop) - k->started_ms;
     k->running = false;
+    k->ready = false;
     uv_close((uv_handle_t *)p, on_proc_close);
     if (s->stopping) {
         log_info("%s (pid %d) stopped (%s %d)", k->d->exe, k->pid,
@@ -196,6 +245,13 @@ static void sup_spawn(struct sup *s, struct sup_child *k)
         .stdio = stdio,
     };
     k->proc.data = k;
+    k->spawned = true;
+    k->ready = false;
+    /* What the log holds from here on is this run's: the ready line is
+     * looked for there only (the file is opened O_APPEND by us alone). */
+    k->scan_off = lseek(k->log_fd, 0, SEEK_END);
+    if (k->scan_off < 0)
+        k->scan_off = 0;
     int rc = uv_spawn(&s->loop, &k->proc, &o);
     if (rc < 0) {
         log_err("cannot start %s: %s", exe, uv_strerror(rc));
@@ -214,6 +270,81 @@ static void sup_spawn(struct sup *s, struct sup_child *k)
     k->started_ms = uv_now(&s->loop);
     log_info("started %s (pid %d)", k->d->exe, k->pid);
     sup_write_state(s);
+    if (!uv_is_active((uv_handle_t *)&s->ready_timer))
+        uv_timer_start(&s->ready_timer, on_ready_poll, READY_POLL_MS, READY_POLL_MS);
+}
+
+/* Has k's log got its ready line since k->scan_off? Moves scan_off past
+ * what was searched (keeping a marker's length, which may straddle). */
+static bool sup_log_ready(struct sup *s, struct sup_child *k)
+{
+    char path[CTL_PATH_MAX], buf[READY_CHUNK + 1];
+    ctl_path(s->c, path, "log/%s.log", k->d->name);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    size_t mlen = strlen(k->d->ready);
+    bool found = false;
+    for (;;) {
+        ssize_t n = pread(fd, buf, READY_CHUNK, k->scan_off);
+        if (n <= 0)
+            break;
+        buf[n] = '\0';
+        /* Log lines hold no NUL; a stray one only ends the search early. */
+        if (strstr(buf, k->d->ready) != NULL) {
+            found = true;
+            break;
+        }
+        if ((size_t)n < mlen)
+            break;
+        k->scan_off += n - (ssize_t)(mlen - 1);
+        if ((size_t)n < READY_CHUNK)
+            break;
+    }
+    close(fd);
+    return found;
+}
+
+/* The first enabled daemon not yet spawned, in order, or NULL. */
+static struct sup_child *sup_next_unspawned(struct sup *s)
+{
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        if (s->kids[i].enabled && !s->kids[i].spawned)
+            return &s->kids[i];
+    }
+    return NULL;
+}
+
+static void on_ready_poll(uv_timer_t *t)
+{
+    struct sup *s = t->loop->data;
+    bool waiting = false, changed = false, all_ready = true;
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        struct sup_child *k = &s->kids[i];
+        if (!k->enabled)
+            continue;
+        if (k->running && !k->ready) {
+            k->ready = k->d->ready != NULL ? sup_log_ready(s, k) : run_router_ready(s->c);
+            if (k->ready) {
+                log_info("%s (pid %d) is ready", k->d->exe, k->pid);
+                changed = true;
+            } else {
+                waiting = true;
+            }
+        }
+        if (k->spawned)
+            all_ready = all_ready && k->running && k->ready;
+    }
+    if (changed)
+        sup_write_state(s);
+    /* Start-up goes on once everything spawned so far is ready. */
+    struct sup_child *next = sup_next_unspawned(s);
+    if (!s->stopping && next != NULL && all_ready) {
+        sup_spawn(s, next);
+        return;
+    }
+    if (!waiting || s->stopping)
+        uv_timer_stop(&s->ready_timer);
 }
 
 static void on_kill_timeout(uv_timer_t *t)
@@ -231,6 +362,7 @@ static void sup_close_all(struct sup *s)
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
+    uv_close((uv_handle_t *)&s->ready_timer, NULL);
     for (size_t i = 0; i < ctl_daemon_count; i++)
         uv_close((uv_handle_t *)&s->kids[i].timer, NULL);
 }
@@ -254,20 +386,44 @@ static void sup_stop_next(struct sup *s)
     sup_close_all(s);
 }
 
+/* Take a reload request (DIR/ctl/reload/<name>) away: was it there? */
+static bool sup_reload_asked(struct sup *s, const char *name)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(s->c, path, "ctl/reload/%s", name);
+    return unlink(path) == 0;
+}
+
+/* HUP: to the daemons named in DIR/ctl/reload/, or to all (see the top). */
+static void sup_reload(struct sup *s)
+{
+    bool want[DAEMONS_MAX], any = false;
+    bool all = sup_reload_asked(s, "all");
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        want[i] = sup_reload_asked(s, ctl_daemons[i].name);
+        any = any || want[i];
+    }
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        struct sup_child *k = &s->kids[i];
+        if ((all || !any || want[i]) && k->running) {
+            log_info("reloading %s (pid %d): HUP", k->d->exe, k->pid);
+            uv_process_kill(&k->proc, SIGHUP);
+        }
+    }
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct sup *s = h->loop->data;
     if (signum == SIGHUP) {
-        for (size_t i = 0; i < ctl_daemon_count; i++) {
-            if (s->kids[i].running)
-                uv_process_kill(&s->kids[i].proc, SIGHUP);
-        }
+        sup_reload(s);
         return;
     }
     if (s->stopping)
         return;
     log_info("stopping (signal %d)", signum);
     s->stopping = true;
+    uv_timer_stop(&s->ready_timer);
     s->stop_next = ctl_daemon_count;
     sup_write_state(s);
     for (size_t i = 0; i < ctl_daemon_count; i++)
@@ -321,12 +477,17 @@ static int sup_main(struct ctl *c, int ready_fd)
     uv_signal_start(&s.sig_term, on_signal, SIGTERM);
     uv_signal_start(&s.sig_int, on_signal, SIGINT);
     uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
+    uv_timer_init(&s.loop, &s.ready_timer);
     for (size_t i = 0; i < ctl_daemon_count; i++) {
         struct sup_child *k = &s.kids[i];
         k->d = &ctl_daemons[i];
+        k->enabled = ctl_daemon_configured(c, k->d);
         k->backoff_ms = BACKOFF_MIN_MS;
+        k->log_fd = -1;
         uv_timer_init(&s.loop, &k->timer);
         k->timer.data = k;
+        if (!k->enabled)
+            continue;
         ctl_path(c, path, "log/%s.log", k->d->name);
         k->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
         if (k->log_fd < 0) {
@@ -334,16 +495,22 @@ static int sup_main(struct ctl *c, int ready_fd)
             dprintf(ready_fd, "cannot open %s: %s\n", path, strerror(errno));
             return 1;
         }
-        sup_spawn(&s, k);
     }
+    /* The first now, each next one once those before it are ready. */
+    struct sup_child *first = sup_next_unspawned(&s);
+    if (first != NULL)
+        sup_spawn(&s, first);
+    sup_write_state(&s);
     if (write(ready_fd, "ok\n", 3) != 3)
         log_warn("start did not wait for us");
     close(ready_fd);
 
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
-    for (size_t i = 0; i < ctl_daemon_count; i++)
-        close(s.kids[i].log_fd);
+    for (size_t i = 0; i < ctl_daemon_count; i++) {
+        if (s.kids[i].log_fd >= 0)
+            close(s.kids[i].log_fd);
+    }
     int rc = 0;
     if (ctl_pg_stop(c) != 0) {
         log_err("PostgreSQL did not stop cleanly");
@@ -372,6 +539,38 @@ static bool run_router_ready(const struct ctl *c)
     if (fd >= 0)
         close(fd);
     return ok;
+}
+
+/* start waits for d's ready line, which is logged at info level: a config
+ * whose <log><level> hides it would only time out. 0, or 1 (message). */
+static int run_check_log_level(const struct ctl *c, const struct ctl_daemon *d)
+{
+    char path[CTL_PATH_MAX], err[256];
+    static char text[256 * 1024];
+    if (d->ready == NULL)
+        return 0;
+    ctl_path(c, path, "etc/%s.xml", d->name);
+    if (ctl_read_file(path, text, sizeof(text)) < 0) {
+        ctl_err("cannot read %s: %s", path, strerror(errno));
+        return 1;
+    }
+    struct xml_node *root = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
+    if (root == NULL) {
+        ctl_err("%s: %s", path, err);
+        return 1;
+    }
+    struct xml_node *log = xml_child(root, NULL, "log");
+    struct xml_node *lvl = log != NULL ? xml_child(log, NULL, "level") : NULL;
+    const char *v = lvl != NULL ? xml_text(lvl, NULL) : NULL;
+    int rc = 0;
+    if (v != NULL && strcmp(v, "info") != 0 && strcmp(v, "debug") != 0) {
+        ctl_err("%s: <log><level>%s</level> hides the line \"%s\" that start waits for: "
+                "use info or debug",
+                path, v, d->ready);
+        rc = 1;
+    }
+    xml_free(root);
+    return rc;
 }
 
 /* One line of the state file for daemon name. */
@@ -536,7 +735,9 @@ int ctl_cmd_start(struct ctl *c, int argc, char **argv)
         return 1;
     }
     if (flock(startfd, LOCK_EX | LOCK_NB) < 0) {
-        ctl_err("another `parleyctl -d %s start` is running", c->dir);
+        ctl_err("another `parleyctl -d %s start` is running (or a user or db command that "
+                "runs the stopped instance's database meanwhile)",
+                c->dir);
         close(startfd);
         return 1;
     }
@@ -554,13 +755,30 @@ static int run_start(struct ctl *c, int startfd)
         return 1;
     }
     for (size_t i = 0; i < ctl_daemon_count; i++) {
-        char exe[CTL_PATH_MAX];
-        ctl_daemon_exe(&ctl_daemons[i], exe);
+        const struct ctl_daemon *d = &ctl_daemons[i];
+        char exe[CTL_PATH_MAX], rundir[CTL_PATH_MAX];
+        uid_t uid = 0;
+        gid_t gid = 0;
+        if (!ctl_daemon_configured(c, d))
+            continue;
+        ctl_daemon_exe(d, exe);
         if (access(exe, X_OK) != 0) {
             ctl_err("cannot run %s: %s", exe, strerror(errno));
             return 1;
         }
+        if (run_check_log_level(c, d) != 0)
+            return 1;
+        /* Its own writable directory (an instance made before this daemon
+         * existed has none yet). */
+        ctl_path(c, rundir, "run/%s", d->name);
+        if (access(rundir, F_OK) != 0 && (ctl_user_ids(c, d->user, &uid, &gid) != 0 ||
+                                          ctl_mkdir(c, rundir, 0755, uid, gid) != 0))
+            return 1;
     }
+    /* The daemons reach the router's socket through run/router's default
+     * ACL (set again: an instance made before sm, c2s and s2s has none). */
+    if (ctl_router_dir_acl(c) != 0)
+        return 1;
     /* Only a cluster this call started is this call's to stop on failure. */
     bool pg_ours = c->private_db && !ctl_pg_running(c);
     if (ctl_pg_start(c) != 0)
@@ -605,15 +823,18 @@ static int run_start(struct ctl *c, int startfd)
         return 1;
     }
 
-    /* Wait for the daemons; a restart during the wait is a failed start. */
+    /* Wait for the supervisor to find each daemon ready, in order; a
+     * restart during the wait is a failed start. */
     for (size_t i = 0; i < ctl_daemon_count; i++) {
         const struct ctl_daemon *d = &ctl_daemons[i];
         struct run_state rs;
         bool up = false;
+        if (!ctl_daemon_configured(c, d))
+            continue;
         for (long t = 0; t < START_WAIT_MS && !up; t += 50) {
             if (run_read_state(c, d->name, &rs) == 0 && rs.restarts > 0)
                 break;
-            up = strcmp(d->name, "router") != 0 || run_router_ready(c);
+            up = run_read_state(c, d->name, &rs) == 0 && strcmp(rs.what, "up") == 0;
             if (!up)
                 run_sleep_ms(50);
         }
@@ -652,12 +873,17 @@ int ctl_cmd_status(struct ctl *c, int argc, char **argv)
     for (size_t i = 0; i < ctl_daemon_count; i++) {
         const struct ctl_daemon *d = &ctl_daemons[i];
         struct run_state rs;
+        if (!ctl_daemon_configured(c, d))
+            continue;
         if (sup == 0 || run_read_state(c, d->name, &rs) != 0) {
             printf("%s: stopped\n", d->name);
             rc = 1;
         } else if (rs.pid > 0 && (kill(rs.pid, 0) == 0 || errno == EPERM)) {
-            printf("%s: up (pid %d, uptime %llds, restarts %u)\n", d->name, rs.pid,
+            /* "up" once ready, "starting" before */
+            printf("%s: %s (pid %d, uptime %llds, restarts %u)\n", d->name, rs.what, rs.pid,
                    (long long)now - rs.started, rs.restarts);
+            if (strcmp(rs.what, "up") != 0)
+                rc = 1;
         } else {
             printf("%s: down (%s, restarts %u)\n", d->name, rs.what, rs.restarts);
             rc = 1;
@@ -676,4 +902,57 @@ int ctl_cmd_status(struct ctl *c, int argc, char **argv)
         printf("postgresql: external (DSN in etc/parley.xml)\n");
     }
     return rc;
+}
+
+int ctl_reload(const struct ctl *c, const char *name)
+{
+    char path[CTL_PATH_MAX];
+    pid_t pid = ctl_sup_pid(c);
+    if (pid == 0)
+        return 0;
+    /* The request names the daemon; DIR/ctl is the invoking user's. */
+    ctl_path(c, path, "ctl/reload");
+    if (ctl_mkdir(c, path, 0755, getuid(), getgid()) != 0)
+        return -1;
+    ctl_path(c, path, "ctl/reload/%s", name != NULL ? name : "all");
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ctl_err("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    if (kill(pid, SIGHUP) < 0) {
+        ctl_err("cannot signal the supervisor (pid %d): %s", (int)pid, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    return 1;
+}
+
+int ctl_cmd_reload(struct ctl *c, int argc, char **argv)
+{
+    if (argc > 2) {
+        ctl_err("usage: parleyctl -d DIR reload [DAEMON]");
+        return 2;
+    }
+    if (ctl_load(c) != 0)
+        return 1;
+    const struct ctl_daemon *d = NULL;
+    if (argc == 2) {
+        d = ctl_daemon_find(argv[1]);
+        if (d == NULL || !ctl_daemon_configured(c, d)) {
+            ctl_err("no daemon %s in this instance (`parleyctl -d %s status` lists them)", argv[1],
+                    c->dir);
+            return 1;
+        }
+    }
+    int rc = ctl_reload(c, d != NULL ? d->name : NULL);
+    if (rc == 0) {
+        ctl_err("not running");
+        return 1;
+    }
+    if (rc < 0)
+        return 1;
+    printf("reload: HUP to %s through the supervisor\n", d != NULL ? d->exe : "every daemon");
+    return 0;
 }

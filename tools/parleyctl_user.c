@@ -6,7 +6,9 @@
  * omitted, from stdin: one line, not echoed when stdin is a terminal. It
  * is used as UTF-8 bytes (no SASLprep yet, see common/scram.h) and stored
  * only as SCRAM-SHA-1 and SCRAM-SHA-256 keys: add and passwd write the
- * users row and both credentials rows in one transaction.
+ * users row and both credentials rows in one transaction. On a stopped
+ * instance the private cluster runs for the command's time only
+ * (ctl_pg_borrow), so `init`, `user add`, `start` is a valid order.
  */
 #include "autoconfig.h"
 
@@ -239,7 +241,8 @@ int ctl_cmd_user(struct ctl *c, int argc, char **argv)
         mem_wipe(pw, sizeof(pw));
         return 1;
     }
-    PGconn *conn = ctl_db_connect(c);
+    int lockfd;
+    PGconn *conn = ctl_pg_borrow(c, &lockfd) < 0 ? NULL : ctl_db_connect(c);
     int rc = 1;
     if (conn != NULL) {
         if (add || passwd)
@@ -251,6 +254,7 @@ int ctl_cmd_user(struct ctl *c, int argc, char **argv)
     }
     mem_wipe(pw, sizeof(pw));
     PQfinish(conn);
+    ctl_pg_return(c, lockfd);
     if (rc == 0 && !list)
         ctl_note("%s: %s", jid, add ? "added" : passwd ? "password changed" : "deleted");
     return rc;
