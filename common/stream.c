@@ -1041,6 +1041,16 @@ void stream_restart(struct stream *s)
     xml_parser_reset(s->parser);
 }
 
+void stream_restart_limits(struct stream *s, const struct xml_limits *lim)
+{
+    /* A new parser, since the limits are fixed at its creation. Freeing
+     * the old one from inside its callback stops its feed there, which
+     * drops the rest of the chunk just as xml_parser_reset does. */
+    s->opts.limits = *lim;
+    xml_parser_free(s->parser);
+    s->parser = xml_parser_new(&s->opts.limits, &parser_cbs, s);
+}
+
 const char *stream_content_ns(const struct stream *s)
 {
     return xml_parser_content_ns(s->parser);

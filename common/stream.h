@@ -185,6 +185,9 @@ int stream_alpn(const struct stream *s, char *out, size_t outlen);
 
 /* Expect a new stream header (after SASL success); see xml_parser_reset. */
 void stream_restart(struct stream *s);
+/* The same with other parser limits from now on (c2s keeps small limits
+ * before authentication and raises them at the restart after SASL). */
+void stream_restart_limits(struct stream *s, const struct xml_limits *lim);
 /* The default namespace of the peer's current stream header ("" if none
  * yet), e.g. "jabber:client"; see xml_parser_content_ns. */
 const char *stream_content_ns(const struct stream *s);

@@ -246,6 +246,18 @@ int storage_block_del(struct storage *st, const char *owner, const char *jid, st
                       void *arg);
 int storage_block_clear(struct storage *st, const char *owner, storage_cb cb, void *arg);
 
+/* ---- inbound subscription requests (RFC 6121 §3.1.3) ---- */
+
+enum { STORAGE_COL_SUBREQ_JID, STORAGE_COL_SUBREQ_STANZA };
+/* Rows: jid, stanza (the request as received); oldest first. */
+int storage_subreq_list(struct storage *st, const char *owner, storage_cb cb, void *arg);
+/* Record (or replace) the pending request from jid. */
+int storage_subreq_set(struct storage *st, const char *owner, const char *jid, const char *stanza,
+                       storage_cb cb, void *arg);
+/* Forget it; affected says 1 or 0. */
+int storage_subreq_del(struct storage *st, const char *owner, const char *jid, storage_cb cb,
+                       void *arg);
+
 /* ---- last activity (XEP-0012) ---- */
 
 enum { STORAGE_COL_LAST_STAMP, STORAGE_COL_LAST_STATUS };

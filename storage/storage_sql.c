@@ -48,6 +48,9 @@ enum stmt {
     S_LAST_SET,
     S_ARCHIVE_ADD,
     S_ARCHIVE_QUERY,
+    S_SUBREQ_LIST,
+    S_SUBREQ_SET,
+    S_SUBREQ_DEL,
     S_COUNT
 };
 
@@ -156,6 +159,15 @@ static const struct stmt_def stmts[S_COUNT] = {
         "AND ($3::bigint IS NULL OR stamp >= " TS("$3") ") "
         "AND ($4::bigint IS NULL OR stamp < " TS("$4") ") "
         "AND id > $5::bigint ORDER BY id LIMIT $6::int"},
+    [S_SUBREQ_LIST] = {.name = "subreq_list", .sql =
+        "SELECT jid, stanza FROM subscription_requests WHERE owner = $1::text "
+        "ORDER BY stamp, jid COLLATE \"C\""},
+    [S_SUBREQ_SET] = {.name = "subreq_set", .sql =
+        "INSERT INTO subscription_requests (owner, jid, stanza) "
+        "VALUES ($1::text, $2::text, $3::text) "
+        "ON CONFLICT (owner, jid) DO UPDATE SET stanza = EXCLUDED.stanza"},
+    [S_SUBREQ_DEL] = {.name = "subreq_del", .sql =
+        "DELETE FROM subscription_requests WHERE owner = $1::text AND jid = $2::text"},
 };
 /* clang-format on */
 
@@ -493,6 +505,31 @@ int storage_block_del(struct storage *st, const char *owner, const char *jid, st
 int storage_block_clear(struct storage *st, const char *owner, storage_cb cb, void *arg)
 {
     return one_owner(st, S_BLOCK_CLEAR, owner, cb, arg);
+}
+
+/* ---- inbound subscription requests ---- */
+
+int storage_subreq_list(struct storage *st, const char *owner, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_SUBREQ_LIST, owner, cb, arg);
+}
+
+int storage_subreq_set(struct storage *st, const char *owner, const char *jid, const char *stanza,
+                       storage_cb cb, void *arg)
+{
+    if (st == NULL)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_req(&p, jid);
+    p_req(&p, stanza);
+    return storage_submit(st, S_SUBREQ_SET, &p, cb, arg);
+}
+
+int storage_subreq_del(struct storage *st, const char *owner, const char *jid, storage_cb cb,
+                       void *arg)
+{
+    return owner_and(st, S_SUBREQ_DEL, owner, jid, cb, arg);
 }
 
 /* ---- last activity ---- */

@@ -156,8 +156,9 @@ def _listening(port):
 
 class Stack:
     def __init__(self, domain="example.test", c2s=1, extra=None, router_limits=None,
-                 pg=None, start_pg=True):
+                 pg=None, start_pg=True, ipv6=False):
         self.domain = domain
+        self.ipv6 = ipv6  # c2s also listens on [::1], same ports
         self.extra = extra or {}
         self.dir = tempfile.mkdtemp(prefix="parley-stack-")
         os.chmod(self.dir, 0o755)
@@ -237,9 +238,14 @@ class Stack:
                 "  <listen>\n"
                 "    <tcp address='127.0.0.1' port='%d'/>\n"
                 "    <tcp address='127.0.0.1' port='%d' tls='direct'/>\n"
+                "%s"
                 "  </listen>\n"
                 "  <tls><cert domain='%s' cert='%s' key='%s'/></tls>\n" %
-                (self.c2s_port, self.c2s_tls_port, self.domain, self.cert, self.key))
+                (self.c2s_port, self.c2s_tls_port,
+                 "    <tcp address='::1' port='%d'/>\n"
+                 "    <tcp address='::1' port='%d' tls='direct'/>\n" %
+                 (self.c2s_port, self.c2s_tls_port) if self.ipv6 else "",
+                 self.domain, self.cert, self.key))
         cfg = self._write(name, "c2s", body)
         self.daemons[name] = Daemon(
             name, harness.binary("c2s/parley-c2s"), cfg, self._path(name + ".log"),
@@ -310,3 +316,212 @@ class Stack:
                 self.pg.cleanup()
             shutil.rmtree(self.dir, ignore_errors=True)
 
+
+
+# ---- clients for the c2s tests
+
+def client(jid, password, mech=None, resource=None):
+    """A slixmpp client for jid that trusts our self-signed certificate."""
+    import ssl
+    import slixmpp
+
+    full = jid + ("/" + resource if resource else "")
+    xmpp = slixmpp.ClientXMPP(full, password, sasl_mech=mech)
+    xmpp.ssl_context.check_hostname = False
+    xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+    xmpp.inbox = None
+    return xmpp
+
+
+async def login(st, user, password, mech=None, direct=False, resource=None, port=None):
+    """Log user in (STARTTLS, or direct TLS); returns (client, outcome) where
+    outcome is "session" (bound), "failed_auth" or "disconnected"."""
+    import asyncio
+
+    xmpp = client("%s@%s" % (user, st.domain), password, mech, resource)
+    loop = asyncio.get_event_loop()
+    done = loop.create_future()
+    xmpp.inbox = asyncio.Queue()
+
+    def settle(what):
+        if not done.done():
+            done.set_result(what)
+
+    xmpp.add_event_handler("session_start", lambda ev: settle("session"))
+    xmpp.add_event_handler("failed_auth", lambda ev: settle("failed_auth"))
+    xmpp.add_event_handler("disconnected", lambda ev: settle("disconnected"))
+    xmpp.add_event_handler("message", lambda m: xmpp.inbox.put_nowait(m))
+    if port is None:
+        port = st.c2s_tls_port if direct else st.c2s_port
+    xmpp.connect(("127.0.0.1", port), use_ssl=direct, force_starttls=not direct)
+    outcome = await asyncio.wait_for(done, harness.WAIT * 3)
+    return xmpp, outcome
+
+
+async def logout(xmpp):
+    import asyncio
+
+    if xmpp.is_connected():
+        fut = asyncio.get_event_loop().create_future()
+        xmpp.add_event_handler("disconnected",
+                               lambda ev: fut.done() or fut.set_result(True))
+        xmpp.disconnect()
+        await asyncio.wait_for(fut, harness.WAIT)
+
+
+NS_CLIENT = "jabber:client"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+
+
+class ClientRaw(harness.Raw):
+    """A client stream written by hand (for what slixmpp will not send):
+    open(), starttls(), auth_plain(), bind(), stream_error()."""
+
+    @classmethod
+    async def connect_client(cls, st, direct=False, source="127.0.0.1", host="127.0.0.1"):
+        import asyncio
+        import ssl
+
+        port = st.c2s_tls_port if direct else st.c2s_port
+        ctx = None
+        if direct:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx,
+                                    local_addr=(source, 0) if ":" not in host else None,
+                                    server_hostname=st.domain if direct else None,
+                                    limit=1 << 20), harness.WAIT)
+        raw = cls(reader, writer)
+        raw.st = st
+        raw.direct = direct
+        return raw
+
+    def reset(self):
+        import xml.etree.ElementTree as ET
+
+        self.parser = ET.XMLPullParser(("start", "end"))
+        self.depth = 0
+        self.root = None
+        self.header = None
+        self.header_seen.clear()
+
+    async def open(self, to=None, ns=NS_CLIENT, version="1.0"):
+        """Send a header; the server's header, then its features (or None)."""
+        import asyncio
+
+        to = self.st.domain if to is None else to
+        attrs = (" to='%s'" % to if to else "") + (" version='%s'" % version if version else "")
+        self.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s'%s>" %
+                  (ns, harness.NS_STREAM, attrs))
+        await asyncio.wait_for(self.header_seen.wait(), harness.WAIT)
+        el = await self.recv()
+        if el is None or el.tag != "{%s}features" % harness.NS_STREAM:
+            self.pushback = [el]  # an error instead: stream_error() reads it
+            return None
+        return el
+
+    async def recv(self, timeout=harness.WAIT):
+        if getattr(self, "pushback", None):
+            return self.pushback.pop(0)
+        return await super().recv(timeout)
+
+    async def starttls(self):
+        import ssl
+
+        self.send("<starttls xmlns='%s'/>" % NS_TLS)
+        el = await self.recv()
+        assert el is not None and el.tag == "{%s}proceed" % NS_TLS, el
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.reset()
+        await self.writer.start_tls(ctx, server_hostname=self.st.domain)
+
+    async def auth_plain(self, user, password):
+        """PLAIN; the server's answer element."""
+        import base64
+
+        msg = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+        self.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (NS_SASL, msg))
+        return await self.recv(harness.WAIT * 2)
+
+    async def login_plain(self, user, password, resource="raw"):
+        """STARTTLS + PLAIN + bind; the bound JID."""
+        await self.open()
+        if not self.direct:
+            await self.starttls()
+            await self.open()
+        el = await self.auth_plain(user, password)
+        assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+        self.reset()
+        await self.open()
+        self.send("<iq type='set' id='b1'><bind xmlns='%s'><resource>%s</resource></bind></iq>"
+                  % (NS_BIND, resource))
+        el = await self.recv(harness.WAIT * 2)
+        assert el is not None and el.get("type") == "result", el
+        return el.find("{%s}bind/{%s}jid" % (NS_BIND, NS_BIND)).text
+
+    async def stream_error(self, timeout=None):
+        """The condition of the stream error that ends the stream (and the
+        stream must then close); None if it closed without one."""
+        got = await self.expect_closed(timeout or harness.WAIT * 2)
+        for el in got:
+            if el.tag == "{%s}error" % harness.NS_STREAM:
+                for ch in el:
+                    if ch.tag.startswith("{%s}" % harness.NS_STREAM_ERR) and \
+                            not ch.tag.endswith("}text"):
+                        return ch.tag.split("}")[1]
+        return None
+
+    def close(self):
+        self.task.cancel()
+        self.writer.close()
+
+    def server_end_point(self):
+        """tls-server-end-point (RFC 5929) of the server's certificate."""
+        der = self.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return hashlib.sha256(der).digest()  # our certificates are ecdsa-with-SHA256
+
+    async def auth_scram(self, user, password, hname="sha256", plus=False, flag=None,
+                         cbdata=None):
+        """A SCRAM exchange written by hand (RFC 5802): "success" (server
+        signature checked), or the failure's condition."""
+        import base64
+
+        mech = "SCRAM-SHA-%s%s" % ("1" if hname == "sha1" else "256", "-PLUS" if plus else "")
+        if flag is None:
+            flag = "p=tls-server-end-point" if plus else "n"
+        gs2 = (flag + ",,").encode()
+        cnonce = base64.b64encode(os.urandom(18)).decode()
+        bare = "n=%s,r=%s" % (user, cnonce)
+        b64 = lambda b: base64.b64encode(b).decode()
+        self.send("<auth xmlns='%s' mechanism='%s'>%s</auth>" %
+                  (NS_SASL, mech, b64(gs2 + bare.encode())))
+        el = await self.recv(harness.WAIT * 2)
+        if el.tag != "{%s}challenge" % NS_SASL:
+            return el[0].tag.split("}")[1]
+        first = base64.b64decode(el.text).decode()
+        attrs = dict(kv.split("=", 1) for kv in first.split(","))
+        assert attrs["r"].startswith(cnonce)
+        salted = hashlib.pbkdf2_hmac(hname, password.encode(), base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        cb = gs2 + (cbdata if cbdata is not None else
+                    (self.server_end_point() if flag.startswith("p=") else b""))
+        without = "c=%s,r=%s" % (b64(cb), attrs["r"])
+        auth_msg = ("%s,%s,%s" % (bare, first, without)).encode()
+        ck = hmac.new(salted, b"Client Key", hname).digest()
+        sig = hmac.new(hashlib.new(hname, ck).digest(), auth_msg, hname).digest()
+        proof = bytes(a ^ b for a, b in zip(ck, sig))
+        self.send("<response xmlns='%s'>%s</response>" %
+                  (NS_SASL, b64(("%s,p=%s" % (without, b64(proof))).encode())))
+        el = await self.recv(harness.WAIT * 3)
+        if el.tag != "{%s}success" % NS_SASL:
+            return el[0].tag.split("}")[1]
+        sk = hmac.new(salted, b"Server Key", hname).digest()
+        want = b64(hmac.new(sk, auth_msg, hname).digest())
+        assert base64.b64decode(el.text).decode() == "v=" + want
+        return "success"

@@ -1,0 +1,305 @@
+/*
+ * c2s_sess.c - the c2s side of the session protocol (sm/SESSION.md): start
+ * and end, the sm's answers (started, failed, replaced, kick, announce),
+ * client stanzas wrapped for the sm and the sm's stanzas written to the
+ * clients, bounces turned into stanza errors.
+ *
+ * Every stanza that leaves is our serializer's output of the parsed tree,
+ * never the client's bytes (CVE-2022-22784). Runs on the c2s loop.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "c2s/c2s.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/rand.h"
+
+/* <r:route to from key sid>payload</r:route> to the router. */
+static void route_send(struct c2s *c, const char *to, const char *key, const char *sid,
+                       const char *payload, size_t len)
+{
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(to, strlen(to), &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(c->cfg.router_name, strlen(c->cfg.router_name), &b);
+    buf_append_byte(&b, '\'');
+    if (key != NULL) {
+        buf_append_str(&b, " key='");
+        xml_escape_attr(key, strlen(key), &b);
+        buf_append_byte(&b, '\'');
+    }
+    if (sid != NULL)
+        buf_printf(&b, " sid='%s'", sid);
+    buf_append_byte(&b, '>');
+    buf_append(&b, payload, len);
+    buf_append_str(&b, "</r:route>");
+    c2s_send_raw(c, b.data, b.len);
+    buf_free(&b);
+}
+
+static void send_start(struct c2s_client *cl, bool resume)
+{
+    struct buf p = BUF_INIT;
+    buf_printf(&p, "<start xmlns='" C2S_NS_SESSION "' sid='%s' jid='", cl->sid);
+    xml_escape_attr(jid_full_str(cl->jid), cl->jid->full_len, &p);
+    buf_append_str(&p, resume ? "' resume='true'/>" : "'/>");
+    route_send(cl->c2s, cl->jid->domain, cl->jid->bare, NULL, p.data, p.len);
+    buf_free(&p);
+}
+
+/* Set every element of the tree in namespace from to namespace to. */
+static void renamespace(struct xml_node *n, const char *from, const char *to)
+{
+    if (n->type != XML_ELEM)
+        return;
+    if (strcmp(n->ns, from) == 0)
+        n->ns = to;
+    for (struct xml_node *ch = n->children; ch != NULL; ch = ch->next)
+        renamespace(ch, from, to);
+}
+
+static void bind_error(struct c2s_client *cl, const char *cond, const char *type)
+{
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<iq type='error' id='");
+    xml_escape_attr(cl->bind_id, strlen(cl->bind_id), &b);
+    buf_printf(&b,
+               "'><bind xmlns='" C2S_NS_BIND "'/><error type='%s'><%s xmlns='" XML_NS_STANZAS
+               "'/></error></iq>",
+               type, cond);
+    stream_write(cl->s, b.data, b.len);
+    buf_free(&b);
+}
+
+static void forget(struct c2s_client *cl)
+{
+    if (cl->has_session) {
+        htab_del_str(cl->c2s->sessions, cl->sid);
+        cl->has_session = false;
+    }
+    jid_free(cl->jid);
+    cl->jid = NULL;
+    free(cl->bind_id);
+    cl->bind_id = NULL;
+}
+
+void c2s_sess_start(struct c2s_client *cl, const char *resource, const char *iq_id)
+{
+    struct c2s *c = cl->c2s;
+    char gen[17];
+    if (resource == NULL) {
+        unsigned char rnd[8];
+        rand_bytes(rnd, sizeof(rnd));
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            snprintf(gen + 2 * i, 3, "%02x", rnd[i]);
+        resource = gen;
+    }
+    struct jid *bare = NULL, *full = NULL;
+    free(cl->bind_id);
+    cl->bind_id = xstrdup(iq_id);
+    if (jid_from_parts(cl->user, cl->domain->name, NULL, &bare) != 0 ||
+        jid_with_resource(bare, resource, strlen(resource), &full) != 0) {
+        jid_free(bare);
+        bind_error(cl, "bad-request", "modify");
+        return;
+    }
+    jid_free(bare);
+    cl->jid = full;
+    do
+        rand_id_hex(cl->sid);
+    while (htab_get_str(c->sessions, cl->sid) != NULL);
+    htab_put_str(c->sessions, cl->sid, cl);
+    cl->has_session = true;
+    cl->state = CL_BINDING;
+    send_start(cl, false);
+}
+
+void c2s_sess_end(struct c2s_client *cl)
+{
+    if (!cl->has_session)
+        return;
+    struct buf p = BUF_INIT;
+    buf_printf(&p, "<end xmlns='" C2S_NS_SESSION "' sid='%s'/>", cl->sid);
+    route_send(cl->c2s, cl->jid->domain, cl->jid->bare, NULL, p.data, p.len);
+    buf_free(&p);
+    forget(cl);
+}
+
+void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza)
+{
+    xml_set_attr(stanza, "from", jid_full_str(cl->jid));
+    renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
+    struct buf b = BUF_INIT;
+    xml_serialize(stanza, XML_NS_COMPONENT, &b);
+    route_send(cl->c2s, cl->jid->domain, cl->jid->bare, cl->sid, b.data, b.len);
+    buf_free(&b);
+}
+
+/* ---- from the sm ---- */
+
+static enum xml_stream_err stream_cond(const char *name)
+{
+    for (int i = XML_SE_BAD_FORMAT; i <= XML_SE_UNSUPPORTED_VERSION; i++)
+        if (name != NULL && strcmp(xml_stream_err_name((enum xml_stream_err)i), name) == 0)
+            return (enum xml_stream_err)i;
+    return XML_SE_UNDEFINED_CONDITION;
+}
+
+static bool stanza_cond_ok(const char *name)
+{
+    for (int i = XML_STE_BAD_REQUEST; i <= XML_STE_UNEXPECTED_REQUEST; i++)
+        if (name != NULL && strcmp(xml_stanza_err_name((enum xml_stanza_err)i), name) == 0)
+            return true;
+    return false;
+}
+
+static void on_started(struct c2s_client *cl)
+{
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<iq type='result' id='");
+    xml_escape_attr(cl->bind_id, strlen(cl->bind_id), &b);
+    buf_append_str(&b, "'><bind xmlns='" C2S_NS_BIND "'><jid>");
+    xml_escape_text(jid_full_str(cl->jid), cl->jid->full_len, &b);
+    buf_append_str(&b, "</jid></bind></iq>");
+    stream_write(cl->s, b.data, b.len);
+    buf_free(&b);
+    free(cl->bind_id);
+    cl->bind_id = NULL;
+    cl->state = CL_BOUND;
+    stream_set_established(cl->s);
+    log_info("session %s started for %s", cl->sid, jid_full_str(cl->jid));
+}
+
+static void announce(struct c2s *c, const char *domain)
+{
+    for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
+        if (cl->state != CL_BOUND || strcmp(cl->jid->domain, domain) != 0)
+            continue;
+        send_start(cl, true);
+        if (cl->presence != NULL) {
+            struct xml_node *p = xml_copy(cl->presence);
+            c2s_sess_forward(cl, p);
+            xml_free(p);
+        }
+    }
+}
+
+static void control(struct c2s *c, struct xml_node *el, const char *from)
+{
+    if (strcmp(el->name, "announce") == 0) {
+        if (from != NULL)
+            announce(c, from);
+        return;
+    }
+    const char *sid = xml_get_attr(el, "sid");
+    struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
+    if (cl == NULL || cl->closed) {
+        log_debug("<%s/> for unknown session %s", el->name, sid ? sid : "-");
+        return;
+    }
+    const char *reason = xml_get_attr(el, "reason");
+    if (strcmp(el->name, "started") == 0) {
+        if (cl->state == CL_BINDING)
+            on_started(cl);
+    } else if (strcmp(el->name, "failed") == 0) {
+        if (cl->state != CL_BINDING)
+            return;
+        const char *cond = stanza_cond_ok(reason) ? reason : "internal-server-error";
+        bind_error(cl, cond,
+                   strcmp(cond, "not-authorized") == 0 ? "auth"
+                   : strcmp(cond, "conflict") == 0 || strcmp(cond, "resource-constraint") == 0
+                       ? (strcmp(cond, "conflict") == 0 ? "cancel" : "wait")
+                       : "cancel");
+        forget(cl);
+        cl->state = CL_AUTHED;
+    } else if (strcmp(el->name, "replaced") == 0 || strcmp(el->name, "kick") == 0) {
+        bool replaced = el->name[0] == 'r';
+        c2s_client_fail(cl, replaced ? XML_SE_CONFLICT : stream_cond(reason),
+                        replaced ? "replaced by a new session" : NULL);
+        /* The end goes out when the stream closes (c2s_client_release). */
+    }
+}
+
+/* A stanza for a session we do not have (sm/SESSION.md, Stanzas). */
+static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from, const char *sid)
+{
+    const char *type = xml_get_attr(stanza, "type");
+    bool answer = strcmp(stanza->name, "presence") != 0 &&
+                  (type == NULL || (strcmp(type, "error") != 0 && strcmp(type, "result") != 0));
+    if (answer && xml_make_error(stanza, XML_STE_SERVICE_UNAVAILABLE, NULL, NULL) == 0) {
+        struct buf b = BUF_INIT;
+        xml_serialize(stanza, XML_NS_COMPONENT, &b);
+        route_send(c, from, xml_get_attr(stanza, "to"), NULL, b.data, b.len);
+        buf_free(&b);
+    }
+    if (sid != NULL && strlen(sid) == C2S_SID_LEN) {
+        struct buf p = BUF_INIT;
+        buf_append_str(&p, "<end xmlns='" C2S_NS_SESSION "' sid='");
+        xml_escape_attr(sid, strlen(sid), &p);
+        buf_append_str(&p, "'/>");
+        route_send(c, from, NULL, NULL, p.data, p.len);
+        buf_free(&p);
+    }
+}
+
+void c2s_sess_from_router(struct c2s *c, struct xml_node *route)
+{
+    struct xml_node *el = xml_child(route, NULL, NULL);
+    const char *from = xml_get_attr(route, "from");
+    const char *sid = xml_get_attr(route, "sid");
+    const char *err = xml_get_attr(route, "error");
+    if (el == NULL)
+        return;
+    if (err != NULL) {
+        c2s_sess_bounced(c, el, err, sid);
+        return;
+    }
+    if (strcmp(el->ns, C2S_NS_SESSION) == 0) {
+        control(c, el, from);
+        return;
+    }
+    struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
+    if (cl == NULL || cl->closed || cl->state != CL_BOUND) {
+        if (from != NULL && (cl == NULL || cl->closed))
+            unknown_sid(c, el, from, sid);
+        return;
+    }
+    renamespace(el, XML_NS_COMPONENT, XML_NS_CLIENT);
+    renamespace(el, XML_NS_SERVER, XML_NS_CLIENT);
+    c2s_client_write_node(cl, el);
+}
+
+void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, const char *sid)
+{
+    struct c2s_client *cl = NULL;
+    if (strcmp(stanza->ns, C2S_NS_SESSION) == 0) {
+        const char *s = xml_get_attr(stanza, "sid");
+        cl = s != NULL ? htab_get_str(c->sessions, s) : NULL;
+        if (cl != NULL && strcmp(stanza->name, "start") == 0 && cl->state == CL_BINDING) {
+            bind_error(cl, "remote-server-timeout", "wait");
+            forget(cl);
+            cl->state = CL_AUTHED;
+        }
+        return;
+    }
+    if (sid != NULL)
+        cl = htab_get_str(c->sessions, sid);
+    const char *from = xml_get_attr(stanza, "from");
+    for (struct c2s_client *k = c->clients; cl == NULL && k != NULL && from != NULL; k = k->next)
+        if (k->jid != NULL && strcmp(jid_full_str(k->jid), from) == 0)
+            cl = k;
+    if (cl == NULL || cl->closed || cl->state != CL_BOUND || strcmp(stanza->name, "presence") == 0)
+        return;
+    enum xml_stanza_err cond = strcmp(why, "resource-constraint") == 0
+                                   ? XML_STE_RESOURCE_CONSTRAINT
+                                   : XML_STE_REMOTE_SERVER_TIMEOUT;
+    if (xml_make_error(stanza, cond, "wait", NULL) != 0)
+        return;
+    renamespace(stanza, XML_NS_COMPONENT, XML_NS_CLIENT);
+    c2s_client_write_node(cl, stanza);
+}

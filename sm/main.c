@@ -1,0 +1,75 @@
+/*
+ * main.c - parley-sm: the session manager (see sm/sm.h for the parts).
+ *
+ * Only the config table and the daemon hooks live here; common/daemon runs
+ * them (flags, config, pidfile, privilege drop, signals, loop).
+ */
+#include "autoconfig.h"
+
+#include <stddef.h>
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "sm/sm.h"
+
+static struct sm_config cfg;
+static struct sm *sm;
+
+static const struct config_entry table[] = {
+    CONFIG_STRING("router@name", 0, "sm", &cfg.router_name),
+    CONFIG_STRING("router@connect", CONFIG_REQUIRED, NULL, &cfg.router_connect),
+    CONFIG_SECRET("router/secret", CONFIG_REQUIRED, &cfg.router_secret),
+    CONFIG_NODE("domain", CONFIG_REQUIRED, &cfg.domains),
+    CONFIG_STRING("db/dsn", CONFIG_REQUIRED, NULL, &cfg.db_dsn),
+    CONFIG_SECRET("db/password", 0, &cfg.db_password),
+    CONFIG_INT("db/pool", 0, "2", 1, 64, &cfg.db_pool),
+    CONFIG_NODE("modules", 0, &cfg.modules),
+    CONFIG_STRING("c2s-prefix", 0, "c2s", &cfg.c2s_prefix),
+    CONFIG_INT("limits/sessions", 0, "10", 1, SM_MAX_SESSIONS, &cfg.max_sessions),
+    CONFIG_INT("limits/roster-items", 0, "1000", 1, 100000, &cfg.roster_max),
+    CONFIG_INT("limits/offline", 0, "1000", 1, 100000, &cfg.offline_quota),
+    CONFIG_INT("limits/user-queue", 0, "1000", 1, 1000000, &cfg.queue_max),
+    CONFIG_INT("cache/users", 0, "10000", 0, 10000000, &cfg.user_cache),
+    CONFIG_STRING("version/name", 0, "Parley", &cfg.version_name),
+    CONFIG_BOOL("version/os", 0, "no", &cfg.version_os),
+    CONFIG_END,
+};
+
+static int on_config(struct daemon *d)
+{
+    sm = sm_new(&cfg);
+    return sm_configure(sm, daemon_config(d));
+}
+
+static int post_jail(struct daemon *d)
+{
+    return sm_start(sm, daemon_loop(d));
+}
+
+static void on_stop(struct daemon *d)
+{
+    sm_stop(sm);
+}
+
+static void on_stats(struct daemon *d)
+{
+    sm_log_stats(sm);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct daemon_spec spec = {
+        .name = "parley-sm",
+        .root = "sm",
+        .config_file = SYSCONFDIR "/parley/sm.xml",
+        .table = table,
+        .no_file_writes = true,
+        .on_config = on_config,
+        .post_jail = post_jail,
+        .on_stop = on_stop,
+        .on_stats = on_stats,
+    };
+    int code = daemon_main(argc, argv, &spec);
+    sm_free(sm);
+    return code;
+}

@@ -1,0 +1,18 @@
+/*
+ * mod.h - the modules compiled into parley-sm (one file each, sm/mod_*.c)
+ * and what they share with each other. The table that orders them is in
+ * mod.c.
+ */
+#ifndef PARLEY_SM_MOD_H
+#define PARLEY_SM_MOD_H
+
+#include "sm/sm.h"
+
+extern const struct sm_module_def sm_mod_roster_def;
+extern const struct sm_module_def sm_mod_presence_def;
+extern const struct sm_module_def sm_mod_message_def;
+extern const struct sm_module_def sm_mod_disco_def;
+extern const struct sm_module_def sm_mod_ping_def;
+extern const struct sm_module_def sm_mod_version_def;
+
+#endif

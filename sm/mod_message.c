@@ -1,0 +1,251 @@
+/*
+ * mod_message.c - RFC 6121 §8 message delivery to local users, and
+ * offline storage (XEP-0160 behaviour, XEP-0203 delay stamps).
+ *
+ * Delivery policy (the server's choice where §8.5.2 leaves one):
+ *  - to a full JID that is online: that session, whatever its priority;
+ *  - to a full JID that is not online (§8.5.3.2.1): chat, normal and
+ *    headline as if to the bare JID; groupchat -> service-unavailable;
+ *  - to the bare JID, chat and normal: ONE session, the available one with
+ *    the highest non-negative priority; on a tie, the one that sent
+ *    presence most recently (where the user last was active). Copies to
+ *    every resource would be Message Carbons (XEP-0280), a separate module;
+ *  - headline to the bare JID: every available resource with non-negative
+ *    priority; none -> dropped (§8.5.2.2.1: headlines are not stored);
+ *  - groupchat to the bare JID: service-unavailable (§8.5.2.1.1);
+ *  - errors: to the named online session, else dropped (never bounced);
+ *  - nobody available with priority >= 0: chat and normal are stored
+ *    offline, up to <limits><offline> per user; past it, or if storage
+ *    fails, the sender gets service-unavailable (internal-server-error
+ *    for a storage failure) and nothing is stored.
+ *
+ * Stored messages are delivered at the user's next initial presence with
+ * priority >= 0, to that session, oldest first, each with a <delay/>
+ * (from the domain, the time it was stored), then deleted. The user is
+ * held during the fetch and the delete, so two sessions coming online at
+ * once cannot both get them (delivered once). If the session ends before
+ * the fetch answers, nothing is deleted. Runs on the sm's loop.
+ */
+#include "autoconfig.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "sm/mod.h"
+
+#define NS_DELAY  "urn:xmpp:delay"
+#define FETCH_MAX 10000
+
+static struct sm_sess *find_resource(struct sm_user *u, const char *res)
+{
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+        if (strcmp(s->jid->resource, res) == 0)
+            return s;
+    return NULL;
+}
+
+/* ---- storing ---- */
+
+struct store {
+    struct sm_user *u;
+    struct xml_node *st;
+};
+
+static void on_stored(void *arg, int err, const struct storage_result *res)
+{
+    struct store *c = arg;
+    if (err == ERR_LIMIT) {
+        log_info("offline quota of %s reached: message refused", c->u->jid->bare);
+        sm_bounce(c->u->sm, c->st, XML_STE_SERVICE_UNAVAILABLE);
+    } else if (err != 0) {
+        log_warn("offline message for %s not stored: %s", c->u->jid->bare,
+                 storage_result_error(res));
+        sm_bounce(c->u->sm, c->st, XML_STE_INTERNAL_SERVER_ERROR);
+    }
+    struct sm_user *u = c->u;
+    xml_free(c->st);
+    free(c);
+    sm_user_release(u);
+}
+
+static int store(struct sm_user *u, struct xml_node *st)
+{
+    struct buf b = BUF_INIT;
+    xml_serialize(st, "", &b); /* self-contained: xmlns on the root */
+    struct store *c = xcalloc(1, sizeof(*c));
+    c->u = u;
+    c->st = xml_copy(st);
+    int rc = storage_offline_store(u->sm->st, u->jid->bare, 0, b.data, on_stored, c);
+    buf_free(&b);
+    if (rc != 0) {
+        xml_free(c->st);
+        free(c);
+        return SM_ERROR(rc == ERR_LIMIT ? XML_STE_SERVICE_UNAVAILABLE
+                                        : XML_STE_INTERNAL_SERVER_ERROR);
+    }
+    sm_user_hold(u);
+    return SM_HANDLED;
+}
+
+/* ---- delivery ---- */
+
+static int to_bare(struct sm_user *u, struct xml_node *st, const char *type)
+{
+    if (strcmp(type, "groupchat") == 0)
+        return SM_ERROR(XML_STE_SERVICE_UNAVAILABLE);
+    if (strcmp(type, "headline") == 0) {
+        struct sm_sess *ss[SM_MAX_SESSIONS];
+        size_t n = 0;
+        for (struct sm_sess *s = u->sessions; s != NULL && n < SM_MAX_SESSIONS; s = s->next)
+            if (s->available && s->priority >= 0)
+                ss[n++] = s;
+        sm_deliver_many(u->sm, ss, n, st);
+        return SM_HANDLED;
+    }
+    struct sm_sess *s = sm_user_top_sess(u);
+    if (s != NULL) {
+        sm_deliver(u->sm, s, st);
+        return SM_HANDLED;
+    }
+    return store(u, st); /* chat, normal, and unknown types (read as normal, §5.2.2) */
+}
+
+static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
+{
+    if (strcmp(p->kind, "message") != 0)
+        return SM_PASS;
+    struct sm_user *u = p->user;
+    const char *type = p->type ? p->type : "normal";
+    struct sm_sess *s = p->to->resource ? find_resource(u, p->to->resource) : NULL;
+    if (strcmp(type, "error") == 0) {
+        if (s != NULL)
+            sm_deliver(u->sm, s, p->stanza);
+        return SM_HANDLED;
+    }
+    if (s != NULL) {
+        sm_deliver(u->sm, s, p->stanza);
+        return SM_HANDLED;
+    }
+    return to_bare(u, p->stanza, type);
+}
+
+/* ---- flushing at initial presence ---- */
+
+struct flush {
+    struct sm_user *u;
+    char *c2s;
+    char sid[SM_SID_LEN + 1];
+    int64_t upto;
+};
+
+static void stamp(int64_t us, char *out, size_t len)
+{
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, len, "%s.%03dZ", base, (int)((us % 1000000) / 1000));
+}
+
+static void flush_free(struct flush *f)
+{
+    free(f->c2s);
+    free(f);
+}
+
+static void on_deleted(void *arg, int err, const struct storage_result *res)
+{
+    struct flush *f = arg;
+    struct sm_user *u = f->u;
+    if (err != 0)
+        log_warn("offline messages of %s delivered but not deleted: %s", u->jid->bare,
+                 storage_result_error(res));
+    flush_free(f);
+    sm_user_release(u);
+}
+
+static void on_fetched(void *arg, int err, const struct storage_result *res)
+{
+    struct flush *f = arg;
+    struct sm_user *u = f->u;
+    struct sm_sess *s = sm_sess_find(u->sm, f->c2s, f->sid);
+    if (err != 0) {
+        log_warn("offline messages of %s not fetched: %s", u->jid->bare, storage_result_error(res));
+    } else if (s != NULL && s->user == u) {
+        int n = storage_result_rows(res);
+        for (int row = 0; row < n; row++) {
+            int64_t seq = 0, us = 0;
+            const char *text = storage_result_text(res, row, STORAGE_COL_OFFLINE_STANZA);
+            if (storage_result_int64(res, row, STORAGE_COL_OFFLINE_SEQ, &seq) != 0 ||
+                storage_result_int64(res, row, STORAGE_COL_OFFLINE_STAMP, &us) != 0 || text == NULL)
+                continue;
+            f->upto = seq;
+            char e[64];
+            struct xml_node *st = xml_parse_document(text, strlen(text), NULL, e, sizeof(e));
+            if (st == NULL) {
+                log_warn("offline message %" PRId64 " of %s unreadable: %s", seq, u->jid->bare, e);
+                continue;
+            }
+            char when[48];
+            stamp(us, when, sizeof(when));
+            struct xml_node *d = xml_add_child(st, NS_DELAY, "delay");
+            xml_set_attr(d, "from", u->jid->domain);
+            xml_set_attr(d, "stamp", when);
+            sm_deliver(u->sm, s, st);
+            xml_free(st);
+        }
+        if (f->upto > 0 &&
+            storage_offline_delete(u->sm->st, u->jid->bare, f->upto, on_deleted, f) == 0)
+            return; /* still held: released by on_deleted */
+    }
+    flush_free(f);
+    sm_user_release(u);
+}
+
+static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
+{
+    if (strcmp(p->kind, "presence") != 0 || p->to != NULL || p->type != NULL ||
+        (p->sess->available && p->sess->priority >= 0))
+        return SM_PASS;
+    /* The session becomes available with a non-negative priority (this runs
+     * before mod_presence records the new presence). */
+    struct xml_node *prio = xml_child(p->stanza, NULL, "priority");
+    if (prio != NULL && atoi(xml_text(prio, NULL)) < 0)
+        return SM_PASS;
+    struct sm_user *u = p->user;
+    struct flush *f = xcalloc(1, sizeof(*f));
+    f->u = u;
+    f->c2s = xstrdup(p->sess->c2s);
+    memcpy(f->sid, p->sess->sid, sizeof(f->sid));
+    int limit = u->sm->cfg->offline_quota < FETCH_MAX ? u->sm->cfg->offline_quota : FETCH_MAX;
+    if (storage_offline_fetch(u->sm->st, u->jid->bare, limit, on_fetched, f) != 0) {
+        flush_free(f);
+        return SM_PASS;
+    }
+    sm_user_hold(u);
+    return SM_PASS;
+}
+
+static int on_features(struct sm_mod *m, struct sm_pkt *p)
+{
+    if (p->user == NULL)
+        xml_set_attr(xml_add_child(p->stanza, NULL, "feature"), "var", "msgoffline");
+    return SM_PASS;
+}
+
+static int init(struct sm_mod *m)
+{
+    sm_hook_add(m, SM_HOOK_IN_SESS, on_in_sess);
+    sm_hook_add(m, SM_HOOK_PKT_USER, on_pkt_user);
+    sm_hook_add(m, SM_HOOK_DISCO_FEATURES, on_features);
+    return 0;
+}
+
+const struct sm_module_def sm_mod_message_def = {.name = "message", .init = init};

@@ -1,0 +1,407 @@
+/*
+ * mod_presence.c - RFC 6121 §3-4: subscriptions (through sub.c's state
+ * machine, persisted by roster.c) and presence: initial presence (probes
+ * to the contacts the user is subscribed to, broadcast to those subscribed
+ * to the user and to the user's other resources, pending subscription
+ * requests delivered again), updates, unavailable (also when a session
+ * ends, also to directed-presence recipients), directed presence, and
+ * probes answered on the user's behalf.
+ *
+ * Per session (mdata): the set of full JIDs that got directed available
+ * presence and are not subscribed, so that they get unavailable at the end
+ * (§4.6.3). The session's last broadcast presence, priority and
+ * availability live in struct sm_sess, where the core's message routing
+ * reads them.
+ *
+ * Addressing choices: subscription stanzas and probes go out from the
+ * user's bare JID (§3.1.2, §4.3.1); a probe is answered with the last
+ * presence of each available resource (from its full JID), or with
+ * unavailable from the bare JID when none is; a probe from someone
+ * without a subscription gets unsubscribed (§4.3.2: nothing revealed).
+ * A re-announced (resumed) session's replayed presence is treated as an
+ * initial presence (probes, broadcast) after an sm restart, and is not
+ * re-broadcast when this sm still had the same presence for it (router
+ * reconnect); see broadcast().
+ * Runs on the sm's loop.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/mem.h"
+#include "sm/mod.h"
+#include "sm/roster.h"
+
+static struct htab *directed(struct sm_mod *m, struct sm_sess *s, bool create)
+{
+    if (s->mdata[m->index] == NULL && create)
+        s->mdata[m->index] = htab_new(NULL);
+    return s->mdata[m->index];
+}
+
+static void sess_free(struct sm_mod *m, struct sm_sess *s)
+{
+    htab_free(s->mdata[m->index]);
+    s->mdata[m->index] = NULL;
+}
+
+/* Every available session of u but skip, and how many. */
+static size_t available(struct sm_user *u, struct sm_sess *skip, struct sm_sess **out)
+{
+    size_t n = 0;
+    for (struct sm_sess *s = u->sessions; s != NULL && n < SM_MAX_SESSIONS; s = s->next)
+        if (s->available && s != skip)
+            out[n++] = s;
+    return n;
+}
+
+/* st to every contact subscribed to the user (from/both), one 'to' at a time. */
+static void to_subscribers(struct sm_user *u, struct xml_node *st)
+{
+    if (u->roster == NULL)
+        return;
+    struct htab_iter it;
+    for (htab_iter_init(&it, u->roster->items); htab_iter_next(&it);) {
+        struct sm_roster_item *item = it.val;
+        if (!sub_has_from(item->st.sub))
+            continue;
+        xml_set_attr(st, "to", item->jid);
+        sm_route(u->sm, st);
+    }
+    xml_del_attr(st, "to");
+}
+
+/* st to the user's other available resources (§4.2.2, §4.4.2). */
+static void to_own(struct sm_user *u, struct sm_sess *from, struct xml_node *st)
+{
+    struct sm_sess *ss[SM_MAX_SESSIONS];
+    size_t n = available(u, from, ss);
+    if (n == 0)
+        return;
+    xml_set_attr(st, "to", u->jid->bare);
+    sm_deliver_many(u->sm, ss, n, st);
+    xml_del_attr(st, "to");
+}
+
+static void send_type(struct sm *sm, const char *from, const char *to, const char *type)
+{
+    struct xml_node *pr = xml_new(XML_NS_COMPONENT, "presence");
+    xml_set_attr(pr, "from", from);
+    xml_set_attr(pr, "to", to);
+    if (type != NULL)
+        xml_set_attr(pr, "type", type);
+    sm_route(sm, pr);
+    xml_free(pr);
+}
+
+/* The last presence of every available resource of u, to 'to'. */
+static void current_presence_to(struct sm_user *u, const char *to)
+{
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next) {
+        if (!s->available || s->presence == NULL)
+            continue;
+        xml_set_attr(s->presence, "to", to);
+        sm_route(u->sm, s->presence);
+        xml_del_attr(s->presence, "to");
+    }
+}
+
+static void unavailable_from(struct sm_user *u, const char *from_full, const char *to)
+{
+    send_type(u->sm, from_full, to, "unavailable");
+}
+
+/* Parse <priority>: 0 if absent; -1000 if not an integer in -128..127. */
+static int priority_of(struct xml_node *st)
+{
+    struct xml_node *p = xml_child(st, NULL, "priority");
+    if (p == NULL)
+        return 0;
+    size_t len;
+    const char *t = xml_text(p, &len);
+    char *end = NULL;
+    long v = strtol(t, &end, 10);
+    if (len == 0 || end == t || *end != '\0' || v < -128 || v > 127)
+        return -1000;
+    return (int)v;
+}
+
+/* The session's presence ends: unavailable to subscribers, directed
+ * recipients and own resources (§4.5.2). st: the client's unavailable,
+ * or NULL when the session ended without one. */
+static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node *st)
+{
+    struct sm_user *u = s->user;
+    struct xml_node *own = st;
+    if (own == NULL) {
+        own = xml_new(XML_NS_COMPONENT, "presence");
+        xml_set_attr(own, "type", "unavailable");
+    }
+    xml_set_attr(own, "from", jid_full_str(s->jid));
+    xml_del_attr(own, "to");
+    if (s->available) {
+        to_subscribers(u, own);
+        to_own(u, s, own);
+    }
+    struct htab *d = directed(m, s, false);
+    if (d != NULL) {
+        struct htab_iter it;
+        for (htab_iter_init(&it, d); htab_iter_next(&it);) {
+            char to[JID_FULL_MAX + 1];
+            if (it.klen > JID_FULL_MAX)
+                continue;
+            memcpy(to, it.key, it.klen);
+            to[it.klen] = '\0';
+            xml_set_attr(own, "to", to);
+            sm_route(u->sm, own);
+        }
+        xml_del_attr(own, "to");
+        sess_free(m, s);
+    }
+    if (own != st)
+        xml_free(own);
+    s->available = false;
+    xml_free(s->presence);
+    s->presence = NULL;
+}
+
+/* Initial presence extras: probes (§4.2.2), the other resources'
+ * presence and the pending subscription requests (§3.1.3) to this one. */
+static void initial(struct sm_sess *s)
+{
+    struct sm_user *u = s->user;
+    if (u->roster == NULL)
+        return;
+    struct htab_iter it;
+    for (htab_iter_init(&it, u->roster->items); htab_iter_next(&it);) {
+        struct sm_roster_item *item = it.val;
+        if (sub_has_to(item->st.sub))
+            send_type(u->sm, u->jid->bare, item->jid, "probe");
+    }
+    for (struct sm_sess *o = u->sessions; o != NULL; o = o->next) {
+        if (o == s || !o->available || o->presence == NULL)
+            continue;
+        xml_set_attr(o->presence, "to", jid_full_str(s->jid));
+        sm_deliver(u->sm, s, o->presence);
+        xml_del_attr(o->presence, "to");
+    }
+    for (htab_iter_init(&it, u->roster->pending); htab_iter_next(&it);) {
+        char err[64];
+        const char *text = it.val;
+        struct xml_node *req = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
+        if (req == NULL)
+            continue;
+        xml_set_attr(req, "to", u->jid->bare);
+        sm_deliver(u->sm, s, req);
+        xml_free(req);
+    }
+}
+
+static bool same_presence(const struct xml_node *a, const struct xml_node *b)
+{
+    if (a == NULL || b == NULL)
+        return false;
+    struct buf x = BUF_INIT, y = BUF_INIT;
+    xml_serialize(a, XML_NS_COMPONENT, &x);
+    xml_serialize(b, XML_NS_COMPONENT, &y);
+    bool same = x.len == y.len && memcmp(x.data, y.data, x.len) == 0;
+    buf_free(&x);
+    buf_free(&y);
+    return same;
+}
+
+static int broadcast(struct sm_mod *m, struct sm_pkt *p)
+{
+    struct sm_sess *s = p->sess;
+    struct xml_node *st = p->stanza;
+    if (p->type != NULL && strcmp(p->type, "unavailable") == 0) {
+        go_unavailable(m, s, st);
+        return SM_HANDLED;
+    }
+    if (p->type != NULL)
+        return SM_HANDLED; /* probe/error/subscription without a to: nothing to do */
+    int prio = priority_of(st);
+    if (prio == -1000)
+        return SM_ERROR(XML_STE_BAD_REQUEST);
+    bool first = !s->available;
+    /* A resumed session's replayed presence is not sent to the contacts
+     * again when this sm already had it (it kept its sessions while the
+     * router was away). After an sm restart it cannot tell a replay from a
+     * fresh initial presence (SESSION.md has no mark for it), so it
+     * broadcasts: a repeated presence is harmless, a missing one is not. */
+    bool quiet = s->resumed && same_presence(s->presence, st);
+    s->available = true;
+    s->initial = true;
+    s->priority = prio;
+    s->active_seq = ++m->sm->seq;
+    xml_free(s->presence);
+    s->presence = xml_copy(st);
+    xml_del_attr(s->presence, "to");
+    if (!quiet)
+        to_subscribers(s->user, st);
+    to_own(s->user, s, st);
+    if (first)
+        initial(s);
+    return SM_HANDLED;
+}
+
+/* A subscription stanza from the user (§3.1.2 ...). */
+static int outbound_sub(struct sm_user *u, struct xml_node *st, struct jid *to, enum sub_type t)
+{
+    struct jid *contact = jid_bare(to);
+    struct sub_state cur;
+    struct sub_result r;
+    sm_roster_state(u, contact->bare, &cur);
+    sub_outbound(&cur, t, &r);
+    if (r.item_changed && sm_roster_find(u, contact->bare) == NULL &&
+        htab_count(u->roster->items) >= (size_t)u->sm->cfg->roster_max) {
+        jid_free(contact);
+        return SM_ERROR(XML_STE_NOT_ALLOWED);
+    }
+    sm_roster_apply(u, contact->bare, &r, NULL);
+    if (r.forward) {
+        xml_set_attr(st, "from", u->jid->bare);
+        xml_set_attr(st, "to", contact->bare);
+        sm_route(u->sm, st);
+        if (t == SUB_SUBSCRIBED)
+            current_presence_to(u, contact->bare); /* §3.1.5 */
+        else if (t == SUB_UNSUBSCRIBED && sub_has_from(cur.sub))
+            for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+                if (s->available)
+                    unavailable_from(u, jid_full_str(s->jid), contact->bare); /* §3.2.2 */
+    }
+    jid_free(contact);
+    return SM_HANDLED;
+}
+
+static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
+{
+    if (strcmp(p->kind, "presence") != 0)
+        return SM_PASS;
+    if (p->user->roster == NULL)
+        return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
+    if (p->to == NULL)
+        return broadcast(m, p);
+    int t = sub_type_parse(p->type);
+    if (t >= 0)
+        return outbound_sub(p->user, p->stanza, p->to, (enum sub_type)t);
+    if (p->type != NULL && strcmp(p->type, "probe") == 0)
+        return SM_HANDLED; /* probes are the server's business */
+    /* Directed presence (§4.6): remember who must get our unavailable. */
+    struct jid *bare = jid_bare(p->to);
+    struct sm_roster_item *it = sm_roster_find(p->user, bare->bare);
+    bool subscribed = it != NULL && sub_has_from(it->st.sub);
+    jid_free(bare);
+    if (p->type == NULL && !subscribed) {
+        struct htab *d = directed(m, p->sess, true);
+        if (htab_count(d) >= SM_MAX_DIRECTED && htab_get(d, p->to->full, p->to->full_len) == NULL)
+            return SM_ERROR(XML_STE_RESOURCE_CONSTRAINT);
+        htab_set(d, p->to->full, p->to->full_len, (void *)1);
+    } else if (p->type != NULL && strcmp(p->type, "unavailable") == 0) {
+        struct htab *d = directed(m, p->sess, false);
+        if (d != NULL)
+            htab_del(d, p->to->full, p->to->full_len);
+    }
+    return SM_PASS;
+}
+
+/* A subscription stanza to the user (§3.1.3 ...). */
+static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from, enum sub_type t)
+{
+    struct jid *contact = jid_bare(from);
+    struct sub_state cur;
+    struct sub_result r;
+    sm_roster_state(u, contact->bare, &cur);
+    sub_inbound(&cur, t, &r);
+    if (r.pending_changed && r.next.pending_in &&
+        htab_count(u->roster->pending) >= (size_t)u->sm->cfg->roster_max) {
+        /* As many waiting requests as a roster may hold items: refuse more. */
+        sm_bounce(u->sm, st, XML_STE_RESOURCE_CONSTRAINT);
+        jid_free(contact);
+        return;
+    }
+    xml_set_attr(st, "from", contact->bare);
+    xml_set_attr(st, "to", u->jid->bare);
+    sm_roster_apply(u, contact->bare, &r, st);
+    if (r.auto_subscribed) {
+        send_type(u->sm, u->jid->bare, contact->bare, "subscribed");
+        current_presence_to(u, contact->bare);
+    }
+    if (r.forward) {
+        struct sm_sess *ss[SM_MAX_SESSIONS];
+        size_t n = available(u, NULL, ss);
+        sm_deliver_many(u->sm, ss, n, st);
+    }
+    jid_free(contact);
+}
+
+static void answer_probe(struct sm_user *u, struct sm_pkt *p)
+{
+    struct jid *contact = jid_bare(p->from);
+    struct sm_roster_item *it = sm_roster_find(u, contact->bare);
+    bool self = jid_eq_bare(contact, u->jid);
+    jid_free(contact);
+    const char *to = p->from->full;
+    if (!self && (it == NULL || !sub_has_from(it->st.sub))) {
+        send_type(u->sm, u->jid->bare, to, "unsubscribed");
+        return;
+    }
+    bool any = false;
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+        if (s->available && s->presence != NULL)
+            any = true;
+    if (any)
+        current_presence_to(u, to);
+    else
+        unavailable_from(u, u->jid->bare, to);
+}
+
+static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
+{
+    if (strcmp(p->kind, "presence") != 0)
+        return SM_PASS;
+    struct sm_user *u = p->user;
+    int t = sub_type_parse(p->type);
+    if (t >= 0) {
+        if (u->roster != NULL)
+            inbound_sub(u, p->stanza, p->from, (enum sub_type)t);
+        return SM_HANDLED;
+    }
+    if (p->type != NULL && strcmp(p->type, "probe") == 0) {
+        if (p->to->resource == NULL)
+            answer_probe(u, p);
+        return SM_HANDLED;
+    }
+    /* available / unavailable / error: to that resource, or to all (§4.3). */
+    if (p->to->resource != NULL) {
+        for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+            if (strcmp(s->jid->resource, p->to->resource) == 0)
+                sm_deliver(u->sm, s, p->stanza);
+        return SM_HANDLED;
+    }
+    struct sm_sess *ss[SM_MAX_SESSIONS];
+    size_t n = available(u, NULL, ss);
+    sm_deliver_many(u->sm, ss, n, p->stanza);
+    return SM_HANDLED;
+}
+
+static int on_sess_end(struct sm_mod *m, struct sm_pkt *p)
+{
+    go_unavailable(m, p->sess, NULL);
+    return SM_PASS;
+}
+
+static int init(struct sm_mod *m)
+{
+    sm_hook_add(m, SM_HOOK_IN_SESS, on_in_sess);
+    sm_hook_add(m, SM_HOOK_PKT_USER, on_pkt_user);
+    sm_hook_add(m, SM_HOOK_SESS_END, on_sess_end);
+    return 0;
+}
+
+const struct sm_module_def sm_mod_presence_def = {
+    .name = "presence",
+    .init = init,
+    .sess_free = sess_free,
+};

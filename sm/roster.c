@@ -1,0 +1,346 @@
+/*
+ * roster.c - a user's roster in memory, its storage and its pushes (see
+ * roster.h). Runs on the sm's loop.
+ */
+#include "autoconfig.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "sm/roster.h"
+
+static void item_free(void *p)
+{
+    struct sm_roster_item *it = p;
+    if (it == NULL)
+        return;
+    for (size_t i = 0; i < it->ngroups; i++)
+        free(it->groups[i]);
+    free(it->groups);
+    free(it->name);
+    free(it->jid);
+    free(it);
+}
+
+void sm_roster_free(struct sm_roster *r)
+{
+    if (r == NULL)
+        return;
+    htab_free(r->items);
+    htab_free(r->pending);
+    free(r);
+}
+
+static enum storage_sub sub_parse(const char *s)
+{
+    if (s == NULL)
+        return STORAGE_SUB_NONE;
+    if (strcmp(s, "to") == 0)
+        return STORAGE_SUB_TO;
+    if (strcmp(s, "from") == 0)
+        return STORAGE_SUB_FROM;
+    if (strcmp(s, "both") == 0)
+        return STORAGE_SUB_BOTH;
+    return STORAGE_SUB_NONE;
+}
+
+static const char *sub_str(enum storage_sub s)
+{
+    static const char *const names[] = {"none", "to", "from", "both"};
+    return names[s];
+}
+
+/* ---- loading ---- */
+
+static void on_roster(void *arg, int err, const struct storage_result *res)
+{
+    struct sm_user *u = arg;
+    struct sm_roster *r = u->roster;
+    if (err != 0) {
+        log_warn("roster of %s: %s", u->jid->bare, storage_result_error(res));
+        u->load_failed = true;
+    } else {
+        r->version = storage_roster_version(res);
+        int n = storage_result_rows(res);
+        for (int row = 0; row < n; row++) {
+            const char *jid = storage_result_text(res, row, STORAGE_COL_ROSTER_JID);
+            if (jid == NULL)
+                continue;
+            struct sm_roster_item *it = htab_get_str(r->items, jid);
+            if (it == NULL) {
+                it = xcalloc(1, sizeof(*it));
+                it->jid = xstrdup(jid);
+                const char *name = storage_result_text(res, row, STORAGE_COL_ROSTER_NAME);
+                it->name = name ? xstrdup(name) : NULL;
+                it->st.sub = sub_parse(storage_result_text(res, row, STORAGE_COL_ROSTER_SUB));
+                it->st.ask = !storage_result_null(res, row, STORAGE_COL_ROSTER_ASK);
+                bool approved = false;
+                storage_result_bool(res, row, STORAGE_COL_ROSTER_APPROVED, &approved);
+                it->st.approved = approved;
+                it->st.pending_in = htab_get_str(r->pending, jid) != NULL;
+                htab_put_str(r->items, jid, it);
+            }
+            const char *grp = storage_result_text(res, row, STORAGE_COL_ROSTER_GROUP);
+            if (grp != NULL) {
+                it->groups = xreallocarray(it->groups, it->ngroups + 1, sizeof(char *));
+                it->groups[it->ngroups++] = xstrdup(grp);
+            }
+        }
+    }
+    sm_user_release(u);
+}
+
+static void on_requests(void *arg, int err, const struct storage_result *res)
+{
+    struct sm_user *u = arg;
+    struct sm_roster *r = u->roster;
+    if (err != 0) {
+        log_warn("subscription requests of %s: %s", u->jid->bare, storage_result_error(res));
+        u->load_failed = true;
+    } else {
+        int n = storage_result_rows(res);
+        for (int row = 0; row < n; row++) {
+            const char *jid = storage_result_text(res, row, STORAGE_COL_SUBREQ_JID);
+            const char *st = storage_result_text(res, row, STORAGE_COL_SUBREQ_STANZA);
+            if (jid == NULL || st == NULL)
+                continue;
+            htab_set(r->pending, jid, strlen(jid), xstrdup(st));
+            struct sm_roster_item *it = htab_get_str(r->items, jid);
+            if (it != NULL)
+                it->st.pending_in = true;
+        }
+    }
+    sm_user_release(u);
+}
+
+void sm_roster_load(struct sm_user *u)
+{
+    struct sm *sm = u->sm;
+    struct sm_roster *r = xcalloc(1, sizeof(*r));
+    r->items = htab_new(item_free);
+    r->pending = htab_new(free);
+    u->roster = r;
+    /* The requests first: the items read pending_in from them when both
+     * have arrived in either order (on_requests marks existing items). */
+    if (storage_subreq_list(sm->st, u->jid->bare, on_requests, u) == 0)
+        sm_user_hold(u);
+    else
+        u->load_failed = true;
+    if (storage_roster_get(sm->st, u->jid->bare, on_roster, u) == 0)
+        sm_user_hold(u);
+    else
+        u->load_failed = true;
+}
+
+/* ---- lookups ---- */
+
+struct sm_roster_item *sm_roster_find(struct sm_user *u, const char *jid)
+{
+    return u->roster ? htab_get_str(u->roster->items, jid) : NULL;
+}
+
+void sm_roster_state(struct sm_user *u, const char *jid, struct sub_state *out)
+{
+    struct sm_roster_item *it = sm_roster_find(u, jid);
+    memset(out, 0, sizeof(*out));
+    if (it != NULL)
+        *out = it->st;
+    out->pending_in = u->roster && htab_get_str(u->roster->pending, jid) != NULL;
+}
+
+struct sm_roster_item *sm_roster_add(struct sm_user *u, const char *jid)
+{
+    if (u->roster == NULL || htab_count(u->roster->items) >= (size_t)u->sm->cfg->roster_max)
+        return NULL;
+    struct sm_roster_item *it = xcalloc(1, sizeof(*it));
+    it->jid = xstrdup(jid);
+    it->st.pending_in = htab_get_str(u->roster->pending, jid) != NULL;
+    htab_put_str(u->roster->items, jid, it);
+    return it;
+}
+
+struct xml_node *sm_roster_item_xml(struct xml_node *parent, const struct sm_roster_item *it)
+{
+    struct xml_node *x = xml_add_child(parent, NULL, "item");
+    xml_set_attr(x, "jid", it->jid);
+    if (it->name != NULL)
+        xml_set_attr(x, "name", it->name);
+    xml_set_attr(x, "subscription", sub_str(it->st.sub));
+    if (it->st.ask)
+        xml_set_attr(x, "ask", "subscribe");
+    if (it->st.approved)
+        xml_set_attr(x, "approved", "true");
+    for (size_t i = 0; i < it->ngroups; i++) {
+        struct xml_node *g = xml_add_child(x, NULL, "group");
+        xml_add_text(g, it->groups[i], strlen(it->groups[i]));
+    }
+    return x;
+}
+
+/* ---- storing and pushing ---- */
+
+struct commit {
+    struct sm_user *u;
+    struct xml_node *push; /* the push iq, ver and id set once stored */
+    struct xml_node *iq;   /* to answer, or NULL */
+};
+
+/* RFC 6121 §2.1.6: a push to every interested resource, with the new
+ * version; serialised once for all of them. */
+static void push(struct sm_user *u, struct xml_node *iq)
+{
+    struct sm_sess *ss[SM_MAX_SESSIONS];
+    size_t n = 0;
+    for (struct sm_sess *s = u->sessions; s != NULL && n < SM_MAX_SESSIONS; s = s->next)
+        if (s->interested)
+            ss[n++] = s;
+    if (n == 0)
+        return;
+    char id[40], ver[24];
+    snprintf(id, sizeof(id), "push-%" PRIu64, ++u->sm->seq);
+    snprintf(ver, sizeof(ver), "%" PRId64, u->roster->version);
+    xml_set_attr(iq, "id", id);
+    xml_set_attr(xml_child(iq, SM_NS_ROSTER, "query"), "ver", ver);
+    sm_deliver_many(u->sm, ss, n, iq);
+}
+
+static void commit_free(struct commit *c)
+{
+    xml_free(c->push);
+    xml_free(c->iq);
+    free(c);
+}
+
+static void on_stored(void *arg, int err, const struct storage_result *res)
+{
+    struct commit *c = arg;
+    struct sm_user *u = c->u;
+    int64_t ver = 0;
+    if (err == 0 && storage_result_int64(res, 0, 0, &ver) == 0) {
+        if (u->roster != NULL && ver > u->roster->version)
+            u->roster->version = ver;
+        if (c->iq != NULL) {
+            struct xml_node *r = sm_reply(c->iq, "result");
+            sm_route(u->sm, r);
+            xml_free(r);
+        }
+        if (u->roster != NULL)
+            push(u, c->push);
+    } else {
+        log_warn("roster of %s not stored: %s", u->jid->bare,
+                 err ? storage_result_error(res) : "no version");
+        if (c->iq != NULL)
+            sm_bounce(u->sm, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
+    }
+    commit_free(c);
+    sm_user_release(u);
+}
+
+static struct commit *commit_new(struct sm_user *u, const struct sm_roster_item *it,
+                                 const struct xml_node *iq, bool remove)
+{
+    struct commit *c = xcalloc(1, sizeof(*c));
+    c->u = u;
+    c->iq = iq ? xml_copy(iq) : NULL;
+    c->push = xml_new(XML_NS_COMPONENT, "iq");
+    xml_set_attr(c->push, "type", "set");
+    xml_set_attr(c->push, "from", u->jid->bare);
+    struct xml_node *x = sm_roster_item_xml(xml_add_child(c->push, SM_NS_ROSTER, "query"), it);
+    if (remove) {
+        xml_set_attr(x, "subscription", "remove");
+        xml_del_attr(x, "ask");
+        xml_del_attr(x, "approved");
+    }
+    return c;
+}
+
+static void commit_failed(struct commit *c, int rc)
+{
+    log_warn("roster of %s not stored: %s", c->u->jid->bare, err_str(rc));
+    if (c->iq != NULL)
+        sm_bounce(c->u->sm, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
+    commit_free(c);
+}
+
+void sm_roster_commit(struct sm_user *u, struct sm_roster_item *item, const struct xml_node *iq)
+{
+    struct commit *c = commit_new(u, item, iq, false);
+    struct storage_roster_item si = {
+        .jid = item->jid,
+        .name = item->name,
+        .sub = item->st.sub,
+        .ask = item->st.ask,
+        .approved = item->st.approved,
+        .groups = (const char *const *)item->groups,
+        .ngroups = item->ngroups,
+    };
+    int rc = storage_roster_set_item(u->sm->st, u->jid->bare, &si, on_stored, c);
+    if (rc != 0)
+        commit_failed(c, rc);
+    else
+        sm_user_hold(u);
+}
+
+void sm_roster_remove(struct sm_user *u, struct sm_roster_item *item, const struct xml_node *iq)
+{
+    struct commit *c = commit_new(u, item, iq, true);
+    int rc = storage_roster_del_item(u->sm->st, u->jid->bare, item->jid, on_stored, c);
+    htab_del_str(u->roster->items, item->jid);
+    item_free(item);
+    if (rc != 0)
+        commit_failed(c, rc);
+    else
+        sm_user_hold(u);
+}
+
+static void on_request_stored(void *arg, int err, const struct storage_result *res)
+{
+    struct sm_user *u = arg;
+    if (err != 0)
+        log_warn("subscription request for %s not stored: %s", u->jid->bare,
+                 storage_result_error(res));
+    sm_user_release(u);
+}
+
+void sm_roster_apply(struct sm_user *u, const char *jid, const struct sub_result *r,
+                     const struct xml_node *request)
+{
+    if (u->roster == NULL)
+        return;
+    if (r->pending_changed) {
+        int rc;
+        if (r->next.pending_in && request != NULL) {
+            struct buf b = BUF_INIT;
+            xml_serialize(request, "", &b); /* self-contained: xmlns on the root */
+            htab_set(u->roster->pending, jid, strlen(jid), xstrdup(b.data));
+            rc = storage_subreq_set(u->sm->st, u->jid->bare, jid, b.data, on_request_stored, u);
+            buf_free(&b);
+        } else {
+            free(htab_del_str(u->roster->pending, jid));
+            rc = storage_subreq_del(u->sm->st, u->jid->bare, jid, on_request_stored, u);
+        }
+        if (rc == 0)
+            sm_user_hold(u);
+        else
+            log_warn("subscription request for %s not stored: %s", u->jid->bare, err_str(rc));
+    }
+    struct sm_roster_item *it = sm_roster_find(u, jid);
+    if (it != NULL)
+        it->st.pending_in = r->next.pending_in;
+    if (!r->item_changed)
+        return;
+    if (it == NULL) {
+        it = sm_roster_add(u, jid);
+        if (it == NULL) {
+            log_info("roster of %s full: %s not added", u->jid->bare, jid);
+            return;
+        }
+    }
+    it->st = r->next;
+    sm_roster_commit(u, it, NULL);
+}

@@ -1,0 +1,59 @@
+/*
+ * roster.h - a user's roster in memory (items, version, pending inbound
+ * subscription requests), its storage and its pushes. Shared by
+ * mod_roster (the jabber:iq:roster protocol, loading) and mod_presence
+ * (subscriptions change items).
+ *
+ * The memory copy is changed at once; the store runs under a hold on the
+ * user (sm_user_hold), and the push with the new version (RFC 6121
+ * §2.1.6) goes out when storage answers, so pushes carry versions in
+ * order. Runs on the sm's loop.
+ */
+#ifndef PARLEY_SM_ROSTER_H
+#define PARLEY_SM_ROSTER_H
+
+#include "sm/sm.h"
+#include "sm/sub.h"
+
+#define SM_NS_ROSTER "jabber:iq:roster"
+
+struct sm_roster_item {
+    char *jid; /* bare, prepped */
+    char *name;
+    struct sub_state st; /* st.pending_in mirrors roster->pending */
+    char **groups;
+    size_t ngroups;
+};
+
+struct sm_roster {
+    struct htab *items;   /* jid -> struct sm_roster_item */
+    struct htab *pending; /* jid -> char * (the subscribe stanza as XML) */
+    int64_t version;
+};
+
+/* Load u's roster and requests (user-load); holds u until both answered. */
+void sm_roster_load(struct sm_user *u);
+void sm_roster_free(struct sm_roster *r);
+
+/* The item for jid (bare, prepped), or NULL. */
+struct sm_roster_item *sm_roster_find(struct sm_user *u, const char *jid);
+/* The state of jid (none if no item), pending_in included. */
+void sm_roster_state(struct sm_user *u, const char *jid, struct sub_state *out);
+/*
+ * Apply a subscription transition for jid: items created or updated,
+ * stored and pushed; the pending request stored (request: the subscribe
+ * stanza) or deleted.
+ */
+void sm_roster_apply(struct sm_user *u, const char *jid, const struct sub_result *r,
+                     const struct xml_node *request);
+/* Store item (new or changed) and push it; iq, if not NULL, is answered
+ * with a result once stored (an error if storing failed). */
+void sm_roster_commit(struct sm_user *u, struct sm_roster_item *item, const struct xml_node *iq);
+/* Delete item (freed here), push subscription='remove', answer iq. */
+void sm_roster_remove(struct sm_user *u, struct sm_roster_item *item, const struct xml_node *iq);
+/* A new item (not stored until committed); NULL at the roster limit. */
+struct sm_roster_item *sm_roster_add(struct sm_user *u, const char *jid);
+/* <item/> for it under parent. */
+struct xml_node *sm_roster_item_xml(struct xml_node *parent, const struct sm_roster_item *it);
+
+#endif

@@ -1,0 +1,306 @@
+/*
+ * sess.c - the sm side of the session protocol (sm/SESSION.md): start,
+ * end, replaced, kick, announce, and the end of every session of a c2s
+ * that went down.
+ *
+ * Control elements from a c2s are turned into events on the user's queue,
+ * so that a start, the stanzas that follow it and the end are handled in
+ * the order the c2s sent them, even while the user is still loading.
+ * A start is answered only after storage confirmed the account (a cached
+ * user might have been deleted since).
+ *
+ * Sessions are indexed by "c2s\nsid" in sm->sessions and listed on their
+ * user. Runs on the sm's loop.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "sm/sm.h"
+
+static char *sess_key(const char *c2s, const char *sid)
+{
+    size_t a = strlen(c2s), b = strlen(sid);
+    char *k = xmalloc(a + b + 2);
+    memcpy(k, c2s, a);
+    k[a] = '\n';
+    memcpy(k + a + 1, sid, b + 1);
+    return k;
+}
+
+struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid)
+{
+    char *k = sess_key(c2s, sid);
+    struct sm_sess *s = htab_get_str(sm->sessions, k);
+    free(k);
+    return s;
+}
+
+static bool valid_sid(const char *sid)
+{
+    if (sid == NULL || strlen(sid) != SM_SID_LEN)
+        return false;
+    for (const char *p = sid; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid)
+{
+    struct sm_sess *s = sm_sess_find(sm, c2s, sid);
+    if (s == NULL)
+        return;
+    struct sm_event *ev = xcalloc(1, sizeof(*ev));
+    ev->kind = SM_EV_END;
+    ev->c2s = xstrdup(c2s);
+    snprintf(ev->sid, sizeof(ev->sid), "%s", sid);
+    sm_user_post(s->user, ev);
+}
+
+void sm_sess_control(struct sm *sm, const char *c2s, struct xml_node *ctl)
+{
+    const char *sid = xml_get_attr(ctl, "sid");
+    if (strcmp(ctl->name, "end") == 0) {
+        if (valid_sid(sid))
+            sm_sess_post_end(sm, c2s, sid);
+        return;
+    }
+    if (strcmp(ctl->name, "start") != 0) {
+        log_warn("unknown session element <%s/> from %s ignored", ctl->name, c2s);
+        return;
+    }
+    if (!valid_sid(sid)) {
+        log_warn("start from %s with a bad sid ignored", c2s);
+        return;
+    }
+    struct jid *j = sm_jid(sm, xml_get_attr(ctl, "jid"));
+    const char *dom = j ? sm_local_domain(sm, j) : NULL;
+    if (j == NULL || j->node == NULL || j->resource == NULL || dom == NULL) {
+        log_warn("start from %s for jid '%s' refused", c2s,
+                 xml_get_attr(ctl, "jid") ? xml_get_attr(ctl, "jid") : "");
+        sm_send_control(sm, c2s, dom ? dom : sm_default_domain(sm), "failed", sid,
+                        "not-authorized");
+        jid_free(j);
+        return;
+    }
+    struct jid *bare = jid_bare(j);
+    struct sm_user *u = sm_user_get(sm, bare);
+    jid_free(bare);
+    jid_free(j);
+    struct sm_event *ev = xcalloc(1, sizeof(*ev));
+    ev->kind = SM_EV_START;
+    ev->stanza = xml_copy(ctl);
+    ev->c2s = xstrdup(c2s);
+    snprintf(ev->sid, sizeof(ev->sid), "%s", sid);
+    sm_user_post(u, ev);
+}
+
+/* A start whose account check is under way. */
+struct pending_start {
+    struct sm_user *u;
+    char *c2s;
+    char sid[SM_SID_LEN + 1];
+    struct jid *jid;
+    bool resume;
+};
+
+static void failed(struct pending_start *ps, const char *cond)
+{
+    log_info("session %s for %s refused: %s", ps->sid, jid_full_str(ps->jid), cond);
+    sm_send_control(ps->u->sm, ps->c2s, ps->jid->domain, "failed", ps->sid, cond);
+}
+
+static void create(struct pending_start *ps)
+{
+    struct sm_user *u = ps->u;
+    struct sm *sm = u->sm;
+    struct sm_sess *old = NULL;
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+        if (strcmp(s->jid->resource, ps->jid->resource) == 0)
+            old = s;
+    if (old == NULL && u->nsess >= (unsigned)sm->cfg->max_sessions) {
+        failed(ps, "resource-constraint");
+        return;
+    }
+    if (old != NULL) {
+        /* RFC 6120 §7.7.2.2: the newest session wins. */
+        log_info("session %s of %s replaced by %s", old->sid, jid_full_str(old->jid), ps->sid);
+        sm_sess_end(old, "replaced", NULL);
+    }
+    struct sm_sess *s = xcalloc(1, sizeof(*s));
+    s->user = u;
+    memcpy(s->sid, ps->sid, sizeof(s->sid));
+    s->c2s = xstrdup(ps->c2s);
+    s->jid = jid_dup(ps->jid);
+    s->key = sess_key(s->c2s, s->sid);
+    s->resumed = ps->resume;
+    htab_put_str(sm->sessions, s->key, s);
+    s->next = u->sessions;
+    u->sessions = s;
+    u->nsess++;
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.sess = s;
+    p.user = u;
+    sm_hook_run(sm, SM_HOOK_SESS_START, &p);
+    log_info("session %s started for %s on %s%s", s->sid, jid_full_str(s->jid), s->c2s,
+             s->resumed ? " (resumed)" : "");
+    sm_send_control(sm, s->c2s, s->jid->domain, "started", s->sid, NULL);
+}
+
+static void pending_free(struct pending_start *ps)
+{
+    jid_free(ps->jid);
+    free(ps->c2s);
+    free(ps);
+}
+
+/* The account was deleted while loaded: its sessions are kicked
+ * (SESSION.md: not-authorized) and the modules forget its data. */
+static void account_gone(struct sm_user *u)
+{
+    log_notice("account %s no longer exists: ending its %u session%s", u->jid->bare, u->nsess,
+               u->nsess == 1 ? "" : "s");
+    while (u->sessions != NULL)
+        sm_sess_end(u->sessions, "kick", "not-authorized");
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.user = u;
+    sm_hook_run(u->sm, SM_HOOK_USER_DELETE, &p);
+    u->state = SM_USER_MISSING;
+}
+
+static void on_checked(void *arg, int err, const struct storage_result *res)
+{
+    struct pending_start *ps = arg;
+    struct sm_user *u = ps->u;
+    bool exists = false;
+    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
+        failed(ps, "internal-server-error");
+    } else if (!exists) {
+        failed(ps, "not-authorized");
+        if (u->state == SM_USER_READY)
+            account_gone(u);
+    } else
+        create(ps);
+    pending_free(ps);
+    sm_user_release(u);
+}
+
+void sm_sess_start(struct sm_user *u, struct sm_event *ev)
+{
+    struct sm *sm = u->sm;
+    const char *jid = xml_get_attr(ev->stanza, "jid");
+    const char *resume = xml_get_attr(ev->stanza, "resume");
+    struct sm_sess *dup = sm_sess_find(sm, ev->c2s, ev->sid);
+    struct jid *j = sm_jid(sm, jid);
+    if (j == NULL)
+        return;
+    if (dup != NULL) {
+        /* A repeated start (an announce answered after the router came
+         * back, while this sm kept its sessions): same answer; the presence
+         * the c2s sends again is not news to the contacts. */
+        if (jid_eq_full(dup->jid, j)) {
+            dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
+            sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
+        } else
+            sm_send_control(sm, ev->c2s, j->domain, "failed", ev->sid, "conflict");
+        jid_free(j);
+        return;
+    }
+    struct pending_start *ps = xcalloc(1, sizeof(*ps));
+    ps->u = u;
+    ps->c2s = xstrdup(ev->c2s);
+    memcpy(ps->sid, ev->sid, sizeof(ps->sid));
+    ps->jid = j;
+    ps->resume = resume != NULL && strcmp(resume, "true") == 0;
+    if (u->state == SM_USER_MISSING || u->load_failed) {
+        /* A failed load is forgotten once the user is idle: the client's
+         * next attempt loads it again. */
+        failed(ps, u->load_failed ? "internal-server-error" : "not-authorized");
+        pending_free(ps);
+        return;
+    }
+    int rc = sm->st ? storage_user_exists(sm->st, u->jid->bare, on_checked, ps) : ERR_CLOSED;
+    if (rc != 0) {
+        failed(ps, "internal-server-error");
+        pending_free(ps);
+        return;
+    }
+    sm_user_hold(u);
+}
+
+static void unlink_sess(struct sm_sess *s)
+{
+    struct sm_user *u = s->user;
+    for (struct sm_sess **pp = &u->sessions; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            u->nsess--;
+            break;
+        }
+    }
+    htab_del_str(u->sm->sessions, s->key);
+}
+
+void sm_sess_drop(struct sm_sess *s)
+{
+    struct sm *sm = s->user->sm;
+    for (size_t i = 0; i < sm->nmods; i++)
+        if (sm->mods[i].def->sess_free != NULL)
+            sm->mods[i].def->sess_free(&sm->mods[i], s);
+    unlink_sess(s);
+    xml_free(s->presence);
+    jid_free(s->jid);
+    free(s->key);
+    free(s->c2s);
+    free(s);
+}
+
+void sm_sess_end(struct sm_sess *s, const char *notify, const char *reason)
+{
+    struct sm *sm = s->user->sm;
+    if (notify != NULL)
+        sm_send_control(sm, s->c2s, s->jid->domain, notify, s->sid, reason);
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.sess = s;
+    p.user = s->user;
+    sm_hook_run(sm, SM_HOOK_SESS_END, &p);
+    log_info("session %s of %s ended", s->sid, jid_full_str(s->jid));
+    sm_sess_drop(s);
+}
+
+void sm_sess_c2s_down(struct sm *sm, const char *c2s)
+{
+    size_t n = strlen(c2s);
+    struct htab_iter it;
+    char **sids = NULL;
+    size_t count = 0;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (strlen(s->c2s) == n && memcmp(s->c2s, c2s, n) == 0) {
+            sids = xreallocarray(sids, count + 1, sizeof(char *));
+            sids[count++] = xstrdup(s->sid);
+        }
+    }
+    if (count > 0)
+        log_info("%s is down: ending its %zu session%s", c2s, count, count == 1 ? "" : "s");
+    for (size_t i = 0; i < count; i++) {
+        sm_sess_post_end(sm, c2s, sids[i]);
+        free(sids[i]);
+    }
+    free(sids);
+}
+
+void sm_sess_announce(struct sm *sm, const char *c2s)
+{
+    log_info("announce to %s", c2s);
+    htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
+    sm_send_control(sm, c2s, sm_default_domain(sm), "announce", NULL, NULL);
+}

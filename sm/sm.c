@@ -1,0 +1,697 @@
+/*
+ * sm.c - the session manager's daemon object: configuration, the router
+ * connection (common/component), the packet path and the output to c2s.
+ *
+ * Input arrives from the router in two forms. <r:route from='c2s-N'>
+ * envelopes carry session control (urn:parley:session, handed to sess.c)
+ * or a client's stanza, which goes on its user's queue (user.c) and then
+ * through the in-sess chain. Plain stanzas come from other components and
+ * from remote servers via s2s. A stanza for one of our domains is handled
+ * here, never sent back through the router: to the server itself through
+ * the pkt-sm chain, to a user on that user's queue (pkt-user chain, then
+ * the default rules). Everything else goes to the router. Output to a
+ * session is <r:route to='c2s-N' from='DOMAIN' sid='S'>; a stanza for
+ * several sessions is serialised once (sm_deliver_many).
+ *
+ * Runs on the daemon's loop; the only blocking work (reading the config)
+ * happens before it runs.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "sm/sm.h"
+
+struct sm *sm_new(struct sm_config *cfg)
+{
+    struct sm *sm = xcalloc(1, sizeof(*sm));
+    sm->cfg = cfg;
+    sm->users = htab_new(NULL);
+    sm->sessions = htab_new(NULL);
+    sm->c2s = htab_new(NULL);
+    sm->jids = jid_cache_new(4096);
+    return sm;
+}
+
+/* Trimmed text of a config element, copied. */
+static char *node_text(struct xml_node *n)
+{
+    size_t len;
+    const char *t = xml_text(n, &len);
+    while (len > 0 && (*t == ' ' || *t == '\t' || *t == '\n' || *t == '\r')) {
+        t++;
+        len--;
+    }
+    while (len > 0 &&
+           (t[len - 1] == ' ' || t[len - 1] == '\t' || t[len - 1] == '\n' || t[len - 1] == '\r'))
+        len--;
+    return xstrndup(t, len);
+}
+
+int sm_configure(struct sm *sm, struct config *cfg)
+{
+    for (struct xml_node *d = sm->cfg->domains; d != NULL; d = xml_next(d, NULL, "domain")) {
+        char *raw = node_text(d);
+        char *dom = NULL;
+        int rc = *raw ? jid_prep_domain(raw, strlen(raw), &dom, NULL) : ERR_INVAL;
+        if (rc != 0) {
+            log_err("%s: <domain>%s</domain> is not a domain name", config_file(cfg), raw);
+            free(raw);
+            return ERR_CONFIG;
+        }
+        free(raw);
+        for (size_t i = 0; i < sm->ndomains; i++) {
+            if (strcmp(sm->domains[i], dom) == 0) {
+                log_err("%s: <domain>%s</domain> given twice", config_file(cfg), dom);
+                free(dom);
+                return ERR_CONFIG;
+            }
+        }
+        sm->domains = xreallocarray(sm->domains, sm->ndomains + 1, sizeof(char *));
+        sm->domains[sm->ndomains++] = dom;
+    }
+    if (sm->ndomains == 0) {
+        log_err("%s: no <domain>", config_file(cfg));
+        return ERR_CONFIG;
+    }
+    return sm_mods_init(sm, sm->cfg->modules);
+}
+
+const char *sm_local_domain(struct sm *sm, const struct jid *j)
+{
+    for (size_t i = 0; i < sm->ndomains; i++)
+        if (strcmp(sm->domains[i], j->domain) == 0)
+            return sm->domains[i];
+    return NULL;
+}
+
+const char *sm_default_domain(struct sm *sm)
+{
+    return sm->domains[0];
+}
+
+struct jid *sm_jid(struct sm *sm, const char *s)
+{
+    struct jid *j = NULL;
+    if (s == NULL || jid_cache_prep(sm->jids, s, strlen(s), &j) != 0)
+        return NULL;
+    return j;
+}
+
+int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st)
+{
+    memset(p, 0, sizeof(*p));
+    p->stanza = st;
+    p->kind = st->name;
+    p->type = xml_get_attr(st, "type");
+    /* A stanza the sm made for one of its own sessions (an iq result to a
+     * request that had no to) may have no from. */
+    const char *from = xml_get_attr(st, "from");
+    if (from != NULL) {
+        p->from = sm_jid(sm, from);
+        if (p->from == NULL)
+            return ERR_INVAL;
+    }
+    const char *to = xml_get_attr(st, "to");
+    if (to != NULL) {
+        p->to = sm_jid(sm, to);
+        if (p->to == NULL)
+            return ERR_INVAL;
+    }
+    return 0;
+}
+
+void sm_pkt_clear(struct sm_pkt *p)
+{
+    jid_free(p->from);
+    jid_free(p->to);
+    p->from = p->to = NULL;
+}
+
+struct xml_node *sm_reply(const struct xml_node *st, const char *type)
+{
+    struct xml_node *r = xml_new(XML_NS_COMPONENT, st->name);
+    const char *from = xml_get_attr(st, "from"), *to = xml_get_attr(st, "to");
+    const char *id = xml_get_attr(st, "id");
+    if (from != NULL)
+        xml_set_attr(r, "to", from);
+    if (to != NULL)
+        xml_set_attr(r, "from", to);
+    if (id != NULL)
+        xml_set_attr(r, "id", id);
+    if (type != NULL)
+        xml_set_attr(r, "type", type);
+    return r;
+}
+
+/* Stanzas from a c2s may be in jabber:client; the sm works in the
+ * component namespace so that its output carries no stray xmlns. */
+static void normalise_ns(struct xml_node *n)
+{
+    for (; n != NULL; n = n->next) {
+        if (n->type != XML_ELEM)
+            continue;
+        if (strcmp(n->ns, XML_NS_CLIENT) == 0 || strcmp(n->ns, XML_NS_SERVER) == 0)
+            n->ns = XML_NS_COMPONENT;
+        normalise_ns(n->children);
+    }
+}
+
+static bool is_stanza(const struct xml_node *st)
+{
+    return strcmp(st->ns, XML_NS_COMPONENT) == 0 &&
+           (strcmp(st->name, "message") == 0 || strcmp(st->name, "presence") == 0 ||
+            strcmp(st->name, "iq") == 0);
+}
+
+static bool type_is(const struct xml_node *st, const char *t)
+{
+    const char *v = xml_get_attr(st, "type");
+    return v != NULL && strcmp(v, t) == 0;
+}
+
+void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    if (type_is(st, "error") || type_is(st, "result") || xml_get_attr(st, "from") == NULL)
+        return;
+    if (strcmp(st->name, "iq") == 0 && !type_is(st, "get") && !type_is(st, "set"))
+        return;
+    struct xml_node *e = xml_copy(st);
+    if (xml_make_error(e, cond, NULL, NULL) == 0)
+        sm_route(sm, e);
+    xml_free(e);
+}
+
+/* ---- output to sessions ---- */
+
+static void route_bytes(struct sm *sm, struct sm_sess *s, const char *p, size_t len)
+{
+    struct buf b = BUF_INIT;
+    buf_reserve(&b, len + 128);
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(s->c2s, strlen(s->c2s), &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(s->jid->domain, s->jid->domain_len, &b);
+    buf_append_str(&b, "' sid='");
+    buf_append_str(&b, s->sid);
+    buf_append_str(&b, "'>");
+    buf_append(&b, p, len);
+    buf_append_str(&b, "</r:route>");
+    if (sm->comp != NULL)
+        component_send_raw(sm->comp, b.data, b.len);
+    buf_free(&b);
+}
+
+/* The out-sess chain: true when the stanza may go to s. */
+static bool out_sess_ok(struct sm *sm, struct sm_sess *s, const struct xml_node *st)
+{
+    if (sm->nhooks[SM_HOOK_OUT_SESS] == 0)
+        return true;
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.stanza = (struct xml_node *)st;
+    p.kind = st->name;
+    p.type = xml_get_attr(st, "type");
+    p.sess = s;
+    p.user = s->user;
+    return sm_hook_run(sm, SM_HOOK_OUT_SESS, &p) == SM_PASS;
+}
+
+void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st)
+{
+    sm_deliver_many(sm, &s, 1, st);
+}
+
+void sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st)
+{
+    struct rbuf *r = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!out_sess_ok(sm, ss[i], st))
+            continue;
+        if (r == NULL) {
+            struct buf b = BUF_INIT;
+            xml_serialize(st, XML_NS_COMPONENT, &b);
+            r = rbuf_from_buf(&b);
+        }
+        route_bytes(sm, ss[i], r->data, r->len);
+    }
+    rbuf_unref(r);
+}
+
+void sm_send_control(struct sm *sm, const char *c2s, const char *domain, const char *name,
+                     const char *sid, const char *reason)
+{
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(c2s, strlen(c2s), &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(domain, strlen(domain), &b);
+    buf_printf(&b, "'><%s xmlns='" SM_NS_SESSION "'", name);
+    if (sid != NULL) {
+        buf_append_str(&b, " sid='");
+        xml_escape_attr(sid, strlen(sid), &b);
+        buf_append_str(&b, "'");
+    }
+    if (reason != NULL) {
+        buf_append_str(&b, " reason='");
+        xml_escape_attr(reason, strlen(reason), &b);
+        buf_append_str(&b, "'");
+    }
+    buf_append_str(&b, "/></r:route>");
+    if (sm->comp != NULL)
+        component_send_raw(sm->comp, b.data, b.len);
+    buf_free(&b);
+}
+
+/* ---- the packet path ---- */
+
+/* A stanza to the server's own domain. */
+static void pkt_server(struct sm *sm, struct xml_node *st)
+{
+    struct sm_pkt p;
+    if (sm_pkt_init(sm, &p, st) != 0) {
+        sm_pkt_clear(&p);
+        return;
+    }
+    int r = sm_hook_run(sm, SM_HOOK_PKT_SM, &p);
+    if (SM_IS_ERROR(r))
+        sm_bounce(sm, st, SM_ERROR_COND(r));
+    else if (r == SM_PASS && strcmp(st->name, "presence") != 0)
+        sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+    sm_pkt_clear(&p);
+}
+
+void sm_route(struct sm *sm, struct xml_node *st)
+{
+    const char *to = xml_get_attr(st, "to");
+    struct jid *j = sm_jid(sm, to);
+    if (j == NULL) {
+        if (to == NULL)
+            log_debug("<%s/> without to dropped", st->name);
+        else
+            sm_bounce(sm, st, XML_STE_JID_MALFORMED);
+        return;
+    }
+    if (sm_local_domain(sm, j) == NULL) {
+        if (sm->comp != NULL)
+            component_send(sm->comp, st);
+    } else if (j->node == NULL) {
+        if (j->resource == NULL)
+            pkt_server(sm, st);
+        else
+            sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+    } else {
+        struct jid *bare = jid_bare(j);
+        struct sm_user *u = sm_user_get(sm, bare);
+        jid_free(bare);
+        sm_deliver_user(sm, u, xml_copy(st));
+    }
+    jid_free(j);
+}
+
+void sm_deliver_user(struct sm *sm, struct sm_user *u, struct xml_node *st)
+{
+    struct sm_event *ev = xcalloc(1, sizeof(*ev));
+    ev->kind = SM_EV_DELIVER;
+    ev->stanza = st;
+    sm_user_post(u, ev);
+}
+
+static struct sm_sess *find_resource(struct sm_user *u, const struct jid *to)
+{
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+        if (strcmp(s->jid->resource, to->resource) == 0)
+            return s;
+    return NULL;
+}
+
+/* A stanza for a user that has no account. */
+static void to_missing_user(struct sm *sm, struct sm_user *u, struct xml_node *st)
+{
+    const char *type = xml_get_attr(st, "type");
+    if (strcmp(st->name, "presence") != 0) {
+        sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+        return;
+    }
+    /* RFC 6121 §3.1.3 / §4.3: a subscription request or probe to no
+     * account is answered with unsubscribed, on the account's behalf. */
+    if (type != NULL && (strcmp(type, "subscribe") == 0 || strcmp(type, "probe") == 0) &&
+        xml_get_attr(st, "from") != NULL) {
+        struct xml_node *r = xml_new(XML_NS_COMPONENT, "presence");
+        xml_set_attr(r, "to", xml_get_attr(st, "from"));
+        xml_set_attr(r, "from", jid_bare_str(u->jid));
+        xml_set_attr(r, "type", "unsubscribed");
+        sm_route(sm, r);
+        xml_free(r);
+    }
+}
+
+void sm_pkt_user(struct sm_user *u, struct xml_node *st)
+{
+    struct sm *sm = u->sm;
+    if (u->state == SM_USER_MISSING || u->load_failed) {
+        if (u->load_failed)
+            sm_bounce(sm, st, XML_STE_INTERNAL_SERVER_ERROR);
+        else
+            to_missing_user(sm, u, st);
+        return;
+    }
+    struct sm_pkt p;
+    if (sm_pkt_init(sm, &p, st) != 0 || p.to == NULL) {
+        sm_pkt_clear(&p);
+        sm_bounce(sm, st, XML_STE_JID_MALFORMED);
+        return;
+    }
+    if (p.from == NULL && strcmp(st->name, "presence") == 0) {
+        sm_pkt_clear(&p);
+        return;
+    }
+    p.user = u;
+    int r = sm_hook_run(sm, SM_HOOK_PKT_USER, &p);
+    if (SM_IS_ERROR(r)) {
+        sm_bounce(sm, st, SM_ERROR_COND(r));
+    } else if (r == SM_PASS) {
+        struct sm_sess *s = p.to->resource ? find_resource(u, p.to) : NULL;
+        if (s != NULL)
+            sm_deliver(sm, s, st);
+        else if (strcmp(st->name, "presence") != 0)
+            sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+    }
+    sm_pkt_clear(&p);
+}
+
+void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
+{
+    struct sm *sm = s->user->sm;
+    /* The c2s stamped from already; the sm does not rely on it. */
+    xml_set_attr(st, "from", jid_full_str(s->jid));
+    struct sm_pkt p;
+    if (sm_pkt_init(sm, &p, st) != 0) {
+        sm_pkt_clear(&p);
+        sm_bounce(sm, st, XML_STE_JID_MALFORMED);
+        return;
+    }
+    p.sess = s;
+    p.user = s->user;
+    int r = sm_hook_run(sm, SM_HOOK_IN_SESS, &p);
+    /* Only the stanza right after a resumed start can be the c2s's replay
+     * of the session's presence (SESSION.md). */
+    s->resumed = false;
+    if (SM_IS_ERROR(r)) {
+        sm_bounce(sm, st, SM_ERROR_COND(r));
+    } else if (r == SM_PASS) {
+        if (p.to != NULL) {
+            sm_route(sm, st);
+        } else if (strcmp(st->name, "presence") != 0) {
+            /* RFC 6120 §10.3: no to means the account itself. */
+            xml_set_attr(st, "to", jid_bare_str(s->user->jid));
+            sm_pkt_user(s->user, st);
+        }
+    }
+    sm_pkt_clear(&p);
+}
+
+/* ---- router callbacks ---- */
+
+static bool is_c2s(struct sm *sm, const char *name)
+{
+    size_t n = strlen(sm->cfg->c2s_prefix);
+    return strncmp(name, sm->cfg->c2s_prefix, n) == 0;
+}
+
+static void on_ready(struct component *c, void *arg)
+{
+    struct sm *sm = arg;
+    log_info("sm ready (%zu domain%s, %zu module%s)", sm->ndomains, sm->ndomains == 1 ? "" : "s",
+             sm->nmods, sm->nmods == 1 ? "" : "s");
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->c2s); htab_iter_next(&it);) {
+        char name[256];
+        if (it.klen >= sizeof(name) || it.val == (void *)1)
+            continue;
+        memcpy(name, it.key, it.klen);
+        name[it.klen] = '\0';
+        sm_sess_announce(sm, name);
+    }
+}
+
+static void on_down(struct component *c, void *arg)
+{
+    struct sm *sm = arg;
+    log_warn("router connection lost; sessions kept until the c2s processes say otherwise");
+    /* The router re-notifies every c2s after the reconnect: announce again then. */
+    htab_free(sm->c2s);
+    sm->c2s = htab_new(NULL);
+}
+
+static void on_notify(struct component *c, void *arg, const char *name, int up)
+{
+    struct sm *sm = arg;
+    if (!is_c2s(sm, name))
+        return;
+    if (up) {
+        if (htab_get_str(sm->c2s, name) == NULL)
+            htab_put_str(sm->c2s, name, (void *)2);
+        if (component_is_ready(c))
+            sm_sess_announce(sm, name);
+    } else {
+        htab_del_str(sm->c2s, name);
+        sm_sess_c2s_down(sm, name);
+    }
+}
+
+/* A client's stanza from a c2s: on its user's queue, in order. */
+static void from_session(struct sm *sm, const char *c2s, const char *sid, struct xml_node *st)
+{
+    struct jid *from = sm_jid(sm, xml_get_attr(st, "from"));
+    if (from == NULL || from->node == NULL || sm_local_domain(sm, from) == NULL) {
+        log_warn("stanza from %s sid %s without a local from: dropped", c2s, sid);
+        jid_free(from);
+        xml_free(st);
+        return;
+    }
+    struct jid *bare = jid_bare(from);
+    struct sm_user *u = sm_user_get(sm, bare);
+    jid_free(bare);
+    jid_free(from);
+    struct sm_event *ev = xcalloc(1, sizeof(*ev));
+    ev->kind = SM_EV_IN_SESS;
+    ev->stanza = st;
+    ev->c2s = xstrdup(c2s);
+    snprintf(ev->sid, sizeof(ev->sid), "%s", sid);
+    sm_user_post(u, ev);
+}
+
+static void on_route(struct sm *sm, struct xml_node *env)
+{
+    const char *from = xml_get_attr(env, "from");
+    const char *sid = xml_get_attr(env, "sid");
+    const char *error = xml_get_attr(env, "error");
+    struct xml_node *inner = xml_child(env, NULL, NULL);
+    if (error != NULL) {
+        /* Our own envelope came back: that c2s (or session) is gone. */
+        const char *to = xml_get_attr(env, "to");
+        log_info("route to %s undeliverable (%s)", from ? from : "?", error);
+        if (from != NULL && sid != NULL && to != NULL)
+            sm_sess_post_end(sm, from, sid);
+        return;
+    }
+    if (from == NULL || inner == NULL || !is_c2s(sm, from)) {
+        log_warn("r:route from %s ignored", from ? from : "?");
+        return;
+    }
+    if (strcmp(inner->ns, SM_NS_SESSION) == 0) {
+        sm_sess_control(sm, from, inner);
+        return;
+    }
+    normalise_ns(inner);
+    if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {
+        log_warn("r:route from %s without a session stanza ignored", from);
+        return;
+    }
+    from_session(sm, from, sid, xml_copy(inner));
+}
+
+static void on_stanza(struct component *c, void *arg, struct xml_node *st, const char *raw,
+                      size_t rawlen)
+{
+    struct sm *sm = arg;
+    if (strcmp(st->ns, COMPONENT_NS_ROUTER) == 0) {
+        if (strcmp(st->name, "route") == 0)
+            on_route(sm, st);
+        xml_free(st);
+        return;
+    }
+    normalise_ns(st);
+    if (!is_stanza(st)) {
+        log_debug("<%s/> from the router ignored", st->name);
+        xml_free(st);
+        return;
+    }
+    sm_route(sm, st);
+    xml_free(st);
+}
+
+static void on_bind_result(struct component *c, void *arg, const char *domain, int err)
+{
+    if (err != 0)
+        log_err("binding %s failed: %s", domain, err_str(err));
+}
+
+static void on_bounce(struct component *c, void *arg, struct xml_node *st, const char *route_to,
+                      enum component_bounce why)
+{
+    struct sm *sm = arg;
+    /* Only plain stanzas are worth an error: session output and control
+     * to a c2s that is unreachable is settled by its down notification. */
+    if (route_to == NULL && component_bounce_reply(st, why) == 0)
+        sm_route(sm, st);
+    xml_free(st);
+}
+
+static void on_close(struct component *c, void *arg)
+{
+    struct sm *sm = arg;
+    component_free(c);
+    sm->comp = NULL;
+}
+
+static const struct component_cbs comp_cbs = {
+    .on_ready = on_ready,
+    .on_down = on_down,
+    .on_stanza = on_stanza,
+    .on_bind_result = on_bind_result,
+    .on_notify = on_notify,
+    .on_bounce = on_bounce,
+    .on_close = on_close,
+};
+
+/* libpq's conninfo value quoting: '...' with \ and ' escaped. */
+static void dsn_quote(struct buf *b, const char *v)
+{
+    buf_append_byte(b, '\'');
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '\'')
+            buf_append_byte(b, '\\');
+        buf_append_byte(b, *v);
+    }
+    buf_append_byte(b, '\'');
+}
+
+int sm_start(struct sm *sm, uv_loop_t *loop)
+{
+    sm->loop = loop;
+    struct buf dsn = BUF_INIT;
+    buf_append_str(&dsn, sm->cfg->db_dsn);
+    if (sm->cfg->db_password != NULL) {
+        buf_append_str(&dsn, " password=");
+        dsn_quote(&dsn, sm->cfg->db_password);
+    }
+    struct storage_opts so = {
+        .dsn = dsn.data,
+        .pool_size = (unsigned)sm->cfg->db_pool,
+        .offline_quota = (unsigned)sm->cfg->offline_quota,
+    };
+    int rc = storage_new(loop, &so, &sm->st);
+    mem_wipe(dsn.data, dsn.len);
+    buf_free(&dsn);
+    if (rc != 0) {
+        log_err("storage: the <db><dsn> does not work: %s", err_str(rc));
+        return rc;
+    }
+
+    struct component_bind *binds = xcalloc(sm->ndomains, sizeof(*binds));
+    for (size_t i = 0; i < sm->ndomains; i++)
+        binds[i].domain = sm->domains[i];
+    struct component_opts o;
+    component_opts_default(&o);
+    o.name = sm->cfg->router_name;
+    o.secret = sm->cfg->router_secret;
+    o.router = sm->cfg->router_connect;
+    o.internal = 1;
+    o.binds = binds;
+    o.nbinds = sm->ndomains;
+    o.backoff_max_ms = 2000;
+    o.queue_max = 100000;
+    o.queue_max_bytes = 64 * 1024 * 1024;
+    rc = component_new(loop, &o, &comp_cbs, sm, &sm->comp);
+    free(binds);
+    if (rc == 0)
+        rc = component_start(sm->comp);
+    return rc;
+}
+
+#define DRAIN_MS      5000
+#define DRAIN_POLL_MS 20
+
+static void finish_stop(struct sm *sm)
+{
+    uv_timer_stop(&sm->drain);
+    uv_close((uv_handle_t *)&sm->drain, NULL);
+    if (sm->comp != NULL)
+        component_stop(sm->comp);
+    storage_free(sm->st);
+    sm->st = NULL;
+}
+
+/* Stop only once storage has answered what was asked (offline messages
+ * being stored, roster changes): their outcome can still reach the
+ * sender or the session while the router connection is up. Bounded. */
+static void on_drain(uv_timer_t *t)
+{
+    struct sm *sm = t->data;
+    struct storage_stats ss;
+    storage_get_stats(sm->st, &ss);
+    if ((ss.waiting == 0 && ss.in_flight == 0) || uv_now(sm->loop) >= sm->drain_deadline) {
+        if (ss.waiting + ss.in_flight > 0)
+            log_warn("stopping with %u storage queries unanswered", ss.waiting + ss.in_flight);
+        finish_stop(sm);
+    }
+}
+
+void sm_stop(struct sm *sm)
+{
+    if (sm->stopping)
+        return;
+    sm->stopping = true;
+    if (sm->st == NULL) {
+        if (sm->comp != NULL)
+            component_stop(sm->comp);
+        return;
+    }
+    uv_timer_init(sm->loop, &sm->drain);
+    sm->drain.data = sm;
+    sm->drain_deadline = uv_now(sm->loop) + DRAIN_MS;
+    uv_timer_start(&sm->drain, on_drain, 0, DRAIN_POLL_MS);
+}
+
+void sm_log_stats(struct sm *sm)
+{
+    struct storage_stats ss = {0};
+    if (sm->st != NULL)
+        storage_get_stats(sm->st, &ss);
+    log_notice("users %zu (idle %zu), sessions %zu, c2s %zu; storage ready %u waiting %u",
+               htab_count(sm->users), sm->lru_count, htab_count(sm->sessions), htab_count(sm->c2s),
+               ss.conns_ready, ss.waiting);
+}
+
+void sm_free(struct sm *sm)
+{
+    if (sm == NULL)
+        return;
+    sm_users_free(sm);
+    sm_mods_free(sm);
+    component_free(sm->comp);
+    htab_free(sm->users);
+    htab_free(sm->sessions);
+    htab_free(sm->c2s);
+    jid_cache_free(sm->jids);
+    for (size_t i = 0; i < sm->ndomains; i++)
+        free(sm->domains[i]);
+    free(sm->domains);
+    free(sm);
+}

@@ -1,0 +1,292 @@
+/*
+ * sm.h - parley-sm, the session manager: the core's structures and the
+ * interface its modules (sm/mod_*.c) are written against.
+ *
+ * The parts:
+ *   sm.c    the daemon object: config, the router connection, the packet
+ *           path (from sessions, from the router, local delivery) and the
+ *           output to c2s processes (r:route, serialised once per fan-out);
+ *   sess.c  the session protocol with c2s (sm/SESSION.md);
+ *   user.c  users: asynchronous load, a per-user event queue, the cache
+ *           (live users, then an LRU of idle ones);
+ *   mod.c   the static module table and the hook chains;
+ *   sub.c   the RFC 6121 subscription state machine (pure);
+ *   mod_*.c the modules.
+ *
+ * Everything runs on the daemon's one libuv loop. Storage is asynchronous;
+ * while a user is loading, or a module holds it (sm_user_hold) across a
+ * query whose answer decides what comes next, the user's events wait in
+ * its queue, so a user's stanzas are handled in arrival order.
+ */
+#ifndef PARLEY_SM_H
+#define PARLEY_SM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/component.h"
+#include "common/config.h"
+#include "common/htab.h"
+#include "common/jid.h"
+#include "common/xml.h"
+#include "storage/storage.h"
+
+#define SM_NS_SESSION "urn:parley:session"
+#define SM_SID_LEN    32
+#define SM_MAX_MODS   16
+/* Sessions per user at most (<limits><sessions> is bounded by it): fan-out
+ * to one user's sessions uses arrays of this size on the stack. */
+#define SM_MAX_SESSIONS 64
+/* Full JIDs one session may have sent directed presence to (each gets
+ * unavailable when it ends, RFC 6121 §4.6.3). */
+#define SM_MAX_DIRECTED 1000
+
+/* ---- configuration (filled by main.c's table) ---- */
+
+struct sm_config {
+    const char *router_name;
+    const char *router_connect;
+    const char *router_secret;
+    struct xml_node *domains; /* first <domain>; siblings follow */
+    const char *db_dsn;
+    const char *db_password;
+    int db_pool;
+    struct xml_node *modules; /* <modules>, or NULL: the default list */
+    const char *c2s_prefix;
+    int max_sessions;  /* per user */
+    int roster_max;    /* items per roster */
+    int offline_quota; /* queued messages per user */
+    int user_cache;    /* idle users kept loaded */
+    int queue_max;     /* events waiting per user */
+    const char *version_name;
+    bool version_os;
+};
+
+/* ---- hooks and modules ---- */
+
+enum sm_hook {
+    SM_HOOK_SESS_START,     /* a session began (pkt: sess, user) */
+    SM_HOOK_SESS_END,       /* a session is ending (pkt: sess, user) */
+    SM_HOOK_IN_SESS,        /* a stanza from a session (pkt: stanza, sess, user) */
+    SM_HOOK_OUT_SESS,       /* a stanza about to go to a session */
+    SM_HOOK_PKT_SM,         /* a stanza to the server's domain */
+    SM_HOOK_PKT_USER,       /* a stanza to a local user (bare or full JID) */
+    SM_HOOK_USER_LOAD,      /* load the user's data (pkt: user); hold it while loading */
+    SM_HOOK_USER_CREATE,    /* an account appeared */
+    SM_HOOK_USER_DELETE,    /* an account is gone (found missing at a login; its
+                               sessions were kicked) */
+    SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
+                               pkt->user: an account's info, NULL: the server's */
+    SM_HOOK_COUNT
+};
+
+/* What a handler returns: SM_PASS (next handler), SM_HANDLED (stop), or
+ * SM_ERROR(cond): stop, and the core bounces the stanza with cond. */
+enum { SM_PASS = 0, SM_HANDLED = 1 };
+#define SM_ERROR(cond)   (2 + (int)(cond))
+#define SM_IS_ERROR(r)   ((r) >= 2)
+#define SM_ERROR_COND(r) ((enum xml_stanza_err)((r)-2))
+
+struct sm;
+struct sm_user;
+struct sm_sess;
+struct sm_mod;
+
+/* What a handler gets. The core owns stanza; a handler that keeps it sets
+ * pkt->stanza to NULL (and must return SM_HANDLED). */
+struct sm_pkt {
+    struct xml_node *stanza;
+    const char *kind; /* "message" | "presence" | "iq" (NULL for non-stanza hooks) */
+    const char *type; /* the type attribute, or NULL */
+    struct jid *from; /* NULL for non-stanza hooks */
+    struct jid *to;   /* NULL when the stanza had none */
+    struct sm_sess *sess;
+    struct sm_user *user;
+};
+
+typedef int (*sm_handler)(struct sm_mod *m, struct sm_pkt *p);
+
+struct sm_module_def {
+    const char *name;
+    int (*init)(struct sm_mod *m); /* registers handlers; 0 or an error */
+    void (*free)(struct sm_mod *m);
+    /* Free what the module keeps in u->mdata[m->index] (may be NULL). */
+    void (*user_free)(struct sm_mod *m, struct sm_user *u);
+    /* Free what the module keeps in s->mdata[m->index] (may be NULL). */
+    void (*sess_free)(struct sm_mod *m, struct sm_sess *s);
+};
+
+struct sm_mod {
+    const struct sm_module_def *def;
+    struct sm *sm;
+    int index; /* slot in sm_user.mdata / sm_sess.mdata */
+    void *data;
+};
+
+/* mod.c: register a handler; chains run in module order. */
+void sm_hook_add(struct sm_mod *m, enum sm_hook h, sm_handler fn);
+/* Run a chain: SM_PASS if every handler passed. */
+int sm_hook_run(struct sm *sm, enum sm_hook h, struct sm_pkt *p);
+/* Load the modules named in cfg (or the default list); ERR_CONFIG. */
+int sm_mods_init(struct sm *sm, const struct xml_node *list);
+void sm_mods_free(struct sm *sm);
+
+/* ---- users and sessions ---- */
+
+enum sm_user_state { SM_USER_LOADING, SM_USER_READY, SM_USER_MISSING };
+
+struct sm_event;
+struct sm_roster;
+
+struct sm_user {
+    struct sm *sm;
+    struct jid *jid; /* bare */
+    enum sm_user_state state;
+    unsigned holds;   /* loads and modules' pending queries */
+    bool running;     /* an event is being handled: new ones queue */
+    bool load_failed; /* storage error while loading */
+    struct sm_event *qhead, *qtail;
+    unsigned qlen;
+    struct sm_sess *sessions;
+    unsigned nsess;
+    struct sm_user *lru_prev, *lru_next;
+    bool in_lru;
+    struct sm_roster *roster; /* roster.c; NULL until loaded */
+    void *mdata[SM_MAX_MODS];
+};
+
+struct sm_sess {
+    struct sm_user *user;
+    struct sm_sess *next; /* in user->sessions */
+    char sid[SM_SID_LEN + 1];
+    char *c2s;       /* the c2s name that holds it */
+    struct jid *jid; /* full */
+    char *key;       /* "c2s\nsid": the key in sm->sessions */
+    /* presence state (mod_presence keeps it; the core reads it to route) */
+    bool available;  /* sent available broadcast presence */
+    bool initial;    /* has ever been available */
+    bool resumed;    /* just re-announced (SESSION.md): the next stanza may be
+                        the c2s replaying the last presence */
+    bool interested; /* asked for the roster: gets roster pushes */
+    int priority;
+    uint64_t active_seq;       /* when it last sent presence: tie-break */
+    struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
+    void *mdata[SM_MAX_MODS];
+};
+
+/* user.c */
+struct sm_user *sm_user_get(struct sm *sm, struct jid *bare); /* load if needed */
+/* Keep the user's queue waiting until sm_user_release (async work whose
+ * answer decides how the following events are handled). */
+void sm_user_hold(struct sm_user *u);
+void sm_user_release(struct sm_user *u);
+void sm_users_free(struct sm *sm);
+/* The session that gets a message to the bare JID: the available session
+ * with the highest non-negative priority; on a tie the one that sent
+ * presence last. NULL if none. */
+struct sm_sess *sm_user_top_sess(struct sm_user *u);
+
+/* Events: what waits in a user's queue. */
+enum sm_event_kind { SM_EV_START, SM_EV_END, SM_EV_IN_SESS, SM_EV_DELIVER, SM_EV_CALL };
+struct sm_event {
+    struct sm_event *next;
+    enum sm_event_kind kind;
+    struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
+    char *c2s;               /* START, END, IN_SESS */
+    char sid[SM_SID_LEN + 1];
+    void (*call)(struct sm_user *u, void *arg); /* SM_EV_CALL */
+    void *arg;
+};
+void sm_user_post(struct sm_user *u, struct sm_event *ev);
+void sm_event_free(struct sm_event *ev);
+
+/* sess.c */
+void sm_sess_control(struct sm *sm, const char *c2s, struct xml_node *ctl);
+void sm_sess_start(struct sm_user *u, struct sm_event *ev); /* from the user's queue */
+/* End s now: notify (NULL, "kick" or "replaced") goes to its c2s, then the
+ * sess-end chain runs (unavailable broadcast) and s is freed. */
+void sm_sess_end(struct sm_sess *s, const char *notify, const char *reason);
+/* Queue the end of a session on its user's queue (in order with its stanzas). */
+void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid);
+/* Free s without running any hook (sm shutdown: the c2s keeps the client). */
+void sm_sess_drop(struct sm_sess *s);
+struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
+void sm_sess_c2s_down(struct sm *sm, const char *c2s);
+void sm_sess_announce(struct sm *sm, const char *c2s);
+
+/* ---- the daemon object (sm.c) ---- */
+
+struct sm {
+    uv_loop_t *loop;
+    struct sm_config *cfg;
+    struct component *comp;
+    struct storage *st;
+    struct jid_cache *jids;
+    char **domains;
+    size_t ndomains;
+    struct htab *users;                  /* bare JID -> struct sm_user */
+    struct htab *sessions;               /* "c2s\nsid" -> struct sm_sess */
+    struct htab *c2s;                    /* c2s names up -> (void *)1 announced, 2 not yet */
+    struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
+    size_t lru_count;
+    uint64_t seq; /* a counter for sm_sess.active_seq */
+    bool stopping;
+    uv_timer_t drain; /* sm_stop: waits for storage to settle */
+    uint64_t drain_deadline;
+    /* modules */
+    struct sm_mod mods[SM_MAX_MODS];
+    size_t nmods;
+    struct sm_hook_entry {
+        sm_handler fn;
+        struct sm_mod *mod;
+    } hooks[SM_HOOK_COUNT][SM_MAX_MODS * 2];
+    size_t nhooks[SM_HOOK_COUNT];
+};
+
+struct sm *sm_new(struct sm_config *cfg);
+/* Domains and modules from the config; ERR_CONFIG. */
+int sm_configure(struct sm *sm, struct config *cfg);
+/* Storage and the router connection (post_jail). */
+int sm_start(struct sm *sm, uv_loop_t *loop);
+void sm_stop(struct sm *sm);
+void sm_free(struct sm *sm);
+void sm_log_stats(struct sm *sm);
+
+/* The domain string if jid's domain is one of ours, else NULL. */
+const char *sm_local_domain(struct sm *sm, const struct jid *j);
+const char *sm_default_domain(struct sm *sm);
+/* Route a stanza built or received by the sm to its 'to': a local user or
+ * the server itself (through the packet path), or the router. The caller
+ * keeps st. */
+void sm_route(struct sm *sm, struct xml_node *st);
+/* Bounce st (the caller keeps it) with cond, unless it is an error or an
+ * iq result. */
+void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond);
+/* Deliver st to one session (out-sess chain, then r:route to its c2s). */
+void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st);
+/* The same stanza to many sessions: serialised once. */
+void sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st);
+/* Send a session control element <name sid reason/> to c2s. */
+void sm_send_control(struct sm *sm, const char *c2s, const char *domain, const char *name,
+                     const char *sid, const char *reason);
+/* Process a stanza addressed to a local user, on that user's queue. */
+void sm_deliver_user(struct sm *sm, struct sm_user *u, struct xml_node *st);
+/* Handle a stanza for a local user now (from its queue): pkt-user chain and
+ * the default delivery rules (RFC 6121 §8). */
+void sm_pkt_user(struct sm_user *u, struct xml_node *st);
+/* Handle a stanza from a session now (from its user's queue). */
+void sm_pkt_sess(struct sm_sess *s, struct xml_node *st);
+/* A parsed jid through the cache, or NULL. */
+struct jid *sm_jid(struct sm *sm, const char *s);
+/* Fill a pkt for a stanza: kind, type, from, to (references: sm_pkt_clear). */
+int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st);
+void sm_pkt_clear(struct sm_pkt *p);
+/* A stanza answer skeleton: <kind to=from from=to id type/> in the
+ * component namespace. */
+struct xml_node *sm_reply(const struct xml_node *st, const char *type);
+
+#endif

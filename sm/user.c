@@ -1,0 +1,270 @@
+/*
+ * user.c - the sm's users: loaded asynchronously, one event queue each,
+ * cached while they have sessions and in an LRU of idle users afterwards.
+ *
+ * sm_user_get returns the user at once; a user not in memory is created in
+ * state LOADING with one hold, and its account is looked up in storage.
+ * When the account exists the user-load chain runs (modules start their
+ * own queries, each under a hold), and once every hold is released the
+ * queued events are handled in arrival order. A user whose account does
+ * not exist (MISSING) or whose load failed handles its queue (errors to
+ * the senders) and is forgotten at once, so an account created later is
+ * found at the next stanza.
+ *
+ * A user is idle when it has no session, no hold and no queued event; an
+ * idle user goes to the tail of the LRU and the head is evicted past
+ * <cache><users>. Any new event takes it out again. So a message to an
+ * offline user, or a quick re-login, costs no roster reload.
+ *
+ * Runs on the sm's loop; storage callbacks arrive there too.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "sm/sm.h"
+
+static void lru_remove(struct sm *sm, struct sm_user *u)
+{
+    if (!u->in_lru)
+        return;
+    if (u->lru_prev)
+        u->lru_prev->lru_next = u->lru_next;
+    else
+        sm->lru_head = u->lru_next;
+    if (u->lru_next)
+        u->lru_next->lru_prev = u->lru_prev;
+    else
+        sm->lru_tail = u->lru_prev;
+    u->lru_prev = u->lru_next = NULL;
+    u->in_lru = false;
+    sm->lru_count--;
+}
+
+static void lru_append(struct sm *sm, struct sm_user *u)
+{
+    u->lru_prev = sm->lru_tail;
+    u->lru_next = NULL;
+    if (sm->lru_tail)
+        sm->lru_tail->lru_next = u;
+    else
+        sm->lru_head = u;
+    sm->lru_tail = u;
+    u->in_lru = true;
+    sm->lru_count++;
+}
+
+void sm_event_free(struct sm_event *ev)
+{
+    if (ev == NULL)
+        return;
+    xml_free(ev->stanza);
+    free(ev->c2s);
+    free(ev);
+}
+
+static void user_free(struct sm_user *u)
+{
+    struct sm *sm = u->sm;
+    lru_remove(sm, u);
+    htab_del(sm->users, u->jid->bare, u->jid->bare_len);
+    for (size_t i = 0; i < sm->nmods; i++)
+        if (sm->mods[i].def->user_free != NULL)
+            sm->mods[i].def->user_free(&sm->mods[i], u);
+    while (u->qhead != NULL) {
+        struct sm_event *ev = u->qhead;
+        u->qhead = ev->next;
+        sm_event_free(ev);
+    }
+    jid_free(u->jid);
+    free(u);
+}
+
+static void maybe_idle(struct sm_user *u)
+{
+    struct sm *sm = u->sm;
+    if (u->nsess > 0 || u->holds > 0 || u->qhead != NULL || u->running || u->in_lru)
+        return;
+    if (u->state != SM_USER_READY || u->load_failed || sm->stopping) {
+        user_free(u);
+        return;
+    }
+    lru_append(sm, u);
+    while (sm->lru_count > (size_t)sm->cfg->user_cache)
+        user_free(sm->lru_head);
+}
+
+static void on_exists(void *arg, int err, const struct storage_result *res)
+{
+    struct sm_user *u = arg;
+    bool exists = false;
+    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
+        log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "no row");
+        u->load_failed = true;
+        u->state = SM_USER_READY;
+    } else if (!exists) {
+        u->state = SM_USER_MISSING;
+    } else {
+        u->state = SM_USER_READY;
+        struct sm_pkt p;
+        memset(&p, 0, sizeof(p));
+        p.user = u;
+        sm_hook_run(u->sm, SM_HOOK_USER_LOAD, &p);
+    }
+    sm_user_release(u);
+}
+
+struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
+{
+    struct sm_user *u = htab_get(sm->users, bare->bare, bare->bare_len);
+    if (u != NULL) {
+        lru_remove(sm, u);
+        return u;
+    }
+    u = xcalloc(1, sizeof(*u));
+    u->sm = sm;
+    u->jid = jid_dup(bare);
+    u->state = SM_USER_LOADING;
+    u->holds = 1;
+    htab_put(sm->users, bare->bare, bare->bare_len, u);
+    int rc = sm->st ? storage_user_exists(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
+    if (rc != 0) {
+        log_warn("loading %s: %s", bare->bare, err_str(rc));
+        u->load_failed = true;
+        u->state = SM_USER_READY;
+        u->holds = 0;
+    }
+    return u;
+}
+
+void sm_user_hold(struct sm_user *u)
+{
+    u->holds++;
+}
+
+static void handle(struct sm_user *u, struct sm_event *ev)
+{
+    struct sm *sm = u->sm;
+    switch (ev->kind) {
+    case SM_EV_START:
+        sm_sess_start(u, ev);
+        break;
+    case SM_EV_END: {
+        struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
+        if (s != NULL && s->user == u)
+            sm_sess_end(s, NULL, NULL);
+        break;
+    }
+    case SM_EV_IN_SESS: {
+        struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
+        if (s != NULL && s->user == u) {
+            sm_pkt_sess(s, ev->stanza);
+        } else {
+            /* The c2s believes in a session the sm does not know (it ended
+             * here first): tell it, so that it closes the client's stream. */
+            log_info("stanza from unknown session %s/%s: kicked", ev->c2s, ev->sid);
+            sm_send_control(sm, ev->c2s, u->jid->domain, "kick", ev->sid, "undefined-condition");
+        }
+        break;
+    }
+    case SM_EV_DELIVER:
+        sm_pkt_user(u, ev->stanza);
+        break;
+    case SM_EV_CALL:
+        ev->call(u, ev->arg);
+        break;
+    }
+}
+
+static void drain(struct sm_user *u)
+{
+    if (u->running)
+        return;
+    u->running = true;
+    while (u->holds == 0 && u->state != SM_USER_LOADING && u->qhead != NULL) {
+        struct sm_event *ev = u->qhead;
+        u->qhead = ev->next;
+        if (u->qhead == NULL)
+            u->qtail = NULL;
+        u->qlen--;
+        handle(u, ev);
+        sm_event_free(ev);
+    }
+    u->running = false;
+    maybe_idle(u);
+}
+
+void sm_user_release(struct sm_user *u)
+{
+    if (u->holds > 0)
+        u->holds--;
+    if (u->holds == 0)
+        drain(u);
+}
+
+/* A full queue refuses new work with resource-constraint. */
+static void refuse(struct sm_user *u, struct sm_event *ev)
+{
+    struct sm *sm = u->sm;
+    log_warn("queue of %s full (%u events): refusing", u->jid->bare, u->qlen);
+    if (ev->kind == SM_EV_START) {
+        const char *sid = xml_get_attr(ev->stanza, "sid");
+        if (sid != NULL)
+            sm_send_control(sm, ev->c2s, u->jid->domain, "failed", sid, "resource-constraint");
+    } else if (ev->stanza != NULL && ev->kind != SM_EV_END) {
+        sm_bounce(sm, ev->stanza, XML_STE_RESOURCE_CONSTRAINT);
+    }
+    sm_event_free(ev);
+}
+
+void sm_user_post(struct sm_user *u, struct sm_event *ev)
+{
+    lru_remove(u->sm, u);
+    if (u->qlen >= (unsigned)u->sm->cfg->queue_max && ev->kind != SM_EV_END) {
+        refuse(u, ev);
+        maybe_idle(u);
+        return;
+    }
+    ev->next = NULL;
+    if (u->qtail)
+        u->qtail->next = ev;
+    else
+        u->qhead = ev;
+    u->qtail = ev;
+    u->qlen++;
+    drain(u);
+}
+
+struct sm_sess *sm_user_top_sess(struct sm_user *u)
+{
+    struct sm_sess *best = NULL;
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next) {
+        if (!s->available || s->priority < 0)
+            continue;
+        if (best == NULL || s->priority > best->priority ||
+            (s->priority == best->priority && s->active_seq > best->active_seq))
+            best = s;
+    }
+    return best;
+}
+
+void sm_users_free(struct sm *sm)
+{
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        sm_sess_drop(it.val);
+        htab_iter_init(&it, sm->sessions);
+    }
+    while (htab_count(sm->users) > 0) {
+        htab_iter_init(&it, sm->users);
+        htab_iter_next(&it);
+        struct sm_user *u = it.val;
+        u->holds = 0;
+        u->nsess = 0;
+        user_free(u);
+    }
+}

@@ -1,0 +1,177 @@
+"""test_c2s_limits.py - parley-c2s limits, each on a stack configured with a
+small value: new connections per second per IP (a flood from 127.0.0.1 is
+refused while 127.0.0.2 logs in), connections per process, unauthenticated
+connections in total, the pre-auth byte cap, the handshake timeout, the
+bytes/s token bucket (reading pauses, nothing is dropped), and pings to a
+silent client.
+"""
+
+import asyncio
+
+import pytest
+
+import harness
+import stack
+from stack import ClientRaw, NS_SASL
+
+
+def limits_stack(**limits):
+    body = "".join("<%s>%s</%s>" % (k.replace("_", "-"), v, k.replace("_", "-"))
+                   for k, v in limits.items())
+    s = stack.Stack(c2s=1, extra={"c2s": "  <limits>%s</limits>\n" % body})
+    s.start()
+    s.add_user("alice", "wonderland")
+    return s
+
+
+def finish(s):
+    try:
+        errs = s.sanitizer_errors()
+        assert not errs, "sanitizer reports: %s" % errs[:5]
+    finally:
+        s.cleanup()
+
+
+async def refused(s, source="127.0.0.1"):
+    """Connect and send a header: the stream error, or None if served."""
+    raw = await ClientRaw.connect_client(s, source=source)
+    try:
+        feats = await raw.open()
+        if feats is not None:
+            return None
+        return await raw.stream_error()
+    finally:
+        raw.close()
+
+
+def test_flood_from_one_ip_throttled_other_ip_fine():
+    s = limits_stack(connect_rate=2)
+    try:
+        async def go():
+            conds = []
+            for _ in range(12):
+                conds.append(await refused(s))
+            assert conds[0] is None  # the burst allowance lets the first ones in
+            assert "policy-violation" in conds, conds
+            # Another address is not affected by 127.0.0.1's flood.
+            raw = await ClientRaw.connect_client(s, source="127.0.0.2")
+            try:
+                jid = await raw.login_plain("alice", "wonderland")
+                assert jid == "alice@%s/raw" % s.domain
+            finally:
+                raw.close()
+        harness.run(go())
+        assert "connecting too fast" in s["c2s-1"].log()
+    finally:
+        finish(s)
+
+
+def test_connections_per_ip():
+    s = limits_stack(connections_per_ip=2, connect_rate=100)
+    try:
+        async def go():
+            held = [await ClientRaw.connect_client(s) for _ in range(2)]
+            for r in held:
+                assert await r.open() is not None
+            assert await refused(s) == "policy-violation"
+            assert await refused(s, source="127.0.0.2") is None
+            for r in held:
+                r.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_max_connections_and_unauthenticated():
+    s = limits_stack(max_connections=3, max_unauthenticated=2, connect_rate=100)
+    try:
+        async def go():
+            held = [await ClientRaw.connect_client(s) for _ in range(2)]
+            for r in held:
+                assert await r.open() is not None
+            # Two unauthenticated already: the third is refused clearly.
+            assert await refused(s) == "resource-constraint"
+            held[0].close()
+            held.pop(0)
+            # One authenticated and one waiting: room for neither more.
+            a = await ClientRaw.connect_client(s, source="127.0.0.2")
+            await a.login_plain("alice", "wonderland")
+            held.append(a)
+            b = await ClientRaw.connect_client(s, source="127.0.0.3")
+            assert await b.open() is not None
+            held.append(b)
+            assert await refused(s, source="127.0.0.4") == "resource-constraint"
+            for r in held:
+                r.close()
+        harness.run(go())
+        log = s["c2s-1"].log()
+        assert "too many unauthenticated connections" in log
+        assert "too many connections" in log
+    finally:
+        finish(s)
+
+
+def test_handshake_timeout_and_preauth_bytes():
+    s = limits_stack(handshake_timeout="1s", preauth_bytes="4k")
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.open()
+                assert await raw.stream_error(harness.WAIT * 2) == "connection-timeout"
+            finally:
+                raw.close()
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.open()
+                await raw.starttls()
+                await raw.open()
+                for _ in range(100):
+                    raw.send("<abort xmlns='%s'/>" % NS_SASL)
+                assert await raw.stream_error() == "policy-violation"
+            finally:
+                raw.close()
+        harness.run(go())
+        assert "too much data before authentication" in s["c2s-1"].log()
+    finally:
+        finish(s)
+
+
+def test_rate_pauses_reading_and_drops_nothing():
+    s = limits_stack(rate="8k", stanza_size="4k")
+    try:
+        async def go():
+            a, oa = await stack.login(s, "alice", "wonderland", resource="r")
+            assert oa == "session"
+            try:
+                body = "x" * 1000
+                for i in range(40):  # 40 KiB at 8 KiB/s
+                    a.send_message(mto=str(a.boundjid), mbody="%d %s" % (i, body))
+                for i in range(40):
+                    m = await asyncio.wait_for(a.inbox.get(), harness.WAIT * 4)
+                    assert m["body"].startswith("%d " % i)
+            finally:
+                await stack.logout(a)
+        harness.run(go())
+        assert "client throttled" in s["c2s-1"].log()
+    finally:
+        finish(s)
+
+
+def test_ping_to_silent_client():
+    s = limits_stack(ping_after="1s", ping_timeout="1s")
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                el = await raw.recv(harness.WAIT * 2)
+                assert el.tag == "{jabber:client}iq" and el.get("type") == "get"
+                assert el.find("{urn:xmpp:ping}ping") is not None
+                # No answer: the stream ends.
+                assert await raw.stream_error(harness.WAIT * 2) == "connection-timeout"
+            finally:
+                raw.close()
+        harness.run(go())
+    finally:
+        finish(s)

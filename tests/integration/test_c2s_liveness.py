@@ -1,0 +1,176 @@
+"""test_c2s_liveness.py - what clients see when a part of the service goes:
+kill -9 of c2s (the sm ends its sessions: a message to such a session is
+answered with an error), the sm gone (new logins get
+remote-connection-failed, and work again once it is back), the router gone
+(every client stream ends with internal-server-error; c2s reconnects and
+serves again).
+"""
+
+import asyncio
+import time
+
+import harness
+import stack
+from stack import ClientRaw
+
+
+def new_stack():
+    s = stack.Stack(c2s=1)
+    s.start()
+    s.add_user("alice", "wonderland")
+    s.add_user("bob", "builder")
+    return s
+
+
+def wait_log(d, text, count=1, timeout=harness.START_WAIT):
+    deadline = time.monotonic() + timeout
+    while d.log().count(text) < count:
+        assert time.monotonic() < deadline, "no %r in the log:\n%s" % (text, d.log()[-4000:])
+        time.sleep(0.05)
+
+
+def test_kill_c2s_ends_its_sessions():
+    s = new_stack()
+    try:
+        async def first():
+            a, oa = await stack.login(s, "alice", "wonderland", resource="gone")
+            assert oa == "session"
+            return a
+        a = harness.run(first())
+        s.kill("c2s-1")
+        wait_log(s["sm"], "c2s-1 is down: ending its 1 session")
+        s["c2s-1"].start()
+
+        async def second():
+            b, ob = await stack.login(s, "bob", "builder", resource="b")
+            assert ob == "session"
+            try:
+                got = asyncio.get_event_loop().create_future()
+                b.add_event_handler("message_error",
+                                    lambda m: got.done() or got.set_result(m))
+                b.send_message(mto="alice@%s/gone" % s.domain, mbody="are you there?")
+                err = await asyncio.wait_for(got, harness.WAIT)
+                assert err["error"]["condition"] == "service-unavailable"
+            finally:
+                await stack.logout(b)
+        harness.run(second())
+        del a  # its loop is gone with the first run; c2s-1 dropped it
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_sm_gone_then_back():
+    s = new_stack()
+    try:
+        s["sm"].stop()
+        wait_log(s["c2s-1"], "sm sm is down")
+
+        async def refused():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                assert await raw.open() is None
+                return await raw.stream_error()
+            finally:
+                raw.close()
+        assert harness.run(refused()) == "remote-connection-failed"
+        s["sm"].start()
+        wait_log(s["c2s-1"], "domain %s is up" % s.domain, count=2)
+
+        async def works():
+            a, oa = await stack.login(s, "alice", "wonderland")
+            assert oa == "session"
+            await stack.logout(a)
+        harness.run(works())
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_router_gone_closes_clients_and_c2s_comes_back():
+    s = new_stack()
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                s.router.kill()
+                assert await raw.stream_error() == "internal-server-error"
+            finally:
+                raw.close()
+        harness.run(go())
+        s.router.start()
+        wait_log(s["c2s-1"], "connected to the router again")
+        wait_log(s["c2s-1"], "domain %s is up" % s.domain, count=2)
+
+        async def works():
+            a, oa = await stack.login(s, "alice", "wonderland")
+            assert oa == "session"
+            await stack.logout(a)
+        harness.run(works())
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_sm_restart_keeps_sessions():
+    """Bound clients stay while the sm is away: their stanzas bounce with a
+    stanza error; after the sm's announce their sessions are resumed and
+    messages flow again."""
+    s = new_stack()
+    try:
+        async def go():
+            a, oa = await stack.login(s, "alice", "wonderland", resource="a")
+            b, ob = await stack.login(s, "bob", "builder", resource="b")
+            assert (oa, ob) == ("session", "session")
+            try:
+                s["sm"].stop()
+                await asyncio.get_event_loop().run_in_executor(
+                    None, wait_log, s["c2s-1"], "sm sm is down")
+                got = asyncio.get_event_loop().create_future()
+                b.add_event_handler("message_error", lambda m: got.done() or got.set_result(m))
+                b.send_message(mto="alice@%s/a" % s.domain, mbody="anyone?")
+                err = await asyncio.wait_for(got, harness.WAIT)
+                assert err["error"]["condition"] == "remote-server-timeout"
+                s["sm"].start()
+                await asyncio.get_event_loop().run_in_executor(
+                    None, wait_log, s["sm"], "session", 1)
+                await asyncio.get_event_loop().run_in_executor(
+                    None, wait_log, s["sm"], "announce to c2s-1")
+                # Resumed: a message reaches alice again.
+                deadline = time.monotonic() + harness.WAIT
+                while True:
+                    b.send_message(mto="alice@%s/a" % s.domain, mbody="back")
+                    try:
+                        m = await asyncio.wait_for(a.inbox.get(), 0.5)
+                        assert m["body"] == "back"
+                        break
+                    except asyncio.TimeoutError:
+                        assert time.monotonic() < deadline, s.logs()[-5000:]
+            finally:
+                await stack.logout(a)
+                await stack.logout(b)
+        harness.run(go())
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_sigterm_system_shutdown_clean_exit():
+    s = new_stack()
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                s["c2s-1"].signal(15)
+                assert await raw.stream_error() == "system-shutdown"
+            finally:
+                raw.close()
+        harness.run(go())
+        code = s["c2s-1"].proc.wait(harness.STOP_WAIT)  # the first TERM's orderly stop
+        assert code == 0, "exit %r: %s" % (code, s["c2s-1"].log()[-3000:])
+        wait_log(s["sm"], "ended")
+        assert not s.sanitizer_errors(), s["c2s-1"].log()[-3000:]
+    finally:
+        s.cleanup()

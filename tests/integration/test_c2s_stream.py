@@ -1,0 +1,298 @@
+"""test_c2s_stream.py - stream-level behaviour of parley-c2s on raw
+sockets: each bad-input case gets its RFC 6120 stream error and a closed
+stream, STARTTLS is required before SASL, PLAIN is offered only over TLS,
+the host stays pinned across STARTTLS (CVE-2018-10847), and the pre-auth
+limits hold.
+"""
+
+import asyncio
+
+import pytest
+
+import harness
+import stack
+from stack import ClientRaw, NS_SASL, NS_TLS
+
+OTHER = "other.test"
+
+
+@pytest.fixture(scope="module")
+def st():
+    # other.test: a domain c2s knows (its own <domain> entry) but no sm
+    # serves, so a stream to it alone would get remote-connection-failed.
+    s = stack.Stack(c2s=1, extra={"c2s": "  <domain name='%s'/>\n" % OTHER})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        yield s
+        errs = s.sanitizer_errors()
+        assert not errs, "sanitizer reports: %s" % errs[:5]
+    finally:
+        s.cleanup()
+
+
+def error_after(st, payload, header=True, **open_kw):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            if header:
+                await raw.open(**open_kw)
+            if payload:
+                raw.send(payload)
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    return harness.run(go())
+
+
+def test_invalid_namespace(st):
+    assert error_after(st, None, ns="jabber:server") == "invalid-namespace"
+
+
+def test_unsupported_version(st):
+    assert error_after(st, None, version="0.9") == "unsupported-version"
+    assert error_after(st, None, version=None) == "unsupported-version"
+
+
+def test_host_unknown(st):
+    assert error_after(st, None, to="nowhere.test") == "host-unknown"
+    assert error_after(st, None, to="") == "host-unknown"
+
+
+def test_domain_without_sm(st):
+    assert error_after(st, None, to=OTHER) == "remote-connection-failed"
+
+
+def test_not_well_formed(st):
+    assert error_after(st, "<message></iq>") == "not-well-formed"
+
+
+def test_restricted_xml(st):
+    assert error_after(st, "<!-- a comment -->") == "restricted-xml"
+    assert error_after(st, "<?pi here?>") == "restricted-xml"
+
+
+def test_stanza_before_auth(st):
+    assert error_after(st, "<message to='alice@example.test'><body>x</body></message>") == \
+        "not-authorized"
+
+
+def test_plaintext_auth_when_tls_required(st):
+    # PLAIN in the clear on a TLS-required stream: policy-violation and
+    # close, never a stall or a password check.
+    assert error_after(st, "<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                       % NS_SASL) == "policy-violation"
+    assert "authenticated" not in st["c2s-1"].log()
+
+
+def test_preauth_element_cap(st):
+    big = "<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (NS_SASL, "A" * 16384)
+    assert error_after(st, big) == "policy-violation"
+
+
+def test_features_before_and_after_tls(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            feats = await raw.open()
+            tls = feats.find("{%s}starttls" % NS_TLS)
+            assert tls is not None and tls.find("{%s}required" % NS_TLS) is not None
+            # TLS is required: no mechanism is offered before it.
+            assert feats.find("{%s}mechanisms" % NS_SASL) is None
+            await raw.starttls()
+            feats = await raw.open()
+            mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+            assert mechs == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+            # Offered = accepted: anything else is invalid-mechanism.
+            raw.send("<auth xmlns='%s' mechanism='DIGEST-MD5'/>" % NS_SASL)
+            el = await raw.recv()
+            assert el.tag == "{%s}failure" % NS_SASL
+            assert el.find("{%s}invalid-mechanism" % NS_SASL) is not None
+        finally:
+            raw.close()
+    harness.run(go())
+
+
+def test_host_pinned_across_starttls(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            raw.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                     "xmlns:stream='%s' to='%s' version='1.0'>" % (harness.NS_STREAM, OTHER))
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "host-unknown"
+    assert "a restarted stream must name the same host" in st["c2s-1"].log()
+
+
+def test_host_pinned_after_sasl(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            el = await raw.auth_plain("alice", "wonderland")
+            assert el.tag == "{%s}success" % NS_SASL
+            raw.reset()
+            raw.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                     "xmlns:stream='%s' to='%s' version='1.0'>" % (harness.NS_STREAM, OTHER))
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "host-unknown"
+
+
+def test_raw_login_and_bind(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            jid = await raw.login_plain("alice", "wonderland", resource="Raw Res")
+            assert jid == "alice@%s/Raw Res" % st.domain
+            # A second bind on the same stream is refused.
+            raw.send("<iq type='set' id='b2'><bind xmlns='%s'/></iq>" % stack.NS_BIND)
+            el = await raw.recv()
+            assert el.get("type") == "error" and el.get("id") == "b2"
+            # Whitespace keepalives are fine.
+            raw.send("   \n  ")
+            raw.send("<iq type='get' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+            el = await raw.recv()
+            assert el.get("type") == "result" and el.get("id") == "s1"
+        finally:
+            raw.close()
+    harness.run(go())
+
+
+def plus_stack():
+    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1"
+    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    s.start()
+    s.add_user("alice", "wonderland")
+    return s
+
+
+def test_scram_plus_channel_binding():
+    s = plus_stack()
+    try:
+        async def session():
+            raw = await ClientRaw.connect_client(s)
+            await raw.open()
+            await raw.starttls()
+            feats = await raw.open()
+            return raw, feats
+
+        async def go():
+            raw, feats = await session()
+            try:
+                mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+                assert mechs == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256",
+                                 "SCRAM-SHA-1"]
+                cb = feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                assert cb is not None and cb[0].get("type") == "tls-server-end-point"
+                assert await raw.auth_scram("alice", "wonderland", "sha256", plus=True) == \
+                    "success"
+            finally:
+                raw.close()
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", "sha1", plus=True) == "success"
+            finally:
+                raw.close()
+            # Binding data that is not our certificate's: refused.
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=b"\0" * 32) == "not-authorized"
+            finally:
+                raw.close()
+            # "y": the client can bind but believes we cannot, while we offered
+            # -PLUS: a downgrade, refused (RFC 5802 §6).
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="y") == "not-authorized"
+            finally:
+                raw.close()
+            # Without binding ("n") plain SCRAM still works.
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="n") == "success"
+            finally:
+                raw.close()
+        harness.run(go())
+        log = s["c2s-1"].log()
+        assert "Channel bindings mismatch" in log
+        assert "client incorrectly assumed server had no channel binding" in log
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()
+
+
+def test_y_flag_fine_without_plus(st):
+    # No -PLUS configured: a client that can bind and says "y" is right.
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            return await raw.auth_scram("alice", "wonderland", flag="y")
+        finally:
+            raw.close()
+    assert harness.run(go()) == "success"
+
+
+def test_bad_format_and_prefix(st):
+    assert error_after(st, "some text between elements") == "bad-format"
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            raw.send("<?xml version='1.0'?><s:stream xmlns='jabber:client' "
+                     "xmlns:s='http://etherx.jabber.org/streams' to='%s' version='1.0'>"
+                     "<s:features/>" % st.domain)
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    # Our parser's choice for an unexpected stream-namespace element.
+    assert harness.run(go()) in ("unsupported-stanza-type", "not-authorized", "bad-format",
+                                 "bad-namespace-prefix", "invalid-namespace")
+
+
+def test_after_bind_errors(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.login_plain("alice", "wonderland", resource="errs")
+            raw.send("<foo xmlns='jabber:client'/>")
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "unsupported-stanza-type"
+
+
+def test_stanza_size_after_auth():
+    s = stack.Stack(c2s=1, extra={"c2s": "  <limits><stanza-size>8k</stanza-size></limits>\n"})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.login_plain("alice", "wonderland")
+                # Within the limit (bigger than the pre-auth one): delivered.
+                raw.send("<message to='alice@%s/raw'><body>%s</body></message>" %
+                         (s.domain, "y" * 6000))
+                el = await raw.recv()
+                assert el.tag == "{jabber:client}message"
+                raw.send("<message to='alice@%s/raw'><body>%s</body></message>" %
+                         (s.domain, "z" * 9000))
+                return await raw.stream_error()
+            finally:
+                raw.close()
+        assert harness.run(go()) == "policy-violation"
+        assert not s.sanitizer_errors()
+    finally:
+        s.cleanup()

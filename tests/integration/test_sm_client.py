@@ -1,0 +1,193 @@
+"""test_sm_client.py - the sm end to end with real clients: python3-slixmpp
+through parley-c2s, the router and parley-sm on a real PostgreSQL.
+
+Subscriptions and roster pushes, presence across accounts and resources,
+priority routing, offline messages across an sm restart and a PostgreSQL
+restart (delivered once, with delay stamps), errors for a nonexistent user,
+an sm restart with clients staying connected, and a c2s killed: its
+sessions end with unavailable to the contacts.
+"""
+
+import asyncio
+
+import pytest
+
+import harness
+import stack
+from smutil import FakeC2s, client, is_presence, login, logout_all, restart_sm, wait_for
+
+
+@pytest.fixture
+def st():
+    s = stack.Stack(c2s=1)
+    s.start()
+    for u in ("alice", "bob"):
+        s.add_user(u, "pw")
+    yield s
+    try:
+        codes = s.stop()
+        print(s.logs()[-60000:])
+        assert codes["sm"] == 0, codes
+        assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
+    finally:
+        s.cleanup()
+
+
+def jid(st, user, res=None):
+    return "%s@%s%s" % (user, st.domain, "/" + res if res else "")
+
+
+def avail(frm):
+    return lambda p: str(p["from"]) == frm and p["type"] in ("available", "")
+
+
+async def befriend(st, a, b):
+    """Mutual subscription between a and b, through their clients."""
+    A, B = jid(st, "alice"), jid(st, "bob")
+    a.send_presence(pto=B, ptype="subscribe")
+    await wait_for(b.presences, lambda p: p["type"] == "subscribe", "subscribe at bob")
+    b.send_presence(pto=A, ptype="subscribed")
+    b.send_presence(pto=A, ptype="subscribe")
+    await wait_for(a.presences, lambda p: p["type"] == "subscribe", "subscribe at alice")
+    a.send_presence(pto=B, ptype="subscribed")
+    await wait_for(a.pushes, lambda iq: a.client_roster[B]["subscription"] == "both",
+                   "alice's item both")
+    await wait_for(b.pushes, lambda iq: b.client_roster[A]["subscription"] == "both",
+                   "bob's item both")
+
+
+def test_subscription_presence_and_priority(st):
+    async def go():
+        a = await client(st, "alice", "home")
+        b1 = await client(st, "bob", "one", priority=1)
+        try:
+            await a.get_roster()
+            await b1.get_roster()
+            await befriend(st, a, b1)
+            # Presence flows both ways now (after the approval, §3.1.5).
+            await wait_for(a.presences, avail(jid(st, "bob", "one")), "bob/one's presence")
+            # bob's second resource: alice gets its presence, it gets alice's (probe).
+            b2 = await client(st, "bob", "two", priority=5)
+            await wait_for(a.presences, avail(jid(st, "bob", "two")), "bob/two's presence")
+            await wait_for(b2.presences, avail(jid(st, "alice", "home")), "probe answer")
+            # A message to bob's bare JID goes to the highest priority.
+            a.send_message(mto=jid(st, "bob"), mbody="to the top", mtype="chat")
+            m = await asyncio.wait_for(b2.inbox.get(), harness.WAIT)
+            assert m["body"] == "to the top"
+            # bob/two logs out: alice sees it go.
+            await logout_all(b2)
+            await wait_for(a.presences, lambda p: str(p["from"]) == jid(st, "bob", "two") and
+                           p["type"] == "unavailable", "unavailable of bob/two")
+            a.send_message(mto=jid(st, "bob"), mbody="now one", mtype="chat")
+            m = await asyncio.wait_for(b1.inbox.get(), harness.WAIT)
+            assert m["body"] == "now one"
+            # The roster survives on the server: a fresh get shows both.
+            await a.get_roster()
+            assert a.client_roster[jid(st, "bob")]["subscription"] == "both"
+            # Nonexistent user: service-unavailable.
+            a.send_message(mto=jid(st, "ghost"), mbody="anyone?", mtype="chat")
+            err = await asyncio.wait_for(a.errors.get(), harness.WAIT)
+            assert err["error"]["condition"] == "service-unavailable"
+        finally:
+            await logout_all(a, b1)
+    harness.run(go())
+
+
+def test_offline_across_sm_and_pg_restart(st):
+    async def first():
+        a = await client(st, "alice", "home")
+        try:
+            for i in range(2):
+                a.send_message(mto=jid(st, "bob"), mbody="offline %d" % i, mtype="chat")
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while st.pg.psql("SELECT count(*) FROM offline")[1] != "2":
+                assert asyncio.get_running_loop().time() < deadline, "messages not stored"
+                await asyncio.sleep(0.05)
+        finally:
+            await logout_all(a)
+    harness.run(first())
+    restart_sm(st)
+    st.pg.restart()
+
+    async def second():
+        b = await client(st, "bob", "desk")
+        try:
+            for i in range(2):
+                m = await asyncio.wait_for(b.inbox.get(), harness.WAIT * 2)
+                assert m["body"] == "offline %d" % i
+                assert m["delay"]["stamp"] is not None
+                assert str(m["delay"]["from"]) == st.domain
+            await logout_all(b)
+            # Delivered once: the next login gets only what is sent now.
+            b = await client(st, "bob", "desk2")
+            a = await client(st, "alice", "home")
+            a.send_message(mto=jid(st, "bob", "desk2"), mbody="live", mtype="chat")
+            m = await asyncio.wait_for(b.inbox.get(), harness.WAIT)
+            assert m["body"] == "live" and not m["delay"]["stamp"]
+            await logout_all(a)
+        finally:
+            await logout_all(b)
+    harness.run(second())
+
+
+def test_sm_restart_keeps_clients(st):
+    async def go():
+        a = await client(st, "alice", "home")
+        b = await client(st, "bob", "desk")
+        try:
+            await a.get_roster()
+            await b.get_roster()
+            await befriend(st, a, b)
+            restart_sm(st)
+            # The c2s re-announced both sessions: messages flow again.
+            deadline = asyncio.get_running_loop().time() + harness.START_WAIT
+            while st["sm"].log().split("sm ready")[-1].count("(resumed)") < 2:
+                assert asyncio.get_running_loop().time() < deadline, st["sm"].log()[-3000:]
+                await asyncio.sleep(0.05)
+            a.send_message(mto=jid(st, "bob", "desk"), mbody="after restart", mtype="chat")
+            m = await asyncio.wait_for(b.inbox.get(), harness.WAIT)
+            assert m["body"] == "after restart"
+            # Presence state was rebuilt: a status change still reaches alice.
+            b.send_presence(pstatus="back")
+            await wait_for(a.presences, lambda p: str(p["from"]) == jid(st, "bob", "desk") and
+                           p["status"] == "back", "bob's new status")
+        finally:
+            await logout_all(a, b)
+    harness.run(go())
+
+
+def test_c2s_kill_sends_unavailable():
+    """alice is a protocol-level session on a second c2s name; bob a real
+    client on parley-c2s, which is killed: alice gets bob's unavailable."""
+    s = stack.Stack(c2s=2)
+    try:
+        s.router.start()
+        s["sm"].start()
+        s["c2s-1"].start()
+        s.add_user("alice", "pw")
+        s.add_user("bob", "pw")
+
+        async def go():
+            c2 = await FakeC2s.connect(s, "c2s-2")
+            a = await login(c2, jid(s, "alice", "raw"))
+            b = await client(s, "bob", "desk")
+            await b.get_roster()
+            # Mutual subscription, alice's side spoken by hand.
+            A, B = jid(s, "alice"), jid(s, "bob")
+            b.send_presence(pto=A, ptype="subscribe")
+            await a.recv(is_presence(B, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % B)
+            a.send("<presence to='%s' type='subscribe'/>" % B)
+            await wait_for(b.presences, lambda p: p["type"] == "subscribe", "subscribe at bob")
+            b.send_presence(pto=A, ptype="subscribed")
+            await a.recv(is_presence(jid(s, "bob", "desk"), None), what="bob's presence")
+            s.kill("c2s-1")
+            await a.recv(is_presence(jid(s, "bob", "desk"), "unavailable"),
+                         what="unavailable after the c2s was killed")
+            c2.close()
+        harness.run(go())
+        assert s["sm"].stop() == 0
+        assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
+    finally:
+        s.router.stop()
+        s.cleanup()

@@ -1,0 +1,207 @@
+"""test_sm_message.py - RFC 6121 §8 delivery and offline storage in
+parley-sm, at the protocol level (the test speaks as c2s-1 over the real
+router; real PostgreSQL): full and bare JIDs, the priority policy,
+offline storage with XEP-0203 delay stamps delivered once and surviving an
+sm restart and a PostgreSQL restart, the quota, errors; iq handling, disco,
+ping and version of the server.
+"""
+
+import asyncio
+
+import pytest
+
+import harness
+from smutil import FakeC2s, SmStack, error_of, is_message, login, q
+
+DELAY = "{urn:xmpp:delay}delay"
+
+
+@pytest.fixture
+def st():
+    s = SmStack(extra={"sm": "<limits><offline>3</offline></limits>"})
+    s.start()
+    for u in ("alice", "bob"):
+        s.add_user(u, "pw")
+    yield s
+    s.finish()
+
+
+def msg(to, body, type="chat", mid=None):
+    i = "" if mid is None else " id='%s'" % mid
+    return "<message to='%s' type='%s'%s><body>%s</body></message>" % (to, type, i, body)
+
+
+def prio(n):
+    return "<presence><priority>%d</priority></presence>" % n
+
+
+def test_full_bare_and_priority(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b1 = await login(c, "bob@%s/one" % st.domain, prio(1))
+        b2 = await login(c, "bob@%s/two" % st.domain, prio(5))
+        B = b1.bare
+        # Full JID: that session, whatever its priority.
+        a.send(msg(b1.jid, "to one"))
+        m = await b1.recv(is_message("to one"))
+        assert m.get("from") == a.jid
+        # Bare JID: the highest priority.
+        a.send(msg(B, "bare1"))
+        await b2.recv(is_message("bare1"))
+        # A tie: the resource that sent presence last.
+        b1.send(prio(5))
+        a.send(msg(B, "bare2"))
+        await b1.recv(is_message("bare2"))
+        b2.send(prio(5))
+        a.send(msg(B, "bare3"))
+        await b2.recv(is_message("bare3"))
+        await b1.nothing(is_message("bare3"))
+        # Headline: every non-negative resource.
+        a.send(msg(B, "news", type="headline"))
+        await b1.recv(is_message("news"))
+        await b2.recv(is_message("news"))
+        # A full JID that is not online: chat goes by the bare rules (§8.5.3.2.1),
+        # groupchat bounces.
+        a.send(msg(B + "/gone", "lost"))
+        await b2.recv(is_message("lost"))
+        a.send(msg(B + "/gone", "gc", type="groupchat", mid="gc1"))
+        e = await a.recv(lambda s: s.get("id") == "gc1")
+        assert error_of(e)[1] == "service-unavailable"
+        # A bare JID with only negative priorities: stored offline (§8.5.2.1.1).
+        b1.send(prio(-1))
+        b2.send(prio(-1))
+        a.send(msg(B, "later"))
+        await b1.nothing(is_message("later"))
+        await b2.nothing(is_message("later"))
+        b1.send(prio(0))
+        m = await b1.recv(is_message("later"), what="offline message at priority >= 0")
+        assert m.find(DELAY) is not None
+        c.close()
+    harness.run(go())
+
+
+async def stored(st, n):
+    """Wait (bounded) until bob has n offline messages in the database."""
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while True:
+        _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = 'bob@%s'" % st.domain)
+        if out.strip() == str(n):
+            return
+        assert asyncio.get_running_loop().time() < deadline, "offline count %s, not %d" % (out, n)
+        await asyncio.sleep(0.05)
+
+
+async def offline_round(st, bodies, stop=None):
+    """alice sends bodies to offline bob; stop() runs; bob logs in and gets
+    them once, in order, with delay stamps."""
+    c = await FakeC2s.connect(st)
+    a = await login(c, "alice@%s/a" % st.domain)
+    for i, b in enumerate(bodies):
+        a.send(msg("bob@%s" % st.domain, b, mid="m%d" % i))
+    a.send(msg("bob@%s" % st.domain, "hl", type="headline"))  # not stored
+    await a.nothing(lambda s: s.get("type") == "error")
+    await stored(st, len(bodies))
+    c.close()
+    if stop:
+        stop()
+    c = await FakeC2s.connect(st)
+    b = await login(c, "bob@%s/b" % st.domain)
+    for i, body in enumerate(bodies):
+        m = await b.recv(lambda s: s.tag == q("message"), what="offline message %d" % i)
+        assert m.find(q("body")).text == body
+        d = m.find(DELAY)
+        assert d is not None and d.get("from") == st.domain and d.get("stamp").endswith("Z")
+        assert m.get("from") == "alice@%s/a" % st.domain
+    await b.nothing(lambda s: s.tag == q("message"))
+    b.end()
+    b = await login(c, "bob@%s/b2" % st.domain)
+    await b.nothing(lambda s: s.tag == q("message"))  # delivered once
+    c.close()
+
+
+def test_offline_delivered_once(st):
+    harness.run(offline_round(st, ["one", "two"]))
+
+
+def test_offline_survives_sm_restart(st):
+    harness.run(offline_round(st, ["before restart"], stop=lambda: st.restart_sm()))
+
+
+def test_offline_survives_pg_restart(st):
+    harness.run(offline_round(st, ["before pg restart"], stop=lambda: st.pg.restart()))
+
+
+def test_offline_quota(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        for i in range(3):
+            a.send(msg("bob@%s" % st.domain, "q%d" % i, mid="q%d" % i))
+        a.send(msg("bob@%s" % st.domain, "over", mid="over"))
+        e = await a.recv(lambda s: s.get("id") == "over")
+        assert e.get("type") == "error" and error_of(e)[1] == "service-unavailable"
+        await a.nothing(lambda s: s.get("id") in ("q0", "q1", "q2"))
+        c.close()
+    harness.run(go())
+
+
+def test_iq_handling_disco_version(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        D = st.domain
+        # An iq to a bare JID is answered by the server on the user's behalf.
+        r = await a.iq("<iq type='get' id='i1' to='%s'><x xmlns='urn:example:x'/></iq>" % b.bare,
+                       "i1")
+        assert error_of(r) == ("cancel", "service-unavailable") and r.get("from") == b.bare
+        r = await a.iq("<iq type='get' id='i2' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                       % b.bare, "i2")
+        assert r.get("type") == "result"
+        # An iq to a full JID goes to that session, and its answer back.
+        a.send("<iq type='get' id='i3' to='%s'><x xmlns='urn:example:x'/></iq>" % b.jid)
+        got = await b.recv(lambda s: s.get("id") == "i3")
+        assert got.get("from") == a.jid
+        b.send("<iq type='result' id='i3' to='%s'/>" % a.jid)
+        r = await a.recv(lambda s: s.get("id") == "i3")
+        assert r.get("type") == "result" and r.get("from") == b.jid
+        # To a full JID that is not online: service-unavailable.
+        r = await a.iq("<iq type='get' id='i4' to='%s/none'><x xmlns='urn:example:x'/></iq>"
+                       % b.bare, "i4")
+        assert error_of(r)[1] == "service-unavailable"
+        # Results and errors are never answered.
+        a.send("<iq type='error' id='i5' to='%s'/>" % b.bare)
+        a.send("<iq type='result' id='i6' to='%s'/>" % D)
+        await a.nothing(lambda s: s.get("id") in ("i5", "i6"))
+        # Disco of the server and of an account (XEP-0030).
+        r = await a.iq("<iq type='get' id='d1' to='%s'><query "
+                       "xmlns='http://jabber.org/protocol/disco#info'/></iq>" % D, "d1")
+        info = r.find("{http://jabber.org/protocol/disco#info}query")
+        feats = {f.get("var") for f in info.findall("{http://jabber.org/protocol/disco#info}feature")}
+        assert {"urn:xmpp:ping", "jabber:iq:version", "msgoffline",
+                "http://jabber.org/protocol/disco#info"} <= feats
+        ident = info.find("{http://jabber.org/protocol/disco#info}identity")
+        assert (ident.get("category"), ident.get("type")) == ("server", "im")
+        r = await a.iq("<iq type='get' id='d2' to='%s'><query "
+                       "xmlns='http://jabber.org/protocol/disco#info'/></iq>" % b.bare, "d2")
+        ident = r.find("{http://jabber.org/protocol/disco#info}query/"
+                       "{http://jabber.org/protocol/disco#info}identity")
+        assert (ident.get("category"), ident.get("type")) == ("account", "registered")
+        r = await a.iq("<iq type='get' id='d3' to='%s'><query "
+                       "xmlns='http://jabber.org/protocol/disco#items'/></iq>" % D, "d3")
+        assert r.get("type") == "result"
+        r = await a.iq("<iq type='get' id='d4' to='%s'><query node='x' "
+                       "xmlns='http://jabber.org/protocol/disco#info'/></iq>" % D, "d4")
+        assert error_of(r)[1] == "item-not-found"
+        # Version (XEP-0092) and ping (XEP-0199) of the server.
+        r = await a.iq("<iq type='get' id='v1' to='%s'><query xmlns='jabber:iq:version'/></iq>"
+                       % D, "v1")
+        v = r.find("{jabber:iq:version}query")
+        assert v.find("{jabber:iq:version}name").text == "Parley"
+        assert v.find("{jabber:iq:version}os") is None
+        r = await a.iq("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>" % D,
+                       "p1")
+        assert r.get("type") == "result" and r.get("from") == D
+        c.close()
+    harness.run(go())

@@ -1,0 +1,211 @@
+"""test_sm_presence.py - RFC 6121 §3-4 in parley-sm at the protocol level
+(the test speaks as c2s-1/c2s-2 over the real router; real PostgreSQL):
+subscription handshakes in several orders with their roster pushes,
+pre-approval, requests kept for an offline contact, probes and broadcast
+across accounts and resources, unavailable when a session ends, when a
+c2s goes down, and to directed-presence recipients.
+"""
+
+import pytest
+
+import harness
+from smutil import (FakeC2s, SmStack, is_presence, is_push, login, push_item, q)
+
+R = "jabber:iq:roster"
+
+
+@pytest.fixture
+def st():
+    s = SmStack(c2s=2)
+    s.start()
+    for u in ("alice", "bob", "carol"):
+        s.add_user(u, "pw")
+    yield s
+    s.finish()
+
+
+def interested(sess, iq_id="rg"):
+    return sess.iq("<iq type='get' id='%s'><query xmlns='%s'/></iq>" % (iq_id, R), iq_id)
+
+
+def pres(to, type):
+    return "<presence to='%s' type='%s'/>" % (to, type)
+
+
+def state(push):
+    it = push_item(push)
+    return (it.get("subscription"), it.get("ask"), it.get("approved"))
+
+
+async def subscribe_both(st, a, b):
+    """a and b end up subscribed to each other (a asks first)."""
+    a.send(pres(b.bare, "subscribe"))
+    await b.recv(is_presence(a.bare, "subscribe"))
+    b.send(pres(a.bare, "subscribed"))
+    await a.recv(is_presence(b.bare, "subscribed"))
+    b.send(pres(a.bare, "subscribe"))
+    await a.recv(is_presence(b.bare, "subscribe"))
+    a.send(pres(b.bare, "subscribed"))
+    await b.recv(is_presence(a.bare, "subscribed"))
+
+
+def test_subscription_handshake_pushes(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await interested(a)
+        await interested(b)
+        A, B = a.bare, b.bare
+        # §3.1.2: alice asks; her item is none + ask.
+        a.send(pres(B, "subscribe"))
+        assert state(await a.recv(is_push(B))) == ("none", "subscribe", None)
+        # §3.1.3: bob (online) gets the request, stamped with alice's bare JID.
+        await b.recv(is_presence(A, "subscribe"))
+        # §3.1.5: bob approves: his item is from; alice gets subscribed, her
+        # item becomes to, and bob's current presence follows (§3.1.5/§3.1.6).
+        b.send(pres(A, "subscribed"))
+        assert state(await b.recv(is_push(A))) == ("from", None, None)
+        await a.recv(is_presence(B, "subscribed"))
+        assert state(await a.recv(lambda s: is_push(B)(s) and
+                                  push_item(s).get("subscription") == "to")) == ("to", None, None)
+        await a.recv(is_presence(b.jid, None), what="bob's presence after approval")
+        # Now the other way round: both.
+        b.send(pres(A, "subscribe"))
+        await a.recv(is_presence(B, "subscribe"))
+        a.send(pres(B, "subscribed"))
+        await a.recv(lambda s: is_push(B)(s) and push_item(s).get("subscription") == "both")
+        await b.recv(lambda s: is_push(A)(s) and push_item(s).get("subscription") == "both")
+        await b.recv(is_presence(a.jid, None), what="alice's presence after approval")
+        # §3.3: alice unsubscribes from bob: alice from, bob to; bob is told,
+        # and alice gets bob's unavailable (§3.3.3).
+        a.send(pres(B, "unsubscribe"))
+        await a.recv(lambda s: is_push(B)(s) and push_item(s).get("subscription") == "from")
+        await b.recv(is_presence(A, "unsubscribe"))
+        await b.recv(lambda s: is_push(A)(s) and push_item(s).get("subscription") == "to")
+        # §3.2: bob cancels alice's subscription from him... (he is 'to' now)
+        # and alice cancels bob's: none on both sides.
+        a.send(pres(B, "unsubscribed"))
+        await a.recv(lambda s: is_push(B)(s) and push_item(s).get("subscription") == "none")
+        await b.recv(is_presence(A, "unsubscribed"))
+        await b.recv(lambda s: is_push(A)(s) and push_item(s).get("subscription") == "none")
+        await b.recv(is_presence(a.jid, "unavailable"), what="unavailable after cancel (§3.2.2)")
+        c.close()
+    harness.run(go())
+
+
+def test_preapproval_and_offline_request(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await interested(a)
+        await interested(b)
+        A, B = a.bare, b.bare
+        # §3.4: bob pre-approves alice; alice's request is answered at once.
+        b.send(pres(A, "subscribed"))
+        assert state(await b.recv(is_push(A))) == ("none", None, "true")
+        a.send(pres(B, "subscribe"))
+        await a.recv(is_presence(B, "subscribed"))
+        await a.recv(lambda s: is_push(B)(s) and push_item(s).get("subscription") == "to")
+        await b.recv(lambda s: is_push(A)(s) and push_item(s).get("subscription") == "from")
+        await b.nothing(is_presence(A, "subscribe"))  # never asked: it was approved
+        # §3.1.3: carol is offline; alice's request waits and is delivered at
+        # carol's next login, and again at the one after until answered.
+        C = "carol@%s" % st.domain
+        a.send(pres(C, "subscribe"))
+        await a.recv(lambda s: is_push(C)(s) and push_item(s).get("ask") == "subscribe")
+        for i in range(2):
+            cs = await login(c, C + "/c%d" % i)
+            await cs.recv(is_presence(A, "subscribe"), what="stored request")
+            cs.end()
+        cs = await login(c, C + "/c9")
+        cs.send(pres(A, "subscribed"))
+        await a.recv(is_presence(C, "subscribed"))
+        cs.end()
+        cs = await login(c, C + "/c10")
+        await cs.nothing(is_presence(A, "subscribe"))
+        c.close()
+    harness.run(go())
+
+
+def test_probes_broadcast_resources_and_end(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        b.end()
+        await a.recv(is_presence(b.jid, "unavailable"), what="unavailable at session end (§4.5.2)")
+        # bob comes back with two resources: his initial presence reaches
+        # alice (§4.2.2), and the probe answer brings him alice's (§4.3).
+        b1 = await login(c, "bob@%s/one" % st.domain,
+                         "<presence><show>away</show><priority>5</priority></presence>")
+        p = await a.recv(is_presence(b1.jid, None))
+        assert p.find(q("show")).text == "away"
+        await b1.recv(is_presence(a.jid, None), what="alice's presence (probe answer)")
+        b2 = await login(c, "bob@%s/two" % st.domain)
+        await a.recv(is_presence(b2.jid, None))
+        await b1.recv(is_presence(b2.jid, None), what="own other resource's presence")
+        await b2.recv(is_presence(b1.jid, None), what="own other resource's presence")
+        await b2.recv(is_presence(a.jid, None), what="alice's presence for the new resource")
+        # An update is broadcast as well (§4.4).
+        b2.send("<presence><status>lunch</status></presence>")
+        p = await a.recv(lambda s: is_presence(b2.jid, None)(s) and s.find(q("status")) is not None)
+        assert p.find(q("status")).text == "lunch"
+        # carol has no subscription: her probe is not answered with presence.
+        cs = await login(c, "carol@%s/c" % st.domain)
+        await cs.nothing(is_presence(b1.jid, None))
+        c.close()
+    harness.run(go())
+
+
+def test_c2s_down_and_directed_presence(st):
+    async def go():
+        c1 = await FakeC2s.connect(st, "c2s-1")
+        c2 = await FakeC2s.connect(st, "c2s-2")
+        a = await login(c1, "alice@%s/a" % st.domain)
+        b = await login(c2, "bob@%s/b" % st.domain)
+        cs = await login(c1, "carol@%s/c" % st.domain)
+        await subscribe_both(st, a, b)
+        # §4.6: bob sends directed presence to carol (no subscription).
+        b.send("<presence to='%s'/>" % cs.jid)
+        await cs.recv(is_presence(b.jid, None))
+        # c2s-2 vanishes: its sessions end; alice and carol get unavailable.
+        c2.close()
+        await a.recv(is_presence(b.jid, "unavailable"), what="unavailable after c2s-2 went down")
+        await cs.recv(is_presence(b.jid, "unavailable"), what="unavailable to directed recipient")
+        c1.close()
+    harness.run(go())
+
+
+def test_resumed_sessions_after_sm_restart(st):
+    """After an sm restart the c2s re-announces its sessions (resume) and
+    replays their last presence: the sm knows them again, answers probes
+    with them, and a session that had sent no presence broadcasts its
+    first one as an initial presence."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        b.send("<presence type='unavailable'/>")
+        await a.recv(is_presence(b.jid, "unavailable"))
+        st.restart_sm()
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.start(a.jid, sid=a.sid, resume=True)
+        a.send("<presence><status>replayed</status></presence>")
+        c.start(b.jid, sid=b.sid, resume=True)  # unavailable: no replay
+        await c.control("started", a.sid)
+        await c.control("started", b.sid)
+        # bob's first presence after the restart is news to alice.
+        b.send("<presence><status>here again</status></presence>")
+        await a.recv(lambda s: is_presence(b.jid, None)(s) and s.find(q("status")) is not None
+                     and s.find(q("status")).text == "here again",
+                     what="bob's presence after the restart")
+        # alice's replayed presence is known: bob's initial presence probed it.
+        await b.recv(lambda s: is_presence(a.jid, None)(s) and s.find(q("status")) is not None
+                     and s.find(q("status")).text == "replayed",
+                     what="alice's replayed presence (probe answer)")
+        c.close()
+    harness.run(go())

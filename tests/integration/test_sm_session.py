@@ -1,0 +1,158 @@
+"""test_sm_session.py - the sm side of the session protocol (sm/SESSION.md),
+tested at the protocol level: the test speaks as c2s-1 over the real router
+(a raw internal component), against a real parley-sm and PostgreSQL.
+"""
+
+import asyncio
+
+import pytest
+
+import harness
+from smutil import FakeC2s, SmStack, error_of, q
+
+PING = "<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+@pytest.fixture
+def st():
+    s = SmStack()
+    s.start()
+    s.add_user("alice", "pw")
+    s.add_user("bob", "pw")
+    yield s
+    s.finish()
+
+
+def test_start_existing_and_missing_account(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        sid = c.start("alice@%s/home" % st.domain)
+        await c.control("started", sid)
+        bad = c.start("nobody@%s/x" % st.domain)
+        f = await c.control("failed", bad)
+        assert f.get("reason") == "not-authorized"
+        other = c.start("alice@elsewhere.test/x")
+        f = await c.control("failed", other)
+        assert f.get("reason") == "not-authorized"
+        # The session works: the server answers a ping inside it.
+        c.send(sid, "alice@%s/home" % st.domain, PING % ("p1", st.domain))
+        r = await c.recv(sid, lambda s: s.get("id") == "p1")
+        assert r.get("type") == "result" and r.get("to") == "alice@%s/home" % st.domain
+        c.close()
+    harness.run(go())
+
+
+def test_newest_session_wins(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        jid = "alice@%s/phone" % st.domain
+        first = c.start(jid)
+        await c.control("started", first)
+        second = c.start(jid)
+        await c.control("replaced", first)
+        await c.control("started", second)
+        # The old sid is gone: a stanza in it gets a kick back.
+        c.send(first, jid, PING % ("old", st.domain))
+        k = await c.control("kick", first)
+        assert k.get("reason")
+        c.send(second, jid, PING % ("new", st.domain))
+        await c.recv(second, lambda s: s.get("id") == "new")
+        c.close()
+    harness.run(go())
+
+
+def test_unknown_iq_to_server_and_nonexistent_user(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        jid = "alice@%s/r" % st.domain
+        sid = c.start(jid)
+        await c.control("started", sid)
+        c.send(sid, jid, "<iq type='get' id='u1' to='%s'><foo xmlns='urn:example:nothing'/></iq>"
+               % st.domain)
+        r = await c.recv(sid, lambda s: s.get("id") == "u1")
+        assert error_of(r) == ("cancel", "service-unavailable")
+        c.send(sid, jid, "<message type='chat' id='m1' to='ghost@%s'><body>hi</body></message>"
+               % st.domain)
+        r = await c.recv(sid, lambda s: s.get("id") == "m1")
+        assert r.get("type") == "error" and error_of(r)[1] == "service-unavailable"
+        assert r.get("from") == "ghost@%s" % st.domain
+        # A result or an error is never answered.
+        c.send(sid, jid, "<iq type='result' id='x1' to='%s'/>" % st.domain)
+        await c.nothing_for(sid, sid, jid)
+        c.close()
+    harness.run(go())
+
+
+def test_announce_after_sm_restart_and_resume(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        jid = "alice@%s/r" % st.domain
+        sid = c.start(jid)
+        await c.control("started", sid)
+        await c.control("announce")  # the sm announced itself when c2s-1 appeared
+        st.restart_sm()
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.start(jid, sid=sid, resume=True)
+        await c.control("started", sid)
+        c.send(sid, jid, PING % ("after", st.domain))
+        await c.recv(sid, lambda s: s.get("id") == "after")
+        c.close()
+    harness.run(go())
+
+
+def test_end_and_c2s_down(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = "alice@%s/r" % st.domain
+        sid = c.start(a)
+        await c.control("started", sid)
+        c.end(sid, a)
+        # After end the sid is unknown: a stanza in it is kicked.
+        c.send(sid, a, PING % ("gone", st.domain))
+        await c.control("kick", sid)
+        sid2 = c.start(a)
+        await c.control("started", sid2)
+        c.close()
+        # The router notifies c2s-1 down; the sm ends its session.
+        deadline = asyncio.get_running_loop().time() + harness.WAIT
+        while "session %s of %s ended" % (sid2, a) not in st["sm"].log():
+            assert asyncio.get_running_loop().time() < deadline, st["sm"].log()[-3000:]
+            await asyncio.sleep(0.05)
+        # A new c2s-1 starts from nothing and can log in again.
+        c = await FakeC2s.connect(st)
+        sid3 = c.start(a)
+        await c.control("started", sid3)
+        c.close()
+    harness.run(go())
+
+
+def test_resource_limit(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        sids = []
+        for i in range(10):
+            sids.append(c.start("bob@%s/r%d" % (st.domain, i)))
+        for s in sids:
+            await c.control("started", s)
+        extra = c.start("bob@%s/r10" % st.domain)
+        f = await c.control("failed", extra)
+        assert f.get("reason") == "resource-constraint"
+        c.close()
+    harness.run(go())
+
+
+def test_deleted_account_is_kicked(st):
+    async def go():
+        c = await FakeC2s.connect(st)
+        old = c.start("bob@%s/old" % st.domain)
+        await c.control("started", old)
+        st.del_user("bob")
+        # The next login finds the account gone: refused, and the live
+        # session is kicked with not-authorized (SESSION.md).
+        new = c.start("bob@%s/new" % st.domain)
+        f = await c.control("failed", new)
+        assert f.get("reason") == "not-authorized"
+        k = await c.control("kick", old)
+        assert k.get("reason") == "not-authorized"
+        c.close()
+    harness.run(go())
