@@ -165,9 +165,9 @@ VirtualHost "{dom}"
         wait_port(self.port, self.proc, "prosody")
 
     def pids(self):
-        """name=pid of the server process (runuser's child)."""
+        """--pid name=pid of the server process."""
         with open(os.path.join(self.dir, "prosody.pid")) as f:
-            return ["prosody=%s" % f.read().strip()]
+            return ["--pid", "prosody=%s" % f.read().strip()]
 
     def restart(self):
         self.stop()
@@ -246,9 +246,24 @@ class Parley:
         self.st.start()
 
     def pids(self):
-        out = ["router=%d" % self.st.router.pid]
+        out = ["--pid", "router=%d" % self.st.router.pid]
         for name, d in self.st.daemons.items():
-            out.append("%s=%d" % (name, d.pid))
+            out += ["--pid", "%s=%d" % (name, d.pid)]
+        # PostgreSQL works for logins too (credentials, roster, presence
+        # state): its CPU time counts, its RSS is not the daemons'.
+        with open(os.path.join(self.st.pg.data, "postmaster.pid")) as f:
+            master = int(f.readline())
+        out += ["--cpu-pid", "pg=%d" % master]
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                out += ["--cpu-pid", "pg=%s" % pid]
         return out
 
     def restart(self):
@@ -269,9 +284,7 @@ def driver(args, port, pids, extra, label):
     cmd = ["taskset", "-c", str(os.cpu_count() - 1), args.xmppload,
            "--domain", DOMAIN, "--port", str(port), "--password", PASSWORD,
            "--sources", str(args.sources), "--concurrency", str(args.concurrency)]
-    for p in pids:
-        cmd += ["--pid", p]
-    cmd += extra
+    cmd += pids + extra
     print("## %s: %s" % (label, " ".join(cmd[3:])), flush=True)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(p.stdout, end="", flush=True)
@@ -298,7 +311,7 @@ def parse(out):
 
 def first(res, name, key, **match):
     for kv in res.get(name, []):
-        if all(kv.get(k) == v for k, v in match.items()):
+        if key in kv and all(kv.get(k) == v for k, v in match.items()):
             return kv.get(key)
     return None
 
@@ -332,6 +345,9 @@ def main():
                    "SCRAM-SHA-1 logins and RSS at %d sessions" % args.sessions)
         summary.append(("SCRAM-SHA-1 logins/s (%d users)" % args.sessions,
                         first(r, "login", "rate")))
+        for kv in r.get("cpu", []):
+            summary.append(("CPU per SCRAM login, %s (util)" % kv["proc"],
+                            "%s us (%s)" % (kv["per_login_us"], kv["util"])))
         summary.append(("RSS per idle TLS session, KiB (delta / total over %s)" %
                         first(r, "rss", "sessions"),
                         "%s / %s" % (first(r, "rss", "per_session_kib"),

@@ -37,13 +37,14 @@
 #include "common/mem.h"
 #include "tests/bench/xmppload.h"
 
-#define MAX_PIDS 16
+#define MAX_PIDS 32
 
 struct watched {
     char name[32];
     long pid;
     uint64_t ticks0, ticks1;
     long rss0_kib, rss_kib;
+    int cpu_only; /* --cpu-pid: not part of the RSS sum */
 };
 
 static struct xmppload g;
@@ -155,12 +156,27 @@ static double tv_s(struct timeval tv)
 /* CPU time of every watched process and of the driver per unit of work. */
 static void print_cpu(const char *what, uint64_t units, double wall_s)
 {
-    double tck = (double)sysconf(_SC_CLK_TCK);
+    double tck = (double)sysconf(_SC_CLK_TCK), sum = 0;
+    unsigned names = 0;
     for (unsigned i = 0; i < npids; i++) {
-        double s = (double)(pids[i].ticks1 - pids[i].ticks0) / tck;
+        /* processes given under one name (a database's backends) add up */
+        int seen = 0;
+        for (unsigned j = 0; j < i && !seen; j++)
+            seen = strcmp(pids[j].name, pids[i].name) == 0;
+        if (seen)
+            continue;
+        double s = 0;
+        for (unsigned j = i; j < npids; j++)
+            if (strcmp(pids[j].name, pids[i].name) == 0)
+                s += (double)(pids[j].ticks1 - pids[j].ticks0) / tck;
+        sum += s;
+        names++;
         printf("cpu phase=%s proc=%s cpu_s=%.2f util=%.0f%% per_%s_us=%.1f\n", what, pids[i].name,
                s, 100.0 * s / wall_s, what, units ? s * 1e6 / (double)units : 0);
     }
+    if (names > 1)
+        printf("cpu phase=%s proc=server cpu_s=%.2f util=%.0f%% per_%s_us=%.1f\n", what, sum,
+               100.0 * sum / wall_s, what, units ? sum * 1e6 / (double)units : 0);
     double d = tv_s(ru1.ru_utime) + tv_s(ru1.ru_stime) - tv_s(ru0.ru_utime) - tv_s(ru0.ru_stime);
     printf("cpu phase=%s proc=driver cpu_s=%.2f util=%.0f%% per_%s_us=%.1f\n", what, d,
            100.0 * d / wall_s, what, units ? d * 1e6 / (double)units : 0);
@@ -266,6 +282,8 @@ static void report_rss(void)
 {
     long total = 0, total0 = 0;
     for (unsigned i = 0; i < npids; i++) {
+        if (pids[i].cpu_only)
+            continue;
         pids[i].rss_kib = proc_rss_kib(pids[i].pid);
         printf("rss proc=%s before_kib=%ld kib=%ld\n", pids[i].name, pids[i].rss0_kib,
                pids[i].rss_kib);
@@ -575,6 +593,8 @@ static void usage(FILE *f)
                "  --timeout S         seconds allowed per login (default 30)\n"
                "  --sources K         connect from 127.0.0.1 .. 127.0.0.K (per-IP limits)\n"
                "  --pid NAME=PID      a server process to measure (RSS, CPU); repeatable\n"
+               "  --cpu-pid NAME=PID  a process whose CPU time counts, not its RSS (database);\n"
+               "                      processes given under one NAME add up\n"
                "  --settle S          seconds after the logins before reading RSS (default 2)\n"
                "  --hold S            seconds to hold the sessions idle (default 0)\n"
                "  --pause             wait for a line on stdin with all sessions open\n"
@@ -611,7 +631,7 @@ static void raise_nofile(long want)
     }
 }
 
-static void parse_pid(const char *arg)
+static void parse_pid(const char *arg, int cpu_only)
 {
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg || npids == MAX_PIDS) {
@@ -621,6 +641,7 @@ static void parse_pid(const char *arg)
     struct watched *w = &pids[npids++];
     snprintf(w->name, sizeof(w->name), "%.*s", (int)(eq - arg), arg);
     w->pid = strtol(eq + 1, NULL, 10);
+    w->cpu_only = cpu_only;
     w->rss0_kib = proc_rss_kib(w->pid);
     if (w->pid <= 0 || w->rss0_kib < 0) {
         fprintf(stderr, "xmppload: no process %s\n", eq + 1);
@@ -659,6 +680,7 @@ static void parse_args(int argc, char **argv)
         O_TIMEOUT,
         O_SOURCES,
         O_PID,
+        O_CPU_PID,
         O_SETTLE,
         O_HOLD,
         O_PAUSE,
@@ -684,6 +706,7 @@ static void parse_args(int argc, char **argv)
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"sources", required_argument, NULL, O_SOURCES},
         {"pid", required_argument, NULL, O_PID},
+        {"cpu-pid", required_argument, NULL, O_CPU_PID},
         {"settle", required_argument, NULL, O_SETTLE},
         {"hold", required_argument, NULL, O_HOLD},
         {"pause", no_argument, NULL, O_PAUSE},
@@ -741,7 +764,10 @@ static void parse_args(int argc, char **argv)
             o->sources = (unsigned)strtoul(optarg, NULL, 10);
             break;
         case O_PID:
-            parse_pid(optarg);
+            parse_pid(optarg, 0);
+            break;
+        case O_CPU_PID:
+            parse_pid(optarg, 1);
             break;
         case O_SETTLE:
             o->settle = atof(optarg);
