@@ -12,7 +12,8 @@ figures of issues #5 and #6:
   3. messages: --msg-users users (default 1,000), user i -> user i+1, as fast
      as the server takes them; messages/s and CPU time per message of each
      server process;
-  4. latency: the same at half the rate found in 3; p50/p90/p99/max.
+  4. latency: the same at half the rate found in 3; p50/p90/p99/max;
+  5. latency at a low rate (--low-rate, 1,000 messages/s).
 
 Targets:
   parley   (default) PG + router + sm + c2s from tests/integration/stack.py,
@@ -323,6 +324,8 @@ def main():
     ap.add_argument("--plain-users", type=int, default=2000)
     ap.add_argument("--msg-users", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--low-rate", type=float, default=1000,
+                    help="also measure latency at this rate (0: skip)")
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--sources", type=int, default=16,
                     help="spread connections over 127.0.0.1..127.0.0.N")
@@ -374,6 +377,12 @@ def main():
             r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % (rate / 2)],
                        "latency at half rate")
             summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % (rate / 2),
+                            "/".join(str(first(r, "latency_ms", k))
+                                     for k in ("p50", "p90", "p99", "max"))))
+        if args.low_rate > 0:
+            r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % args.low_rate],
+                       "latency at a low rate")
+            summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % args.low_rate,
                             "/".join(str(first(r, "latency_ms", k))
                                      for k in ("p50", "p90", "p99", "max"))))
     finally:

@@ -96,7 +96,8 @@ static double pct_ms(const struct u32vec *v, double p)
 
 static void print_pcts(const char *name, struct u32vec *v)
 {
-    qsort(v->v, v->len, sizeof(*v->v), cmp_u32);
+    if (v->len)
+        qsort(v->v, v->len, sizeof(*v->v), cmp_u32);
     printf("%s n=%zu p50=%.2f p90=%.2f p99=%.2f max=%.2f\n", name, v->len, pct_ms(v, 50),
            pct_ms(v, 90), pct_ms(v, 99), pct_ms(v, 100));
 }
@@ -454,21 +455,22 @@ static void wait_stdin(void)
     fprintf(stderr, "xmppload: %u sessions open; press Enter (or close stdin) to go on\n",
             g.online);
     uv_handle_type t = uv_guess_handle(0);
-    int rc = -1;
+    int rc = -1, inited = 0;
     if (t == UV_TTY) {
-        rc = uv_tty_init(g.loop, &stdin_tty, 0, 1);
         stdin_stream = (uv_stream_t *)&stdin_tty;
+        inited = (rc = uv_tty_init(g.loop, &stdin_tty, 0, 1)) == 0;
     } else if (t == UV_NAMED_PIPE || t == UV_TCP) {
-        rc = uv_pipe_init(g.loop, &stdin_pipe, 0);
+        stdin_stream = (uv_stream_t *)&stdin_pipe;
+        inited = (rc = uv_pipe_init(g.loop, &stdin_pipe, 0)) == 0;
         if (rc == 0)
             rc = uv_pipe_open(&stdin_pipe, 0);
-        stdin_stream = (uv_stream_t *)&stdin_pipe;
     }
     if (rc == 0)
         rc = uv_read_start(stdin_stream, on_stdin_alloc, on_stdin);
     if (rc != 0) {
+        /* e.g. stdin is a regular file or /dev/null */
         fprintf(stderr, "xmppload: cannot wait on stdin; not pausing\n");
-        if (stdin_stream && t != UV_UNKNOWN_HANDLE)
+        if (inited)
             uv_close((uv_handle_t *)stdin_stream, NULL);
         stdin_stream = NULL;
         next_step();

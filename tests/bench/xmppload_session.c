@@ -52,9 +52,10 @@ static char plain_buf[64 * 1024];
 
 static const char *state_name(enum session_state st)
 {
-    static const char *names[] = {"new",      "connect", "features", "starttls", "handshake",
-                                  "features", "sasl",    "features", "bind",     "session",
-                                  "roster",   "online",  "dead"};
+    static const char *names[] = {"new",       "connect",      "features", "starttls",
+                                  "handshake", "features-tls", "sasl",     "features-authed",
+                                  "bind",      "session",      "roster",   "online",
+                                  "dead"};
     return names[st];
 }
 
