@@ -361,7 +361,7 @@ def main():
                    "PLAIN logins")
         summary.append(("PLAIN logins/s (%d users)" % args.plain_users,
                         first(r, "login", "rate")))
-        msg = ["--count", str(args.msg_users), "--settle", "0", "--duration",
+        msg = ["--count", str(args.msg_users), "--settle", "3", "--duration",
                str(args.seconds), "--warmup", "2"]
         r = driver(args, srv.port, srv.pids(), msg + ["--rate", "0"], "messages, max rate")
         rate = float(first(r, "messages", "rate") or 0)
