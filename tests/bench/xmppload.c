@@ -254,11 +254,6 @@ void xmppload_on_dropped(struct session *s, const char *reason, const char *deta
     g.dropped++;
 }
 
-void xmppload_on_closed(struct session *s)
-{
-    (void)s;
-}
-
 static void print_failures(void)
 {
     for (unsigned i = 0; i < g.nfailures; i++)
@@ -382,10 +377,8 @@ static void start_messages(void)
 {
     g.ring = xcalloc(g.o.count, sizeof(*g.ring));
     for (unsigned i = 0; i < g.o.count; i++)
-        if (g.sessions[i].state == SS_ONLINE) {
-            g.sessions[i].ring = g.nring;
+        if (g.sessions[i].state == SS_ONLINE)
             g.ring[g.nring++] = &g.sessions[i];
-        }
     if (g.nring < 2) {
         printf("messages skipped=\"fewer than two sessions online\"\n");
         g.nring = 0;

@@ -71,8 +71,7 @@ struct session {
     uv_connect_t connect_req;
     uv_write_t write_req;
     struct xmppload *ld;
-    unsigned idx;  /* position in ld->sessions */
-    unsigned ring; /* position among the online sessions during the message phase */
+    unsigned idx; /* position in ld->sessions */
     enum session_state state;
     int handles_open;
     char user[128];
@@ -169,8 +168,6 @@ void xmppload_on_failed(struct session *s, const char *reason, const char *detai
 void xmppload_on_dropped(struct session *s, const char *reason, const char *detail);
 /* A <message/> arrived for an online session. */
 void xmppload_on_message(struct session *s, struct xml_node *msg);
-/* A session's handles are closed: the run may free it. */
-void xmppload_on_closed(struct session *s);
 
 uint64_t xmppload_now_ns(void);
 

@@ -74,7 +74,6 @@ static void on_handle_closed(uv_handle_t *h)
     s->inflight = NULL;
     free(s->client_first_bare);
     s->client_first_bare = NULL;
-    xmppload_on_closed(s);
 }
 
 /* Close the handles; the session must already have been reported. */
