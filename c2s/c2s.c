@@ -175,6 +175,11 @@ static int load_tls(struct c2s *c, struct config *cfg)
         }
         if (tls_server_ctx_new(cert, key, NULL, &d->tls) != 0)
             return ERR_CONFIG;
+        /* Resumption by tickets only: a server-side session cache would
+         * hold every TLS 1.2 client's session for minutes; one TLS 1.3
+         * ticket per handshake is enough for a client to come back. */
+        SSL_CTX_set_session_cache_mode(d->tls, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_num_tickets(d->tls, 1);
         /* XEP-0368: direct TLS clients ask for "xmpp-client" by ALPN. */
         static const char *const alpn[] = {"xmpp-client"};
         tls_ctx_set_alpn(d->tls, 1, alpn, 1);
@@ -390,9 +395,17 @@ static void on_notify(struct component *comp, void *arg, const char *name, int u
         return;
     struct c2s_domain *d = domain_add(c, prepped);
     free(prepped);
+    bool was_up = d->up;
     if (d->up != (up != 0))
         log_info("domain %s is %s", d->name, up ? "up" : "down");
     d->up = up;
+    /* The domain's sm is back: re-announce its sessions at once, ahead of
+     * any stanza of theirs, rather than only on its announce; otherwise
+     * a stanza sent in between reaches an sm that does not know the
+     * session yet and gets it kicked. The announce repeats the starts
+     * (the sm answers a repeated start with started again). */
+    if (up && !was_up)
+        c2s_sess_resume(c, d->name, false);
 }
 
 static void on_stanza(struct component *comp, void *arg, struct xml_node *el, const char *raw,
@@ -536,6 +549,11 @@ void c2s_free(struct c2s *c)
 {
     if (c == NULL)
         return;
+    /* Listeners left by a failed start: the daemon closed their handles. */
+    for (struct c2s_listener *l = c->listeners, *next; l != NULL; l = next) {
+        next = l->next;
+        free(l);
+    }
     component_free(c->comp);
     storage_free(c->st);
     c2s_sasl_done();

@@ -200,6 +200,9 @@ void c2s_sasl_free(struct c2s_client *cl);
 /* c2s_sess.c */
 void c2s_sess_start(struct c2s_client *cl, const char *resource, const char *iq_id);
 void c2s_sess_end(struct c2s_client *cl);
+/* start resume='true' for every bound session of domain (and the last
+ * presence, for an announce). */
+void c2s_sess_resume(struct c2s *c, const char *domain, bool presence);
 void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza);
 void c2s_sess_from_router(struct c2s *c, struct xml_node *el);
 /* A stanza of ours came back undelivered; sid from the envelope, or NULL. */

@@ -487,13 +487,6 @@ static void on_error(struct stream *s, void *arg, int err, enum xml_stream_err c
     cl->state = CL_DOWN;
 }
 
-static void on_secure(struct stream *s, void *arg)
-{
-    struct c2s_client *cl = arg;
-    (void)s;
-    (void)cl;
-}
-
 static void on_close(struct stream *s, void *arg)
 {
     struct c2s_client *cl = arg;
@@ -502,7 +495,6 @@ static void on_close(struct stream *s, void *arg)
 }
 
 static const struct stream_cbs client_cbs = {
-    .on_secure = on_secure,
     .on_stream_open = on_stream_open,
     .on_element = on_element,
     .on_stream_close = on_stream_close,

@@ -49,6 +49,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/rand.h"
 #include "common/scram.h"
 #include "storage/storage.h"
 
@@ -58,6 +59,8 @@ struct c2s_sasl {
     char mech[24];
     bool plain;
     bool started; /* the Cyrus exchange is running */
+    bool nouser;  /* running against made-up keys */
+    bool busy;    /* a storage query or a PLAIN check is in flight */
     enum scram_hash hash;
     sasl_conn_t *conn;
     char *user; /* nodeprepped */
@@ -77,6 +80,7 @@ struct plain_job {
     char *password;
     size_t password_len;
     int result;
+    bool nouser;
 };
 
 static struct c2s *g_c2s;
@@ -414,14 +418,7 @@ static void cyrus_result(struct c2s_client *cl, int r, const char *out, unsigned
         succeed(cl, outlen > 0 ? (const unsigned char *)out : NULL, outlen);
         return;
     }
-    fail_auth(cl, sasl_errstring(r, NULL, NULL));
-}
-
-static void append_b64(struct buf *b, const struct storage_result *res, int col)
-{
-    size_t len = 0;
-    const unsigned char *p = storage_result_bytea(res, 0, col, &len);
-    c2s_saslmsg_b64_encode(p != NULL ? p : (const unsigned char *)"", p != NULL ? len : 0, b);
+    fail_auth(cl, s->nouser ? "no such user" : sasl_errstring(r, NULL, NULL));
 }
 
 static void plain_work(uv_work_t *req)
@@ -434,17 +431,19 @@ static void plain_after(uv_work_t *req, int status)
 {
     struct plain_job *j = req->data;
     struct c2s_client *cl = j->cl;
-    int result = status == 0 ? j->result : ERR_AUTH;
+    int result = status == 0 && !j->nouser ? j->result : ERR_AUTH;
+    bool nouser = j->nouser;
     mem_freezero(j->password, j->password_len);
     mem_wipe(&j->keys, sizeof(j->keys));
     free(j);
     cl->c2s->nplain_jobs--;
     if (!c2s_client_unhold(cl) || cl->state == CL_DOWN || cl->sasl == NULL)
         return;
+    cl->sasl->busy = false;
     if (result == 0)
         succeed(cl, NULL, 0);
     else
-        fail_auth(cl, "wrong password");
+        fail_auth(cl, nouser ? "no such user" : "wrong password");
 }
 
 static int keys_from(const struct storage_result *res, enum scram_hash hash, struct scram_keys *k)
@@ -474,50 +473,80 @@ static int keys_from(const struct storage_result *res, enum scram_hash hash, str
     return 0;
 }
 
+/* Keys for a user that does not exist: the salt is derived from the name
+ * under a per-process key, so repeated attempts see the same salt, as for
+ * a real account; the keys are random and match no password. */
+static void mock_keys(const char *user, enum scram_hash hash, struct scram_keys *k)
+{
+    static unsigned char key[32];
+    static bool have_key;
+    if (!have_key) {
+        rand_bytes(key, sizeof(key));
+        have_key = true;
+    }
+    unsigned char mac[SCRAM_KEY_MAX];
+    memset(k, 0, sizeof(*k));
+    k->hash = hash;
+    k->key_len = scram_hash_len(hash);
+    scram_hmac(SCRAM_SHA256, key, sizeof(key), user, strlen(user), mac);
+    memcpy(k->salt, mac, SCRAM_SALT_LEN);
+    k->salt_len = SCRAM_SALT_LEN;
+    k->iterations = SCRAM_ITER_DEFAULT;
+    rand_bytes(k->stored_key, k->key_len);
+    rand_bytes(k->server_key, k->key_len);
+}
+
 static void on_creds(void *arg, int err, const struct storage_result *res)
 {
     struct c2s_client *cl = arg;
     if (!c2s_client_unhold(cl) || cl->state == CL_DOWN || cl->sasl == NULL)
         return;
     struct c2s_sasl *s = cl->sasl;
+    s->busy = false;
     if (err != 0) {
         log_warn("credentials of %s@%s: %s", s->user, cl->domain->name, err_str(err));
         fail_now(cl, "temporary-auth-failure");
         return;
     }
-    if (storage_result_rows(res) != 1) {
-        fail_auth(cl, "no such user");
+    /* An unknown user is run against made-up keys, so that the exchange
+     * looks like a wrong password (RFC 5802 §5.1): no oracle for which
+     * accounts exist, in SCRAM's messages or in PLAIN's timing. */
+    struct scram_keys k;
+    s->nouser = storage_result_rows(res) != 1;
+    if (s->nouser) {
+        mock_keys(s->user, s->hash, &k);
+    } else if (keys_from(res, s->hash, &k) != 0) {
+        mem_wipe(&k, sizeof(k));
+        fail_now(cl, "temporary-auth-failure");
         return;
     }
     if (s->plain) {
         struct plain_job *j = xcalloc(1, sizeof(*j));
-        if (keys_from(res, s->hash, &j->keys) != 0) {
-            free(j);
-            fail_now(cl, "temporary-auth-failure");
-            return;
-        }
+        j->keys = k;
+        mem_wipe(&k, sizeof(k));
+        j->nouser = s->nouser;
         j->req.data = j;
         j->cl = cl;
         j->password = s->password;
         j->password_len = s->password_len;
         s->password = NULL;
+        s->busy = true;
         cl->holds++;
         cl->c2s->nplain_jobs++;
         uv_queue_work(cl->c2s->loop, &j->req, plain_work, plain_after);
         return;
     }
     struct buf b = BUF_INIT;
-    int64_t iter = 0;
-    storage_result_int64(res, 0, STORAGE_COL_CRED_ITERATIONS, &iter);
     char base[32];
     base_mech(s->mech, base, sizeof(base));
-    buf_printf(&b, "%s$%lld:", base, (long long)iter);
-    append_b64(&b, res, STORAGE_COL_CRED_SALT);
+    buf_printf(&b, "%s$%u:", base, k.iterations);
+    c2s_saslmsg_b64_encode(k.salt, k.salt_len, &b);
     buf_append_byte(&b, '$');
-    append_b64(&b, res, STORAGE_COL_CRED_STORED_KEY);
+    c2s_saslmsg_b64_encode(k.stored_key, k.key_len, &b);
     buf_append_byte(&b, ':');
-    append_b64(&b, res, STORAGE_COL_CRED_SERVER_KEY);
+    c2s_saslmsg_b64_encode(k.server_key, k.key_len, &b);
     buf_append_byte(&b, '\0');
+    mem_wipe(&k, sizeof(k));
     s->authpw = b.data;
 
     int r = sasl_server_new("xmpp", cl->domain->name, NULL, NULL, NULL, NULL, SASL_SUCCESS_DATA,
@@ -565,6 +594,7 @@ static void fetch(struct c2s_client *cl, enum scram_hash hash)
         fail_now(cl, "temporary-auth-failure");
         return;
     }
+    s->busy = true;
     cl->holds++;
 }
 
@@ -649,6 +679,12 @@ void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
 {
     if (cl->state != CL_OPEN && cl->state != CL_AUTHING) {
         c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL out of order");
+        return;
+    }
+    /* A client waits for our answer (challenge, success, failure) before
+     * it sends more; a job in flight still refers to this exchange. */
+    if (cl->delay != NULL || (cl->sasl != NULL && cl->sasl->busy)) {
+        c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL element before the server's answer");
         return;
     }
     if (strcmp(el->name, "abort") == 0) {

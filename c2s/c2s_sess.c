@@ -175,13 +175,13 @@ static void on_started(struct c2s_client *cl)
     log_info("session %s started for %s", cl->sid, jid_full_str(cl->jid));
 }
 
-static void announce(struct c2s *c, const char *domain)
+void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
 {
     for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
         if (cl->state != CL_BOUND || strcmp(cl->jid->domain, domain) != 0)
             continue;
         send_start(cl, true);
-        if (cl->presence != NULL) {
+        if (presence && cl->presence != NULL) {
             struct xml_node *p = xml_copy(cl->presence);
             c2s_sess_forward(cl, p);
             xml_free(p);
@@ -193,7 +193,7 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
 {
     if (strcmp(el->name, "announce") == 0) {
         if (from != NULL)
-            announce(c, from);
+            c2s_sess_resume(c, from, true);
         return;
     }
     const char *sid = xml_get_attr(el, "sid");
@@ -234,7 +234,7 @@ static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from
     if (answer && xml_make_error(stanza, XML_STE_SERVICE_UNAVAILABLE, NULL, NULL) == 0) {
         struct buf b = BUF_INIT;
         xml_serialize(stanza, XML_NS_COMPONENT, &b);
-        route_send(c, from, xml_get_attr(stanza, "to"), NULL, b.data, b.len);
+        route_send(c, from, NULL, NULL, b.data, b.len);
         buf_free(&b);
     }
     if (sid != NULL && strlen(sid) == C2S_SID_LEN) {

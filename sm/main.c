@@ -25,6 +25,7 @@ static const struct config_entry table[] = {
     CONFIG_INT("db/pool", 0, "2", 1, 64, &cfg.db_pool),
     CONFIG_NODE("modules", 0, &cfg.modules),
     CONFIG_STRING("c2s-prefix", 0, "c2s", &cfg.c2s_prefix),
+    CONFIG_BOOL("multi-instance", 0, "no", &cfg.multi),
     CONFIG_INT("limits/sessions", 0, "10", 1, SM_MAX_SESSIONS, &cfg.max_sessions),
     CONFIG_INT("limits/roster-items", 0, "1000", 1, 100000, &cfg.roster_max),
     CONFIG_INT("limits/offline", 0, "1000", 1, 100000, &cfg.offline_quota),

@@ -81,6 +81,19 @@ static int roster_remove(struct sm_user *u, struct xml_node *iq, const char *jid
         send_presence(u, jid, "unsubscribe");
     if (sub_has_from(it->st.sub) || it->st.pending_in)
         send_presence(u, jid, "unsubscribed");
+    if (sub_has_from(it->st.sub)) {
+        /* As for unsubscribed (§3.2.2): the contact sees us go. */
+        for (struct sm_sess *s = u->sessions; s != NULL; s = s->next) {
+            if (!s->available)
+                continue;
+            struct xml_node *pr = xml_new(XML_NS_COMPONENT, "presence");
+            xml_set_attr(pr, "from", jid_full_str(s->jid));
+            xml_set_attr(pr, "to", jid);
+            xml_set_attr(pr, "type", "unavailable");
+            sm_route(u->sm, pr);
+            xml_free(pr);
+        }
+    }
     if (it->st.pending_in) {
         struct sub_result r;
         sub_outbound(&it->st, SUB_UNSUBSCRIBED, &r);

@@ -9,7 +9,9 @@
  * from remote servers via s2s. A stanza for one of our domains is handled
  * here, never sent back through the router: to the server itself through
  * the pkt-sm chain, to a user on that user's queue (pkt-user chain, then
- * the default rules). Everything else goes to the router. Output to a
+ * the default rules); with <multi-instance>, a stanza for a user goes
+ * through the router (r:route to the domain, key = the bare JID) to the
+ * instance that holds that user. Everything else goes to the router. Output to a
  * session is <r:route to='c2s-N' from='DOMAIN' sid='S'>; a stanza for
  * several sessions is serialised once (sm_deliver_many).
  *
@@ -87,6 +89,14 @@ const char *sm_local_domain(struct sm *sm, const struct jid *j)
         if (strcmp(sm->domains[i], j->domain) == 0)
             return sm->domains[i];
     return NULL;
+}
+
+bool sm_domain_name(struct sm *sm, const char *name)
+{
+    for (size_t i = 0; i < sm->ndomains; i++)
+        if (strcmp(sm->domains[i], name) == 0)
+            return true;
+    return false;
 }
 
 const char *sm_default_domain(struct sm *sm)
@@ -285,6 +295,37 @@ static void pkt_server(struct sm *sm, struct xml_node *st)
     sm_pkt_clear(&p);
 }
 
+/* A stanza for a user of ours, handled by this instance. */
+static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
+{
+    struct jid *bare = jid_bare(j);
+    struct sm_user *u = sm_user_get(sm, bare);
+    jid_free(bare);
+    sm_deliver_user(sm, u, xml_copy(st));
+}
+
+/* With several instances, a user's stanzas are handled by the instance the
+ * router picks for the bare JID (the same one its c2s traffic reaches). */
+static void to_user_instance(struct sm *sm, struct jid *j, const struct xml_node *st)
+{
+    if (sm->comp == NULL)
+        return;
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(j->domain, j->domain_len, &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(j->domain, j->domain_len, &b);
+    buf_append_str(&b, "' key='");
+    xml_escape_attr(j->node, j->node_len, &b);
+    buf_append_byte(&b, '@');
+    xml_escape_attr(j->domain, j->domain_len, &b);
+    buf_append_str(&b, "'>");
+    xml_serialize(st, XML_NS_COMPONENT, &b);
+    buf_append_str(&b, "</r:route>");
+    component_send_raw(sm->comp, b.data, b.len);
+    buf_free(&b);
+}
+
 void sm_route(struct sm *sm, struct xml_node *st)
 {
     const char *to = xml_get_attr(st, "to");
@@ -304,11 +345,10 @@ void sm_route(struct sm *sm, struct xml_node *st)
             pkt_server(sm, st);
         else
             sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+    } else if (sm->cfg->multi) {
+        to_user_instance(sm, j, st);
     } else {
-        struct jid *bare = jid_bare(j);
-        struct sm_user *u = sm_user_get(sm, bare);
-        jid_free(bare);
-        sm_deliver_user(sm, u, xml_copy(st));
+        to_user_here(sm, j, st);
     }
     jid_free(j);
 }
@@ -500,6 +540,17 @@ static void on_route(struct sm *sm, struct xml_node *env)
             sm_sess_post_end(sm, from, sid);
         return;
     }
+    if (from != NULL && inner != NULL && sm->cfg->multi && sm_domain_name(sm, from)) {
+        /* From an instance of ours (possibly this one): ours to handle. */
+        normalise_ns(inner);
+        struct jid *j = is_stanza(inner) ? sm_jid(sm, xml_get_attr(inner, "to")) : NULL;
+        if (j != NULL && j->node != NULL && sm_local_domain(sm, j) != NULL)
+            to_user_here(sm, j, inner);
+        else
+            log_warn("r:route from %s without a stanza for a user ignored", from);
+        jid_free(j);
+        return;
+    }
     if (from == NULL || inner == NULL || !is_c2s(sm, from)) {
         log_warn("r:route from %s ignored", from ? from : "?");
         return;
@@ -509,6 +560,12 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     normalise_ns(inner);
+    if (sid == NULL && is_stanza(inner)) {
+        /* Not from a session: the c2s's error for a stanza the sm sent to a
+         * session it no longer has (SESSION.md): to its addressee. */
+        sm_route(sm, inner);
+        return;
+    }
     if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {
         log_warn("r:route from %s without a session stanza ignored", from);
         return;

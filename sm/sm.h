@@ -57,6 +57,7 @@ struct sm_config {
     int db_pool;
     struct xml_node *modules; /* <modules>, or NULL: the default list */
     const char *c2s_prefix;
+    bool multi;        /* several sm instances share the domains (router multi='true') */
     int max_sessions;  /* per user */
     int roster_max;    /* items per roster */
     int offline_quota; /* queued messages per user */
@@ -76,7 +77,8 @@ enum sm_hook {
     SM_HOOK_PKT_SM,         /* a stanza to the server's domain */
     SM_HOOK_PKT_USER,       /* a stanza to a local user (bare or full JID) */
     SM_HOOK_USER_LOAD,      /* load the user's data (pkt: user); hold it while loading */
-    SM_HOOK_USER_CREATE,    /* an account appeared */
+    SM_HOOK_USER_CREATE,    /* an account appeared (not fired yet: accounts are made by
+                               parleyctl in the database, unseen by the sm) */
     SM_HOOK_USER_DELETE,    /* an account is gone (found missing at a login; its
                                sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
@@ -191,15 +193,13 @@ void sm_users_free(struct sm *sm);
 struct sm_sess *sm_user_top_sess(struct sm_user *u);
 
 /* Events: what waits in a user's queue. */
-enum sm_event_kind { SM_EV_START, SM_EV_END, SM_EV_IN_SESS, SM_EV_DELIVER, SM_EV_CALL };
+enum sm_event_kind { SM_EV_START, SM_EV_END, SM_EV_IN_SESS, SM_EV_DELIVER };
 struct sm_event {
     struct sm_event *next;
     enum sm_event_kind kind;
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
     char sid[SM_SID_LEN + 1];
-    void (*call)(struct sm_user *u, void *arg); /* SM_EV_CALL */
-    void *arg;
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
 void sm_event_free(struct sm_event *ev);
@@ -259,6 +259,8 @@ void sm_log_stats(struct sm *sm);
 /* The domain string if jid's domain is one of ours, else NULL. */
 const char *sm_local_domain(struct sm *sm, const struct jid *j);
 const char *sm_default_domain(struct sm *sm);
+/* True if name is one of our domains, as written in the config. */
+bool sm_domain_name(struct sm *sm, const char *name);
 /* Route a stanza built or received by the sm to its 'to': a local user or
  * the server itself (through the packet path), or the router. The caller
  * keeps st. */

@@ -174,9 +174,6 @@ static void handle(struct sm_user *u, struct sm_event *ev)
     case SM_EV_DELIVER:
         sm_pkt_user(u, ev->stanza);
         break;
-    case SM_EV_CALL:
-        ev->call(u, ev->arg);
-        break;
     }
 }
 
@@ -254,17 +251,18 @@ struct sm_sess *sm_user_top_sess(struct sm_user *u)
 
 void sm_users_free(struct sm *sm)
 {
+    /* Collected first: freeing while iterating is not allowed. */
+    size_t n = htab_count(sm->users), i = 0;
+    struct sm_user **all = xcalloc(n ? n : 1, sizeof(*all));
     struct htab_iter it;
-    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
-        sm_sess_drop(it.val);
-        htab_iter_init(&it, sm->sessions);
-    }
-    while (htab_count(sm->users) > 0) {
-        htab_iter_init(&it, sm->users);
-        htab_iter_next(&it);
-        struct sm_user *u = it.val;
+    for (htab_iter_init(&it, sm->users); htab_iter_next(&it) && i < n;)
+        all[i++] = it.val;
+    for (size_t k = 0; k < i; k++) {
+        struct sm_user *u = all[k];
+        while (u->sessions != NULL)
+            sm_sess_drop(u->sessions);
         u->holds = 0;
-        u->nsess = 0;
         user_free(u);
     }
+    free(all);
 }

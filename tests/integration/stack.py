@@ -76,6 +76,7 @@ class Daemon:
 
     def start(self, wait=True):
         assert self.proc is None or self.proc.poll() is not None
+        self.log_offset = len(self.log())  # ready means ready in this run
         with open(self.logpath, "ab") as log:
             self.proc = subprocess.Popen([self.exe, "-f", "-c", self.config],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -133,6 +134,10 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
+    def fresh_log(self):
+        """The log written since the last start()."""
+        return self.log()[getattr(self, "log_offset", 0):]
+
     def sanitizer_errors(self):
         return [l for l in self.log().splitlines()
                 if "ERROR: AddressSanitizer" in l or "ERROR: LeakSanitizer" in l
@@ -156,9 +161,10 @@ def _listening(port):
 
 class Stack:
     def __init__(self, domain="example.test", c2s=1, extra=None, router_limits=None,
-                 pg=None, start_pg=True, ipv6=False):
+                 pg=None, start_pg=True, ipv6=False, more_certs=()):
         self.domain = domain
         self.ipv6 = ipv6  # c2s also listens on [::1], same ports
+        self.more_certs = more_certs  # more domains with a certificate each (SNI)
         self.extra = extra or {}
         self.dir = tempfile.mkdtemp(prefix="parley-stack-")
         os.chmod(self.dir, 0o755)
@@ -171,6 +177,11 @@ class Stack:
         self.cert, self.key = selfsigned(self.dir, domain)
         self._own(self.key)
         os.chmod(self.key, 0o600)
+        self.certs = {}
+        for d in more_certs:
+            self.certs[d] = selfsigned(self.dir, d)
+            self._own(self.certs[d][1])
+            os.chmod(self.certs[d][1], 0o600)
         self.secrets = {}
         components = {
             "sm": {"secret": os.urandom(16).hex(), "internal": True, "multi": True,
@@ -229,7 +240,7 @@ class Stack:
         cfg = self._write("sm", "sm", body)
         self.daemons["sm"] = Daemon(
             "sm", harness.binary("sm/parley-sm"), cfg, self._path("sm.log"),
-            lambda: "sm ready" in self.daemons["sm"].log())
+            lambda: "sm ready" in self.daemons["sm"].fresh_log())
 
     def _write_c2s(self, name):
         body = (self._common(name) +
@@ -240,25 +251,41 @@ class Stack:
                 "    <tcp address='127.0.0.1' port='%d' tls='direct'/>\n"
                 "%s"
                 "  </listen>\n"
-                "  <tls><cert domain='%s' cert='%s' key='%s'/></tls>\n" %
+                "  <tls><cert domain='%s' cert='%s' key='%s'/>%s</tls>\n" %
                 (self.c2s_port, self.c2s_tls_port,
                  "    <tcp address='::1' port='%d'/>\n"
                  "    <tcp address='::1' port='%d' tls='direct'/>\n" %
                  (self.c2s_port, self.c2s_tls_port) if self.ipv6 else "",
-                 self.domain, self.cert, self.key))
+                 self.domain, self.cert, self.key,
+                 "".join("<cert domain='%s' cert='%s' key='%s'/>" % (d, c, k)
+                         for d, (c, k) in self.certs.items())))
         cfg = self._write(name, "c2s", body)
         self.daemons[name] = Daemon(
             name, harness.binary("c2s/parley-c2s"), cfg, self._path(name + ".log"),
-            lambda: "c2s ready" in self.daemons[name].log() and _listening(self.c2s_port))
+            lambda: "c2s ready" in self.daemons[name].fresh_log() and _listening(self.c2s_port))
 
     # ---- lifecycle
 
     def start(self):
-        """Router, then sm, then every c2s; each waits for its "ready" log line."""
+        """Router, then sm, then every c2s; each waits for its "ready" log line.
+        A c2s port taken meanwhile by another process (free_port can only
+        say it was free) gets new ports and another try."""
         self.router.start()
         self.daemons["sm"].start()
-        for n in self.c2s_names:
-            self.daemons[n].start()
+        for attempt in range(3):
+            try:
+                for n in self.c2s_names:
+                    self.daemons[n].start()
+                return self
+            except AssertionError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                for n in self.c2s_names:
+                    self.daemons[n].stop()
+                self.c2s_port = harness.free_port()
+                self.c2s_tls_port = harness.free_port()
+                for n in self.c2s_names:
+                    self._write_c2s(n)
         return self
 
     def __getitem__(self, name):
@@ -306,6 +333,13 @@ class Stack:
             codes[n] = self.daemons[n].stop()
         codes["router"] = self.router.stop()
         return codes
+
+    def stop_and_check(self):
+        """Stop everything (SIGTERM); the problems seen: a daemon that did not
+        exit 0, or any sanitizer line (leaks are reported at exit)."""
+        codes = self.stop()
+        bad = ["%s exited with %r" % (n, c) for n, c in codes.items() if c != 0]
+        return bad + self.sanitizer_errors()
 
     def cleanup(self):
         try:
@@ -380,7 +414,8 @@ class ClientRaw(harness.Raw):
     open(), starttls(), auth_plain(), bind(), stream_error()."""
 
     @classmethod
-    async def connect_client(cls, st, direct=False, source="127.0.0.1", host="127.0.0.1"):
+    async def connect_client(cls, st, direct=False, source="127.0.0.1", host="127.0.0.1",
+                             sni=None):
         import asyncio
         import ssl
 
@@ -393,11 +428,12 @@ class ClientRaw(harness.Raw):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ctx,
                                     local_addr=(source, 0) if ":" not in host else None,
-                                    server_hostname=st.domain if direct else None,
+                                    server_hostname=(sni or st.domain) if direct else None,
                                     limit=1 << 20), harness.WAIT)
         raw = cls(reader, writer)
         raw.st = st
         raw.direct = direct
+        raw.sni = sni
         return raw
 
     def reset(self):
@@ -439,7 +475,8 @@ class ClientRaw(harness.Raw):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         self.reset()
-        await self.writer.start_tls(ctx, server_hostname=self.st.domain)
+        await self.writer.start_tls(ctx, server_hostname=getattr(self, "sni", None)
+                                    or self.st.domain)
 
     async def auth_plain(self, user, password):
         """PLAIN; the server's answer element."""
@@ -481,6 +518,17 @@ class ClientRaw(harness.Raw):
         self.task.cancel()
         self.writer.close()
 
+    def peer_cn(self):
+        """The CN of the certificate the server chose."""
+        import ssl as _ssl
+        import subprocess as _sp
+
+        der = self.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        pem = _ssl.DER_cert_to_PEM_cert(der)
+        out = _sp.run(["openssl", "x509", "-noout", "-subject"], input=pem.encode(),
+                      capture_output=True, check=True).stdout.decode()
+        return out.strip().split("CN", 1)[1].lstrip(" =")
+
     def server_end_point(self):
         """tls-server-end-point (RFC 5929) of the server's certificate."""
         der = self.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
@@ -502,7 +550,8 @@ class ClientRaw(harness.Raw):
         self.send("<auth xmlns='%s' mechanism='%s'>%s</auth>" %
                   (NS_SASL, mech, b64(gs2 + bare.encode())))
         el = await self.recv(harness.WAIT * 2)
-        if el.tag != "{%s}challenge" % NS_SASL:
+        self.challenged = el.tag == "{%s}challenge" % NS_SASL
+        if not self.challenged:
             return el[0].tag.split("}")[1]
         first = base64.b64decode(el.text).decode()
         attrs = dict(kv.split("=", 1) for kv in first.split(","))

@@ -25,8 +25,8 @@ def st():
         s.start()
         s.add_user("alice", "wonderland")
         yield s
-        errs = s.sanitizer_errors()
-        assert not errs, "sanitizer reports: %s" % errs[:5]
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
 
@@ -225,7 +225,7 @@ def test_scram_plus_channel_binding():
         log = s["c2s-1"].log()
         assert "Channel bindings mismatch" in log
         assert "client incorrectly assumed server had no channel binding" in log
-        assert not s.sanitizer_errors()
+        assert not s.stop_and_check()
     finally:
         s.cleanup()
 
@@ -293,6 +293,81 @@ def test_stanza_size_after_auth():
             finally:
                 raw.close()
         assert harness.run(go()) == "policy-violation"
-        assert not s.sanitizer_errors()
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_stanzas_reserialised_and_to_checked(st):
+    """What a client sends leaves c2s as our serializer's output of the
+    parsed tree, never its bytes (CVE-2022-22784); a bad to is answered."""
+    async def go():
+        a = await ClientRaw.connect_client(st)
+        b = await ClientRaw.connect_client(st)
+        try:
+            await a.login_plain("alice", "wonderland", resource="ra")
+            await b.login_plain("alice", "wonderland", resource="rb")
+            b.received.clear()
+            a.send("<message to='alice@%s/rb' from='evil@elsewhere'><body><![CDATA[x < y]]>"
+                   "</body><x xmlns='urn:example' a=\"it's\"/></message>" % st.domain)
+            el = await b.expect(lambda e: e.tag == "{jabber:client}message")
+            assert el.get("from") == "alice@%s/ra" % st.domain
+            assert el.find("{jabber:client}body").text == "x < y"
+            raw = bytes(b.received)
+            assert b"CDATA" not in raw and b"evil@" not in raw
+            assert b"x &lt; y" in raw
+            a.send("<message to='bad@@jid' id='m1'><body>hi</body></message>")
+            err = await a.expect(lambda e: e.get("id") == "m1")
+            assert err.get("type") == "error"
+            assert err.find("{jabber:client}error/"
+                            "{urn:ietf:params:xml:ns:xmpp-stanzas}jid-malformed") is not None
+        finally:
+            a.close()
+            b.close()
+    harness.run(go())
+
+
+def test_sasl_pipelined_before_answer(st):
+    """A second <auth> while the first is still being checked: refused, and
+    the first exchange's job finds nothing to act on (no crash)."""
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            raw.send("<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                     "<auth xmlns='%s' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+                     % (NS_SASL, NS_SASL))
+            return await raw.stream_error()
+        finally:
+            raw.close()
+    assert harness.run(go()) == "policy-violation"
+    assert "SASL element before the server's answer" in st["c2s-1"].log()
+
+
+def test_sni_picks_the_domain_certificate():
+    s = stack.Stack(c2s=1, more_certs=("chat.test",))
+    try:
+        s.start()
+
+        async def cn(direct, sni):
+            raw = await ClientRaw.connect_client(s, direct=direct, sni=sni)
+            try:
+                if not direct:
+                    await raw.open()
+                    await raw.starttls()
+                await raw.open()  # also completes the handshake
+                return raw.peer_cn()
+            finally:
+                raw.close()
+
+        async def go():
+            assert await cn(True, "chat.test") == "chat.test"
+            assert await cn(True, s.domain) == s.domain
+            assert await cn(False, "chat.test") == "chat.test"
+            assert await cn(False, s.domain) == s.domain
+        harness.run(go())
+        assert not s.stop_and_check()
     finally:
         s.cleanup()

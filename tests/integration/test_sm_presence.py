@@ -209,3 +209,64 @@ def test_resumed_sessions_after_sm_restart(st):
                      what="alice's replayed presence (probe answer)")
         c.close()
     harness.run(go())
+
+
+def test_crossed_requests_and_denial(st):
+    """Both ask before either answers (crossed requests), then both approve:
+    both; and a denied request (§3.2.1): ask cleared, nothing subscribed."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        cs = await login(c, "carol@%s/c" % st.domain)
+        for s in (a, b, cs):
+            await interested(s)
+        A, B, C = a.bare, b.bare, cs.bare
+        a.send(pres(B, "subscribe"))
+        b.send(pres(A, "subscribe"))
+        await b.recv(is_presence(A, "subscribe"))
+        await a.recv(is_presence(B, "subscribe"))
+        # Each side: none + ask + pending in.
+        a.send(pres(B, "subscribed"))
+        b.send(pres(A, "subscribed"))
+        for me, other in ((a, B), (b, A)):
+            await me.recv(lambda s, o=other: is_push(o)(s) and
+                          push_item(s).get("subscription") == "both" and
+                          push_item(s).get("ask") is None, what="both after crossed requests")
+        # carol denies alice.
+        a.send(pres(C, "subscribe"))
+        await cs.recv(is_presence(A, "subscribe"))
+        cs.send(pres(A, "unsubscribed"))
+        await a.recv(is_presence(C, "unsubscribed"))
+        await a.recv(lambda s: is_push(C)(s) and push_item(s).get("ask") is None and
+                     push_item(s).get("subscription") == "none", what="ask cleared by denial")
+        # The request is no longer pending at carol: not redelivered at login.
+        cs.end()
+        cs2 = await login(c, C + "/again")
+        await cs2.nothing(is_presence(A, "subscribe"))
+        c.close()
+    harness.run(go())
+
+
+def test_roster_remove_cancels_both(st):
+    """§2.5.2: removing a contact with 'both' sends unsubscribe and
+    unsubscribed (and our unavailable); the contact's item becomes none."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await interested(a)
+        await interested(b)
+        await subscribe_both(st, a, b)
+        r = await a.iq("<iq type='set' id='rm'><query xmlns='%s'><item jid='%s' "
+                       "subscription='remove'/></query></iq>" % (R, b.bare), "rm")
+        assert r.get("type") == "result"
+        await a.recv(lambda s: is_push(b.bare)(s) and
+                     push_item(s).get("subscription") == "remove", what="remove push")
+        await b.recv(is_presence(a.bare, "unsubscribe"))
+        await b.recv(is_presence(a.bare, "unsubscribed"))
+        await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable")
+        await b.recv(lambda s: is_push(a.bare)(s) and
+                     push_item(s).get("subscription") == "none", what="bob's item none")
+        c.close()
+    harness.run(go())

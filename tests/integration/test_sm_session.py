@@ -76,6 +76,17 @@ def test_unknown_iq_to_server_and_nonexistent_user(st):
         r = await c.recv(sid, lambda s: s.get("id") == "m1")
         assert r.get("type") == "error" and error_of(r)[1] == "service-unavailable"
         assert r.get("from") == "ghost@%s" % st.domain
+        c.send(sid, jid, "<iq type='get' id='g1' to='ghost@%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+               % st.domain)
+        r = await c.recv(sid, lambda s: s.get("id") == "g1")
+        assert error_of(r)[1] == "service-unavailable"
+        # A subscription request to no account is answered unsubscribed (§3.1.3),
+        # delivered to available resources.
+        c.send(sid, jid, "<presence/>")
+        c.send(sid, jid, "<presence type='subscribe' to='ghost@%s'/>" % st.domain)
+        r = await c.recv(sid, lambda s: s.tag == q("presence") and
+                         s.get("from") == "ghost@%s" % st.domain)
+        assert r.get("type") == "unsubscribed"
         # A result or an error is never answered.
         c.send(sid, jid, "<iq type='result' id='x1' to='%s'/>" % st.domain)
         await c.nothing_for(sid, sid, jid)
@@ -154,5 +165,31 @@ def test_deleted_account_is_kicked(st):
         assert f.get("reason") == "not-authorized"
         k = await c.control("kick", old)
         assert k.get("reason") == "not-authorized"
+        c.close()
+    harness.run(go())
+
+
+def test_c2s_error_for_unknown_session_reaches_sender(st):
+    """SESSION.md: a c2s that gets a stanza for a sid it does not know answers
+    with service-unavailable (an r:route without sid) and ends the session;
+    the sm routes the error to the original sender and forgets the session."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = "alice@%s/a" % st.domain
+        b = "bob@%s/b" % st.domain
+        sa = c.start(a)
+        sb = c.start(b)
+        await c.control("started", sa)
+        await c.control("started", sb)
+        c.send(sa, a, "<message to='%s' id='m1' type='chat'><body>hi</body></message>" % b)
+        await c.recv(sb, lambda s: s.get("id") == "m1")
+        # As if the c2s had lost bob's session: its error, then its end.
+        c.route("<message xmlns='jabber:component:accept' to='%s' from='%s' id='m1' "
+                "type='error'><error type='cancel'><service-unavailable "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % (a, b),
+                key="bob@%s" % st.domain)
+        c.end(sb, b)
+        e = await c.recv(sa, lambda s: s.get("id") == "m1" and s.get("type") == "error")
+        assert error_of(e)[1] == "service-unavailable"
         c.close()
     harness.run(go())
