@@ -38,7 +38,7 @@
 #include "tools/parleyctl.h"
 
 /* Errors and notes look alike on stderr; the two names say which is meant. */
-static void say(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static void say(const char *fmt, va_list ap)
 {
     fputs("parleyctl: ", stderr);
     vfprintf(stderr, fmt, ap);
