@@ -527,6 +527,41 @@ static void from_session(struct sm *sm, const char *c2s, const char *sid, struct
     sm_user_post(u, ev);
 }
 
+static void on_restored(void *arg, int err, const struct storage_result *res)
+{
+    char *owner = arg;
+    if (err != 0)
+        log_warn("a returned message for %s not stored again: %s", owner,
+                 storage_result_error(res));
+    free(owner);
+}
+
+/* A message to a session that came back from the router's stream (over its
+ * byte cap): chat and normal go to the addressee's offline store, where
+ * they came from or would have gone. */
+static void restore(struct sm *sm, const struct xml_node *st)
+{
+    const char *type = xml_get_attr(st, "type");
+    if (type != NULL && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0)
+        return;
+    struct jid *j = sm_jid(sm, xml_get_attr(st, "to"));
+    if (j == NULL || j->node == NULL || sm_local_domain(sm, j) == NULL || sm->st == NULL) {
+        jid_free(j);
+        return;
+    }
+    struct jid *bare = jid_bare(j);
+    jid_free(j);
+    struct buf b = BUF_INIT;
+    xml_serialize(st, "", &b);
+    char *owner = xstrdup(bare->bare);
+    jid_free(bare);
+    if (storage_offline_store(sm->st, owner, 0, b.data, on_restored, owner) != 0) {
+        log_warn("a returned message for %s not stored again", owner);
+        free(owner);
+    }
+    buf_free(&b);
+}
+
 static void on_route(struct sm *sm, struct xml_node *env)
 {
     const char *from = xml_get_attr(env, "from");
@@ -534,8 +569,18 @@ static void on_route(struct sm *sm, struct xml_node *env)
     const char *error = xml_get_attr(env, "error");
     struct xml_node *inner = xml_child(env, NULL, NULL);
     if (error != NULL) {
-        /* Our own envelope came back: that c2s (or session) is gone. */
         const char *to = xml_get_attr(env, "to");
+        if (strcmp(error, "resource-constraint") == 0) {
+            /* The c2s is congested, the session lives: a message it did
+             * not take goes back to the offline store. */
+            log_info("route to %s congested", from ? from : "?");
+            if (inner != NULL && sid != NULL && strcmp(inner->name, "message") == 0) {
+                normalise_ns(inner);
+                restore(sm, inner);
+            }
+            return;
+        }
+        /* Our own envelope came back: that c2s (or session) is gone. */
         log_info("route to %s undeliverable (%s)", from ? from : "?", error);
         if (from != NULL && sid != NULL && to != NULL)
             sm_sess_post_end(sm, from, sid);
@@ -605,9 +650,14 @@ static void on_bounce(struct component *c, void *arg, struct xml_node *st, const
 {
     struct sm *sm = arg;
     /* Only plain stanzas are worth an error: session output and control
-     * to a c2s that is unreachable is settled by its down notification. */
-    if (route_to == NULL && component_bounce_reply(st, why) == 0)
-        sm_route(sm, st);
+     * to a c2s that is unreachable is settled by its down notification,
+     * except a message a session did not get: stored offline again. */
+    if (route_to == NULL) {
+        if (component_bounce_reply(st, why) == 0)
+            sm_route(sm, st);
+    } else if (strcmp(st->name, "message") == 0) {
+        restore(sm, st);
+    }
     xml_free(st);
 }
 
@@ -639,6 +689,8 @@ static void dsn_quote(struct buf *b, const char *v)
     }
     buf_append_byte(b, '\'');
 }
+
+#define SM_OUT_MAX (16 * 1024 * 1024)
 
 int sm_start(struct sm *sm, uv_loop_t *loop)
 {
@@ -676,6 +728,9 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     o.backoff_max_ms = 2000;
     o.queue_max = 100000;
     o.queue_max_bytes = 64 * 1024 * 1024;
+    /* Offline flushes and presence fan-out write in bursts: room for them
+     * on the router's stream beyond the 1 MiB default. */
+    o.stream.out_max = SM_OUT_MAX;
     rc = component_new(loop, &o, &comp_cbs, sm, &sm->comp);
     free(binds);
     if (rc == 0)

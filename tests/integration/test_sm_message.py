@@ -205,3 +205,38 @@ def test_iq_handling_disco_version(st):
         assert r.get("type") == "result" and r.get("from") == D
         c.close()
     harness.run(go())
+
+
+def test_large_offline_queue_delivered_once():
+    """More than the sm->router stream's byte cap (1 MiB) of offline
+    messages: every one reaches the session at login, once, in order."""
+    s = SmStack()
+    s.start()
+    try:
+        for u in ("alice", "bob"):
+            s.add_user(u, "pw")
+        n, size = 40, 40 * 1024
+
+        async def go():
+            c = await FakeC2s.connect(s)
+            a = await login(c, "alice@%s/a" % s.domain)
+            for i in range(0, n, 5):  # paced: the router's queue to the sm is 256 KiB
+                for k in range(i, i + 5):
+                    a.send(msg("bob@%s" % s.domain, "big%02d-" % k + "x" * size, mid="b%d" % k))
+                await stored(s, i + 5)
+            c.close()
+            c = await FakeC2s.connect(s)
+            b = await login(c, "bob@%s/b" % s.domain)
+            for i in range(n):
+                m = await b.recv(lambda x: x.tag == q("message"), what="offline message %d" % i)
+                assert m.find(q("body")).text.startswith("big%02d-" % i)
+            await b.nothing(lambda x: x.tag == q("message"))
+            await stored(s, 0)
+            b.end()
+            b = await login(c, "bob@%s/b2" % s.domain)
+            await b.nothing(lambda x: x.tag == q("message"))
+            c.close()
+
+        harness.run(go())
+    finally:
+        s.finish()
