@@ -7,7 +7,9 @@
  * so that a start, the stanzas that follow it and the end are handled in
  * the order the c2s sent them, even while the user is still loading.
  * A start is answered only after storage confirmed the account (a cached
- * user might have been deleted since).
+ * user might have been deleted since); an end that arrives meanwhile
+ * (no session yet) is queued on the user named by the route's key, behind
+ * the start, so that the session it creates is ended, not left a ghost.
  *
  * Sessions are indexed by "c2s\nsid" in sm->sessions and listed on their
  * user. Runs on the sm's loop.
@@ -62,12 +64,36 @@ void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid)
     sm_user_post(s->user, ev);
 }
 
-void sm_sess_control(struct sm *sm, const char *c2s, struct xml_node *ctl)
+/* An end for a session not (yet) known: its start may still be pending on
+ * the user's queue (the account check), so the end goes on that queue too,
+ * behind it; the user named by the route's key, if it is loaded at all (a
+ * start in progress keeps it loaded). */
+static void post_end_key(struct sm *sm, const char *c2s, const char *sid, const char *key)
+{
+    struct jid *j = key ? sm_jid(sm, key) : NULL;
+    struct sm_user *u = NULL;
+    if (j != NULL && j->node != NULL && j->resource == NULL && sm_local_domain(sm, j) != NULL)
+        u = htab_get(sm->users, j->bare, j->bare_len);
+    jid_free(j);
+    if (u == NULL)
+        return;
+    struct sm_event *ev = xcalloc(1, sizeof(*ev));
+    ev->kind = SM_EV_END;
+    ev->c2s = xstrdup(c2s);
+    snprintf(ev->sid, sizeof(ev->sid), "%s", sid);
+    sm_user_post(u, ev);
+}
+
+void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl)
 {
     const char *sid = xml_get_attr(ctl, "sid");
     if (strcmp(ctl->name, "end") == 0) {
-        if (valid_sid(sid))
+        if (!valid_sid(sid))
+            return;
+        if (sm_sess_find(sm, c2s, sid) != NULL)
             sm_sess_post_end(sm, c2s, sid);
+        else
+            post_end_key(sm, c2s, sid, key);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {

@@ -602,7 +602,7 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     if (strcmp(inner->ns, SM_NS_SESSION) == 0) {
-        sm_sess_control(sm, from, inner);
+        sm_sess_control(sm, from, xml_get_attr(env, "key"), inner);
         return;
     }
     normalise_ns(inner);

@@ -205,7 +205,8 @@ void sm_user_post(struct sm_user *u, struct sm_event *ev);
 void sm_event_free(struct sm_event *ev);
 
 /* sess.c */
-void sm_sess_control(struct sm *sm, const char *c2s, struct xml_node *ctl);
+/* A control element from c2s; key: the r:route's key (the bare JID), or NULL. */
+void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl);
 void sm_sess_start(struct sm_user *u, struct sm_event *ev); /* from the user's queue */
 /* End s now: notify (NULL, "kick" or "replaced") goes to its c2s, then the
  * sess-end chain runs (unavailable broadcast) and s is freed. */

@@ -193,3 +193,34 @@ def test_c2s_error_for_unknown_session_reaches_sender(st):
         assert error_of(e)[1] == "service-unavailable"
         c.close()
     harness.run(go())
+
+
+async def offline_count(st, owner, n):
+    """Wait (bounded) until owner has n offline messages in the database."""
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while True:
+        _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = '%s'" % owner)
+        if out.strip() == str(n):
+            return
+        assert asyncio.get_running_loop().time() < deadline, "offline count %s, not %d" % (out, n)
+        await asyncio.sleep(0.05)
+
+
+def test_end_while_start_pending_leaves_no_session(st):
+    """An end that arrives while the start's account check is under way ends
+    the session the start then creates: no ghost keeps taking messages."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = c.start("alice@%s/a" % st.domain)
+        await c.control("started", a)
+        ghost = "bob@%s/ghost" % st.domain
+        sid = c.start(ghost)  # bob is not loaded: the start waits for storage
+        c.end(sid, ghost)
+        await c.control("started", sid)
+        c.send(a, "alice@%s/a" % st.domain,
+               "<message to='%s' type='chat' id='g1'><body>hi</body></message>" % ghost)
+        # No session for the full JID: the chat goes by the bare rules, offline.
+        await offline_count(st, "bob@%s" % st.domain, 1)
+        await c.nothing_for(sid, a, "alice@%s/a" % st.domain)
+        c.close()
+    harness.run(go())
