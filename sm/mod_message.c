@@ -4,8 +4,8 @@
  *
  * Delivery policy (the server's choice where §8.5.2 leaves one):
  *  - to a full JID that is online: that session, whatever its priority;
- *  - to a full JID that is not online (§8.5.3.2.1): chat, normal and
- *    headline as if to the bare JID; groupchat -> service-unavailable;
+ *  - to a full JID that is not online (§8.5.3.2.1): chat as if to the bare
+ *    JID; normal, headline and groupchat -> service-unavailable;
  *  - to the bare JID, chat and normal: ONE session, the available one with
  *    the highest non-negative priority; on a tie, the one that sent
  *    presence most recently (where the user last was active). Copies to
@@ -134,6 +134,8 @@ static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
         sm_deliver(u->sm, s, p->stanza);
         return SM_HANDLED;
     }
+    if (p->to->resource != NULL && strcmp(type, "chat") != 0)
+        return SM_ERROR(XML_STE_SERVICE_UNAVAILABLE);
     return to_bare(u, p->stanza, type);
 }
 

@@ -68,6 +68,13 @@ def test_full_bare_and_priority(st):
         a.send(msg(B + "/gone", "gc", type="groupchat", mid="gc1"))
         e = await a.recv(lambda s: s.get("id") == "gc1")
         assert error_of(e)[1] == "service-unavailable"
+        # ... and so do normal and headline (§8.5.3.2.1: only chat goes by the bare rules).
+        for t in ("normal", "headline"):
+            a.send(msg(B + "/gone", "not " + t, type=t, mid="x" + t))
+            e = await a.recv(lambda s: s.get("id") == "x" + t, what="error for " + t)
+            assert e.get("type") == "error" and error_of(e)[1] == "service-unavailable"
+        await b1.nothing(is_message("not normal"))
+        await b2.nothing(is_message("not normal"))
         # A bare JID with only negative priorities: stored offline (§8.5.2.1.1).
         b1.send(prio(-1))
         b2.send(prio(-1))
