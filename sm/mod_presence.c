@@ -72,7 +72,7 @@ static void to_subscribers(struct sm_user *u, struct xml_node *st)
     xml_del_attr(st, "to");
 }
 
-/* st to the user's other available resources (§4.2.2, §4.4.2). */
+/* st to the user's available resources but skip (NULL: all). */
 static void to_own(struct sm_user *u, struct sm_sess *from, struct xml_node *st)
 {
     struct sm_sess *ss[SM_MAX_SESSIONS];
@@ -166,19 +166,26 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
     s->presence = NULL;
 }
 
-/* Initial presence extras: probes (§4.2.2), the other resources'
- * presence and the pending subscription requests (§3.1.3) to this one. */
-static void initial(struct sm_sess *s)
+/* Probes to the contacts the user is subscribed to (§4.2.2). */
+static void probes(struct sm_user *u)
 {
-    struct sm_user *u = s->user;
-    if (u->roster == NULL)
-        return;
     struct htab_iter it;
     for (htab_iter_init(&it, u->roster->items); htab_iter_next(&it);) {
         struct sm_roster_item *item = it.val;
         if (sub_has_to(item->st.sub))
             send_type(u->sm, u->jid->bare, item->jid, "probe");
     }
+}
+
+/* Initial presence extras: probes, the other resources' presence and the
+ * pending subscription requests (§3.1.3) to this one. */
+static void initial(struct sm_sess *s)
+{
+    struct sm_user *u = s->user;
+    if (u->roster == NULL)
+        return;
+    struct htab_iter it;
+    probes(u);
     for (struct sm_sess *o = u->sessions; o != NULL; o = o->next) {
         if (o == s || !o->available || o->presence == NULL)
             continue;
@@ -240,7 +247,9 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     xml_del_attr(s->presence, "to");
     if (!quiet)
         to_subscribers(s->user, st);
-    to_own(s->user, s, st);
+    /* §4.2.2/§4.4.2: every available resource, the sender included (its
+     * echo confirms the presence), except for a quiet replay. */
+    to_own(s->user, quiet ? s : NULL, st);
     if (first)
         initial(s);
     return SM_HANDLED;

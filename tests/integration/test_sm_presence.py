@@ -270,3 +270,18 @@ def test_roster_remove_cancels_both(st):
                      push_item(s).get("subscription") == "none", what="bob's item none")
         c.close()
     harness.run(go())
+
+
+def test_own_presence_echo(st):
+    """§4.2.2/§4.4.2: available presence reaches every available resource,
+    the sender included."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        await a.recv(is_presence(a.jid, None), what="alice's own presence")
+        a2 = await login(c, "alice@%s/a2" % st.domain, "<presence><show>away</show></presence>")
+        for s in (a, a2):
+            await s.recv(lambda x: is_presence(a2.jid, None)(x) and x.find(q("show")) is not None,
+                         what="a2's presence at " + s.jid)
+        c.close()
+    harness.run(go())
