@@ -21,7 +21,8 @@
  * A re-announced (resumed) session's replayed presence is treated as an
  * initial presence (probes, broadcast) after an sm restart, and is not
  * re-broadcast when this sm still had the same presence for it (router
- * reconnect); see broadcast().
+ * reconnect), but its contacts are probed again either way (SESSION.md);
+ * see broadcast().
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -252,6 +253,8 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     to_own(s->user, quiet ? s : NULL, st);
     if (first)
         initial(s);
+    else if (s->resumed && s->user->roster != NULL)
+        probes(s->user); /* SESSION.md: a resumed session re-probes */
     return SM_HANDLED;
 }
 

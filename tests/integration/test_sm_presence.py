@@ -272,9 +272,10 @@ def test_roster_remove_cancels_both(st):
     harness.run(go())
 
 
-def test_own_presence_echo(st):
+def test_own_presence_echo_and_resumed_reprobe(st):
     """§4.2.2/§4.4.2: available presence reaches every available resource,
-    the sender included."""
+    the sender included. SESSION.md: a re-announced (resumed) session that
+    this sm still had re-probes its contacts at its replayed presence."""
     async def go():
         c = await FakeC2s.connect(st)
         a = await login(c, "alice@%s/a" % st.domain)
@@ -283,5 +284,15 @@ def test_own_presence_echo(st):
         for s in (a, a2):
             await s.recv(lambda x: is_presence(a2.jid, None)(x) and x.find(q("show")) is not None,
                          what="a2's presence at " + s.jid)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        await a.iq("<iq type='get' id='m1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                   % st.domain, "m1")
+        c.pending.clear()
+        # The c2s re-announces alice/a (as after a router loss) and replays it.
+        c.start(a.jid, sid=a.sid, resume=True)
+        await c.control("started", a.sid)
+        a.send("<presence/>")
+        await a.recv(is_presence(b.jid, None), what="bob's presence after the re-probe")
         c.close()
     harness.run(go())
