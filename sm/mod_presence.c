@@ -340,6 +340,13 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
         send_type(u->sm, u->jid->bare, contact->bare, "subscribed");
         current_presence_to(u, contact->bare);
     }
+    if (t == SUB_UNSUBSCRIBE && sub_has_from(cur.sub) && !sub_has_from(r.next.sub)) {
+        /* §3.3.3: the contact no longer gets our presence: it learns that
+         * from an unavailable from each available resource. */
+        for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+            if (s->available)
+                unavailable_from(u, jid_full_str(s->jid), contact->bare);
+    }
     if (r.forward) {
         struct sm_sess *ss[SM_MAX_SESSIONS];
         size_t n = available(u, NULL, ss);

@@ -83,6 +83,7 @@ def test_subscription_handshake_pushes(st):
         await a.recv(lambda s: is_push(B)(s) and push_item(s).get("subscription") == "from")
         await b.recv(is_presence(A, "unsubscribe"))
         await b.recv(lambda s: is_push(A)(s) and push_item(s).get("subscription") == "to")
+        await a.recv(is_presence(b.jid, "unavailable"), what="bob's unavailable (§3.3.3)")
         # §3.2: bob cancels alice's subscription from him... (he is 'to' now)
         # and alice cancels bob's: none on both sides.
         a.send(pres(B, "unsubscribed"))
