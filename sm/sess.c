@@ -1,7 +1,8 @@
 /*
  * sess.c - the sm side of the session protocol (sm/SESSION.md): start,
- * end, replaced, kick, announce, and the end of every session of a c2s
- * that went down.
+ * end, replaced, kick, announce/announced (sessions a c2s did not start
+ * again after an announce are ended), and the end of every session of a
+ * c2s that went down.
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
@@ -84,6 +85,37 @@ static void post_end_key(struct sm *sm, const char *c2s, const char *sid, const 
     sm_user_post(u, ev);
 }
 
+/* The sessions of c2s the sm announced to it and that it did not start
+ * again (resume) before its <announced/>: their clients are gone. The ends
+ * go on the users' queues, behind any resume start still pending there. */
+static void end_unconfirmed(struct sm *sm, const char *c2s)
+{
+    /* Posting may end sessions at once: collect first, then post. */
+    struct htab_iter it;
+    char **sids = NULL;
+    size_t count = 0;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (s->unconfirmed && strcmp(s->c2s, c2s) == 0) {
+            sids = xreallocarray(sids, count + 1, sizeof(char *));
+            sids[count++] = xstrdup(s->sid);
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        struct sm_sess *s = sm_sess_find(sm, c2s, sids[i]);
+        if (s != NULL) {
+            struct sm_event *ev = xcalloc(1, sizeof(*ev));
+            ev->kind = SM_EV_END;
+            ev->if_unconfirmed = true;
+            ev->c2s = xstrdup(c2s);
+            snprintf(ev->sid, sizeof(ev->sid), "%s", sids[i]);
+            sm_user_post(s->user, ev);
+        }
+        free(sids[i]);
+    }
+    free(sids);
+}
+
 void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl)
 {
     const char *sid = xml_get_attr(ctl, "sid");
@@ -94,6 +126,10 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml
             sm_sess_post_end(sm, c2s, sid);
         else
             post_end_key(sm, c2s, sid, key);
+        return;
+    }
+    if (strcmp(ctl->name, "announced") == 0) {
+        end_unconfirmed(sm, c2s);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -233,6 +269,7 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
          * the c2s sends again is not news to the contacts. */
         if (jid_eq_full(dup->jid, j)) {
             dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
+            dup->unconfirmed = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
         } else
             sm_send_control(sm, ev->c2s, j->domain, "failed", ev->sid, "conflict");
@@ -327,6 +364,14 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 void sm_sess_announce(struct sm *sm, const char *c2s)
 {
     log_info("announce to %s", c2s);
+    /* Its sessions count as gone unless it starts them again before its
+     * <announced/> (SESSION.md); sessions created later are confirmed. */
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (strcmp(s->c2s, c2s) == 0)
+            s->unconfirmed = true;
+    }
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
     sm_send_control(sm, c2s, sm_default_domain(sm), "announce", NULL, NULL);
 }

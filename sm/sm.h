@@ -169,11 +169,12 @@ struct sm_sess {
     struct jid *jid; /* full */
     char *key;       /* "c2s\nsid": the key in sm->sessions */
     /* presence state (mod_presence keeps it; the core reads it to route) */
-    bool available;  /* sent available broadcast presence */
-    bool initial;    /* has ever been available */
-    bool resumed;    /* just re-announced (SESSION.md): the next stanza may be
-                        the c2s replaying the last presence */
-    bool interested; /* asked for the roster: gets roster pushes */
+    bool available;   /* sent available broadcast presence */
+    bool initial;     /* has ever been available */
+    bool resumed;     /* just re-announced (SESSION.md): the next stanza may be
+                         the c2s replaying the last presence */
+    bool interested;  /* asked for the roster: gets roster pushes */
+    bool unconfirmed; /* announce sent to its c2s, no start resume='true' since */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
@@ -199,6 +200,7 @@ struct sm_event {
     enum sm_event_kind kind;
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
+    bool if_unconfirmed;     /* END: only if still unconfirmed (announced) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);

@@ -224,3 +224,34 @@ def test_end_while_start_pending_leaves_no_session(st):
         await c.nothing_for(sid, a, "alice@%s/a" % st.domain)
         c.close()
     harness.run(go())
+
+
+def test_sessions_not_reannounced_after_router_loss_end(st):
+    """After a router loss the sm keeps its sessions and announces itself;
+    the c2s starts again (resume) those it still has, then says announced:
+    the others (their clients left meanwhile) are ended, not kept as ghosts."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        A, B = "alice@%s/a" % st.domain, "bob@%s/b" % st.domain
+        a = c.start(A)
+        await c.control("started", a)
+        b = c.start(B)
+        await c.control("started", b)
+        n = st.sm_ready_count()
+        st.router.kill()  # no down notification: the sm keeps both sessions
+        c.close()
+        st.router.start()
+        deadline = asyncio.get_running_loop().time() + harness.START_WAIT
+        while st.sm_ready_count() == n:
+            assert asyncio.get_running_loop().time() < deadline, "the sm did not reconnect"
+            await asyncio.sleep(0.05)
+        c = await FakeC2s.connect(st)
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.start(A, sid=a, resume=True)  # bob's client left while the router was away
+        await c.control("started", a)
+        c.route("<announced xmlns='urn:parley:session'/>")
+        c.send(a, A, "<message to='%s' type='chat' id='g2'><body>hi</body></message>" % B)
+        await offline_count(st, "bob@%s" % st.domain, 1)
+        await c.nothing_for(b, a, A)
+        c.close()
+    harness.run(go())
