@@ -562,6 +562,35 @@ static void restore(struct sm *sm, const struct xml_node *st)
     buf_free(&b);
 }
 
+/* A c2s's service-unavailable for a message to a session it no longer has,
+ * carrying the message's payload: the message itself again (from and to
+ * swapped back), to the addressee's bare JID, so that user delivery runs
+ * again (another resource, or the offline store). Its original type is
+ * lost with the error: it goes as normal, which the bare-JID rules treat
+ * as chat. NULL when st is not such an error. */
+static struct xml_node *returned_message(struct sm *sm, const struct xml_node *st)
+{
+    struct xml_node *err = xml_child(st, NULL, "error");
+    if (strcmp(st->name, "message") != 0 || !type_is(st, "error") || err == NULL ||
+        xml_child(err, XML_NS_STANZAS, "service-unavailable") == NULL || xml_child_count(st) < 2)
+        return NULL;
+    struct jid *to = sm_jid(sm, xml_get_attr(st, "from"));
+    if (to == NULL || to->node == NULL || sm_local_domain(sm, to) == NULL ||
+        xml_get_attr(st, "to") == NULL) {
+        jid_free(to);
+        return NULL;
+    }
+    struct xml_node *m = xml_copy(st);
+    xml_set_attr(m, "from", xml_get_attr(st, "to"));
+    struct jid *bare = jid_bare(to);
+    xml_set_attr(m, "to", bare->bare);
+    jid_free(bare);
+    jid_free(to);
+    xml_del_attr(m, "type");
+    xml_detach(xml_child(m, NULL, "error")); /* freed with m's arena */
+    return m;
+}
+
 static void on_route(struct sm *sm, struct xml_node *env)
 {
     const char *from = xml_get_attr(env, "from");
@@ -574,16 +603,29 @@ static void on_route(struct sm *sm, struct xml_node *env)
             /* The c2s is congested, the session lives: a message it did
              * not take goes back to the offline store. */
             log_info("route to %s congested", from ? from : "?");
-            if (inner != NULL && sid != NULL && strcmp(inner->name, "message") == 0) {
+            if (inner != NULL && sid != NULL && is_stanza(inner)) {
                 normalise_ns(inner);
-                restore(sm, inner);
+                if (strcmp(inner->name, "message") == 0)
+                    restore(sm, inner);
+                else if (strcmp(inner->name, "iq") == 0)
+                    sm_bounce(sm, inner, XML_STE_RESOURCE_CONSTRAINT);
             }
             return;
         }
-        /* Our own envelope came back: that c2s (or session) is gone. */
+        /* Our own envelope came back: that c2s (or session) is gone. A
+         * message goes to its addressee again, behind the end on the
+         * user's queue (another resource, or offline); a request gets
+         * its error. */
         log_info("route to %s undeliverable (%s)", from ? from : "?", error);
         if (from != NULL && sid != NULL && to != NULL)
             sm_sess_post_end(sm, from, sid);
+        if (inner != NULL && sid != NULL && is_stanza(inner)) {
+            normalise_ns(inner);
+            if (strcmp(inner->name, "message") == 0 && !type_is(inner, "error"))
+                sm_route(sm, inner);
+            else if (strcmp(inner->name, "iq") == 0)
+                sm_bounce(sm, inner, XML_STE_SERVICE_UNAVAILABLE);
+        }
         return;
     }
     if (from != NULL && inner != NULL && sm->cfg->multi && sm_domain_name(sm, from)) {
@@ -608,8 +650,11 @@ static void on_route(struct sm *sm, struct xml_node *env)
     normalise_ns(inner);
     if (sid == NULL && is_stanza(inner)) {
         /* Not from a session: the c2s's error for a stanza the sm sent to a
-         * session it no longer has (SESSION.md): to its addressee. */
-        sm_route(sm, inner);
+         * session it no longer has (SESSION.md). A message that came back
+         * whole goes to its addressee again; anything else, to its sender. */
+        struct xml_node *orig = returned_message(sm, inner);
+        sm_route(sm, orig != NULL ? orig : inner);
+        xml_free(orig);
         return;
     }
     if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {

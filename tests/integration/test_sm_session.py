@@ -255,3 +255,29 @@ def test_sessions_not_reannounced_after_router_loss_end(st):
         await c.nothing_for(b, a, A)
         c.close()
     harness.run(go())
+
+
+def test_message_returned_whole_by_c2s_is_delivered_again(st):
+    """SESSION.md: a c2s's service-unavailable for a message to a session it
+    no longer has, with the message's payload: the sm ends the session and
+    delivers the message to the addressee again (here: offline), the sender
+    gets no error."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = "alice@%s/a" % st.domain
+        b = "bob@%s/b" % st.domain
+        sa = c.start(a)
+        sb = c.start(b)
+        await c.control("started", sa)
+        await c.control("started", sb)
+        c.send(sa, a, "<message to='%s' id='m2' type='chat'><body>again</body></message>" % b)
+        await c.recv(sb, lambda s: s.get("id") == "m2")
+        c.end(sb, b)
+        c.route("<message xmlns='jabber:component:accept' to='%s' from='%s' id='m2' "
+                "type='error'><body>again</body><error type='cancel'><service-unavailable "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % (a, b),
+                key="bob@%s" % st.domain)
+        await offline_count(st, "bob@%s" % st.domain, 1)
+        await c.nothing_for(sa, sa, a, lambda s: s.get("id") == "m2")
+        c.close()
+    harness.run(go())
