@@ -271,9 +271,8 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
         return SM_PASS;
     /* The session becomes available with a non-negative priority (this runs
      * before mod_presence records the new presence). */
-    struct xml_node *prio = xml_child(p->stanza, NULL, "priority");
-    if (prio != NULL && atoi(xml_text(prio, NULL)) < 0)
-        return SM_PASS;
+    if (sm_priority(p->stanza) < 0)
+        return SM_PASS; /* negative, or refused by mod_presence (bad-request) */
     struct sm_user *u = p->user;
     struct flush *f = xcalloc(1, sizeof(*f));
     f->u = u;

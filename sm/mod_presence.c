@@ -113,21 +113,6 @@ static void unavailable_from(struct sm_user *u, const char *from_full, const cha
     send_type(u->sm, from_full, to, "unavailable");
 }
 
-/* Parse <priority>: 0 if absent; -1000 if not an integer in -128..127. */
-static int priority_of(struct xml_node *st)
-{
-    struct xml_node *p = xml_child(st, NULL, "priority");
-    if (p == NULL)
-        return 0;
-    size_t len;
-    const char *t = xml_text(p, &len);
-    char *end = NULL;
-    long v = strtol(t, &end, 10);
-    if (len == 0 || end == t || *end != '\0' || v < -128 || v > 127)
-        return -1000;
-    return (int)v;
-}
-
 /* The session's presence ends: unavailable to subscribers, directed
  * recipients and own resources (§4.5.2). st: the client's unavailable,
  * or NULL when the session ended without one. */
@@ -229,8 +214,8 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     }
     if (p->type != NULL)
         return SM_HANDLED; /* probe/error/subscription without a to: nothing to do */
-    int prio = priority_of(st);
-    if (prio == -1000)
+    int prio = sm_priority(st);
+    if (prio == SM_PRIORITY_BAD)
         return SM_ERROR(XML_STE_BAD_REQUEST);
     bool first = !s->available;
     /* A resumed session's replayed presence is not sent to the contacts

@@ -104,6 +104,20 @@ const char *sm_default_domain(struct sm *sm)
     return sm->domains[0];
 }
 
+int sm_priority(struct xml_node *st)
+{
+    struct xml_node *p = xml_child(st, NULL, "priority");
+    if (p == NULL)
+        return 0;
+    size_t len;
+    const char *t = xml_text(p, &len);
+    char *end = NULL;
+    long v = strtol(t, &end, 10);
+    if (len == 0 || end == t || *end != '\0' || v < -128 || v > 127)
+        return SM_PRIORITY_BAD;
+    return (int)v;
+}
+
 struct jid *sm_jid(struct sm *sm, const char *s)
 {
     struct jid *j = NULL;

@@ -286,6 +286,10 @@ void sm_pkt_user(struct sm_user *u, struct xml_node *st);
 /* Handle a stanza from a session now (from its user's queue). */
 void sm_pkt_sess(struct sm_sess *s, struct xml_node *st);
 /* A parsed jid through the cache, or NULL. */
+/* A presence's <priority> (RFC 6121 §4.7.2.3): 0 if absent, SM_PRIORITY_BAD
+ * if not an integer in -128..127. The one parser of it. */
+#define SM_PRIORITY_BAD (-1000)
+int sm_priority(struct xml_node *st);
 struct jid *sm_jid(struct sm *sm, const char *s);
 /* Fill a pkt for a stanza: kind, type, from, to (references: sm_pkt_clear). */
 int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st);

@@ -247,3 +247,24 @@ def test_large_offline_queue_delivered_once():
         harness.run(go())
     finally:
         s.finish()
+
+
+def test_bad_priority_does_not_flush_offline(st):
+    """A presence whose priority is out of range is refused (mod_presence:
+    bad-request): the session did not become available, so the offline
+    messages wait (one priority parser for presence and the flush)."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        a.send(msg("bob@%s" % st.domain, "kept", mid="k1"))
+        await stored(st, 1)
+        b = await login(c, "bob@%s/b" % st.domain, None)
+        b.send("<presence id='p1'><priority>1000</priority></presence>")
+        # A flush would hold bob's queue until its delete: the ping behind it
+        # is answered after, so nothing here means no flush.
+        await b.nothing(is_message("kept"))
+        await stored(st, 1)
+        b.send(prio(0))
+        await b.recv(is_message("kept"), what="offline message at a valid presence")
+        c.close()
+    harness.run(go())
