@@ -4,8 +4,8 @@
  *
  * Delivery policy (the server's choice where §8.5.2 leaves one):
  *  - to a full JID that is online: that session, whatever its priority;
- *  - to a full JID that is not online (§8.5.3.2.1): chat, normal and
- *    headline as if to the bare JID; groupchat -> service-unavailable;
+ *  - to a full JID that is not online (§8.5.3.2.1): chat as if to the bare
+ *    JID; normal, headline and groupchat -> service-unavailable;
  *  - to the bare JID, chat and normal: ONE session, the available one with
  *    the highest non-negative priority; on a tie, the one that sent
  *    presence most recently (where the user last was active). Copies to
@@ -21,7 +21,10 @@
  *
  * Stored messages are delivered at the user's next initial presence with
  * priority >= 0, to that session, oldest first, each with a <delay/>
- * (from the domain, the time it was stored), then deleted. The user is
+ * (from the domain, the time it was stored), in pages bounded in rows and
+ * bytes; each page is deleted once written (seq <= its last row) before
+ * the next is fetched. A message the router's stream hands back
+ * (congested) is stored again by sm.c, so none is lost. The user is
  * held during the fetch and the delete, so two sessions coming online at
  * once cannot both get them (delivered once). If the session ends before
  * the fetch answers, nothing is deleted. Runs on the sm's loop.
@@ -39,8 +42,7 @@
 #include "common/mem.h"
 #include "sm/mod.h"
 
-#define NS_DELAY  "urn:xmpp:delay"
-#define FETCH_MAX 10000
+#define NS_DELAY "urn:xmpp:delay"
 
 static struct sm_sess *find_resource(struct sm_user *u, const char *res)
 {
@@ -132,16 +134,29 @@ static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
         sm_deliver(u->sm, s, p->stanza);
         return SM_HANDLED;
     }
+    if (p->to->resource != NULL && strcmp(type, "chat") != 0)
+        return SM_ERROR(XML_STE_SERVICE_UNAVAILABLE);
     return to_bare(u, p->stanza, type);
 }
 
 /* ---- flushing at initial presence ---- */
+
+/* The queue goes out in pages of at most FLUSH_ROWS rows and about
+ * FLUSH_BYTES of stanzas; each page's rows are deleted before the next is
+ * fetched. The database round trips between pages let the streams on the
+ * way (sm->router, router->c2s, each capped) drain, so a queue of any size
+ * never meets their byte caps at once; a stanza that still comes back
+ * congested (on_bounce, or an r:route returned resource-constraint) is
+ * stored again by sm.c, never lost. */
+#define FLUSH_ROWS  64
+#define FLUSH_BYTES (64 * 1024)
 
 struct flush {
     struct sm_user *u;
     char *c2s;
     char sid[SM_SID_LEN + 1];
     int64_t upto;
+    int more; /* the page was cut short or full: fetch again after the delete */
 };
 
 static void stamp(int64_t us, char *out, size_t len)
@@ -160,15 +175,51 @@ static void flush_free(struct flush *f)
     free(f);
 }
 
+static void on_fetched(void *arg, int err, const struct storage_result *res);
+
+/* Fetch the next page; on failure the flush ends (and the user is released). */
+static void fetch_page(struct flush *f)
+{
+    struct sm_user *u = f->u;
+    f->upto = 0;
+    f->more = 0;
+    if (storage_offline_fetch(u->sm->st, u->jid->bare, FLUSH_ROWS, on_fetched, f) == 0)
+        return;
+    flush_free(f);
+    sm_user_release(u);
+}
+
 static void on_deleted(void *arg, int err, const struct storage_result *res)
 {
     struct flush *f = arg;
     struct sm_user *u = f->u;
-    if (err != 0)
+    if (err != 0) {
         log_warn("offline messages of %s delivered but not deleted: %s", u->jid->bare,
                  storage_result_error(res));
+    } else if (f->more) {
+        struct sm_sess *s = sm_sess_find(u->sm, f->c2s, f->sid);
+        if (s != NULL && s->user == u) {
+            fetch_page(f);
+            return;
+        }
+    }
     flush_free(f);
     sm_user_release(u);
+}
+
+/* A stored stanza with its XEP-0203 stamp (once: a message stored again
+ * after a failed delivery keeps the first). */
+static void add_delay(struct sm_user *u, struct xml_node *st, int64_t us)
+{
+    for (struct xml_node *d = xml_child(st, NS_DELAY, "delay"); d != NULL;
+         d = xml_next(d, NS_DELAY, "delay"))
+        if (strcmp(xml_get_attr(d, "from") ? xml_get_attr(d, "from") : "", u->jid->domain) == 0)
+            return;
+    char when[48];
+    stamp(us, when, sizeof(when));
+    struct xml_node *d = xml_add_child(st, NS_DELAY, "delay");
+    xml_set_attr(d, "from", u->jid->domain);
+    xml_set_attr(d, "stamp", when);
 }
 
 static void on_fetched(void *arg, int err, const struct storage_result *res)
@@ -180,24 +231,28 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
         log_warn("offline messages of %s not fetched: %s", u->jid->bare, storage_result_error(res));
     } else if (s != NULL && s->user == u) {
         int n = storage_result_rows(res);
+        size_t bytes = 0;
+        f->more = n == FLUSH_ROWS;
         for (int row = 0; row < n; row++) {
+            if (bytes >= FLUSH_BYTES) {
+                f->more = 1; /* the rest of the page comes with the next fetch */
+                break;
+            }
             int64_t seq = 0, us = 0;
             const char *text = storage_result_text(res, row, STORAGE_COL_OFFLINE_STANZA);
             if (storage_result_int64(res, row, STORAGE_COL_OFFLINE_SEQ, &seq) != 0 ||
                 storage_result_int64(res, row, STORAGE_COL_OFFLINE_STAMP, &us) != 0 || text == NULL)
                 continue;
             f->upto = seq;
+            size_t len = strlen(text);
+            bytes += len;
             char e[64];
-            struct xml_node *st = xml_parse_document(text, strlen(text), NULL, e, sizeof(e));
+            struct xml_node *st = xml_parse_document(text, len, NULL, e, sizeof(e));
             if (st == NULL) {
                 log_warn("offline message %" PRId64 " of %s unreadable: %s", seq, u->jid->bare, e);
                 continue;
             }
-            char when[48];
-            stamp(us, when, sizeof(when));
-            struct xml_node *d = xml_add_child(st, NS_DELAY, "delay");
-            xml_set_attr(d, "from", u->jid->domain);
-            xml_set_attr(d, "stamp", when);
+            add_delay(u, st, us);
             sm_deliver(u->sm, s, st);
             xml_free(st);
         }
@@ -216,20 +271,15 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
         return SM_PASS;
     /* The session becomes available with a non-negative priority (this runs
      * before mod_presence records the new presence). */
-    struct xml_node *prio = xml_child(p->stanza, NULL, "priority");
-    if (prio != NULL && atoi(xml_text(prio, NULL)) < 0)
-        return SM_PASS;
+    if (sm_priority(p->stanza) < 0)
+        return SM_PASS; /* negative, or refused by mod_presence (bad-request) */
     struct sm_user *u = p->user;
     struct flush *f = xcalloc(1, sizeof(*f));
     f->u = u;
     f->c2s = xstrdup(p->sess->c2s);
     memcpy(f->sid, p->sess->sid, sizeof(f->sid));
-    int limit = u->sm->cfg->offline_quota < FETCH_MAX ? u->sm->cfg->offline_quota : FETCH_MAX;
-    if (storage_offline_fetch(u->sm->st, u->jid->bare, limit, on_fetched, f) != 0) {
-        flush_free(f);
-        return SM_PASS;
-    }
     sm_user_hold(u);
+    fetch_page(f);
     return SM_PASS;
 }
 

@@ -21,7 +21,8 @@
  * A re-announced (resumed) session's replayed presence is treated as an
  * initial presence (probes, broadcast) after an sm restart, and is not
  * re-broadcast when this sm still had the same presence for it (router
- * reconnect); see broadcast().
+ * reconnect), but its contacts are probed again either way (SESSION.md);
+ * see broadcast().
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -72,7 +73,7 @@ static void to_subscribers(struct sm_user *u, struct xml_node *st)
     xml_del_attr(st, "to");
 }
 
-/* st to the user's other available resources (§4.2.2, §4.4.2). */
+/* st to the user's available resources but skip (NULL: all). */
 static void to_own(struct sm_user *u, struct sm_sess *from, struct xml_node *st)
 {
     struct sm_sess *ss[SM_MAX_SESSIONS];
@@ -110,21 +111,6 @@ static void current_presence_to(struct sm_user *u, const char *to)
 static void unavailable_from(struct sm_user *u, const char *from_full, const char *to)
 {
     send_type(u->sm, from_full, to, "unavailable");
-}
-
-/* Parse <priority>: 0 if absent; -1000 if not an integer in -128..127. */
-static int priority_of(struct xml_node *st)
-{
-    struct xml_node *p = xml_child(st, NULL, "priority");
-    if (p == NULL)
-        return 0;
-    size_t len;
-    const char *t = xml_text(p, &len);
-    char *end = NULL;
-    long v = strtol(t, &end, 10);
-    if (len == 0 || end == t || *end != '\0' || v < -128 || v > 127)
-        return -1000;
-    return (int)v;
 }
 
 /* The session's presence ends: unavailable to subscribers, directed
@@ -166,19 +152,26 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
     s->presence = NULL;
 }
 
-/* Initial presence extras: probes (§4.2.2), the other resources'
- * presence and the pending subscription requests (§3.1.3) to this one. */
-static void initial(struct sm_sess *s)
+/* Probes to the contacts the user is subscribed to (§4.2.2). */
+static void probes(struct sm_user *u)
 {
-    struct sm_user *u = s->user;
-    if (u->roster == NULL)
-        return;
     struct htab_iter it;
     for (htab_iter_init(&it, u->roster->items); htab_iter_next(&it);) {
         struct sm_roster_item *item = it.val;
         if (sub_has_to(item->st.sub))
             send_type(u->sm, u->jid->bare, item->jid, "probe");
     }
+}
+
+/* Initial presence extras: probes, the other resources' presence and the
+ * pending subscription requests (§3.1.3) to this one. */
+static void initial(struct sm_sess *s)
+{
+    struct sm_user *u = s->user;
+    if (u->roster == NULL)
+        return;
+    struct htab_iter it;
+    probes(u);
     for (struct sm_sess *o = u->sessions; o != NULL; o = o->next) {
         if (o == s || !o->available || o->presence == NULL)
             continue;
@@ -221,8 +214,8 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     }
     if (p->type != NULL)
         return SM_HANDLED; /* probe/error/subscription without a to: nothing to do */
-    int prio = priority_of(st);
-    if (prio == -1000)
+    int prio = sm_priority(st);
+    if (prio == SM_PRIORITY_BAD)
         return SM_ERROR(XML_STE_BAD_REQUEST);
     bool first = !s->available;
     /* A resumed session's replayed presence is not sent to the contacts
@@ -240,9 +233,13 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     xml_del_attr(s->presence, "to");
     if (!quiet)
         to_subscribers(s->user, st);
-    to_own(s->user, s, st);
+    /* §4.2.2/§4.4.2: every available resource, the sender included (its
+     * echo confirms the presence), except for a quiet replay. */
+    to_own(s->user, quiet ? s : NULL, st);
     if (first)
         initial(s);
+    else if (s->resumed && s->user->roster != NULL)
+        probes(s->user); /* SESSION.md: a resumed session re-probes */
     return SM_HANDLED;
 }
 
@@ -327,6 +324,13 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
     if (r.auto_subscribed) {
         send_type(u->sm, u->jid->bare, contact->bare, "subscribed");
         current_presence_to(u, contact->bare);
+    }
+    if (t == SUB_UNSUBSCRIBE && sub_has_from(cur.sub) && !sub_has_from(r.next.sub)) {
+        /* §3.3.3: the contact no longer gets our presence: it learns that
+         * from an unavailable from each available resource. */
+        for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+            if (s->available)
+                unavailable_from(u, jid_full_str(s->jid), contact->bare);
     }
     if (r.forward) {
         struct sm_sess *ss[SM_MAX_SESSIONS];

@@ -1,13 +1,16 @@
 /*
  * sess.c - the sm side of the session protocol (sm/SESSION.md): start,
- * end, replaced, kick, announce, and the end of every session of a c2s
- * that went down.
+ * end, replaced, kick, announce/announced (sessions a c2s did not start
+ * again after an announce are ended), and the end of every session of a
+ * c2s that went down.
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
  * the order the c2s sent them, even while the user is still loading.
  * A start is answered only after storage confirmed the account (a cached
- * user might have been deleted since).
+ * user might have been deleted since); an end that arrives meanwhile
+ * (no session yet) is queued on the user named by the route's key, behind
+ * the start, so that the session it creates is ended, not left a ghost.
  *
  * Sessions are indexed by "c2s\nsid" in sm->sessions and listed on their
  * user. Runs on the sm's loop.
@@ -62,12 +65,71 @@ void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid)
     sm_user_post(s->user, ev);
 }
 
-void sm_sess_control(struct sm *sm, const char *c2s, struct xml_node *ctl)
+/* An end for a session not (yet) known: its start may still be pending on
+ * the user's queue (the account check), so the end goes on that queue too,
+ * behind it; the user named by the route's key, if it is loaded at all (a
+ * start in progress keeps it loaded). */
+static void post_end_key(struct sm *sm, const char *c2s, const char *sid, const char *key)
+{
+    struct jid *j = key ? sm_jid(sm, key) : NULL;
+    struct sm_user *u = NULL;
+    if (j != NULL && j->node != NULL && j->resource == NULL && sm_local_domain(sm, j) != NULL)
+        u = htab_get(sm->users, j->bare, j->bare_len);
+    jid_free(j);
+    if (u == NULL)
+        return;
+    struct sm_event *ev = xcalloc(1, sizeof(*ev));
+    ev->kind = SM_EV_END;
+    ev->c2s = xstrdup(c2s);
+    snprintf(ev->sid, sizeof(ev->sid), "%s", sid);
+    sm_user_post(u, ev);
+}
+
+/* The sessions of c2s the sm announced to it and that it did not start
+ * again (resume) before its <announced/>: their clients are gone. The ends
+ * go on the users' queues, behind any resume start still pending there. */
+static void end_unconfirmed(struct sm *sm, const char *c2s)
+{
+    /* Posting may end sessions at once: collect first, then post. */
+    struct htab_iter it;
+    char **sids = NULL;
+    size_t count = 0;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (s->unconfirmed && strcmp(s->c2s, c2s) == 0) {
+            sids = xreallocarray(sids, count + 1, sizeof(char *));
+            sids[count++] = xstrdup(s->sid);
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        struct sm_sess *s = sm_sess_find(sm, c2s, sids[i]);
+        if (s != NULL) {
+            struct sm_event *ev = xcalloc(1, sizeof(*ev));
+            ev->kind = SM_EV_END;
+            ev->if_unconfirmed = true;
+            ev->c2s = xstrdup(c2s);
+            snprintf(ev->sid, sizeof(ev->sid), "%s", sids[i]);
+            sm_user_post(s->user, ev);
+        }
+        free(sids[i]);
+    }
+    free(sids);
+}
+
+void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl)
 {
     const char *sid = xml_get_attr(ctl, "sid");
     if (strcmp(ctl->name, "end") == 0) {
-        if (valid_sid(sid))
+        if (!valid_sid(sid))
+            return;
+        if (sm_sess_find(sm, c2s, sid) != NULL)
             sm_sess_post_end(sm, c2s, sid);
+        else
+            post_end_key(sm, c2s, sid, key);
+        return;
+    }
+    if (strcmp(ctl->name, "announced") == 0) {
+        end_unconfirmed(sm, c2s);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -207,6 +269,7 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
          * the c2s sends again is not news to the contacts. */
         if (jid_eq_full(dup->jid, j)) {
             dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
+            dup->unconfirmed = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
         } else
             sm_send_control(sm, ev->c2s, j->domain, "failed", ev->sid, "conflict");
@@ -301,6 +364,14 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 void sm_sess_announce(struct sm *sm, const char *c2s)
 {
     log_info("announce to %s", c2s);
+    /* Its sessions count as gone unless it starts them again before its
+     * <announced/> (SESSION.md); sessions created later are confirmed. */
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (strcmp(s->c2s, c2s) == 0)
+            s->unconfirmed = true;
+    }
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
     sm_send_control(sm, c2s, sm_default_domain(sm), "announce", NULL, NULL);
 }

@@ -104,6 +104,20 @@ const char *sm_default_domain(struct sm *sm)
     return sm->domains[0];
 }
 
+int sm_priority(struct xml_node *st)
+{
+    struct xml_node *p = xml_child(st, NULL, "priority");
+    if (p == NULL)
+        return 0;
+    size_t len;
+    const char *t = xml_text(p, &len);
+    char *end = NULL;
+    long v = strtol(t, &end, 10);
+    if (len == 0 || end == t || *end != '\0' || v < -128 || v > 127)
+        return SM_PRIORITY_BAD;
+    return (int)v;
+}
+
 struct jid *sm_jid(struct sm *sm, const char *s)
 {
     struct jid *j = NULL;
@@ -527,6 +541,70 @@ static void from_session(struct sm *sm, const char *c2s, const char *sid, struct
     sm_user_post(u, ev);
 }
 
+static void on_restored(void *arg, int err, const struct storage_result *res)
+{
+    char *owner = arg;
+    if (err != 0)
+        log_warn("a returned message for %s not stored again: %s", owner,
+                 storage_result_error(res));
+    free(owner);
+}
+
+/* A message to a session that came back from the router's stream (over its
+ * byte cap): chat and normal go to the addressee's offline store, where
+ * they came from or would have gone. */
+static void restore(struct sm *sm, const struct xml_node *st)
+{
+    const char *type = xml_get_attr(st, "type");
+    if (type != NULL && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0)
+        return;
+    struct jid *j = sm_jid(sm, xml_get_attr(st, "to"));
+    if (j == NULL || j->node == NULL || sm_local_domain(sm, j) == NULL || sm->st == NULL) {
+        jid_free(j);
+        return;
+    }
+    struct jid *bare = jid_bare(j);
+    jid_free(j);
+    struct buf b = BUF_INIT;
+    xml_serialize(st, "", &b);
+    char *owner = xstrdup(bare->bare);
+    jid_free(bare);
+    if (storage_offline_store(sm->st, owner, 0, b.data, on_restored, owner) != 0) {
+        log_warn("a returned message for %s not stored again", owner);
+        free(owner);
+    }
+    buf_free(&b);
+}
+
+/* A c2s's service-unavailable for a message to a session it no longer has,
+ * carrying the message's payload: the message itself again (from and to
+ * swapped back), to the addressee's bare JID, so that user delivery runs
+ * again (another resource, or the offline store). Its original type is
+ * lost with the error: it goes as normal, which the bare-JID rules treat
+ * as chat. NULL when st is not such an error. */
+static struct xml_node *returned_message(struct sm *sm, const struct xml_node *st)
+{
+    struct xml_node *err = xml_child(st, NULL, "error");
+    if (strcmp(st->name, "message") != 0 || !type_is(st, "error") || err == NULL ||
+        xml_child(err, XML_NS_STANZAS, "service-unavailable") == NULL || xml_child_count(st) < 2)
+        return NULL;
+    struct jid *to = sm_jid(sm, xml_get_attr(st, "from"));
+    if (to == NULL || to->node == NULL || sm_local_domain(sm, to) == NULL ||
+        xml_get_attr(st, "to") == NULL) {
+        jid_free(to);
+        return NULL;
+    }
+    struct xml_node *m = xml_copy(st);
+    xml_set_attr(m, "from", xml_get_attr(st, "to"));
+    struct jid *bare = jid_bare(to);
+    xml_set_attr(m, "to", bare->bare);
+    jid_free(bare);
+    jid_free(to);
+    xml_del_attr(m, "type");
+    xml_detach(xml_child(m, NULL, "error")); /* freed with m's arena */
+    return m;
+}
+
 static void on_route(struct sm *sm, struct xml_node *env)
 {
     const char *from = xml_get_attr(env, "from");
@@ -534,11 +612,34 @@ static void on_route(struct sm *sm, struct xml_node *env)
     const char *error = xml_get_attr(env, "error");
     struct xml_node *inner = xml_child(env, NULL, NULL);
     if (error != NULL) {
-        /* Our own envelope came back: that c2s (or session) is gone. */
         const char *to = xml_get_attr(env, "to");
+        if (strcmp(error, "resource-constraint") == 0) {
+            /* The c2s is congested, the session lives: a message it did
+             * not take goes back to the offline store. */
+            log_info("route to %s congested", from ? from : "?");
+            if (inner != NULL && sid != NULL && is_stanza(inner)) {
+                normalise_ns(inner);
+                if (strcmp(inner->name, "message") == 0)
+                    restore(sm, inner);
+                else if (strcmp(inner->name, "iq") == 0)
+                    sm_bounce(sm, inner, XML_STE_RESOURCE_CONSTRAINT);
+            }
+            return;
+        }
+        /* Our own envelope came back: that c2s (or session) is gone. A
+         * message goes to its addressee again, behind the end on the
+         * user's queue (another resource, or offline); a request gets
+         * its error. */
         log_info("route to %s undeliverable (%s)", from ? from : "?", error);
         if (from != NULL && sid != NULL && to != NULL)
             sm_sess_post_end(sm, from, sid);
+        if (inner != NULL && sid != NULL && is_stanza(inner)) {
+            normalise_ns(inner);
+            if (strcmp(inner->name, "message") == 0 && !type_is(inner, "error"))
+                sm_route(sm, inner);
+            else if (strcmp(inner->name, "iq") == 0)
+                sm_bounce(sm, inner, XML_STE_SERVICE_UNAVAILABLE);
+        }
         return;
     }
     if (from != NULL && inner != NULL && sm->cfg->multi && sm_domain_name(sm, from)) {
@@ -557,14 +658,17 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     if (strcmp(inner->ns, SM_NS_SESSION) == 0) {
-        sm_sess_control(sm, from, inner);
+        sm_sess_control(sm, from, xml_get_attr(env, "key"), inner);
         return;
     }
     normalise_ns(inner);
     if (sid == NULL && is_stanza(inner)) {
         /* Not from a session: the c2s's error for a stanza the sm sent to a
-         * session it no longer has (SESSION.md): to its addressee. */
-        sm_route(sm, inner);
+         * session it no longer has (SESSION.md). A message that came back
+         * whole goes to its addressee again; anything else, to its sender. */
+        struct xml_node *orig = returned_message(sm, inner);
+        sm_route(sm, orig != NULL ? orig : inner);
+        xml_free(orig);
         return;
     }
     if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {
@@ -605,9 +709,14 @@ static void on_bounce(struct component *c, void *arg, struct xml_node *st, const
 {
     struct sm *sm = arg;
     /* Only plain stanzas are worth an error: session output and control
-     * to a c2s that is unreachable is settled by its down notification. */
-    if (route_to == NULL && component_bounce_reply(st, why) == 0)
-        sm_route(sm, st);
+     * to a c2s that is unreachable is settled by its down notification,
+     * except a message a session did not get: stored offline again. */
+    if (route_to == NULL) {
+        if (component_bounce_reply(st, why) == 0)
+            sm_route(sm, st);
+    } else if (strcmp(st->name, "message") == 0) {
+        restore(sm, st);
+    }
     xml_free(st);
 }
 
@@ -639,6 +748,8 @@ static void dsn_quote(struct buf *b, const char *v)
     }
     buf_append_byte(b, '\'');
 }
+
+#define SM_OUT_MAX (16 * 1024 * 1024)
 
 int sm_start(struct sm *sm, uv_loop_t *loop)
 {
@@ -676,6 +787,9 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     o.backoff_max_ms = 2000;
     o.queue_max = 100000;
     o.queue_max_bytes = 64 * 1024 * 1024;
+    /* Offline flushes and presence fan-out write in bursts: room for them
+     * on the router's stream beyond the 1 MiB default. */
+    o.stream.out_max = SM_OUT_MAX;
     rc = component_new(loop, &o, &comp_cbs, sm, &sm->comp);
     free(binds);
     if (rc == 0)

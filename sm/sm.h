@@ -169,11 +169,12 @@ struct sm_sess {
     struct jid *jid; /* full */
     char *key;       /* "c2s\nsid": the key in sm->sessions */
     /* presence state (mod_presence keeps it; the core reads it to route) */
-    bool available;  /* sent available broadcast presence */
-    bool initial;    /* has ever been available */
-    bool resumed;    /* just re-announced (SESSION.md): the next stanza may be
-                        the c2s replaying the last presence */
-    bool interested; /* asked for the roster: gets roster pushes */
+    bool available;   /* sent available broadcast presence */
+    bool initial;     /* has ever been available */
+    bool resumed;     /* just re-announced (SESSION.md): the next stanza may be
+                         the c2s replaying the last presence */
+    bool interested;  /* asked for the roster: gets roster pushes */
+    bool unconfirmed; /* announce sent to its c2s, no start resume='true' since */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
@@ -199,13 +200,15 @@ struct sm_event {
     enum sm_event_kind kind;
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
+    bool if_unconfirmed;     /* END: only if still unconfirmed (announced) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
 void sm_event_free(struct sm_event *ev);
 
 /* sess.c */
-void sm_sess_control(struct sm *sm, const char *c2s, struct xml_node *ctl);
+/* A control element from c2s; key: the r:route's key (the bare JID), or NULL. */
+void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl);
 void sm_sess_start(struct sm_user *u, struct sm_event *ev); /* from the user's queue */
 /* End s now: notify (NULL, "kick" or "replaced") goes to its c2s, then the
  * sess-end chain runs (unavailable broadcast) and s is freed. */
@@ -283,6 +286,10 @@ void sm_pkt_user(struct sm_user *u, struct xml_node *st);
 /* Handle a stanza from a session now (from its user's queue). */
 void sm_pkt_sess(struct sm_sess *s, struct xml_node *st);
 /* A parsed jid through the cache, or NULL. */
+/* A presence's <priority> (RFC 6121 §4.7.2.3): 0 if absent, SM_PRIORITY_BAD
+ * if not an integer in -128..127. The one parser of it. */
+#define SM_PRIORITY_BAD (-1000)
+int sm_priority(struct xml_node *st);
 struct jid *sm_jid(struct sm *sm, const char *s);
 /* Fill a pkt for a stanza: kind, type, from, to (references: sm_pkt_clear). */
 int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st);

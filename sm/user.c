@@ -155,8 +155,11 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         break;
     case SM_EV_END: {
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
-        if (s != NULL && s->user == u)
+        if (s != NULL && s->user == u && (!ev->if_unconfirmed || s->unconfirmed)) {
+            if (ev->if_unconfirmed)
+                log_info("session %s not re-announced by %s: ended", s->sid, s->c2s);
             sm_sess_end(s, NULL, NULL);
+        }
         break;
     }
     case SM_EV_IN_SESS: {

@@ -68,6 +68,13 @@ def test_full_bare_and_priority(st):
         a.send(msg(B + "/gone", "gc", type="groupchat", mid="gc1"))
         e = await a.recv(lambda s: s.get("id") == "gc1")
         assert error_of(e)[1] == "service-unavailable"
+        # ... and so do normal and headline (§8.5.3.2.1: only chat goes by the bare rules).
+        for t in ("normal", "headline"):
+            a.send(msg(B + "/gone", "not " + t, type=t, mid="x" + t))
+            e = await a.recv(lambda s: s.get("id") == "x" + t, what="error for " + t)
+            assert e.get("type") == "error" and error_of(e)[1] == "service-unavailable"
+        await b1.nothing(is_message("not normal"))
+        await b2.nothing(is_message("not normal"))
         # A bare JID with only negative priorities: stored offline (§8.5.2.1.1).
         b1.send(prio(-1))
         b2.send(prio(-1))
@@ -203,5 +210,61 @@ def test_iq_handling_disco_version(st):
         r = await a.iq("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>" % D,
                        "p1")
         assert r.get("type") == "result" and r.get("from") == D
+        c.close()
+    harness.run(go())
+
+
+def test_large_offline_queue_delivered_once():
+    """More than the sm->router stream's byte cap (1 MiB) of offline
+    messages: every one reaches the session at login, once, in order."""
+    s = SmStack()
+    s.start()
+    try:
+        for u in ("alice", "bob"):
+            s.add_user(u, "pw")
+        n, size = 40, 40 * 1024
+
+        async def go():
+            c = await FakeC2s.connect(s)
+            a = await login(c, "alice@%s/a" % s.domain)
+            for i in range(0, n, 5):  # paced: the router's queue to the sm is 256 KiB
+                for k in range(i, i + 5):
+                    a.send(msg("bob@%s" % s.domain, "big%02d-" % k + "x" * size, mid="b%d" % k))
+                await stored(s, i + 5)
+            c.close()
+            c = await FakeC2s.connect(s)
+            b = await login(c, "bob@%s/b" % s.domain)
+            for i in range(n):
+                m = await b.recv(lambda x: x.tag == q("message"), what="offline message %d" % i)
+                assert m.find(q("body")).text.startswith("big%02d-" % i)
+            await b.nothing(lambda x: x.tag == q("message"))
+            await stored(s, 0)
+            b.end()
+            b = await login(c, "bob@%s/b2" % s.domain)
+            await b.nothing(lambda x: x.tag == q("message"))
+            c.close()
+
+        harness.run(go())
+    finally:
+        s.finish()
+
+
+def test_bad_priority_does_not_flush_offline(st):
+    """A presence whose priority is out of range is refused (mod_presence:
+    bad-request): the session did not become available, so the offline
+    messages wait (one priority parser for presence and the flush)."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        a.send(msg("bob@%s" % st.domain, "kept", mid="k1"))
+        await stored(st, 1)
+        b = await login(c, "bob@%s/b" % st.domain, None)
+        b.send("<presence id='p1'><priority>1000</priority></presence>")
+        # A flush would hold bob's queue until its delete: the ping behind it
+        # is answered after, so nothing here means no flush.
+        await b.nothing(is_message("kept"))
+        await stored(st, 1)
+        b.send(prio(0))
+        await b.recv(is_message("kept"), what="offline message at a valid presence")
         c.close()
     harness.run(go())

@@ -83,6 +83,7 @@ def test_subscription_handshake_pushes(st):
         await a.recv(lambda s: is_push(B)(s) and push_item(s).get("subscription") == "from")
         await b.recv(is_presence(A, "unsubscribe"))
         await b.recv(lambda s: is_push(A)(s) and push_item(s).get("subscription") == "to")
+        await a.recv(is_presence(b.jid, "unavailable"), what="bob's unavailable (§3.3.3)")
         # §3.2: bob cancels alice's subscription from him... (he is 'to' now)
         # and alice cancels bob's: none on both sides.
         a.send(pres(B, "unsubscribed"))
@@ -268,5 +269,31 @@ def test_roster_remove_cancels_both(st):
         await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable")
         await b.recv(lambda s: is_push(a.bare)(s) and
                      push_item(s).get("subscription") == "none", what="bob's item none")
+        c.close()
+    harness.run(go())
+
+
+def test_own_presence_echo_and_resumed_reprobe(st):
+    """§4.2.2/§4.4.2: available presence reaches every available resource,
+    the sender included. SESSION.md: a re-announced (resumed) session that
+    this sm still had re-probes its contacts at its replayed presence."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        await a.recv(is_presence(a.jid, None), what="alice's own presence")
+        a2 = await login(c, "alice@%s/a2" % st.domain, "<presence><show>away</show></presence>")
+        for s in (a, a2):
+            await s.recv(lambda x: is_presence(a2.jid, None)(x) and x.find(q("show")) is not None,
+                         what="a2's presence at " + s.jid)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        await a.iq("<iq type='get' id='m1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                   % st.domain, "m1")
+        c.pending.clear()
+        # The c2s re-announces alice/a (as after a router loss) and replays it.
+        c.start(a.jid, sid=a.sid, resume=True)
+        await c.control("started", a.sid)
+        a.send("<presence/>")
+        await a.recv(is_presence(b.jid, None), what="bob's presence after the re-probe")
         c.close()
     harness.run(go())

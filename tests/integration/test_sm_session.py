@@ -89,7 +89,7 @@ def test_unknown_iq_to_server_and_nonexistent_user(st):
         assert r.get("type") == "unsubscribed"
         # A result or an error is never answered.
         c.send(sid, jid, "<iq type='result' id='x1' to='%s'/>" % st.domain)
-        await c.nothing_for(sid, sid, jid)
+        await c.nothing_for(sid, sid, jid, lambda s: s.get("from") != jid)  # not the own echo
         c.close()
     harness.run(go())
 
@@ -191,5 +191,93 @@ def test_c2s_error_for_unknown_session_reaches_sender(st):
         c.end(sb, b)
         e = await c.recv(sa, lambda s: s.get("id") == "m1" and s.get("type") == "error")
         assert error_of(e)[1] == "service-unavailable"
+        c.close()
+    harness.run(go())
+
+
+async def offline_count(st, owner, n):
+    """Wait (bounded) until owner has n offline messages in the database."""
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while True:
+        _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = '%s'" % owner)
+        if out.strip() == str(n):
+            return
+        assert asyncio.get_running_loop().time() < deadline, "offline count %s, not %d" % (out, n)
+        await asyncio.sleep(0.05)
+
+
+def test_end_while_start_pending_leaves_no_session(st):
+    """An end that arrives while the start's account check is under way ends
+    the session the start then creates: no ghost keeps taking messages."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = c.start("alice@%s/a" % st.domain)
+        await c.control("started", a)
+        ghost = "bob@%s/ghost" % st.domain
+        sid = c.start(ghost)  # bob is not loaded: the start waits for storage
+        c.end(sid, ghost)
+        await c.control("started", sid)
+        c.send(a, "alice@%s/a" % st.domain,
+               "<message to='%s' type='chat' id='g1'><body>hi</body></message>" % ghost)
+        # No session for the full JID: the chat goes by the bare rules, offline.
+        await offline_count(st, "bob@%s" % st.domain, 1)
+        await c.nothing_for(sid, a, "alice@%s/a" % st.domain)
+        c.close()
+    harness.run(go())
+
+
+def test_sessions_not_reannounced_after_router_loss_end(st):
+    """After a router loss the sm keeps its sessions and announces itself;
+    the c2s starts again (resume) those it still has, then says announced:
+    the others (their clients left meanwhile) are ended, not kept as ghosts."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        A, B = "alice@%s/a" % st.domain, "bob@%s/b" % st.domain
+        a = c.start(A)
+        await c.control("started", a)
+        b = c.start(B)
+        await c.control("started", b)
+        n = st.sm_ready_count()
+        st.router.kill()  # no down notification: the sm keeps both sessions
+        c.close()
+        st.router.start()
+        deadline = asyncio.get_running_loop().time() + harness.START_WAIT
+        while st.sm_ready_count() == n:
+            assert asyncio.get_running_loop().time() < deadline, "the sm did not reconnect"
+            await asyncio.sleep(0.05)
+        c = await FakeC2s.connect(st)
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.start(A, sid=a, resume=True)  # bob's client left while the router was away
+        await c.control("started", a)
+        c.route("<announced xmlns='urn:parley:session'/>")
+        c.send(a, A, "<message to='%s' type='chat' id='g2'><body>hi</body></message>" % B)
+        await offline_count(st, "bob@%s" % st.domain, 1)
+        await c.nothing_for(b, a, A)
+        c.close()
+    harness.run(go())
+
+
+def test_message_returned_whole_by_c2s_is_delivered_again(st):
+    """SESSION.md: a c2s's service-unavailable for a message to a session it
+    no longer has, with the message's payload: the sm ends the session and
+    delivers the message to the addressee again (here: offline), the sender
+    gets no error."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = "alice@%s/a" % st.domain
+        b = "bob@%s/b" % st.domain
+        sa = c.start(a)
+        sb = c.start(b)
+        await c.control("started", sa)
+        await c.control("started", sb)
+        c.send(sa, a, "<message to='%s' id='m2' type='chat'><body>again</body></message>" % b)
+        await c.recv(sb, lambda s: s.get("id") == "m2")
+        c.end(sb, b)
+        c.route("<message xmlns='jabber:component:accept' to='%s' from='%s' id='m2' "
+                "type='error'><body>again</body><error type='cancel'><service-unavailable "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % (a, b),
+                key="bob@%s" % st.domain)
+        await offline_count(st, "bob@%s" % st.domain, 1)
+        await c.nothing_for(sa, sa, a, lambda s: s.get("id") == "m2")
         c.close()
     harness.run(go())
