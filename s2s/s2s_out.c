@@ -8,7 +8,8 @@
  *    (s2s_dns.c), each target in turn, STARTTLS (or direct TLS) with SNI,
  *    then SASL EXTERNAL when the peer's certificate is valid for the
  *    domain (or matches the route's pin), else dialback (XEP-0220) if the
- *    policy allows. If the link cannot come up every queued iq/message is
+ *    policy allows. A route with a pin requires it: a mismatch fails the
+ *    link, never dialback. If the link cannot come up every queued iq/message is
  *    bounced: remote-server-timeout after a timeout, remote-server-not-
  *    found otherwise. Presence is dropped (RFC 6121 never bounces it).
  *  - verify connections: dialback's receiving side asks the authoritative
@@ -298,6 +299,14 @@ static int cert_ok(struct s2s_out *o)
     return tls_peer_verify(ssl, o->remote) == 0;
 }
 
+/* A pinned route is require-valid-cert: the pin is the only identity the
+ * operator accepts for it, and dialback would let anyone who controls the
+ * peer's DNS or the path past a mismatching pin. */
+static bool dialback_allowed(const struct s2s_out *o, const struct s2s_policy *pol)
+{
+    return pol->dialback && !pol->require_cert && !o->has_pin;
+}
+
 static int has_mech(struct xml_node *features, const char *mech)
 {
     struct xml_node *m = xml_child(features, S2S_NS_SASL, "mechanisms");
@@ -373,9 +382,11 @@ static void authenticate(struct s2s_out *o, struct xml_node *features)
         o->state = OUT_SASL;
         return;
     }
-    if (pol->require_cert || !pol->dialback) {
+    if (!dialback_allowed(o, pol)) {
         out_fail(o, ERR_AUTH,
-                 good ? "peer offers no SASL EXTERNAL" : "peer certificate not valid (policy)");
+                 good ? "peer offers no SASL EXTERNAL"
+                      : (o->has_pin ? "peer certificate does not match the route's pin"
+                                    : "peer certificate not valid (policy)"));
         return;
     }
     send_db_result(o);
@@ -394,7 +405,7 @@ static void on_features(struct s2s_out *o, struct xml_node *f)
             o->state = OUT_PROCEED;
             return;
         }
-        if (pol->require_tls || pol->require_cert) {
+        if (pol->require_tls || pol->require_cert || o->has_pin) {
             out_fail(o, ERR_AUTH, "peer offers no STARTTLS (policy requires TLS)");
             return;
         }
@@ -522,7 +533,7 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
             /* EXTERNAL refused: dialback may still do, on this stream. */
             const struct s2s_policy *pol = s2s_policy_for(o->s2s, o->remote);
             o->sasl_failed = true;
-            if (pol->require_cert || !pol->dialback)
+            if (!dialback_allowed(o, pol))
                 out_fail(o, ERR_AUTH, "SASL EXTERNAL refused by the peer");
             else
                 send_db_result(o);

@@ -387,6 +387,40 @@ def test_require_valid_cert_refuses_dialback():
         net.cleanup()
 
 
+def test_route_pin_mismatch_refuses_dialback():
+    """A route with a pin that the peer's certificate does not match: the
+    link fails and the stanza bounces, although dialback (which b.test
+    offers and would pass) could have authenticated the link."""
+    net = s2sutil.Federation(mode="dialback", routes_a=False)
+    wrong = " pin='sha256:%s'" % ("ab" * 32)
+    for d in ("b.test", "svc.b.test", "svc2.b.test"):
+        net.a.add_route(d, net.b.port, extra=wrong)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert stanza_error(st.xml)[1] in ("remote-server-not-found",
+                                                   "remote-server-timeout")
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "does not match the route's pin" in net.a.log()
+        assert "ready (TLS, dialback)" not in net.a.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
 def test_rate_limited_peer_still_delivers():
     """A peer over its stanza rate is slowed down (reading pauses), never
     dropped: every message arrives, in order."""
