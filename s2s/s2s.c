@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "common/config.h"
 #include "common/err.h"
 #include "common/jid.h"
@@ -157,6 +160,15 @@ static int tls_setup(struct s2s *s)
                                  : SSL_CTX_set_default_verify_paths(sv);
         if (ok != 1) {
             tls_log_errors("CA store");
+            return ERR_CONFIG;
+        }
+        /* The peer's certificate says who it is, whichever way the
+         * connection goes: servers commonly carry serverAuth-only
+         * certificates, which the default purpose for a client
+         * (ssl_client) would refuse. Chain and name are still checked. */
+        if (SSL_CTX_set_purpose(sv, X509_PURPOSE_ANY) != 1 ||
+            SSL_CTX_set_purpose(ce->client, X509_PURPOSE_ANY) != 1) {
+            tls_log_errors("certificate purpose");
             return ERR_CONFIG;
         }
         SSL_CTX_set_verify(sv, SSL_VERIFY_PEER, on_verify_any);

@@ -72,6 +72,14 @@ def test_sasl_external_bidi(fed):
     assert "link svc.b.test -> svc.a.test ready" not in fed.b.log()
 
 
+@pytest.mark.parametrize("fed", [{"eku_a": "serverAuth"}], indirect=True)
+def test_sasl_external_server_only_cert(fed):
+    """a.test's certificate is for serverAuth only (as many public server
+    certificates are): b.test still accepts it for SASL EXTERNAL."""
+    run(exchange(fed))
+    assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
+
+
 NO_BIDI = "  <bidi>false</bidi>\n"
 
 
