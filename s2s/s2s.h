@@ -93,6 +93,9 @@ struct s2s_config {
     int conns_per_ip;
     int max_conns;
     int pending_dialback; /* per inbound stream */
+    int verify_max;       /* dialback verify connections, in all */
+    int verify_per_ip;    /* ... asked for by inbound streams from one address */
+    int db_invalid_max;   /* invalid dialback results before a stream is closed */
     uint64_t connect_ms;  /* one connection attempt */
     uint64_t link_ms;     /* a link from the first stanza to ready */
     uint64_t idle_ms;     /* an unused link is closed after this */
@@ -112,6 +115,7 @@ struct s2s {
     struct htab *out;    /* "local remote" -> struct s2s_out (links only) */
     struct htab *bidi;   /* "local remote" -> struct s2s_in usable for sending */
     struct s2s_out *verifies;
+    size_t nverifies;
     struct htab *in_by_serial; /* serial (8 bytes) -> struct s2s_in */
     struct htab *per_ip;       /* address text -> count (uintptr_t) */
     size_t nin;
@@ -165,9 +169,13 @@ void s2s_rens(struct xml_node *n, const char *from_ns, const char *to_ns);
 void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct xml_node *stanza);
 /* Ask the authoritative server of remote whether key is valid for the
  * stream id (dialback, receiving side). The answer goes to the inbound
- * stream with that serial through s2s_in_verified. */
+ * stream with that serial through s2s_in_verified. ip is the inbound
+ * stream's peer address, counted against limits/verify-per-ip. */
 void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const char *id,
-                    const char *key, uint64_t in_serial);
+                    const char *key, uint64_t in_serial, const char *ip);
+/* 0 if one more verify connection for a stream from ip fits the limits,
+ * else ERR_LIMIT. */
+int s2s_out_verify_room(struct s2s *s, const char *ip);
 /* Authoritative side: is there an outgoing link local->remote waiting for
  * its dialback result on the peer's stream id? */
 int s2s_out_pending_db(struct s2s *s, const char *local, const char *remote, const char *id);

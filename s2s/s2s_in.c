@@ -64,6 +64,7 @@ struct s2s_in {
     struct pair *pairs;              /* authenticated by dialback */
     size_t npairs;
     int pending;
+    int db_invalid; /* dialback results found invalid on this stream */
     bool bidi;      /* the peer asked for XEP-0288 */
     size_t nshared; /* entries of s2s->bidi pointing here */
     char ip[INET6_ADDRSTRLEN];
@@ -298,8 +299,13 @@ static void db_reply(struct s2s_in *in, const char *name, const char *from, cons
         buf_append_str(&b, "' id='");
         xml_escape_attr(id, strlen(id), &b);
     }
-    buf_printf(&b, "' type='%s'", type);
-    if (strcmp(type, "error") == 0)
+    /* type "wait": an error the peer may retry later (a limit of ours). */
+    int wait = strcmp(type, "wait") == 0;
+    buf_printf(&b, "' type='%s'", wait ? "error" : type);
+    if (wait)
+        buf_printf(&b, "><error type='wait'><resource-constraint xmlns='%s'/></error></db:%s>",
+                   XML_NS_STANZAS, name);
+    else if (strcmp(type, "error") == 0)
         buf_printf(&b, "><error type='cancel'><item-not-found xmlns='%s'/></error></db:%s>",
                    XML_NS_STANZAS, name);
     else
@@ -366,11 +372,18 @@ static void on_dialback(struct s2s_in *in, struct xml_node *el)
         in_error(in, XML_SE_POLICY_VIOLATION, "dialback key too long");
         return;
     }
+    if (s2s_out_verify_room(s, in->ip) != 0) {
+        /* Each verify is a connection we make on the peer's say-so. */
+        log_info("dialback %s -> %s (%s): too many verify connections, refused", d.from, d.to,
+                 in->ip);
+        db_reply(in, "result", d.to, d.from, NULL, "wait");
+        return;
+    }
     memcpy(key, d.key, d.keylen);
     key[d.keylen] = '\0';
     in->pending++;
     log_info("dialback %s -> %s on stream %s: verifying with %s", d.from, d.to, in->id, d.from);
-    s2s_out_verify(s, d.to, d.from, in->id, key, in->serial);
+    s2s_out_verify(s, d.to, d.from, in->id, key, in->serial, in->ip);
     mem_wipe(key, sizeof(key));
 }
 
@@ -393,6 +406,9 @@ void s2s_in_verified(struct s2s *s, uint64_t serial, const char *local, const ch
     log_info("inbound %s -> %s (%s): dialback %s", remote, local, in->ip,
              valid ? "valid" : "invalid");
     db_reply(in, "result", local, remote, NULL, valid ? "valid" : "invalid");
+    /* Guessing keys costs the peer nothing but us a connection each. */
+    if (!valid && ++in->db_invalid >= in->s2s->cfg->db_invalid_max)
+        in_error(in, XML_SE_POLICY_VIOLATION, "too many invalid dialback results");
 }
 
 /* ---- stanzas ---- */

@@ -101,6 +101,7 @@ struct s2s_out {
     char *v_id;
     char v_key[S2S_DB_KEY_HEXLEN + 257];
     uint64_t v_serial;
+    char v_ip[INET6_ADDRSTRLEN];
     int v_result; /* -1 none yet */
 };
 
@@ -169,6 +170,7 @@ static void out_destroy(struct s2s_out *o)
             s->verifies = o->vnext;
         if (o->vnext)
             o->vnext->vprev = o->vprev;
+        s->nverifies--;
         if (o->v_result < 0)
             s2s_in_verified(s, o->v_serial, o->local, o->remote, 0);
     } else if (htab_get_str(s->out, o->hkey) == o) {
@@ -878,7 +880,7 @@ void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct x
 }
 
 void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const char *id,
-                    const char *key, uint64_t serial)
+                    const char *key, uint64_t serial, const char *ip)
 {
     struct s2s_out *o = out_new(s, local, remote);
     o->is_verify = true;
@@ -889,11 +891,25 @@ void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const 
     memcpy(o->v_key, key, kl);
     o->v_key[kl] = '\0';
     o->v_serial = serial;
+    snprintf(o->v_ip, sizeof(o->v_ip), "%s", ip);
+    s->nverifies++;
     o->vnext = s->verifies;
     if (s->verifies)
         s->verifies->vprev = o;
     s->verifies = o;
     out_begin(o);
+}
+
+int s2s_out_verify_room(struct s2s *s, const char *ip)
+{
+    if (s->nverifies >= (size_t)s->cfg->verify_max)
+        return ERR_LIMIT;
+    /* The list is bounded by verify_max: a walk is cheap enough. */
+    int n = 0;
+    for (struct s2s_out *o = s->verifies; o; o = o->vnext)
+        if (strcmp(o->v_ip, ip) == 0 && ++n >= s->cfg->verify_per_ip)
+            return ERR_LIMIT;
+    return 0;
 }
 
 int s2s_out_pending_db(struct s2s *s, const char *local, const char *remote, const char *id)

@@ -12,6 +12,7 @@ a hand-written server stream (s2sutil.S2SRaw) against b.test's s2s.
 """
 
 import asyncio
+import socket
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -252,6 +253,84 @@ def test_pending_dialback_limit():
         raise
     finally:
         dns.close()
+        net.cleanup()
+
+
+def test_invalid_dialback_results_close_stream():
+    """A peer whose dialback results keep coming back invalid (guessed keys
+    for domains it does not hold) is cut off with policy-violation: each
+    guess cost b.test a verify connection."""
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n"
+                                     "  <limits><dialback-invalid>2</dialback-invalid></limits>\n"
+                                     % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c0.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c0.test")
+                await r.features()
+                r.send("".join("<db:result from='c%d.test' to='b.test'>%s</db:result>" %
+                               (i, "ab" * 32) for i in range(3)))
+                await r.expect_stream_error("policy-violation")
+            finally:
+                r.close()
+        run(go())
+        assert "too many invalid dialback results" in net.b.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_verify_connections_per_ip_limit():
+    """With one verify connection allowed per peer address, a second
+    db:result while the first is being verified is answered at once with
+    a resource-constraint error, and no second connection is made."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(extra_b="  <limits><verify-per-ip>1</verify-per-ip></limits>\n")
+    for d in ("c0.test", "c1.test"):
+        net.b.add_route(d, silent.getsockname()[1])
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c0.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c0.test")
+                await r.features()
+                r.send("<db:result from='c0.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+                await net.b.wait_log("verifying with c0.test")
+                r.send("<db:result from='c1.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+                el = await r.recv(15)
+                assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+                assert el.get("from") == "b.test" and el.get("to") == "c1.test"
+                assert el.get("type") == "error"
+                assert el.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}resource-constraint") \
+                    is not None, ET.tostring(el)
+            finally:
+                r.close()
+        run(go())
+        assert "verifying with c1.test" not in net.b.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        silent.close()
         net.cleanup()
 
 
