@@ -59,6 +59,7 @@ struct s2s_cert {
     const char *cert, *key;
     SSL_CTX *server;
     SSL_CTX *client;
+    SSL_CTX *client_direct; /* direct TLS: ALPN xmpp-server */
 };
 
 /* A static route: remote domain -> host:port (loaded from the routes file). */
@@ -126,6 +127,7 @@ struct s2s {
     struct s2s_cert *certs;
     size_t ncerts;
     SSL_CTX *client_anon; /* client context without a certificate */
+    SSL_CTX *client_anon_direct;
     unsigned char db_key[32];
     uv_tcp_t *listeners;
     bool *listener_tls;
@@ -148,7 +150,7 @@ void s2s_free(struct s2s *s);
 
 int s2s_is_local(const struct s2s *s, const char *domain);
 const struct s2s_policy *s2s_policy_for(const struct s2s *s, const char *domain);
-SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local);
+SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local, bool direct);
 SSL_CTX *s2s_server_ctx(struct s2s *s, const char *local);
 /* A stanza from a peer, checked: to the router (the tree is the callee's). */
 void s2s_deliver_local(struct s2s *s, struct xml_node *stanza);

@@ -86,6 +86,7 @@ struct s2s_out {
     bool has_pin;
     unsigned char pin[32];
     bool sasl_done;
+    bool heard; /* the current target has sent a stream header */
     bool sasl_failed;
     bool bidi;    /* XEP-0288 negotiated: the peer may send to us here */
     bool retry;   /* the closed stream was an attempt: try the next target */
@@ -475,8 +476,9 @@ static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
 static void on_connect(struct stream *st, void *arg)
 {
     struct s2s_out *o = arg;
-    if (o->targets[o->cur].direct_tls &&
-        stream_starttls(st, s2s_client_ctx(o->s2s, o->local), STREAM_TLS_CLIENT, o->remote) != 0) {
+    if (o->targets[o->cur].direct_tls && stream_starttls(st, s2s_client_ctx(o->s2s, o->local, true),
+                                                         STREAM_TLS_CLIENT, o->remote) != 0) {
+        o->retry = o->next_target < o->ntargets;
         stream_abort(st);
         return;
     }
@@ -497,6 +499,7 @@ static void on_stream_open(struct stream *st, void *arg, struct xml_node *hdr)
         return;
     }
     memcpy(o->peer_id, id, idlen + 1);
+    o->heard = true;
     xml_free(hdr);
 }
 
@@ -518,8 +521,8 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
         out_fail(o, ERR_AUTH, why);
     } else if (strcmp(el->ns, S2S_NS_TLS) == 0 && o->state == OUT_PROCEED) {
         if (strcmp(el->name, "proceed") != 0 ||
-            stream_starttls(st, s2s_client_ctx(o->s2s, o->local), STREAM_TLS_CLIENT, o->remote) !=
-                0) {
+            stream_starttls(st, s2s_client_ctx(o->s2s, o->local, false), STREAM_TLS_CLIENT,
+                            o->remote) != 0) {
             out_fail(o, ERR_TLS, "STARTTLS refused");
         } else {
             o->peer_id[0] = '\0';
@@ -580,9 +583,9 @@ static void on_error(struct stream *st, void *arg, int err, enum xml_stream_err 
         return;
     log_info("%s -> %s: %s%s%s", o->local, o->remote, err_str(err), text ? ": " : "",
              text ? text : "");
-    /* Before the peer spoke XMPP the next target may do better. */
-    if ((o->state == OUT_CONNECT ||
-         (o->state == OUT_HEADER && o->peer_id[0] == '\0' && !stream_is_tls(st))) &&
+    /* Before the peer spoke XMPP (a direct TLS handshake that failed, or
+     * something that is not XMPP) the next target may do better. */
+    if ((o->state == OUT_CONNECT || (o->state == OUT_HEADER && !o->heard)) &&
         o->next_target < o->ntargets) {
         o->retry = true;
         o->fail_err = err;
@@ -696,6 +699,7 @@ static void try_next(struct s2s_out *o)
     struct s2s *s = o->s2s;
     o->state = OUT_CONNECT;
     o->peer_id[0] = '\0';
+    o->heard = false;
     o->sasl_done = o->sasl_failed = false;
     while (o->next_target < o->ntargets) {
         struct stream_opts so;

@@ -6,6 +6,8 @@ CA both trust) or by dialback (certificates neither trusts).
 """
 
 import socket
+import ssl
+import threading
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -492,6 +494,68 @@ def test_dns_silent_first_target_then_next():
     finally:
         dns.close()
         silent.close()
+        net.cleanup()
+
+
+def test_direct_tls_failure_then_next_target():
+    """The first _xmpps-server target completes a TLS handshake (offered
+    ALPN recorded) and closes without a word of XMPP: the next target is
+    tried and the stanza arrives; the failed target was offered ALPN
+    "xmpp-server" (XEP-0368)."""
+    net = s2sutil.Federation(routes_a=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(net.b.cert, net.b.key)
+    ctx.set_alpn_protocols(["xmpp-server"])
+    bad = socket.socket()
+    bad.bind(("127.0.0.1", 0))
+    bad.listen(8)
+    bad.settimeout(0.2)
+    alpn = []
+    running = [True]
+
+    def serve():
+        while running[0]:
+            try:
+                c, _ = bad.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(5)
+                with ctx.wrap_socket(c, server_side=True) as t:
+                    alpn.append(t.selected_alpn_protocol())
+            except (OSError, ssl.SSLError):
+                c.close()
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    dns = s2sutil.DNSServer({
+        "_xmpps-server._tcp.svc.b.test": [("SRV", 0, 5, bad.getsockname()[1], "host.b.test"),
+                                          ("SRV", 10, 5, net.b.tls_port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="second")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "second"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert alpn and alpn[0] == "xmpp-server", alpn
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        running[0] = False
+        th.join(5)
+        dns.close()
+        bad.close()
         net.cleanup()
 
 
