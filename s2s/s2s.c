@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <idna.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -239,6 +240,21 @@ static struct s2s_cert *cert_for(struct s2s *s, const char *local)
     if (best == NULL && s->ncerts > 0)
         best = &s->certs[0];
     return best;
+}
+
+int s2s_ace(const char *domain, char *out)
+{
+    char *a = NULL;
+    if (idna_to_ascii_8z(domain, &a, 0) != IDNA_SUCCESS) {
+        free(a);
+        return ERR_INVAL;
+    }
+    size_t n = strlen(a);
+    int rc = n > 0 && n <= S2S_ACE_MAX ? 0 : ERR_INVAL;
+    if (rc == 0)
+        memcpy(out, a, n + 1);
+    free(a);
+    return rc;
 }
 
 SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local, bool direct)

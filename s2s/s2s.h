@@ -150,6 +150,11 @@ void s2s_free(struct s2s *s);
 
 int s2s_is_local(const struct s2s *s, const char *domain);
 const struct s2s_policy *s2s_policy_for(const struct s2s *s, const char *domain);
+/* The A-label (ASCII, IDNA) form of domain, for DNS, SNI and certificate
+ * checks; the Unicode form stays for addressing and dialback keys.
+ * S2S_ACE_MAX + 1 bytes at out. Returns 0 or ERR_INVAL. */
+#define S2S_ACE_MAX 253
+int s2s_ace(const char *domain, char *out);
 SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local, bool direct);
 SSL_CTX *s2s_server_ctx(struct s2s *s, const char *local);
 /* A stanza from a peer, checked: to the router (the tree is the callee's). */

@@ -206,7 +206,9 @@ static void send_features(struct s2s_in *in)
         SSL *ssl = stream_ssl(in->st);
         if (in->s2s->cfg->bidi && !in->bidi)
             buf_printf(&b, "<bidi xmlns='%s'/>", S2S_NS_BIDI_FEATURES);
-        if (in->remote[0] && ssl != NULL && tls_peer_verify(ssl, in->remote) == 0)
+        char ace[S2S_ACE_MAX + 1];
+        if (in->remote[0] && ssl != NULL && s2s_ace(in->remote, ace) == 0 &&
+            tls_peer_verify(ssl, ace) == 0)
             buf_printf(&b, "<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism></mechanisms>",
                        S2S_NS_SASL);
         if (pol->dialback && !pol->require_cert)
@@ -273,7 +275,9 @@ static void on_auth(struct s2s_in *in, struct xml_node *el)
         sasl_failure(in, "invalid-authzid");
         return;
     }
-    if (s2s_policy_for(in->s2s, domain)->deny || tls_peer_verify(stream_ssl(in->st), domain) != 0) {
+    char ace[S2S_ACE_MAX + 1];
+    if (s2s_policy_for(in->s2s, domain)->deny || s2s_ace(domain, ace) != 0 ||
+        tls_peer_verify(stream_ssl(in->st), ace) != 0) {
         sasl_failure(in, "not-authorized");
         return;
     }

@@ -86,7 +86,8 @@ struct s2s_out {
     bool has_pin;
     unsigned char pin[32];
     bool sasl_done;
-    bool heard; /* the current target has sent a stream header */
+    char ace[S2S_ACE_MAX + 1]; /* remote's A-label form: DNS, SNI, certificate */
+    bool heard;                /* the current target has sent a stream header */
     bool sasl_failed;
     bool bidi;    /* XEP-0288 negotiated: the peer may send to us here */
     bool retry;   /* the closed stream was an attempt: try the next target */
@@ -299,7 +300,7 @@ static int cert_ok(struct s2s_out *o)
             log_info("certificate of %s does not match the route's pin", o->remote);
         return ok;
     }
-    return tls_peer_verify(ssl, o->remote) == 0;
+    return tls_peer_verify(ssl, o->ace) == 0;
 }
 
 /* A pinned route is require-valid-cert: the pin is the only identity the
@@ -477,7 +478,7 @@ static void on_connect(struct stream *st, void *arg)
 {
     struct s2s_out *o = arg;
     if (o->targets[o->cur].direct_tls && stream_starttls(st, s2s_client_ctx(o->s2s, o->local, true),
-                                                         STREAM_TLS_CLIENT, o->remote) != 0) {
+                                                         STREAM_TLS_CLIENT, o->ace) != 0) {
         o->retry = o->next_target < o->ntargets;
         stream_abort(st);
         return;
@@ -522,7 +523,7 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
     } else if (strcmp(el->ns, S2S_NS_TLS) == 0 && o->state == OUT_PROCEED) {
         if (strcmp(el->name, "proceed") != 0 ||
             stream_starttls(st, s2s_client_ctx(o->s2s, o->local, false), STREAM_TLS_CLIENT,
-                            o->remote) != 0) {
+                            o->ace) != 0) {
             out_fail(o, ERR_TLS, "STARTTLS refused");
         } else {
             o->peer_id[0] = '\0';
@@ -782,6 +783,9 @@ static struct s2s_out *out_new(struct s2s *s, const char *local, const char *rem
     o->s2s = s;
     o->local = xstrdup(local);
     o->remote = xstrdup(remote);
+    /* Once per link: IDNA is not cheap. Empty when remote has none. */
+    if (s2s_ace(remote, o->ace) != 0)
+        o->ace[0] = '\0';
     o->hkey = s2s_pair_key(local, remote);
     o->v_result = -1;
     uv_timer_init(s->loop, &o->timer);
@@ -798,6 +802,10 @@ static void out_begin(struct s2s_out *o)
 {
     struct s2s *s = o->s2s;
     uv_timer_start(&o->timer, on_link_timeout, s->cfg->link_ms, 0);
+    if (o->ace[0] == '\0') {
+        out_fail(o, ERR_NOTFOUND, "domain has no A-label form");
+        return;
+    }
     const struct s2s_route *r = htab_get_str(s->routes, o->remote);
     if (r != NULL) {
         o->has_pin = r->has_pin;
@@ -810,7 +818,7 @@ static void out_begin(struct s2s_out *o)
         o->dns = s2s_dns_resolve(s->dns, r->host, r->port, 0, on_resolved, o);
         return;
     }
-    o->dns = s2s_dns_resolve(s->dns, o->remote, 5269, 1, on_resolved, o);
+    o->dns = s2s_dns_resolve(s->dns, o->ace, 5269, 1, on_resolved, o);
 }
 
 void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct xml_node *st)

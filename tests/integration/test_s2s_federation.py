@@ -559,6 +559,36 @@ def test_direct_tls_failure_then_next_target():
         net.cleanup()
 
 
+def test_idn_domain_resolved_by_a_label():
+    """A stanza to an internationalized domain: DNS is asked for its
+    A-label form (xn--...), and with no such server the stanza bounces."""
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({})
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                send_msg(ca, "x@b\u00fccher.test", "svc.a.test", "hi", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        names = [q[0] for q in dns.queries]
+        assert "_xmpp-server._tcp.xn--bcher-kva.test" in names, names
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
 def test_dns_answers_cached():
     """A second link to the same domain within the records' TTL (60 s here)
     uses the cached targets: the DNS server is asked once."""
