@@ -500,7 +500,13 @@ static void on_stream_open(struct stream *st, void *arg, struct xml_node *hdr)
         return;
     }
     memcpy(o->peer_id, id, idlen + 1);
-    o->heard = true;
+    if (!o->heard) {
+        /* connect-timeout was for reaching an XMPP server (a silent one
+         * makes way for the next target); the negotiation from here on is
+         * bounded by link-timeout (on_link_timeout). */
+        o->heard = true;
+        stream_set_established(st);
+    }
     xml_free(hdr);
 }
 

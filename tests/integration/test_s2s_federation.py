@@ -5,6 +5,7 @@ two s2s daemons, authenticated by SASL EXTERNAL (certificates from a test
 CA both trust) or by dialback (certificates neither trusts).
 """
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -586,6 +587,61 @@ def test_idn_domain_resolved_by_a_label():
         raise
     finally:
         dns.close()
+        net.cleanup()
+
+
+def test_slow_negotiation_bounded_by_link_timeout():
+    """A peer that answers its header at once but then takes longer than
+    connect-timeout (not link-timeout) to go on negotiating: the link still
+    comes up and the message arrives."""
+    net = s2sutil.Federation(routes_a=False)
+    proxy_port = s2sutil.free_port()
+    for d in ("b.test", "svc.b.test"):
+        net.a.add_route(d, proxy_port)
+    net.a.extra = ("  <limits><connect-timeout>500ms</connect-timeout>"
+                   "<link-timeout>20s</link-timeout></limits>\n")
+    try:
+        net.start()
+
+        async def pipe(r, w, delay_after_first):
+            first = True
+            try:
+                while True:
+                    data = await r.read(65536)
+                    if not data:
+                        break
+                    if not first and delay_after_first:
+                        await asyncio.sleep(1.5)
+                        delay_after_first = False
+                    first = False
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        async def on_client(cr, cw):
+            sr, sw = await asyncio.open_connection("127.0.0.1", net.b.port)
+            await asyncio.gather(pipe(cr, sw, False), pipe(sr, cw, True))
+
+        async def go():
+            server = await asyncio.start_server(on_client, "127.0.0.1", proxy_port)
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="slow")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "slow"
+            finally:
+                await harness.close_all(ca, cb)
+                server.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
         net.cleanup()
 
 
