@@ -87,7 +87,12 @@ struct s2s_out {
     unsigned char pin[32];
     bool sasl_done;
     char ace[S2S_ACE_MAX + 1]; /* remote's A-label form: DNS, SNI, certificate */
-    bool heard;                /* the current target has sent a stream header */
+    bool heard;
+    /* Token bucket for stanzas the peer sends on a bidi link, as on an
+     * inbound stream (s2s_in.c). */
+    double tokens;
+    uint64_t refill_at;
+    bool paused; /* the current target has sent a stream header */
     bool sasl_failed;
     bool bidi;    /* XEP-0288 negotiated: the peer may send to us here */
     bool retry;   /* the closed stream was an attempt: try the next target */
@@ -450,6 +455,37 @@ static void on_db_answer(struct s2s_out *o, struct xml_node *el)
 
 /* A stanza from the peer on a bidirectional link: the peer's certificate
  * authenticated its domain, so from must be that domain and to ours. */
+static void on_rate_timer(uv_timer_t *t)
+{
+    struct s2s_out *o = t->data;
+    if (o->paused && !o->dead && o->st != NULL) {
+        o->paused = false;
+        stream_resume(o->st);
+    }
+}
+
+/* rate stanzas per second, up to burst at once; over that, reading pauses.
+ * The happy-eyeballs timer is idle once connected and serves as the
+ * bucket's timer (its handle lives as long as o). */
+static void rate_take(struct s2s_out *o)
+{
+    struct s2s *s = o->s2s;
+    uint64_t now = uv_now(s->loop);
+    o->tokens += (double)(now - o->refill_at) * s->cfg->rate / 1000.0;
+    if (o->tokens > s->cfg->burst)
+        o->tokens = s->cfg->burst;
+    o->refill_at = now;
+    o->tokens -= 1.0;
+    if (o->tokens < 0 && !o->paused && o->st != NULL) {
+        uint64_t wait = (uint64_t)(-o->tokens * 1000.0 / s->cfg->rate) + 1;
+        log_debug("bidirectional link %s -> %s: peer over its rate, reading paused", o->local,
+                  o->remote);
+        o->paused = true;
+        stream_pause(o->st);
+        uv_timer_start(&o->he, on_rate_timer, wait, 0);
+    }
+}
+
 static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
 {
     char from[S2S_DOMAIN_MAX + 1], to[S2S_DOMAIN_MAX + 1];
@@ -470,6 +506,7 @@ static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
     }
     o->last_used = uv_now(o->s2s->loop);
     s2s_deliver_local(o->s2s, el);
+    rate_take(o);
 }
 
 /* ---- stream callbacks ---- */
@@ -794,6 +831,8 @@ static struct s2s_out *out_new(struct s2s *s, const char *local, const char *rem
         o->ace[0] = '\0';
     o->hkey = s2s_pair_key(local, remote);
     o->v_result = -1;
+    o->tokens = s->cfg->burst;
+    o->refill_at = uv_now(s->loop);
     uv_timer_init(s->loop, &o->timer);
     o->timer.data = o;
     uv_timer_init(s->loop, &o->he);

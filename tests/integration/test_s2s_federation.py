@@ -461,6 +461,39 @@ def test_rate_limited_peer_still_delivers():
         net.cleanup()
 
 
+def test_rate_limited_bidi_peer_still_delivers():
+    """The same token bucket applies to stanzas b.test sends over a.test's
+    bidirectional link: reading pauses, every message arrives, in order."""
+    net = s2sutil.Federation(extra_a="  <limits><rate>20</rate><burst>5</burst></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="open")
+                await cb.expect(lambda s: s.name == "message", timeout=15)
+                for i in range(30):
+                    cb.send_message(mto="svc.a.test", mfrom="svc.b.test", mbody="r%d" % i)
+                got = []
+                for _ in range(30):
+                    got.append((await ca.expect(lambda s: s.name == "message",
+                                                timeout=15))["body"])
+                assert got == ["r%d" % i for i in range(30)]
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "bidirectional stream: svc.b.test -> svc.a.test uses the stream" in net.b.log()
+        assert "peer over its rate, reading paused" in net.a.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
 def test_dns_silent_first_target_then_next():
     """The first SRV target accepts TCP but never speaks: after the
     connect timeout the next target is used and the stanza arrives."""
