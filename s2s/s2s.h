@@ -195,7 +195,8 @@ void s2s_in_verified(struct s2s *s, uint64_t serial, const char *local, const ch
                      int valid);
 void s2s_in_close_all(struct s2s *s);
 /* Send serialised stanza bytes over a bidirectional inbound stream
- * (XEP-0288). Returns 0 or the stream_write error. */
+ * (XEP-0288). Returns 0 or the stream_write error; ERR_CLOSED (a stream
+ * closing) also unshares it: the caller then uses a link. */
 int s2s_in_send(struct s2s_in *in, const char *data, size_t len);
 
 /* ---- s2s_db.c ---- */

@@ -146,9 +146,10 @@ static void bidi_unshare(struct s2s_in *in)
 
 int s2s_in_send(struct s2s_in *in, const char *data, size_t len)
 {
-    if (in->stream_closed)
-        return ERR_CLOSED;
-    return stream_write(in->st, data, len);
+    int rc = in->stream_closed ? ERR_CLOSED : stream_write(in->st, data, len);
+    if (rc == ERR_CLOSED)
+        bidi_unshare(in); /* the next stanzas go by a link at once */
+    return rc;
 }
 
 static const struct s2s_policy *in_policy(const struct s2s_in *in)
@@ -558,6 +559,8 @@ static void on_error(struct stream *st, void *arg, int err, enum xml_stream_err 
     struct s2s_in *in = arg;
     log_info("inbound from %s (%s): %s%s%s", in->remote[0] ? in->remote : "?", in->ip, err_str(err),
              text ? ": " : "", text ? text : "");
+    /* A failing stream takes no more of our stanzas: a link does. */
+    bidi_unshare(in);
     if (cond != XML_SE_NONE && !in->header_sent && err == ERR_PARSE) {
         send_header(in);
     }

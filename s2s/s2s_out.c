@@ -877,18 +877,22 @@ void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct x
     struct s2s_in *in = htab_get_str(s->bidi, key);
     if (in != NULL) {
         /* The peer's own stream, bidirectional (XEP-0288). */
-        free(key);
         struct buf b = BUF_INIT;
         xml_serialize(st, XML_NS_SERVER, &b);
         int rc = s2s_in_send(in, b.data, b.len);
         buf_free(&b);
-        if (rc != 0) {
+        if (rc == 0) {
+            free(key);
+            xml_free(st);
+            return;
+        }
+        if (rc != ERR_CLOSED) {
+            free(key);
             s2s_rens(st, XML_NS_SERVER, XML_NS_COMPONENT);
             s2s_bounce(s, st, XML_STE_RESOURCE_CONSTRAINT, NULL);
-        } else {
-            xml_free(st);
+            return;
         }
-        return;
+        /* That stream is closing: a link of ours takes the stanza. */
     }
     struct s2s_out *o = htab_get_str(s->out, key);
     if (o == NULL) {

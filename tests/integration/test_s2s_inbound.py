@@ -334,6 +334,54 @@ def test_verify_connections_per_ip_limit():
         net.cleanup()
 
 
+def test_failed_bidi_stream_not_used_for_our_stanzas():
+    """c.test authenticates by certificate on a bidirectional stream, which
+    b.test then uses for its stanzas to c.test. Once that stream fails (a
+    parse error) a stanza to c.test goes by a link of b.test's own (here
+    to a dead port: remote-server-not-found), not into the dying stream
+    (which bounced it with resource-constraint)."""
+    dead = s2sutil.free_port()
+    net = s2sutil.Federation()
+    net.b.add_route("c.test", dead)
+    crt, key = net.ca.issue("c.test")
+    try:
+        net.start()
+
+        async def go():
+            cb = await s2sutil.comp(net.b)
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                await r.starttls("svc.b.test", net.ca.cert, crt, key)
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                r.send("<bidi xmlns='urn:xmpp:bidi'/>")
+                el = await r.sasl_external("c.test")
+                assert el.tag == "{%s}success" % s2sutil.NS_SASL, ET.tostring(el)
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                await net.b.wait_log("bidirectional stream: svc.b.test -> c.test uses the stream")
+                r.send("<message><<<")
+                await net.b.wait_log("not well-formed")
+                m = cb.make_message(mto="x@c.test", mfrom="svc.b.test", mbody="hi")
+                m["id"] = "m1"
+                m.send()
+                st = await cb.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert harness.stanza_error(st.xml)[1] == "remote-server-not-found"
+            finally:
+                r.close()
+                await harness.close_all(cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
 def test_dialback_for_unreachable_domain_is_invalid():
     """A db:result for a domain whose authoritative server cannot be found
     is answered invalid, and stanzas from it stay refused."""
