@@ -350,6 +350,12 @@ static void on_dialback(struct s2s_in *in, struct xml_node *el)
         db_reply(in, "result", d.to, d.from, NULL, "error");
         return;
     }
+    if (s2s_is_local(s, d.from)) {
+        /* Our own domain is ours to claim: never verified, never valid. */
+        log_info("dialback from %s (%s): claims a local domain, refused", d.from, in->ip);
+        db_reply(in, "result", d.to, d.from, NULL, "invalid");
+        return;
+    }
     if (in->remote[0] && strcmp(in->remote, d.from) != 0 && in->npairs == 0 &&
         in->sasl_domain == NULL) {
         /* Several domains may share a stream (XEP-0220 §2.4); fine. */

@@ -382,6 +382,27 @@ def test_failed_bidi_stream_not_used_for_our_stanzas():
         net.cleanup()
 
 
+def test_dialback_claiming_our_own_domain_is_invalid(fed):
+    """A db:result whose from is one of b.test's own domains is answered
+    invalid at once: no verify connection is made for it."""
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "b.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert)
+            await r.open("b.test", "b.test")
+            await r.features()
+            r.send("<db:result from='b.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+            el = await r.recv(15)
+            assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+            assert el.get("type") == "invalid"
+        finally:
+            r.close()
+    run(go())
+    assert "verifying with b.test" not in fed.b.log()
+
+
 def test_dialback_for_unreachable_domain_is_invalid():
     """A db:result for a domain whose authoritative server cannot be found
     is answered invalid, and stanzas from it stay refused."""
