@@ -367,7 +367,12 @@ static void authenticate(struct s2s_out *o, struct xml_node *features)
 {
     const struct s2s_policy *pol = s2s_policy_for(o->s2s, o->remote);
     if (o->is_verify) {
-        send_db_verify(o);
+        /* A verify answer speaks for the domain: on a pinned route only
+         * the pinned certificate may give it. */
+        if (o->has_pin && !cert_ok(o))
+            out_fail(o, ERR_AUTH, "peer certificate does not match the route's pin");
+        else
+            send_db_verify(o);
         return;
     }
     int good = cert_ok(o);

@@ -432,6 +432,39 @@ def test_route_pin_mismatch_refuses_dialback():
         net.cleanup()
 
 
+def test_route_pin_mismatch_fails_dialback_verify():
+    """b.test's route to a.test carries a pin a.test's certificate does not
+    match: the verify connection b.test makes to check a.test's dialback
+    key is refused like a link would be, so a.test's dialback is not
+    accepted and its stanza bounces instead of being delivered."""
+    net = s2sutil.Federation(mode="dialback")
+    net.b.routes_lines = []
+    wrong = " pin='sha256:%s'" % ("cd" * 32)
+    for d in ("a.test", "svc.a.test", "svc2.a.test"):
+        net.b.add_route(d, net.a.port, extra=wrong)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "dialback verify svc.b.test -> svc.a.test failed" in net.b.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
 def test_rate_limited_peer_still_delivers():
     """A peer over its stanza rate is slowed down (reading pauses), never
     dropped: every message arrives, in order."""
