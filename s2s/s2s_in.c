@@ -277,8 +277,9 @@ static void on_auth(struct s2s_in *in, struct xml_node *el)
         return;
     }
     char ace[S2S_ACE_MAX + 1];
-    if (s2s_policy_for(in->s2s, domain)->deny || s2s_ace(domain, ace) != 0 ||
-        tls_peer_verify(stream_ssl(in->st), ace) != 0) {
+    /* A peer never speaks for one of our own domains, certificate or not. */
+    if (s2s_is_local(in->s2s, domain) || s2s_policy_for(in->s2s, domain)->deny ||
+        s2s_ace(domain, ace) != 0 || tls_peer_verify(stream_ssl(in->st), ace) != 0) {
         sasl_failure(in, "not-authorized");
         return;
     }

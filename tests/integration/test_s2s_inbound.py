@@ -403,6 +403,26 @@ def test_dialback_claiming_our_own_domain_is_invalid(fed):
     assert "verifying with b.test" not in fed.b.log()
 
 
+def test_sasl_external_as_our_own_domain_refused(fed):
+    """A peer holding a valid certificate for b.test itself (a copy, or a
+    sibling host) cannot authenticate to b.test as b.test."""
+    crt, key = fed.ca.issue("b.test", tag="-stolen")
+
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "b.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert, crt, key)
+            await r.open("b.test", "b.test")
+            await r.features()
+            el = await r.sasl_external("b.test")
+            assert el.tag == "{%s}failure" % s2sutil.NS_SASL, ET.tostring(el)
+        finally:
+            r.close()
+    run(go())
+
+
 def test_dialback_for_unreachable_domain_is_invalid():
     """A db:result for a domain whose authoritative server cannot be found
     is answered invalid, and stanzas from it stay refused."""
