@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <idna.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "common/config.h"
 #include "common/err.h"
 #include "common/jid.h"
@@ -140,16 +144,30 @@ static SSL_CTX *on_sni(void *arg, const char *name)
     return s2s_server_ctx(s, dom);
 }
 
+/* Client contexts come in pairs: for STARTTLS, and for direct TLS
+ * (XEP-0368), which offers the ALPN protocol "xmpp-server". */
+static int client_ctx_pair(struct s2s *s, const char *cert, const char *key, SSL_CTX **plain,
+                           SSL_CTX **direct)
+{
+    static const char *const alpn[] = {"xmpp-server"};
+    int rc = tls_client_ctx_new(s->cfg->ca_file, 0, cert, key, plain);
+    if (rc == 0)
+        rc = tls_client_ctx_new(s->cfg->ca_file, 0, cert, key, direct);
+    if (rc == 0)
+        rc = tls_ctx_set_alpn(*direct, 0, alpn, 1);
+    return rc;
+}
+
 static int tls_setup(struct s2s *s)
 {
-    int rc = tls_client_ctx_new(s->cfg->ca_file, 0, NULL, NULL, &s->client_anon);
+    int rc = client_ctx_pair(s, NULL, NULL, &s->client_anon, &s->client_anon_direct);
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < s->ncerts; i++) {
         struct s2s_cert *ce = &s->certs[i];
         rc = tls_server_ctx_new(ce->cert, ce->key, NULL, &ce->server);
         if (rc == 0)
-            rc = tls_client_ctx_new(s->cfg->ca_file, 0, ce->cert, ce->key, &ce->client);
+            rc = client_ctx_pair(s, ce->cert, ce->key, &ce->client, &ce->client_direct);
         if (rc != 0)
             return rc;
         SSL_CTX *sv = ce->server;
@@ -157,6 +175,16 @@ static int tls_setup(struct s2s *s)
                                  : SSL_CTX_set_default_verify_paths(sv);
         if (ok != 1) {
             tls_log_errors("CA store");
+            return ERR_CONFIG;
+        }
+        /* The peer's certificate says who it is, whichever way the
+         * connection goes: servers commonly carry serverAuth-only
+         * certificates, which the default purpose for a client
+         * (ssl_client) would refuse. Chain and name are still checked. */
+        if (SSL_CTX_set_purpose(sv, X509_PURPOSE_ANY) != 1 ||
+            SSL_CTX_set_purpose(ce->client, X509_PURPOSE_ANY) != 1 ||
+            SSL_CTX_set_purpose(ce->client_direct, X509_PURPOSE_ANY) != 1) {
+            tls_log_errors("certificate purpose");
             return ERR_CONFIG;
         }
         SSL_CTX_set_verify(sv, SSL_VERIFY_PEER, on_verify_any);
@@ -214,10 +242,27 @@ static struct s2s_cert *cert_for(struct s2s *s, const char *local)
     return best;
 }
 
-SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local)
+int s2s_ace(const char *domain, char *out)
+{
+    char *a = NULL;
+    if (idna_to_ascii_8z(domain, &a, 0) != IDNA_SUCCESS) {
+        free(a);
+        return ERR_INVAL;
+    }
+    size_t n = strlen(a);
+    int rc = n > 0 && n <= S2S_ACE_MAX ? 0 : ERR_INVAL;
+    if (rc == 0)
+        memcpy(out, a, n + 1);
+    free(a);
+    return rc;
+}
+
+SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local, bool direct)
 {
     struct s2s_cert *ce = cert_for(s, local);
-    return ce ? ce->client : s->client_anon;
+    if (ce != NULL)
+        return direct ? ce->client_direct : ce->client;
+    return direct ? s->client_anon_direct : s->client_anon;
 }
 
 SSL_CTX *s2s_server_ctx(struct s2s *s, const char *local)
@@ -515,9 +560,11 @@ void s2s_free(struct s2s *s)
     for (size_t i = 0; i < s->ncerts; i++) {
         tls_ctx_free(s->certs[i].server);
         tls_ctx_free(s->certs[i].client);
+        tls_ctx_free(s->certs[i].client_direct);
     }
     free(s->certs);
     tls_ctx_free(s->client_anon);
+    tls_ctx_free(s->client_anon_direct);
     for (size_t i = 0; i < s->npolicies; i++)
         free((char *)s->policies[i].domain);
     free(s->policies);

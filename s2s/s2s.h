@@ -59,6 +59,7 @@ struct s2s_cert {
     const char *cert, *key;
     SSL_CTX *server;
     SSL_CTX *client;
+    SSL_CTX *client_direct; /* direct TLS: ALPN xmpp-server */
 };
 
 /* A static route: remote domain -> host:port (loaded from the routes file). */
@@ -93,6 +94,9 @@ struct s2s_config {
     int conns_per_ip;
     int max_conns;
     int pending_dialback; /* per inbound stream */
+    int verify_max;       /* dialback verify connections, in all */
+    int verify_per_ip;    /* ... asked for by inbound streams from one address */
+    int db_invalid_max;   /* invalid dialback results before a stream is closed */
     uint64_t connect_ms;  /* one connection attempt */
     uint64_t link_ms;     /* a link from the first stanza to ready */
     uint64_t idle_ms;     /* an unused link is closed after this */
@@ -112,6 +116,7 @@ struct s2s {
     struct htab *out;    /* "local remote" -> struct s2s_out (links only) */
     struct htab *bidi;   /* "local remote" -> struct s2s_in usable for sending */
     struct s2s_out *verifies;
+    size_t nverifies;
     struct htab *in_by_serial; /* serial (8 bytes) -> struct s2s_in */
     struct htab *per_ip;       /* address text -> count (uintptr_t) */
     size_t nin;
@@ -122,6 +127,7 @@ struct s2s {
     struct s2s_cert *certs;
     size_t ncerts;
     SSL_CTX *client_anon; /* client context without a certificate */
+    SSL_CTX *client_anon_direct;
     unsigned char db_key[32];
     uv_tcp_t *listeners;
     bool *listener_tls;
@@ -144,7 +150,12 @@ void s2s_free(struct s2s *s);
 
 int s2s_is_local(const struct s2s *s, const char *domain);
 const struct s2s_policy *s2s_policy_for(const struct s2s *s, const char *domain);
-SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local);
+/* The A-label (ASCII, IDNA) form of domain, for DNS, SNI and certificate
+ * checks; the Unicode form stays for addressing and dialback keys.
+ * S2S_ACE_MAX + 1 bytes at out. Returns 0 or ERR_INVAL. */
+#define S2S_ACE_MAX 253
+int s2s_ace(const char *domain, char *out);
+SSL_CTX *s2s_client_ctx(struct s2s *s, const char *local, bool direct);
 SSL_CTX *s2s_server_ctx(struct s2s *s, const char *local);
 /* A stanza from a peer, checked: to the router (the tree is the callee's). */
 void s2s_deliver_local(struct s2s *s, struct xml_node *stanza);
@@ -165,9 +176,13 @@ void s2s_rens(struct xml_node *n, const char *from_ns, const char *to_ns);
 void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct xml_node *stanza);
 /* Ask the authoritative server of remote whether key is valid for the
  * stream id (dialback, receiving side). The answer goes to the inbound
- * stream with that serial through s2s_in_verified. */
+ * stream with that serial through s2s_in_verified. ip is the inbound
+ * stream's peer address, counted against limits/verify-per-ip. */
 void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const char *id,
-                    const char *key, uint64_t in_serial);
+                    const char *key, uint64_t in_serial, const char *ip);
+/* 0 if one more verify connection for a stream from ip fits the limits,
+ * else ERR_LIMIT. */
+int s2s_out_verify_room(struct s2s *s, const char *ip);
 /* Authoritative side: is there an outgoing link local->remote waiting for
  * its dialback result on the peer's stream id? */
 int s2s_out_pending_db(struct s2s *s, const char *local, const char *remote, const char *id);
@@ -180,7 +195,8 @@ void s2s_in_verified(struct s2s *s, uint64_t serial, const char *local, const ch
                      int valid);
 void s2s_in_close_all(struct s2s *s);
 /* Send serialised stanza bytes over a bidirectional inbound stream
- * (XEP-0288). Returns 0 or the stream_write error. */
+ * (XEP-0288). Returns 0 or the stream_write error; ERR_CLOSED (a stream
+ * closing) also unshares it: the caller then uses a link. */
 int s2s_in_send(struct s2s_in *in, const char *data, size_t len);
 
 /* ---- s2s_db.c ---- */

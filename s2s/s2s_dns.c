@@ -16,7 +16,8 @@
  * sequential: happy eyeballs without the parallel race).
  *
  * Results are cached for the smallest TTL of the SRV and address records
- * used (at most 5 minutes).
+ * used (at most 5 minutes), up to 4096 names: a full cache evicts the
+ * expired entries, else the one closest to expiry.
  * Results are always delivered from a timer callback, never from inside
  * s2s_dns_resolve, so callers need not guard against reentrancy.
  */
@@ -269,6 +270,40 @@ static void finish(struct dquery *q, int err)
     uv_timer_start(&q->d->deliver, on_deliver, 0, 0);
 }
 
+/* A full cache drops what has expired, else the entry closest to expiry,
+ * so that new domains keep being cached. O(n) only when full. */
+static void cache_make_room(struct s2s_dns *d)
+{
+    if (htab_count(d->cache) < DNS_CACHE_MAX_N)
+        return;
+    uint64_t now = uv_now(d->loop);
+    struct htab_iter it;
+    for (htab_iter_init(&it, d->cache); htab_iter_next(&it);) {
+        struct centry *c = it.val;
+        if (c->expires <= now)
+            centry_free(htab_iter_del(&it));
+    }
+    if (htab_count(d->cache) < DNS_CACHE_MAX_N)
+        return;
+    const void *oldest = NULL;
+    size_t oldest_len = 0;
+    uint64_t soonest = UINT64_MAX;
+    for (htab_iter_init(&it, d->cache); htab_iter_next(&it);) {
+        struct centry *c = it.val;
+        if (c->expires < soonest) {
+            soonest = c->expires;
+            oldest = it.key;
+            oldest_len = it.klen;
+        }
+    }
+    if (oldest != NULL) {
+        /* The key lives in the entry that htab_del frees. */
+        void *k = xmemdup(oldest, oldest_len);
+        centry_free(htab_del(d->cache, k, oldest_len));
+        free(k);
+    }
+}
+
 static void build_result(struct dquery *q)
 {
     struct s2s_target *t = xcalloc(DNS_MAX_TARGETS, sizeof(*t));
@@ -283,14 +318,13 @@ static void build_result(struct dquery *q)
     }
     q->result = t;
     q->nresult = n;
-    if (htab_count(q->d->cache) < DNS_CACHE_MAX_N) {
-        struct centry *c = xcalloc(1, sizeof(*c));
-        c->t = xmemdup(t, n * sizeof(*t));
-        c->n = n;
-        uint32_t ttl = q->min_ttl < DNS_CACHE_MAX_S ? q->min_ttl : DNS_CACHE_MAX_S;
-        c->expires = uv_now(q->d->loop) + (uint64_t)ttl * 1000;
-        htab_set(q->d->cache, q->ckey, strlen(q->ckey), c);
-    }
+    cache_make_room(q->d);
+    struct centry *c = xcalloc(1, sizeof(*c));
+    c->t = xmemdup(t, n * sizeof(*t));
+    c->n = n;
+    uint32_t ttl = q->min_ttl < DNS_CACHE_MAX_S ? q->min_ttl : DNS_CACHE_MAX_S;
+    c->expires = uv_now(q->d->loop) + (uint64_t)ttl * 1000;
+    htab_set(q->d->cache, q->ckey, strlen(q->ckey), c);
     finish(q, 0);
 }
 

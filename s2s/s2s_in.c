@@ -64,6 +64,7 @@ struct s2s_in {
     struct pair *pairs;              /* authenticated by dialback */
     size_t npairs;
     int pending;
+    int db_invalid; /* dialback results found invalid on this stream */
     bool bidi;      /* the peer asked for XEP-0288 */
     size_t nshared; /* entries of s2s->bidi pointing here */
     char ip[INET6_ADDRSTRLEN];
@@ -145,9 +146,10 @@ static void bidi_unshare(struct s2s_in *in)
 
 int s2s_in_send(struct s2s_in *in, const char *data, size_t len)
 {
-    if (in->stream_closed)
-        return ERR_CLOSED;
-    return stream_write(in->st, data, len);
+    int rc = in->stream_closed ? ERR_CLOSED : stream_write(in->st, data, len);
+    if (rc == ERR_CLOSED)
+        bidi_unshare(in); /* the next stanzas go by a link at once */
+    return rc;
 }
 
 static const struct s2s_policy *in_policy(const struct s2s_in *in)
@@ -205,7 +207,9 @@ static void send_features(struct s2s_in *in)
         SSL *ssl = stream_ssl(in->st);
         if (in->s2s->cfg->bidi && !in->bidi)
             buf_printf(&b, "<bidi xmlns='%s'/>", S2S_NS_BIDI_FEATURES);
-        if (in->remote[0] && ssl != NULL && tls_peer_verify(ssl, in->remote) == 0)
+        char ace[S2S_ACE_MAX + 1];
+        if (in->remote[0] && ssl != NULL && s2s_ace(in->remote, ace) == 0 &&
+            tls_peer_verify(ssl, ace) == 0)
             buf_printf(&b, "<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism></mechanisms>",
                        S2S_NS_SASL);
         if (pol->dialback && !pol->require_cert)
@@ -272,7 +276,10 @@ static void on_auth(struct s2s_in *in, struct xml_node *el)
         sasl_failure(in, "invalid-authzid");
         return;
     }
-    if (s2s_policy_for(in->s2s, domain)->deny || tls_peer_verify(stream_ssl(in->st), domain) != 0) {
+    char ace[S2S_ACE_MAX + 1];
+    /* A peer never speaks for one of our own domains, certificate or not. */
+    if (s2s_is_local(in->s2s, domain) || s2s_policy_for(in->s2s, domain)->deny ||
+        s2s_ace(domain, ace) != 0 || tls_peer_verify(stream_ssl(in->st), ace) != 0) {
         sasl_failure(in, "not-authorized");
         return;
     }
@@ -298,8 +305,13 @@ static void db_reply(struct s2s_in *in, const char *name, const char *from, cons
         buf_append_str(&b, "' id='");
         xml_escape_attr(id, strlen(id), &b);
     }
-    buf_printf(&b, "' type='%s'", type);
-    if (strcmp(type, "error") == 0)
+    /* type "wait": an error the peer may retry later (a limit of ours). */
+    int wait = strcmp(type, "wait") == 0;
+    buf_printf(&b, "' type='%s'", wait ? "error" : type);
+    if (wait)
+        buf_printf(&b, "><error type='wait'><resource-constraint xmlns='%s'/></error></db:%s>",
+                   XML_NS_STANZAS, name);
+    else if (strcmp(type, "error") == 0)
         buf_printf(&b, "><error type='cancel'><item-not-found xmlns='%s'/></error></db:%s>",
                    XML_NS_STANZAS, name);
     else
@@ -339,6 +351,12 @@ static void on_dialback(struct s2s_in *in, struct xml_node *el)
         db_reply(in, "result", d.to, d.from, NULL, "error");
         return;
     }
+    if (s2s_is_local(s, d.from)) {
+        /* Our own domain is ours to claim: never verified, never valid. */
+        log_info("dialback from %s (%s): claims a local domain, refused", d.from, in->ip);
+        db_reply(in, "result", d.to, d.from, NULL, "invalid");
+        return;
+    }
     if (in->remote[0] && strcmp(in->remote, d.from) != 0 && in->npairs == 0 &&
         in->sasl_domain == NULL) {
         /* Several domains may share a stream (XEP-0220 §2.4); fine. */
@@ -366,11 +384,18 @@ static void on_dialback(struct s2s_in *in, struct xml_node *el)
         in_error(in, XML_SE_POLICY_VIOLATION, "dialback key too long");
         return;
     }
+    if (s2s_out_verify_room(s, in->ip) != 0) {
+        /* Each verify is a connection we make on the peer's say-so. */
+        log_info("dialback %s -> %s (%s): too many verify connections, refused", d.from, d.to,
+                 in->ip);
+        db_reply(in, "result", d.to, d.from, NULL, "wait");
+        return;
+    }
     memcpy(key, d.key, d.keylen);
     key[d.keylen] = '\0';
     in->pending++;
     log_info("dialback %s -> %s on stream %s: verifying with %s", d.from, d.to, in->id, d.from);
-    s2s_out_verify(s, d.to, d.from, in->id, key, in->serial);
+    s2s_out_verify(s, d.to, d.from, in->id, key, in->serial, in->ip);
     mem_wipe(key, sizeof(key));
 }
 
@@ -393,6 +418,9 @@ void s2s_in_verified(struct s2s *s, uint64_t serial, const char *local, const ch
     log_info("inbound %s -> %s (%s): dialback %s", remote, local, in->ip,
              valid ? "valid" : "invalid");
     db_reply(in, "result", local, remote, NULL, valid ? "valid" : "invalid");
+    /* Guessing keys costs the peer nothing but us a connection each. */
+    if (!valid && ++in->db_invalid >= in->s2s->cfg->db_invalid_max)
+        in_error(in, XML_SE_POLICY_VIOLATION, "too many invalid dialback results");
 }
 
 /* ---- stanzas ---- */
@@ -538,6 +566,8 @@ static void on_error(struct stream *st, void *arg, int err, enum xml_stream_err 
     struct s2s_in *in = arg;
     log_info("inbound from %s (%s): %s%s%s", in->remote[0] ? in->remote : "?", in->ip, err_str(err),
              text ? ": " : "", text ? text : "");
+    /* A failing stream takes no more of our stanzas: a link does. */
+    bidi_unshare(in);
     if (cond != XML_SE_NONE && !in->header_sent && err == ERR_PARSE) {
         send_header(in);
     }

@@ -8,7 +8,8 @@
  *    (s2s_dns.c), each target in turn, STARTTLS (or direct TLS) with SNI,
  *    then SASL EXTERNAL when the peer's certificate is valid for the
  *    domain (or matches the route's pin), else dialback (XEP-0220) if the
- *    policy allows. If the link cannot come up every queued iq/message is
+ *    policy allows. A route with a pin requires it: a mismatch fails the
+ *    link, never dialback. If the link cannot come up every queued iq/message is
  *    bounced: remote-server-timeout after a timeout, remote-server-not-
  *    found otherwise. Presence is dropped (RFC 6121 never bounces it).
  *  - verify connections: dialback's receiving side asks the authoritative
@@ -85,6 +86,13 @@ struct s2s_out {
     bool has_pin;
     unsigned char pin[32];
     bool sasl_done;
+    char ace[S2S_ACE_MAX + 1]; /* remote's A-label form: DNS, SNI, certificate */
+    bool heard;
+    /* Token bucket for stanzas the peer sends on a bidi link, as on an
+     * inbound stream (s2s_in.c). */
+    double tokens;
+    uint64_t refill_at;
+    bool paused; /* the current target has sent a stream header */
     bool sasl_failed;
     bool bidi;    /* XEP-0288 negotiated: the peer may send to us here */
     bool retry;   /* the closed stream was an attempt: try the next target */
@@ -100,6 +108,7 @@ struct s2s_out {
     char *v_id;
     char v_key[S2S_DB_KEY_HEXLEN + 257];
     uint64_t v_serial;
+    char v_ip[INET6_ADDRSTRLEN];
     int v_result; /* -1 none yet */
 };
 
@@ -168,6 +177,7 @@ static void out_destroy(struct s2s_out *o)
             s->verifies = o->vnext;
         if (o->vnext)
             o->vnext->vprev = o->vprev;
+        s->nverifies--;
         if (o->v_result < 0)
             s2s_in_verified(s, o->v_serial, o->local, o->remote, 0);
     } else if (htab_get_str(s->out, o->hkey) == o) {
@@ -295,7 +305,15 @@ static int cert_ok(struct s2s_out *o)
             log_info("certificate of %s does not match the route's pin", o->remote);
         return ok;
     }
-    return tls_peer_verify(ssl, o->remote) == 0;
+    return tls_peer_verify(ssl, o->ace) == 0;
+}
+
+/* A pinned route is require-valid-cert: the pin is the only identity the
+ * operator accepts for it, and dialback would let anyone who controls the
+ * peer's DNS or the path past a mismatching pin. */
+static bool dialback_allowed(const struct s2s_out *o, const struct s2s_policy *pol)
+{
+    return pol->dialback && !pol->require_cert && !o->has_pin;
 }
 
 static int has_mech(struct xml_node *features, const char *mech)
@@ -349,7 +367,12 @@ static void authenticate(struct s2s_out *o, struct xml_node *features)
 {
     const struct s2s_policy *pol = s2s_policy_for(o->s2s, o->remote);
     if (o->is_verify) {
-        send_db_verify(o);
+        /* A verify answer speaks for the domain: on a pinned route only
+         * the pinned certificate may give it. */
+        if (o->has_pin && !cert_ok(o))
+            out_fail(o, ERR_AUTH, "peer certificate does not match the route's pin");
+        else
+            send_db_verify(o);
         return;
     }
     int good = cert_ok(o);
@@ -373,9 +396,11 @@ static void authenticate(struct s2s_out *o, struct xml_node *features)
         o->state = OUT_SASL;
         return;
     }
-    if (pol->require_cert || !pol->dialback) {
+    if (!dialback_allowed(o, pol)) {
         out_fail(o, ERR_AUTH,
-                 good ? "peer offers no SASL EXTERNAL" : "peer certificate not valid (policy)");
+                 good ? "peer offers no SASL EXTERNAL"
+                      : (o->has_pin ? "peer certificate does not match the route's pin"
+                                    : "peer certificate not valid (policy)"));
         return;
     }
     send_db_result(o);
@@ -394,7 +419,7 @@ static void on_features(struct s2s_out *o, struct xml_node *f)
             o->state = OUT_PROCEED;
             return;
         }
-        if (pol->require_tls || pol->require_cert) {
+        if (pol->require_tls || pol->require_cert || o->has_pin) {
             out_fail(o, ERR_AUTH, "peer offers no STARTTLS (policy requires TLS)");
             return;
         }
@@ -435,6 +460,37 @@ static void on_db_answer(struct s2s_out *o, struct xml_node *el)
 
 /* A stanza from the peer on a bidirectional link: the peer's certificate
  * authenticated its domain, so from must be that domain and to ours. */
+static void on_rate_timer(uv_timer_t *t)
+{
+    struct s2s_out *o = t->data;
+    if (o->paused && !o->dead && o->st != NULL) {
+        o->paused = false;
+        stream_resume(o->st);
+    }
+}
+
+/* rate stanzas per second, up to burst at once; over that, reading pauses.
+ * The happy-eyeballs timer is idle once connected and serves as the
+ * bucket's timer (its handle lives as long as o). */
+static void rate_take(struct s2s_out *o)
+{
+    struct s2s *s = o->s2s;
+    uint64_t now = uv_now(s->loop);
+    o->tokens += (double)(now - o->refill_at) * s->cfg->rate / 1000.0;
+    if (o->tokens > s->cfg->burst)
+        o->tokens = s->cfg->burst;
+    o->refill_at = now;
+    o->tokens -= 1.0;
+    if (o->tokens < 0 && !o->paused && o->st != NULL) {
+        uint64_t wait = (uint64_t)(-o->tokens * 1000.0 / s->cfg->rate) + 1;
+        log_debug("bidirectional link %s -> %s: peer over its rate, reading paused", o->local,
+                  o->remote);
+        o->paused = true;
+        stream_pause(o->st);
+        uv_timer_start(&o->he, on_rate_timer, wait, 0);
+    }
+}
+
 static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
 {
     char from[S2S_DOMAIN_MAX + 1], to[S2S_DOMAIN_MAX + 1];
@@ -455,6 +511,7 @@ static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
     }
     o->last_used = uv_now(o->s2s->loop);
     s2s_deliver_local(o->s2s, el);
+    rate_take(o);
 }
 
 /* ---- stream callbacks ---- */
@@ -462,8 +519,9 @@ static void on_bidi_stanza(struct s2s_out *o, struct xml_node *el)
 static void on_connect(struct stream *st, void *arg)
 {
     struct s2s_out *o = arg;
-    if (o->targets[o->cur].direct_tls &&
-        stream_starttls(st, s2s_client_ctx(o->s2s, o->local), STREAM_TLS_CLIENT, o->remote) != 0) {
+    if (o->targets[o->cur].direct_tls && stream_starttls(st, s2s_client_ctx(o->s2s, o->local, true),
+                                                         STREAM_TLS_CLIENT, o->ace) != 0) {
+        o->retry = o->next_target < o->ntargets;
         stream_abort(st);
         return;
     }
@@ -484,6 +542,13 @@ static void on_stream_open(struct stream *st, void *arg, struct xml_node *hdr)
         return;
     }
     memcpy(o->peer_id, id, idlen + 1);
+    if (!o->heard) {
+        /* connect-timeout was for reaching an XMPP server (a silent one
+         * makes way for the next target); the negotiation from here on is
+         * bounded by link-timeout (on_link_timeout). */
+        o->heard = true;
+        stream_set_established(st);
+    }
     xml_free(hdr);
 }
 
@@ -505,8 +570,8 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
         out_fail(o, ERR_AUTH, why);
     } else if (strcmp(el->ns, S2S_NS_TLS) == 0 && o->state == OUT_PROCEED) {
         if (strcmp(el->name, "proceed") != 0 ||
-            stream_starttls(st, s2s_client_ctx(o->s2s, o->local), STREAM_TLS_CLIENT, o->remote) !=
-                0) {
+            stream_starttls(st, s2s_client_ctx(o->s2s, o->local, false), STREAM_TLS_CLIENT,
+                            o->ace) != 0) {
             out_fail(o, ERR_TLS, "STARTTLS refused");
         } else {
             o->peer_id[0] = '\0';
@@ -522,7 +587,7 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
             /* EXTERNAL refused: dialback may still do, on this stream. */
             const struct s2s_policy *pol = s2s_policy_for(o->s2s, o->remote);
             o->sasl_failed = true;
-            if (pol->require_cert || !pol->dialback)
+            if (!dialback_allowed(o, pol))
                 out_fail(o, ERR_AUTH, "SASL EXTERNAL refused by the peer");
             else
                 send_db_result(o);
@@ -567,9 +632,9 @@ static void on_error(struct stream *st, void *arg, int err, enum xml_stream_err 
         return;
     log_info("%s -> %s: %s%s%s", o->local, o->remote, err_str(err), text ? ": " : "",
              text ? text : "");
-    /* Before the peer spoke XMPP the next target may do better. */
-    if ((o->state == OUT_CONNECT ||
-         (o->state == OUT_HEADER && o->peer_id[0] == '\0' && !stream_is_tls(st))) &&
+    /* Before the peer spoke XMPP (a direct TLS handshake that failed, or
+     * something that is not XMPP) the next target may do better. */
+    if ((o->state == OUT_CONNECT || (o->state == OUT_HEADER && !o->heard)) &&
         o->next_target < o->ntargets) {
         o->retry = true;
         o->fail_err = err;
@@ -683,6 +748,7 @@ static void try_next(struct s2s_out *o)
     struct s2s *s = o->s2s;
     o->state = OUT_CONNECT;
     o->peer_id[0] = '\0';
+    o->heard = false;
     o->sasl_done = o->sasl_failed = false;
     while (o->next_target < o->ntargets) {
         struct stream_opts so;
@@ -765,8 +831,13 @@ static struct s2s_out *out_new(struct s2s *s, const char *local, const char *rem
     o->s2s = s;
     o->local = xstrdup(local);
     o->remote = xstrdup(remote);
+    /* Once per link: IDNA is not cheap. Empty when remote has none. */
+    if (s2s_ace(remote, o->ace) != 0)
+        o->ace[0] = '\0';
     o->hkey = s2s_pair_key(local, remote);
     o->v_result = -1;
+    o->tokens = s->cfg->burst;
+    o->refill_at = uv_now(s->loop);
     uv_timer_init(s->loop, &o->timer);
     o->timer.data = o;
     uv_timer_init(s->loop, &o->he);
@@ -781,6 +852,10 @@ static void out_begin(struct s2s_out *o)
 {
     struct s2s *s = o->s2s;
     uv_timer_start(&o->timer, on_link_timeout, s->cfg->link_ms, 0);
+    if (o->ace[0] == '\0') {
+        out_fail(o, ERR_NOTFOUND, "domain has no A-label form");
+        return;
+    }
     const struct s2s_route *r = htab_get_str(s->routes, o->remote);
     if (r != NULL) {
         o->has_pin = r->has_pin;
@@ -793,7 +868,7 @@ static void out_begin(struct s2s_out *o)
         o->dns = s2s_dns_resolve(s->dns, r->host, r->port, 0, on_resolved, o);
         return;
     }
-    o->dns = s2s_dns_resolve(s->dns, o->remote, 5269, 1, on_resolved, o);
+    o->dns = s2s_dns_resolve(s->dns, o->ace, 5269, 1, on_resolved, o);
 }
 
 void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct xml_node *st)
@@ -807,18 +882,22 @@ void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct x
     struct s2s_in *in = htab_get_str(s->bidi, key);
     if (in != NULL) {
         /* The peer's own stream, bidirectional (XEP-0288). */
-        free(key);
         struct buf b = BUF_INIT;
         xml_serialize(st, XML_NS_SERVER, &b);
         int rc = s2s_in_send(in, b.data, b.len);
         buf_free(&b);
-        if (rc != 0) {
+        if (rc == 0) {
+            free(key);
+            xml_free(st);
+            return;
+        }
+        if (rc != ERR_CLOSED) {
+            free(key);
             s2s_rens(st, XML_NS_SERVER, XML_NS_COMPONENT);
             s2s_bounce(s, st, XML_STE_RESOURCE_CONSTRAINT, NULL);
-        } else {
-            xml_free(st);
+            return;
         }
-        return;
+        /* That stream is closing: a link of ours takes the stanza. */
     }
     struct s2s_out *o = htab_get_str(s->out, key);
     if (o == NULL) {
@@ -867,7 +946,7 @@ void s2s_out_send(struct s2s *s, const char *local, const char *remote, struct x
 }
 
 void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const char *id,
-                    const char *key, uint64_t serial)
+                    const char *key, uint64_t serial, const char *ip)
 {
     struct s2s_out *o = out_new(s, local, remote);
     o->is_verify = true;
@@ -878,11 +957,25 @@ void s2s_out_verify(struct s2s *s, const char *local, const char *remote, const 
     memcpy(o->v_key, key, kl);
     o->v_key[kl] = '\0';
     o->v_serial = serial;
+    snprintf(o->v_ip, sizeof(o->v_ip), "%s", ip);
+    s->nverifies++;
     o->vnext = s->verifies;
     if (s->verifies)
         s->verifies->vprev = o;
     s->verifies = o;
     out_begin(o);
+}
+
+int s2s_out_verify_room(struct s2s *s, const char *ip)
+{
+    if (s->nverifies >= (size_t)s->cfg->verify_max)
+        return ERR_LIMIT;
+    /* The list is bounded by verify_max: a walk is cheap enough. */
+    int n = 0;
+    for (struct s2s_out *o = s->verifies; o; o = o->vnext)
+        if (strcmp(o->v_ip, ip) == 0 && ++n >= s->cfg->verify_per_ip)
+            return ERR_LIMIT;
+    return 0;
 }
 
 int s2s_out_pending_db(struct s2s *s, const char *local, const char *remote, const char *id)

@@ -95,13 +95,14 @@ class TestCA:
               "-keyout", self.key, "-out", self.cert])
         os.chmod(self.cert, 0o644)
 
-    def issue(self, domain, tag=""):
-        """A certificate for domain and *.domain signed by this CA."""
+    def issue(self, domain, tag="", eku="serverAuth,clientAuth"):
+        """A certificate for domain and *.domain signed by this CA, with
+        the extended key usages eku."""
         base = os.path.join(self.dir, domain + tag)
         key, csr, crt, ext = base + ".key", base + ".csr", base + ".crt", base + ".ext"
         with open(ext, "w") as f:
             f.write("subjectAltName=DNS:%s,DNS:*.%s\n"
-                    "extendedKeyUsage=serverAuth,clientAuth\n" % (domain, domain))
+                    "extendedKeyUsage=%s\n" % (domain, domain, eku))
         _run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
               "-nodes", "-subj", "/CN=%s" % domain, "-keyout", key, "-out", csr])
         _run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
@@ -224,7 +225,7 @@ class Federation:
     (each side trusts a CA that did not sign the other's certificate)."""
 
     def __init__(self, mode="sasl", extra_a="", extra_b="", direct_tls=False, routes_a=True,
-                 ipv6=False):
+                 ipv6=False, eku_a="serverAuth,clientAuth"):
         self.dir = tempfile.mkdtemp(prefix="parley-s2s-")
         os.chmod(self.dir, 0o755)
         ca = TestCA(self.dir, "Parley Test CA")
@@ -233,7 +234,7 @@ class Federation:
         if mode == "dialback":
             other = TestCA(self.dir, "Unrelated CA")
             ca_a = ca_b = other.cert
-        crt_a, key_a = ca.issue("a.test")
+        crt_a, key_a = ca.issue("a.test", eku=eku_a)
         crt_b, key_b = ca.issue("b.test")
         self.a = Side("a.test", self.dir, crt_a, key_a, ca_a, extra_a, ipv6=ipv6)
         self.b = Side("b.test", self.dir, crt_b, key_b, ca_b, extra_b, ipv6=ipv6)

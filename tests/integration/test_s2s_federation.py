@@ -5,7 +5,10 @@ two s2s daemons, authenticated by SASL EXTERNAL (certificates from a test
 CA both trust) or by dialback (certificates neither trusts).
 """
 
+import asyncio
 import socket
+import ssl
+import threading
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -70,6 +73,14 @@ def test_sasl_external_bidi(fed):
     assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
     assert "bidirectional stream: svc.b.test -> svc.a.test uses the stream" in fed.b.log()
     assert "link svc.b.test -> svc.a.test ready" not in fed.b.log()
+
+
+@pytest.mark.parametrize("fed", [{"eku_a": "serverAuth"}], indirect=True)
+def test_sasl_external_server_only_cert(fed):
+    """a.test's certificate is for serverAuth only (as many public server
+    certificates are): b.test still accepts it for SASL EXTERNAL."""
+    run(exchange(fed))
+    assert "link svc.a.test -> svc.b.test ready (TLS, SASL EXTERNAL)" in fed.a.log()
 
 
 NO_BIDI = "  <bidi>false</bidi>\n"
@@ -387,6 +398,73 @@ def test_require_valid_cert_refuses_dialback():
         net.cleanup()
 
 
+def test_route_pin_mismatch_refuses_dialback():
+    """A route with a pin that the peer's certificate does not match: the
+    link fails and the stanza bounces, although dialback (which b.test
+    offers and would pass) could have authenticated the link."""
+    net = s2sutil.Federation(mode="dialback", routes_a=False)
+    wrong = " pin='sha256:%s'" % ("ab" * 32)
+    for d in ("b.test", "svc.b.test", "svc2.b.test"):
+        net.a.add_route(d, net.b.port, extra=wrong)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert stanza_error(st.xml)[1] in ("remote-server-not-found",
+                                                   "remote-server-timeout")
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "does not match the route's pin" in net.a.log()
+        assert "ready (TLS, dialback)" not in net.a.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_route_pin_mismatch_fails_dialback_verify():
+    """b.test's route to a.test carries a pin a.test's certificate does not
+    match: the verify connection b.test makes to check a.test's dialback
+    key is refused like a link would be, so a.test's dialback is not
+    accepted and its stanza bounces instead of being delivered."""
+    net = s2sutil.Federation(mode="dialback")
+    net.b.routes_lines = []
+    wrong = " pin='sha256:%s'" % ("cd" * 32)
+    for d in ("a.test", "svc.a.test", "svc2.a.test"):
+        net.b.add_route(d, net.a.port, extra=wrong)
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                send_msg(ca, "svc.b.test", "svc.a.test", "no", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert cb.inbox.empty()
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "dialback verify svc.b.test -> svc.a.test failed" in net.b.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
 def test_rate_limited_peer_still_delivers():
     """A peer over its stanza rate is slowed down (reading pauses), never
     dropped: every message arrives, in order."""
@@ -408,6 +486,39 @@ def test_rate_limited_peer_still_delivers():
             finally:
                 await harness.close_all(ca, cb)
         run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_rate_limited_bidi_peer_still_delivers():
+    """The same token bucket applies to stanzas b.test sends over a.test's
+    bidirectional link: reading pauses, every message arrives, in order."""
+    net = s2sutil.Federation(extra_a="  <limits><rate>20</rate><burst>5</burst></limits>\n")
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="open")
+                await cb.expect(lambda s: s.name == "message", timeout=15)
+                for i in range(30):
+                    cb.send_message(mto="svc.a.test", mfrom="svc.b.test", mbody="r%d" % i)
+                got = []
+                for _ in range(30):
+                    got.append((await ca.expect(lambda s: s.name == "message",
+                                                timeout=15))["body"])
+                assert got == ["r%d" % i for i in range(30)]
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert "bidirectional stream: svc.b.test -> svc.a.test uses the stream" in net.b.log()
+        assert "peer over its rate, reading paused" in net.a.log()
         assert not net.sanitizer_errors()
     except BaseException:
         print(net.logs())
@@ -450,6 +561,153 @@ def test_dns_silent_first_target_then_next():
     finally:
         dns.close()
         silent.close()
+        net.cleanup()
+
+
+def test_direct_tls_failure_then_next_target():
+    """The first _xmpps-server target completes a TLS handshake (offered
+    ALPN recorded) and closes without a word of XMPP: the next target is
+    tried and the stanza arrives; the failed target was offered ALPN
+    "xmpp-server" (XEP-0368)."""
+    net = s2sutil.Federation(routes_a=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(net.b.cert, net.b.key)
+    ctx.set_alpn_protocols(["xmpp-server"])
+    bad = socket.socket()
+    bad.bind(("127.0.0.1", 0))
+    bad.listen(8)
+    bad.settimeout(0.2)
+    alpn = []
+    running = [True]
+
+    def serve():
+        while running[0]:
+            try:
+                c, _ = bad.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(5)
+                with ctx.wrap_socket(c, server_side=True) as t:
+                    alpn.append(t.selected_alpn_protocol())
+            except (OSError, ssl.SSLError):
+                c.close()
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    dns = s2sutil.DNSServer({
+        "_xmpps-server._tcp.svc.b.test": [("SRV", 0, 5, bad.getsockname()[1], "host.b.test"),
+                                          ("SRV", 10, 5, net.b.tls_port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="second")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "second"
+            finally:
+                await harness.close_all(ca, cb)
+        run(go())
+        assert alpn and alpn[0] == "xmpp-server", alpn
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        running[0] = False
+        th.join(5)
+        dns.close()
+        bad.close()
+        net.cleanup()
+
+
+def test_idn_domain_resolved_by_a_label():
+    """A stanza to an internationalized domain: DNS is asked for its
+    A-label form (xn--...), and with no such server the stanza bounces."""
+    net = s2sutil.Federation(routes_a=False)
+    dns = s2sutil.DNSServer({})
+    net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
+    try:
+        net.start()
+
+        async def go():
+            ca = await s2sutil.comp(net.a)
+            try:
+                send_msg(ca, "x@b\u00fccher.test", "svc.a.test", "hi", "m1")
+                st = await ca.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert stanza_error(st.xml)[1] == "remote-server-not-found"
+            finally:
+                await harness.close_all(ca)
+        run(go())
+        names = [q[0] for q in dns.queries]
+        assert "_xmpp-server._tcp.xn--bcher-kva.test" in names, names
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_slow_negotiation_bounded_by_link_timeout():
+    """A peer that answers its header at once but then takes longer than
+    connect-timeout (not link-timeout) to go on negotiating: the link still
+    comes up and the message arrives."""
+    net = s2sutil.Federation(routes_a=False)
+    proxy_port = s2sutil.free_port()
+    for d in ("b.test", "svc.b.test"):
+        net.a.add_route(d, proxy_port)
+    net.a.extra = ("  <limits><connect-timeout>500ms</connect-timeout>"
+                   "<link-timeout>20s</link-timeout></limits>\n")
+    try:
+        net.start()
+
+        async def pipe(r, w, delay_after_first):
+            first = True
+            try:
+                while True:
+                    data = await r.read(65536)
+                    if not data:
+                        break
+                    if not first and delay_after_first:
+                        await asyncio.sleep(1.5)
+                        delay_after_first = False
+                    first = False
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        async def on_client(cr, cw):
+            sr, sw = await asyncio.open_connection("127.0.0.1", net.b.port)
+            await asyncio.gather(pipe(cr, sw, False), pipe(sr, cw, True))
+
+        async def go():
+            server = await asyncio.start_server(on_client, "127.0.0.1", proxy_port)
+            ca = await s2sutil.comp(net.a)
+            cb = await s2sutil.comp(net.b)
+            try:
+                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="slow")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["body"] == "slow"
+            finally:
+                await harness.close_all(ca, cb)
+                server.close()
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
         net.cleanup()
 
 

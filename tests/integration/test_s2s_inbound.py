@@ -12,6 +12,7 @@ a hand-written server stream (s2sutil.S2SRaw) against b.test's s2s.
 """
 
 import asyncio
+import socket
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -253,6 +254,173 @@ def test_pending_dialback_limit():
     finally:
         dns.close()
         net.cleanup()
+
+
+def test_invalid_dialback_results_close_stream():
+    """A peer whose dialback results keep coming back invalid (guessed keys
+    for domains it does not hold) is cut off with policy-violation: each
+    guess cost b.test a verify connection."""
+    dns = s2sutil.DNSServer({})
+    net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n"
+                                     "  <limits><dialback-invalid>2</dialback-invalid></limits>\n"
+                                     % dns.port)
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c0.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c0.test")
+                await r.features()
+                r.send("".join("<db:result from='c%d.test' to='b.test'>%s</db:result>" %
+                               (i, "ab" * 32) for i in range(3)))
+                await r.expect_stream_error("policy-violation")
+            finally:
+                r.close()
+        run(go())
+        assert "too many invalid dialback results" in net.b.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        dns.close()
+        net.cleanup()
+
+
+def test_verify_connections_per_ip_limit():
+    """With one verify connection allowed per peer address, a second
+    db:result while the first is being verified is answered at once with
+    a resource-constraint error, and no second connection is made."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    net = s2sutil.Federation(extra_b="  <limits><verify-per-ip>1</verify-per-ip></limits>\n")
+    for d in ("c0.test", "c1.test"):
+        net.b.add_route(d, silent.getsockname()[1])
+    try:
+        net.start()
+
+        async def go():
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("b.test", "c0.test")
+                await r.features()
+                await r.starttls("b.test", net.ca.cert)
+                await r.open("b.test", "c0.test")
+                await r.features()
+                r.send("<db:result from='c0.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+                await net.b.wait_log("verifying with c0.test")
+                r.send("<db:result from='c1.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+                el = await r.recv(15)
+                assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+                assert el.get("from") == "b.test" and el.get("to") == "c1.test"
+                assert el.get("type") == "error"
+                assert el.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}resource-constraint") \
+                    is not None, ET.tostring(el)
+            finally:
+                r.close()
+        run(go())
+        assert "verifying with c1.test" not in net.b.log()
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        silent.close()
+        net.cleanup()
+
+
+def test_failed_bidi_stream_not_used_for_our_stanzas():
+    """c.test authenticates by certificate on a bidirectional stream, which
+    b.test then uses for its stanzas to c.test. Once that stream fails (a
+    parse error) a stanza to c.test goes by a link of b.test's own (here
+    to a dead port: remote-server-not-found), not into the dying stream
+    (which bounced it with resource-constraint)."""
+    dead = s2sutil.free_port()
+    net = s2sutil.Federation()
+    net.b.add_route("c.test", dead)
+    crt, key = net.ca.issue("c.test")
+    try:
+        net.start()
+
+        async def go():
+            cb = await s2sutil.comp(net.b)
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                await r.starttls("svc.b.test", net.ca.cert, crt, key)
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                r.send("<bidi xmlns='urn:xmpp:bidi'/>")
+                el = await r.sasl_external("c.test")
+                assert el.tag == "{%s}success" % s2sutil.NS_SASL, ET.tostring(el)
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                await net.b.wait_log("bidirectional stream: svc.b.test -> c.test uses the stream")
+                r.send("<message><<<")
+                await net.b.wait_log("not well-formed")
+                m = cb.make_message(mto="x@c.test", mfrom="svc.b.test", mbody="hi")
+                m["id"] = "m1"
+                m.send()
+                st = await cb.expect(lambda s: s["type"] == "error", timeout=15)
+                assert st["id"] == "m1"
+                assert harness.stanza_error(st.xml)[1] == "remote-server-not-found"
+            finally:
+                r.close()
+                await harness.close_all(cb)
+        run(go())
+        assert not net.sanitizer_errors()
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        net.cleanup()
+
+
+def test_dialback_claiming_our_own_domain_is_invalid(fed):
+    """A db:result whose from is one of b.test's own domains is answered
+    invalid at once: no verify connection is made for it."""
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "b.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert)
+            await r.open("b.test", "b.test")
+            await r.features()
+            r.send("<db:result from='b.test' to='b.test'>%s</db:result>" % ("ab" * 32))
+            el = await r.recv(15)
+            assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
+            assert el.get("type") == "invalid"
+        finally:
+            r.close()
+    run(go())
+    assert "verifying with b.test" not in fed.b.log()
+
+
+def test_sasl_external_as_our_own_domain_refused(fed):
+    """A peer holding a valid certificate for b.test itself (a copy, or a
+    sibling host) cannot authenticate to b.test as b.test."""
+    crt, key = fed.ca.issue("b.test", tag="-stolen")
+
+    async def go():
+        r = await s2sutil.S2SRaw.connect(fed.b.port)
+        try:
+            await r.open("b.test", "b.test")
+            await r.features()
+            await r.starttls("b.test", fed.ca.cert, crt, key)
+            await r.open("b.test", "b.test")
+            await r.features()
+            el = await r.sasl_external("b.test")
+            assert el.tag == "{%s}failure" % s2sutil.NS_SASL, ET.tostring(el)
+        finally:
+            r.close()
+    run(go())
 
 
 def test_dialback_for_unreachable_domain_is_invalid():
