@@ -41,6 +41,11 @@
 
 #define C2S_SID_LEN 32
 
+/* The router's element nesting limit on internal links (xml_limits default):
+ * a client stanza may nest C2S_ROUTER_DEPTH - 2 deep, leaving room for the
+ * r:route wrapper and a margin. */
+#define C2S_ROUTER_DEPTH 32
+
 /* Everything configurable (filled by main.c's table). */
 struct c2s_config {
     const char *router_name;
@@ -56,6 +61,7 @@ struct c2s_config {
     const char *mechanisms;      /* offered = accepted, space-separated */
     /* limits */
     size_t stanza_size;
+    size_t router_stanza_size;  /* the router's limits/stanza-size: a wrapped stanza's cap */
     size_t preauth_stanza_size; /* element size before SASL success */
     size_t preauth_bytes;       /* bytes a connection may send before SASL success */
     int max_conns;
@@ -203,6 +209,9 @@ void c2s_sess_end(struct c2s_client *cl);
 /* start resume='true' for every bound session of domain (and the last
  * presence, for an announce). */
 void c2s_sess_resume(struct c2s *c, const char *domain, bool presence);
+/* Wrap for the sm and send; a stanza the router would refuse (too large
+ * once re-serialised and wrapped, or too deep) gets a policy-violation
+ * error to the client instead. */
 void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza);
 void c2s_sess_from_router(struct c2s *c, struct xml_node *el);
 /* A stanza of ours came back undelivered; sid from the envelope, or NULL. */
