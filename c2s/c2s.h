@@ -46,6 +46,10 @@
  * r:route wrapper and a margin. */
 #define C2S_ROUTER_DEPTH 32
 
+/* How long a connection refused at accept may keep its socket after the
+ * stream error (instead of the streams' usual close_ms). */
+#define C2S_REFUSE_CLOSE_MS 500
+
 /* Everything configurable (filled by main.c's table). */
 struct c2s_config {
     const char *router_name;
@@ -158,6 +162,7 @@ struct c2s_client {
     bool direct_tls;
     bool header_sent;
     bool closed;      /* on_close seen */
+    bool admitted;    /* counted in c2s->nclients (not refused at accept) */
     bool preauth;     /* counted in c2s->npreauth */
     bool counted;     /* counted in the ip's conns */
     bool has_session; /* sid in c2s->sessions */

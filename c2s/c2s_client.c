@@ -167,13 +167,13 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     if (c->clients != NULL)
         c->clients->prev = cl;
     c->clients = cl;
-    c->nclients++;
-    c->npreauth++;
-    cl->preauth = true;
     uint64_t now = uv_now(c->loop);
     cl->tb_stamp = cl->last_rx_time = now;
     cl->tokens = (double)c->cfg.stanza_size;
 
+    /* A refused connection takes no slot in the totals (one address could
+     * otherwise fill them with refusals) and spends a connect token like
+     * any other, so a flood stays refused until it slows down. */
     enum xml_stream_err cond = XML_SE_NONE;
     const char *why = NULL;
     struct c2s_ip *ip = c2s_ip_get(c, cl);
@@ -183,10 +183,10 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     ip->stamp = now;
     if (c->stopping) {
         cond = XML_SE_SYSTEM_SHUTDOWN;
-    } else if (c->nclients > (size_t)c->cfg.max_conns) {
+    } else if (c->nclients >= (size_t)c->cfg.max_conns) {
         cond = XML_SE_RESOURCE_CONSTRAINT;
         why = "too many connections";
-    } else if (c->npreauth > (size_t)c->cfg.max_preauth) {
+    } else if (c->npreauth >= (size_t)c->cfg.max_preauth) {
         cond = XML_SE_RESOURCE_CONSTRAINT;
         why = "too many unauthenticated connections";
     } else if (ip->conns >= c->cfg.conns_per_ip) {
@@ -196,16 +196,27 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
         cond = XML_SE_POLICY_VIOLATION;
         why = "connecting too fast";
     }
-    if (cond == XML_SE_NONE) {
+    /* The debt is bounded: a flood that stops is served again within
+     * about two seconds. */
+    if (ip->tokens > -2.0 * c->cfg.connect_rate)
         ip->tokens -= 1.0;
+    if (cond == XML_SE_NONE) {
+        c->nclients++;
+        c->npreauth++;
+        cl->admitted = true;
+        cl->preauth = true;
         ip->conns++;
         cl->counted = true;
         if (c->full_logged) {
             c->full_logged = false;
             log_notice("accepting connections again");
         }
-    } else if (why != NULL) {
-        refuse_log(c, why);
+    } else {
+        if (why != NULL)
+            refuse_log(c, why);
+        /* The error is written, then the socket closed soon whether or not
+         * the peer closes its side. */
+        stream_set_close_ms(s, C2S_REFUSE_CLOSE_MS);
     }
     if (cl->direct_tls) {
         if (cond != XML_SE_NONE ||
@@ -514,7 +525,8 @@ void c2s_client_release(struct c2s_client *cl)
         c->clients = cl->next;
     if (cl->next != NULL)
         cl->next->prev = cl->prev;
-    c->nclients--;
+    if (cl->admitted)
+        c->nclients--;
     if (cl->preauth)
         c->npreauth--;
     if (cl->counted)

@@ -1062,6 +1062,11 @@ void stream_set_established(struct stream *s)
     timer_rearm(s);
 }
 
+void stream_set_close_ms(struct stream *s, uint64_t ms)
+{
+    s->opts.close_ms = ms;
+}
+
 void stream_pause(struct stream *s)
 {
     s->owner_paused = 1;

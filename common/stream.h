@@ -193,6 +193,8 @@ void stream_restart_limits(struct stream *s, const struct xml_limits *lim);
 const char *stream_content_ns(const struct stream *s);
 /* The stream is set up (authenticated, bound): stop the handshake timer. */
 void stream_set_established(struct stream *s);
+/* This stream's close_ms from now on (e.g. short for a refused peer). */
+void stream_set_close_ms(struct stream *s, uint64_t ms);
 
 /* ---- input ---- */
 

@@ -102,6 +102,29 @@ def test_connections_per_ip():
         finish(s)
 
 
+def test_refused_connections_hold_no_slots():
+    # 127.0.0.1 holds its two connections and keeps five refused ones open
+    # (never closing its side): they must not count as unauthenticated
+    # connections, or 127.0.0.2 would be locked out by them.
+    s = limits_stack(connections_per_ip=2, max_unauthenticated=4, connect_rate=100)
+    try:
+        async def go():
+            held = [await ClientRaw.connect_client(s) for _ in range(2)]
+            for r in held:
+                assert await r.open() is not None
+            kept = []
+            for _ in range(5):
+                r = await ClientRaw.connect_client(s)
+                kept.append(r)
+                assert await r.open() is None  # the stream error instead
+            assert await refused(s, source="127.0.0.2") is None
+            for r in held + kept:
+                r.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
 def test_max_connections_and_unauthenticated():
     s = limits_stack(max_connections=3, max_unauthenticated=2, connect_rate=100)
     try:
