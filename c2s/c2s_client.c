@@ -418,27 +418,37 @@ static void bound(struct c2s_client *cl, struct xml_node *el)
     c2s_sess_forward(cl, el);
 }
 
+/* Every read, so that whitespace or an element that never ends meets the
+ * pre-auth byte cap and the byte-rate bucket as well. */
+static void on_read(struct stream *s, void *arg, size_t n)
+{
+    struct c2s_client *cl = arg;
+    struct c2s *c = cl->c2s;
+    (void)n;
+    if (cl->state == CL_DOWN)
+        return;
+    if (cl->user == NULL) {
+        struct stream_stats st;
+        stream_stats(s, &st);
+        if (st.bytes_in > c->cfg.preauth_bytes) {
+            c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "too much data before authentication");
+            return;
+        }
+    }
+    throttle_check(cl, uv_now(c->loop));
+}
+
 static void on_element(struct stream *s, void *arg, struct xml_node *el, const char *raw,
                        size_t rawlen)
 {
     struct c2s_client *cl = arg;
-    struct c2s *c = cl->c2s;
+    (void)s;
     (void)raw;
     (void)rawlen;
     if (cl->state == CL_DOWN) {
         xml_free(el);
         return;
     }
-    if (cl->user == NULL) {
-        struct stream_stats st;
-        stream_stats(s, &st);
-        if (st.bytes_in > c->cfg.preauth_bytes) {
-            xml_free(el);
-            c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "too much data before authentication");
-            return;
-        }
-    }
-    throttle_check(cl, uv_now(c->loop));
     if (strcmp(el->ns, C2S_NS_TLS) == 0 && strcmp(el->name, "starttls") == 0) {
         on_starttls(cl);
     } else if (strcmp(el->ns, C2S_NS_SASL) == 0) {
@@ -506,6 +516,7 @@ static void on_close(struct stream *s, void *arg)
 }
 
 static const struct stream_cbs client_cbs = {
+    .on_read = on_read,
     .on_stream_open = on_stream_open,
     .on_element = on_element,
     .on_stream_close = on_stream_close,

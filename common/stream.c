@@ -482,6 +482,8 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
     }
     s->stats.bytes_in += (uint64_t)n;
     s->last_rx = uv_now(s->loop);
+    if (s->cbs.on_read != NULL && delivering(s))
+        s->cbs.on_read(s, s->arg, (size_t)n);
     if (!delivering(s))
         return; /* closing: read only to see the peer's EOF */
     if (s->ssl != NULL)

@@ -87,6 +87,12 @@ struct stream_cbs {
     /* The TLS handshake completed (stream_ssl now tells the peer's
      * certificate, SNI and ALPN). */
     void (*on_secure)(struct stream *s, void *arg);
+    /* n bytes arrived from the socket (ciphertext with TLS), before they
+     * are parsed: the place for byte budgets and rate limits that must
+     * hold between elements too (whitespace, an element that never ends).
+     * May close or pause the stream; bytes already read are still parsed
+     * unless it closed. */
+    void (*on_read)(struct stream *s, void *arg, size_t n);
     /* The parser's events (see xml.h for ownership of hdr and stanza). */
     void (*on_stream_open)(struct stream *s, void *arg, struct xml_node *hdr);
     void (*on_element)(struct stream *s, void *arg, struct xml_node *stanza, const char *raw,

@@ -180,6 +180,24 @@ def test_handshake_timeout_and_preauth_bytes():
         finish(s)
 
 
+def test_whitespace_flood_before_auth_cut_at_cap():
+    # Whitespace is no element: the cap must hold between elements too.
+    s = limits_stack(preauth_bytes="8k")
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                assert await raw.open() is not None
+                for _ in range(16):
+                    raw.send(" " * 4096)
+                assert await raw.stream_error() == "policy-violation"
+            finally:
+                raw.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
 def test_rate_pauses_reading_and_drops_nothing():
     s = limits_stack(rate="8k", stanza_size="4k")
     try:
