@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "c2s/c2s.h"
+#include "c2s/c2s_ipkey.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -308,14 +309,28 @@ int c2s_listen(struct c2s *c, uv_loop_t *loop, struct config *cfg)
 
 /* ---- per-IP accounting ---- */
 
+void c2s_ip_key(struct c2s *c, struct c2s_client *cl)
+{
+    cl->ipkeylen =
+        (unsigned char)c2s_ipkey_make(cl->ip, cl->iplen, (unsigned)c->cfg.ipv6_prefix, cl->ipkey);
+    /* A full table takes no new address: unknown ones share one bucket (a
+     * key no address has), so memory stays bounded under a spray of
+     * addresses while known ones keep their own accounts. */
+    if (cl->ipkeylen == 0 || (htab_count(c->ips) >= (size_t)c->cfg.ip_table_size &&
+                              htab_get(c->ips, cl->ipkey, cl->ipkeylen) == NULL)) {
+        cl->ipkey[0] = 0;
+        cl->ipkeylen = 1;
+    }
+}
+
 struct c2s_ip *c2s_ip_get(struct c2s *c, const struct c2s_client *cl)
 {
-    struct c2s_ip *ip = htab_get(c->ips, cl->ip, cl->iplen);
+    struct c2s_ip *ip = htab_get(c->ips, cl->ipkey, cl->ipkeylen);
     if (ip == NULL) {
         ip = xcalloc(1, sizeof(*ip));
         ip->tokens = 2.0 * c->cfg.connect_rate;
         ip->stamp = uv_now(c->loop);
-        htab_put(c->ips, cl->ip, cl->iplen, ip);
+        htab_put(c->ips, cl->ipkey, cl->ipkeylen, ip);
     }
     return ip;
 }

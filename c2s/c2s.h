@@ -10,6 +10,7 @@
  *   c2s_sasl.c    SASL: Cyrus SASL for SCRAM (keys fetched before the
  *                 mechanism steps), PLAIN verified in the thread pool
  *   c2s_saslmsg.c pure parsers of SASL client messages (fuzzed)
+ *   c2s_ipkey.c   the per-address accounting key (IPv6 by prefix)
  *   c2s_sess.c    the session protocol with the sm (sm/SESSION.md)
  *
  * The struct c2s owns every client; a client owns its stream until the
@@ -71,6 +72,8 @@ struct c2s_config {
     int max_conns;
     int max_preauth;
     int conns_per_ip;
+    int ipv6_prefix;   /* IPv6 clients are accounted per prefix (default /64) */
+    int ip_table_size; /* addresses accounted apart; beyond, one shared bucket */
     int connect_rate;  /* new connections per second per IP (burst 2x) */
     size_t rate_bytes; /* bytes/s per connection (burst: stanza_size) */
     int auth_attempts;
@@ -156,6 +159,8 @@ struct c2s_client {
     uv_timer_t *throttle;      /* token bucket resume timer, only while paused */
     unsigned char ip[16];
     unsigned char iplen;
+    unsigned char ipkey[16]; /* the accounting key (c2s_ip_key), fixed at accept */
+    unsigned char ipkeylen;
     enum c2s_state state;
     unsigned holds; /* async jobs holding the struct */
     unsigned auth_failures;
@@ -185,6 +190,10 @@ void c2s_stop(struct c2s *c);
 void c2s_stats(struct c2s *c);
 void c2s_free(struct c2s *c);
 struct c2s_domain *c2s_domain_get(struct c2s *c, const char *name);
+/* Fix the client's accounting key: its address (IPv6 cut to
+ * limits/ipv6-prefix), or the shared bucket when the table is full. */
+void c2s_ip_key(struct c2s *c, struct c2s_client *cl);
+/* The accounting entry for the client's key (created if missing). */
 struct c2s_ip *c2s_ip_get(struct c2s *c, const struct c2s_client *cl);
 /* Send bytes that are complete elements to the router. */
 int c2s_send_raw(struct c2s *c, const void *p, size_t len);

@@ -176,6 +176,7 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
      * any other, so a flood stays refused until it slows down. */
     enum xml_stream_err cond = XML_SE_NONE;
     const char *why = NULL;
+    c2s_ip_key(c, cl);
     struct c2s_ip *ip = c2s_ip_get(c, cl);
     ip->tokens += (double)(now - ip->stamp) * c->cfg.connect_rate / 1000.0;
     if (ip->tokens > 2.0 * c->cfg.connect_rate)

@@ -71,6 +71,8 @@ int main(int argc, char **argv)
         CONFIG_INT("limits/max-connections", 0, "10000", 1, 10000000, &cfg->max_conns),
         CONFIG_INT("limits/max-unauthenticated", 0, "1000", 1, 10000000, &cfg->max_preauth),
         CONFIG_INT("limits/connections-per-ip", 0, "50", 1, 10000000, &cfg->conns_per_ip),
+        CONFIG_INT("limits/ipv6-prefix", 0, "64", 1, 128, &cfg->ipv6_prefix),
+        CONFIG_INT("limits/ip-table-size", 0, "100000", 1, 10000000, &cfg->ip_table_size),
         CONFIG_INT("limits/connect-rate", 0, "10", 1, 1000000, &cfg->connect_rate),
         CONFIG_SIZE("limits/rate", 0, "64k", 0, 1024LL * 1024 * 1024, &cfg->rate_bytes),
         CONFIG_INT("limits/auth-attempts", 0, "3", 1, 100, &cfg->auth_attempts),

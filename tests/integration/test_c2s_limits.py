@@ -125,6 +125,25 @@ def test_refused_connections_hold_no_slots():
         finish(s)
 
 
+def test_full_ip_table_shares_one_bucket():
+    # A table of one address: 127.0.0.1 has its own entry, 127.0.0.2 and
+    # 127.0.0.3 arrive when it is full and share one bucket (so one
+    # connection between them), while 127.0.0.1 keeps its own.
+    s = limits_stack(ip_table_size=1, connections_per_ip=1, connect_rate=100)
+    try:
+        async def go():
+            first = await ClientRaw.connect_client(s)
+            assert await first.open() is not None
+            second = await ClientRaw.connect_client(s, source="127.0.0.2")
+            assert await second.open() is not None
+            assert await refused(s, source="127.0.0.3") == "policy-violation"
+            for r in (first, second):
+                r.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
 def test_max_connections_and_unauthenticated():
     s = limits_stack(max_connections=3, max_unauthenticated=2, connect_rate=100)
     try:
