@@ -47,6 +47,8 @@
  * r:route wrapper and a margin. */
 #define C2S_ROUTER_DEPTH 32
 
+#define C2S_ACCEPT_WARN_MS 10000
+
 /* How long a connection refused at accept may keep its socket after the
  * stream error (instead of the streams' usual close_ms). */
 #define C2S_REFUSE_CLOSE_MS 500
@@ -128,6 +130,8 @@ struct c2s {
     bool stopping;
     bool ready_logged;
     bool full_logged;
+    uint64_t accept_warned; /* when the last accept failure was logged */
+    uint64_t accept_failures;
     struct stream_opts sopts;
     char *mechs[8]; /* configured mechanisms */
     size_t nmechs;
@@ -195,6 +199,8 @@ struct c2s_domain *c2s_domain_get(struct c2s *c, const char *name);
 void c2s_ip_key(struct c2s *c, struct c2s_client *cl);
 /* The accounting entry for the client's key (created if missing). */
 struct c2s_ip *c2s_ip_get(struct c2s *c, const struct c2s_client *cl);
+/* A failed accept: logged at most once per C2S_ACCEPT_WARN_MS. */
+void c2s_accept_failed(struct c2s *c, const char *where, const char *why);
 /* Send bytes that are complete elements to the router. */
 int c2s_send_raw(struct c2s *c, const void *p, size_t len);
 

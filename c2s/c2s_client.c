@@ -147,8 +147,10 @@ static void refuse_log(struct c2s *c, const char *why)
 void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
 {
     struct stream *s;
-    if (stream_accept((uv_stream_t *)&l->tcp, &c->sopts, &client_cbs, NULL, &s) != 0)
+    if (stream_accept((uv_stream_t *)&l->tcp, &c->sopts, &client_cbs, NULL, &s) != 0) {
+        c2s_accept_failed(c, l->desc, "uv_accept failed");
         return;
+    }
     struct c2s_client *cl = xcalloc(1, sizeof(*cl));
     cl->c2s = c;
     cl->s = s;

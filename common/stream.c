@@ -813,7 +813,9 @@ int stream_accept(uv_stream_t *server, const struct stream_opts *opts, const str
     struct stream *s = stream_alloc(server->loop, server->type == UV_NAMED_PIPE, opts, cbs, arg);
     int r = uv_accept(server, &s->io.stream);
     if (r < 0) {
-        log_info("accept failed: %s", uv_strerror(r));
+        /* Debug only: out of descriptors this repeats for every pending
+         * connection; the owner rate-limits its own warning. */
+        log_debug("accept failed: %s", uv_strerror(r));
         discard(s);
         *out = NULL;
         return ERR_IO;

@@ -7,6 +7,8 @@ silent client.
 """
 
 import asyncio
+import os
+import resource
 import time
 
 import pytest
@@ -142,6 +144,46 @@ def test_full_ip_table_shares_one_bucket():
         harness.run(go())
     finally:
         finish(s)
+
+
+def open_files_soft(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open files limit for %d" % pid)
+
+
+def test_open_files_follow_max_connections():
+    # Started with a soft limit of 1024 descriptors and configured for 4000
+    # connections, the c2s raises its soft limit (up to the hard one) to
+    # hold them all.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4200:
+        pytest.skip("hard open files limit %d is too low for this test" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        s = limits_stack(max_connections=4000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert open_files_soft(s["c2s-1"].pid) >= 4000
+    finally:
+        finish(s)
+    # Beyond what the kernel allows any process: refused at start-up, with
+    # a message that says why.
+    with open("/proc/sys/fs/nr_open") as f:
+        too_many = int(f.read()) + 1
+    s = stack.Stack(c2s=1, extra={"c2s": "  <limits><max-connections>%d</max-connections>"
+                                         "</limits>\n" % too_many})
+    try:
+        with pytest.raises(AssertionError) as e:
+            s.start()
+        assert "exited" in str(e.value) and "RLIMIT_NOFILE" in str(e.value)
+        assert "max-connections" in str(e.value)
+    finally:
+        s.stop()
+        s.cleanup()
 
 
 def test_max_connections_and_unauthenticated():
