@@ -206,6 +206,9 @@ int c2s_send_raw(struct c2s *c, const void *p, size_t len);
 
 /* c2s_client.c */
 void c2s_client_accept(struct c2s *c, struct c2s_listener *l);
+/* The client's stream is ending: no more input, and its session (if any)
+ * ended at the sm now. */
+void c2s_client_down(struct c2s_client *cl);
 /* End the client's stream with a stream error (header first if needed). */
 void c2s_client_fail(struct c2s_client *cl, enum xml_stream_err cond, const char *text);
 void c2s_client_write_node(struct c2s_client *cl, struct xml_node *stanza);

@@ -55,6 +55,15 @@ static void send_header(struct c2s_client *cl)
     cl->header_sent = true;
 }
 
+void c2s_client_down(struct c2s_client *cl)
+{
+    cl->state = CL_DOWN;
+    /* The sm learns at once, not when the socket is gone (up to close_ms
+     * later): meanwhile its stanzas for this session would be lost, while
+     * as an unknown sid they are answered (sm/SESSION.md). */
+    c2s_sess_end(cl);
+}
+
 void c2s_client_fail(struct c2s_client *cl, enum xml_stream_err cond, const char *text)
 {
     if (cl->state == CL_DOWN || cl->closed)
@@ -68,7 +77,7 @@ void c2s_client_fail(struct c2s_client *cl, enum xml_stream_err cond, const char
     /* RFC 6120 §4.9.1.1: the error needs our header first. */
     if (!cl->header_sent && (!stream_is_tls(cl->s) || stream_is_secure(cl->s)))
         send_header(cl);
-    cl->state = CL_DOWN;
+    c2s_client_down(cl);
     stream_error(cl->s, cond, text);
 }
 
@@ -345,7 +354,7 @@ static void on_starttls(struct c2s_client *cl)
     if (stream_is_tls(cl->s) || cl->user != NULL) {
         /* RFC 6120 §5.4.2.2: <failure/> and close. */
         stream_write_str(cl->s, "<failure xmlns='" C2S_NS_TLS "'/></stream:stream>");
-        cl->state = CL_DOWN;
+        c2s_client_down(cl);
         stream_close(cl->s);
         return;
     }
@@ -494,7 +503,7 @@ static void on_stream_close(struct stream *s, void *arg)
     struct c2s_client *cl = arg;
     if (cl->state != CL_DOWN) {
         stream_write_str(s, "</stream:stream>");
-        cl->state = CL_DOWN;
+        c2s_client_down(cl);
     }
     stream_close(s);
 }
@@ -508,7 +517,7 @@ static void on_error(struct stream *s, void *arg, int err, enum xml_stream_err c
         c2s_client_fail(cl, cond, text);
         return;
     }
-    cl->state = CL_DOWN;
+    c2s_client_down(cl);
 }
 
 static void on_close(struct stream *s, void *arg)

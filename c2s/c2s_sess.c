@@ -266,7 +266,7 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
         bool replaced = el->name[0] == 'r';
         c2s_client_fail(cl, replaced ? XML_SE_CONFLICT : stream_cond(reason),
                         replaced ? "replaced by a new session" : NULL);
-        /* The end goes out when the stream closes (c2s_client_release). */
+        /* c2s_client_down has sent the end. */
     }
 }
 
