@@ -230,7 +230,7 @@ void c2s_sasl_free(struct c2s_client *cl);
 void c2s_sess_start(struct c2s_client *cl, const char *resource, const char *iq_id);
 void c2s_sess_end(struct c2s_client *cl);
 /* start resume='true' for every bound session of domain (and the last
- * presence, for an announce). */
+ * presence, for an announce), then <announced/>. */
 void c2s_sess_resume(struct c2s *c, const char *domain, bool presence);
 /* Wrap for the sm and send; a stanza the router would refuse (too large
  * once re-serialised and wrapped, or too deep) gets a policy-violation

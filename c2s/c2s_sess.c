@@ -232,6 +232,21 @@ void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
             xml_free(p);
         }
     }
+    /* After the last one: the sm may end the sessions it still has from
+     * us that were not announced again (sm/SESSION.md). */
+    static const char done[] = "<announced xmlns='" C2S_NS_SESSION "'/>";
+    route_send(c, domain, NULL, NULL, done, sizeof(done) - 1);
+}
+
+/* <end sid/> for a session we do not have, to the sm that named it. */
+static void end_unknown(struct c2s *c, const char *to, const char *sid)
+{
+    struct buf p = BUF_INIT;
+    buf_append_str(&p, "<end xmlns='" C2S_NS_SESSION "' sid='");
+    xml_escape_attr(sid, strlen(sid), &p);
+    buf_append_str(&p, "'/>");
+    route_send(c, to, NULL, NULL, p.data, p.len);
+    buf_free(&p);
 }
 
 static void control(struct c2s *c, struct xml_node *el, const char *from)
@@ -245,6 +260,11 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
     if (cl == NULL || cl->closed) {
         log_debug("<%s/> for unknown session %s", el->name, sid ? sid : "-");
+        /* The client left while the sm was starting its session (the end
+         * we sent may have crossed the answer): the sm must drop it. */
+        if ((strcmp(el->name, "started") == 0 || strcmp(el->name, "failed") == 0) && from != NULL &&
+            sid != NULL && strlen(sid) == C2S_SID_LEN)
+            end_unknown(c, from, sid);
         return;
     }
     const char *reason = xml_get_attr(el, "reason");
@@ -282,14 +302,8 @@ static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from
         route_send(c, from, NULL, NULL, b.data, b.len);
         buf_free(&b);
     }
-    if (sid != NULL && strlen(sid) == C2S_SID_LEN) {
-        struct buf p = BUF_INIT;
-        buf_append_str(&p, "<end xmlns='" C2S_NS_SESSION "' sid='");
-        xml_escape_attr(sid, strlen(sid), &p);
-        buf_append_str(&p, "'/>");
-        route_send(c, from, NULL, NULL, p.data, p.len);
-        buf_free(&p);
-    }
+    if (sid != NULL && strlen(sid) == C2S_SID_LEN)
+        end_unknown(c, from, sid);
 }
 
 void c2s_sess_from_router(struct c2s *c, struct xml_node *route)
