@@ -250,8 +250,11 @@ static void send_features(struct c2s_client *cl)
     struct buf b = BUF_INIT;
     buf_append_str(&b, "<stream:features>");
     if (cl->user != NULL) {
+        /* The sm implements roster versioning and subscription
+         * pre-approval (RFC 6121 §2.6.1, §3.4.1). */
         buf_append_str(&b, "<bind xmlns='" C2S_NS_BIND "'/><session xmlns='" C2S_NS_SESSREQ
-                           "'><optional/></session>");
+                           "'><optional/></session><ver xmlns='urn:xmpp:features:rosterver'/>"
+                           "<sub xmlns='urn:xmpp:features:pre-approval'/>");
     } else {
         bool tls = stream_is_tls(cl->s);
         if (!tls)

@@ -275,6 +275,24 @@ def test_scram_unprepped_name_and_own_authzid(st):
     assert harness.run(scram("alice", authzid="mallory@%s" % st.domain)) == "invalid-authzid"
 
 
+def test_rosterver_and_preapproval_advertised(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            el = await raw.auth_plain("alice", "wonderland")
+            assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+            raw.reset()
+            return await raw.open()
+        finally:
+            raw.close()
+    feats = harness.run(go())
+    assert feats.find("{urn:xmpp:features:rosterver}ver") is not None
+    assert feats.find("{urn:xmpp:features:pre-approval}sub") is not None
+
+
 def test_bad_format_and_prefix(st):
     assert error_after(st, "some text between elements") == "bad-format"
     async def go():
