@@ -337,9 +337,7 @@ static void on_delay_end(uv_timer_t *t)
         char ip[INET6_ADDRSTRLEN] = "?";
         inet_ntop(cl->iplen == 4 ? AF_INET : AF_INET6, cl->ip, ip, sizeof(ip));
         log_info("client %s: %u failed authentications, closing", ip, cl->auth_failures);
-        stream_write_str(cl->s, "</stream:stream>");
-        cl->state = CL_DOWN;
-        stream_close(cl->s);
+        c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "too many failed authentications");
         return;
     }
     cl->state = CL_OPEN;
