@@ -354,7 +354,9 @@ static void reply_result(struct c2s_client *cl, const char *id, const char *payl
 
 static void on_starttls(struct c2s_client *cl)
 {
-    if (stream_is_tls(cl->s) || cl->user != NULL) {
+    /* Only in the open state: not during a SASL exchange (its state would
+     * carry across the TLS layer) nor after one. */
+    if (stream_is_tls(cl->s) || cl->user != NULL || cl->state != CL_OPEN || cl->sasl != NULL) {
         /* RFC 6120 §5.4.2.2: <failure/> and close. */
         stream_write_str(cl->s, "<failure xmlns='" C2S_NS_TLS "'/></stream:stream>");
         c2s_client_down(cl);

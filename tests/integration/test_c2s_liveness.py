@@ -246,3 +246,31 @@ def test_closing_client_session_ended_at_once():
         assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
+
+
+def test_starttls_during_sasl_refused():
+    s = stack.Stack(c2s=1, extra={"c2s": "  <domain name='example.test' tls-required='no'/>\n"})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def go():
+            import base64
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.open()
+                first = base64.b64encode(b"n,,n=alice,r=abcdefgh").decode()
+                raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                         "mechanism='SCRAM-SHA-256'>%s</auth>" % first)
+                el = await raw.recv(harness.WAIT * 2)
+                assert el is not None and el.tag.endswith("}challenge"), el
+                raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                got = await raw.expect_closed(harness.WAIT * 2)
+                assert any(e.tag == "{urn:ietf:params:xml:ns:xmpp-tls}failure" for e in got), got
+            finally:
+                raw.close()
+        harness.run(go())
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()
