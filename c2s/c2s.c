@@ -14,10 +14,12 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "c2s/c2s.h"
+#include "c2s/c2s_ipkey.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -211,13 +213,76 @@ static int load_tls(struct c2s *c, struct config *cfg)
     return 0;
 }
 
+/* ---- open files ---- */
+
+/* Every client is one descriptor; the rest (listeners, the router link,
+ * the database pool, logs, Cyrus's files) fit in this reserve. */
+#define C2S_FD_RESERVE 128
+
+/* Raise RLIMIT_NOFILE to what max-connections needs: the hard limit too
+ * when privileged, else the soft one as far as the hard one allows. */
+static void fd_raise(const struct c2s *c)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)c->cfg.max_conns + C2S_FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    struct rlimit want = {need, rl.rlim_max};
+    if (want.rlim_max != RLIM_INFINITY && want.rlim_max < need)
+        want.rlim_max = need;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+        return;
+    want.rlim_max = rl.rlim_max;
+    if (want.rlim_max != RLIM_INFINITY && want.rlim_cur > want.rlim_max)
+        want.rlim_cur = want.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0)
+        log_warn("setrlimit NOFILE: %s", strerror(errno));
+}
+
+/* After the jail (which may have set <max-open-files>): the limit in
+ * force must hold max-connections, or we refuse to start rather than
+ * fail accepts (and spin) under load. */
+static int fd_check(const struct c2s *c)
+{
+    fd_raise(c);
+    struct rlimit rl;
+    rlim_t need = (rlim_t)c->cfg.max_conns + C2S_FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_err("getrlimit NOFILE: %s", strerror(errno));
+        return ERR_SYS;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        log_err("limits/max-connections %d needs %llu open files (%d more for the rest), but "
+                "RLIMIT_NOFILE allows %llu: lower max-connections, or raise the limit "
+                "(<max-open-files>, or the hard limit: ulimit -Hn)",
+                c->cfg.max_conns, (unsigned long long)need, C2S_FD_RESERVE,
+                (unsigned long long)rl.rlim_cur);
+        return ERR_CONFIG;
+    }
+    return 0;
+}
+
 /* ---- listeners ---- */
+
+void c2s_accept_failed(struct c2s *c, const char *where, const char *why)
+{
+    /* Out of descriptors, this fires for every pending connection: one
+     * line per C2S_ACCEPT_WARN_MS, with the count of those not logged. */
+    uint64_t now = uv_now(c->loop);
+    c->accept_failures++;
+    if (c->accept_warned != 0 && now - c->accept_warned < C2S_ACCEPT_WARN_MS)
+        return;
+    log_warn("%s: accept failed: %s (%llu failures since the last warning)", where, why,
+             (unsigned long long)c->accept_failures);
+    c->accept_failures = 0;
+    c->accept_warned = now;
+}
 
 static void on_connection(uv_stream_t *server, int status)
 {
     struct c2s_listener *l = server->data;
     if (status < 0) {
-        log_warn("%s: %s", l->desc, uv_strerror(status));
+        c2s_accept_failed(l->c2s, l->desc, uv_strerror(status));
         return;
     }
     c2s_client_accept(l->c2s, l);
@@ -277,6 +342,7 @@ static int listen_one(struct c2s *c, const char *address, int port, bool direct)
 int c2s_listen(struct c2s *c, uv_loop_t *loop, struct config *cfg)
 {
     c->loop = loop;
+    fd_raise(c);
     stream_opts_default(&c->sopts);
     c->sopts.handshake_ms = c->cfg.handshake_ms;
     c->sopts.idle_ms = c->cfg.idle_ms;
@@ -308,14 +374,28 @@ int c2s_listen(struct c2s *c, uv_loop_t *loop, struct config *cfg)
 
 /* ---- per-IP accounting ---- */
 
+void c2s_ip_key(struct c2s *c, struct c2s_client *cl)
+{
+    cl->ipkeylen =
+        (unsigned char)c2s_ipkey_make(cl->ip, cl->iplen, (unsigned)c->cfg.ipv6_prefix, cl->ipkey);
+    /* A full table takes no new address: unknown ones share one bucket (a
+     * key no address has), so memory stays bounded under a spray of
+     * addresses while known ones keep their own accounts. */
+    if (cl->ipkeylen == 0 || (htab_count(c->ips) >= (size_t)c->cfg.ip_table_size &&
+                              htab_get(c->ips, cl->ipkey, cl->ipkeylen) == NULL)) {
+        cl->ipkey[0] = 0;
+        cl->ipkeylen = 1;
+    }
+}
+
 struct c2s_ip *c2s_ip_get(struct c2s *c, const struct c2s_client *cl)
 {
-    struct c2s_ip *ip = htab_get(c->ips, cl->ip, cl->iplen);
+    struct c2s_ip *ip = htab_get(c->ips, cl->ipkey, cl->ipkeylen);
     if (ip == NULL) {
         ip = xcalloc(1, sizeof(*ip));
         ip->tokens = 2.0 * c->cfg.connect_rate;
         ip->stamp = uv_now(c->loop);
-        htab_put(c->ips, cl->ip, cl->iplen, ip);
+        htab_put(c->ips, cl->ipkey, cl->ipkeylen, ip);
     }
     return ip;
 }
@@ -460,6 +540,9 @@ int c2s_start(struct c2s *c)
         .on_bounce = on_bounce,
         .on_close = on_comp_close,
     };
+    int rc = fd_check(c);
+    if (rc != 0)
+        return rc;
     struct component_opts o;
     component_opts_default(&o);
     o.name = c->cfg.router_name;
@@ -484,7 +567,7 @@ int c2s_start(struct c2s *c)
     }
     buf_append_byte(&dsn, '\0');
     struct storage_opts so = {.dsn = dsn.data, .pool_size = 2, .query_timeout_ms = 5000};
-    int rc = storage_new(c->loop, &so, &c->st);
+    rc = storage_new(c->loop, &so, &c->st);
     mem_wipe(dsn.data, dsn.len);
     buf_free(&dsn);
     if (rc != 0) {

@@ -10,6 +10,7 @@
  *   c2s_sasl.c    SASL: Cyrus SASL for SCRAM (keys fetched before the
  *                 mechanism steps), PLAIN verified in the thread pool
  *   c2s_saslmsg.c pure parsers of SASL client messages (fuzzed)
+ *   c2s_ipkey.c   the per-address accounting key (IPv6 by prefix)
  *   c2s_sess.c    the session protocol with the sm (sm/SESSION.md)
  *
  * The struct c2s owns every client; a client owns its stream until the
@@ -41,6 +42,17 @@
 
 #define C2S_SID_LEN 32
 
+/* The router's element nesting limit on internal links (xml_limits default):
+ * a client stanza may nest C2S_ROUTER_DEPTH - 2 deep, leaving room for the
+ * r:route wrapper and a margin. */
+#define C2S_ROUTER_DEPTH 32
+
+#define C2S_ACCEPT_WARN_MS 10000
+
+/* How long a connection refused at accept may keep its socket after the
+ * stream error (instead of the streams' usual close_ms). */
+#define C2S_REFUSE_CLOSE_MS 500
+
 /* Everything configurable (filled by main.c's table). */
 struct c2s_config {
     const char *router_name;
@@ -56,11 +68,14 @@ struct c2s_config {
     const char *mechanisms;      /* offered = accepted, space-separated */
     /* limits */
     size_t stanza_size;
+    size_t router_stanza_size;  /* the router's limits/stanza-size: a wrapped stanza's cap */
     size_t preauth_stanza_size; /* element size before SASL success */
     size_t preauth_bytes;       /* bytes a connection may send before SASL success */
     int max_conns;
     int max_preauth;
     int conns_per_ip;
+    int ipv6_prefix;   /* IPv6 clients are accounted per prefix (default /64) */
+    int ip_table_size; /* addresses accounted apart; beyond, one shared bucket */
     int connect_rate;  /* new connections per second per IP (burst 2x) */
     size_t rate_bytes; /* bytes/s per connection (burst: stanza_size) */
     int auth_attempts;
@@ -115,6 +130,8 @@ struct c2s {
     bool stopping;
     bool ready_logged;
     bool full_logged;
+    uint64_t accept_warned; /* when the last accept failure was logged */
+    uint64_t accept_failures;
     struct stream_opts sopts;
     char *mechs[8]; /* configured mechanisms */
     size_t nmechs;
@@ -146,12 +163,15 @@ struct c2s_client {
     uv_timer_t *throttle;      /* token bucket resume timer, only while paused */
     unsigned char ip[16];
     unsigned char iplen;
+    unsigned char ipkey[16]; /* the accounting key (c2s_ip_key), fixed at accept */
+    unsigned char ipkeylen;
     enum c2s_state state;
     unsigned holds; /* async jobs holding the struct */
     unsigned auth_failures;
     bool direct_tls;
     bool header_sent;
     bool closed;      /* on_close seen */
+    bool admitted;    /* counted in c2s->nclients (not refused at accept) */
     bool preauth;     /* counted in c2s->npreauth */
     bool counted;     /* counted in the ip's conns */
     bool has_session; /* sid in c2s->sessions */
@@ -174,12 +194,21 @@ void c2s_stop(struct c2s *c);
 void c2s_stats(struct c2s *c);
 void c2s_free(struct c2s *c);
 struct c2s_domain *c2s_domain_get(struct c2s *c, const char *name);
+/* Fix the client's accounting key: its address (IPv6 cut to
+ * limits/ipv6-prefix), or the shared bucket when the table is full. */
+void c2s_ip_key(struct c2s *c, struct c2s_client *cl);
+/* The accounting entry for the client's key (created if missing). */
 struct c2s_ip *c2s_ip_get(struct c2s *c, const struct c2s_client *cl);
+/* A failed accept: logged at most once per C2S_ACCEPT_WARN_MS. */
+void c2s_accept_failed(struct c2s *c, const char *where, const char *why);
 /* Send bytes that are complete elements to the router. */
 int c2s_send_raw(struct c2s *c, const void *p, size_t len);
 
 /* c2s_client.c */
 void c2s_client_accept(struct c2s *c, struct c2s_listener *l);
+/* The client's stream is ending: no more input, and its session (if any)
+ * ended at the sm now. */
+void c2s_client_down(struct c2s_client *cl);
 /* End the client's stream with a stream error (header first if needed). */
 void c2s_client_fail(struct c2s_client *cl, enum xml_stream_err cond, const char *text);
 void c2s_client_write_node(struct c2s_client *cl, struct xml_node *stanza);
@@ -201,8 +230,11 @@ void c2s_sasl_free(struct c2s_client *cl);
 void c2s_sess_start(struct c2s_client *cl, const char *resource, const char *iq_id);
 void c2s_sess_end(struct c2s_client *cl);
 /* start resume='true' for every bound session of domain (and the last
- * presence, for an announce). */
+ * presence, for an announce), then <announced/>. */
 void c2s_sess_resume(struct c2s *c, const char *domain, bool presence);
+/* Wrap for the sm and send; a stanza the router would refuse (too large
+ * once re-serialised and wrapped, or too deep) gets a policy-violation
+ * error to the client instead. */
 void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza);
 void c2s_sess_from_router(struct c2s *c, struct xml_node *el);
 /* A stanza of ours came back undelivered; sid from the envelope, or NULL. */

@@ -55,6 +55,15 @@ static void send_header(struct c2s_client *cl)
     cl->header_sent = true;
 }
 
+void c2s_client_down(struct c2s_client *cl)
+{
+    cl->state = CL_DOWN;
+    /* The sm learns at once, not when the socket is gone (up to close_ms
+     * later): meanwhile its stanzas for this session would be lost, while
+     * as an unknown sid they are answered (sm/SESSION.md). */
+    c2s_sess_end(cl);
+}
+
 void c2s_client_fail(struct c2s_client *cl, enum xml_stream_err cond, const char *text)
 {
     if (cl->state == CL_DOWN || cl->closed)
@@ -68,7 +77,7 @@ void c2s_client_fail(struct c2s_client *cl, enum xml_stream_err cond, const char
     /* RFC 6120 §4.9.1.1: the error needs our header first. */
     if (!cl->header_sent && (!stream_is_tls(cl->s) || stream_is_secure(cl->s)))
         send_header(cl);
-    cl->state = CL_DOWN;
+    c2s_client_down(cl);
     stream_error(cl->s, cond, text);
 }
 
@@ -147,8 +156,10 @@ static void refuse_log(struct c2s *c, const char *why)
 void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
 {
     struct stream *s;
-    if (stream_accept((uv_stream_t *)&l->tcp, &c->sopts, &client_cbs, NULL, &s) != 0)
+    if (stream_accept((uv_stream_t *)&l->tcp, &c->sopts, &client_cbs, NULL, &s) != 0) {
+        c2s_accept_failed(c, l->desc, "uv_accept failed");
         return;
+    }
     struct c2s_client *cl = xcalloc(1, sizeof(*cl));
     cl->c2s = c;
     cl->s = s;
@@ -167,15 +178,16 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     if (c->clients != NULL)
         c->clients->prev = cl;
     c->clients = cl;
-    c->nclients++;
-    c->npreauth++;
-    cl->preauth = true;
     uint64_t now = uv_now(c->loop);
     cl->tb_stamp = cl->last_rx_time = now;
     cl->tokens = (double)c->cfg.stanza_size;
 
+    /* A refused connection takes no slot in the totals (one address could
+     * otherwise fill them with refusals) and spends a connect token like
+     * any other, so a flood stays refused until it slows down. */
     enum xml_stream_err cond = XML_SE_NONE;
     const char *why = NULL;
+    c2s_ip_key(c, cl);
     struct c2s_ip *ip = c2s_ip_get(c, cl);
     ip->tokens += (double)(now - ip->stamp) * c->cfg.connect_rate / 1000.0;
     if (ip->tokens > 2.0 * c->cfg.connect_rate)
@@ -183,10 +195,10 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     ip->stamp = now;
     if (c->stopping) {
         cond = XML_SE_SYSTEM_SHUTDOWN;
-    } else if (c->nclients > (size_t)c->cfg.max_conns) {
+    } else if (c->nclients >= (size_t)c->cfg.max_conns) {
         cond = XML_SE_RESOURCE_CONSTRAINT;
         why = "too many connections";
-    } else if (c->npreauth > (size_t)c->cfg.max_preauth) {
+    } else if (c->npreauth >= (size_t)c->cfg.max_preauth) {
         cond = XML_SE_RESOURCE_CONSTRAINT;
         why = "too many unauthenticated connections";
     } else if (ip->conns >= c->cfg.conns_per_ip) {
@@ -196,16 +208,27 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
         cond = XML_SE_POLICY_VIOLATION;
         why = "connecting too fast";
     }
-    if (cond == XML_SE_NONE) {
+    /* The debt is bounded: a flood that stops is served again within
+     * about two seconds. */
+    if (ip->tokens > -2.0 * c->cfg.connect_rate)
         ip->tokens -= 1.0;
+    if (cond == XML_SE_NONE) {
+        c->nclients++;
+        c->npreauth++;
+        cl->admitted = true;
+        cl->preauth = true;
         ip->conns++;
         cl->counted = true;
         if (c->full_logged) {
             c->full_logged = false;
             log_notice("accepting connections again");
         }
-    } else if (why != NULL) {
-        refuse_log(c, why);
+    } else {
+        if (why != NULL)
+            refuse_log(c, why);
+        /* The error is written, then the socket closed soon whether or not
+         * the peer closes its side. */
+        stream_set_close_ms(s, C2S_REFUSE_CLOSE_MS);
     }
     if (cl->direct_tls) {
         if (cond != XML_SE_NONE ||
@@ -227,8 +250,11 @@ static void send_features(struct c2s_client *cl)
     struct buf b = BUF_INIT;
     buf_append_str(&b, "<stream:features>");
     if (cl->user != NULL) {
+        /* The sm implements roster versioning and subscription
+         * pre-approval (RFC 6121 §2.6.1, §3.4.1). */
         buf_append_str(&b, "<bind xmlns='" C2S_NS_BIND "'/><session xmlns='" C2S_NS_SESSREQ
-                           "'><optional/></session>");
+                           "'><optional/></session><ver xmlns='urn:xmpp:features:rosterver'/>"
+                           "<sub xmlns='urn:xmpp:features:pre-approval'/>");
     } else {
         bool tls = stream_is_tls(cl->s);
         if (!tls)
@@ -328,10 +354,12 @@ static void reply_result(struct c2s_client *cl, const char *id, const char *payl
 
 static void on_starttls(struct c2s_client *cl)
 {
-    if (stream_is_tls(cl->s) || cl->user != NULL) {
+    /* Only in the open state: not during a SASL exchange (its state would
+     * carry across the TLS layer) nor after one. */
+    if (stream_is_tls(cl->s) || cl->user != NULL || cl->state != CL_OPEN || cl->sasl != NULL) {
         /* RFC 6120 §5.4.2.2: <failure/> and close. */
         stream_write_str(cl->s, "<failure xmlns='" C2S_NS_TLS "'/></stream:stream>");
-        cl->state = CL_DOWN;
+        c2s_client_down(cl);
         stream_close(cl->s);
         return;
     }
@@ -407,27 +435,37 @@ static void bound(struct c2s_client *cl, struct xml_node *el)
     c2s_sess_forward(cl, el);
 }
 
+/* Every read, so that whitespace or an element that never ends meets the
+ * pre-auth byte cap and the byte-rate bucket as well. */
+static void on_read(struct stream *s, void *arg, size_t n)
+{
+    struct c2s_client *cl = arg;
+    struct c2s *c = cl->c2s;
+    (void)n;
+    if (cl->state == CL_DOWN)
+        return;
+    if (cl->user == NULL) {
+        struct stream_stats st;
+        stream_stats(s, &st);
+        if (st.bytes_in > c->cfg.preauth_bytes) {
+            c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "too much data before authentication");
+            return;
+        }
+    }
+    throttle_check(cl, uv_now(c->loop));
+}
+
 static void on_element(struct stream *s, void *arg, struct xml_node *el, const char *raw,
                        size_t rawlen)
 {
     struct c2s_client *cl = arg;
-    struct c2s *c = cl->c2s;
+    (void)s;
     (void)raw;
     (void)rawlen;
     if (cl->state == CL_DOWN) {
         xml_free(el);
         return;
     }
-    if (cl->user == NULL) {
-        struct stream_stats st;
-        stream_stats(s, &st);
-        if (st.bytes_in > c->cfg.preauth_bytes) {
-            xml_free(el);
-            c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "too much data before authentication");
-            return;
-        }
-    }
-    throttle_check(cl, uv_now(c->loop));
     if (strcmp(el->ns, C2S_NS_TLS) == 0 && strcmp(el->name, "starttls") == 0) {
         on_starttls(cl);
     } else if (strcmp(el->ns, C2S_NS_SASL) == 0) {
@@ -470,7 +508,7 @@ static void on_stream_close(struct stream *s, void *arg)
     struct c2s_client *cl = arg;
     if (cl->state != CL_DOWN) {
         stream_write_str(s, "</stream:stream>");
-        cl->state = CL_DOWN;
+        c2s_client_down(cl);
     }
     stream_close(s);
 }
@@ -484,7 +522,7 @@ static void on_error(struct stream *s, void *arg, int err, enum xml_stream_err c
         c2s_client_fail(cl, cond, text);
         return;
     }
-    cl->state = CL_DOWN;
+    c2s_client_down(cl);
 }
 
 static void on_close(struct stream *s, void *arg)
@@ -495,6 +533,7 @@ static void on_close(struct stream *s, void *arg)
 }
 
 static const struct stream_cbs client_cbs = {
+    .on_read = on_read,
     .on_stream_open = on_stream_open,
     .on_element = on_element,
     .on_stream_close = on_stream_close,
@@ -514,7 +553,8 @@ void c2s_client_release(struct c2s_client *cl)
         c->clients = cl->next;
     if (cl->next != NULL)
         cl->next->prev = cl->prev;
-    c->nclients--;
+    if (cl->admitted)
+        c->nclients--;
     if (cl->preauth)
         c->npreauth--;
     if (cl->counted)

@@ -70,6 +70,7 @@ struct c2s_sasl {
     char *password; /* PLAIN, until the check is queued */
     size_t password_len;
     sasl_channel_binding_t cb; /* Cyrus keeps a pointer to this */
+    sasl_callback_t cbs[2];    /* this connection's callbacks (Cyrus keeps them) */
     unsigned char cbdata[EVP_MAX_MD_SIZE];
 };
 
@@ -336,9 +337,7 @@ static void on_delay_end(uv_timer_t *t)
         char ip[INET6_ADDRSTRLEN] = "?";
         inet_ntop(cl->iplen == 4 ? AF_INET : AF_INET6, cl->ip, ip, sizeof(ip));
         log_info("client %s: %u failed authentications, closing", ip, cl->auth_failures);
-        stream_write_str(cl->s, "</stream:stream>");
-        cl->state = CL_DOWN;
-        stream_close(cl->s);
+        c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "too many failed authentications");
         return;
     }
     cl->state = CL_OPEN;
@@ -397,6 +396,44 @@ static void succeed(struct c2s_client *cl, const unsigned char *data, size_t len
     free(user);
 }
 
+/* name (up to any '@'), nodeprepped, is the user whose keys were fetched:
+ * Cyrus reports the client's name as sent ("Alice"), we fetched "alice". */
+static bool same_user(const struct c2s_sasl *s, const char *name, size_t len)
+{
+    const char *at = memchr(name, '@', len);
+    char *node = NULL;
+    if (jid_prep_node(name, at != NULL ? (size_t)(at - name) : len, &node, NULL) != 0)
+        return false;
+    bool ok = strcmp(node, s->user) == 0;
+    free(node);
+    return ok;
+}
+
+static bool authzid_ok(struct c2s_client *cl, const char *authzid, size_t len);
+
+/*
+ * Cyrus's proxy check, replacing its default (authzid byte-equal to the
+ * authentication name, which refuses "alice@domain" for "alice"): the
+ * authzid must be empty, the name itself, or the bare JID of the user, as
+ * begin() already checked it.
+ */
+static int on_proxy_policy(sasl_conn_t *conn, void *context, const char *requested_user,
+                           unsigned rlen, const char *auth_identity, unsigned alen,
+                           const char *def_realm, unsigned urlen, struct propctx *propctx)
+{
+    struct c2s_client *cl = context;
+    (void)def_realm;
+    (void)urlen;
+    (void)propctx;
+    bool ok = cl->sasl != NULL && same_user(cl->sasl, auth_identity, alen) &&
+              (rlen == 0 || (rlen == alen && memcmp(requested_user, auth_identity, alen) == 0) ||
+               authzid_ok(cl, requested_user, rlen));
+    if (ok)
+        return SASL_OK;
+    sasl_seterror(conn, SASL_NOLOG, "authorization identity refused");
+    return SASL_BADAUTH;
+}
+
 /* The result of one Cyrus step. */
 static void cyrus_result(struct c2s_client *cl, int r, const char *out, unsigned outlen)
 {
@@ -408,10 +445,8 @@ static void cyrus_result(struct c2s_client *cl, int r, const char *out, unsigned
     if (r == SASL_OK) {
         /* The identity Cyrus authenticated must be the one we fetched. */
         const void *name = NULL;
-        size_t ul = strlen(s->user);
         if (sasl_getprop(s->conn, SASL_USERNAME, &name) != SASL_OK || name == NULL ||
-            strncmp(name, s->user, ul) != 0 ||
-            (((const char *)name)[ul] != '\0' && ((const char *)name)[ul] != '@')) {
+            !same_user(s, name, strlen(name))) {
             fail_auth(cl, "username mismatch");
             return;
         }
@@ -549,7 +584,10 @@ static void on_creds(void *arg, int err, const struct storage_result *res)
     mem_wipe(&k, sizeof(k));
     s->authpw = b.data;
 
-    int r = sasl_server_new("xmpp", cl->domain->name, NULL, NULL, NULL, NULL, SASL_SUCCESS_DATA,
+    s->cbs[0] =
+        (sasl_callback_t){SASL_CB_PROXY_POLICY, (int (*)(void))(void (*)(void))on_proxy_policy, cl};
+    s->cbs[1] = (sasl_callback_t){SASL_CB_LIST_END, NULL, NULL};
+    int r = sasl_server_new("xmpp", cl->domain->name, NULL, NULL, NULL, s->cbs, SASL_SUCCESS_DATA,
                             &s->conn);
     if (r != SASL_OK) {
         log_warn("cyrus sasl: %s", sasl_errstring(r, NULL, NULL));

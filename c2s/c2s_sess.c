@@ -18,26 +18,32 @@
 #include "common/mem.h"
 #include "common/rand.h"
 
-/* <r:route to from key sid>payload</r:route> to the router. */
+/* <r:route to from key sid>payload</r:route> into b. */
+static void route_build(struct c2s *c, const char *to, const char *key, const char *sid,
+                        const char *payload, size_t len, struct buf *b)
+{
+    buf_append_str(b, "<r:route to='");
+    xml_escape_attr(to, strlen(to), b);
+    buf_append_str(b, "' from='");
+    xml_escape_attr(c->cfg.router_name, strlen(c->cfg.router_name), b);
+    buf_append_byte(b, '\'');
+    if (key != NULL) {
+        buf_append_str(b, " key='");
+        xml_escape_attr(key, strlen(key), b);
+        buf_append_byte(b, '\'');
+    }
+    if (sid != NULL)
+        buf_printf(b, " sid='%s'", sid);
+    buf_append_byte(b, '>');
+    buf_append(b, payload, len);
+    buf_append_str(b, "</r:route>");
+}
+
 static void route_send(struct c2s *c, const char *to, const char *key, const char *sid,
                        const char *payload, size_t len)
 {
     struct buf b = BUF_INIT;
-    buf_append_str(&b, "<r:route to='");
-    xml_escape_attr(to, strlen(to), &b);
-    buf_append_str(&b, "' from='");
-    xml_escape_attr(c->cfg.router_name, strlen(c->cfg.router_name), &b);
-    buf_append_byte(&b, '\'');
-    if (key != NULL) {
-        buf_append_str(&b, " key='");
-        xml_escape_attr(key, strlen(key), &b);
-        buf_append_byte(&b, '\'');
-    }
-    if (sid != NULL)
-        buf_printf(&b, " sid='%s'", sid);
-    buf_append_byte(&b, '>');
-    buf_append(&b, payload, len);
-    buf_append_str(&b, "</r:route>");
+    route_build(c, to, key, sid, payload, len, &b);
     c2s_send_raw(c, b.data, b.len);
     buf_free(&b);
 }
@@ -130,14 +136,53 @@ void c2s_sess_end(struct c2s_client *cl)
     forget(cl);
 }
 
+/* Nesting depth of the tree under n, n itself counted as 1. */
+static unsigned tree_depth(const struct xml_node *n)
+{
+    unsigned max = 0;
+    for (const struct xml_node *ch = n->children; ch != NULL; ch = ch->next)
+        if (ch->type == XML_ELEM) {
+            unsigned d = tree_depth(ch);
+            if (d > max)
+                max = d;
+        }
+    return max + 1;
+}
+
+/*
+ * The client gets policy-violation (type modify) for a stanza the router
+ * would refuse: the router ends the whole link for an element over its
+ * limits, and with it every client of this c2s. The reply carries no
+ * payload (it is the thing that was too big).
+ */
+static void refuse_oversized(struct c2s_client *cl, struct xml_node *stanza, const char *why)
+{
+    while (stanza->children != NULL)
+        xml_detach(stanza->children);
+    renamespace(stanza, XML_NS_COMPONENT, XML_NS_CLIENT);
+    log_info("session %s: stanza refused, %s", cl->sid, why);
+    if (xml_make_error(stanza, XML_STE_POLICY_VIOLATION, "modify", why) == 0)
+        c2s_client_write_node(cl, stanza);
+}
+
 void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza)
 {
+    struct c2s *c = cl->c2s;
+    if (tree_depth(stanza) > C2S_ROUTER_DEPTH - 2) {
+        refuse_oversized(cl, stanza, "stanza nested too deep");
+        return;
+    }
     xml_set_attr(stanza, "from", jid_full_str(cl->jid));
     renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
-    struct buf b = BUF_INIT;
+    struct buf b = BUF_INIT, r = BUF_INIT;
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
-    route_send(cl->c2s, cl->jid->domain, cl->jid->bare, cl->sid, b.data, b.len);
+    route_build(c, cl->jid->domain, cl->jid->bare, cl->sid, b.data, b.len, &r);
     buf_free(&b);
+    if (r.len > c->cfg.router_stanza_size)
+        refuse_oversized(cl, stanza, "stanza too large once re-serialised");
+    else
+        c2s_send_raw(c, r.data, r.len);
+    buf_free(&r);
 }
 
 /* ---- from the sm ---- */
@@ -187,6 +232,21 @@ void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
             xml_free(p);
         }
     }
+    /* After the last one: the sm may end the sessions it still has from
+     * us that were not announced again (sm/SESSION.md). */
+    static const char done[] = "<announced xmlns='" C2S_NS_SESSION "'/>";
+    route_send(c, domain, NULL, NULL, done, sizeof(done) - 1);
+}
+
+/* <end sid/> for a session we do not have, to the sm that named it. */
+static void end_unknown(struct c2s *c, const char *to, const char *sid)
+{
+    struct buf p = BUF_INIT;
+    buf_append_str(&p, "<end xmlns='" C2S_NS_SESSION "' sid='");
+    xml_escape_attr(sid, strlen(sid), &p);
+    buf_append_str(&p, "'/>");
+    route_send(c, to, NULL, NULL, p.data, p.len);
+    buf_free(&p);
 }
 
 static void control(struct c2s *c, struct xml_node *el, const char *from)
@@ -200,6 +260,11 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
     if (cl == NULL || cl->closed) {
         log_debug("<%s/> for unknown session %s", el->name, sid ? sid : "-");
+        /* The client left while the sm was starting its session (the end
+         * we sent may have crossed the answer): the sm must drop it. */
+        if ((strcmp(el->name, "started") == 0 || strcmp(el->name, "failed") == 0) && from != NULL &&
+            sid != NULL && strlen(sid) == C2S_SID_LEN)
+            end_unknown(c, from, sid);
         return;
     }
     const char *reason = xml_get_attr(el, "reason");
@@ -221,7 +286,7 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
         bool replaced = el->name[0] == 'r';
         c2s_client_fail(cl, replaced ? XML_SE_CONFLICT : stream_cond(reason),
                         replaced ? "replaced by a new session" : NULL);
-        /* The end goes out when the stream closes (c2s_client_release). */
+        /* c2s_client_down has sent the end. */
     }
 }
 
@@ -237,14 +302,8 @@ static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from
         route_send(c, from, NULL, NULL, b.data, b.len);
         buf_free(&b);
     }
-    if (sid != NULL && strlen(sid) == C2S_SID_LEN) {
-        struct buf p = BUF_INIT;
-        buf_append_str(&p, "<end xmlns='" C2S_NS_SESSION "' sid='");
-        xml_escape_attr(sid, strlen(sid), &p);
-        buf_append_str(&p, "'/>");
-        route_send(c, from, NULL, NULL, p.data, p.len);
-        buf_free(&p);
-    }
+    if (sid != NULL && strlen(sid) == C2S_SID_LEN)
+        end_unknown(c, from, sid);
 }
 
 void c2s_sess_from_router(struct c2s *c, struct xml_node *route)

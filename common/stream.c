@@ -482,6 +482,8 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
     }
     s->stats.bytes_in += (uint64_t)n;
     s->last_rx = uv_now(s->loop);
+    if (s->cbs.on_read != NULL && delivering(s))
+        s->cbs.on_read(s, s->arg, (size_t)n);
     if (!delivering(s))
         return; /* closing: read only to see the peer's EOF */
     if (s->ssl != NULL)
@@ -811,7 +813,9 @@ int stream_accept(uv_stream_t *server, const struct stream_opts *opts, const str
     struct stream *s = stream_alloc(server->loop, server->type == UV_NAMED_PIPE, opts, cbs, arg);
     int r = uv_accept(server, &s->io.stream);
     if (r < 0) {
-        log_info("accept failed: %s", uv_strerror(r));
+        /* Debug only: out of descriptors this repeats for every pending
+         * connection; the owner rate-limits its own warning. */
+        log_debug("accept failed: %s", uv_strerror(r));
         discard(s);
         *out = NULL;
         return ERR_IO;
@@ -1060,6 +1064,11 @@ void stream_set_established(struct stream *s)
 {
     s->hs_deadline = 0;
     timer_rearm(s);
+}
+
+void stream_set_close_ms(struct stream *s, uint64_t ms)
+{
+    s->opts.close_ms = ms;
 }
 
 void stream_pause(struct stream *s)

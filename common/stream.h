@@ -87,6 +87,12 @@ struct stream_cbs {
     /* The TLS handshake completed (stream_ssl now tells the peer's
      * certificate, SNI and ALPN). */
     void (*on_secure)(struct stream *s, void *arg);
+    /* n bytes arrived from the socket (ciphertext with TLS), before they
+     * are parsed: the place for byte budgets and rate limits that must
+     * hold between elements too (whitespace, an element that never ends).
+     * May close or pause the stream; bytes already read are still parsed
+     * unless it closed. */
+    void (*on_read)(struct stream *s, void *arg, size_t n);
     /* The parser's events (see xml.h for ownership of hdr and stanza). */
     void (*on_stream_open)(struct stream *s, void *arg, struct xml_node *hdr);
     void (*on_element)(struct stream *s, void *arg, struct xml_node *stanza, const char *raw,
@@ -193,6 +199,8 @@ void stream_restart_limits(struct stream *s, const struct xml_limits *lim);
 const char *stream_content_ns(const struct stream *s);
 /* The stream is set up (authenticated, bound): stop the handshake timer. */
 void stream_set_established(struct stream *s);
+/* This stream's close_ms from now on (e.g. short for a refused peer). */
+void stream_set_close_ms(struct stream *s, uint64_t ms);
 
 /* ---- input ---- */
 

@@ -535,7 +535,7 @@ class ClientRaw(harness.Raw):
         return hashlib.sha256(der).digest()  # our certificates are ecdsa-with-SHA256
 
     async def auth_scram(self, user, password, hname="sha256", plus=False, flag=None,
-                         cbdata=None):
+                         cbdata=None, authzid=None):
         """A SCRAM exchange written by hand (RFC 5802): "success" (server
         signature checked), or the failure's condition."""
         import base64
@@ -543,7 +543,7 @@ class ClientRaw(harness.Raw):
         mech = "SCRAM-SHA-%s%s" % ("1" if hname == "sha1" else "256", "-PLUS" if plus else "")
         if flag is None:
             flag = "p=tls-server-end-point" if plus else "n"
-        gs2 = (flag + ",,").encode()
+        gs2 = (flag + "," + ("a=" + authzid if authzid else "") + ",").encode()
         cnonce = base64.b64encode(os.urandom(18)).decode()
         bare = "n=%s,r=%s" % (user, cnonce)
         b64 = lambda b: base64.b64encode(b).decode()

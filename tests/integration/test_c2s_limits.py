@@ -7,6 +7,8 @@ silent client.
 """
 
 import asyncio
+import os
+import resource
 import time
 
 import pytest
@@ -102,6 +104,88 @@ def test_connections_per_ip():
         finish(s)
 
 
+def test_refused_connections_hold_no_slots():
+    # 127.0.0.1 holds its two connections and keeps five refused ones open
+    # (never closing its side): they must not count as unauthenticated
+    # connections, or 127.0.0.2 would be locked out by them.
+    s = limits_stack(connections_per_ip=2, max_unauthenticated=4, connect_rate=100)
+    try:
+        async def go():
+            held = [await ClientRaw.connect_client(s) for _ in range(2)]
+            for r in held:
+                assert await r.open() is not None
+            kept = []
+            for _ in range(5):
+                r = await ClientRaw.connect_client(s)
+                kept.append(r)
+                assert await r.open() is None  # the stream error instead
+            assert await refused(s, source="127.0.0.2") is None
+            for r in held + kept:
+                r.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_full_ip_table_shares_one_bucket():
+    # A table of one address: 127.0.0.1 has its own entry, 127.0.0.2 and
+    # 127.0.0.3 arrive when it is full and share one bucket (so one
+    # connection between them), while 127.0.0.1 keeps its own.
+    s = limits_stack(ip_table_size=1, connections_per_ip=1, connect_rate=100)
+    try:
+        async def go():
+            first = await ClientRaw.connect_client(s)
+            assert await first.open() is not None
+            second = await ClientRaw.connect_client(s, source="127.0.0.2")
+            assert await second.open() is not None
+            assert await refused(s, source="127.0.0.3") == "policy-violation"
+            for r in (first, second):
+                r.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def open_files_soft(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open files limit for %d" % pid)
+
+
+def test_open_files_follow_max_connections():
+    # Started with a soft limit of 1024 descriptors and configured for 4000
+    # connections, the c2s raises its soft limit (up to the hard one) to
+    # hold them all.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4200:
+        pytest.skip("hard open files limit %d is too low for this test" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        s = limits_stack(max_connections=4000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert open_files_soft(s["c2s-1"].pid) >= 4000
+    finally:
+        finish(s)
+    # Beyond what the kernel allows any process: refused at start-up, with
+    # a message that says why.
+    with open("/proc/sys/fs/nr_open") as f:
+        too_many = int(f.read()) + 1
+    s = stack.Stack(c2s=1, extra={"c2s": "  <limits><max-connections>%d</max-connections>"
+                                         "</limits>\n" % too_many})
+    try:
+        with pytest.raises(AssertionError) as e:
+            s.start()
+        assert "exited" in str(e.value) and "RLIMIT_NOFILE" in str(e.value)
+        assert "max-connections" in str(e.value)
+    finally:
+        s.stop()
+        s.cleanup()
+
+
 def test_max_connections_and_unauthenticated():
     s = limits_stack(max_connections=3, max_unauthenticated=2, connect_rate=100)
     try:
@@ -153,6 +237,24 @@ def test_handshake_timeout_and_preauth_bytes():
                 raw.close()
         harness.run(go())
         assert "too much data before authentication" in s["c2s-1"].log()
+    finally:
+        finish(s)
+
+
+def test_whitespace_flood_before_auth_cut_at_cap():
+    # Whitespace is no element: the cap must hold between elements too.
+    s = limits_stack(preauth_bytes="8k")
+    try:
+        async def go():
+            raw = await ClientRaw.connect_client(s)
+            try:
+                assert await raw.open() is not None
+                for _ in range(16):
+                    raw.send(" " * 4096)
+                assert await raw.stream_error() == "policy-violation"
+            finally:
+                raw.close()
+        harness.run(go())
     finally:
         finish(s)
 

@@ -200,3 +200,77 @@ def test_sigterm_system_shutdown_clean_exit():
         assert not s.sanitizer_errors(), s["c2s-1"].log()[-3000:]
     finally:
         s.cleanup()
+
+
+def test_closing_client_session_ended_at_once():
+    """alice's stream ends with a stream error but her socket stays open
+    (the c2s waits for her EOF; plaintext, so no TLS close_notify makes the
+    client close): her session ends at the sm at once, so an iq bob sends
+    to her is answered with an error instead of vanishing."""
+    s = stack.Stack(c2s=1, extra={"c2s": "  <domain name='example.test' tls-required='no'/>\n"})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        s.add_user("bob", "builder")
+
+        async def go():
+            alice = await ClientRaw.connect_client(s)
+            bob = await ClientRaw.connect_client(s)
+            try:
+                await alice.open()
+                assert await alice.auth_scram("alice", "wonderland") == "success"
+                alice.reset()
+                await alice.open()
+                alice.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:"
+                           "xmpp-bind'><resource>raw</resource></bind></iq>")
+                el = await alice.recv(harness.WAIT * 2)
+                assert el is not None and el.get("type") == "result", el
+                ajid = "alice@%s/raw" % s.domain
+                await bob.login_plain("bob", "builder")
+                alice.send("<a><b></a>")  # not well-formed
+                got = None
+                while got is None or got.tag != "{%s}error" % harness.NS_STREAM:
+                    got = await alice.recv()
+                    assert got is not None, "no stream error"
+                bob.send("<iq type='get' id='v1' to='%s'><query xmlns='jabber:iq:version'/>"
+                         "</iq>" % ajid)
+                el = await bob.recv(harness.WAIT)
+                while el is not None and el.get("id") != "v1":
+                    el = await bob.recv(harness.WAIT)
+                assert el is not None and el.get("type") == "error", el
+            finally:
+                alice.close()
+                bob.close()
+        harness.run(go())
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()
+
+
+def test_starttls_during_sasl_refused():
+    s = stack.Stack(c2s=1, extra={"c2s": "  <domain name='example.test' tls-required='no'/>\n"})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def go():
+            import base64
+            raw = await ClientRaw.connect_client(s)
+            try:
+                await raw.open()
+                first = base64.b64encode(b"n,,n=alice,r=abcdefgh").decode()
+                raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                         "mechanism='SCRAM-SHA-256'>%s</auth>" % first)
+                el = await raw.recv(harness.WAIT * 2)
+                assert el is not None and el.tag.endswith("}challenge"), el
+                raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                got = await raw.expect_closed(harness.WAIT * 2)
+                assert any(e.tag == "{urn:ietf:params:xml:ns:xmpp-tls}failure" for e in got), got
+            finally:
+                raw.close()
+        harness.run(go())
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()

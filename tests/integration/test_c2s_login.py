@@ -95,7 +95,7 @@ def test_unknown_user_looks_like_wrong_password(st):
 
 def test_failures_close_the_stream(st):
     """auth-attempts (3) failures on one stream: not-authorized each time,
-    then the stream is closed."""
+    then the stream ends with policy-violation."""
     async def go():
         raw = await stack.ClientRaw.connect_client(st)
         try:
@@ -106,7 +106,7 @@ def test_failures_close_the_stream(st):
                 el = await raw.auth_plain("alice", "wrong%d" % i)
                 assert el is not None and el.tag == "{%s}failure" % stack.NS_SASL, el
                 assert el.find("{%s}not-authorized" % stack.NS_SASL) is not None
-            await raw.expect_closed(harness.WAIT * 3)
+            assert await raw.stream_error(harness.WAIT * 3) == "policy-violation"
         finally:
             raw.close()
     harness.run(go())

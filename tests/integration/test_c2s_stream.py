@@ -244,6 +244,55 @@ def test_y_flag_fine_without_plus(st):
     assert harness.run(go()) == "success"
 
 
+def test_scram_unprepped_name_and_own_authzid(st):
+    async def scram(user, **kw):
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            got = await raw.auth_scram(user, "wonderland", **kw)
+            if got != "success":
+                return got
+            # Logged in as the prepped account.
+            raw.reset()
+            await raw.open()
+            raw.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                     "</iq>")
+            el = await raw.recv(harness.WAIT * 2)
+            assert el is not None and el.get("type") == "result", el
+            return el.find("{urn:ietf:params:xml:ns:xmpp-bind}bind/"
+                           "{urn:ietf:params:xml:ns:xmpp-bind}jid").text.split("/")[0]
+        finally:
+            raw.close()
+
+    bare = "alice@%s" % st.domain
+    # Nodeprep folds case: n=Alice is alice.
+    assert harness.run(scram("Alice")) == bare
+    assert harness.run(scram("Alice", hname="sha1")) == bare
+    # An authzid equal to the user's own bare JID is fine (RFC 6120 §6.4.6).
+    assert harness.run(scram("alice", authzid=bare)) == bare
+    assert harness.run(scram("alice", authzid="mallory@%s" % st.domain)) == "invalid-authzid"
+
+
+def test_rosterver_and_preapproval_advertised(st):
+    async def go():
+        raw = await ClientRaw.connect_client(st)
+        try:
+            await raw.open()
+            await raw.starttls()
+            await raw.open()
+            el = await raw.auth_plain("alice", "wonderland")
+            assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+            raw.reset()
+            return await raw.open()
+        finally:
+            raw.close()
+    feats = harness.run(go())
+    assert feats.find("{urn:xmpp:features:rosterver}ver") is not None
+    assert feats.find("{urn:xmpp:features:pre-approval}sub") is not None
+
+
 def test_bad_format_and_prefix(st):
     assert error_after(st, "some text between elements") == "bad-format"
     async def go():

@@ -1,0 +1,86 @@
+"""test_c2s_router_limits.py - a client stanza that the router would refuse
+on the c2s link (larger than its stanza size once re-serialised and wrapped,
+or nested deeper than its depth limit with the wrapper) gets a
+policy-violation stanza error to that client only: the link, and every
+other client of the c2s, stays up.
+"""
+
+import asyncio
+
+import harness
+import stack
+from stack import ClientRaw
+
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+async def wait_for(raw, pred):
+    """The first element pred accepts (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + harness.WAIT * 2
+    while True:
+        left = deadline - loop.time()
+        assert left > 0, "nothing matching arrived"
+        el = await raw.recv(left)
+        assert el is not None, "stream closed"
+        if pred(el):
+            return el
+
+
+def error_cond(el):
+    err = el.find("{jabber:client}error")
+    if err is None:
+        return None
+    for ch in err:
+        if ch.tag.startswith("{%s}" % NS_STANZAS) and not ch.tag.endswith("}text"):
+            return ch.tag.split("}")[1]
+    return None
+
+
+def test_grown_or_deep_stanza_refused_others_stay():
+    s = stack.Stack(c2s=1)
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        s.add_user("bob", "builder")
+
+        async def go():
+            alice = await ClientRaw.connect_client(s)
+            bob = await ClientRaw.connect_client(s)
+            carol = await ClientRaw.connect_client(s)
+            try:
+                await alice.login_plain("alice", "wonderland")
+                await bob.login_plain("bob", "builder")
+                await carol.login_plain("bob", "builder", resource="carol")
+                to = "bob@%s/raw" % s.domain
+                # 70,000 '>' are 70 kB from the client and 280 kB escaped.
+                alice.send("<message to='%s' id='big'><body>%s</body></message>" %
+                           (to, ">" * 70000))
+                el = await wait_for(alice, lambda e: e.get("id") == "big")
+                assert el.get("type") == "error"
+                assert error_cond(el) == "policy-violation"
+                # 32 deep: with the router's wrapper it would be 33.
+                deep = "<x xmlns='urn:example:deep'>" * 31 + "</x>" * 31
+                alice.send("<message to='%s' id='deep'>%s</message>" % (to, deep))
+                el = await wait_for(alice, lambda e: e.get("id") == "deep")
+                assert el.get("type") == "error"
+                assert error_cond(el) == "policy-violation"
+                # Everyone is still connected and served.
+                for who, raw in (("bob/raw", bob), ("bob/carol", carol)):
+                    alice.send("<message to='%s@%s' id='ok-%s'><body>hi</body></message>" %
+                               (who.split("/")[0], s.domain + "/" + who.split("/")[1],
+                                who.split("/")[1]))
+                    el = await wait_for(raw, lambda e: e.tag == "{jabber:client}message")
+                    assert el.findtext("{jabber:client}body") == "hi"
+            finally:
+                for r in (alice, bob, carol):
+                    r.close()
+
+        asyncio.run(go())
+        assert s["router"].running() and s["c2s-1"].running()
+    finally:
+        try:
+            problems = s.stop_and_check()
+            assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+        finally:
+            s.cleanup()
