@@ -11,7 +11,12 @@
  * flight per sender, the next one sent when one arrives) or at a fixed
  * total --rate (open loop; a sender whose connection is congested skips
  * its turn and the skip is counted). Each body carries the send time and
- * the sender, so the receiver measures end-to-end latency.
+ * the sender, so the receiver measures end-to-end latency. With
+ * --peer-domain the same users of a second domain log in to its server
+ * (--peer-host, --peer-port) too, and user i of --domain sends to user i+1
+ * of the peer domain instead: messages cross the two servers' s2s link, and
+ * both ends are in this process, so latency and the closed loop work as
+ * before.
  *
  * Output: one line per figure, "name key=value ...", for people and for
  * run-xmpp-bench.py alike (see tests/bench/README.md). Exit status: 0 if
@@ -187,7 +192,7 @@ static void print_cpu(const char *what, uint64_t units, double wall_s)
 
 static void start_more(void)
 {
-    while (g.started < g.o.count && g.in_flight < g.o.concurrency) {
+    while (g.started < g.total && g.in_flight < g.o.concurrency) {
         struct session *s = &g.sessions[g.started];
         s->idx = g.started++;
         g.in_flight++;
@@ -201,7 +206,7 @@ static void login_finished(void)
     g.done++;
     if (step == 0) {
         start_more();
-        if (g.done == g.o.count)
+        if (g.done == g.total)
             next_step();
     }
 }
@@ -266,7 +271,7 @@ static void report_logins(void)
     double secs = (double)(g.t_login1 - g.t_login0) / 1e9;
     unsigned ok = (unsigned)g.login_us.len;
     printf("login mech=%s users=%u ok=%u failed=%u seconds=%.2f rate=%.1f\n",
-           g.o.mech == MECH_PLAIN ? "PLAIN" : "SCRAM-SHA-1", g.o.count, ok, g.failed, secs,
+           g.o.mech == MECH_PLAIN ? "PLAIN" : "SCRAM-SHA-1", g.total, ok, g.failed, secs,
            secs > 0 ? ok / secs : 0);
     print_pcts("login_ms", &g.login_us);
     print_cpu("login", ok, secs);
@@ -300,11 +305,11 @@ static void report_rss(void)
 static void send_msg(unsigned k)
 {
     struct session *s = g.ring[k];
-    struct session *dst = g.ring[(k + 1) % g.nring];
+    struct session *dst = g.npring ? g.pring[(k + 1) % g.npring] : g.ring[(k + 1) % g.nring];
     struct buf *b = &g.scratch;
     buf_reset(b);
     buf_printf(b, "<message to='%s@%s' type='chat' id='m%" PRIu64 "'><body>%" PRIu64 " %u",
-               dst->user, g.o.domain, g.sent, xmppload_now_ns(), k);
+               dst->user, dst->domain, g.sent, xmppload_now_ns(), k);
     if (g.o.body_size) {
         buf_append_byte(b, ' ');
         for (unsigned i = 0; i < g.o.body_size; i++)
@@ -376,12 +381,20 @@ static void on_rate_tick(uv_timer_t *t)
 static void start_messages(void)
 {
     g.ring = xcalloc(g.o.count, sizeof(*g.ring));
-    for (unsigned i = 0; i < g.o.count; i++)
-        if (g.sessions[i].state == SS_ONLINE)
-            g.ring[g.nring++] = &g.sessions[i];
-    if (g.nring < 2) {
-        printf("messages skipped=\"fewer than two sessions online\"\n");
+    g.pring = xcalloc(g.o.count, sizeof(*g.pring));
+    for (unsigned i = 0; i < g.total; i++) {
+        struct session *s = &g.sessions[i];
+        if (s->state != SS_ONLINE)
+            continue;
+        if (s->peer)
+            g.pring[g.npring++] = s;
+        else
+            g.ring[g.nring++] = s;
+    }
+    if (g.o.peer_domain ? (g.nring < 1 || g.npring < 1) : g.nring < 2) {
+        printf("messages skipped=\"too few sessions online\"\n");
         g.nring = 0;
+        g.npring = 0;
         next_step();
         return;
     }
@@ -407,9 +420,9 @@ static void report_messages(void)
     uint64_t n = g.delivered_meas1 - g.delivered_meas0;
     printf("messages mode=%s target_rate=%.0f senders=%u window=%u sent=%" PRIu64
            " delivered=%" PRIu64 " errors=%" PRIu64 " lost=%" PRIu64 " skipped=%" PRIu64
-           " measured_s=%.2f rate=%.1f\n",
+           " receivers=%u measured_s=%.2f rate=%.1f\n",
            g.o.rate > 0 ? "rate" : "max", g.o.rate, g.nring, g.o.rate > 0 ? 0 : g.o.window, g.sent,
-           g.delivered, g.msg_errors, in_flight_msgs(), g.skipped, secs,
+           g.delivered, g.msg_errors, in_flight_msgs(), g.skipped, g.npring, secs,
            secs > 0 ? (double)n / secs : 0);
     print_pcts("latency_ms", &g.lat_us);
     print_cpu("msg", n, secs);
@@ -586,6 +599,10 @@ static void usage(FILE *f)
     fprintf(f, "usage: xmppload --domain D [options]\n"
                "  --host H            server address (default 127.0.0.1)\n"
                "  --port P            c2s port, STARTTLS (default 5222)\n"
+               "  --peer-domain D     also log in as many users of D, and send messages\n"
+               "                      from the users of --domain to them (user i -> i+1)\n"
+               "  --peer-host H       D's server address (default: --host)\n"
+               "  --peer-port P       D's c2s port (required with --peer-domain)\n"
                "  --user FMT          user name pattern with one %%u (default user%%u)\n"
                "  --password PW       every user's password (default secret)\n"
                "  --first I           first user number (default 1)\n"
@@ -673,6 +690,9 @@ static void parse_args(int argc, char **argv)
         O_HOST = 256,
         O_PORT,
         O_DOMAIN,
+        O_PEER_DOMAIN,
+        O_PEER_HOST,
+        O_PEER_PORT,
         O_USER,
         O_PASSWORD,
         O_FIRST,
@@ -699,6 +719,9 @@ static void parse_args(int argc, char **argv)
         {"host", required_argument, NULL, O_HOST},
         {"port", required_argument, NULL, O_PORT},
         {"domain", required_argument, NULL, O_DOMAIN},
+        {"peer-domain", required_argument, NULL, O_PEER_DOMAIN},
+        {"peer-host", required_argument, NULL, O_PEER_HOST},
+        {"peer-port", required_argument, NULL, O_PEER_PORT},
         {"user", required_argument, NULL, O_USER},
         {"password", required_argument, NULL, O_PASSWORD},
         {"first", required_argument, NULL, O_FIRST},
@@ -733,6 +756,15 @@ static void parse_args(int argc, char **argv)
             break;
         case O_DOMAIN:
             o->domain = optarg;
+            break;
+        case O_PEER_DOMAIN:
+            o->peer_domain = optarg;
+            break;
+        case O_PEER_HOST:
+            o->peer_host = optarg;
+            break;
+        case O_PEER_PORT:
+            o->peer_port = atoi(optarg);
             break;
         case O_USER:
             o->user_fmt = optarg;
@@ -813,7 +845,9 @@ static void parse_args(int argc, char **argv)
         }
     }
     if (optind != argc || !o->domain || o->count == 0 || o->concurrency == 0 || o->port <= 0 ||
-        o->port > 65535 || o->timeout <= 0 || o->window == 0 || o->sources > 65535 || o->rate < 0) {
+        o->port > 65535 || o->timeout <= 0 ||
+        (o->peer_domain && (o->peer_port <= 0 || o->peer_port > 65535)) || o->window == 0 ||
+        o->sources > 65535 || o->rate < 0) {
         usage(stderr);
         exit(2);
     }
@@ -828,12 +862,21 @@ int main(int argc, char **argv)
 {
     parse_args(argc, argv);
     struct xmppload_opts *o = &g.o;
-    raise_nofile(o->nofile ? o->nofile : (long)o->count + 256);
+    g.total = o->peer_domain ? 2 * o->count : o->count;
+    if (!o->peer_host)
+        o->peer_host = o->host;
+    raise_nofile(o->nofile ? o->nofile : (long)g.total + 256);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     if (uv_ip4_addr(o->host, o->port, (struct sockaddr_in *)&g.server) != 0 &&
         uv_ip6_addr(o->host, o->port, (struct sockaddr_in6 *)&g.server) != 0) {
         fprintf(stderr, "xmppload: --host wants a numeric address: %s\n", o->host);
+        return 2;
+    }
+    if (o->peer_domain &&
+        uv_ip4_addr(o->peer_host, o->peer_port, (struct sockaddr_in *)&g.peer_server) != 0 &&
+        uv_ip6_addr(o->peer_host, o->peer_port, (struct sockaddr_in6 *)&g.peer_server) != 0) {
+        fprintf(stderr, "xmppload: --peer-host wants a numeric address: %s\n", o->peer_host);
         return 2;
     }
     g.ssl_ctx = SSL_CTX_new(TLS_client_method());
@@ -857,14 +900,18 @@ int main(int argc, char **argv)
     uv_timer_init(g.loop, &phase_timer);
     uv_timer_init(g.loop, &rate_timer);
 
-    g.sessions = xcalloc(o->count, sizeof(*g.sessions));
-    for (unsigned i = 0; i < o->count; i++) {
+    g.sessions = xcalloc(g.total, sizeof(*g.sessions));
+    for (unsigned i = 0; i < g.total; i++) {
         struct session *s = &g.sessions[i];
         s->ld = &g;
+        /* with a peer, sessions count .. total-1 are the same users of the peer domain */
+        s->peer = i >= o->count;
+        s->domain = s->peer ? o->peer_domain : o->domain;
+        s->server = (const struct sockaddr *)(s->peer ? &g.peer_server : &g.server);
         /* the pattern was checked to hold exactly one %u */
         const char *pct = strstr(o->user_fmt, "%u");
         int n = snprintf(s->user, sizeof(s->user), "%.*s%u%s", (int)(pct - o->user_fmt),
-                         o->user_fmt, o->first + i, pct + 2);
+                         o->user_fmt, o->first + i % o->count, pct + 2);
         if (n < 0 || (size_t)n >= sizeof(s->user)) {
             fprintf(stderr, "xmppload: user name too long\n");
             return 2;
@@ -881,6 +928,7 @@ int main(int argc, char **argv)
     uv_loop_close(g.loop);
     free(g.sessions);
     free(g.ring);
+    free(g.pring);
     free(g.login_us.v);
     free(g.lat_us.v);
     buf_free(&g.scratch);

@@ -44,6 +44,12 @@ struct xmppload_opts {
     const char *host;
     int port;
     const char *domain;
+    /* --peer-domain: as many users again log in to the peer server, and
+     * messages go from the users of domain to those of peer_domain
+     * (through the servers' s2s link) */
+    const char *peer_host;
+    int peer_port;
+    const char *peer_domain;
     const char *user_fmt; /* printf pattern with one %u, e.g. "user%u" */
     const char *password;
     const char *resource;
@@ -72,6 +78,9 @@ struct session {
     uv_write_t write_req;
     struct xmppload *ld;
     unsigned idx; /* position in ld->sessions */
+    int peer;     /* logged in to the peer server (a receiver) */
+    const char *domain;
+    const struct sockaddr *server;
     enum session_state state;
     int handles_open;
     char user[128];
@@ -127,7 +136,9 @@ struct xmppload {
     uv_idle_t flush_idle; /* keeps the poll from blocking while sessions are dirty */
     struct session *dirty_head;
 
-    struct session *sessions; /* o.count of them */
+    struct sockaddr_storage peer_server;
+    struct session *sessions; /* total of them: o.count, twice that with a peer */
+    unsigned total;
     unsigned started, in_flight, online, failed, dropped, done;
     uint64_t t_login0, t_login1;
     struct u32vec login_us;
@@ -135,8 +146,10 @@ struct xmppload {
     unsigned nfailures;
 
     /* message phase */
-    struct session **ring; /* online sessions in index order */
+    struct session **ring; /* online senders in index order */
     unsigned nring;
+    struct session **pring; /* online receivers on the peer server */
+    unsigned npring;
     int sending, measuring;
     uint64_t t_msg0, t_meas0, t_meas1;
     uint64_t sent, delivered, msg_errors, skipped;

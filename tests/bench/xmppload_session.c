@@ -257,7 +257,7 @@ static void send_stream_header(struct session *s)
     buf_printf(b,
                "<?xml version='1.0'?><stream:stream to='%s' version='1.0' "
                "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-               s->ld->o.domain);
+               s->domain);
     xmppload_session_send(s, b->data, b->len);
 }
 
@@ -582,7 +582,7 @@ static int start_tls(struct session *s)
     BIO_set_mem_eof_return(s->rbio, -1);
     SSL_set_bio(s->ssl, s->rbio, s->wbio);
     SSL_set_connect_state(s->ssl);
-    SSL_set_tlsext_host_name(s->ssl, s->ld->o.domain);
+    SSL_set_tlsext_host_name(s->ssl, s->domain);
     return 0;
 }
 
@@ -875,7 +875,7 @@ void xmppload_session_start(struct session *s)
         }
     }
     s->connect_req.data = s;
-    rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&ld->server, on_connect);
+    rc = uv_tcp_connect(&s->connect_req, &s->tcp, s->server, on_connect);
     if (rc < 0)
         session_fail(s, "connect failed", "%s", uv_strerror(rc));
 }
