@@ -5,8 +5,9 @@
  *  - links: one per (local domain, remote domain) pair, made on the first
  *    stanza, reused until idle for idle_ms. Stanzas queue (bounded in
  *    count and bytes) while the link comes up: static route or DNS
- *    (s2s_dns.c), each target in turn, STARTTLS (or direct TLS) with SNI,
- *    then SASL EXTERNAL when the peer's certificate is valid for the
+ *    (s2s_dns.c), each target in turn (one that fails before its TLS is
+ *    up, direct or STARTTLS, makes way for the next), STARTTLS (or direct
+ *    TLS) with SNI, then SASL EXTERNAL when the peer's certificate is valid for the
  *    domain (or matches the route's pin), else dialback (XEP-0220) if the
  *    policy allows. A route with a pin requires it: a mismatch fails the
  *    link, never dialback. If the link cannot come up every queued iq/message is
@@ -633,8 +634,12 @@ static void on_error(struct stream *st, void *arg, int err, enum xml_stream_err 
     log_info("%s -> %s: %s%s%s", o->local, o->remote, err_str(err), text ? ": " : "",
              text ? text : "");
     /* Before the peer spoke XMPP (a direct TLS handshake that failed, or
-     * something that is not XMPP) the next target may do better. */
-    if ((o->state == OUT_CONNECT || (o->state == OUT_HEADER && !o->heard)) &&
+     * something that is not XMPP), or while a STARTTLS handshake is under
+     * way (a broken TLS stack is the target's fault, not the domain's),
+     * the next target may do better. Authentication failures come by
+     * out_fail and never get here: they are about the domain. */
+    bool handshaking = stream_is_tls(st) && !stream_is_secure(st);
+    if ((o->state == OUT_CONNECT || (o->state == OUT_HEADER && (!o->heard || handshaking))) &&
         o->next_target < o->ntargets) {
         o->retry = true;
         o->fail_err = err;
