@@ -553,23 +553,13 @@ int c2s_start(struct c2s *c)
     if (component_new(c->loop, &o, &cbs, c, &c->comp) != 0)
         return ERR_CONFIG;
 
-    /* The password goes into the DSN as a quoted libpq parameter. */
-    struct buf dsn = BUF_INIT;
-    buf_append_str(&dsn, c->cfg.db_dsn);
-    if (c->cfg.db_password != NULL) {
-        buf_append_str(&dsn, " password='");
-        for (const char *p = c->cfg.db_password; *p != '\0'; p++) {
-            if (*p == '\'' || *p == '\\')
-                buf_append_byte(&dsn, '\\');
-            buf_append_byte(&dsn, *p);
-        }
-        buf_append_byte(&dsn, '\'');
-    }
-    buf_append_byte(&dsn, '\0');
-    struct storage_opts so = {.dsn = dsn.data, .pool_size = 2, .query_timeout_ms = 5000};
+    struct storage_opts so = {
+        .dsn = c->cfg.db_dsn,
+        .password = c->cfg.db_password,
+        .pool_size = 2,
+        .query_timeout_ms = 5000,
+    };
     rc = storage_new(c->loop, &so, &c->st);
-    mem_wipe(dsn.data, dsn.len);
-    buf_free(&dsn);
     if (rc != 0) {
         log_err("<db><dsn>: not usable");
         return ERR_CONFIG;

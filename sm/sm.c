@@ -737,37 +737,18 @@ static const struct component_cbs comp_cbs = {
     .on_close = on_close,
 };
 
-/* libpq's conninfo value quoting: '...' with \ and ' escaped. */
-static void dsn_quote(struct buf *b, const char *v)
-{
-    buf_append_byte(b, '\'');
-    for (; *v; v++) {
-        if (*v == '\\' || *v == '\'')
-            buf_append_byte(b, '\\');
-        buf_append_byte(b, *v);
-    }
-    buf_append_byte(b, '\'');
-}
-
 #define SM_OUT_MAX (16 * 1024 * 1024)
 
 int sm_start(struct sm *sm, uv_loop_t *loop)
 {
     sm->loop = loop;
-    struct buf dsn = BUF_INIT;
-    buf_append_str(&dsn, sm->cfg->db_dsn);
-    if (sm->cfg->db_password != NULL) {
-        buf_append_str(&dsn, " password=");
-        dsn_quote(&dsn, sm->cfg->db_password);
-    }
     struct storage_opts so = {
-        .dsn = dsn.data,
+        .dsn = sm->cfg->db_dsn,
+        .password = sm->cfg->db_password,
         .pool_size = (unsigned)sm->cfg->db_pool,
         .offline_quota = (unsigned)sm->cfg->offline_quota,
     };
     int rc = storage_new(loop, &so, &sm->st);
-    mem_wipe(dsn.data, dsn.len);
-    buf_free(&dsn);
     if (rc != 0) {
         log_err("storage: the <db><dsn> does not work: %s", err_str(rc));
         return rc;

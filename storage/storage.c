@@ -41,6 +41,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -1023,8 +1024,25 @@ int storage_new(uv_loop_t *loop, const struct storage_opts *opts, struct storage
     struct storage *st = xcalloc(1, sizeof(*st));
     st->loop = loop;
     st->opts = *opts;
-    st->dsn = xstrdup(opts->dsn);
+    if (opts->password != NULL) {
+        /* libpq's conninfo value quoting: '...' with \ and ' escaped. */
+        struct buf b = BUF_INIT;
+        buf_append_str(&b, opts->dsn);
+        buf_append_str(&b, " password='");
+        for (const char *v = opts->password; *v != '\0'; v++) {
+            if (*v == '\\' || *v == '\'')
+                buf_append_byte(&b, '\\');
+            buf_append_byte(&b, *v);
+        }
+        buf_append(&b, "'", 2); /* with the terminating NUL */
+        st->dsn = xstrdup(b.data);
+        mem_wipe(b.data, b.len);
+        buf_free(&b);
+    } else {
+        st->dsn = xstrdup(opts->dsn);
+    }
     st->opts.dsn = st->dsn;
+    st->opts.password = NULL;
     if (dsn_prepare(st) != 0) {
         free_params(st);
         mem_freezero(st->dsn, strlen(st->dsn));

@@ -71,6 +71,8 @@ typedef void (*storage_cb)(void *arg, int err, const struct storage_result *res)
 
 struct storage_opts {
     const char *dsn;           /* libpq connection string (required; copied) */
+    const char *password;      /* if not NULL: added to dsn as a quoted password=
+                                  parameter (copied; the copy is wiped on free) */
     unsigned pool_size;        /* connections (default 2, at most 64) */
     unsigned query_timeout_ms; /* per query, waiting + running (default 10000) */
     unsigned queue_max;        /* queries waiting for a connection (default 10000) */
