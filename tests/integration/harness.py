@@ -446,6 +446,16 @@ class Raw:
         except ET.ParseError as e:
             self.parse_error = e
 
+    def reset(self):
+        """A fresh parser for a restarted stream (after STARTTLS or SASL):
+        the next header is the peer's new one."""
+        self.parser = ET.XMLPullParser(("start", "end"))
+        self.depth = 0
+        self.root = None
+        self.header = None
+        self.header_seen.clear()
+        self.parse_error = None
+
     def send(self, data):
         if isinstance(data, str):
             data = data.encode()

@@ -35,7 +35,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ET
 
 import harness
 from stack import Daemon
@@ -351,73 +350,22 @@ class DNSServer:
         self.sock.close()
 
 
-class S2SRaw:
-    """A server-to-server stream written by hand."""
-
-    def __init__(self, reader, writer):
-        self.reader = reader
-        self.writer = writer
-        self.queue = asyncio.Queue()
-        self.header = None
-        self.header_seen = asyncio.Event()
-        self._new_parser()
-        self.task = asyncio.ensure_future(self._read())
-
-    def _new_parser(self):
-        self.parser = ET.XMLPullParser(("start", "end"))
-        self.depth = 0
-        self.root = None
-        self.header = None
-        self.header_seen = asyncio.Event()
+class S2SRaw(harness.Raw):
+    """A server-to-server stream written by hand, on harness.Raw's reader."""
 
     @classmethod
     async def connect(cls, port, host="127.0.0.1"):
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port), harness.WAIT)
         return cls(r, w)
 
-    async def _read(self):
-        try:
-            while True:
-                data = await self.reader.read(65536)
-                if not data:
-                    break
-                try:
-                    self.parser.feed(data)
-                    for ev, el in self.parser.read_events():
-                        if ev == "start":
-                            self.depth += 1
-                            if self.depth == 1:
-                                self.root = el
-                                self.header = el
-                                self.header_seen.set()
-                        else:
-                            self.depth -= 1
-                            if self.depth == 1:
-                                self.queue.put_nowait(el)
-                                self.root.remove(el)
-                except ET.ParseError:
-                    pass
-        except asyncio.CancelledError:
-            raise
-        except (ConnectionError, OSError, ssl.SSLError):
-            pass
-        self.header_seen.set()
-        self.queue.put_nowait(None)
-
-    def send(self, data):
-        self.writer.write(data.encode() if isinstance(data, str) else data)
-
     async def open(self, to, frm=None):
-        self._new_parser()
+        self.reset()
         f = " from='%s'" % frm if frm else ""
         self.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
                   "xmlns:stream='http://etherx.jabber.org/streams' "
                   "xmlns:db='jabber:server:dialback' to='%s'%s version='1.0'>" % (to, f))
         await asyncio.wait_for(self.header_seen.wait(), harness.WAIT)
         return self.header
-
-    async def recv(self, timeout=harness.WAIT):
-        return await asyncio.wait_for(self.queue.get(), timeout)
 
     async def features(self):
         el = await self.recv()
@@ -447,28 +395,3 @@ class S2SRaw:
                   (NS_SASL, base64.b64encode(authzid.encode()).decode()))
         return await self.recv()
 
-    async def expect_closed(self, timeout=harness.WAIT):
-        got = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                el = await self.recv(max(left, 0.001))
-            except asyncio.TimeoutError:
-                raise AssertionError("still open after %.1fs; got %s" %
-                                     (timeout, [ET.tostring(e)[:200] for e in got]))
-            if el is None:
-                return got
-            got.append(el)
-
-    async def expect_stream_error(self, cond, timeout=harness.WAIT):
-        got = await self.expect_closed(timeout)
-        conds = [harness.stream_error_condition(e) for e in got]
-        assert cond in conds, "expected %s, got %s" % (cond, [ET.tostring(e)[:200] for e in got])
-
-    def close(self):
-        self.task.cancel()
-        try:
-            self.writer.close()
-        except Exception:
-            pass

@@ -436,15 +436,6 @@ class ClientRaw(harness.Raw):
         raw.sni = sni
         return raw
 
-    def reset(self):
-        import xml.etree.ElementTree as ET
-
-        self.parser = ET.XMLPullParser(("start", "end"))
-        self.depth = 0
-        self.root = None
-        self.header = None
-        self.header_seen.clear()
-
     async def open(self, to=None, ns=NS_CLIENT, version="1.0"):
         """Send a header; the server's header, then its features (or None)."""
         import asyncio

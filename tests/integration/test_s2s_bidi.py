@@ -38,7 +38,7 @@ async def serve_c(reader, writer, crt, key, ready, control):
         peer.send("<proceed xmlns='%s'/>" % s2sutil.NS_TLS)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(crt, key)
-        peer._new_parser()
+        peer.reset()
         await asyncio.wait_for(writer.start_tls(ctx), harness.WAIT)
         peer.queue = asyncio.Queue()
         peer.task = asyncio.ensure_future(peer._read())
@@ -50,7 +50,7 @@ async def serve_c(reader, writer, crt, key, ready, control):
         assert el.tag == "{urn:xmpp:bidi}bidi", el
         el = await peer.recv()
         assert el.tag == "{%s}auth" % s2sutil.NS_SASL, el
-        peer._new_parser()
+        peer.reset()
         peer.send("<success xmlns='%s'/>" % s2sutil.NS_SASL)
         await asyncio.wait_for(peer.header_seen.wait(), harness.WAIT)
         peer.send(HDR % "s3" + "<stream:features/>")
