@@ -98,6 +98,7 @@ struct s2s_config {
     int verify_per_ip;    /* ... asked for by inbound streams from one address */
     int db_invalid_max;   /* invalid dialback results before a stream is closed */
     uint64_t connect_ms;  /* one connection attempt */
+    uint64_t tls_ms;      /* a STARTTLS handshake, from <proceed/> */
     uint64_t link_ms;     /* a link from the first stanza to ready */
     uint64_t idle_ms;     /* an unused link is closed after this */
     uint64_t dns_ms;

@@ -6,7 +6,8 @@
  *    stanza, reused until idle for idle_ms. Stanzas queue (bounded in
  *    count and bytes) while the link comes up: static route or DNS
  *    (s2s_dns.c), each target in turn (one that fails before its TLS is
- *    up, direct or STARTTLS, makes way for the next), STARTTLS (or direct
+ *    up, direct or STARTTLS, or whose STARTTLS handshake outlasts
+ *    tls-timeout, makes way for the next), STARTTLS (or direct
  *    TLS) with SNI, then SASL EXTERNAL when the peer's certificate is valid for the
  *    domain (or matches the route's pin), else dialback (XEP-0220) if the
  *    policy allows. A route with a pin requires it: a mismatch fails the
@@ -120,6 +121,7 @@ static const struct stream_cbs out_cbs;
 static void out_fail(struct s2s_out *o, int err, const char *why);
 static void try_next(struct s2s_out *o);
 static void on_connect(struct stream *st, void *arg);
+static void on_tls_timeout(uv_timer_t *t);
 
 static void maybe_free(struct s2s_out *o)
 {
@@ -576,6 +578,9 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
             out_fail(o, ERR_TLS, "STARTTLS refused");
         } else {
             o->peer_id[0] = '\0';
+            /* The stream was set established when the peer spoke: a peer
+             * that said <proceed/> and then stalls is bounded here. */
+            uv_timer_start(&o->he, on_tls_timeout, o->s2s->cfg->tls_ms, 0);
             write_header(o);
         }
     } else if (strcmp(el->ns, S2S_NS_SASL) == 0 && o->state == OUT_SASL) {
@@ -606,6 +611,32 @@ static void on_element(struct stream *st, void *arg, struct xml_node *el, const 
         o->state = OUT_CLOSING;
     }
     xml_free(el);
+}
+
+/* A STARTTLS handshake that did not finish within tls-timeout: the
+ * target's fault (as a broken handshake is, on_error), so the next target
+ * gets its turn; with none left the link fails. */
+static void on_tls_timeout(uv_timer_t *t)
+{
+    struct s2s_out *o = t->data;
+    if (o->dead || o->st == NULL || !stream_is_tls(o->st) || stream_is_secure(o->st))
+        return;
+    log_info("%s -> %s: TLS handshake with target %zu timed out", o->local, o->remote, o->cur);
+    if (o->next_target < o->ntargets) {
+        o->retry = true;
+        o->fail_err = ERR_TIMEOUT;
+        stream_abort(o->st);
+        return;
+    }
+    out_fail(o, ERR_TIMEOUT, "TLS handshake timed out");
+}
+
+static void on_secure(struct stream *st, void *arg)
+{
+    struct s2s_out *o = arg;
+    (void)st;
+    /* Idle until the link is ready (then it is the bidi rate timer). */
+    uv_timer_stop(&o->he);
 }
 
 static void on_stream_close(struct stream *st, void *arg)
@@ -660,6 +691,7 @@ static void on_close(struct stream *st, void *arg)
     o->st = NULL;
     if (o->retry && !o->dead) {
         o->retry = false;
+        uv_timer_stop(&o->he); /* a TLS timeout is this stream's */
         try_next(o);
         return;
     }
@@ -670,6 +702,7 @@ static void on_close(struct stream *st, void *arg)
 
 /* No on_connect: streams come connected from an attempt (att_cbs). */
 static const struct stream_cbs out_cbs = {
+    .on_secure = on_secure,
     .on_stream_open = on_stream_open,
     .on_element = on_element,
     .on_stream_close = on_stream_close,
