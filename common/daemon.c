@@ -110,6 +110,19 @@ int daemon_jail_lookup(struct daemon_jail *j, char *err, size_t errlen)
         }
         j->gid = gr->gr_gid;
     }
+    /* Read now: after a chroot the group database may be out of reach. */
+    j->ngroups = DAEMON_GROUPS_MAX;
+    if (getgrouplist(j->user, j->gid, j->groups, &j->ngroups) < 0) {
+        snprintf(err, errlen, "<user>: '%s' is in more than %d groups", j->user, DAEMON_GROUPS_MAX);
+        return ERR_PERM;
+    }
+    for (int i = 0; i < j->ngroups; i++) {
+        if (j->groups[i] == 0) {
+            snprintf(err, errlen, "<user>: '%s' is in group 0; a daemon must not run as root",
+                     j->user);
+            return ERR_PERM;
+        }
+    }
     j->have_ids = true;
     return 0;
 }
@@ -164,6 +177,16 @@ static void verify_drop(const struct daemon_jail *j)
         log_err("ids after the drop are not uid %u gid %u", (unsigned)j->uid, (unsigned)j->gid);
         abort();
     }
+    gid_t groups[DAEMON_GROUPS_MAX + 1];
+    int n = getgroups(DAEMON_GROUPS_MAX + 1, groups);
+    for (int i = 0; i < n; i++) {
+        if (groups[i] == 0)
+            n = -1;
+    }
+    if (n != j->ngroups) {
+        log_err("supplementary groups after the drop are not the %d of %s", j->ngroups, j->user);
+        abort();
+    }
     if (setuid(0) != -1 || seteuid(0) != -1 || setgid(0) != -1 || setegid(0) != -1) {
         log_err("root could be regained after dropping privileges");
         abort();
@@ -182,15 +205,16 @@ static int change_ids(const struct daemon_jail *j)
             return ERR_SYS;
         }
     }
-    if (setgroups(1, &j->gid) != 0 || setresgid(j->gid, j->gid, j->gid) != 0 ||
+    if (setgroups((size_t)j->ngroups, j->groups) != 0 || setresgid(j->gid, j->gid, j->gid) != 0 ||
         setresuid(j->uid, j->uid, j->uid) != 0) {
         log_err("dropping to uid %u gid %u: %s", (unsigned)j->uid, (unsigned)j->gid,
                 strerror(errno));
         return ERR_SYS;
     }
     verify_drop(j);
-    log_info("running as %s (uid %u gid %u)%s%s", j->user, (unsigned)j->uid, (unsigned)j->gid,
-             j->chroot ? " chrooted in " : "", j->chroot ? j->chroot : "");
+    log_info("running as %s (uid %u gid %u, %d groups)%s%s", j->user, (unsigned)j->uid,
+             (unsigned)j->gid, j->ngroups, j->chroot ? " chrooted in " : "",
+             j->chroot ? j->chroot : "");
     return 0;
 }
 

@@ -92,6 +92,8 @@ void daemon_stop(struct daemon *d, int code);
  * group, chroot and the limits, call daemon_jail_lookup() while the user
  * database is reachable (before any chroot), then daemon_jail_enter().
  */
+#define DAEMON_GROUPS_MAX 64
+
 struct daemon_jail {
     const char *user;   /* NULL: none configured */
     const char *group;  /* NULL: the user's primary group */
@@ -102,15 +104,23 @@ struct daemon_jail {
     bool have_ids;
     uid_t uid;
     gid_t gid;
+    /* The user's groups from the group database (gid among them): what
+     * the drop keeps as supplementary groups, so that membership in a
+     * shared group (e.g. parley, which reaches the router's socket) holds. */
+    gid_t groups[DAEMON_GROUPS_MAX];
+    int ngroups;
 };
 
-/* Resolve user and group. ERR_NOTFOUND for an unknown name, ERR_PERM for
- * uid 0 or a group without a user; the reason is written to err. */
+/* Resolve user, group and the user's supplementary groups. ERR_NOTFOUND
+ * for an unknown name, ERR_PERM for uid 0, a group without a user, gid 0
+ * among the groups or more than DAEMON_GROUPS_MAX of them; the reason is
+ * written to err. */
 int daemon_jail_lookup(struct daemon_jail *j, char *err, size_t errlen);
 
 /*
  * In order: rlimits (CORE 0, NOFILE, FSIZE 0 if no_file_writes), then when
- * running as root: chroot + chdir("/"), setgroups + setresgid + setresuid,
+ * running as root: chroot + chdir("/"), setgroups (the user's groups) +
+ * setresgid + setresuid,
  * and a check that root cannot be regained (abort() if it can); then
  * PR_SET_DUMPABLE 0 and PR_SET_NO_NEW_PRIVS. Started as root without a
  * user: ERR_PERM. Started as another user (development, tests): the chroot
