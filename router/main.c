@@ -20,6 +20,7 @@ static const struct config_entry table[] = {
     CONFIG_PATH("users", CONFIG_REQUIRED, NULL, &cfg.users_file),
     CONFIG_PATH("listen/unix@path", 0, NULL, &cfg.unix_path),
     CONFIG_STRING("listen/unix@mode", 0, "0660", &cfg.unix_mode),
+    CONFIG_STRING("listen/unix@group", 0, NULL, &cfg.unix_group),
     CONFIG_NODE("listen/tcp", 0, &cfg.tcp),
     CONFIG_SIZE("limits/stanza-size", 0, "256k", 1024, 64 * 1024 * 1024, &cfg.stanza_size),
     CONFIG_SIZE("limits/queue-max", 0, "1M", 4096, 1024LL * 1024 * 1024, &cfg.queue_max),

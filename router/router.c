@@ -4,7 +4,8 @@
  *
  * Listeners are bound in pre_jail (as root if started so): a Unix socket
  * (stale socket file removed first, chmod to the configured mode, chown to
- * the configured user/group so that the daemons in that group can connect)
+ * the configured user and to <unix group='…'> (else the user's group), so
+ * that the daemons whose users are in that group can connect)
  * and any number of TCP addresses, each optionally with direct TLS (the
  * server context is loaded here, while the key is readable).
  *
@@ -365,8 +366,30 @@ static int listen_unix(struct router *r, uv_loop_t *loop, struct config *cfg)
     if (rc == 0) {
         uid_t uid;
         gid_t gid;
-        if (geteuid() == 0 && socket_owner(cfg, &uid, &gid) && chown(path, uid, gid) != 0)
+        if (geteuid() != 0 || !socket_owner(cfg, &uid, &gid)) {
+            uid = (uid_t)-1;
+            gid = (gid_t)-1;
+        }
+        if (r->cfg.unix_group != NULL) {
+            /* Who may connect is this group: failing to set it is fatal,
+             * as a socket left to another group would lock the daemons out
+             * or let others in. Unprivileged, the owner may still give it
+             * to a group the router's user is in. */
+            const struct group *gr = getgrnam(r->cfg.unix_group);
+            if (gr == NULL) {
+                log_err("%s: <listen><unix group='%s'>: no such group", config_file(cfg),
+                        r->cfg.unix_group);
+                return ERR_CONFIG;
+            }
+            if (chown(path, uid, gr->gr_gid) != 0) {
+                log_err("chown %s to group %s: %s (the router's user must be in that group "
+                        "when it is not started as root)",
+                        path, r->cfg.unix_group, strerror(errno));
+                return ERR_SYS;
+            }
+        } else if (uid != (uid_t)-1 && chown(path, uid, gid) != 0) {
             log_warn("chown %s: %s", path, strerror(errno));
+        }
         if (chmod(path, (mode_t)strtoul(r->cfg.unix_mode, NULL, 8)) != 0) {
             log_err("chmod %s: %s", path, strerror(errno));
             return ERR_SYS;
@@ -377,7 +400,9 @@ static int listen_unix(struct router *r, uv_loop_t *loop, struct config *cfg)
         log_err("%s: %s", l->desc, uv_strerror(rc));
         return ERR_SYS;
     }
-    log_info("listening on %s (mode %s)", l->desc, r->cfg.unix_mode);
+    log_info("listening on %s (mode %s%s%s)", l->desc, r->cfg.unix_mode,
+             r->cfg.unix_group != NULL ? ", group " : "",
+             r->cfg.unix_group != NULL ? r->cfg.unix_group : "");
     return 0;
 }
 

@@ -58,6 +58,7 @@ struct router_config {
     const char *users_file;
     const char *unix_path; /* NULL: no Unix socket */
     const char *unix_mode; /* octal text, e.g. "0660" */
+    const char *unix_group; /* the socket's group; NULL: the <user>'s/<group> */
     struct xml_node *tcp;  /* first <listen><tcp>, NULL if none */
     size_t stanza_size;
     size_t queue_max;
