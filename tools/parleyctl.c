@@ -29,7 +29,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -312,65 +311,49 @@ int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid
     return 0;
 }
 
-/* The kernel's POSIX ACL xattr format (linux/posix_acl_xattr.h). */
-#define ACL_XATTR_VERSION 2
-#define ACL_TAG_USER_OBJ  0x01
-#define ACL_TAG_USER      0x02
-#define ACL_TAG_GROUP_OBJ 0x04
-#define ACL_TAG_MASK      0x10
-#define ACL_TAG_OTHER     0x20
-#define ACL_NO_ID         0xffffffffu
-
-static size_t acl_entry(unsigned char *p, unsigned tag, unsigned perm, uint32_t id)
+/* Is user in group gid (primary or listed)? */
+static bool ctl_in_group(const char *user, gid_t gid)
 {
-    p[0] = (unsigned char)tag;
-    p[1] = (unsigned char)(tag >> 8);
-    p[2] = (unsigned char)perm;
-    p[3] = 0;
-    for (int i = 0; i < 4; i++)
-        p[4 + i] = (unsigned char)(id >> (8 * i));
-    return 8;
+    gid_t groups[256];
+    int n = sizeof(groups) / sizeof(groups[0]);
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL || getgrouplist(user, pw->pw_gid, groups, &n) < 0)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (groups[i] == gid)
+            return true;
+    }
+    return false;
 }
 
-static int on_uid_cmp(const void *a, const void *b)
+int ctl_group_ensure(const struct ctl *c)
 {
-    uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-int ctl_router_dir_acl(const struct ctl *c)
-{
-    static const char *const users[] = {"parley-sm", "parley-c2s", "parley-s2s"};
-    enum { N = sizeof(users) / sizeof(users[0]) };
+    static const char *const users[] = {"parley-router", "parley-sm", "parley-c2s", "parley-s2s"};
     if (!c->as_root)
         return 0;
-    uid_t uids[N];
-    for (size_t i = 0; i < N; i++) {
-        gid_t gid;
-        if (ctl_user_ids(c, users[i], &uids[i], &gid) != 0)
+    if (getgrnam(CTL_GROUP) == NULL) {
+        const char *argv[] = {"/usr/sbin/groupadd", "--system", CTL_GROUP, NULL};
+        if (ctl_exec(c, argv, NULL, -1) != 0) {
+            ctl_err("groupadd %s failed", CTL_GROUP);
             return 1;
+        }
+        ctl_note("created system group %s", CTL_GROUP);
     }
-    /* The kernel wants named entries in ascending id order. */
-    qsort(uids, N, sizeof(uids[0]), on_uid_cmp);
-    unsigned char buf[4 + 8 * (N + 4)];
-    size_t len = 0;
-    buf[len++] = ACL_XATTR_VERSION;
-    buf[len++] = 0;
-    buf[len++] = 0;
-    buf[len++] = 0;
-    len += acl_entry(buf + len, ACL_TAG_USER_OBJ, 7, ACL_NO_ID);
-    for (size_t i = 0; i < N; i++)
-        len += acl_entry(buf + len, ACL_TAG_USER, 6, (uint32_t)uids[i]);
-    len += acl_entry(buf + len, ACL_TAG_GROUP_OBJ, 5, ACL_NO_ID);
-    len += acl_entry(buf + len, ACL_TAG_MASK, 7, ACL_NO_ID);
-    len += acl_entry(buf + len, ACL_TAG_OTHER, 5, ACL_NO_ID);
-    char path[CTL_PATH_MAX];
-    ctl_path(c, path, "run/router");
-    if (setxattr(path, "system.posix_acl_default", buf, len, 0) < 0) {
-        ctl_err("cannot give %s a default ACL (%s): the daemons' users could not reach the "
-                "router's socket; a DIR on a filesystem with POSIX ACLs is needed as root",
-                path, strerror(errno));
+    struct group *gr = getgrnam(CTL_GROUP);
+    if (gr == NULL) {
+        ctl_err("no group %s after groupadd", CTL_GROUP);
         return 1;
+    }
+    gid_t gid = gr->gr_gid;
+    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+        if (ctl_in_group(users[i], gid))
+            continue;
+        const char *argv[] = {"/usr/sbin/usermod", "-a", "-G", CTL_GROUP, users[i], NULL};
+        if (ctl_exec(c, argv, NULL, -1) != 0) {
+            ctl_err("usermod -a -G %s %s failed", CTL_GROUP, users[i]);
+            return 1;
+        }
+        ctl_note("added %s to the group %s", users[i], CTL_GROUP);
     }
     return 0;
 }
@@ -401,8 +384,9 @@ static void usage(FILE *f)
 {
     fputs("usage: parleyctl [-d DIR] [-T DATADIR] COMMAND ...\n"
           "  init --domain D [--db DSN] [--c2s-port N] [--c2s-tls-port N] [--s2s-port N]\n"
-          "       [--s2s-tls-port N] [--router-port N]\n"
+          "       [--s2s-tls-port N] [--router-port N] [--c2s N]\n"
           "  start | stop | status | reload [DAEMON]\n"
+          "  c2s add | c2s list   (c2s processes c2s-1..c2s-N sharing the client ports)\n"
           "  user add JID [PASSWORD] | user passwd JID [PASSWORD] | user del JID\n"
           "  user list [DOMAIN]\n"
           "  component add NAME [--secret S] | component del NAME | component list\n"
@@ -480,6 +464,7 @@ int main(int argc, char **argv)
         {"init", ctl_cmd_init},     {"start", ctl_cmd_start}, {"stop", ctl_cmd_stop},
         {"status", ctl_cmd_status}, {"user", ctl_cmd_user},   {"component", ctl_cmd_component},
         {"db", ctl_cmd_db},         {"route", ctl_cmd_route}, {"reload", ctl_cmd_reload},
+        {"c2s", ctl_cmd_c2s},
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name) == 0)

@@ -11,7 +11,8 @@
  *   DIR/etc/parley.xml          what init decided: domain, ports, database
  *   DIR/etc/<daemon>.xml        daemon configs, from the etc/ templates:
  *                               router.xml, router-users.xml, sm.xml,
- *                               c2s-1.xml (from c2s.xml.in), s2s.xml
+ *                               c2s-1.xml .. c2s-N.xml (each from
+ *                               c2s.xml.in: init --c2s N, `c2s add`), s2s.xml
  *   DIR/etc/s2s-routes.xml      s2s static routes (`parleyctl route`)
  *   DIR/etc/secrets/            router secrets per daemon, db-<role> passwords,
  *                               component-<name> secrets, dialback (s2s's)
@@ -25,7 +26,10 @@
  *                               daemon's user can plant anything there
  *   DIR/run/<daemon>/           each daemon's own writable directory (its
  *                               pidfile, the router's socket); DIR/run
- *                               itself belongs to the invoking user
+ *                               itself belongs to the invoking user. As
+ *                               root the router's socket is group
+ *                               CTL_GROUP, mode 0660 (router.xml): the
+ *                               users of sm, c2s and s2s are in that group
  *   DIR/log/                    one log per daemon and parleyctl.log
  *   DIR/pg/                     the private PostgreSQL cluster (no --db):
  *                               data/, run/ (its socket), postgres.log; pg/
@@ -71,8 +75,17 @@ struct ctl_daemon {
 extern const struct ctl_daemon ctl_daemons[];
 extern const size_t ctl_daemon_count;
 
+/* c2s processes an instance may run: c2s-1 .. c2s-CTL_C2S_MAX, each with
+ * its own config, router name and secret, sharing the ports (SO_REUSEPORT). */
+#define CTL_C2S_MAX 16
+/* Every entry of ctl_daemons: router, sm, the c2s, s2s. */
+#define CTL_DAEMONS_MAX (CTL_C2S_MAX + 3)
+
 /* System users init creates as root (the daemons', and parley-db). */
 #define CTL_DB_USER "parley-db"
+/* The group whose members reach the router's Unix socket (router.xml's
+ * <unix group>): the users of router, sm, c2s and s2s, as root. */
+#define CTL_GROUP "parley"
 
 /* The database roles (storage/schema/001-initial.sql). */
 #define CTL_ROLE_ADMIN "parley_admin"
@@ -99,8 +112,12 @@ const struct ctl_daemon *ctl_daemon_find(const char *name);
  * writes a daemon's config only when the daemon's template is there). */
 bool ctl_daemon_configured(const struct ctl *c, const struct ctl_daemon *d);
 /* Ask the running supervisor to HUP daemon name (NULL: every daemon).
- * 1 if it was asked, 0 if no supervisor runs, -1 on error (printed). */
+ * 1 if it was asked, 0 if no supervisor runs, -1 on error (printed). A
+ * configured daemon the supervisor does not run yet (`c2s add`) is
+ * started instead. */
 int ctl_reload(const struct ctl *c, const char *name);
+/* The same for n names with one HUP. */
+int ctl_reload_names(const struct ctl *c, const char *const *names, size_t n);
 
 /* Read DIR/etc/parley.xml into c. 0, or 1 with a message (not initialised). */
 int ctl_load(struct ctl *c);
@@ -123,15 +140,12 @@ pid_t ctl_pidfile_alive(const char *path);
 /* mkdir path (if missing), then its mode and (as root) owner, refusing
  * an existing symlink or non-directory. 0 or 1 (message). */
 int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid);
-/* As root: a default ACL on DIR/run/router that lets the users of sm, c2s
- * and s2s read and write what the router creates there, its Unix socket
- * (mode 0660 from router.xml, owned by parley-router): the daemons drop
- * to their own primary group only (common/daemon), so a shared group
- * would not reach it, and the router's secrets are group parley-router.
- * The router's chmod sets the ACL mask, so the named users get rw on the
- * socket and at most what its group bits allow on anything else. 0 or 1
- * (message); nothing to do when not root. */
-int ctl_router_dir_acl(const struct ctl *c);
+/* As root: the group CTL_GROUP exists (groupadd) and the users of router,
+ * sm, c2s and s2s are in it (usermod -a -G): the router gives its socket
+ * to that group, mode 0660, and the daemons keep their supplementary
+ * groups when they drop root (common/daemon). 0 or 1 (message); nothing
+ * to do when not root. */
+int ctl_group_ensure(const struct ctl *c);
 /* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */
 int ctl_sup_lock_fd(const struct ctl *c, int flags);
 /* The running supervisor's pid (the holder of its pidfile's lock), or 0. */
@@ -149,6 +163,19 @@ int ctl_cmd_route(struct ctl *c, int argc, char **argv);
 /* An empty DIR/etc/s2s-routes.xml (init). 0 or 1 (message). */
 int ctl_routes_init(const struct ctl *c);
 int ctl_cmd_reload(struct ctl *c, int argc, char **argv);
+int ctl_cmd_c2s(struct ctl *c, int argc, char **argv);
+
+/* Templates and secrets (parleyctl_init.c). */
+/* A fresh random router secret DIR/etc/secrets/<name>, owned by owner
+ * (as root), group of group_of when not NULL, with mode. 0 or 1. */
+int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, mode_t mode,
+                     const char *group_of);
+/* DIR/etc/c2s-<k>.xml from c2s.xml.in: the template filled as for c2s-1,
+ * with its router name, secret file and pidfile renamed to c2s-<k>. 0 or 1. */
+int ctl_c2s_config_write(const struct ctl *c, int k);
+/* Everything c2s-<k> needs (k >= 2; init writes c2s-1's): its router
+ * secret, run directory, config and its entry in router-users.xml. 0 or 1. */
+int ctl_c2s_instance_add(const struct ctl *c, int k);
 
 /* Database (parleyctl_db.c). */
 /* A connection as the admin role (the private cluster) or with the DSN.

@@ -1,12 +1,14 @@
 /*
  * parleyctl_init.c - `parleyctl -d DIR init --domain D ...`: a new instance.
  *
- * In order: check DIR is new; as root, create the system users; the
+ * In order: check DIR is new; as root, create the system users and the
+ * group CTL_GROUP that reaches the router's socket (ctl_group_ensure); the
  * directories (as root, DIR's parents must already let the daemons' users
  * through: init refuses rather than change them), with one run/<daemon>
  * per daemon owned by its user; the router's per-daemon secrets and s2s's
  * dialback secret; a self-signed certificate for D; the daemon configs
- * from the templates and an empty s2s-routes.xml; the database (a private
+ * from the templates (with --c2s N, c2s-2 .. c2s-N too: parleyctl_c2s.c)
+ * and an empty s2s-routes.xml; the database (a private
  * cluster, or the schema applied through --db); and last
  * DIR/etc/parley.xml, whose presence marks DIR as initialised. A failure
  * half-way leaves DIR for inspection and tells to remove it: re-running
@@ -26,6 +28,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,12 +81,13 @@ enum init_var_id {
     V_S2S_PORT,
     V_S2S_TLS_PORT,
     V_DB_DSN,
+    V_PARLEY_GROUP,
     V_COUNT
 };
 static const char *const init_var_names[V_COUNT] = {
     "domain",   "sysconfdir",   "runstatedir", "router_socket", "router_user", "c2s_user",
     "sm_user",  "s2s_user",     "sm_uid",      "c2s_uid",       "s2s_uid",     "router_port",
-    "c2s_port", "c2s_tls_port", "s2s_port",    "s2s_tls_port",  "db_dsn",
+    "c2s_port", "c2s_tls_port", "s2s_port",    "s2s_tls_port",  "db_dsn",      "parley_group",
 };
 
 /* Router secrets: file name under etc/secrets and the daemon that owns it
@@ -180,8 +184,8 @@ static int init_dir_check(const struct ctl *c)
     return 0;
 }
 
-static int init_secret_file(const struct ctl *c, const char *name, const char *owner, mode_t mode,
-                            const char *group_of)
+int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, mode_t mode,
+                     const char *group_of)
 {
     char path[CTL_PATH_MAX], hex[2 * RAND_ID_HEXLEN + 2];
     uid_t uid = 0, guid;
@@ -314,9 +318,11 @@ static void init_fold(const char *text, struct buf *out)
     buf_append(out, p, strlen(p) + 1);
 }
 
-static int init_templates_write(const struct ctl *c)
+/* The values of every placeholder but @runstatedir@ (per daemon). */
+static char init_vars[V_COUNT][CTL_PATH_MAX];
+
+static int init_vars_fill(const struct ctl *c)
 {
-    static char vars[V_COUNT][CTL_PATH_MAX];
     static const struct {
         enum init_var_id user, uid;
         const char *name;
@@ -326,6 +332,7 @@ static int init_templates_write(const struct ctl *c)
         {V_C2S_USER, V_C2S_UID, "parley-c2s"},
         {V_S2S_USER, V_S2S_UID, "parley-s2s"},
     };
+    char(*vars)[CTL_PATH_MAX] = init_vars;
     struct passwd *me = getpwuid(getuid());
     if (!c->as_root && me == NULL) {
         ctl_err("who am I? uid %u has no passwd entry", (unsigned)getuid());
@@ -343,6 +350,14 @@ static int init_templates_write(const struct ctl *c)
         if (daemon_users[i].uid != V_COUNT)
             snprintf(vars[daemon_users[i].uid], CTL_PATH_MAX, "%u", (unsigned)uid);
     }
+    /* The router socket's group: CTL_GROUP as root (ctl_group_ensure),
+     * else the caller's own group, which every daemon runs with. */
+    struct group *gr = c->as_root ? getgrnam(CTL_GROUP) : getgrgid(getgid());
+    if (gr == NULL) {
+        ctl_err("no group %s", c->as_root ? CTL_GROUP : "for my gid");
+        return 1;
+    }
+    snprintf(vars[V_PARLEY_GROUP], CTL_PATH_MAX, "%s", gr->gr_name);
     snprintf(vars[V_DOMAIN], CTL_PATH_MAX, "%s", c->domain);
     ctl_path(c, vars[V_SYSCONFDIR], "etc");
     ctl_path(c, vars[V_ROUTER_SOCKET], "run/router/router.sock");
@@ -351,41 +366,95 @@ static int init_templates_write(const struct ctl *c)
     snprintf(vars[V_C2S_TLS_PORT], CTL_PATH_MAX, "%d", c->c2s_tls_port);
     snprintf(vars[V_S2S_PORT], CTL_PATH_MAX, "%d", c->s2s_port);
     snprintf(vars[V_S2S_TLS_PORT], CTL_PATH_MAX, "%d", c->s2s_tls_port);
-    if (init_db_dsn(c, vars[V_DB_DSN]) != 0)
-        return 1;
+    return init_db_dsn(c, vars[V_DB_DSN]);
+}
 
-    for (size_t t = 0; t < sizeof(init_templates) / sizeof(init_templates[0]); t++) {
-        char src[CTL_PATH_MAX], dst[CTL_PATH_MAX];
-        static char text[256 * 1024];
-        snprintf(src, sizeof(src), "%s/%s", ctl_datadir(c), init_templates[t].src);
-        if (ctl_read_file(src, text, sizeof(text)) < 0) {
-            if (errno == ENOENT && init_templates[t].optional) {
-                ctl_note("no template %s: %s is not set up (no etc/%s)", src,
-                         init_templates[t].daemon, init_templates[t].dst);
-                continue;
-            }
-            ctl_err("cannot read the template %s: %s (set PARLEY_DATADIR or -T to the directory "
-                    "holding the *.xml.in templates)",
-                    src, strerror(errno));
-            return 1;
+/* c2s.xml.in names its instance c2s-1 (router name, secret file, pidfile):
+ * for instance k every "c2s-1" between ' or / and ', ., < or " becomes
+ * "c2s-<k>" (text elsewhere, e.g. comments, is left alone). 0, or 1 if
+ * the result has no <router name='c2s-<k>'>. */
+static int init_rename_c2s(const char *tmpl, const char *text, int k, struct buf *out)
+{
+    char name[32], want[48];
+    snprintf(name, sizeof(name), "c2s-%d", k);
+    const char *p = text;
+    for (const char *m; (m = strstr(p, "c2s-1")) != NULL; p = m + 5) {
+        buf_append(out, p, (size_t)(m - p));
+        bool before = m > text && (m[-1] == '\'' || m[-1] == '/');
+        bool after = m[5] == '\'' || m[5] == '.' || m[5] == '<' || m[5] == '"';
+        buf_append_str(out, before && after ? name : "c2s-1");
+    }
+    buf_append(out, p, strlen(p) + 1);
+    snprintf(want, sizeof(want), "name='%s'", name);
+    if (strstr(out->data, want) == NULL) {
+        ctl_err("template %s has no <router name='c2s-1'> to make c2s-%d of", tmpl, k);
+        return 1;
+    }
+    return 0;
+}
+
+/* Fill the template srcname into DIR/etc/<dstname>, for daemon (its run
+ * directory is @runstatedir@); c2s_k > 1 renames c2s-1 (init_rename_c2s).
+ * 0, 1 (message), or -1 when an optional template is missing (a note). */
+static int init_template_one(const struct ctl *c, const char *srcname, const char *dstname,
+                             const char *daemon, bool optional, int c2s_k)
+{
+    char src[CTL_PATH_MAX], dst[CTL_PATH_MAX];
+    static char text[256 * 1024];
+    snprintf(src, sizeof(src), "%s/%s", ctl_datadir(c), srcname);
+    if (ctl_read_file(src, text, sizeof(text)) < 0) {
+        if (errno == ENOENT && optional) {
+            ctl_note("no template %s: %s is not set up (no etc/%s)", src, daemon, dstname);
+            return -1;
         }
-        /* The daemon's own run directory: its pidfile, the router's socket. */
-        ctl_path(c, vars[V_RUNSTATEDIR], "run/%s", init_templates[t].daemon);
-        struct buf pre, out;
-        buf_init(&pre);
-        buf_init(&out);
-        init_fold(text, &pre);
-        int rc = init_fill(src, pre.data, vars, &out);
-        buf_append_byte(&out, '\0');
-        ctl_path(c, dst, "etc/%s", init_templates[t].dst);
-        if (rc == 0)
-            rc = ctl_write_file(c, dst, out.data, strlen(out.data), 0644, 0, 0);
-        buf_free(&pre);
-        buf_free(&out);
-        if (rc != 0)
+        ctl_err("cannot read the template %s: %s (set PARLEY_DATADIR or -T to the directory "
+                "holding the *.xml.in templates)",
+                src, strerror(errno));
+        return 1;
+    }
+    /* The daemon's own run directory: its pidfile, the router's socket. */
+    ctl_path(c, init_vars[V_RUNSTATEDIR], "run/%s", daemon);
+    struct buf pre, out, ren;
+    buf_init(&pre);
+    buf_init(&out);
+    buf_init(&ren);
+    init_fold(text, &pre);
+    int rc = init_fill(src, pre.data, init_vars, &out);
+    buf_append_byte(&out, '\0');
+    const char *result = out.data;
+    if (rc == 0 && c2s_k > 1) {
+        rc = init_rename_c2s(src, out.data, c2s_k, &ren);
+        result = ren.data;
+    }
+    ctl_path(c, dst, "etc/%s", dstname);
+    if (rc == 0)
+        rc = ctl_write_file(c, dst, result, strlen(result), 0644, 0, 0);
+    buf_free(&pre);
+    buf_free(&out);
+    buf_free(&ren);
+    return rc;
+}
+
+static int init_templates_write(const struct ctl *c)
+{
+    if (init_vars_fill(c) != 0)
+        return 1;
+    for (size_t t = 0; t < sizeof(init_templates) / sizeof(init_templates[0]); t++) {
+        if (init_template_one(c, init_templates[t].src, init_templates[t].dst,
+                              init_templates[t].daemon, init_templates[t].optional, 1) > 0)
             return 1;
     }
     return 0;
+}
+
+int ctl_c2s_config_write(const struct ctl *c, int k)
+{
+    char name[32], dst[48];
+    snprintf(name, sizeof(name), "c2s-%d", k);
+    snprintf(dst, sizeof(dst), "%s.xml", name);
+    if (init_vars_fill(c) != 0)
+        return 1;
+    return init_template_one(c, "c2s.xml.in", dst, name, false, k) != 0;
 }
 
 static int init_parley_xml(const struct ctl *c)
@@ -442,10 +511,11 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         {"s2s-port", required_argument, NULL, 's'},
         {"s2s-tls-port", required_argument, NULL, 'S'},
         {"router-port", required_argument, NULL, 'r'},
+        {"c2s", required_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
     const char *domain = NULL, *dsn = NULL;
-    int opt, tls_port = 0, s2s_tls_port = 0;
+    int opt, tls_port = 0, s2s_tls_port = 0, nc2s = 1;
     c->c2s_port = 5222;
     c->s2s_port = 5269;
     c->router_port = 5347;
@@ -474,6 +544,17 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         case 'r':
             bad = init_port("--router-port", optarg, &c->router_port);
             break;
+        case 'n': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 1 || v > CTL_C2S_MAX) {
+                ctl_err("--c2s: '%s' is not a number of c2s processes (1..%d)", optarg,
+                        CTL_C2S_MAX);
+                bad = 1;
+            }
+            nc2s = (int)v;
+            break;
+        }
         default:
             return 2;
         }
@@ -482,7 +563,8 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
     }
     if (optind != argc || domain == NULL) {
         ctl_err("usage: parleyctl -d DIR init --domain D [--db DSN] [--c2s-port N] "
-                "[--c2s-tls-port N] [--s2s-port N] [--s2s-tls-port N] [--router-port N]");
+                "[--c2s-tls-port N] [--s2s-port N] [--s2s-tls-port N] [--router-port N] "
+                "[--c2s N]");
         return 2;
     }
     /* Direct TLS next to STARTTLS unless given: 5223 and 5270 by default. */
@@ -524,7 +606,7 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
 
     if (init_dir_check(c) != 0 || (c->as_root && init_parents_reachable(c) != 0))
         return 1;
-    if (c->as_root && init_system_users(c) != 0)
+    if (c->as_root && (init_system_users(c) != 0 || ctl_group_ensure(c) != 0))
         return 1;
     static const char *const dirs[] = {"", "etc", "etc/secrets", "etc/tls", "run", "log", "ctl"};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
@@ -538,16 +620,13 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         if (init_mkdir(c, path, 0755, init_rundirs[i].user) != 0)
             return 1;
     }
-    if (ctl_router_dir_acl(c) != 0)
-        return 1;
-
     for (size_t i = 0; i < sizeof(init_secrets) / sizeof(init_secrets[0]); i++) {
-        if (init_secret_file(c, init_secrets[i].name, init_secrets[i].user, 0640,
+        if (ctl_secret_write(c, init_secrets[i].name, init_secrets[i].user, 0640,
                              "parley-router") != 0)
             return 1;
     }
     /* The dialback key secret (XEP-0185) lives only in s2s. */
-    if (init_secret_file(c, "dialback", "parley-s2s", 0600, NULL) != 0)
+    if (ctl_secret_write(c, "dialback", "parley-s2s", 0600, NULL) != 0)
         return 1;
 
     char crt[CTL_PATH_MAX], key[CTL_PATH_MAX];
@@ -566,6 +645,11 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
 
     if (init_templates_write(c) != 0 || ctl_routes_init(c) != 0)
         return 1;
+    /* c2s-2 .. c2s-N beside the c2s-1 of the templates. */
+    for (int k = 2; k <= nc2s; k++) {
+        if (ctl_c2s_instance_add(c, k) != 0)
+            return 1;
+    }
 
     if (c->private_db) {
         if (ctl_pg_create(c) != 0) {

@@ -5,8 +5,8 @@
  * then forks the supervisor (double fork + setsid; pidfile
  * DIR/ctl/parleyctl.pid, held with a write lock for the supervisor's whole
  * life, log DIR/log/parleyctl.log), which spawns every
- * daemon of ctl_daemons the instance has a config for (router, sm, c2s-1,
- * s2s), each `-f -c DIR/etc/<name>.xml` with its output in
+ * daemon of ctl_daemons the instance has a config for (router, sm, c2s-1
+ * .. c2s-N, s2s), each `-f -c DIR/etc/<name>.xml` with its output in
  * DIR/log/<name>.log, one after the other: the next is spawned once the
  * last is ready. Daemons start as root when parleyctl runs as root and
  * drop to their <user> themselves (common/daemon), after loading what
@@ -39,6 +39,8 @@
  * the children it spawned: to those named by an empty file
  * DIR/ctl/reload/<name> (which it removes), or to all when there is none
  * or DIR/ctl/reload/all exists (a HUP sent by hand reloads everything).
+ * A HUP also starts any daemon configured since the supervisor started
+ * (`c2s add` writes c2s-<k>.xml, then asks for a reload of the router).
  * DIR/ctl belongs to the invoking user, so no daemon can ask for a
  * reload. Two `start`s at once are serialised by a flock
  * on DIR/ctl/start.lock, taken before PostgreSQL is touched and held until
@@ -71,12 +73,32 @@
 
 /* Dependency order: started first to last, stopped last to first. The sm
  * before c2s, so that a client's session has somewhere to go. */
+#define C2S(k)                                                                                     \
+    {                                                                                              \
+        "c2s-" #k, "parley-c2s", "c2s", "parley-c2s", "c2s ready"                                  \
+    }
 const struct ctl_daemon ctl_daemons[] = {
     {"router", "parley-router", "router", "parley-router", NULL},
     {"sm", "parley-sm", "sm", "parley-sm", "sm ready"},
-    {"c2s-1", "parley-c2s", "c2s", "parley-c2s", "c2s ready"},
+    C2S(1),
+    C2S(2),
+    C2S(3),
+    C2S(4),
+    C2S(5),
+    C2S(6),
+    C2S(7),
+    C2S(8),
+    C2S(9),
+    C2S(10),
+    C2S(11),
+    C2S(12),
+    C2S(13),
+    C2S(14),
+    C2S(15),
+    C2S(16),
     {"s2s", "parley-s2s", "s2s", "parley-s2s", "s2s ready"},
 };
+#undef C2S
 const size_t ctl_daemon_count = sizeof(ctl_daemons) / sizeof(ctl_daemons[0]);
 
 const struct ctl_daemon *ctl_daemon_find(const char *name)
@@ -101,7 +123,7 @@ bool ctl_daemon_configured(const struct ctl *c, const struct ctl_daemon *d)
 #define STOP_KILL_MS   15000 /* TERM, then KILL after this */
 #define START_WAIT_MS  30000 /* `start` waits this long for the daemons */
 #define STOP_WAIT_MS   60000 /* `stop` waits this long for the supervisor */
-#define DAEMONS_MAX    8
+#define DAEMONS_MAX    CTL_DAEMONS_MAX
 #define READY_POLL_MS  50
 #define READY_CHUNK    16384 /* bytes of a log read per look for the ready line */
 
@@ -394,7 +416,26 @@ static bool sup_reload_asked(struct sup *s, const char *name)
     return unlink(path) == 0;
 }
 
-/* HUP: to the daemons named in DIR/ctl/reload/, or to all (see the top). */
+/* A daemon configured since the supervisor started (`c2s add`): its log,
+ * then a spawn once those before it are ready (on_ready_poll). */
+static void sup_enable(struct sup *s, struct sup_child *k)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(s->c, path, "log/%s.log", k->d->name);
+    k->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (k->log_fd < 0) {
+        log_err("cannot open %s: %s", path, strerror(errno));
+        return;
+    }
+    k->enabled = true;
+    log_info("%s is configured now: starting it", k->d->name);
+    sup_write_state(s);
+    if (!uv_is_active((uv_handle_t *)&s->ready_timer))
+        uv_timer_start(&s->ready_timer, on_ready_poll, READY_POLL_MS, READY_POLL_MS);
+}
+
+/* HUP: to the daemons named in DIR/ctl/reload/, or to all (see the top);
+ * a daemon configured meanwhile is started instead. */
 static void sup_reload(struct sup *s)
 {
     bool want[DAEMONS_MAX], any = false;
@@ -409,6 +450,8 @@ static void sup_reload(struct sup *s)
             log_info("reloading %s (pid %d): HUP", k->d->exe, k->pid);
             uv_process_kill(&k->proc, SIGHUP);
         }
+        if (!k->enabled && !s->stopping && ctl_daemon_configured(s->c, k->d))
+            sup_enable(s, k);
     }
 }
 
@@ -775,9 +818,9 @@ static int run_start(struct ctl *c, int startfd)
                                           ctl_mkdir(c, rundir, 0755, uid, gid) != 0))
             return 1;
     }
-    /* The daemons reach the router's socket through run/router's default
-     * ACL (set again: an instance made before sm, c2s and s2s has none). */
-    if (ctl_router_dir_acl(c) != 0)
+    /* The daemons reach the router's socket through the group CTL_GROUP
+     * (ensured again: an instance made before the group has none). */
+    if (ctl_group_ensure(c) != 0)
         return 1;
     /* Only a cluster this call started is this call's to stop on failure. */
     bool pg_ours = c->private_db && !ctl_pg_running(c);
@@ -845,8 +888,10 @@ static int run_start(struct ctl *c, int startfd)
             ctl_cmd_stop(c, 1, (char **)stop_argv);
             return 1;
         }
+        /* The name too where one program runs several times (c2s-<k>). */
         if (run_read_state(c, d->name, &rs) == 0)
-            printf("%s: up (pid %d)\n", d->exe, rs.pid);
+            printf("%s: up (pid %d%s%s)\n", d->exe, rs.pid, strcmp(d->name, d->subdir) ? ", " : "",
+                   strcmp(d->name, d->subdir) ? d->name : "");
     }
     printf("started (supervisor log: %s/log/parleyctl.log)\n", c->dir);
     return 0;
@@ -904,29 +949,36 @@ int ctl_cmd_status(struct ctl *c, int argc, char **argv)
     return rc;
 }
 
-int ctl_reload(const struct ctl *c, const char *name)
+int ctl_reload_names(const struct ctl *c, const char *const *names, size_t n)
 {
     char path[CTL_PATH_MAX];
     pid_t pid = ctl_sup_pid(c);
     if (pid == 0)
         return 0;
-    /* The request names the daemon; DIR/ctl is the invoking user's. */
+    /* The request names the daemons; DIR/ctl is the invoking user's. */
     ctl_path(c, path, "ctl/reload");
     if (ctl_mkdir(c, path, 0755, getuid(), getgid()) != 0)
         return -1;
-    ctl_path(c, path, "ctl/reload/%s", name != NULL ? name : "all");
-    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        ctl_err("cannot write %s: %s", path, strerror(errno));
-        return -1;
+    for (size_t i = 0; i < n; i++) {
+        ctl_path(c, path, "ctl/reload/%s", names[i]);
+        int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            ctl_err("cannot write %s: %s", path, strerror(errno));
+            return -1;
+        }
+        close(fd);
     }
-    close(fd);
     if (kill(pid, SIGHUP) < 0) {
         ctl_err("cannot signal the supervisor (pid %d): %s", (int)pid, strerror(errno));
-        unlink(path);
         return -1;
     }
     return 1;
+}
+
+int ctl_reload(const struct ctl *c, const char *name)
+{
+    const char *names[] = {name != NULL ? name : "all"};
+    return ctl_reload_names(c, names, 1);
 }
 
 int ctl_cmd_reload(struct ctl *c, int argc, char **argv)

@@ -178,9 +178,14 @@ def _connects(user, path):
 
 def _check_router_socket_reach(d):
     """A socket made in run/router as the router makes its own (then
-    chmod 0660, owned by parley-router) is reachable by the users of sm,
-    c2s and s2s, and by no other user: run/router's default ACL."""
+    chmod 0660, owned by parley-router, group parley as router.xml says)
+    is reachable by the users of sm, c2s and s2s, members of the group
+    parley init made, and by no other user."""
+    import grp
     import socket
+    assert "group='parley'" in open(os.path.join(d, "etc", "router.xml")).read()
+    members = set(grp.getgrnam("parley").gr_mem)
+    assert {"parley-router", "parley-sm", "parley-c2s", "parley-s2s"} <= members, members
     path = os.path.join(d, "run", "router", "probe.sock")
     old = os.umask(0o077)
     try:
@@ -191,7 +196,7 @@ def _check_router_socket_reach(d):
         os.umask(old)
     try:
         pw = pwd.getpwnam("parley-router")
-        os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chown(path, pw.pw_uid, grp.getgrnam("parley").gr_gid)
         os.chmod(path, 0o660)
         for u in ("parley-sm", "parley-c2s", "parley-s2s"):
             assert _connects(u, path), u
@@ -492,6 +497,21 @@ def test_service_start_login_status_stop(inst):
             await bad.close()
 
     harness.run(logins())
+
+    if _as_root(inst):
+        # The router's socket: group parley, 0660; the daemons reach it
+        # through that group (they keep it when they drop root), a user
+        # outside it cannot connect.
+        import grp
+        sock = os.path.join(inst.dir, "run", "router", "router.sock")
+        gid = grp.getgrnam("parley").gr_gid
+        assert os.stat(sock).st_gid == gid and _mode(sock) == 0o660
+        assert _owner(sock) == "parley-router"
+        assert not _connects(ctlharness.ensure_test_user(), sock)
+        for name in have:
+            with open("/proc/%d/status" % pids[name]) as f:
+                groups = re.search(r"^Groups:(.*)$", f.read(), re.M).group(1).split()
+            assert str(gid) in groups, (name, groups)
 
     if "s2s" in have:
         # A route change reloads s2s, and only s2s.

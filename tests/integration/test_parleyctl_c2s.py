@@ -1,0 +1,157 @@
+"""test_parleyctl_c2s.py - several c2s processes from parleyctl alone:
+`init --c2s 2` makes c2s-1 and c2s-2 (own configs, router names, secrets,
+run directories, router-users.xml entries), `start` runs both on the one
+client port (SO_REUSEPORT), clients logging in through that port land on
+both and message each other across them, `c2s add` on the running
+instance starts c2s-3, and `stop` stops every one. As root (per-daemon
+system users) and as an ordinary user.
+"""
+
+import asyncio
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import ctlharness
+import harness
+from test_parleyctl_service import MODES, _Client, _finish, _make, _service_daemons
+
+
+@pytest.fixture(params=MODES)
+def inst(request):
+    i = _make(request.param)
+    yield i
+    _finish(i)
+
+
+def _status_pid(line):
+    return int(line.split()[2].rstrip(","))
+
+
+def _placement(inst, names, jid):
+    """The c2s (of names) whose log says a session started for jid, waiting
+    a bounded time for the line; None if none did."""
+    end = time.monotonic() + harness.WAIT
+    while True:
+        for n in names:
+            if re.search(r"session \S+ started for %s$" % re.escape(jid), inst.log(n), re.M):
+                return n
+        if time.monotonic() > end:
+            return None
+        time.sleep(0.05)
+
+
+def test_init_makes_c2s_instances(inst):
+    inst.init("localhost", "--c2s", "2")
+    d = inst.dir
+    users = ET.fromstring(inst.etc("router-users.xml").split("?>", 1)[1])
+    comps = {c.get("name"): c for c in users.findall("component")}
+    for n in ("c2s-1", "c2s-2"):
+        doc = ET.fromstring(inst.etc(n + ".xml").split("?>", 1)[1])
+        assert doc.find("router").get("name") == n
+        assert doc.find("router/secret").get("file") == os.path.join(d, "etc", "secrets", n)
+        assert doc.find("pidfile").text == os.path.join(d, "run", n, n + ".pid")
+        assert ctlharness.placeholders_left(inst.etc(n + ".xml")) == []
+        assert os.path.isdir(os.path.join(d, "run", n))
+        assert len(inst.secret(n)) == 64
+        assert comps[n].get("internal") == "true"
+        assert comps[n].get("uid") == comps["c2s-1"].get("uid")
+        assert comps[n].find("secret").get("file") == os.path.join(d, "etc", "secrets", n)
+    assert inst.secret("c2s-1") != inst.secret("c2s-2")
+    # Same ports: the kernel spreads the connections.
+    strip = lambda t: re.sub(r"c2s-[12]", "c2s-K", t)
+    assert strip(inst.etc("c2s-1.xml")) == strip(inst.etc("c2s-2.xml"))
+    r = inst.ok("c2s", "list")
+    assert [l.split()[0] for l in r.out.splitlines()] == ["c2s-1", "c2s-2"]
+    # Out of range is refused before anything is made.
+    other = ctlharness.Instance(as_user=inst.as_user)
+    try:
+        r = other.ctl("init", "--domain", "localhost", "--c2s", "0")
+        assert r.code == 2 and "--c2s" in r.err, r
+    finally:
+        other.cleanup()
+
+
+def test_two_c2s_share_the_port(inst):
+    have = _service_daemons()
+    if "sm" not in have or "c2s-1" not in have:
+        pytest.skip("this tree has no parley-sm or parley-c2s yet (have %s)" % have)
+    inst.init("localhost", "--c2s", "2")
+    r = inst.ok("start", timeout=240)
+    assert "parley-c2s: up (pid" in r.out and "c2s-2)" in r.out, r
+    code, st = inst.status()
+    assert code == 0, st
+    c2s = ["c2s-1", "c2s-2"]
+    pids = {n: _status_pid(st[n]) for n in c2s}
+    for n in c2s:
+        assert st[n].startswith("up (pid"), st
+    assert pids["c2s-1"] != pids["c2s-2"]
+    inst.ok("user", "add", "alice@localhost", "alice-pw")
+    inst.ok("user", "add", "bob@localhost", "bob-pw")
+
+    async def go():
+        clients = []
+        where = {}  # full JID -> c2s name
+        try:
+            pair = None
+            # SO_REUSEPORT hashes each connection to one of the two: log in
+            # (alternately alice and bob) until alice has a session on one
+            # and bob on the other; 40 tries miss with odds of 2^-39.
+            for i in range(40):
+                user = "alice" if i % 2 == 0 else "bob"
+                jid = "%s@localhost/r%d" % (user, i)
+                cl = _Client(jid, user + "-pw", inst.c2s_port)
+                clients.append(cl)
+                assert await cl.login() is True, "%s could not log in:\n%s" % (
+                    jid, inst.log_tails())
+                where[jid] = _placement(inst, c2s, jid)
+                assert where[jid] is not None, "no c2s logged %s:\n%s" % (jid, inst.log_tails())
+                alices = [(j, c) for j, c in zip(where, clients) if j.startswith("alice")]
+                bobs = [(j, c) for j, c in zip(where, clients) if j.startswith("bob")]
+                for aj, ac in alices:
+                    for bj, bc in bobs:
+                        if where[aj] != where[bj]:
+                            pair = (aj, ac, bj, bc)
+                if pair:
+                    break
+            assert pair, "every session landed on one c2s: %s" % where
+            aj, ac, bj, bc = pair
+            ac.xmpp.send_message(mto=bj, mbody="hello bob", mtype="chat")
+            m = await asyncio.wait_for(bc.inbox.get(), harness.WAIT)
+            assert m["body"] == "hello bob" and m["from"] == aj
+            bc.xmpp.send_message(mto=aj, mbody="hello alice", mtype="chat")
+            m = await asyncio.wait_for(ac.inbox.get(), harness.WAIT)
+            assert m["body"] == "hello alice" and m["from"] == bj
+        finally:
+            for cl in clients:
+                await cl.close()
+
+    harness.run(go())
+
+    # A third on the running instance: the router learns its name, the
+    # supervisor starts it.
+    r = inst.ok("c2s", "add")
+    assert "c2s-3 added" in r.out, r
+    end = time.monotonic() + harness.START_WAIT
+    while True:
+        code, st = inst.status()
+        if st.get("c2s-3", "").startswith("up (pid"):
+            break
+        assert time.monotonic() < end, "c2s-3 did not come up: %s\n%s" % (st, inst.log_tails())
+        time.sleep(0.1)
+    assert code == 0, st
+    pids["c2s-3"] = _status_pid(st["c2s-3"])
+    assert "c2s-3: handshake with the router done" in inst.log("c2s-3")
+    for n in c2s:  # the others ran on
+        assert _status_pid(st[n]) == pids[n]
+
+    inst.ok("stop", timeout=120)
+    code, st = inst.status()
+    assert code != 0
+    for n, pid in pids.items():
+        assert st[n] == "stopped", st
+        assert not os.path.exists("/proc/%d" % pid), n
+    assert "crashed" not in inst.log("parleyctl"), inst.log("parleyctl")

@@ -1,0 +1,160 @@
+/*
+ * parleyctl_c2s.c - `parleyctl -d DIR c2s add|list`: several c2s processes.
+ *
+ * Operators scale client connections by running c2s-1, c2s-2, ... side by
+ * side: each its own process, config (DIR/etc/c2s-<k>.xml, from the same
+ * template c2s.xml.in), router name and secret (DIR/etc/secrets/c2s-<k>),
+ * run directory and router-users.xml entry (internal, the uid of
+ * parley-c2s), all listening on the same ports (SO_REUSEPORT: the kernel
+ * spreads new connections over them). `init --c2s N` makes c2s-1..c2s-N;
+ * `c2s add` makes the next one and, when the instance runs, has the
+ * supervisor reload the router's table and start it (one HUP, see
+ * ctl_reload). start/stop/status/reload handle every c2s-<k> that has a
+ * config (ctl_daemons lists c2s-1..c2s-CTL_C2S_MAX).
+ *
+ * The router-users.xml entry is added as a fixed block before
+ * </components>, as `component add` does, leaving the rest of the file
+ * (comments, hand edits) alone. Blocking file I/O: a command, not a loop.
+ */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/mem.h"
+#include "common/xml.h"
+#include "tools/parleyctl.h"
+
+#define USERS_MAX (1024 * 1024)
+
+/* Add c2s-<k>'s entry to DIR/etc/router-users.xml. 0 or 1 (message). */
+static int c2s_router_entry(const struct ctl *c, const char *name)
+{
+    char path[CTL_PATH_MAX], secret[CTL_PATH_MAX], err[256], uidtext[32];
+    uid_t uid;
+    gid_t gid;
+    if (ctl_user_ids(c, "parley-c2s", &uid, &gid) != 0)
+        return 1;
+    ctl_path(c, path, "etc/router-users.xml");
+    char *text = xmalloc(USERS_MAX);
+    if (ctl_read_file(path, text, USERS_MAX) < 0) {
+        ctl_err("cannot read %s: %s", path, strerror(errno));
+        free(text);
+        return 1;
+    }
+    struct xml_node *root = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
+    if (root == NULL) {
+        ctl_err("%s: %s", path, err);
+        free(text);
+        return 1;
+    }
+    int rc = 1;
+    bool taken = false;
+    for (struct xml_node *n = xml_child(root, NULL, "component"); n != NULL;
+         n = xml_next(n, NULL, "component")) {
+        const char *v = xml_get_attr(n, "name");
+        taken = taken || (v != NULL && strcmp(v, name) == 0);
+    }
+    char *end = strstr(text, "</components>");
+    if (taken) {
+        ctl_err("%s already has a component %s", path, name);
+    } else if (end == NULL) {
+        ctl_err("%s: no </components>", path);
+    } else {
+        struct buf b;
+        buf_init(&b);
+        ctl_path(c, secret, "etc/secrets/%s", name);
+        snprintf(uidtext, sizeof(uidtext), "%u", (unsigned)uid);
+        buf_append(&b, text, (size_t)(end - text));
+        buf_append_str(&b, "  <component name='");
+        buf_append_str(&b, name);
+        buf_append_str(&b, "' internal='true' uid='");
+        buf_append_str(&b, uidtext);
+        buf_append_str(&b, "'>\n    <secret file='");
+        buf_append_str(&b, secret);
+        buf_append_str(&b, "'/>\n  </component>\n");
+        buf_append_str(&b, end);
+        rc = ctl_write_file(c, path, b.data, b.len, 0644, 0, 0);
+        buf_free(&b);
+    }
+    xml_free(root);
+    free(text);
+    return rc;
+}
+
+int ctl_c2s_instance_add(const struct ctl *c, int k)
+{
+    char name[32], path[CTL_PATH_MAX];
+    uid_t uid = 0;
+    gid_t gid = 0;
+    snprintf(name, sizeof(name), "c2s-%d", k);
+    ctl_path(c, path, "etc/%s.xml", name);
+    if (access(path, F_OK) == 0) {
+        ctl_err("%s exists already", path);
+        return 1;
+    }
+    /* The config last: its presence is what makes c2s-<k> part of the
+     * instance (ctl_daemon_configured), so a failure before leaves none. */
+    ctl_path(c, path, "run/%s", name);
+    if (ctl_secret_write(c, name, "parley-c2s", 0640, "parley-router") != 0 ||
+        (c->as_root && ctl_user_ids(c, "parley-c2s", &uid, &gid) != 0) ||
+        ctl_mkdir(c, path, 0755, uid, gid) != 0 || c2s_router_entry(c, name) != 0 ||
+        ctl_c2s_config_write(c, k) != 0)
+        return 1;
+    return 0;
+}
+
+static bool c2s_configured(const struct ctl *c, int k)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "etc/c2s-%d.xml", k);
+    return access(path, F_OK) == 0;
+}
+
+static int c2s_add(struct ctl *c)
+{
+    int k = 2;
+    while (k <= CTL_C2S_MAX && c2s_configured(c, k))
+        k++;
+    if (k > CTL_C2S_MAX) {
+        ctl_err("this instance has c2s-1 .. c2s-%d already, the most parleyctl runs", CTL_C2S_MAX);
+        return 1;
+    }
+    if (ctl_c2s_instance_add(c, k) != 0)
+        return 1;
+    char name[32];
+    snprintf(name, sizeof(name), "c2s-%d", k);
+    /* One HUP: the router reloads its table (the new name), and the
+     * supervisor starts the daemon it now finds configured. */
+    const char *const names[] = {"router", name};
+    int rc = ctl_reload_names(c, names, 2);
+    if (rc < 0)
+        return 1;
+    printf("%s added (%s/etc/%s.xml)%s\n", name, c->dir, name,
+           rc > 0 ? "; starting it" : "; `parleyctl start` runs it");
+    return 0;
+}
+
+static int c2s_list(struct ctl *c)
+{
+    for (int k = 1; k <= CTL_C2S_MAX; k++) {
+        if (c2s_configured(c, k))
+            printf("c2s-%d %s/etc/c2s-%d.xml\n", k, c->dir, k);
+    }
+    return 0;
+}
+
+int ctl_cmd_c2s(struct ctl *c, int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0)) {
+        ctl_err("usage: parleyctl -d DIR c2s add | c2s list");
+        return 2;
+    }
+    if (ctl_load(c) != 0)
+        return 1;
+    return strcmp(argv[1], "add") == 0 ? c2s_add(c) : c2s_list(c);
+}
