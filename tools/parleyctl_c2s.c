@@ -1,5 +1,6 @@
 /*
- * parleyctl_c2s.c - `parleyctl -d DIR c2s add|list`: several c2s processes.
+ * parleyctl_c2s.c - `parleyctl -d DIR c2s add|del|list`: several c2s
+ * processes.
  *
  * Operators scale client connections by running c2s-1, c2s-2, ... side by
  * side: each its own process, config (DIR/etc/c2s-<k>.xml, from the same
@@ -9,7 +10,8 @@
  * spreads new connections over them). `init --c2s N` makes c2s-1..c2s-N;
  * `c2s add` makes the next one and, when the instance runs, has the
  * supervisor reload the router's table and start it (one HUP, see
- * ctl_reload). start/stop/status/reload handle every c2s-<k> that has a
+ * ctl_reload); `c2s del` takes the last (or a named) one out again and
+ * has the supervisor stop it. start/stop/status/reload handle every c2s-<k> that has a
  * config (ctl_daemons lists c2s-1..c2s-CTL_C2S_MAX).
  *
  * The router-users.xml entry is added as a fixed block before
@@ -31,14 +33,31 @@
 
 #define USERS_MAX (1024 * 1024)
 
-/* Add c2s-<k>'s entry to DIR/etc/router-users.xml. 0 or 1 (message). */
-static int c2s_router_entry(const struct ctl *c, const char *name)
+/* The router-users.xml entry of c2s instance name, as added and deleted. */
+static int c2s_block(const struct ctl *c, const char *name, struct buf *out)
 {
-    char path[CTL_PATH_MAX], secret[CTL_PATH_MAX], err[256], uidtext[32];
+    char secret[CTL_PATH_MAX], uidtext[32];
     uid_t uid;
     gid_t gid;
     if (ctl_user_ids(c, "parley-c2s", &uid, &gid) != 0)
         return 1;
+    ctl_path(c, secret, "etc/secrets/%s", name);
+    snprintf(uidtext, sizeof(uidtext), "%u", (unsigned)uid);
+    buf_append_str(out, "  <component name='");
+    buf_append_str(out, name);
+    buf_append_str(out, "' internal='true' uid='");
+    buf_append_str(out, uidtext);
+    buf_append_str(out, "'>\n    <secret file='");
+    buf_append_str(out, secret);
+    buf_append_str(out, "'/>\n  </component>\n");
+    return 0;
+}
+
+/* Add c2s-<k>'s entry to DIR/etc/router-users.xml (add), or take the
+ * block c2s_block writes out of it (!add). 0 or 1 (message). */
+static int c2s_router_entry(const struct ctl *c, const char *name, bool add)
+{
+    char path[CTL_PATH_MAX], err[256];
     ctl_path(c, path, "etc/router-users.xml");
     char *text = xmalloc(USERS_MAX);
     if (ctl_read_file(path, text, USERS_MAX) < 0) {
@@ -59,28 +78,35 @@ static int c2s_router_entry(const struct ctl *c, const char *name)
         const char *v = xml_get_attr(n, "name");
         taken = taken || (v != NULL && strcmp(v, name) == 0);
     }
-    char *end = strstr(text, "</components>");
-    if (taken) {
+    struct buf block, b;
+    buf_init(&block);
+    buf_init(&b);
+    char *end = strstr(text, "</components>"), *at = NULL;
+    int brc = c2s_block(c, name, &block);
+    buf_append_byte(&block, '\0');
+    if (!add)
+        at = strstr(text, block.data);
+    if (brc != 0) {
+        /* printed */
+    } else if (add && taken) {
         ctl_err("%s already has a component %s", path, name);
-    } else if (end == NULL) {
+    } else if (add && end == NULL) {
         ctl_err("%s: no </components>", path);
-    } else {
-        struct buf b;
-        buf_init(&b);
-        ctl_path(c, secret, "etc/secrets/%s", name);
-        snprintf(uidtext, sizeof(uidtext), "%u", (unsigned)uid);
+    } else if (!add && at == NULL) {
+        ctl_err("%s: no entry for %s as `c2s add` writes it (edited by hand?): left alone", path,
+                name);
+    } else if (add) {
         buf_append(&b, text, (size_t)(end - text));
-        buf_append_str(&b, "  <component name='");
-        buf_append_str(&b, name);
-        buf_append_str(&b, "' internal='true' uid='");
-        buf_append_str(&b, uidtext);
-        buf_append_str(&b, "'>\n    <secret file='");
-        buf_append_str(&b, secret);
-        buf_append_str(&b, "'/>\n  </component>\n");
+        buf_append_str(&b, block.data);
         buf_append_str(&b, end);
         rc = ctl_write_file(c, path, b.data, b.len, 0644, 0, 0);
-        buf_free(&b);
+    } else {
+        buf_append(&b, text, (size_t)(at - text));
+        buf_append_str(&b, at + strlen(block.data));
+        rc = ctl_write_file(c, path, b.data, b.len, 0644, 0, 0);
     }
+    buf_free(&block);
+    buf_free(&b);
     xml_free(root);
     free(text);
     return rc;
@@ -102,7 +128,7 @@ int ctl_c2s_instance_add(const struct ctl *c, int k)
     ctl_path(c, path, "run/%s", name);
     if (ctl_secret_write(c, name, "parley-c2s", 0640, "parley-router") != 0 ||
         (c->as_root && ctl_user_ids(c, "parley-c2s", &uid, &gid) != 0) ||
-        ctl_mkdir(c, path, 0755, uid, gid) != 0 || c2s_router_entry(c, name) != 0 ||
+        ctl_mkdir(c, path, 0755, uid, gid) != 0 || c2s_router_entry(c, name, true) != 0 ||
         ctl_c2s_config_write(c, k) != 0)
         return 1;
     return 0;
@@ -139,6 +165,50 @@ static int c2s_add(struct ctl *c)
     return 0;
 }
 
+/* Take c2s-<k> (name, or the highest; never c2s-1, the template's) out:
+ * its router-users.xml entry, config and secret; a running supervisor
+ * stops it for good and the router forgets the name (one HUP). Its run
+ * directory and log stay. */
+static int c2s_del(struct ctl *c, const char *name)
+{
+    char path[CTL_PATH_MAX], buf[32];
+    int k = 0;
+    if (name != NULL) {
+        char *end = NULL;
+        long v = strncmp(name, "c2s-", 4) == 0 ? strtol(name + 4, &end, 10) : 0;
+        if (v < 2 || v > CTL_C2S_MAX || *end != '\0' || !c2s_configured(c, (int)v)) {
+            ctl_err("%s: not a c2s process `c2s add` made here (c2s-2 .. c2s-%d; c2s-1 stays)",
+                    name, CTL_C2S_MAX);
+            return 1;
+        }
+        k = (int)v;
+    } else {
+        for (int i = CTL_C2S_MAX; i >= 2 && k == 0; i--)
+            k = c2s_configured(c, i) ? i : 0;
+        if (k == 0) {
+            ctl_err("no c2s process but c2s-1, which stays");
+            return 1;
+        }
+    }
+    snprintf(buf, sizeof(buf), "c2s-%d", k);
+    if (c2s_router_entry(c, buf, false) != 0)
+        return 1;
+    ctl_path(c, path, "etc/%s.xml", buf);
+    if (unlink(path) < 0) {
+        ctl_err("cannot remove %s: %s", path, strerror(errno));
+        return 1;
+    }
+    ctl_path(c, path, "etc/secrets/%s", buf);
+    if (unlink(path) < 0 && errno != ENOENT)
+        ctl_note("cannot remove %s: %s", path, strerror(errno));
+    const char *const names[] = {"router", buf};
+    int rc = ctl_reload_names(c, names, 2);
+    if (rc < 0)
+        return 1;
+    printf("%s removed%s\n", buf, rc > 0 ? "; stopping it" : "");
+    return 0;
+}
+
 static int c2s_list(struct ctl *c)
 {
     for (int k = 1; k <= CTL_C2S_MAX; k++) {
@@ -150,11 +220,15 @@ static int c2s_list(struct ctl *c)
 
 int ctl_cmd_c2s(struct ctl *c, int argc, char **argv)
 {
-    if (argc != 2 || (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0)) {
-        ctl_err("usage: parleyctl -d DIR c2s add | c2s list");
+    bool del = argc >= 2 && strcmp(argv[1], "del") == 0;
+    if (del ? argc > 3
+            : argc != 2 || (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0)) {
+        ctl_err("usage: parleyctl -d DIR c2s add | c2s del [c2s-K] | c2s list");
         return 2;
     }
     if (ctl_load(c) != 0)
         return 1;
+    if (del)
+        return c2s_del(c, argc == 3 ? argv[2] : NULL);
     return strcmp(argv[1], "add") == 0 ? c2s_add(c) : c2s_list(c);
 }

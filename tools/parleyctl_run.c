@@ -40,7 +40,8 @@
  * DIR/ctl/reload/<name> (which it removes), or to all when there is none
  * or DIR/ctl/reload/all exists (a HUP sent by hand reloads everything).
  * A HUP also starts any daemon configured since the supervisor started
- * (`c2s add` writes c2s-<k>.xml, then asks for a reload of the router).
+ * (`c2s add` writes c2s-<k>.xml, then asks for a reload of the router),
+ * and stops for good one whose config is gone (`c2s del`).
  * DIR/ctl belongs to the invoking user, so no daemon can ask for a
  * reload. Two `start`s at once are serialised by a flock
  * on DIR/ctl/start.lock, taken before PostgreSQL is touched and held until
@@ -132,6 +133,7 @@ struct sup_child {
     uv_process_t proc;
     uv_timer_t timer; /* restart back-off, then the KILL timeout when stopping */
     bool enabled;     /* configured in this instance (ctl_daemon_configured) */
+    bool removing;    /* its config is gone (`c2s del`): stopping it for good */
     bool spawned;     /* spawned at least once */
     bool running;
     bool ready;     /* passed its readiness check since its last spawn */
@@ -160,6 +162,7 @@ static void sup_stop_next(struct sup *s);
 static int run_start(struct ctl *c, int startfd);
 static bool run_router_ready(const struct ctl *c);
 static void on_ready_poll(uv_timer_t *t);
+static void on_kill_timeout(uv_timer_t *t);
 
 static void sup_write_state(struct sup *s)
 {
@@ -213,6 +216,20 @@ static void sup_schedule_restart(struct sup *s, struct sup_child *k)
     k->backoff_ms = k->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : k->backoff_ms * 2;
 }
 
+/* A daemon whose config is gone and that does not run: out of the state,
+ * as if never started (a later `c2s add` of that name starts it afresh). */
+static void sup_disable(struct sup *s, struct sup_child *k)
+{
+    uv_timer_stop(&k->timer);
+    if (k->log_fd >= 0)
+        close(k->log_fd);
+    k->log_fd = -1;
+    k->enabled = k->removing = k->spawned = false;
+    k->restarts = 0;
+    k->backoff_ms = BACKOFF_MIN_MS;
+    sup_write_state(s);
+}
+
 static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
 {
     struct sup *s = p->loop->data;
@@ -221,6 +238,11 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
     k->running = false;
     k->ready = false;
     uv_close((uv_handle_t *)p, on_proc_close);
+    if (k->removing && !s->stopping) {
+        log_info("%s (pid %d) stopped: %s is no longer configured", k->d->exe, k->pid, k->d->name);
+        sup_disable(s, k);
+        return;
+    }
     if (s->stopping) {
         log_info("%s (pid %d) stopped (%s %d)", k->d->exe, k->pid,
                  term_signal ? "signal" : "status", term_signal ? term_signal : (int)status);
@@ -434,8 +456,24 @@ static void sup_enable(struct sup *s, struct sup_child *k)
         uv_timer_start(&s->ready_timer, on_ready_poll, READY_POLL_MS, READY_POLL_MS);
 }
 
+/* A daemon whose config was removed while it runs (`c2s del`): TERM, KILL
+ * after STOP_KILL_MS, no restart (on_child_exit); not running: dropped. */
+static void sup_remove(struct sup *s, struct sup_child *k)
+{
+    if (!k->running) {
+        log_info("%s is no longer configured", k->d->name);
+        sup_disable(s, k);
+        return;
+    }
+    log_info("%s is no longer configured: stopping %s (pid %d)", k->d->name, k->d->exe, k->pid);
+    k->removing = true;
+    uv_process_kill(&k->proc, SIGTERM);
+    uv_timer_start(&k->timer, on_kill_timeout, STOP_KILL_MS, 0);
+}
+
 /* HUP: to the daemons named in DIR/ctl/reload/, or to all (see the top);
- * a daemon configured meanwhile is started instead. */
+ * a daemon configured meanwhile is started instead, one whose config is
+ * gone is stopped for good. */
 static void sup_reload(struct sup *s)
 {
     bool want[DAEMONS_MAX], any = false;
@@ -452,6 +490,8 @@ static void sup_reload(struct sup *s)
         }
         if (!k->enabled && !s->stopping && ctl_daemon_configured(s->c, k->d))
             sup_enable(s, k);
+        else if (k->enabled && !k->removing && !s->stopping && !ctl_daemon_configured(s->c, k->d))
+            sup_remove(s, k);
     }
 }
 

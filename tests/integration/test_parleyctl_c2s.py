@@ -3,7 +3,8 @@
 run directories, router-users.xml entries), `start` runs both on the one
 client port (SO_REUSEPORT), clients logging in through that port land on
 both and message each other across them, `c2s add` on the running
-instance starts c2s-3, and `stop` stops every one. As root (per-daemon
+instance starts c2s-3, `c2s del` stops and removes it again while the
+others run on, and `stop` stops every one. As root (per-daemon
 system users) and as an ordinary user.
 """
 
@@ -147,6 +148,26 @@ def test_two_c2s_share_the_port(inst):
     assert "c2s-3: handshake with the router done" in inst.log("c2s-3")
     for n in c2s:  # the others ran on
         assert _status_pid(st[n]) == pids[n]
+
+    # And out again: stopped for good, the others untouched.
+    r = inst.ok("c2s", "del")
+    assert "c2s-3 removed" in r.out, r
+    end = time.monotonic() + harness.START_WAIT
+    while os.path.exists("/proc/%d" % pids["c2s-3"]) or "c2s-3" in inst.status()[1]:
+        assert time.monotonic() < end, "c2s-3 still there: %s\n%s" % (inst.status(),
+                                                                      inst.log_tails())
+        time.sleep(0.1)
+    assert "c2s-3" not in inst.etc("router-users.xml")
+    assert not os.path.exists(os.path.join(inst.dir, "etc", "c2s-3.xml"))
+    code, st = inst.status()
+    assert code == 0, st
+    for n in c2s:
+        assert _status_pid(st[n]) == pids[n]
+    assert "crashed" not in inst.log("parleyctl"), inst.log("parleyctl")
+    r = inst.ctl("c2s", "del", "c2s-1")
+    assert r.code == 1 and "c2s-1 stays" in r.err, r
+    assert [l.split()[0] for l in inst.ok("c2s", "list").out.splitlines()] == c2s
+    del pids["c2s-3"]
 
     inst.ok("stop", timeout=120)
     code, st = inst.status()
