@@ -303,6 +303,54 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
     return SM_PASS;
 }
 
+/* What is kept of an inbound subscription request (stored until the user
+ * answers, delivered at each login): from, to, type, a short id, the first
+ * <status/> and a XEP-0172 <nick/>, each cut to a few hundred bytes. Not
+ * the whole stanza: a contact could otherwise park up to a stanza's size
+ * (and every extension it likes) per request in the user's storage. */
+#define SUBREQ_ID_MAX     128
+#define SUBREQ_STATUS_MAX 1024
+#define SUBREQ_NICK_MAX   256
+#define NS_NICK           "http://jabber.org/protocol/nick"
+
+/* len cut to at most max bytes, at a UTF-8 character boundary. */
+static size_t utf8_cut(const char *t, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)t[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+static void copy_short(struct xml_node *to, struct xml_node *from, const char *ns, const char *name,
+                       size_t max)
+{
+    struct xml_node *c = xml_child(from, ns, name);
+    if (c == NULL)
+        return;
+    size_t len;
+    const char *t = xml_text(c, &len);
+    len = utf8_cut(t, strnlen(t, len), max);
+    if (len > 0)
+        xml_add_text(xml_add_child(to, ns, name), t, len);
+}
+
+static struct xml_node *reduced_request(struct xml_node *st, const char *from, const char *to)
+{
+    struct xml_node *r = xml_new(XML_NS_COMPONENT, "presence");
+    xml_set_attr(r, "from", from);
+    xml_set_attr(r, "to", to);
+    xml_set_attr(r, "type", "subscribe");
+    const char *id = xml_get_attr(st, "id");
+    if (id != NULL && strlen(id) <= SUBREQ_ID_MAX)
+        xml_set_attr(r, "id", id);
+    copy_short(r, st, XML_NS_COMPONENT, "status", SUBREQ_STATUS_MAX);
+    copy_short(r, st, NS_NICK, "nick", SUBREQ_NICK_MAX);
+    return r;
+}
+
 /* A subscription stanza to the user (§3.1.3 ...). */
 static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from, enum sub_type t)
 {
@@ -320,6 +368,13 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
     }
     xml_set_attr(st, "from", contact->bare);
     xml_set_attr(st, "to", u->jid->bare);
+    /* A request is stored and delivered reduced, the same now as at the
+     * next logins. */
+    struct xml_node *req = NULL;
+    if (t == SUB_SUBSCRIBE) {
+        req = reduced_request(st, contact->bare, u->jid->bare);
+        st = req;
+    }
     sm_roster_apply(u, contact->bare, &r, st);
     if (r.auto_subscribed) {
         send_type(u->sm, u->jid->bare, contact->bare, "subscribed");
@@ -337,6 +392,7 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
         size_t n = available(u, NULL, ss);
         sm_deliver_many(u->sm, ss, n, st);
     }
+    xml_free(req);
     jid_free(contact);
 }
 
