@@ -226,7 +226,7 @@ static void on_stored(void *arg, int err, const struct storage_result *res)
             u->roster->version = ver;
         if (c->iq != NULL) {
             struct xml_node *r = sm_reply(c->iq, "result");
-            sm_route(u->sm, r);
+            sm_user_answer(u, r);
             xml_free(r);
         }
         if (u->roster != NULL)
@@ -235,7 +235,7 @@ static void on_stored(void *arg, int err, const struct storage_result *res)
         log_warn("roster of %s not stored: %s", u->jid->bare,
                  err ? storage_result_error(res) : "no version");
         if (c->iq != NULL)
-            sm_bounce(u->sm, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
+            sm_user_bounce(u, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
     }
     commit_free(c);
     sm_user_release(u);
@@ -263,7 +263,7 @@ static void commit_failed(struct commit *c, int rc)
 {
     log_warn("roster of %s not stored: %s", c->u->jid->bare, err_str(rc));
     if (c->iq != NULL)
-        sm_bounce(c->u->sm, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
+        sm_user_bounce(c->u, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
     commit_free(c);
 }
 
