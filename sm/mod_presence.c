@@ -276,7 +276,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 {
     if (strcmp(p->kind, "presence") != 0)
         return SM_PASS;
-    if (p->user->roster == NULL)
+    if (!sm_roster_usable(p->user))
         return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
     if (p->to == NULL)
         return broadcast(m, p);
@@ -424,12 +424,15 @@ static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
     struct sm_user *u = p->user;
     int t = sub_type_parse(p->type);
     if (t >= 0) {
-        if (u->roster != NULL)
+        if (sm_roster_usable(u))
             inbound_sub(u, p->stanza, p->from, (enum sub_type)t);
+        else
+            sm_bounce(u->sm, p->stanza, XML_STE_INTERNAL_SERVER_ERROR);
         return SM_HANDLED;
     }
     if (p->type != NULL && strcmp(p->type, "probe") == 0) {
-        if (p->to->resource == NULL)
+        /* Not from a roster that may be wrong: no answer rather than a false one. */
+        if (p->to->resource == NULL && sm_roster_usable(u))
             answer_probe(u, p);
         return SM_HANDLED;
     }

@@ -324,3 +324,43 @@ def test_stop_answers_pending_stanzas():
         if stopped[0]:
             st.pg.start()
         st.finish()
+
+
+def test_failed_roster_store_leaves_memory_as_database():
+    """A roster set that the database refuses (the sm's role loses INSERT
+    and UPDATE on roster_items) is answered internal-server-error, and the
+    roster the sm then serves is the one the database has: neither the new
+    item nor the changed name shows up in a roster get."""
+    st = stack()
+    R = "jabber:iq:roster"
+
+    def rset(jid, iq_id, name=None):
+        n = "" if name is None else " name='%s'" % name
+        return ("<iq type='set' id='%s'><query xmlns='%s'><item jid='%s'%s/></query></iq>" %
+                (iq_id, R, jid, n))
+
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            r = await a.iq("<iq type='get' id='g0'><query xmlns='%s'/></iq>" % R, "g0")
+            assert r.get("type") == "result"
+            carol, dave = "carol@%s" % st.domain, "dave@%s" % st.domain
+            r = await a.iq(rset(carol, "s1"), "s1")
+            assert r.get("type") == "result"
+            st.pg.psql("REVOKE INSERT, UPDATE ON roster_items FROM parley_sm")
+            for iq_id, jid, name in (("s2", dave, None), ("s3", carol, "Carol")):
+                r = await a.iq(rset(jid, iq_id, name), iq_id)
+                assert r.get("type") == "error", iq_id
+                assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            st.pg.psql("GRANT INSERT, UPDATE ON roster_items TO parley_sm")
+            r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
+            items = r.findall("{%s}query/{%s}item" % (R, R))
+            assert [(i.get("jid"), i.get("name")) for i in items] == [(carol, None)], \
+                [i.attrib for i in items]
+            r = await a.iq(rset(dave, "s4"), "s4")  # works again
+            assert r.get("type") == "result"
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
