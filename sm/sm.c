@@ -36,6 +36,7 @@ struct sm *sm_new(struct sm_config *cfg)
     sm->sessions = htab_new(NULL);
     sm->c2s = htab_new(NULL);
     sm->missing = htab_new(NULL);
+    sm->resuming = htab_new(NULL);
     sm->jids = jid_cache_new(4096);
     return sm;
 }
@@ -556,6 +557,8 @@ static void on_down(struct component *c, void *arg)
     /* The router re-notifies every c2s after the reconnect: announce again then. */
     htab_free(sm->c2s);
     sm->c2s = htab_new(NULL);
+    htab_free(sm->resuming);
+    sm->resuming = htab_new(NULL);
 }
 
 static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
@@ -910,6 +913,7 @@ void sm_free(struct sm *sm)
     htab_free(sm->sessions);
     htab_free(sm->c2s);
     htab_free(sm->missing);
+    htab_free(sm->resuming);
     jid_cache_free(sm->jids);
     for (size_t i = 0; i < sm->ndomains; i++)
         free(sm->domains[i]);

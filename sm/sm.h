@@ -180,6 +180,8 @@ struct sm_sess {
                          the c2s replaying the last presence */
     bool interested;  /* asked for the roster: gets roster pushes */
     bool unconfirmed; /* announce sent to its c2s, no start resume='true' since */
+    bool restored;    /* created by a resume start: this sm never had its presence
+                         (it restarted), its contacts had */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
@@ -235,6 +237,8 @@ void sm_sess_drop(struct sm_sess *s);
 struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_c2s_down(struct sm *sm, const char *c2s);
 void sm_sess_announce(struct sm *sm, const char *c2s);
+/* True while some c2s has not finished re-announcing its sessions. */
+bool sm_sess_resuming(struct sm *sm);
 
 /* ---- the daemon object (sm.c) ---- */
 
@@ -249,6 +253,7 @@ struct sm {
     struct htab *users;                  /* bare JID -> struct sm_user */
     struct htab *sessions;               /* "c2s\nsid" -> struct sm_sess */
     struct htab *c2s;                    /* c2s names up -> (void *)1 announced, 2 not yet */
+    struct htab *resuming;               /* c2s names sent announce, no announced yet */
     struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
     size_t lru_count;
     struct htab *missing;                  /* bare JID -> struct sm_miss */
