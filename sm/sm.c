@@ -11,7 +11,10 @@
  * the pkt-sm chain, to a user on that user's queue (pkt-user chain, then
  * the default rules); with <multi-instance>, a stanza for a user goes
  * through the router (r:route to the domain, key = the bare JID) to the
- * instance that holds that user. Everything else goes to the router. Output to a
+ * instance that holds that user (if the router hands it back, that instance
+ * being congested or gone, its sender gets an error: another instance owns
+ * the user, so it is not handled here). Everything else goes to the
+ * router. Output to a
  * session is <r:route to='c2s-N' from='DOMAIN' sid='S'>; a stanza for
  * several sessions is serialised once (sm_deliver_many).
  *
@@ -672,6 +675,19 @@ static void on_route(struct sm *sm, struct xml_node *env)
     struct xml_node *inner = xml_child(env, NULL, NULL);
     if (error != NULL) {
         const char *to = xml_get_attr(env, "to");
+        if (sid == NULL && from != NULL && sm_domain_name(sm, from) && inner != NULL &&
+            is_stanza(inner)) {
+            /* A stanza handed to the instance that holds its user came
+             * back (multi-instance: that instance congested, or gone while
+             * the router moves its users): the sender learns it was not
+             * delivered. Not handled here: another instance owns the user. */
+            log_info("stanza for another instance returned (%s)", error);
+            normalise_ns(inner);
+            sm_bounce(sm, inner,
+                      strcmp(error, "resource-constraint") == 0 ? XML_STE_RESOURCE_CONSTRAINT
+                                                                : XML_STE_SERVICE_UNAVAILABLE);
+            return;
+        }
         if (strcmp(error, "resource-constraint") == 0) {
             /* The c2s is congested, the session lives: a message it did
              * not take goes back to the offline store. */
