@@ -863,14 +863,12 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
  * handle the events queued behind them, which now fail the same way. So
  * no stanza taken is dropped without an answer (RFC 6120 §8.3.1: the
  * sender learns it was not delivered); presence and errors get none, as
- * always. Only then is the router connection closed (it writes out what
- * is queued on it first). */
+ * always. Only then is the router connection closed. */
 static void finish_stop(struct sm *sm)
 {
     uv_timer_stop(&sm->drain);
     uv_close((uv_handle_t *)&sm->drain, NULL);
-    struct storage *st = sm->st;
-    storage_free(st);
+    storage_free(sm->st);
     sm->st = NULL;
     if (sm->comp != NULL)
         component_stop(sm->comp);

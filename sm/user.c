@@ -8,8 +8,8 @@
  * own queries, each under a hold), and once every hold is released the
  * queued events are handled in arrival order. A user whose account does
  * not exist (MISSING) or whose load failed handles its queue (errors to
- * the senders) and is forgotten at once, so an account created later is
- * found at the next stanza.
+ * the senders) and is forgotten at once; a failed load is tried again at
+ * the next event.
  *
  * Accounts found missing are remembered for <cache><missing-ttl> seconds
  * (at most <cache><missing> of them, the oldest dropped first), so a flood
