@@ -15,15 +15,18 @@
  *  - groupchat to the bare JID: service-unavailable (§8.5.2.1.1);
  *  - errors: to the named online session, else dropped (never bounced);
  *  - nobody available with priority >= 0: chat and normal are stored
- *    offline, up to <limits><offline> per user; past it, or if storage
- *    fails, the sender gets service-unavailable (internal-server-error
- *    for a storage failure) and nothing is stored.
+ *    offline, up to <limits><offline> messages and <limits><offline-bytes>
+ *    bytes per user; past either, the sender gets service-unavailable
+ *    (RFC 6121 §8.5.2.1.1 names it for a full offline store), if storage
+ *    fails internal-server-error, and nothing is stored.
  *
  * Stored messages are delivered at the user's next initial presence with
  * priority >= 0, to that session, oldest first, each with a <delay/>
  * (from the domain, the time it was stored), in pages bounded in rows and
- * bytes; each page is deleted once written (seq <= its last row) before
- * the next is fetched. A message the router's stream hands back
+ * bytes; each page is deleted once written (exactly the rows it held: a
+ * message stored meanwhile may have a lower seq than rows already seen,
+ * since a sequence value is taken before its insert commits) before the
+ * next is fetched. A message the router's stream hands back
  * (congested) is stored again by sm.c, so none is lost. The user is
  * held during the fetch and the delete, so two sessions coming online at
  * once cannot both get them (delivered once). If the session ends before
@@ -155,7 +158,8 @@ struct flush {
     struct sm_user *u;
     char *c2s;
     char sid[SM_SID_LEN + 1];
-    int64_t upto;
+    int64_t seqs[FLUSH_ROWS]; /* the rows of this page written (or unreadable) */
+    size_t nseqs;
     int more; /* the page was cut short or full: fetch again after the delete */
 };
 
@@ -181,7 +185,7 @@ static void on_fetched(void *arg, int err, const struct storage_result *res);
 static void fetch_page(struct flush *f)
 {
     struct sm_user *u = f->u;
-    f->upto = 0;
+    f->nseqs = 0;
     f->more = 0;
     if (storage_offline_fetch(u->sm->st, u->jid->bare, FLUSH_ROWS, on_fetched, f) == 0)
         return;
@@ -243,7 +247,7 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
             if (storage_result_int64(res, row, STORAGE_COL_OFFLINE_SEQ, &seq) != 0 ||
                 storage_result_int64(res, row, STORAGE_COL_OFFLINE_STAMP, &us) != 0 || text == NULL)
                 continue;
-            f->upto = seq;
+            f->seqs[f->nseqs++] = seq;
             size_t len = strlen(text);
             bytes += len;
             char e[64];
@@ -256,8 +260,8 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
             sm_deliver(u->sm, s, st);
             xml_free(st);
         }
-        if (f->upto > 0 &&
-            storage_offline_delete(u->sm->st, u->jid->bare, f->upto, on_deleted, f) == 0)
+        if (f->nseqs > 0 && storage_offline_delete_seqs(u->sm->st, u->jid->bare, f->seqs, f->nseqs,
+                                                        on_deleted, f) == 0)
             return; /* still held: released by on_deleted */
     }
     flush_free(f);

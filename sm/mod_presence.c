@@ -18,11 +18,17 @@
  * presence of each available resource (from its full JID), or with
  * unavailable from the bare JID when none is; a probe from someone
  * without a subscription gets unsubscribed (§4.3.2: nothing revealed).
- * A re-announced (resumed) session's replayed presence is treated as an
- * initial presence (probes, broadcast) after an sm restart, and is not
- * re-broadcast when this sm still had the same presence for it (router
- * reconnect), but its contacts are probed again either way (SESSION.md);
- * see broadcast().
+ * A re-announced (resumed) session's replayed presence (SESSION.md) is not
+ * broadcast to the contacts again: they saw it before the router loss or
+ * the sm restart. After a router loss this sm still has the presence and
+ * sends it if it changed; after an sm restart it cannot tell, and takes
+ * the replay for what the contacts have (a change made while the sm was
+ * down reaches them with the next one). Its contacts are probed again
+ * either way, and pending subscription requests are not delivered again.
+ * One gap is closed by hand: while the c2s processes re-announce, a local
+ * contact's probe may reach a user whose sessions are not back yet and be
+ * answered unavailable; those probers (per user, mdata, at most
+ * <limits><roster-items>) get the replayed presence when it comes.
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -45,6 +51,14 @@ static void sess_free(struct sm_mod *m, struct sm_sess *s)
 {
     htab_free(s->mdata[m->index]);
     s->mdata[m->index] = NULL;
+}
+
+/* Per user: full JIDs whose probe was answered unavailable while the
+ * sessions were being re-announced. */
+static void user_free(struct sm_mod *m, struct sm_user *u)
+{
+    htab_free(u->mdata[m->index]);
+    u->mdata[m->index] = NULL;
 }
 
 /* Every available session of u but skip, and how many. */
@@ -163,9 +177,9 @@ static void probes(struct sm_user *u)
     }
 }
 
-/* Initial presence extras: probes, the other resources' presence and the
- * pending subscription requests (§3.1.3) to this one. */
-static void initial(struct sm_sess *s)
+/* Initial presence extras: probes, the other resources' presence and (if
+ * requests) the pending subscription requests (§3.1.3) to this one. */
+static void initial(struct sm_sess *s, bool requests)
 {
     struct sm_user *u = s->user;
     if (u->roster == NULL)
@@ -179,7 +193,7 @@ static void initial(struct sm_sess *s)
         sm_deliver(u->sm, s, o->presence);
         xml_del_attr(o->presence, "to");
     }
-    for (htab_iter_init(&it, u->roster->pending); htab_iter_next(&it);) {
+    for (htab_iter_init(&it, u->roster->pending); requests && htab_iter_next(&it);) {
         char err[64];
         const char *text = it.val;
         struct xml_node *req = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
@@ -204,6 +218,26 @@ static bool same_presence(const struct xml_node *a, const struct xml_node *b)
     return same;
 }
 
+/* st to those answered unavailable meanwhile (see user_free), and forget them. */
+static void to_probed(struct sm_mod *m, struct sm_user *u, struct xml_node *st)
+{
+    struct htab *h = u->mdata[m->index];
+    if (h == NULL)
+        return;
+    struct htab_iter it;
+    for (htab_iter_init(&it, h); htab_iter_next(&it);) {
+        char to[JID_FULL_MAX + 1];
+        if (it.klen > JID_FULL_MAX)
+            continue;
+        memcpy(to, it.key, it.klen);
+        to[it.klen] = '\0';
+        xml_set_attr(st, "to", to);
+        sm_route(u->sm, st);
+    }
+    xml_del_attr(st, "to");
+    user_free(m, u);
+}
+
 static int broadcast(struct sm_mod *m, struct sm_pkt *p)
 {
     struct sm_sess *s = p->sess;
@@ -219,11 +253,9 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
         return SM_ERROR(XML_STE_BAD_REQUEST);
     bool first = !s->available;
     /* A resumed session's replayed presence is not sent to the contacts
-     * again when this sm already had it (it kept its sessions while the
-     * router was away). After an sm restart it cannot tell a replay from a
-     * fresh initial presence (SESSION.md has no mark for it), so it
-     * broadcasts: a repeated presence is harmless, a missing one is not. */
-    bool quiet = s->resumed && same_presence(s->presence, st);
+     * again: after a router loss when this sm still had it, after an sm
+     * restart always (the header comment says why). */
+    bool quiet = s->resumed && (s->restored || same_presence(s->presence, st));
     s->available = true;
     s->initial = true;
     s->priority = prio;
@@ -233,11 +265,13 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     xml_del_attr(s->presence, "to");
     if (!quiet)
         to_subscribers(s->user, st);
+    else
+        to_probed(m, s->user, st);
     /* §4.2.2/§4.4.2: every available resource, the sender included (its
      * echo confirms the presence), except for a quiet replay. */
     to_own(s->user, quiet ? s : NULL, st);
     if (first)
-        initial(s);
+        initial(s, !quiet);
     else if (s->resumed && s->user->roster != NULL)
         probes(s->user); /* SESSION.md: a resumed session re-probes */
     return SM_HANDLED;
@@ -276,7 +310,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 {
     if (strcmp(p->kind, "presence") != 0)
         return SM_PASS;
-    if (p->user->roster == NULL)
+    if (!sm_roster_usable(p->user))
         return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
     if (p->to == NULL)
         return broadcast(m, p);
@@ -303,6 +337,54 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
     return SM_PASS;
 }
 
+/* What is kept of an inbound subscription request (stored until the user
+ * answers, delivered at each login): from, to, type, a short id, the first
+ * <status/> and a XEP-0172 <nick/>, each cut to a few hundred bytes. Not
+ * the whole stanza: a contact could otherwise park up to a stanza's size
+ * (and every extension it likes) per request in the user's storage. */
+#define SUBREQ_ID_MAX     128
+#define SUBREQ_STATUS_MAX 1024
+#define SUBREQ_NICK_MAX   256
+#define NS_NICK           "http://jabber.org/protocol/nick"
+
+/* len cut to at most max bytes, at a UTF-8 character boundary. */
+static size_t utf8_cut(const char *t, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)t[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+static void copy_short(struct xml_node *to, struct xml_node *from, const char *ns, const char *name,
+                       size_t max)
+{
+    struct xml_node *c = xml_child(from, ns, name);
+    if (c == NULL)
+        return;
+    size_t len;
+    const char *t = xml_text(c, &len);
+    len = utf8_cut(t, strnlen(t, len), max);
+    if (len > 0)
+        xml_add_text(xml_add_child(to, ns, name), t, len);
+}
+
+static struct xml_node *reduced_request(struct xml_node *st, const char *from, const char *to)
+{
+    struct xml_node *r = xml_new(XML_NS_COMPONENT, "presence");
+    xml_set_attr(r, "from", from);
+    xml_set_attr(r, "to", to);
+    xml_set_attr(r, "type", "subscribe");
+    const char *id = xml_get_attr(st, "id");
+    if (id != NULL && strlen(id) <= SUBREQ_ID_MAX)
+        xml_set_attr(r, "id", id);
+    copy_short(r, st, XML_NS_COMPONENT, "status", SUBREQ_STATUS_MAX);
+    copy_short(r, st, NS_NICK, "nick", SUBREQ_NICK_MAX);
+    return r;
+}
+
 /* A subscription stanza to the user (§3.1.3 ...). */
 static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from, enum sub_type t)
 {
@@ -320,6 +402,13 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
     }
     xml_set_attr(st, "from", contact->bare);
     xml_set_attr(st, "to", u->jid->bare);
+    /* A request is stored and delivered reduced, the same now as at the
+     * next logins. */
+    struct xml_node *req = NULL;
+    if (t == SUB_SUBSCRIBE) {
+        req = reduced_request(st, contact->bare, u->jid->bare);
+        st = req;
+    }
     sm_roster_apply(u, contact->bare, &r, st);
     if (r.auto_subscribed) {
         send_type(u->sm, u->jid->bare, contact->bare, "subscribed");
@@ -337,10 +426,11 @@ static void inbound_sub(struct sm_user *u, struct xml_node *st, struct jid *from
         size_t n = available(u, NULL, ss);
         sm_deliver_many(u->sm, ss, n, st);
     }
+    xml_free(req);
     jid_free(contact);
 }
 
-static void answer_probe(struct sm_user *u, struct sm_pkt *p)
+static void answer_probe(struct sm_mod *m, struct sm_user *u, struct sm_pkt *p)
 {
     struct jid *contact = jid_bare(p->from);
     struct sm_roster_item *it = sm_roster_find(u, contact->bare);
@@ -355,10 +445,18 @@ static void answer_probe(struct sm_user *u, struct sm_pkt *p)
     for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
         if (s->available && s->presence != NULL)
             any = true;
-    if (any)
+    if (any) {
         current_presence_to(u, to);
-    else
-        unavailable_from(u, u->jid->bare, to);
+        return;
+    }
+    unavailable_from(u, u->jid->bare, to);
+    if (sm_sess_resuming(u->sm)) {
+        if (u->mdata[m->index] == NULL)
+            u->mdata[m->index] = htab_new(NULL);
+        struct htab *h = u->mdata[m->index];
+        if (htab_count(h) < (size_t)u->sm->cfg->roster_max)
+            htab_set(h, to, strlen(to), (void *)1);
+    }
 }
 
 static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
@@ -368,13 +466,16 @@ static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
     struct sm_user *u = p->user;
     int t = sub_type_parse(p->type);
     if (t >= 0) {
-        if (u->roster != NULL)
+        if (sm_roster_usable(u))
             inbound_sub(u, p->stanza, p->from, (enum sub_type)t);
+        else
+            sm_bounce(u->sm, p->stanza, XML_STE_INTERNAL_SERVER_ERROR);
         return SM_HANDLED;
     }
     if (p->type != NULL && strcmp(p->type, "probe") == 0) {
-        if (p->to->resource == NULL)
-            answer_probe(u, p);
+        /* Not from a roster that may be wrong: no answer rather than a false one. */
+        if (p->to->resource == NULL && sm_roster_usable(u))
+            answer_probe(m, u, p);
         return SM_HANDLED;
     }
     /* available / unavailable / error: to that resource, or to all (§4.3). */
@@ -407,5 +508,6 @@ static int init(struct sm_mod *m)
 const struct sm_module_def sm_mod_presence_def = {
     .name = "presence",
     .init = init,
+    .user_free = user_free,
     .sess_free = sess_free,
 };

@@ -176,7 +176,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
         return strcmp(p->type, "get") == 0 || strcmp(p->type, "set") == 0
                    ? SM_ERROR(XML_STE_FORBIDDEN)
                    : SM_PASS;
-    if (p->user->roster == NULL)
+    if (!sm_roster_usable(p->user))
         return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
     if (strcmp(p->type, "get") == 0) {
         if (xml_child(q, NULL, NULL) != NULL)

@@ -57,13 +57,30 @@ static const char *sub_str(enum storage_sub s)
 
 /* ---- loading ---- */
 
+/* A first load that fails fails the user (user.c forgets it once idle); a
+ * reload leaves the roster stale, to be loaded again (sm_roster_usable). */
+static void load_failed(struct sm_user *u)
+{
+    if (u->roster->reloading)
+        u->roster->stale = true;
+    else
+        u->load_failed = true;
+}
+
+static void load_done(struct sm_user *u)
+{
+    if (--u->roster->loading == 0)
+        u->roster->reloading = false;
+    sm_user_release(u);
+}
+
 static void on_roster(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     struct sm_roster *r = u->roster;
     if (err != 0) {
         log_warn("roster of %s: %s", u->jid->bare, storage_result_error(res));
-        u->load_failed = true;
+        load_failed(u);
     } else {
         r->version = storage_roster_version(res);
         int n = storage_result_rows(res);
@@ -92,7 +109,7 @@ static void on_roster(void *arg, int err, const struct storage_result *res)
             }
         }
     }
-    sm_user_release(u);
+    load_done(u);
 }
 
 static void on_requests(void *arg, int err, const struct storage_result *res)
@@ -101,7 +118,7 @@ static void on_requests(void *arg, int err, const struct storage_result *res)
     struct sm_roster *r = u->roster;
     if (err != 0) {
         log_warn("subscription requests of %s: %s", u->jid->bare, storage_result_error(res));
-        u->load_failed = true;
+        load_failed(u);
     } else {
         int n = storage_result_rows(res);
         for (int row = 0; row < n; row++) {
@@ -115,26 +132,84 @@ static void on_requests(void *arg, int err, const struct storage_result *res)
                 it->st.pending_in = true;
         }
     }
-    sm_user_release(u);
+    load_done(u);
+}
+
+/* Both queries, each under a hold on u. */
+static void load_queries(struct sm_user *u)
+{
+    struct sm *sm = u->sm;
+    struct sm_roster *r = u->roster;
+    /* The requests first: the items read pending_in from them when both
+     * have arrived in either order (on_requests marks existing items). */
+    if (storage_subreq_list(sm->st, u->jid->bare, on_requests, u) == 0) {
+        sm_user_hold(u);
+        r->loading++;
+    } else {
+        load_failed(u);
+    }
+    if (storage_roster_get(sm->st, u->jid->bare, on_roster, u) == 0) {
+        sm_user_hold(u);
+        r->loading++;
+    } else {
+        load_failed(u);
+    }
+    if (r->loading == 0)
+        r->reloading = false;
 }
 
 void sm_roster_load(struct sm_user *u)
 {
-    struct sm *sm = u->sm;
     struct sm_roster *r = xcalloc(1, sizeof(*r));
     r->items = htab_new(item_free);
     r->pending = htab_new(free);
     u->roster = r;
-    /* The requests first: the items read pending_in from them when both
-     * have arrived in either order (on_requests marks existing items). */
-    if (storage_subreq_list(sm->st, u->jid->bare, on_requests, u) == 0)
-        sm_user_hold(u);
-    else
-        u->load_failed = true;
-    if (storage_roster_get(sm->st, u->jid->bare, on_roster, u) == 0)
-        sm_user_hold(u);
-    else
-        u->load_failed = true;
+    load_queries(u);
+}
+
+/* Memory may differ from the database (a store failed, or its outcome is
+ * unknown: connection lost): read it all again, holding u meanwhile. Only
+ * from a storage callback or at the start of a handler, never while a
+ * handler holds item pointers. */
+static void reload(struct sm_user *u)
+{
+    struct sm_roster *r = u->roster;
+    log_notice("roster of %s read again: a change was not stored", u->jid->bare);
+    htab_free(r->items);
+    htab_free(r->pending);
+    r->items = htab_new(item_free);
+    r->pending = htab_new(free);
+    r->version = 0;
+    r->stale = false;
+    r->reloading = true;
+    load_queries(u);
+}
+
+bool sm_roster_usable(struct sm_user *u)
+{
+    struct sm_roster *r = u->roster;
+    if (r == NULL)
+        return false;
+    if (!r->stale)
+        return true;
+    if (r->stores == 0 && !r->reloading)
+        reload(u);
+    return false;
+}
+
+/* A store answered (failed: the roster is stale); once none is in flight a
+ * stale roster is read again. */
+static void store_done(struct sm_user *u, bool failed)
+{
+    struct sm_roster *r = u->roster;
+    if (r != NULL) {
+        r->stores--;
+        if (failed)
+            r->stale = true;
+        if (r->stale && r->stores == 0 && !r->reloading)
+            reload(u);
+    }
+    sm_user_release(u);
 }
 
 /* ---- lookups ---- */
@@ -221,12 +296,13 @@ static void on_stored(void *arg, int err, const struct storage_result *res)
     struct commit *c = arg;
     struct sm_user *u = c->u;
     int64_t ver = 0;
-    if (err == 0 && storage_result_int64(res, 0, 0, &ver) == 0) {
+    bool ok = err == 0 && storage_result_int64(res, 0, 0, &ver) == 0;
+    if (ok) {
         if (u->roster != NULL && ver > u->roster->version)
             u->roster->version = ver;
         if (c->iq != NULL) {
             struct xml_node *r = sm_reply(c->iq, "result");
-            sm_route(u->sm, r);
+            sm_user_answer(u, r);
             xml_free(r);
         }
         if (u->roster != NULL)
@@ -235,10 +311,10 @@ static void on_stored(void *arg, int err, const struct storage_result *res)
         log_warn("roster of %s not stored: %s", u->jid->bare,
                  err ? storage_result_error(res) : "no version");
         if (c->iq != NULL)
-            sm_bounce(u->sm, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
+            sm_user_bounce(u, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
     }
     commit_free(c);
-    sm_user_release(u);
+    store_done(u, !ok);
 }
 
 static struct commit *commit_new(struct sm_user *u, const struct sm_roster_item *it,
@@ -262,8 +338,9 @@ static struct commit *commit_new(struct sm_user *u, const struct sm_roster_item 
 static void commit_failed(struct commit *c, int rc)
 {
     log_warn("roster of %s not stored: %s", c->u->jid->bare, err_str(rc));
+    c->u->roster->stale = true; /* read again at the next use */
     if (c->iq != NULL)
-        sm_bounce(c->u->sm, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
+        sm_user_bounce(c->u, c->iq, XML_STE_INTERNAL_SERVER_ERROR);
     commit_free(c);
 }
 
@@ -280,10 +357,12 @@ void sm_roster_commit(struct sm_user *u, struct sm_roster_item *item, const stru
         .ngroups = item->ngroups,
     };
     int rc = storage_roster_set_item(u->sm->st, u->jid->bare, &si, on_stored, c);
-    if (rc != 0)
+    if (rc != 0) {
         commit_failed(c, rc);
-    else
+    } else {
         sm_user_hold(u);
+        u->roster->stores++;
+    }
 }
 
 void sm_roster_remove(struct sm_user *u, struct sm_roster_item *item, const struct xml_node *iq)
@@ -292,10 +371,12 @@ void sm_roster_remove(struct sm_user *u, struct sm_roster_item *item, const stru
     int rc = storage_roster_del_item(u->sm->st, u->jid->bare, item->jid, on_stored, c);
     htab_del_str(u->roster->items, item->jid);
     item_free(item);
-    if (rc != 0)
+    if (rc != 0) {
         commit_failed(c, rc);
-    else
+    } else {
         sm_user_hold(u);
+        u->roster->stores++;
+    }
 }
 
 static void on_request_stored(void *arg, int err, const struct storage_result *res)
@@ -304,7 +385,7 @@ static void on_request_stored(void *arg, int err, const struct storage_result *r
     if (err != 0)
         log_warn("subscription request for %s not stored: %s", u->jid->bare,
                  storage_result_error(res));
-    sm_user_release(u);
+    store_done(u, err != 0);
 }
 
 void sm_roster_apply(struct sm_user *u, const char *jid, const struct sub_result *r,
@@ -324,10 +405,13 @@ void sm_roster_apply(struct sm_user *u, const char *jid, const struct sub_result
             free(htab_del_str(u->roster->pending, jid));
             rc = storage_subreq_del(u->sm->st, u->jid->bare, jid, on_request_stored, u);
         }
-        if (rc == 0)
+        if (rc == 0) {
             sm_user_hold(u);
-        else
+            u->roster->stores++;
+        } else {
             log_warn("subscription request for %s not stored: %s", u->jid->bare, err_str(rc));
+            u->roster->stale = true; /* read again at the next use */
+        }
     }
     struct sm_roster_item *it = sm_roster_find(u, jid);
     if (it != NULL)

@@ -7,7 +7,9 @@
  * The memory copy is changed at once; the store runs under a hold on the
  * user (sm_user_hold), and the push with the new version (RFC 6121
  * §2.1.6) goes out when storage answers, so pushes carry versions in
- * order. Runs on the sm's loop.
+ * order. A store that fails is answered with internal-server-error (a
+ * roster set) and the roster is read again from the database, so memory
+ * never keeps a change the database does not have. Runs on the sm's loop.
  */
 #ifndef PARLEY_SM_ROSTER_H
 #define PARLEY_SM_ROSTER_H
@@ -29,10 +31,20 @@ struct sm_roster {
     struct htab *items;   /* jid -> struct sm_roster_item */
     struct htab *pending; /* jid -> char * (the subscribe stanza as XML) */
     int64_t version;
+    unsigned stores;  /* stores in flight */
+    unsigned loading; /* load queries in flight */
+    bool stale;       /* a store failed: memory may not be what the database has */
+    bool reloading;   /* being read again after that */
 };
 
 /* Load u's roster and requests (user-load); holds u until both answered. */
 void sm_roster_load(struct sm_user *u);
+/* True when u's roster is loaded and agrees with the database. A store
+ * that failed makes it stale: it is read again (u held meanwhile) once no
+ * store is in flight, at once from the failed store's callback, or, if
+ * that read failed too, from here (call it before touching the roster, at
+ * the start of a handler; the caller answers internal-server-error). */
+bool sm_roster_usable(struct sm_user *u);
 void sm_roster_free(struct sm_roster *r);
 
 /* The item for jid (bare, prepped), or NULL. */

@@ -129,6 +129,7 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml
         return;
     }
     if (strcmp(ctl->name, "announced") == 0) {
+        htab_del_str(sm->resuming, c2s);
         end_unconfirmed(sm, c2s);
         return;
     }
@@ -201,6 +202,7 @@ static void create(struct pending_start *ps)
     s->jid = jid_dup(ps->jid);
     s->key = sess_key(s->c2s, s->sid);
     s->resumed = ps->resume;
+    s->restored = ps->resume;
     htab_put_str(sm->sessions, s->key, s);
     s->next = u->sessions;
     u->sessions = s;
@@ -341,6 +343,7 @@ void sm_sess_end(struct sm_sess *s, const char *notify, const char *reason)
 
 void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 {
+    htab_del_str(sm->resuming, c2s);
     size_t n = strlen(c2s);
     struct htab_iter it;
     char **sids = NULL;
@@ -373,5 +376,11 @@ void sm_sess_announce(struct sm *sm, const char *c2s)
             s->unconfirmed = true;
     }
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
+    htab_set(sm->resuming, c2s, strlen(c2s), (void *)1);
     sm_send_control(sm, c2s, sm_default_domain(sm), "announce", NULL, NULL);
+}
+
+bool sm_sess_resuming(struct sm *sm)
+{
+    return htab_count(sm->resuming) > 0;
 }

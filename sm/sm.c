@@ -11,7 +11,10 @@
  * the pkt-sm chain, to a user on that user's queue (pkt-user chain, then
  * the default rules); with <multi-instance>, a stanza for a user goes
  * through the router (r:route to the domain, key = the bare JID) to the
- * instance that holds that user. Everything else goes to the router. Output to a
+ * instance that holds that user (if the router hands it back, that instance
+ * being congested or gone, its sender gets an error: another instance owns
+ * the user, so it is not handled here). Everything else goes to the
+ * router. Output to a
  * session is <r:route to='c2s-N' from='DOMAIN' sid='S'>; a stanza for
  * several sessions is serialised once (sm_deliver_many).
  *
@@ -35,6 +38,8 @@ struct sm *sm_new(struct sm_config *cfg)
     sm->users = htab_new(NULL);
     sm->sessions = htab_new(NULL);
     sm->c2s = htab_new(NULL);
+    sm->missing = htab_new(NULL);
+    sm->resuming = htab_new(NULL);
     sm->jids = jid_cache_new(4096);
     return sm;
 }
@@ -198,16 +203,68 @@ static bool type_is(const struct xml_node *st, const char *t)
     return v != NULL && strcmp(v, t) == 0;
 }
 
+/* RFC 6120 §8.3.1: never an error for an error, nor for an iq result. */
+static bool answerable(const struct xml_node *st)
+{
+    if (type_is(st, "error") || type_is(st, "result"))
+        return false;
+    return strcmp(st->name, "iq") != 0 || type_is(st, "get") || type_is(st, "set");
+}
+
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond)
 {
-    if (type_is(st, "error") || type_is(st, "result") || xml_get_attr(st, "from") == NULL)
-        return;
-    if (strcmp(st->name, "iq") == 0 && !type_is(st, "get") && !type_is(st, "set"))
+    if (!answerable(st) || xml_get_attr(st, "from") == NULL)
         return;
     struct xml_node *e = xml_copy(st);
     if (xml_make_error(e, cond, NULL, NULL) == 0)
         sm_route(sm, e);
     xml_free(e);
+}
+
+void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    if (!answerable(st))
+        return;
+    struct xml_node *e = xml_copy(st);
+    if (xml_make_error(e, cond, NULL, NULL) == 0) {
+        /* A stanza without to was for the account itself (RFC 6120 §10.3). */
+        if (xml_get_attr(e, "from") == NULL)
+            xml_set_attr(e, "from", jid_bare_str(s->user->jid));
+        xml_set_attr(e, "to", jid_full_str(s->jid));
+        sm_deliver(s->user->sm, s, e);
+    }
+    xml_free(e);
+}
+
+/* The session of u whose full JID is jid, or NULL. */
+static struct sm_sess *own_sess(struct sm_user *u, const char *jid)
+{
+    struct jid *j = sm_jid(u->sm, jid);
+    struct sm_sess *found = NULL;
+    if (j != NULL && j->resource != NULL && jid_eq_bare(j, u->jid))
+        for (struct sm_sess *s = u->sessions; s != NULL && found == NULL; s = s->next)
+            if (strcmp(s->jid->resource, j->resource) == 0)
+                found = s;
+    jid_free(j);
+    return found;
+}
+
+void sm_user_answer(struct sm_user *u, struct xml_node *st)
+{
+    struct sm_sess *s = own_sess(u, xml_get_attr(st, "to"));
+    if (s != NULL)
+        sm_deliver(u->sm, s, st);
+    else
+        sm_route(u->sm, st);
+}
+
+void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    struct sm_sess *s = own_sess(u, xml_get_attr(st, "from"));
+    if (s != NULL)
+        sm_sess_bounce(s, st, cond);
+    else
+        sm_bounce(u->sm, st, cond);
 }
 
 /* ---- output to sessions ---- */
@@ -313,9 +370,12 @@ static void pkt_server(struct sm *sm, struct xml_node *st)
 static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
 {
     struct jid *bare = jid_bare(j);
-    struct sm_user *u = sm_user_get(sm, bare);
+    struct sm_user *u = sm_user_get_for_stanza(sm, bare);
     jid_free(bare);
-    sm_deliver_user(sm, u, xml_copy(st));
+    if (u == NULL)
+        sm_bounce(sm, st, XML_STE_RESOURCE_CONSTRAINT); /* too many look-ups at once */
+    else
+        sm_deliver_user(sm, u, xml_copy(st));
 }
 
 /* With several instances, a user's stanzas are handled by the instance the
@@ -456,7 +516,7 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
      * of the session's presence (SESSION.md). */
     s->resumed = false;
     if (SM_IS_ERROR(r)) {
-        sm_bounce(sm, st, SM_ERROR_COND(r));
+        sm_sess_bounce(s, st, SM_ERROR_COND(r));
     } else if (r == SM_PASS) {
         if (p.to != NULL) {
             sm_route(sm, st);
@@ -500,6 +560,8 @@ static void on_down(struct component *c, void *arg)
     /* The router re-notifies every c2s after the reconnect: announce again then. */
     htab_free(sm->c2s);
     sm->c2s = htab_new(NULL);
+    htab_free(sm->resuming);
+    sm->resuming = htab_new(NULL);
 }
 
 static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
@@ -613,6 +675,19 @@ static void on_route(struct sm *sm, struct xml_node *env)
     struct xml_node *inner = xml_child(env, NULL, NULL);
     if (error != NULL) {
         const char *to = xml_get_attr(env, "to");
+        if (sid == NULL && from != NULL && sm_domain_name(sm, from) && inner != NULL &&
+            is_stanza(inner)) {
+            /* A stanza handed to the instance that holds its user came
+             * back (multi-instance: that instance congested, or gone while
+             * the router moves its users): the sender learns it was not
+             * delivered. Not handled here: another instance owns the user. */
+            log_info("stanza for another instance returned (%s)", error);
+            normalise_ns(inner);
+            sm_bounce(sm, inner,
+                      strcmp(error, "resource-constraint") == 0 ? XML_STE_RESOURCE_CONSTRAINT
+                                                                : XML_STE_SERVICE_UNAVAILABLE);
+            return;
+        }
         if (strcmp(error, "resource-constraint") == 0) {
             /* The c2s is congested, the session lives: a message it did
              * not take goes back to the offline store. */
@@ -747,6 +822,7 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
         .password = sm->cfg->db_password,
         .pool_size = (unsigned)sm->cfg->db_pool,
         .offline_quota = (unsigned)sm->cfg->offline_quota,
+        .offline_quota_bytes = (size_t)sm->cfg->offline_quota_bytes,
     };
     int rc = storage_new(loop, &so, &sm->st);
     if (rc != 0) {
@@ -781,14 +857,21 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
 #define DRAIN_MS      5000
 #define DRAIN_POLL_MS 20
 
+/* Storage goes first, while the router connection is still up: the
+ * queries it fails (ERR_CLOSED) answer their senders from their callbacks
+ * (a message not stored: internal-server-error), and the users they held
+ * handle the events queued behind them, which now fail the same way. So
+ * no stanza taken is dropped without an answer (RFC 6120 §8.3.1: the
+ * sender learns it was not delivered); presence and errors get none, as
+ * always. Only then is the router connection closed. */
 static void finish_stop(struct sm *sm)
 {
     uv_timer_stop(&sm->drain);
     uv_close((uv_handle_t *)&sm->drain, NULL);
-    if (sm->comp != NULL)
-        component_stop(sm->comp);
     storage_free(sm->st);
     sm->st = NULL;
+    if (sm->comp != NULL)
+        component_stop(sm->comp);
 }
 
 /* Stop only once storage has answered what was asked (offline messages
@@ -837,11 +920,14 @@ void sm_free(struct sm *sm)
     if (sm == NULL)
         return;
     sm_users_free(sm);
+    sm_users_miss_free(sm);
     sm_mods_free(sm);
     component_free(sm->comp);
     htab_free(sm->users);
     htab_free(sm->sessions);
     htab_free(sm->c2s);
+    htab_free(sm->missing);
+    htab_free(sm->resuming);
     jid_cache_free(sm->jids);
     for (size_t i = 0; i < sm->ndomains; i++)
         free(sm->domains[i]);

@@ -61,7 +61,11 @@ struct sm_config {
     int max_sessions;  /* per user */
     int roster_max;    /* items per roster */
     int offline_quota; /* queued messages per user */
+    int offline_quota_bytes; /* bytes of queued messages per user */
     int user_cache;    /* idle users kept loaded */
+    int miss_cache;    /* accounts found missing, remembered (0: none) */
+    int miss_ttl;      /* seconds a missing account is remembered */
+    int max_loads;     /* account look-ups in flight for stanzas */
     int queue_max;     /* events waiting per user */
     const char *version_name;
     bool version_os;
@@ -143,6 +147,7 @@ enum sm_user_state { SM_USER_LOADING, SM_USER_READY, SM_USER_MISSING };
 
 struct sm_event;
 struct sm_roster;
+struct sm_miss;
 
 struct sm_user {
     struct sm *sm;
@@ -175,6 +180,8 @@ struct sm_sess {
                          the c2s replaying the last presence */
     bool interested;  /* asked for the roster: gets roster pushes */
     bool unconfirmed; /* announce sent to its c2s, no start resume='true' since */
+    bool restored;    /* created by a resume start: this sm never had its presence
+                         (it restarted), its contacts had */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
@@ -182,7 +189,17 @@ struct sm_sess {
 };
 
 /* user.c */
-struct sm_user *sm_user_get(struct sm *sm, struct jid *bare); /* load if needed */
+/* The user, loaded if needed, for a session (start, a session's stanza):
+ * never refused, and a remembered missing account is looked up again (a
+ * login proves the account exists now). */
+struct sm_user *sm_user_get(struct sm *sm, struct jid *bare);
+/* The user for a stanza addressed to it: an account remembered missing
+ * (<cache><missing>) is MISSING at once, without a query; NULL when a
+ * look-up would be needed and <limits><loads> are in flight already (the
+ * caller answers resource-constraint). */
+struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare);
+/* Forget the accounts remembered missing. */
+void sm_users_miss_free(struct sm *sm);
 /* Keep the user's queue waiting until sm_user_release (async work whose
  * answer decides how the following events are handled). */
 void sm_user_hold(struct sm_user *u);
@@ -220,6 +237,8 @@ void sm_sess_drop(struct sm_sess *s);
 struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_c2s_down(struct sm *sm, const char *c2s);
 void sm_sess_announce(struct sm *sm, const char *c2s);
+/* True while some c2s has not finished re-announcing its sessions. */
+bool sm_sess_resuming(struct sm *sm);
 
 /* ---- the daemon object (sm.c) ---- */
 
@@ -234,8 +253,12 @@ struct sm {
     struct htab *users;                  /* bare JID -> struct sm_user */
     struct htab *sessions;               /* "c2s\nsid" -> struct sm_sess */
     struct htab *c2s;                    /* c2s names up -> (void *)1 announced, 2 not yet */
+    struct htab *resuming;               /* c2s names sent announce, no announced yet */
     struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
     size_t lru_count;
+    struct htab *missing;                  /* bare JID -> struct sm_miss */
+    struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
+    unsigned loading;                      /* account look-ups in flight */
     uint64_t seq; /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */
@@ -271,6 +294,16 @@ void sm_route(struct sm *sm, struct xml_node *st);
 /* Bounce st (the caller keeps it) with cond, unless it is an error or an
  * iq result. */
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond);
+/* The error for st, a stanza from session s, straight to s (not through
+ * its user's queue, which may be the reason for the error): from st's to,
+ * or the user's bare JID when st had none. Nothing for errors and results. */
+void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond);
+/* The answer to a request of one of u's own sessions, made when storage
+ * answered: to that session directly when st's to is one (not through
+ * u's queue, which may be full of the requests that followed), else
+ * routed. sm_user_bounce: the same for the error for st. */
+void sm_user_answer(struct sm_user *u, struct xml_node *st);
+void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond);
 /* Deliver st to one session (out-sess chain, then r:route to its c2s). */
 void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st);
 /* The same stanza to many sessions: serialised once. */

@@ -9,8 +9,10 @@
  *  - outbound unsubscribe/unsubscribed are routed whatever the state, so
  *    a contact whose server disagrees with ours gets back in step;
  *  - inbound stanzas that change nothing are not delivered (§3.1.6,
- *    §3.2.3, §3.3.3: "MUST NOT deliver"), except subscribe, which is
- *    delivered again while pending (the user may have missed it).
+ *    §3.2.3, §3.3.3: "MUST NOT deliver"), a subscribe while one from the
+ *    same contact is pending included (Appendix A.2.1: "None + Pending
+ *    In" and "To + Pending In" -> not delivered, no state change): the
+ *    stored request is what the user sees, again at each login (§3.1.3).
  */
 #include "autoconfig.h"
 
@@ -104,7 +106,7 @@ void sub_inbound(const struct sub_state *cur, enum sub_type t, struct sub_result
             r->next.sub = add_from(cur->sub);
             r->next.approved = false;
             r->auto_subscribed = true;
-        } else {
+        } else if (!cur->pending_in) {
             r->next.pending_in = true;
             r->forward = true;
         }

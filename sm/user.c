@@ -8,8 +8,18 @@
  * own queries, each under a hold), and once every hold is released the
  * queued events are handled in arrival order. A user whose account does
  * not exist (MISSING) or whose load failed handles its queue (errors to
- * the senders) and is forgotten at once, so an account created later is
- * found at the next stanza.
+ * the senders) and is forgotten at once; a failed load is tried again at
+ * the next event.
+ *
+ * Accounts found missing are remembered for <cache><missing-ttl> seconds
+ * (at most <cache><missing> of them, the oldest dropped first), so a flood
+ * of stanzas to nonexistent users makes one query per name per TTL, not
+ * one per stanza. Accounts are created in the database (parleyctl), unseen
+ * by the sm: the TTL bounds how long a new account may still be answered
+ * as missing; a login (session start) forgets the entry at once. At most
+ * <limits><loads> look-ups for stanzas are in flight; past that a stanza
+ * for a user not in memory gets resource-constraint (type wait). Session
+ * starts are never refused that way (the c2s authenticated them).
  *
  * A user is idle when it has no session, no hold and no queued event; an
  * idle user goes to the tail of the LRU and the head is evicted past
@@ -98,16 +108,93 @@ static void maybe_idle(struct sm_user *u)
         user_free(sm->lru_head);
 }
 
+/* ---- accounts remembered missing ---- */
+
+struct sm_miss {
+    struct sm_miss *prev, *next;
+    uint64_t expires; /* uv_now ms */
+    size_t klen;
+    char key[];
+};
+
+static void miss_unlink(struct sm *sm, struct sm_miss *m)
+{
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        sm->miss_head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else
+        sm->miss_tail = m->prev;
+    htab_del(sm->missing, m->key, m->klen);
+    free(m);
+}
+
+/* Entries expire in insertion order (one TTL for all): from the head. */
+static void miss_expire(struct sm *sm)
+{
+    uint64_t now = uv_now(sm->loop);
+    while (sm->miss_head != NULL && sm->miss_head->expires <= now)
+        miss_unlink(sm, sm->miss_head);
+}
+
+static void miss_forget(struct sm *sm, const struct jid *bare)
+{
+    struct sm_miss *m = htab_get(sm->missing, bare->bare, bare->bare_len);
+    if (m != NULL)
+        miss_unlink(sm, m);
+}
+
+static void miss_add(struct sm *sm, const struct jid *bare)
+{
+    if (sm->cfg->miss_cache <= 0 || sm->loop == NULL)
+        return;
+    miss_forget(sm, bare);
+    miss_expire(sm);
+    if (htab_count(sm->missing) >= (size_t)sm->cfg->miss_cache)
+        miss_unlink(sm, sm->miss_head);
+    struct sm_miss *m = xcalloc(1, sizeof(*m) + bare->bare_len + 1);
+    m->klen = bare->bare_len;
+    memcpy(m->key, bare->bare, bare->bare_len);
+    m->expires = uv_now(sm->loop) + (uint64_t)sm->cfg->miss_ttl * 1000;
+    m->prev = sm->miss_tail;
+    if (sm->miss_tail)
+        sm->miss_tail->next = m;
+    else
+        sm->miss_head = m;
+    sm->miss_tail = m;
+    htab_put(sm->missing, m->key, m->klen, m);
+}
+
+static bool miss_hit(struct sm *sm, const struct jid *bare)
+{
+    if (sm->miss_head == NULL)
+        return false;
+    miss_expire(sm);
+    return htab_get(sm->missing, bare->bare, bare->bare_len) != NULL;
+}
+
+void sm_users_miss_free(struct sm *sm)
+{
+    while (sm->miss_head != NULL)
+        miss_unlink(sm, sm->miss_head);
+}
+
+/* ---- loading ---- */
+
 static void on_exists(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     bool exists = false;
+    u->sm->loading--;
     if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
         log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "no row");
         u->load_failed = true;
         u->state = SM_USER_READY;
     } else if (!exists) {
         u->state = SM_USER_MISSING;
+        miss_add(u->sm, u->jid);
     } else {
         u->state = SM_USER_READY;
         struct sm_pkt p;
@@ -118,6 +205,32 @@ static void on_exists(void *arg, int err, const struct storage_result *res)
     sm_user_release(u);
 }
 
+static struct sm_user *user_new(struct sm *sm, struct jid *bare)
+{
+    struct sm_user *u = xcalloc(1, sizeof(*u));
+    u->sm = sm;
+    u->jid = jid_dup(bare);
+    htab_put(sm->users, bare->bare, bare->bare_len, u);
+    return u;
+}
+
+static struct sm_user *load(struct sm *sm, struct jid *bare)
+{
+    struct sm_user *u = user_new(sm, bare);
+    u->state = SM_USER_LOADING;
+    u->holds = 1;
+    int rc = sm->st ? storage_user_exists(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
+    if (rc != 0) {
+        log_warn("loading %s: %s", bare->bare, err_str(rc));
+        u->load_failed = true;
+        u->state = SM_USER_READY;
+        u->holds = 0;
+    } else {
+        sm->loading++;
+    }
+    return u;
+}
+
 struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
 {
     struct sm_user *u = htab_get(sm->users, bare->bare, bare->bare_len);
@@ -125,20 +238,28 @@ struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
         lru_remove(sm, u);
         return u;
     }
-    u = xcalloc(1, sizeof(*u));
-    u->sm = sm;
-    u->jid = jid_dup(bare);
-    u->state = SM_USER_LOADING;
-    u->holds = 1;
-    htab_put(sm->users, bare->bare, bare->bare_len, u);
-    int rc = sm->st ? storage_user_exists(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
-    if (rc != 0) {
-        log_warn("loading %s: %s", bare->bare, err_str(rc));
-        u->load_failed = true;
-        u->state = SM_USER_READY;
-        u->holds = 0;
+    miss_forget(sm, bare);
+    return load(sm, bare);
+}
+
+struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
+{
+    struct sm_user *u = htab_get(sm->users, bare->bare, bare->bare_len);
+    if (u != NULL) {
+        lru_remove(sm, u);
+        return u;
     }
-    return u;
+    if (miss_hit(sm, bare)) {
+        /* Handles its queue (errors to the senders) and is freed at once. */
+        u = user_new(sm, bare);
+        u->state = SM_USER_MISSING;
+        return u;
+    }
+    if (sm->loading >= (unsigned)sm->cfg->max_loads) {
+        log_debug("%u account look-ups in flight: stanza for %s refused", sm->loading, bare->bare);
+        return NULL;
+    }
+    return load(sm, bare);
 }
 
 void sm_user_hold(struct sm_user *u)
@@ -215,6 +336,12 @@ static void refuse(struct sm_user *u, struct sm_event *ev)
         const char *sid = xml_get_attr(ev->stanza, "sid");
         if (sid != NULL)
             sm_send_control(sm, ev->c2s, u->jid->domain, "failed", sid, "resource-constraint");
+    } else if (ev->kind == SM_EV_IN_SESS) {
+        /* Not through sm_bounce: the error would come back to this very
+         * queue, full, and be dropped there. */
+        struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
+        if (s != NULL && s->user == u)
+            sm_sess_bounce(s, ev->stanza, XML_STE_RESOURCE_CONSTRAINT);
     } else if (ev->stanza != NULL && ev->kind != SM_EV_END) {
         sm_bounce(sm, ev->stanza, XML_STE_RESOURCE_CONSTRAINT);
     }

@@ -1066,6 +1066,8 @@ int storage_new(uv_loop_t *loop, const struct storage_opts *opts, struct storage
         o->backoff_max_ms = o->backoff_min_ms > 5000 ? o->backoff_min_ms : 5000;
     if (o->offline_quota == 0)
         o->offline_quota = 1000;
+    if (o->offline_quota_bytes == 0)
+        o->offline_quota_bytes = 1024 * 1024;
     st->conns = xcalloc(o->pool_size, sizeof(*st->conns));
     uv_timer_init(loop, &st->sweep);
     uv_timer_init(loop, &st->kick);
@@ -1107,4 +1109,9 @@ void storage_get_stats(const struct storage *st, struct storage_stats *out)
 unsigned storage_offline_quota(const struct storage *st)
 {
     return st->opts.offline_quota;
+}
+
+size_t storage_offline_quota_bytes(const struct storage *st)
+{
+    return st->opts.offline_quota_bytes;
 }

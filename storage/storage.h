@@ -83,6 +83,8 @@ struct storage_opts {
     unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
     unsigned backoff_max_ms;   /* cap of the doubling delay (default 5000) */
     unsigned offline_quota;    /* max queued offline messages per user (default 1000) */
+    size_t offline_quota_bytes; /* max bytes of queued offline stanzas per user
+                                   (default 1 MiB) */
 };
 
 struct storage_stats {
@@ -212,7 +214,8 @@ int storage_roster_del_item(struct storage *st, const char *owner, const char *j
 /* ---- offline messages ---- */
 
 /* Queue a stanza (stamp_us 0: now). One row: seq (int64). ERR_LIMIT when
- * the owner already has offline_quota messages queued. */
+ * the owner already has offline_quota messages queued, or when the stanza
+ * would take the owner's queued bytes past offline_quota_bytes. */
 int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_us,
                           const char *stanza, storage_cb cb, void *arg);
 enum { STORAGE_COL_OFFLINE_SEQ, STORAGE_COL_OFFLINE_STAMP, STORAGE_COL_OFFLINE_STANZA };
@@ -223,6 +226,12 @@ int storage_offline_fetch(struct storage *st, const char *owner, int limit, stor
  * says how many. */
 int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, storage_cb cb,
                            void *arg);
+/* Delete exactly the owner's messages whose seq is one of seqs (1..10000 of
+ * them): what a fetch returned, and nothing stored meanwhile with a lower
+ * seq (a bigserial is taken before commit, so a row may appear below seqs
+ * already seen). storage_result_affected says how many. */
+int storage_offline_delete_seqs(struct storage *st, const char *owner, const int64_t *seqs,
+                                size_t n, storage_cb cb, void *arg);
 
 /* ---- vcard-temp, private XML (XEP-0049) ---- */
 

@@ -60,6 +60,7 @@ void storage_result_release(struct storage_result *res);
 int storage_submit(struct storage *st, int stmt, const struct storage_params *p, storage_cb cb,
                    void *arg);
 unsigned storage_offline_quota(const struct storage *st);
+size_t storage_offline_quota_bytes(const struct storage *st);
 
 int storage_sql_count(void);
 const char *storage_sql_name(int stmt);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/mem.h"
 #include "storage/storage_int.h"
@@ -36,6 +37,7 @@ enum stmt {
     S_OFFLINE_STORE,
     S_OFFLINE_FETCH,
     S_OFFLINE_DELETE,
+    S_OFFLINE_DELETE_SEQS,
     S_VCARD_GET,
     S_VCARD_SET,
     S_PRIVATE_GET,
@@ -110,13 +112,16 @@ static const struct stmt_def stmts[S_COUNT] = {
         "ON CONFLICT (owner) DO UPDATE SET version = roster_version.version + 1 "
         "RETURNING version",
         .empty_err = ERR_NOTFOUND, .empty_msg = "no such roster item"},
-    /* The quota is checked inside the statement; concurrent stores for one
-     * owner on different connections may each pass it (overshoot bounded
-     * by the pool size). */
+    /* The quotas (rows, bytes) are checked inside the statement; concurrent
+     * stores for one owner on different connections may each pass them
+     * (overshoot bounded by the pool size). octet_length of a stored
+     * (possibly compressed) text reads its size without decompressing. */
     [S_OFFLINE_STORE] = {.name = "offline_store", .sql =
         "INSERT INTO offline (owner, stamp, stanza) "
         "SELECT $1::text, CASE WHEN $2::bigint = 0 THEN now() ELSE " TS("$2") " END, $3::text "
-        "WHERE (SELECT count(*) FROM offline WHERE owner = $1::text) < $4::bigint "
+        "WHERE (SELECT count(*) < $4::bigint AND "
+        "coalesce(sum(octet_length(stanza)), 0) + octet_length($3::text) <= $5::bigint "
+        "FROM offline WHERE owner = $1::text) "
         "RETURNING seq",
         .empty_err = ERR_LIMIT, .empty_msg = "offline quota reached"},
     [S_OFFLINE_FETCH] = {.name = "offline_fetch", .sql =
@@ -124,6 +129,8 @@ static const struct stmt_def stmts[S_COUNT] = {
         "ORDER BY seq LIMIT $2::int"},
     [S_OFFLINE_DELETE] = {.name = "offline_delete", .sql =
         "DELETE FROM offline WHERE owner = $1::text AND seq <= $2::bigint"},
+    [S_OFFLINE_DELETE_SEQS] = {.name = "offline_delete_seqs", .sql =
+        "DELETE FROM offline WHERE owner = $1::text AND seq = ANY ($2::bigint[])"},
     [S_VCARD_GET] = {.name = "vcard_get", .sql =
         "SELECT vcard FROM vcards WHERE owner = $1::text"},
     [S_VCARD_SET] = {.name = "vcard_set", .sql =
@@ -431,6 +438,7 @@ int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_u
     p_int(&p, stamp_us);
     p_req(&p, stanza);
     p_int(&p, storage_offline_quota(st));
+    p_int(&p, (int64_t)storage_offline_quota_bytes(st));
     return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
 }
 
@@ -452,6 +460,25 @@ int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, 
     p_req(&p, owner);
     p_int(&p, upto);
     return storage_submit(st, S_OFFLINE_DELETE, &p, cb, arg);
+}
+
+int storage_offline_delete_seqs(struct storage *st, const char *owner, const int64_t *seqs,
+                                size_t n, storage_cb cb, void *arg)
+{
+    if (seqs == NULL || n < 1 || n > 10000)
+        return ERR_INVAL;
+    /* An array literal {1,2,3}: a parameter value, never SQL. */
+    struct buf b = BUF_INIT;
+    buf_append_byte(&b, '{');
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&b, "%s%" PRId64, i ? "," : "", seqs[i]);
+    buf_append_byte(&b, '}');
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_text(&p, b.data);
+    int rc = storage_submit(st, S_OFFLINE_DELETE_SEQS, &p, cb, arg);
+    buf_free(&b);
+    return rc;
 }
 
 /* ---- vcard, private ---- */

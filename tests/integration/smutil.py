@@ -116,6 +116,19 @@ class FakeC2s:
     def end(self, sid, jid):
         self.route("<end xmlns='%s' sid='%s'/>" % (NS_SESSION, sid), key=jid.split("/")[0])
 
+    def batch(self, fn):
+        """Run fn() with every send held back, then write them all at once
+        (one write: the router reads them together and the sm handles them
+        one after the other, with no database answer in between)."""
+        out = []
+        send = self.raw.send
+        self.raw.send = out.append
+        try:
+            fn()
+        finally:
+            self.raw.send = send
+        send("".join(out))
+
     def send(self, sid, jid, stanza):
         """A client's stanza (XML text, no namespace) in session sid of jid."""
         el = ET.fromstring(stanza)

@@ -216,8 +216,9 @@ def test_iq_handling_disco_version(st):
 
 def test_large_offline_queue_delivered_once():
     """More than the sm->router stream's byte cap (1 MiB) of offline
-    messages: every one reaches the session at login, once, in order."""
-    s = SmStack()
+    messages: every one reaches the session at login, once, in order
+    (past the default byte quota of 1 MiB: raised here)."""
+    s = SmStack(extra={"sm": "<limits><offline-bytes>4194304</offline-bytes></limits>"})
     s.start()
     try:
         for u in ("alice", "bob"):
@@ -266,5 +267,63 @@ def test_bad_priority_does_not_flush_offline(st):
         await stored(st, 1)
         b.send(prio(0))
         await b.recv(is_message("kept"), what="offline message at a valid presence")
+        c.close()
+    harness.run(go())
+
+
+def test_offline_delete_is_exact(st):
+    """The flush deletes exactly the rows it delivered: a message that lands
+    with a lower seq while the delete waits (a sequence value is taken
+    before its insert commits) is kept and delivered at the next login.
+    A psql transaction holds a SHARE lock on the table so that the sm's
+    delete waits, and inserts such a row meanwhile."""
+    import subprocess
+
+    async def line(proc, want):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + harness.WAIT
+        while True:
+            left = deadline - loop.time()
+            assert left > 0, "psql did not say %r" % want
+            got = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), left)
+            assert got, "psql ended before %r" % want
+            if got.strip() == want:
+                return
+
+    async def go():
+        # Two sequence values burnt: a gap below the rows stored next.
+        st.pg.psql("SELECT nextval('offline_seq_seq'); SELECT nextval('offline_seq_seq');")
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        for i in range(2):
+            a.send(msg("bob@%s" % st.domain, "on time %d" % i, mid="t%d" % i))
+        await stored(st, 2)
+        lock = subprocess.Popen(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                                 "-d", st.pg.dsn()], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lock.stdin.write("BEGIN;\nLOCK TABLE offline IN SHARE MODE;\n\\echo locked\n")
+            lock.stdin.flush()
+            await line(lock, "locked")
+            b = await login(c, "bob@%s/b" % st.domain)
+            for i in range(2):
+                await b.recv(is_message("on time %d" % i), what="offline message %d" % i)
+            # The sm's delete of those two now waits for the lock.
+            lock.stdin.write(
+                "INSERT INTO offline (seq, owner, stanza) VALUES (1, 'bob@%s', "
+                "'<message xmlns=''jabber:component:accept'' from=''alice@%s/a'' "
+                "to=''bob@%s'' type=''chat''><body>late</body></message>');\n"
+                "COMMIT;\n\\echo done\n" % (st.domain, st.domain, st.domain))
+            lock.stdin.flush()
+            await line(lock, "done")
+        finally:
+            lock.stdin.close()
+            lock.wait(harness.WAIT)
+        await stored(st, 1)
+        _, seqs = st.pg.psql("SELECT seq FROM offline")
+        assert seqs.strip() == "1", seqs
+        b.end()
+        b = await login(c, "bob@%s/b2" % st.domain)
+        await b.recv(is_message("late"), what="the message stored during the delete")
         c.close()
     harness.run(go())

@@ -5,11 +5,13 @@ stanzas between users on different instances still arrive, subscriptions
 included. Protocol level: the test speaks as c2s-1.
 """
 
+import asyncio
 import re
 
 import harness
+import smutil
 import stack
-from smutil import FakeC2s, SmStack, is_message, is_presence, is_push, login, q
+from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, is_push, login, q
 
 
 def test_two_instances_one_domain():
@@ -65,4 +67,70 @@ def test_two_instances_one_domain():
     finally:
         if d2 is not None and d2.running():
             d2.kill()
+        st.finish()
+
+
+def test_stanza_returned_by_congested_instance_is_bounced():
+    """A stanza the sm hands to the instance that holds its user comes back
+    from the router (that instance, here a raw one that stopped reading, is
+    congested): the sender gets resource-constraint, nothing is lost
+    silently."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    try:
+        st.start()
+        users = ["u%d" % i for i in range(16)]
+        for u in users:
+            st.add_user(u, "pw")
+        R = "{%s}" % harness.NS_ROUTER
+
+        async def go():
+            other = await st.router.raw_component("sm")  # a second instance, by hand
+            other.send("<r:bind xmlns:r='%s' name='%s'/>" % (harness.NS_ROUTER, st.domain))
+            await other.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                               what="bind of the second instance")
+            c = await FakeC2s.connect(st)
+            here, there = None, None
+            for u in users:  # where does each user go? the sm answers, or the raw instance
+                jid = "%s@%s/r" % (u, st.domain)
+                sid = c.start(jid)
+                got = asyncio.ensure_future(c.control("started", sid))
+                moved = asyncio.ensure_future(other.expect(
+                    lambda el: el.tag == R + "route" and len(el) and el[0].get("sid") == sid,
+                    what="start at the raw instance"))
+                done, pending = await asyncio.wait({got, moved}, timeout=harness.WAIT,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for f in pending:
+                    f.cancel()
+                assert done, "start of %s answered nowhere" % u
+                if got in done and here is None:
+                    here = smutil.Sess(c, jid, sid)
+                elif moved in done and there is None:
+                    there = jid.split("/")[0]
+                if here and there:
+                    break
+            assert here and there, "users all on one instance"
+            other.stop_reading()
+            body = "x" * 8192
+            e = None
+            # Paced (a ping round trip every 10): the raw instance's queue at
+            # the router (256 KiB) fills, not the sm's.
+            for step in range(60):
+                for i in range(10):
+                    here.send("<message to='%s' type='chat' id='m%d-%d'><body>%s</body>"
+                              "</message>" % (there, step, i, body))
+                r = await here.iq("<iq type='get' id='p%d' to='%s'><ping xmlns='urn:xmpp:ping'/>"
+                                  "</iq>" % (step, st.domain), "p%d" % step)
+                assert r.get("type") == "result"
+                errs = [el[0] for el in c.pending if el.tag == R + "route" and
+                        el.get("sid") == here.sid and len(el) and el[0].get("type") == "error"]
+                if errs:
+                    e = errs[0]
+                    break
+            assert e is not None, "no message came back as undelivered"
+            assert error_of(e) == ("wait", "resource-constraint"), error_of(e)
+            assert "stanza for another instance returned" in st["sm"].log()
+            c.close()
+            other.close()
+        harness.run(go())
+    finally:
         st.finish()

@@ -6,6 +6,8 @@ across accounts and resources, unavailable when a session ends, when a
 c2s goes down, and to directed-presence recipients.
 """
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
 import harness
@@ -296,4 +298,64 @@ def test_own_presence_echo_and_resumed_reprobe(st):
         a.send("<presence/>")
         await a.recv(is_presence(b.jid, None), what="bob's presence after the re-probe")
         c.close()
+    harness.run(go())
+
+
+def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
+    """After an sm restart the c2s replays each session's last presence
+    (SESSION.md): the contacts saw it already, so it is not broadcast to
+    them again (a remote contact, seen on the s2s route, gets nothing until
+    the next real change). A local contact whose probe was answered
+    unavailable before the session came back gets the replayed presence."""
+    remote = "rem@remote.test"
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+               "('bob@%s', '%s', 'from')" % (st.domain, remote))
+
+    def to_remote(status=None, type=None):
+        def pred(el):
+            if el.tag != q("presence") or el.get("to") != remote or el.get("type") != type:
+                return False
+            s = el.find(q("status"))
+            return status is None or (s is not None and s.text == status)
+        return pred
+
+    async def go():
+        s2s = await st.router.raw_component("s2s")
+        s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+        await s2s.expect(lambda el: el.tag == "{%s}bind" % harness.NS_ROUTER and
+                         el.get("error") is None, what="default route bound")
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain, "<presence><status>here</status></presence>")
+        await s2s.expect(to_remote("here"), what="bob's presence to the remote contact")
+        await subscribe_both(st, a, b)
+        st.restart_sm()
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.pending.clear()
+        # alice comes back first: her probe of bob is answered unavailable.
+        c.start(a.jid, sid=a.sid, resume=True)
+        a.send("<presence/>")
+        await c.control("started", a.sid)
+        await a.recv(is_presence(b.bare, "unavailable"), what="probe answer for bob")
+        c.start(b.jid, sid=b.sid, resume=True)
+        b.send("<presence><status>here</status></presence>")
+        await c.control("started", b.sid)
+        # alice, answered unavailable meanwhile, gets bob's presence.
+        await a.recv(lambda s: is_presence(b.jid, None)(s) and s.find(q("status")) is not None,
+                     what="bob's replayed presence at alice")
+        # The remote contact gets nothing before bob's marker, then the change.
+        b.send("<message to='%s' id='mark'><body>marker</body></message>" % remote)
+        seen = []
+        while True:
+            el = await s2s.recv()
+            assert el is not None, "s2s stream closed"
+            if el.tag == q("message") and el.get("id") == "mark":
+                break
+            seen.append(el)
+        assert not [e for e in seen if to_remote()(e)], \
+            "replay re-broadcast: %s" % [ET.tostring(e)[:200] for e in seen]
+        b.send("<presence><status>away now</status></presence>")
+        await s2s.expect(to_remote("away now"), what="bob's real change to the remote contact")
+        c.close()
+        s2s.close()
     harness.run(go())

@@ -102,7 +102,9 @@ static void test_inbound(void **state)
         {N, 0, 0, 0, SUB_SUBSCRIBE, N, 0, 1, 0, 1, 0},
         {N, 1, 0, 0, SUB_SUBSCRIBE, N, 1, 1, 0, 1, 0},
         {T, 0, 0, 0, SUB_SUBSCRIBE, T, 0, 1, 0, 1, 0},
-        {N, 0, 1, 0, SUB_SUBSCRIBE, N, 0, 1, 0, 1, 0},
+        /* ... already pending: nothing (A.2.1, no duplicate delivery) */
+        {N, 0, 1, 0, SUB_SUBSCRIBE, N, 0, 1, 0, 0, 0},
+        {T, 0, 1, 0, SUB_SUBSCRIBE, T, 0, 1, 0, 0, 0},
         /* ... already from/both: answered subscribed, not delivered */
         {F, 0, 0, 0, SUB_SUBSCRIBE, F, 0, 0, 0, 0, 1},
         {B, 0, 0, 0, SUB_SUBSCRIBE, B, 0, 0, 0, 0, 1},

@@ -1,0 +1,366 @@
+"""test_sm_limits.py - parley-sm's bounds on what others can make it store or
+do, at the protocol level (the test speaks as c2s-1 over the real router;
+real PostgreSQL): the per-user offline quota in messages and in bytes,
+inbound subscription requests kept reduced, a repeated request not
+delivered again while one is pending (RFC 6121 A.2.1), the memory of
+missing accounts (its TTL, a login forgets it) and the cap on look-ups in
+flight, the error for a stanza refused at a full user queue reaching its
+own sender, bad-request for a bad presence priority, and the answers to
+pending stanzas when the sm is stopped.
+"""
+
+import asyncio
+import time
+
+import harness
+from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, login, q
+
+NICK = "{http://jabber.org/protocol/nick}nick"
+
+
+def stack(extra="", users=("alice", "bob")):
+    s = SmStack(extra={"sm": extra})
+    s.start()
+    for u in users:
+        s.add_user(u, "pw")
+    return s
+
+
+def msg(to, body, mid, type="chat"):
+    return "<message to='%s' type='%s' id='%s'><body>%s</body></message>" % (to, type, mid, body)
+
+
+def is_id(i):
+    return lambda s: s.get("id") == i
+
+
+def offline_count(st, owner="bob"):
+    _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = '%s@%s'" % (owner, st.domain))
+    return int(out.strip())
+
+
+def test_offline_quota_bytes_and_count():
+    """<limits><offline-bytes>: a message that would take the stored bytes
+    past it gets service-unavailable and is not stored; so does one past
+    <limits><offline> messages; bob later gets exactly the stored ones."""
+    st = stack("<limits><offline>3</offline><offline-bytes>4096</offline-bytes></limits>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            bob = "bob@%s" % st.domain
+            big = "x" * 1500
+            for i in range(2):  # about 1.6 KiB each as stored: both fit
+                a.send(msg(bob, "b%d-" % i + big, "b%d" % i))
+            a.send(msg(bob, "b2-" + big, "b2"))  # past 4096 bytes
+            e = await a.recv(is_id("b2"), what="error for the third big message")
+            assert e.get("type") == "error" and error_of(e) == ("cancel", "service-unavailable")
+            a.send(msg(bob, "y" * 5000, "huge"))  # alone past the quota
+            e = await a.recv(is_id("huge"), what="error for a message over the quota")
+            assert error_of(e)[1] == "service-unavailable"
+            a.send(msg(bob, "small", "s1"))  # room in bytes, the third message
+            a.send(msg(bob, "one too many", "s2"))  # past 3 messages
+            e = await a.recv(is_id("s2"), what="error past the count")
+            assert error_of(e)[1] == "service-unavailable"
+            await a.nothing(lambda s: s.get("id") in ("b0", "b1", "s1"))
+            assert offline_count(st) == 3
+            b = await login(c, "bob@%s/b" % st.domain)
+            got = []
+            for _ in range(3):
+                m = await b.recv(lambda s: s.tag == q("message"), what="offline message")
+                got.append(m.get("id"))
+            assert got == ["b0", "b1", "s1"]
+            await b.nothing(lambda s: s.tag == q("message"))
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_subscription_request_kept_reduced():
+    """A subscription request with a 200 KB status and a bulky extension is
+    stored as from/to/type, the status cut to 1 KiB and the nick: small in
+    the database, and still delivered (reduced) at bob's next login."""
+    st = stack()
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            status = "a" + "\u00e9" * 60000  # the 1024-byte cut falls inside a character
+            junk = "<blob xmlns='urn:example:junk'>%s</blob>" % ("z" * 50000)
+            a.send("<presence to='bob@%s' type='subscribe' id='sub1'><status>%s</status>"
+                   "<nick xmlns='http://jabber.org/protocol/nick'>Alice</nick>%s</presence>" %
+                   (st.domain, status, junk))
+            await a.nothing(lambda s: s.get("type") == "error")
+            deadline = time.monotonic() + harness.WAIT
+            while True:
+                _, out = st.pg.psql("SELECT octet_length(stanza) FROM subscription_requests "
+                                    "WHERE owner = 'bob@%s'" % st.domain)
+                if out.strip():
+                    break
+                assert time.monotonic() < deadline, "no request stored"
+                await asyncio.sleep(0.05)
+            assert int(out.strip()) < 2048, "stored request is %s bytes" % out.strip()
+            b = await login(c, "bob@%s/b" % st.domain)
+            r = await b.recv(is_presence(a.bare, "subscribe"), what="the stored request")
+            s = r.find(q("status")).text
+            assert len(s.encode()) == 1023 and status.startswith(s)
+            assert r.find(NICK).text == "Alice"
+            assert r.find("{urn:example:junk}blob") is None
+            assert r.get("id") == "sub1"
+            # Approving it works as ever.
+            b.send("<presence to='%s' type='subscribed'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribed"))
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_repeated_subscribe_not_delivered_again():
+    """RFC 6121 A.2.1: a subscribe while the same contact's request is
+    pending changes nothing and is not delivered; the pending request is
+    still delivered at a new login, once."""
+    st = stack()
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            sub = "<presence to='%s' type='subscribe'/>" % b.bare
+            a.send(sub)
+            await b.recv(is_presence(a.bare, "subscribe"), what="the first request")
+            a.send(sub)
+            a.send(sub)
+            await b.nothing(is_presence(a.bare, "subscribe"))
+            b2 = await login(c, "bob@%s/b2" % st.domain)
+            await b2.recv(is_presence(a.bare, "subscribe"), what="the pending request")
+            await b2.nothing(is_presence(a.bare, "subscribe"))
+            await b.nothing(is_presence(a.bare, "subscribe"))
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_bad_priority_gets_bad_request():
+    """A presence whose priority is not an integer in -128..127 (RFC 6121
+    §4.7.2.3) is answered with bad-request (RFC 6120 §8.3.3.1), from the
+    account, to the session that sent it; the session stays unavailable."""
+    st = stack()
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            b = await login(c, "bob@%s/b" % st.domain, None)
+            for pid, val in (("p1", "1000"), ("p2", "-129"), ("p3", "high"), ("p4", "")):
+                b.send("<presence id='%s'><priority>%s</priority></presence>" % (pid, val))
+                e = await b.recv(is_id(pid), what="error for priority %r" % val)
+                assert e.get("type") == "error" and error_of(e) == ("modify", "bad-request")
+                assert e.get("from") == b.bare and e.get("to") == b.jid
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send(msg(b.bare, "stored", "m1"))  # bob is not available: stored
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st) != 1:
+                assert time.monotonic() < deadline, "message not stored offline"
+                await asyncio.sleep(0.05)
+            await b.nothing(is_message("stored"))
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_missing_account_remembered_until_login():
+    """A stanza to a nonexistent user is answered service-unavailable, and
+    the miss is remembered (<cache><missing-ttl>): an account created
+    meanwhile in the database is still answered as missing, until it logs
+    in (a session start looks it up again)."""
+    st = stack("<cache><missing-ttl>600</missing-ttl></cache>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            ghost = "ghost@%s" % st.domain
+            for i in range(3):
+                a.send(msg(ghost, "hello", "g%d" % i))
+                e = await a.recv(is_id("g%d" % i), what="error for the missing user")
+                assert error_of(e)[1] == "service-unavailable"
+            st.add_user("ghost", "pw")
+            a.send(msg(ghost, "hello", "g3"))
+            e = await a.recv(is_id("g3"), what="error from the remembered miss")
+            assert error_of(e)[1] == "service-unavailable"
+            g = await login(c, ghost + "/r")  # the login is not refused
+            a.send(msg(ghost, "welcome", "g4"))
+            m = await g.recv(is_message("welcome"), what="the message after the login")
+            assert m.get("from") == a.jid
+            await a.nothing(is_id("g4"))
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_missing_account_found_after_ttl():
+    """After <cache><missing-ttl> a new account is found: a message to it is
+    stored offline instead of answered with an error."""
+    st = stack("<cache><missing-ttl>1</missing-ttl></cache>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send(msg("carol@%s" % st.domain, "early", "c1"))
+            e = await a.recv(is_id("c1"), what="error for the missing user")
+            assert error_of(e)[1] == "service-unavailable"
+            st.add_user("carol", "pw")
+            await asyncio.sleep(1.5)  # past the TTL (not an assertion)
+            a.send(msg("carol@%s" % st.domain, "later", "c2"))
+            await a.nothing(is_id("c2"))
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st, "carol") != 1:
+                assert time.monotonic() < deadline, "message to carol not stored"
+                await asyncio.sleep(0.05)
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_lookups_in_flight_capped():
+    """A burst of messages to 60 nonexistent users with <limits><loads>1:
+    every sender gets an answer, service-unavailable for the users looked
+    up and resource-constraint (wait) for those refused meanwhile."""
+    st = stack("<limits><loads>1</loads></limits><cache><missing>0</missing></cache>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            n = 60
+            c.batch(lambda: [a.send(msg("nobody%d@%s" % (i, st.domain), "hi", "n%d" % i))
+                             for i in range(n)])
+            conds = {}
+            for i in range(n):
+                e = await a.recv(is_id("n%d" % i), what="answer to n%d" % i)
+                conds[i] = error_of(e)
+            assert set(conds.values()) <= {("cancel", "service-unavailable"),
+                                           ("wait", "resource-constraint")}, conds
+            assert ("cancel", "service-unavailable") in conds.values()
+            assert ("wait", "resource-constraint") in conds.values()
+            # Once the burst is over, look-ups work again.
+            a.send(msg("nobody@%s" % st.domain, "hi", "later"))
+            e = await a.recv(is_id("later"), what="answer after the burst")
+            assert error_of(e)[1] == "service-unavailable"
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_refused_at_full_queue_sender_gets_error():
+    """The user's queue is full (a roster set holds it while stored): the
+    user's own stanzas refused then get resource-constraint back; before,
+    the error went to that same full queue and was lost."""
+    st = stack("<limits><user-queue>2</user-queue></limits>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            await a.recv(is_presence(a.jid, None), what="own presence")
+            n = 8
+
+            def burst():
+                a.send("<iq type='set' id='rs'><query xmlns='jabber:iq:roster'>"
+                       "<item jid='carol@%s'/></query></iq>" % st.domain)
+                for i in range(n):
+                    a.send("<iq type='get' id='p%d' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                           % (i, st.domain))
+            c.batch(burst)
+            r = await a.recv(is_id("rs"), what="roster set result")
+            assert r.get("type") == "result"
+            types = []
+            for i in range(n):
+                p = await a.recv(is_id("p%d" % i), what="answer to ping p%d" % i)
+                types.append(p.get("type") if p.get("type") == "result" else error_of(p))
+            assert ("wait", "resource-constraint") in types, types
+            assert set(types) <= {"result", ("wait", "resource-constraint")}, types
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_stop_answers_pending_stanzas():
+    """SIGTERM while a message waits for storage (PostgreSQL down): the sm
+    fails it and answers the sender before it closes its router connection,
+    instead of dropping it silently."""
+    st = stack()
+    stopped = [False]
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send(msg("bob@%s" % st.domain, "first", "m0"))  # loads bob
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st) != 1:
+                assert time.monotonic() < deadline, "first message not stored"
+                await asyncio.sleep(0.05)
+            st.pg.stop()
+            stopped[0] = True
+            # Both connections (the default pool) seen lost: the next store
+            # waits for a connection instead of failing on a dead one.
+            deadline = time.monotonic() + harness.WAIT
+            while not all("database connection %d: " % i in st.daemons["sm"].log()
+                          for i in range(2)):
+                assert time.monotonic() < deadline, "sm did not see PostgreSQL go"
+                await asyncio.sleep(0.05)
+            a.send(msg("bob@%s" % st.domain, "pending", "m1"))
+            await a.nothing(is_id("m1"))  # handled: its store waits for the database
+            code = await asyncio.get_running_loop().run_in_executor(None, st.daemons["sm"].stop)
+            assert code == 0
+            e = await a.recv(is_id("m1"), what="error for the message pending at the stop")
+            assert e.get("type") == "error" and error_of(e)[1] == "internal-server-error"
+            c.close()
+        harness.run(go())
+    finally:
+        if stopped[0]:
+            st.pg.start()
+        st.finish()
+
+
+def test_failed_roster_store_leaves_memory_as_database():
+    """A roster set that the database refuses (the sm's role loses INSERT
+    and UPDATE on roster_items) is answered internal-server-error, and the
+    roster the sm then serves is the one the database has: neither the new
+    item nor the changed name shows up in a roster get."""
+    st = stack()
+    R = "jabber:iq:roster"
+
+    def rset(jid, iq_id, name=None):
+        n = "" if name is None else " name='%s'" % name
+        return ("<iq type='set' id='%s'><query xmlns='%s'><item jid='%s'%s/></query></iq>" %
+                (iq_id, R, jid, n))
+
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            r = await a.iq("<iq type='get' id='g0'><query xmlns='%s'/></iq>" % R, "g0")
+            assert r.get("type") == "result"
+            carol, dave = "carol@%s" % st.domain, "dave@%s" % st.domain
+            r = await a.iq(rset(carol, "s1"), "s1")
+            assert r.get("type") == "result"
+            st.pg.psql("REVOKE INSERT, UPDATE ON roster_items FROM parley_sm")
+            for iq_id, jid, name in (("s2", dave, None), ("s3", carol, "Carol")):
+                r = await a.iq(rset(jid, iq_id, name), iq_id)
+                assert r.get("type") == "error", iq_id
+                assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            st.pg.psql("GRANT INSERT, UPDATE ON roster_items TO parley_sm")
+            r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
+            items = r.findall("{%s}query/{%s}item" % (R, R))
+            assert [(i.get("jid"), i.get("name")) for i in items] == [(carol, None)], \
+                [i.attrib for i in items]
+            r = await a.iq(rset(dave, "s4"), "s4")  # works again
+            assert r.get("type") == "result"
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
