@@ -302,10 +302,11 @@ static void report_rss(void)
 
 /* ---- message phase ---- */
 
-/* Queue message number g.sent from ring[k] to its successor; the body
- * carries the send time, taken as late as possible: just before it is
- * encrypted and written. */
-static void send_msg(unsigned k)
+/* Message number g.sent from ring[k] to its successor; the body carries
+ * the send time. now: encrypt and write it at once (rate mode: the send
+ * time is then when it leaves), else at the end of the loop iteration
+ * (closed loop: the stanzas of one iteration share a record and a write). */
+static void send_msg(unsigned k, int now)
 {
     struct session *s = g.ring[k];
     struct session *dst = g.npring ? g.pring[(k + 1) % g.npring] : g.ring[(k + 1) % g.nring];
@@ -319,7 +320,10 @@ static void send_msg(unsigned k)
             buf_append_byte(b, 'x');
     }
     buf_append_str(b, "</body></message>");
-    xmppload_session_send(s, b->data, b->len);
+    if (now)
+        xmppload_session_send_now(s, b->data, b->len);
+    else
+        xmppload_session_send(s, b->data, b->len);
     s->outstanding++;
     g.sent++;
 }
@@ -340,7 +344,7 @@ void xmppload_on_message(struct session *s, struct xml_node *msg)
         if (g.ring[k]->outstanding)
             g.ring[k]->outstanding--;
         if (g.sending && g.o.rate == 0)
-            send_msg(k);
+            send_msg(k, 0);
         return;
     }
     (void)s;
@@ -353,7 +357,7 @@ void xmppload_on_message(struct session *s, struct xml_node *msg)
     if (g.ring[k]->outstanding)
         g.ring[k]->outstanding--;
     if (g.sending && g.o.rate == 0 && g.ring[k]->state == SS_ONLINE)
-        send_msg(k);
+        send_msg(k, 0);
 }
 
 /*
@@ -390,8 +394,7 @@ static void pace(void)
             g.skipped++;
             continue;
         }
-        send_msg(k);
-        xmppload_session_flush(s);
+        send_msg(k, 1);
         if (g.measuring) {
             uint64_t t = xmppload_now_ns();
             u32vec_push(&g.lag_us, (uint32_t)(t > due ? (t - due) / 1000 : 0));
@@ -440,7 +443,7 @@ static void start_messages(void)
     } else {
         for (unsigned w = 0; w < g.o.window; w++)
             for (unsigned k = 0; k < g.nring; k++)
-                send_msg(k);
+                send_msg(k, 0);
     }
 }
 

@@ -176,9 +176,9 @@ size_t xmppload_session_queued(const struct session *s);
 void xmppload_session_close(struct session *s);
 /* Write out every dirty session (the flush check runs this). */
 void xmppload_session_flush_all(struct xmppload *ld);
-/* Encrypt and write what s has queued now, rather than at the end of the
- * loop iteration. */
-void xmppload_session_flush(struct session *s);
+/* Queue a stanza and encrypt and write it (with anything queued before)
+ * now, rather than at the end of the loop iteration. */
+void xmppload_session_send_now(struct session *s, const char *data, size_t len);
 
 /* ---- xmppload.c: events from sessions ---- */
 

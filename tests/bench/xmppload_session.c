@@ -232,10 +232,13 @@ void xmppload_session_flush_all(struct xmppload *ld)
     uv_idle_stop(&ld->flush_idle);
 }
 
-void xmppload_session_flush(struct session *s)
+void xmppload_session_send_now(struct session *s, const char *data, size_t len)
 {
-    /* stays on the dirty list (if it is there): the flush check then finds
-     * nothing left to write for it */
+    if (s->state == SS_DEAD)
+        return;
+    buf_append(&s->ptx, data, len);
+    /* not marked dirty: nothing is left for the flush check to write, and
+     * the loop need not spin once more for it */
     session_flush(s);
 }
 
