@@ -288,16 +288,35 @@ def realtime(pids):
             os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(1))
 
 
+def set_slice(tid, us):
+    """SCHED_OTHER with a custom EEVDF slice of us microseconds (Linux 6.12+;
+    0: back to the default), nice kept: sched_setattr, which Python lacks."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    nice = os.getpriority(os.PRIO_PROCESS, tid)
+    attr = ctypes.create_string_buffer(struct.pack("IIQiIQQQII", 56, 0, 0, nice, 0, us * 1000,
+                                                   0, 0, 0, 0), 56)
+    if libc.syscall(314 if os.uname().machine == "x86_64" else -1, tid, attr, 0) != 0:
+        raise SystemExit("sched_setattr: %s" % os.strerror(ctypes.get_errno()))
+
+
 def driver(args, port, pids, extra, label):
+    server = [int(a.split("=")[1]) for a in pids if "=" in a and not a.startswith("pg=")]
     if args.rt:
-        realtime([int(a.split("=")[1]) for a in pids if "=" in a and not a.startswith("pg=")])
+        realtime(server)
+    if args.slice_us:
+        for pid in server:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                set_slice(int(tid), args.slice_us)
     cmd = (["chrt", "-r", "1"] if args.rt else []) + ["taskset", "-c", str(os.cpu_count() - 1),
                                                       args.xmppload,
            "--domain", DOMAIN, "--port", str(port), "--password", PASSWORD,
            "--sources", str(args.sources), "--concurrency", str(args.concurrency)]
     cmd += pids + extra
     print("## %s: %s" % (label, " ".join(cmd[cmd.index(args.xmppload):])), flush=True)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       preexec_fn=(lambda: set_slice(0, args.slice_us)) if args.slice_us else None)
     print(p.stdout, end="", flush=True)
     if p.returncode not in (0, 1):
         raise SystemExit("xmppload failed (%d)" % p.returncode)
@@ -349,6 +368,10 @@ def main():
                     help="run the server's processes and the driver SCHED_RR (root): on a "
                     "shared machine other jobs then get only the CPU time they leave; "
                     "see tests/bench/README.md for what that changes")
+    ap.add_argument("--slice-us", type=int, default=0,
+                    help="give the server's processes and the driver this scheduler slice "
+                    "(EEVDF custom slice, Linux 6.12+; default: the kernel's); see "
+                    "tests/bench/README.md")
     ap.add_argument("--xmppload", default=None,
                     help="driver binary (default: PARLEY_BUILD or build/rel)")
     args = ap.parse_args()
