@@ -281,13 +281,42 @@ class Parley:
 # ---- driver
 
 
+def realtime(pids):
+    """--rt: the server's processes (every thread) SCHED_RR priority 1."""
+    for pid in pids:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(1))
+
+
+def set_slice(tid, us):
+    """SCHED_OTHER with a custom EEVDF slice of us microseconds (Linux 6.12+;
+    0: back to the default), nice kept: sched_setattr, which Python lacks."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    nice = os.getpriority(os.PRIO_PROCESS, tid)
+    attr = ctypes.create_string_buffer(struct.pack("IIQiIQQQII", 56, 0, 0, nice, 0, us * 1000,
+                                                   0, 0, 0, 0), 56)
+    if libc.syscall(314 if os.uname().machine == "x86_64" else -1, tid, attr, 0) != 0:
+        raise SystemExit("sched_setattr: %s" % os.strerror(ctypes.get_errno()))
+
+
 def driver(args, port, pids, extra, label):
-    cmd = ["taskset", "-c", str(os.cpu_count() - 1), args.xmppload,
+    server = [int(a.split("=")[1]) for a in pids if "=" in a and not a.startswith("pg=")]
+    if args.rt:
+        realtime(server)
+    if args.slice_us:
+        for pid in server:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                set_slice(int(tid), args.slice_us)
+    cmd = (["chrt", "-r", "1"] if args.rt else []) + ["taskset", "-c", str(os.cpu_count() - 1),
+                                                      args.xmppload,
            "--domain", DOMAIN, "--port", str(port), "--password", PASSWORD,
            "--sources", str(args.sources), "--concurrency", str(args.concurrency)]
     cmd += pids + extra
-    print("## %s: %s" % (label, " ".join(cmd[3:])), flush=True)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print("## %s: %s" % (label, " ".join(cmd[cmd.index(args.xmppload):])), flush=True)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       preexec_fn=(lambda: set_slice(0, args.slice_us)) if args.slice_us else None)
     print(p.stdout, end="", flush=True)
     if p.returncode not in (0, 1):
         raise SystemExit("xmppload failed (%d)" % p.returncode)
@@ -329,6 +358,20 @@ def main():
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--sources", type=int, default=16,
                     help="spread connections over 127.0.0.1..127.0.0.N")
+    ap.add_argument("--phases", default="logins,plain,max,half,low",
+                    help="comma-separated steps to run: logins (SCRAM + RSS), plain, "
+                    "max, half, low (default: all)")
+    ap.add_argument("--half-rate", type=float, default=0,
+                    help="rate of the 'half' step (default: half the measured maximum; "
+                    "required when 'max' is skipped)")
+    ap.add_argument("--rt", action="store_true",
+                    help="run the server's processes and the driver SCHED_RR (root): on a "
+                    "shared machine other jobs then get only the CPU time they leave; "
+                    "see tests/bench/README.md for what that changes")
+    ap.add_argument("--slice-us", type=int, default=0,
+                    help="give the server's processes and the driver this scheduler slice "
+                    "(EEVDF custom slice, Linux 6.12+; default: the kernel's); see "
+                    "tests/bench/README.md")
     ap.add_argument("--xmppload", default=None,
                     help="driver binary (default: PARLEY_BUILD or build/rel)")
     args = ap.parse_args()
@@ -336,6 +379,10 @@ def main():
     args.xmppload = args.xmppload or os.path.join(build, "tests", "bench", "xmppload")
     if not os.access(args.xmppload, os.X_OK):
         raise SystemExit("no driver at %s: build it (make) or pass --xmppload" % args.xmppload)
+    phases = set(args.phases.split(","))
+    unknown = phases - {"logins", "plain", "max", "half", "low"}
+    if unknown:
+        raise SystemExit("unknown phases: %s" % ", ".join(sorted(unknown)))
     raise_nofile()
 
     users = max(args.sessions, args.plain_users, args.msg_users)
@@ -343,48 +390,63 @@ def main():
     summary = []
     try:
         srv.start()
-        r = driver(args, srv.port, srv.pids(), ["--count", str(args.sessions),
-                                                  "--mech", "SCRAM-SHA-1", "--settle", "5"],
-                   "SCRAM-SHA-1 logins and RSS at %d sessions" % args.sessions)
-        summary.append(("SCRAM-SHA-1 logins/s (%d users)" % args.sessions,
-                        first(r, "login", "rate")))
-        for kv in r.get("cpu", []):
-            summary.append(("CPU per SCRAM login, %s (util)" % kv["proc"],
-                            "%s us (%s)" % (kv["per_login_us"], kv["util"])))
-        summary.append(("RSS per idle TLS session, KiB (delta / total over %s)" %
-                        first(r, "rss", "sessions"),
-                        "%s / %s" % (first(r, "rss", "per_session_kib"),
-                                     first(r, "rss", "total_per_session_kib"))))
-        srv.restart()
-        r = driver(args, srv.port, srv.pids(), ["--count", str(args.plain_users),
-                                                  "--mech", "PLAIN", "--settle", "0"],
-                   "PLAIN logins")
-        summary.append(("PLAIN logins/s (%d users)" % args.plain_users,
-                        first(r, "login", "rate")))
+        if "logins" in phases:
+            r = driver(args, srv.port, srv.pids(), ["--count", str(args.sessions),
+                                                      "--mech", "SCRAM-SHA-1", "--settle", "5"],
+                       "SCRAM-SHA-1 logins and RSS at %d sessions" % args.sessions)
+            summary.append(("SCRAM-SHA-1 logins/s (%d users)" % args.sessions,
+                            first(r, "login", "rate")))
+            for kv in r.get("cpu", []):
+                summary.append(("CPU per SCRAM login, %s (util)" % kv["proc"],
+                                "%s us (%s)" % (kv["per_login_us"], kv["util"])))
+            summary.append(("RSS per idle TLS session, KiB (delta / total over %s)" %
+                            first(r, "rss", "sessions"),
+                            "%s / %s" % (first(r, "rss", "per_session_kib"),
+                                         first(r, "rss", "total_per_session_kib"))))
+            srv.restart()
+        if "plain" in phases:
+            r = driver(args, srv.port, srv.pids(), ["--count", str(args.plain_users),
+                                                      "--mech", "PLAIN", "--settle", "0"],
+                       "PLAIN logins")
+            summary.append(("PLAIN logins/s (%d users)" % args.plain_users,
+                            first(r, "login", "rate")))
         msg = ["--count", str(args.msg_users), "--settle", "3", "--duration",
                str(args.seconds), "--warmup", "2"]
-        r = driver(args, srv.port, srv.pids(), msg + ["--rate", "0"], "messages, max rate")
-        rate = float(first(r, "messages", "rate") or 0)
-        summary.append(("messages/s (%d users, i -> i+1)" % args.msg_users, "%.0f" % rate))
-        for kv in r.get("cpu", []):
-            if kv.get("phase") == "msg":
-                summary.append(("CPU per message, %s (util)" % kv["proc"],
-                                "%s us (%s)" % (kv["per_msg_us"], kv["util"])))
-        summary.append(("latency at max rate p50/p99 ms",
-                        "%s / %s" % (first(r, "latency_ms", "p50"),
-                                     first(r, "latency_ms", "p99"))))
-        if rate > 0:
-            r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % (rate / 2)],
+        rate = 0.0
+        if "max" in phases:
+            r = driver(args, srv.port, srv.pids(), msg + ["--rate", "0"], "messages, max rate")
+            rate = float(first(r, "messages", "rate") or 0)
+            summary.append(("messages/s (%d users, i -> i+1)" % args.msg_users, "%.0f" % rate))
+            for kv in r.get("cpu", []):
+                if kv.get("phase") == "msg":
+                    summary.append(("CPU per message, %s (util)" % kv["proc"],
+                                    "%s us (%s)" % (kv["per_msg_us"], kv["util"])))
+            summary.append(("latency at max rate p50/p99 ms",
+                            "%s / %s" % (first(r, "latency_ms", "p50"),
+                                         first(r, "latency_ms", "p99"))))
+        half = args.half_rate or rate / 2
+        if "half" in phases and half > 0:
+            r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % half],
                        "latency at half rate")
-            summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % (rate / 2),
+            summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % half,
                             "/".join(str(first(r, "latency_ms", k))
                                      for k in ("p50", "p90", "p99", "max"))))
-        if args.low_rate > 0:
+            summary.append(("  driver's send lag p50/p99/max ms (skipped)",
+                            "/".join(str(first(r, "send_lag_ms", k)) for k in ("p50", "p99", "max"))
+                            + " (%s)" % first(r, "messages", "skipped")))
+            for kv in r.get("cpu", []):
+                if kv.get("phase") == "msg":
+                    summary.append(("CPU per message at %.0f/s, %s (util)" % (half, kv["proc"]),
+                                    "%s us (%s)" % (kv["per_msg_us"], kv["util"])))
+        if "low" in phases and args.low_rate > 0:
             r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % args.low_rate],
                        "latency at a low rate")
             summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % args.low_rate,
                             "/".join(str(first(r, "latency_ms", k))
                                      for k in ("p50", "p90", "p99", "max"))))
+            summary.append(("  driver's send lag p50/p99/max ms (skipped)",
+                            "/".join(str(first(r, "send_lag_ms", k)) for k in ("p50", "p99", "max"))
+                            + " (%s)" % first(r, "messages", "skipped")))
     finally:
         srv.cleanup()
     print("## summary (%s)" % srv.name)

@@ -302,7 +302,11 @@ static void report_rss(void)
 
 /* ---- message phase ---- */
 
-static void send_msg(unsigned k)
+/* Message number g.sent from ring[k] to its successor; the body carries
+ * the send time. now: encrypt and write it at once (rate mode: the send
+ * time is then when it leaves), else at the end of the loop iteration
+ * (closed loop: the stanzas of one iteration share a record and a write). */
+static void send_msg(unsigned k, int now)
 {
     struct session *s = g.ring[k];
     struct session *dst = g.npring ? g.pring[(k + 1) % g.npring] : g.ring[(k + 1) % g.nring];
@@ -316,7 +320,10 @@ static void send_msg(unsigned k)
             buf_append_byte(b, 'x');
     }
     buf_append_str(b, "</body></message>");
-    xmppload_session_send(s, b->data, b->len);
+    if (now)
+        xmppload_session_send_now(s, b->data, b->len);
+    else
+        xmppload_session_send(s, b->data, b->len);
     s->outstanding++;
     g.sent++;
 }
@@ -337,45 +344,74 @@ void xmppload_on_message(struct session *s, struct xml_node *msg)
         if (g.ring[k]->outstanding)
             g.ring[k]->outstanding--;
         if (g.sending && g.o.rate == 0)
-            send_msg(k);
+            send_msg(k, 0);
         return;
     }
     (void)s;
-    uint64_t now = xmppload_now_ns();
+    /* received when its bytes were read, not when the driver got round to
+     * parsing them */
+    uint64_t now = g.rx_ns > ts ? g.rx_ns : ts;
     g.delivered++;
     if (g.measuring)
         u32vec_push(&g.lat_us, (uint32_t)((now - ts) / 1000));
     if (g.ring[k]->outstanding)
         g.ring[k]->outstanding--;
     if (g.sending && g.o.rate == 0 && g.ring[k]->state == SS_ONLINE)
-        send_msg(k);
+        send_msg(k, 0);
 }
 
-static void on_rate_tick(uv_timer_t *t)
+/*
+ * Open loop: message n is due at t_msg0 + n / rate. Whatever is due goes
+ * out at once, each message encrypted and written by itself right after
+ * its send time is taken (not at the end of the loop iteration, after the
+ * reads of this iteration: that wait would be the driver's, not the
+ * server's). This runs from a 1 ms timer: every millisecond, rate / 1000
+ * clients send one message each at once. With --spread it also runs
+ * before every poll, so that when the loop is busy the sends are spread
+ * finer than the timer's millisecond (closer to evenly spaced; each
+ * message then reaches the server alone, which costs it more per message:
+ * see tests/bench/README.md).
+ */
+static void pace(void)
 {
-    (void)t;
-    if (!g.sending)
+    if (!g.sending || g.o.rate <= 0)
         return;
-    static uint64_t scheduled;
-    double elapsed = (double)(xmppload_now_ns() - g.t_msg0) / 1e9;
-    uint64_t target = (uint64_t)(g.o.rate * elapsed);
+    uint64_t now = xmppload_now_ns();
+    uint64_t target = (uint64_t)(g.o.rate * (double)(now - g.t_msg0) / 1e9);
     /* more than 100 ms behind: the driver or the server cannot keep up;
      * count the gap as skipped rather than sending a burst */
     uint64_t burst_max = (uint64_t)(g.o.rate / 10) + 1;
-    if (target > scheduled + burst_max) {
-        g.skipped += target - scheduled - burst_max;
-        scheduled = target - burst_max;
+    if (target > g.scheduled + burst_max) {
+        g.skipped += target - g.scheduled - burst_max;
+        g.scheduled = target - burst_max;
     }
-    while (scheduled < target) {
-        scheduled++;
+    while (g.scheduled < target) {
+        uint64_t due = g.t_msg0 + (uint64_t)((double)g.scheduled * 1e9 / g.o.rate);
+        g.scheduled++;
         unsigned k = g.cursor++ % g.nring;
         struct session *s = g.ring[k];
         if (s->state != SS_ONLINE || xmppload_session_queued(s) > g.o.out_cap) {
             g.skipped++;
             continue;
         }
-        send_msg(k);
+        send_msg(k, 1);
+        if (g.measuring) {
+            uint64_t t = xmppload_now_ns();
+            u32vec_push(&g.lag_us, (uint32_t)(t > due ? (t - due) / 1000 : 0));
+        }
     }
+}
+
+static void on_rate_tick(uv_timer_t *t)
+{
+    (void)t;
+    pace();
+}
+
+static void on_pace_prepare(uv_prepare_t *p)
+{
+    (void)p;
+    pace();
 }
 
 static void start_messages(void)
@@ -402,10 +438,12 @@ static void start_messages(void)
     g.sending = 1;
     if (g.o.rate > 0) {
         uv_timer_start(&rate_timer, on_rate_tick, 1, 1);
+        if (g.o.spread)
+            uv_prepare_start(&g.pace_prepare, on_pace_prepare);
     } else {
         for (unsigned w = 0; w < g.o.window; w++)
             for (unsigned k = 0; k < g.nring; k++)
-                send_msg(k);
+                send_msg(k, 0);
     }
 }
 
@@ -425,6 +463,8 @@ static void report_messages(void)
            g.delivered, g.msg_errors, in_flight_msgs(), g.skipped, g.npring, secs,
            secs > 0 ? (double)n / secs : 0);
     print_pcts("latency_ms", &g.lat_us);
+    if (g.o.rate > 0)
+        print_pcts("send_lag_ms", &g.lag_us);
     print_cpu("msg", n, secs);
     fflush(stdout);
 }
@@ -508,6 +548,7 @@ static void close_all(void)
         xmppload_session_close(&g.sessions[i]);
     uv_close((uv_handle_t *)&phase_timer, NULL);
     uv_close((uv_handle_t *)&rate_timer, NULL);
+    uv_close((uv_handle_t *)&g.pace_prepare, NULL);
     uv_close((uv_handle_t *)&g.flush_check, NULL);
     uv_close((uv_handle_t *)&g.flush_idle, NULL);
 }
@@ -561,6 +602,7 @@ static void next_step(void)
         cpu_mark(1);
         g.sending = 0;
         uv_timer_stop(&rate_timer);
+        uv_prepare_stop(&g.pace_prepare);
         drain_deadline = xmppload_now_ns() + 5000000000ull;
         uv_timer_start(&phase_timer, on_drain_tick, 10, 10);
         return;
@@ -622,6 +664,8 @@ static void usage(FILE *f)
                "  --rate R            messages/s in total; 0: as fast as possible (default 0)\n"
                "  --window W          messages in flight per sender at --rate 0 (default 2)\n"
                "  --body-size B       pad each body with B bytes (default 0)\n"
+               "  --spread            with --rate: send what is due before every poll too,\n"
+               "                      not only on the 1 ms timer (finer spacing)\n"
                "  --nofile N          RLIMIT_NOFILE to set (default: count + 256)\n"
                "  --resource R        resource to bind (default load)\n"
                "  -v                  log every failure to stderr\n");
@@ -711,6 +755,7 @@ static void parse_args(int argc, char **argv)
         O_RATE,
         O_WINDOW,
         O_BODY,
+        O_SPREAD,
         O_NOFILE,
         O_RESOURCE,
         O_HELP
@@ -740,6 +785,7 @@ static void parse_args(int argc, char **argv)
         {"rate", required_argument, NULL, O_RATE},
         {"window", required_argument, NULL, O_WINDOW},
         {"body-size", required_argument, NULL, O_BODY},
+        {"spread", no_argument, NULL, O_SPREAD},
         {"nofile", required_argument, NULL, O_NOFILE},
         {"resource", required_argument, NULL, O_RESOURCE},
         {"help", no_argument, NULL, O_HELP},
@@ -827,6 +873,9 @@ static void parse_args(int argc, char **argv)
         case O_BODY:
             o->body_size = (unsigned)strtoul(optarg, NULL, 10);
             break;
+        case O_SPREAD:
+            o->spread = 1;
+            break;
         case O_NOFILE:
             o->nofile = atol(optarg);
             break;
@@ -899,6 +948,7 @@ int main(int argc, char **argv)
     uv_idle_init(g.loop, &g.flush_idle);
     uv_timer_init(g.loop, &phase_timer);
     uv_timer_init(g.loop, &rate_timer);
+    uv_prepare_init(g.loop, &g.pace_prepare);
 
     g.sessions = xcalloc(g.total, sizeof(*g.sessions));
     for (unsigned i = 0; i < g.total; i++) {
@@ -931,6 +981,7 @@ int main(int argc, char **argv)
     free(g.pring);
     free(g.login_us.v);
     free(g.lat_us.v);
+    free(g.lag_us.v);
     buf_free(&g.scratch);
     htab_free(g.scram_cache);
     SSL_CTX_free(g.ssl_ctx);

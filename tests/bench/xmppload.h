@@ -66,6 +66,7 @@ struct xmppload_opts {
     double rate;          /* messages/s in total; 0: as fast as possible */
     unsigned window;      /* messages in flight per sender when rate is 0 */
     unsigned body_size;   /* pad message bodies to this many bytes */
+    int spread;           /* rate mode: also send what is due before every poll */
     size_t out_cap;       /* bytes queued per connection before it counts as congested */
     long nofile;          /* RLIMIT_NOFILE wanted; 0: enough for count */
     int verbose;
@@ -133,7 +134,9 @@ struct xmppload {
     SSL_CTX *ssl_ctx;
     struct htab *scram_cache;
     uv_check_t flush_check;
-    uv_idle_t flush_idle; /* keeps the poll from blocking while sessions are dirty */
+    uv_prepare_t pace_prepare; /* rate mode: sends due before each poll */
+    uint64_t rx_ns;            /* when the read callback being handled began */
+    uv_idle_t flush_idle;      /* keeps the poll from blocking while sessions are dirty */
     struct session *dirty_head;
 
     struct sockaddr_storage peer_server;
@@ -155,7 +158,9 @@ struct xmppload {
     uint64_t sent, delivered, msg_errors, skipped;
     uint64_t delivered_meas0, delivered_meas1;
     unsigned cursor;
+    uint64_t scheduled; /* rate mode: sends due so far (sent or skipped) */
     struct u32vec lat_us;
+    struct u32vec lag_us; /* rate mode: how late each send left after its due time */
     struct buf scratch;
 };
 
@@ -171,6 +176,9 @@ size_t xmppload_session_queued(const struct session *s);
 void xmppload_session_close(struct session *s);
 /* Write out every dirty session (the flush check runs this). */
 void xmppload_session_flush_all(struct xmppload *ld);
+/* Queue a stanza and encrypt and write it (with anything queued before)
+ * now, rather than at the end of the loop iteration. */
+void xmppload_session_send_now(struct session *s, const char *data, size_t len);
 
 /* ---- xmppload.c: events from sessions ---- */
 

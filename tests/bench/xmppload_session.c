@@ -232,6 +232,16 @@ void xmppload_session_flush_all(struct xmppload *ld)
     uv_idle_stop(&ld->flush_idle);
 }
 
+void xmppload_session_send_now(struct session *s, const char *data, size_t len)
+{
+    if (s->state == SS_DEAD)
+        return;
+    buf_append(&s->ptx, data, len);
+    /* not marked dirty: nothing is left for the flush check to write, and
+     * the loop need not spin once more for it */
+    session_flush(s);
+}
+
 void xmppload_session_send(struct session *s, const char *data, size_t len)
 {
     if (s->state == SS_DEAD)
@@ -790,6 +800,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     }
     if (nread == 0)
         return;
+    /* the arrival time of every stanza in these bytes: the time spent on
+     * the stanzas before them (TLS, parsing) is the driver's, not the
+     * server's */
+    s->ld->rx_ns = xmppload_now_ns();
     if (!s->ssl) {
         feed(s, b->base, (size_t)nread);
         return;
