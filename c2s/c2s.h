@@ -69,6 +69,7 @@ struct c2s_config {
     /* limits */
     size_t stanza_size;
     size_t router_stanza_size;  /* the router's limits/stanza-size: a wrapped stanza's cap */
+    size_t presence_keep;       /* a session's last presence kept up to this (else reduced) */
     size_t preauth_stanza_size; /* element size before SASL success */
     size_t preauth_bytes;       /* bytes a connection may send before SASL success */
     int max_conns;

@@ -391,6 +391,51 @@ static void before_bind(struct c2s_client *cl, struct xml_node *el)
     c2s_client_fail(cl, XML_SE_NOT_AUTHORIZED, "bind a resource first");
 }
 
+/* Serialised size of node. */
+static size_t node_size(const struct xml_node *node)
+{
+    struct buf b = BUF_INIT;
+    xml_serialize(node, XML_NS_CLIENT, &b);
+    size_t n = b.len;
+    buf_free(&b);
+    return n;
+}
+
+/*
+ * What a session keeps of its broadcast presence for the replay after an
+ * sm restart: the presence itself up to limits/presence-keep bytes. A
+ * larger one (routed in full all the same) is kept reduced to its RFC 6121
+ * §4.7 children, <show>, <priority> and <status>, each only while the
+ * total stays within the cap: after the restart the user is still
+ * available with the same show and priority, without the bulk (avatars,
+ * caps extensions) that a thousand idle sessions would otherwise hold.
+ */
+static struct xml_node *presence_keep(const struct c2s_client *cl, const struct xml_node *el)
+{
+    size_t cap = cl->c2s->cfg.presence_keep;
+    if (node_size(el) <= cap)
+        return xml_copy(el);
+    struct xml_node *p = xml_new(XML_NS_CLIENT, "presence");
+    size_t total = node_size(p);
+    static const char *const keep[] = {"show", "priority", "status"};
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        struct xml_node *ch = xml_child(el, XML_NS_CLIENT, keep[i]);
+        /* Measured as sent (at least the size of its text alone), before
+         * any of it is copied. */
+        size_t n = ch != NULL ? node_size(ch) : 0;
+        if (ch == NULL || total + n > cap)
+            continue;
+        size_t len = 0;
+        const char *text = xml_text(ch, &len);
+        xml_add_text(xml_add_child(p, XML_NS_CLIENT, keep[i]), text, len);
+        total += n;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    log_debug("client %s %s: presence larger than limits/presence-keep, kept reduced",
+              peer(cl, ip, sizeof(ip)), jid_full_str(cl->jid));
+    return p;
+}
+
 static void bound(struct c2s_client *cl, struct xml_node *el)
 {
     if (!is_stanza(el)) {
@@ -430,7 +475,7 @@ static void bound(struct c2s_client *cl, struct xml_node *el)
         (type == NULL || strcmp(type, "unavailable") == 0)) {
         /* The last broadcast presence, sent again on announce. */
         xml_free(cl->presence);
-        cl->presence = type == NULL ? xml_copy(el) : NULL;
+        cl->presence = type == NULL ? presence_keep(cl, el) : NULL;
     }
     c2s_sess_forward(cl, el);
 }
