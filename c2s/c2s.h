@@ -80,6 +80,7 @@ struct c2s_config {
     int connect_rate;  /* new connections per second per IP (burst 2x) */
     size_t rate_bytes; /* bytes/s per connection (burst: stanza_size) */
     int auth_attempts;
+    int plain_jobs;         /* PLAIN checks fetching keys or in the thread pool at once */
     uint64_t auth_delay_ms; /* first failure's delay, doubling per failure from the IP */
     uint64_t auth_delay_max_ms;
     uint64_t handshake_ms;

@@ -18,8 +18,11 @@
  * keys (else SCRAM-SHA-1): that means PBKDF2 with the stored salt and
  * iteration count, a password hash that costs milliseconds, so it runs in
  * libuv's thread pool (uv_queue_work); the loop goes on, and the client is
- * answered from the after-work callback. At most PLAIN_JOBS_MAX checks are
- * queued per process; beyond that a client gets temporary-auth-failure.
+ * answered from the after-work callback. At most limits/plain-jobs checks
+ * run or wait per process; a slot is taken before the credentials are
+ * fetched (so a burst cannot fetch keys and then find the pool full) and
+ * given back when the check ends or the exchange is dropped. Beyond that a
+ * client gets temporary-auth-failure (RFC 6120 §6.5.12: try again later).
  *
  * Channel binding: SCRAM-SHA-*-PLUS use tls-server-end-point (RFC 5929:
  * a hash of our certificate), which Cyrus 2.1.28 accepts as an opaque
@@ -53,14 +56,13 @@
 #include "common/scram.h"
 #include "storage/storage.h"
 
-#define PLAIN_JOBS_MAX 64
-
 struct c2s_sasl {
     char mech[24];
     bool plain;
     bool started; /* the Cyrus exchange is running */
     bool nouser;  /* running against made-up keys */
     bool busy;    /* a storage query or a PLAIN check is in flight */
+    bool slot;    /* holds one of the PLAIN slots (c2s->nplain_jobs) */
     enum scram_hash hash;
     sasl_conn_t *conn;
     char *user; /* nodeprepped */
@@ -296,6 +298,8 @@ void c2s_sasl_free(struct c2s_client *cl)
     struct c2s_sasl *s = cl->sasl;
     if (s == NULL)
         return;
+    if (s->slot)
+        cl->c2s->nplain_jobs--;
     if (s->conn != NULL)
         sasl_dispose(&s->conn);
     if (s->authpw != NULL)
@@ -372,15 +376,24 @@ static void fail_auth(struct c2s_client *cl, const char *why)
     uv_timer_start(cl->delay, on_delay_end, delay, 0);
 }
 
-/* A failure that is not the client's fault or not a wrong password. */
-static void fail_now(struct c2s_client *cl, const char *cond)
+/* A failure that is not the client's fault or not a wrong password, with
+ * an optional human-readable text (RFC 6120 §6.4.5). */
+static void fail_now_text(struct c2s_client *cl, const char *cond, const char *text)
 {
     c2s_sasl_free(cl);
     cl->state = CL_OPEN;
     struct buf b = BUF_INIT;
-    buf_printf(&b, "<failure xmlns='" C2S_NS_SASL "'><%s/></failure>", cond);
+    buf_printf(&b, "<failure xmlns='" C2S_NS_SASL "'><%s/>", cond);
+    if (text != NULL)
+        buf_printf(&b, "<text xml:lang='en'>%s</text>", text);
+    buf_append_str(&b, "</failure>");
     stream_write(cl->s, b.data, b.len);
     buf_free(&b);
+}
+
+static void fail_now(struct c2s_client *cl, const char *cond)
+{
+    fail_now_text(cl, cond, NULL);
 }
 
 static void succeed(struct c2s_client *cl, const unsigned char *data, size_t len)
@@ -566,8 +579,8 @@ static void on_creds(void *arg, int err, const struct storage_result *res)
         j->password_len = s->password_len;
         s->password = NULL;
         s->busy = true;
+        s->slot = false; /* the job holds the slot now */
         cl->holds++;
-        cl->c2s->nplain_jobs++;
         uv_queue_work(cl->c2s->loop, &j->req, plain_work, plain_after);
         return;
     }
@@ -669,12 +682,16 @@ static void begin(struct c2s_client *cl, const unsigned char *msg, size_t len)
             fail_now(cl, "invalid-authzid");
             return;
         }
-        s->password = xmemdup(p.passwd, p.passwd_len);
-        s->password_len = p.passwd_len;
-        if (cl->c2s->nplain_jobs >= PLAIN_JOBS_MAX) {
-            fail_now(cl, "temporary-auth-failure");
+        if (cl->c2s->nplain_jobs >= (size_t)cl->c2s->cfg.plain_jobs) {
+            log_debug("PLAIN: %zu checks under way (limits/plain-jobs): temporary-auth-failure",
+                      cl->c2s->nplain_jobs);
+            fail_now_text(cl, "temporary-auth-failure", "too many logins at once: try again");
             return;
         }
+        cl->c2s->nplain_jobs++;
+        s->slot = true;
+        s->password = xmemdup(p.passwd, p.passwd_len);
+        s->password_len = p.passwd_len;
         fetch(cl, SCRAM_SHA256);
         return;
     }

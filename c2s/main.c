@@ -76,6 +76,7 @@ int main(int argc, char **argv)
         CONFIG_INT("limits/ip-table-size", 0, "100000", 1, 10000000, &cfg->ip_table_size),
         CONFIG_INT("limits/connect-rate", 0, "10", 1, 1000000, &cfg->connect_rate),
         CONFIG_SIZE("limits/rate", 0, "64k", 0, 1024LL * 1024 * 1024, &cfg->rate_bytes),
+        CONFIG_INT("limits/plain-jobs", 0, "64", 1, 100000, &cfg->plain_jobs),
         CONFIG_INT("limits/auth-attempts", 0, "3", 1, 100, &cfg->auth_attempts),
         DUR("limits/auth-delay", "250ms", &cfg->auth_delay_ms),
         DUR("limits/auth-delay-max", "8s", &cfg->auth_delay_max_ms),

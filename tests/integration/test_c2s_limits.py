@@ -7,8 +7,10 @@ silent client.
 """
 
 import asyncio
+import base64
 import os
 import resource
+import subprocess
 import time
 
 import pytest
@@ -311,4 +313,63 @@ def test_idle_timeout():
                 raw.close()
         harness.run(go())
     finally:
+        finish(s)
+
+
+def test_plain_slots_taken_before_the_fetch():
+    """limits/plain-jobs=1: while one PLAIN login waits for its keys (the
+    credentials table is locked), a second gets temporary-auth-failure at
+    once, with a text; once the first is through, logins work again."""
+    s = limits_stack(plain_jobs=1)
+    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", s.pg.dsn()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        locker.stdin.write("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;\n"
+                           "\\echo locked\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+
+        def fetch_waiting():
+            deadline = time.monotonic() + harness.WAIT * 2
+            while True:
+                _, out = s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
+                if out == "1":
+                    return
+                assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
+                time.sleep(0.05)
+
+        async def go():
+            first = await ClientRaw.connect_client(s)
+            second = await ClientRaw.connect_client(s)
+            try:
+                for r in (first, second):
+                    await r.open()
+                    await r.starttls()
+                    await r.open()
+                first.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" %
+                           (NS_SASL, base64.b64encode(b"\0alice\0wonderland").decode()))
+                await asyncio.get_event_loop().run_in_executor(None, fetch_waiting)
+                # The one slot is taken by a login still fetching its keys.
+                el = await second.auth_plain("alice", "wonderland")
+                assert el.tag == "{%s}failure" % NS_SASL, el
+                assert el.find("{%s}temporary-auth-failure" % NS_SASL) is not None, el
+                assert "try again" in el.find("{%s}text" % NS_SASL).text
+                locker.stdin.write("COMMIT;\n")
+                locker.stdin.flush()
+                el = await first.recv(harness.WAIT * 2)
+                assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+                # The slot is back: the refused client logs in now.
+                el = await second.auth_plain("alice", "wonderland")
+                assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+            finally:
+                first.close()
+                second.close()
+        harness.run(go())
+    finally:
+        if locker.poll() is None:
+            locker.stdin.close()
+            locker.kill()
+            locker.wait()
         finish(s)
