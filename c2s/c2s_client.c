@@ -166,18 +166,28 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     cl->direct_tls = l->direct_tls;
     stream_set_owner(s, &client_cbs, cl);
     rand_id_hex(cl->id);
-    struct sockaddr_storage ss;
-    if (stream_peer_addr(s, &ss) == 0 && ss.ss_family == AF_INET) {
-        memcpy(cl->ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-        cl->iplen = 4;
-    } else if (ss.ss_family == AF_INET6) {
-        memcpy(cl->ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-        cl->iplen = 16;
-    }
     cl->next = c->clients;
     if (c->clients != NULL)
         c->clients->prev = cl;
     c->clients = cl;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    int prc = stream_peer_addr(s, &ss);
+    if (prc == 0 && ss.ss_family == AF_INET) {
+        memcpy(cl->ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        cl->iplen = 4;
+    } else if (prc == 0 && ss.ss_family == AF_INET6) {
+        memcpy(cl->ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        cl->iplen = 16;
+    } else {
+        /* Reset before we got to it (ENOTCONN): with no address there is
+         * nothing to key the per-IP limits on, and no one to answer. It
+         * counts nowhere; the log line is rate-limited like accept's. */
+        c2s_accept_failed(c, l->desc, prc != 0 ? "no peer address (reset?)" : "not IP");
+        cl->state = CL_DOWN;
+        stream_abort(s);
+        return;
+    }
     uint64_t now = uv_now(c->loop);
     cl->tb_stamp = cl->last_rx_time = now;
     cl->tokens = (double)c->cfg.stanza_size;

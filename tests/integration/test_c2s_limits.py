@@ -10,6 +10,9 @@ import asyncio
 import base64
 import os
 import resource
+import signal
+import socket
+import struct
 import subprocess
 import time
 
@@ -372,4 +375,31 @@ def test_plain_slots_taken_before_the_fetch():
             locker.stdin.close()
             locker.kill()
             locker.wait()
+        finish(s)
+
+
+def test_connection_reset_before_accept_dropped_and_logged():
+    """A connection reset while still in the accept queue has no peer
+    address (getpeername: ENOTCONN): c2s drops it with a log line instead
+    of keying the per-IP limits on garbage, and goes on serving."""
+    s = limits_stack()
+    try:
+        c2s = s["c2s-1"]
+        c2s.signal(signal.SIGSTOP)  # nothing is accepted meanwhile
+        try:
+            sock = socket.create_connection(("127.0.0.1", s.c2s_port), timeout=harness.WAIT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST
+        finally:
+            c2s.signal(signal.SIGCONT)
+        deadline = time.monotonic() + harness.WAIT * 2
+        while "no peer address" not in c2s.log():
+            assert time.monotonic() < deadline, c2s.log()[-3000:]
+            time.sleep(0.05)
+
+        async def go():
+            raw = await until_served(s, "127.0.0.1", login=True)
+            raw.close()
+        harness.run(go())
+    finally:
         finish(s)
