@@ -31,7 +31,9 @@
  * given to Cyrus on every SCRAM exchange over TLS, so a client that says
  * "y" (it supports binding but thinks we do not) is refused when -PLUS was
  * offered: the downgrade check of RFC 5802 §6. The binding type is
- * announced with XEP-0440.
+ * announced with XEP-0440. -PLUS is offered only when the certificate the
+ * client got (SNI) has a tls-server-end-point: one signed with Ed25519 or
+ * Ed448 has none (no single hash to use), so such a client sees no -PLUS.
  *
  * Failures answer <not-authorized/> after a delay that doubles with each
  * recent failure from the client's address; after auth_attempts failures on
@@ -241,11 +243,17 @@ void c2s_sasl_done(void)
 
 /* ---- per client ---- */
 
+static const EVP_MD *end_point_md(SSL *ssl);
+
 static bool offered(const struct c2s_client *cl, const char *mech)
 {
     size_t n = strlen(mech);
     bool plus = n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
     if ((strcmp(mech, "PLAIN") == 0 || plus) && !stream_is_tls(cl->s))
+        return false;
+    /* -PLUS only where our certificate (the one SNI chose) has a
+     * tls-server-end-point: not for Ed25519 or Ed448 ones. */
+    if (plus && (!stream_is_secure(cl->s) || end_point_md(stream_ssl(cl->s)) == NULL))
         return false;
     for (size_t i = 0; i < cl->c2s->nmechs; i++)
         if (strcmp(cl->c2s->mechs[i], mech) == 0)
@@ -272,23 +280,31 @@ static bool plus_offered(const struct c2s_client *cl)
 {
     for (size_t i = 0; i < cl->c2s->nmechs; i++)
         if (strstr(cl->c2s->mechs[i], "-PLUS") != NULL && offered(cl, cl->c2s->mechs[i]))
-            return stream_is_secure(cl->s);
+            return true;
     return false;
 }
 
-/* RFC 5929 §4.1: the hash of our certificate, with its signature's hash
- * (SHA-256 for MD5 and SHA-1). Returns the length, 0 if unavailable. */
-static unsigned server_end_point(SSL *ssl, unsigned char *out)
+/* RFC 5929 §4.1: tls-server-end-point hashes our certificate with its
+ * signature's hash (SHA-256 for MD5 and SHA-1). A signature algorithm
+ * without one single hash (Ed25519, Ed448) leaves it undefined: NULL. */
+static const EVP_MD *end_point_md(SSL *ssl)
 {
     X509 *cert = ssl != NULL ? SSL_get_certificate(ssl) : NULL;
     int md_nid = NID_undef;
-    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL))
-        return 0;
+    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) ||
+        md_nid == NID_undef)
+        return NULL;
     if (md_nid == NID_md5 || md_nid == NID_sha1)
         md_nid = NID_sha256;
-    const EVP_MD *md = EVP_get_digestbynid(md_nid);
+    return EVP_get_digestbynid(md_nid);
+}
+
+/* The binding data: the length, 0 if unavailable. */
+static unsigned server_end_point(SSL *ssl, unsigned char *out)
+{
+    const EVP_MD *md = end_point_md(ssl);
     unsigned len = 0;
-    if (md == NULL || X509_digest(cert, md, out, &len) != 1)
+    if (md == NULL || X509_digest(SSL_get_certificate(ssl), md, out, &len) != 1)
         return 0;
     return len;
 }

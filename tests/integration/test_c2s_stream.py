@@ -6,6 +6,8 @@ limits hold.
 """
 
 import asyncio
+import os
+import subprocess
 
 import pytest
 
@@ -416,6 +418,53 @@ def test_sni_picks_the_domain_certificate():
             assert await cn(True, s.domain) == s.domain
             assert await cn(False, "chat.test") == "chat.test"
             assert await cn(False, s.domain) == s.domain
+        harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_no_plus_with_ed25519_certificate():
+    """tls-server-end-point is undefined for a certificate signed with
+    Ed25519 (RFC 5929 §4.1: no single hash): with -PLUS configured, c2s
+    offers only the plain SCRAM mechanisms and no binding type, refuses
+    -PLUS, and a client that could bind and says "y" is right."""
+    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1"
+    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "30",
+                        "-subj", "/CN=%s" % s.domain, "-addext",
+                        "subjectAltName=DNS:%s" % s.domain, "-keyout", s.key, "-out", s.cert],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        s._own(s.key)
+        os.chmod(s.key, 0o600)
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def session():
+            raw = await ClientRaw.connect_client(s)
+            await raw.open()
+            await raw.starttls()
+            feats = await raw.open()
+            return raw, feats
+
+        async def go():
+            raw, feats = await session()
+            try:
+                der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                assert b"\x06\x03\x2b\x65\x70" in der  # the Ed25519 OID: our certificate
+                mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+                assert mechs == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+                assert feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding") is None
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=b"\0" * 32) == "invalid-mechanism"
+            finally:
+                raw.close()
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="y") == "success"
+            finally:
+                raw.close()
         harness.run(go())
         assert not s.stop_and_check()
     finally:
