@@ -541,6 +541,8 @@ int c2s_start(struct c2s *c)
         .on_close = on_comp_close,
     };
     int rc = fd_check(c);
+    if (rc == 0)
+        rc = c2s_sasl_check_random();
     if (rc != 0)
         return rc;
     struct component_opts o;

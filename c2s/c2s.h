@@ -222,6 +222,8 @@ void c2s_client_sweep(struct c2s_client *cl, uint64_t now);
 
 /* c2s_sasl.c */
 int c2s_sasl_init(struct c2s *c);
+/* After the jail: Cyrus's random source is readable (else ERR_CONFIG). */
+int c2s_sasl_check_random(void);
 void c2s_sasl_done(void);
 /* Append <mechanisms/> for this client (PLAIN only with TLS). */
 void c2s_sasl_features(struct c2s_client *cl, struct buf *out);

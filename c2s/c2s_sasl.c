@@ -43,8 +43,11 @@
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sasl/sasl.h>
 #include <sasl/saslplug.h>
@@ -232,6 +235,36 @@ int c2s_sasl_init(struct c2s *c)
     }
     sasl_dispose(&conn);
     return rc;
+}
+
+/*
+ * Cyrus seeds each connection's nonce generator from DEV_RANDOM, opened
+ * when the first nonce is made (lib/saslutil.c getranddata; /dev/urandom
+ * in this build), and if the open fails it silently falls back to the pid
+ * and the time: SCRAM nonces anyone can guess. It cannot be opened ahead
+ * of the jail (each connection opens it anew), so after the jail it must
+ * be readable, chroot or not; else c2s refuses to start.
+ */
+#define C2S_SASL_RANDOM "/dev/urandom"
+
+int c2s_sasl_check_random(void)
+{
+    if (mech_list[0] == '\0')
+        return 0; /* PLAIN only: no Cyrus, no nonces */
+    unsigned char b[16];
+    int fd = open(C2S_SASL_RANDOM, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    mem_wipe(b, sizeof(b));
+    if (n == (ssize_t)sizeof(b))
+        return 0;
+    log_err("cyrus sasl makes its SCRAM nonces from " C2S_SASL_RANDOM ", which cannot be read "
+            "here (%s): without it they would be guessable. In a <chroot>, create it there "
+            "(mknod -m 444 <chroot>" C2S_SASL_RANDOM " c 1 9)",
+            n >= 0 ? "short read" : strerror(e));
+    return ERR_CONFIG;
 }
 
 void c2s_sasl_done(void)

@@ -7,7 +7,11 @@ serves again).
 """
 
 import asyncio
+import os
+import subprocess
 import time
+
+import pytest
 
 import harness
 import stack
@@ -355,5 +359,30 @@ def test_sm_restart_replays_presence_capped():
         harness.run(go())
         problems = s.stop_and_check()
         assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs the tests as root)")
+def test_chroot_without_urandom_refused():
+    """Cyrus SASL seeds its SCRAM nonces from /dev/urandom and quietly falls
+    back to the pid and time when it cannot open it: chrooted where it is
+    missing, c2s refuses to start and says why."""
+    s = stack.Stack(c2s=1, extra={"c2s": "  <chroot>%s</chroot>\n" % "@JAIL@"})
+    jail = os.path.join(s.dir, "jail")
+    os.mkdir(jail, 0o755)
+    try:
+        cfg = s["c2s-1"].config
+        with open(cfg) as f:
+            text = f.read().replace("@JAIL@", jail)
+        with open(cfg, "w") as f:
+            f.write(text)
+        p = subprocess.run([harness.binary("c2s/parley-c2s"), "-f", "-c", cfg],
+                           capture_output=True, text=True, timeout=harness.START_WAIT,
+                           env=s["c2s-1"].env())
+        assert p.returncode == 1, p.stderr[-3000:]
+        assert "/dev/urandom, which cannot be read here" in p.stderr, p.stderr[-3000:]
+        assert "mknod -m 444" in p.stderr
+        assert "ERROR: AddressSanitizer" not in p.stderr and "runtime error" not in p.stderr
     finally:
         s.cleanup()
