@@ -193,6 +193,8 @@ int c2s_configure(struct c2s *c, struct config *cfg);
 int c2s_listen(struct c2s *c, uv_loop_t *loop, struct config *cfg);
 int c2s_start(struct c2s *c);
 void c2s_stop(struct c2s *c);
+/* SIGHUP: certificates and keys read again; on any error the old ones stay. */
+void c2s_reload(struct c2s *c, struct config *cfg);
 void c2s_stats(struct c2s *c);
 void c2s_free(struct c2s *c);
 struct c2s_domain *c2s_domain_get(struct c2s *c, const char *name);

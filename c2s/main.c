@@ -40,6 +40,11 @@ static void on_stop(struct daemon *d)
     c2s_stop(c2s);
 }
 
+static void on_reload(struct daemon *d)
+{
+    c2s_reload(c2s, daemon_config(d));
+}
+
 static void on_stats(struct daemon *d)
 {
     (void)d;
@@ -96,6 +101,7 @@ int main(int argc, char **argv)
         .pre_jail = pre_jail,
         .post_jail = post_jail,
         .on_stop = on_stop,
+        .on_reload = on_reload,
         .on_stats = on_stats,
     };
     int code = daemon_main(argc, argv, &spec);

@@ -7,7 +7,9 @@ limits hold.
 
 import asyncio
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -466,6 +468,73 @@ def test_no_plus_with_ed25519_certificate():
             finally:
                 raw.close()
         harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_sighup_reloads_certificate_and_keeps_old_on_error():
+    """SIGHUP: c2s reads its certificate and key again; new TLS connections
+    (direct and STARTTLS) get the new certificate. A broken certificate
+    and HUP: an error in the log, and c2s keeps serving with the one it
+    had."""
+    import ssl
+
+    s = stack.Stack(c2s=1)
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        c2s = s["c2s-1"]
+
+        def file_der():
+            with open(s.cert) as f:
+                return ssl.PEM_cert_to_DER_cert(f.read())
+
+        async def served_der(direct):
+            raw = await ClientRaw.connect_client(s, direct=direct)
+            try:
+                await raw.open()
+                if not direct:
+                    await raw.starttls()
+                    assert await raw.open() is not None
+                return raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            finally:
+                raw.close()
+
+        def hup_and_wait(text, count):
+            c2s.signal(signal.SIGHUP)
+            deadline = time.monotonic() + harness.WAIT * 2
+            while c2s.log().count(text) < count:
+                assert time.monotonic() < deadline, c2s.log()[-3000:]
+                time.sleep(0.05)
+
+        old = file_der()
+        assert harness.run(served_der(True)) == old
+        # A new certificate and key, put in place as a renewal would.
+        crt, key = stack.selfsigned(s.dir, "renewed-" + s.domain)
+        s._own(key)
+        os.chmod(key, 0o600)
+        os.rename(key, s.key)
+        os.rename(crt, s.cert)
+        new = file_der()
+        assert new != old
+        hup_and_wait("1 certificate reloaded", 1)
+        assert harness.run(served_der(True)) == new
+        assert harness.run(served_der(False)) == new
+        # A broken certificate: the one in use stays.
+        with open(s.cert, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+        hup_and_wait("certificates not reloaded: serving with the old ones", 1)
+        assert harness.run(served_der(True)) == new
+        assert harness.run(served_der(False)) == new
+
+        async def login():
+            raw = await ClientRaw.connect_client(s, direct=True)
+            try:
+                return await raw.login_plain("alice", "wonderland")
+            finally:
+                raw.close()
+        assert harness.run(login()).startswith("alice@")
         assert not s.stop_and_check()
     finally:
         s.cleanup()
