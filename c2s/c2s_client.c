@@ -243,7 +243,12 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     if (cl->direct_tls) {
         if (cond != XML_SE_NONE ||
             stream_starttls(s, c->tls_default, STREAM_TLS_SERVER, NULL) != 0) {
-            /* Nothing can be said before the handshake: just close. */
+            /* Refused on a direct TLS port: a plain close, no reason.
+             * A stream error would need the TLS handshake first, and
+             * refusals are what a connection flood gets: finishing a
+             * handshake for each (a private-key operation) would spend
+             * the CPU the limits are there to protect. A client sees the
+             * handshake fail and retries later, as for any failure. */
             cl->state = CL_DOWN;
             stream_abort(s);
         }

@@ -403,3 +403,33 @@ def test_connection_reset_before_accept_dropped_and_logged():
         harness.run(go())
     finally:
         finish(s)
+
+
+def test_direct_tls_refused_is_a_plain_close():
+    """At max-connections a direct TLS connection is closed before any TLS:
+    the client's handshake fails (no certificate, no stream error: c2s does
+    not spend a handshake on a refusal, see c2s_client_accept), the refusal
+    is logged, and a STARTTLS client still gets resource-constraint."""
+    import ssl
+
+    s = limits_stack(max_connections=1)
+    try:
+        async def go():
+            held = await ClientRaw.connect_client(s)
+            try:
+                assert await held.open() is not None
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                with pytest.raises((ssl.SSLError, ConnectionError)):
+                    r, w = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", s.c2s_tls_port, ssl=ctx,
+                                                server_hostname=s.domain), harness.WAIT)
+                    w.close()
+                assert await refused(s) == "resource-constraint"
+            finally:
+                held.close()
+        harness.run(go())
+        assert "too many connections" in s["c2s-1"].log()
+    finally:
+        finish(s)
