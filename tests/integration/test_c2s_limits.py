@@ -433,3 +433,124 @@ def test_direct_tls_refused_is_a_plain_close():
         assert "too many connections" in s["c2s-1"].log()
     finally:
         finish(s)
+
+
+def test_ipv6_clients_keyed_per_address():
+    """IPv6 clients are accounted like IPv4 ones, per /64 (limits/
+    ipv6-prefix): ::1 at connections-per-ip is refused while 127.0.0.1 is
+    served. (This machine's loopback has ::1 only, so two addresses of one
+    /64 and another /64 cannot be told apart end to end here; the keying
+    itself is unit-tested in tests/unit/test_c2s_ipkey.c.)"""
+    s = stack.Stack(c2s=1, ipv6=True, extra={"c2s": "  <limits><connections-per-ip>1"
+                                             "</connections-per-ip><connect-rate>100"
+                                             "</connect-rate></limits>\n"})
+    try:
+        s.start()
+
+        async def go():
+            held = await ClientRaw.connect_client(s, host="::1")
+            try:
+                assert await held.open() is not None
+                raw = await ClientRaw.connect_client(s, host="::1")
+                try:
+                    assert await raw.open() is None
+                    assert await raw.stream_error() == "policy-violation"
+                finally:
+                    raw.close()
+                assert await refused(s, source="127.0.0.1") is None
+            finally:
+                held.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_refused_connections_spend_connect_tokens():
+    """A refused connection is charged to its address like a served one
+    (a connect token): 127.0.0.1, refused again and again while it holds
+    its one connection, is still refused once that connection is closed,
+    now for connecting too fast. (That the debt ends once the flood stops
+    is test_flood_from_one_ip_throttled_other_ip_fine's.)"""
+    s = limits_stack(connections_per_ip=1, connect_rate=1)
+
+    async def why_refused():
+        raw = await ClientRaw.connect_client(s)
+        try:
+            if await raw.open() is not None:
+                return None
+            got = await raw.expect_closed(harness.WAIT * 2)
+            return " ".join(t.text or "" for e in got for t in e)
+        finally:
+            raw.close()
+    try:
+        async def go():
+            held = await ClientRaw.connect_client(s)
+            assert await held.open() is not None
+            for _ in range(4):  # a burst of 2 tokens, then into debt
+                assert "too many connections from your address" in await why_refused()
+            held.close()
+            # Each attempt keeps the debt (it is bounded at two seconds' worth
+            # of tokens): until c2s has seen the close, the reason is the
+            # connection count; then it must be the rate, never a welcome.
+            deadline = time.monotonic() + harness.WAIT * 2
+            while True:
+                why = await why_refused()
+                assert why is not None, "served: refused connections cost no token"
+                if "too many connections from your address" not in why:
+                    break
+                assert time.monotonic() < deadline, why
+            assert "connecting too fast" in why, why
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_refused_connection_closed_before_an_ordinary_one():
+    """A refused client that never closes its side holds its socket at c2s
+    only briefly (C2S_REFUSE_CLOSE_MS): c2s drops it (a later write of the
+    client's is answered with a reset) well before an ordinary stream
+    error's connection, sent earlier, whose close waits for the client up
+    to the streams' usual 5 s. Both end without the client closing."""
+    s = limits_stack(connections_per_ip=1, connect_rate=100)
+    header = ("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' to='%s' "
+              "version='1.0'>")
+    socks = []
+    try:
+        def connect(source, ns, until):
+            sock = socket.create_connection(("127.0.0.1", s.c2s_port), timeout=harness.WAIT,
+                                            source_address=(source, 0))
+            socks.append(sock)
+            sock.sendall((header % (ns, harness.NS_STREAM, s.domain)).encode())
+            got = b""
+            while until not in got:
+                b = sock.recv(4096)
+                assert b, got
+                got += b
+            return sock, got
+
+        held, _ = connect("127.0.0.1", "jabber:client", b"</stream:features>")
+        ordinary, got = connect("127.0.0.2", "jabber:server", b"</stream:stream>")
+        assert b"invalid-namespace" in got
+        refused_, got = connect("127.0.0.1", "jabber:client", b"</stream:stream>")
+        assert b"policy-violation" in got
+
+        def dropped(sock):
+            """True once c2s closed the socket: a write gets a reset."""
+            try:
+                sock.send(b" ")
+                return False
+            except OSError:
+                return True
+
+        deadline = time.monotonic() + harness.WAIT * 2
+        while not dropped(refused_):
+            assert time.monotonic() < deadline, "the refused connection was never dropped"
+            time.sleep(0.05)
+        assert not dropped(ordinary)  # still within its close wait
+        while not dropped(ordinary):
+            assert time.monotonic() < deadline, "the ordinary connection was never dropped"
+            time.sleep(0.05)
+    finally:
+        for sock in socks:
+            sock.close()
+        finish(s)
