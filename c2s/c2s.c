@@ -2,7 +2,8 @@
  * c2s.c - the parley-c2s process: configuration, listeners (SO_REUSEPORT,
  * so several c2s processes share a port), TLS contexts per domain (SNI),
  * the router link, which domains are hosted (from the router's notify),
- * per-IP accounting, and the sweep that pings silent clients.
+ * per-IP accounting, the sweep that pings silent clients, and the
+ * certificate reload on SIGHUP.
  *
  * Runs on the daemon's loop. The struct c2s is the one object; clients are
  * in c2s_client.c, SASL in c2s_sasl.c, the sm protocol in c2s_sess.c.
