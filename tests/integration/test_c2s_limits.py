@@ -2,8 +2,10 @@
 small value: new connections per second per IP (a flood from 127.0.0.1 is
 refused while 127.0.0.2 logs in), connections per process, unauthenticated
 connections in total, the pre-auth byte cap, the handshake timeout, the
-bytes/s token bucket (reading pauses, nothing is dropped), and pings to a
-silent client.
+bytes/s token bucket (reading pauses, nothing is dropped), pings to a
+silent client, the PLAIN slots (taken before the key fetch), connections
+reset in the accept queue, refusals (a plain close on direct TLS, a
+connect token charged, the short close wait) and IPv6 keying on ::1.
 """
 
 import asyncio

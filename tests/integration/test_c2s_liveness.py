@@ -3,7 +3,8 @@ kill -9 of c2s (the sm ends its sessions: a message to such a session is
 answered with an error), the sm gone (new logins get
 remote-connection-failed, and work again once it is back), the router gone
 (every client stream ends with internal-server-error; c2s reconnects and
-serves again).
+serves again), the last presence replayed after an sm restart (capped at
+limits/presence-keep), and no start in a chroot without /dev/urandom.
 """
 
 import asyncio

@@ -1,8 +1,10 @@
 """test_c2s_stream.py - stream-level behaviour of parley-c2s on raw
 sockets: each bad-input case gets its RFC 6120 stream error and a closed
 stream, STARTTLS is required before SASL, PLAIN is offered only over TLS,
-the host stays pinned across STARTTLS (CVE-2018-10847), and the pre-auth
-limits hold.
+the host stays pinned across STARTTLS (CVE-2018-10847), the pre-auth
+limits hold, SCRAM -PLUS is offered only with a certificate that has a
+tls-server-end-point (not Ed25519), and SIGHUP reloads the certificate
+(a broken one keeps the old).
 """
 
 import asyncio
