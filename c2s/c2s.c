@@ -2,7 +2,8 @@
  * c2s.c - the parley-c2s process: configuration, listeners (SO_REUSEPORT,
  * so several c2s processes share a port), TLS contexts per domain (SNI),
  * the router link, which domains are hosted (from the router's notify),
- * per-IP accounting, and the sweep that pings silent clients.
+ * per-IP accounting, the sweep that pings silent clients, and the
+ * certificate reload on SIGHUP.
  *
  * Runs on the daemon's loop. The struct c2s is the one object; clients are
  * in c2s_client.c, SASL in c2s_sasl.c, the sm protocol in c2s_sess.c.
@@ -211,6 +212,46 @@ static int load_tls(struct c2s *c, struct config *cfg)
         free(prepped);
     }
     return 0;
+}
+
+/*
+ * SIGHUP: the certificates and keys are read again from the files the
+ * configuration named at start (the configuration file itself is not
+ * reread). load_tls builds them into a scratch struct, so a certificate
+ * that does not load leaves every context in use untouched; only when all
+ * loaded are they swapped in. Connections keep the context they started
+ * with (an SSL holds a reference); new handshakes get the new ones.
+ */
+void c2s_reload(struct c2s *c, struct config *cfg)
+{
+    struct c2s tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.cfg = c->cfg;
+    tmp.domains = htab_new(domain_free);
+    if (load_tls(&tmp, cfg) != 0) {
+        log_err("SIGHUP: certificates not reloaded: serving with the old ones (each must load, "
+                "and the files be readable by the user c2s runs as, inside any chroot)");
+        tls_ctx_free(tmp.tls_default);
+        htab_free(tmp.domains);
+        return;
+    }
+    size_t n = 0;
+    struct htab_iter it;
+    for (htab_iter_init(&it, tmp.domains); htab_iter_next(&it);) {
+        struct c2s_domain *nd = it.val;
+        if (nd->tls == NULL)
+            continue;
+        struct c2s_domain *d = domain_add(c, nd->name);
+        tls_ctx_free(d->tls);
+        d->tls = nd->tls;
+        nd->tls = NULL;
+        n++;
+    }
+    tls_ctx_free(c->tls_default);
+    c->tls_default = tmp.tls_default;
+    tls_ctx_set_sni(c->tls_default, on_sni, c);
+    htab_free(tmp.domains);
+    log_notice("SIGHUP: %zu certificate%s reloaded", n, n == 1 ? "" : "s");
 }
 
 /* ---- open files ---- */
@@ -541,6 +582,8 @@ int c2s_start(struct c2s *c)
         .on_close = on_comp_close,
     };
     int rc = fd_check(c);
+    if (rc == 0)
+        rc = c2s_sasl_check_random();
     if (rc != 0)
         return rc;
     struct component_opts o;

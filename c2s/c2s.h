@@ -69,6 +69,7 @@ struct c2s_config {
     /* limits */
     size_t stanza_size;
     size_t router_stanza_size;  /* the router's limits/stanza-size: a wrapped stanza's cap */
+    size_t presence_keep;       /* a session's last presence kept up to this (else reduced) */
     size_t preauth_stanza_size; /* element size before SASL success */
     size_t preauth_bytes;       /* bytes a connection may send before SASL success */
     int max_conns;
@@ -79,6 +80,7 @@ struct c2s_config {
     int connect_rate;  /* new connections per second per IP (burst 2x) */
     size_t rate_bytes; /* bytes/s per connection (burst: stanza_size) */
     int auth_attempts;
+    int plain_jobs;         /* PLAIN checks fetching keys or in the thread pool at once */
     uint64_t auth_delay_ms; /* first failure's delay, doubling per failure from the IP */
     uint64_t auth_delay_max_ms;
     uint64_t handshake_ms;
@@ -191,6 +193,8 @@ int c2s_configure(struct c2s *c, struct config *cfg);
 int c2s_listen(struct c2s *c, uv_loop_t *loop, struct config *cfg);
 int c2s_start(struct c2s *c);
 void c2s_stop(struct c2s *c);
+/* SIGHUP: certificates and keys read again; on any error the old ones stay. */
+void c2s_reload(struct c2s *c, struct config *cfg);
 void c2s_stats(struct c2s *c);
 void c2s_free(struct c2s *c);
 struct c2s_domain *c2s_domain_get(struct c2s *c, const char *name);
@@ -220,6 +224,8 @@ void c2s_client_sweep(struct c2s_client *cl, uint64_t now);
 
 /* c2s_sasl.c */
 int c2s_sasl_init(struct c2s *c);
+/* After the jail: Cyrus's random source is readable (else ERR_CONFIG). */
+int c2s_sasl_check_random(void);
 void c2s_sasl_done(void);
 /* Append <mechanisms/> for this client (PLAIN only with TLS). */
 void c2s_sasl_features(struct c2s_client *cl, struct buf *out);

@@ -166,18 +166,28 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     cl->direct_tls = l->direct_tls;
     stream_set_owner(s, &client_cbs, cl);
     rand_id_hex(cl->id);
-    struct sockaddr_storage ss;
-    if (stream_peer_addr(s, &ss) == 0 && ss.ss_family == AF_INET) {
-        memcpy(cl->ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-        cl->iplen = 4;
-    } else if (ss.ss_family == AF_INET6) {
-        memcpy(cl->ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-        cl->iplen = 16;
-    }
     cl->next = c->clients;
     if (c->clients != NULL)
         c->clients->prev = cl;
     c->clients = cl;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    int prc = stream_peer_addr(s, &ss);
+    if (prc == 0 && ss.ss_family == AF_INET) {
+        memcpy(cl->ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        cl->iplen = 4;
+    } else if (prc == 0 && ss.ss_family == AF_INET6) {
+        memcpy(cl->ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        cl->iplen = 16;
+    } else {
+        /* Reset before we got to it (ENOTCONN): with no address there is
+         * nothing to key the per-IP limits on, and no one to answer. It
+         * counts nowhere; the log line is rate-limited like accept's. */
+        c2s_accept_failed(c, l->desc, prc != 0 ? "no peer address (reset?)" : "not IP");
+        cl->state = CL_DOWN;
+        stream_abort(s);
+        return;
+    }
     uint64_t now = uv_now(c->loop);
     cl->tb_stamp = cl->last_rx_time = now;
     cl->tokens = (double)c->cfg.stanza_size;
@@ -233,7 +243,12 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     if (cl->direct_tls) {
         if (cond != XML_SE_NONE ||
             stream_starttls(s, c->tls_default, STREAM_TLS_SERVER, NULL) != 0) {
-            /* Nothing can be said before the handshake: just close. */
+            /* Refused on a direct TLS port: a plain close, no reason.
+             * A stream error would need the TLS handshake first, and
+             * refusals are what a connection flood gets: finishing a
+             * handshake for each (a private-key operation) would spend
+             * the CPU the limits are there to protect. A client sees the
+             * handshake fail and retries later, as for any failure. */
             cl->state = CL_DOWN;
             stream_abort(s);
         }
@@ -391,6 +406,51 @@ static void before_bind(struct c2s_client *cl, struct xml_node *el)
     c2s_client_fail(cl, XML_SE_NOT_AUTHORIZED, "bind a resource first");
 }
 
+/* Serialised size of node. */
+static size_t node_size(const struct xml_node *node)
+{
+    struct buf b = BUF_INIT;
+    xml_serialize(node, XML_NS_CLIENT, &b);
+    size_t n = b.len;
+    buf_free(&b);
+    return n;
+}
+
+/*
+ * What a session keeps of its broadcast presence for the replay after an
+ * sm restart: the presence itself up to limits/presence-keep bytes. A
+ * larger one (routed in full all the same) is kept reduced to its RFC 6121
+ * §4.7 children, <show>, <priority> and <status>, each only while the
+ * total stays within the cap: after the restart the user is still
+ * available with the same show and priority, without the bulk (avatars,
+ * caps extensions) that a thousand idle sessions would otherwise hold.
+ */
+static struct xml_node *presence_keep(const struct c2s_client *cl, const struct xml_node *el)
+{
+    size_t cap = cl->c2s->cfg.presence_keep;
+    if (node_size(el) <= cap)
+        return xml_copy(el);
+    struct xml_node *p = xml_new(XML_NS_CLIENT, "presence");
+    size_t total = node_size(p);
+    static const char *const keep[] = {"show", "priority", "status"};
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        struct xml_node *ch = xml_child(el, XML_NS_CLIENT, keep[i]);
+        /* Measured as sent (at least the size of its text alone), before
+         * any of it is copied. */
+        size_t n = ch != NULL ? node_size(ch) : 0;
+        if (ch == NULL || total + n > cap)
+            continue;
+        size_t len = 0;
+        const char *text = xml_text(ch, &len);
+        xml_add_text(xml_add_child(p, XML_NS_CLIENT, keep[i]), text, len);
+        total += n;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    log_debug("client %s %s: presence larger than limits/presence-keep, kept reduced",
+              peer(cl, ip, sizeof(ip)), jid_full_str(cl->jid));
+    return p;
+}
+
 static void bound(struct c2s_client *cl, struct xml_node *el)
 {
     if (!is_stanza(el)) {
@@ -430,7 +490,7 @@ static void bound(struct c2s_client *cl, struct xml_node *el)
         (type == NULL || strcmp(type, "unavailable") == 0)) {
         /* The last broadcast presence, sent again on announce. */
         xml_free(cl->presence);
-        cl->presence = type == NULL ? xml_copy(el) : NULL;
+        cl->presence = type == NULL ? presence_keep(cl, el) : NULL;
     }
     c2s_sess_forward(cl, el);
 }

@@ -18,8 +18,11 @@
  * keys (else SCRAM-SHA-1): that means PBKDF2 with the stored salt and
  * iteration count, a password hash that costs milliseconds, so it runs in
  * libuv's thread pool (uv_queue_work); the loop goes on, and the client is
- * answered from the after-work callback. At most PLAIN_JOBS_MAX checks are
- * queued per process; beyond that a client gets temporary-auth-failure.
+ * answered from the after-work callback. At most limits/plain-jobs checks
+ * run or wait per process; a slot is taken before the credentials are
+ * fetched (so a burst cannot fetch keys and then find the pool full) and
+ * given back when the check ends or the exchange is dropped. Beyond that a
+ * client gets temporary-auth-failure (RFC 6120 §6.5.12: try again later).
  *
  * Channel binding: SCRAM-SHA-*-PLUS use tls-server-end-point (RFC 5929:
  * a hash of our certificate), which Cyrus 2.1.28 accepts as an opaque
@@ -28,7 +31,9 @@
  * given to Cyrus on every SCRAM exchange over TLS, so a client that says
  * "y" (it supports binding but thinks we do not) is refused when -PLUS was
  * offered: the downgrade check of RFC 5802 §6. The binding type is
- * announced with XEP-0440.
+ * announced with XEP-0440. -PLUS is offered only when the certificate the
+ * client got (SNI) has a tls-server-end-point: one signed with Ed25519 or
+ * Ed448 has none (no single hash to use), so such a client sees no -PLUS.
  *
  * Failures answer <not-authorized/> after a delay that doubles with each
  * recent failure from the client's address; after auth_attempts failures on
@@ -38,8 +43,11 @@
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sasl/sasl.h>
 #include <sasl/saslplug.h>
@@ -53,14 +61,13 @@
 #include "common/scram.h"
 #include "storage/storage.h"
 
-#define PLAIN_JOBS_MAX 64
-
 struct c2s_sasl {
     char mech[24];
     bool plain;
     bool started; /* the Cyrus exchange is running */
     bool nouser;  /* running against made-up keys */
     bool busy;    /* a storage query or a PLAIN check is in flight */
+    bool slot;    /* holds one of the PLAIN slots (c2s->nplain_jobs) */
     enum scram_hash hash;
     sasl_conn_t *conn;
     char *user; /* nodeprepped */
@@ -230,6 +237,36 @@ int c2s_sasl_init(struct c2s *c)
     return rc;
 }
 
+/*
+ * Cyrus seeds each connection's nonce generator from DEV_RANDOM, opened
+ * when the first nonce is made (lib/saslutil.c getranddata; /dev/urandom
+ * in this build), and if the open fails it silently falls back to the pid
+ * and the time: SCRAM nonces anyone can guess. It cannot be opened ahead
+ * of the jail (each connection opens it anew), so after the jail it must
+ * be readable, chroot or not; else c2s refuses to start.
+ */
+#define C2S_SASL_RANDOM "/dev/urandom"
+
+int c2s_sasl_check_random(void)
+{
+    if (mech_list[0] == '\0')
+        return 0; /* PLAIN only: no Cyrus, no nonces */
+    unsigned char b[16];
+    int fd = open(C2S_SASL_RANDOM, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    mem_wipe(b, sizeof(b));
+    if (n == (ssize_t)sizeof(b))
+        return 0;
+    log_err("cyrus sasl makes its SCRAM nonces from " C2S_SASL_RANDOM ", which cannot be read "
+            "here (%s): without it they would be guessable. In a <chroot>, create it there "
+            "(mknod -m 444 <chroot>" C2S_SASL_RANDOM " c 1 9)",
+            n >= 0 ? "short read" : strerror(e));
+    return ERR_CONFIG;
+}
+
 void c2s_sasl_done(void)
 {
     if (g_c2s != NULL && mech_list[0] != '\0')
@@ -239,11 +276,17 @@ void c2s_sasl_done(void)
 
 /* ---- per client ---- */
 
+static const EVP_MD *end_point_md(SSL *ssl);
+
 static bool offered(const struct c2s_client *cl, const char *mech)
 {
     size_t n = strlen(mech);
     bool plus = n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
     if ((strcmp(mech, "PLAIN") == 0 || plus) && !stream_is_tls(cl->s))
+        return false;
+    /* -PLUS only where our certificate (the one SNI chose) has a
+     * tls-server-end-point: not for Ed25519 or Ed448 ones. */
+    if (plus && (!stream_is_secure(cl->s) || end_point_md(stream_ssl(cl->s)) == NULL))
         return false;
     for (size_t i = 0; i < cl->c2s->nmechs; i++)
         if (strcmp(cl->c2s->mechs[i], mech) == 0)
@@ -270,23 +313,31 @@ static bool plus_offered(const struct c2s_client *cl)
 {
     for (size_t i = 0; i < cl->c2s->nmechs; i++)
         if (strstr(cl->c2s->mechs[i], "-PLUS") != NULL && offered(cl, cl->c2s->mechs[i]))
-            return stream_is_secure(cl->s);
+            return true;
     return false;
 }
 
-/* RFC 5929 §4.1: the hash of our certificate, with its signature's hash
- * (SHA-256 for MD5 and SHA-1). Returns the length, 0 if unavailable. */
-static unsigned server_end_point(SSL *ssl, unsigned char *out)
+/* RFC 5929 §4.1: tls-server-end-point hashes our certificate with its
+ * signature's hash (SHA-256 for MD5 and SHA-1). A signature algorithm
+ * without one single hash (Ed25519, Ed448) leaves it undefined: NULL. */
+static const EVP_MD *end_point_md(SSL *ssl)
 {
     X509 *cert = ssl != NULL ? SSL_get_certificate(ssl) : NULL;
     int md_nid = NID_undef;
-    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL))
-        return 0;
+    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) ||
+        md_nid == NID_undef)
+        return NULL;
     if (md_nid == NID_md5 || md_nid == NID_sha1)
         md_nid = NID_sha256;
-    const EVP_MD *md = EVP_get_digestbynid(md_nid);
+    return EVP_get_digestbynid(md_nid);
+}
+
+/* The binding data: the length, 0 if unavailable. */
+static unsigned server_end_point(SSL *ssl, unsigned char *out)
+{
+    const EVP_MD *md = end_point_md(ssl);
     unsigned len = 0;
-    if (md == NULL || X509_digest(cert, md, out, &len) != 1)
+    if (md == NULL || X509_digest(SSL_get_certificate(ssl), md, out, &len) != 1)
         return 0;
     return len;
 }
@@ -296,6 +347,8 @@ void c2s_sasl_free(struct c2s_client *cl)
     struct c2s_sasl *s = cl->sasl;
     if (s == NULL)
         return;
+    if (s->slot)
+        cl->c2s->nplain_jobs--;
     if (s->conn != NULL)
         sasl_dispose(&s->conn);
     if (s->authpw != NULL)
@@ -372,15 +425,24 @@ static void fail_auth(struct c2s_client *cl, const char *why)
     uv_timer_start(cl->delay, on_delay_end, delay, 0);
 }
 
-/* A failure that is not the client's fault or not a wrong password. */
-static void fail_now(struct c2s_client *cl, const char *cond)
+/* A failure that is not the client's fault or not a wrong password, with
+ * an optional human-readable text (RFC 6120 §6.4.5). */
+static void fail_now_text(struct c2s_client *cl, const char *cond, const char *text)
 {
     c2s_sasl_free(cl);
     cl->state = CL_OPEN;
     struct buf b = BUF_INIT;
-    buf_printf(&b, "<failure xmlns='" C2S_NS_SASL "'><%s/></failure>", cond);
+    buf_printf(&b, "<failure xmlns='" C2S_NS_SASL "'><%s/>", cond);
+    if (text != NULL)
+        buf_printf(&b, "<text xml:lang='en'>%s</text>", text);
+    buf_append_str(&b, "</failure>");
     stream_write(cl->s, b.data, b.len);
     buf_free(&b);
+}
+
+static void fail_now(struct c2s_client *cl, const char *cond)
+{
+    fail_now_text(cl, cond, NULL);
 }
 
 static void succeed(struct c2s_client *cl, const unsigned char *data, size_t len)
@@ -566,8 +628,8 @@ static void on_creds(void *arg, int err, const struct storage_result *res)
         j->password_len = s->password_len;
         s->password = NULL;
         s->busy = true;
+        s->slot = false; /* the job holds the slot now */
         cl->holds++;
-        cl->c2s->nplain_jobs++;
         uv_queue_work(cl->c2s->loop, &j->req, plain_work, plain_after);
         return;
     }
@@ -669,12 +731,16 @@ static void begin(struct c2s_client *cl, const unsigned char *msg, size_t len)
             fail_now(cl, "invalid-authzid");
             return;
         }
-        s->password = xmemdup(p.passwd, p.passwd_len);
-        s->password_len = p.passwd_len;
-        if (cl->c2s->nplain_jobs >= PLAIN_JOBS_MAX) {
-            fail_now(cl, "temporary-auth-failure");
+        if (cl->c2s->nplain_jobs >= (size_t)cl->c2s->cfg.plain_jobs) {
+            log_debug("PLAIN: %zu checks under way (limits/plain-jobs): temporary-auth-failure",
+                      cl->c2s->nplain_jobs);
+            fail_now_text(cl, "temporary-auth-failure", "too many logins at once: try again");
             return;
         }
+        cl->c2s->nplain_jobs++;
+        s->slot = true;
+        s->password = xmemdup(p.passwd, p.passwd_len);
+        s->password_len = p.passwd_len;
         fetch(cl, SCRAM_SHA256);
         return;
     }

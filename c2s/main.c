@@ -40,6 +40,11 @@ static void on_stop(struct daemon *d)
     c2s_stop(c2s);
 }
 
+static void on_reload(struct daemon *d)
+{
+    c2s_reload(c2s, daemon_config(d));
+}
+
 static void on_stats(struct daemon *d)
 {
     (void)d;
@@ -65,6 +70,7 @@ int main(int argc, char **argv)
         CONFIG_SIZE("limits/stanza-size", 0, "256k", 4096, 16 * 1024 * 1024, &cfg->stanza_size),
         CONFIG_SIZE("limits/router-stanza-size", 0, "256k", 1024, 64 * 1024 * 1024,
                     &cfg->router_stanza_size),
+        CONFIG_SIZE("limits/presence-keep", 0, "8k", 256, 16 * 1024 * 1024, &cfg->presence_keep),
         CONFIG_SIZE("limits/preauth-stanza-size", 0, "8k", 1024, 1024 * 1024,
                     &cfg->preauth_stanza_size),
         CONFIG_SIZE("limits/preauth-bytes", 0, "64k", 4096, 16 * 1024 * 1024, &cfg->preauth_bytes),
@@ -75,6 +81,7 @@ int main(int argc, char **argv)
         CONFIG_INT("limits/ip-table-size", 0, "100000", 1, 10000000, &cfg->ip_table_size),
         CONFIG_INT("limits/connect-rate", 0, "10", 1, 1000000, &cfg->connect_rate),
         CONFIG_SIZE("limits/rate", 0, "64k", 0, 1024LL * 1024 * 1024, &cfg->rate_bytes),
+        CONFIG_INT("limits/plain-jobs", 0, "64", 1, 100000, &cfg->plain_jobs),
         CONFIG_INT("limits/auth-attempts", 0, "3", 1, 100, &cfg->auth_attempts),
         DUR("limits/auth-delay", "250ms", &cfg->auth_delay_ms),
         DUR("limits/auth-delay-max", "8s", &cfg->auth_delay_max_ms),
@@ -94,6 +101,7 @@ int main(int argc, char **argv)
         .pre_jail = pre_jail,
         .post_jail = post_jail,
         .on_stop = on_stop,
+        .on_reload = on_reload,
         .on_stats = on_stats,
     };
     int code = daemon_main(argc, argv, &spec);

@@ -2,13 +2,20 @@
 small value: new connections per second per IP (a flood from 127.0.0.1 is
 refused while 127.0.0.2 logs in), connections per process, unauthenticated
 connections in total, the pre-auth byte cap, the handshake timeout, the
-bytes/s token bucket (reading pauses, nothing is dropped), and pings to a
-silent client.
+bytes/s token bucket (reading pauses, nothing is dropped), pings to a
+silent client, the PLAIN slots (taken before the key fetch), connections
+reset in the accept queue, refusals (a plain close on direct TLS, a
+connect token charged, the short close wait) and IPv6 keying on ::1.
 """
 
 import asyncio
+import base64
 import os
 import resource
+import signal
+import socket
+import struct
+import subprocess
 import time
 
 import pytest
@@ -311,4 +318,241 @@ def test_idle_timeout():
                 raw.close()
         harness.run(go())
     finally:
+        finish(s)
+
+
+def test_plain_slots_taken_before_the_fetch():
+    """limits/plain-jobs=1: while one PLAIN login waits for its keys (the
+    credentials table is locked), a second gets temporary-auth-failure at
+    once, with a text; once the first is through, logins work again."""
+    s = limits_stack(plain_jobs=1)
+    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", s.pg.dsn()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        locker.stdin.write("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;\n"
+                           "\\echo locked\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+
+        def fetch_waiting():
+            deadline = time.monotonic() + harness.WAIT * 2
+            while True:
+                _, out = s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
+                if out == "1":
+                    return
+                assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
+                time.sleep(0.05)
+
+        async def go():
+            first = await ClientRaw.connect_client(s)
+            second = await ClientRaw.connect_client(s)
+            try:
+                for r in (first, second):
+                    await r.open()
+                    await r.starttls()
+                    await r.open()
+                first.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" %
+                           (NS_SASL, base64.b64encode(b"\0alice\0wonderland").decode()))
+                await asyncio.get_event_loop().run_in_executor(None, fetch_waiting)
+                # The one slot is taken by a login still fetching its keys.
+                el = await second.auth_plain("alice", "wonderland")
+                assert el.tag == "{%s}failure" % NS_SASL, el
+                assert el.find("{%s}temporary-auth-failure" % NS_SASL) is not None, el
+                assert "try again" in el.find("{%s}text" % NS_SASL).text
+                locker.stdin.write("COMMIT;\n")
+                locker.stdin.flush()
+                el = await first.recv(harness.WAIT * 2)
+                assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+                # The slot is back: the refused client logs in now.
+                el = await second.auth_plain("alice", "wonderland")
+                assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+            finally:
+                first.close()
+                second.close()
+        harness.run(go())
+    finally:
+        if locker.poll() is None:
+            locker.stdin.close()
+            locker.kill()
+            locker.wait()
+        finish(s)
+
+
+def test_connection_reset_before_accept_dropped_and_logged():
+    """A connection reset while still in the accept queue has no peer
+    address (getpeername: ENOTCONN): c2s drops it with a log line instead
+    of keying the per-IP limits on garbage, and goes on serving."""
+    s = limits_stack()
+    try:
+        c2s = s["c2s-1"]
+        c2s.signal(signal.SIGSTOP)  # nothing is accepted meanwhile
+        try:
+            sock = socket.create_connection(("127.0.0.1", s.c2s_port), timeout=harness.WAIT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST
+        finally:
+            c2s.signal(signal.SIGCONT)
+        deadline = time.monotonic() + harness.WAIT * 2
+        while "no peer address" not in c2s.log():
+            assert time.monotonic() < deadline, c2s.log()[-3000:]
+            time.sleep(0.05)
+
+        async def go():
+            raw = await until_served(s, "127.0.0.1", login=True)
+            raw.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_direct_tls_refused_is_a_plain_close():
+    """At max-connections a direct TLS connection is closed before any TLS:
+    the client's handshake fails (no certificate, no stream error: c2s does
+    not spend a handshake on a refusal, see c2s_client_accept), the refusal
+    is logged, and a STARTTLS client still gets resource-constraint."""
+    import ssl
+
+    s = limits_stack(max_connections=1)
+    try:
+        async def go():
+            held = await ClientRaw.connect_client(s)
+            try:
+                assert await held.open() is not None
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                with pytest.raises((ssl.SSLError, ConnectionError)):
+                    r, w = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", s.c2s_tls_port, ssl=ctx,
+                                                server_hostname=s.domain), harness.WAIT)
+                    w.close()
+                assert await refused(s) == "resource-constraint"
+            finally:
+                held.close()
+        harness.run(go())
+        assert "too many connections" in s["c2s-1"].log()
+    finally:
+        finish(s)
+
+
+def test_ipv6_clients_keyed_per_address():
+    """IPv6 clients are accounted like IPv4 ones, per /64 (limits/
+    ipv6-prefix): ::1 at connections-per-ip is refused while 127.0.0.1 is
+    served. (This machine's loopback has ::1 only, so two addresses of one
+    /64 and another /64 cannot be told apart end to end here; the keying
+    itself is unit-tested in tests/unit/test_c2s_ipkey.c.)"""
+    s = stack.Stack(c2s=1, ipv6=True, extra={"c2s": "  <limits><connections-per-ip>1"
+                                             "</connections-per-ip><connect-rate>100"
+                                             "</connect-rate></limits>\n"})
+    try:
+        s.start()
+
+        async def go():
+            held = await ClientRaw.connect_client(s, host="::1")
+            try:
+                assert await held.open() is not None
+                raw = await ClientRaw.connect_client(s, host="::1")
+                try:
+                    assert await raw.open() is None
+                    assert await raw.stream_error() == "policy-violation"
+                finally:
+                    raw.close()
+                assert await refused(s, source="127.0.0.1") is None
+            finally:
+                held.close()
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_refused_connections_spend_connect_tokens():
+    """A refused connection is charged to its address like a served one
+    (a connect token): 127.0.0.1, refused again and again while it holds
+    its one connection, is still refused once that connection is closed,
+    now for connecting too fast. (That the debt ends once the flood stops
+    is test_flood_from_one_ip_throttled_other_ip_fine's.)"""
+    s = limits_stack(connections_per_ip=1, connect_rate=1)
+
+    async def why_refused():
+        raw = await ClientRaw.connect_client(s)
+        try:
+            if await raw.open() is not None:
+                return None
+            got = await raw.expect_closed(harness.WAIT * 2)
+            return " ".join(t.text or "" for e in got for t in e)
+        finally:
+            raw.close()
+    try:
+        async def go():
+            held = await ClientRaw.connect_client(s)
+            assert await held.open() is not None
+            for _ in range(4):  # a burst of 2 tokens, then into debt
+                assert "too many connections from your address" in await why_refused()
+            held.close()
+            # Each attempt keeps the debt (it is bounded at two seconds' worth
+            # of tokens): until c2s has seen the close, the reason is the
+            # connection count; then it must be the rate, never a welcome.
+            deadline = time.monotonic() + harness.WAIT * 2
+            while True:
+                why = await why_refused()
+                assert why is not None, "served: refused connections cost no token"
+                if "too many connections from your address" not in why:
+                    break
+                assert time.monotonic() < deadline, why
+            assert "connecting too fast" in why, why
+        harness.run(go())
+    finally:
+        finish(s)
+
+
+def test_refused_connection_closed_before_an_ordinary_one():
+    """A refused client that never closes its side holds its socket at c2s
+    only briefly (C2S_REFUSE_CLOSE_MS): c2s drops it (a later write of the
+    client's is answered with a reset) well before an ordinary stream
+    error's connection, sent earlier, whose close waits for the client up
+    to the streams' usual 5 s. Both end without the client closing."""
+    s = limits_stack(connections_per_ip=1, connect_rate=100)
+    header = ("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' to='%s' "
+              "version='1.0'>")
+    socks = []
+    try:
+        def connect(source, ns, until):
+            sock = socket.create_connection(("127.0.0.1", s.c2s_port), timeout=harness.WAIT,
+                                            source_address=(source, 0))
+            socks.append(sock)
+            sock.sendall((header % (ns, harness.NS_STREAM, s.domain)).encode())
+            got = b""
+            while until not in got:
+                b = sock.recv(4096)
+                assert b, got
+                got += b
+            return sock, got
+
+        held, _ = connect("127.0.0.1", "jabber:client", b"</stream:features>")
+        ordinary, got = connect("127.0.0.2", "jabber:server", b"</stream:stream>")
+        assert b"invalid-namespace" in got
+        refused_, got = connect("127.0.0.1", "jabber:client", b"</stream:stream>")
+        assert b"policy-violation" in got
+
+        def dropped(sock):
+            """True once c2s closed the socket: a write gets a reset."""
+            try:
+                sock.send(b" ")
+                return False
+            except OSError:
+                return True
+
+        deadline = time.monotonic() + harness.WAIT * 2
+        while not dropped(refused_):
+            assert time.monotonic() < deadline, "the refused connection was never dropped"
+            time.sleep(0.05)
+        assert not dropped(ordinary)  # still within its close wait
+        while not dropped(ordinary):
+            assert time.monotonic() < deadline, "the ordinary connection was never dropped"
+            time.sleep(0.05)
+    finally:
+        for sock in socks:
+            sock.close()
         finish(s)

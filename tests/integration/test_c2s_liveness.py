@@ -3,11 +3,16 @@ kill -9 of c2s (the sm ends its sessions: a message to such a session is
 answered with an error), the sm gone (new logins get
 remote-connection-failed, and work again once it is back), the router gone
 (every client stream ends with internal-server-error; c2s reconnects and
-serves again).
+serves again), the last presence replayed after an sm restart (capped at
+limits/presence-keep), and no start in a chroot without /dev/urandom.
 """
 
 import asyncio
+import os
+import subprocess
 import time
+
+import pytest
 
 import harness
 import stack
@@ -272,5 +277,113 @@ def test_starttls_during_sasl_refused():
         harness.run(go())
         problems = s.stop_and_check()
         assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()
+
+
+def test_sm_restart_replays_presence_capped():
+    """A session's last presence is replayed to a restarted sm; one larger
+    than limits/presence-keep (8k by default) was routed in full, but what
+    c2s kept of it (and so what a contact learns after the restart) is its
+    show, priority and status only. A small one comes back whole."""
+    s = new_stack()
+    C = "{jabber:client}"
+    try:
+        async def go():
+            d = s.domain
+            a1 = await ClientRaw.connect_client(s)
+            a2 = await ClientRaw.connect_client(s)
+            b = await ClientRaw.connect_client(s)
+            try:
+                await a1.login_plain("alice", "wonderland", resource="big")
+                await a2.login_plain("alice", "wonderland", resource="small")
+                await b.login_plain("bob", "builder", resource="b")
+                # bob subscribes to alice, alice approves (from one resource:
+                # requests go to available resources).
+                for r in (a1, a2, b):
+                    r.send("<presence/>")
+                b.send("<presence to='alice@%s' type='subscribe'/>" % d)
+                await a1.expect(lambda e: e.tag == C + "presence" and
+                                e.get("type") == "subscribe", what="bob's request")
+                a1.send("<presence to='bob@%s' type='subscribed'/>" % d)
+                await b.expect(lambda e: e.tag == C + "presence" and
+                               e.get("type") == "subscribed", what="alice's approval")
+                big = "A" * 16000
+                a1.send("<presence><show>away</show><priority>5</priority>"
+                        "<status>lunch</status><x xmlns='urn:example:big'>%s</x></presence>"
+                        % big)
+                a2.send("<presence><show>dnd</show><x xmlns='urn:example:small'>s</x>"
+                        "</presence>")
+                # Routed in full before the restart.
+                got = await b.expect(lambda e: e.tag == C + "presence" and
+                                     e.get("from") == "alice@%s/big" % d and
+                                     e.find("{urn:example:big}x") is not None,
+                                     what="alice/big's presence")
+                assert got.find("{urn:example:big}x").text == big
+                await b.expect(lambda e: e.tag == C + "presence" and
+                               e.get("from") == "alice@%s/small" % d and
+                               e.find(C + "show") is not None,
+                               what="alice/small's presence")
+                s["sm"].stop()
+                loop = asyncio.get_event_loop()
+                await loop.run_in_executor(None, wait_log, s["c2s-1"], "sm sm is down")
+                s["sm"].start()
+                await loop.run_in_executor(None, wait_log, s["sm"], "(resumed)", 3)
+                # bob's replayed (or next initial) presence makes the sm probe
+                # alice: it answers with what c2s replayed. bob goes
+                # unavailable and back (bounded) in case alice's replay
+                # came after his.
+                deadline = time.monotonic() + harness.WAIT * 3
+                seen = {}
+                while len(seen) < 2:
+                    assert time.monotonic() < deadline, (seen, s.logs()[-5000:])
+                    try:
+                        while len(seen) < 2:
+                            e = await b.expect(lambda e: e.tag == C + "presence" and
+                                               e.get("type") is None and
+                                               (e.get("from") or "").startswith("alice@"),
+                                               timeout=1.0, what="alice's presence")
+                            seen[e.get("from")] = e
+                    except AssertionError:
+                        b.send("<presence type='unavailable'/><presence/>")
+                kept = seen["alice@%s/big" % d]
+                assert kept.find(C + "show").text == "away"
+                assert kept.find(C + "priority").text == "5"
+                assert kept.find(C + "status").text == "lunch"
+                assert kept.find("{urn:example:big}x") is None
+                whole = seen["alice@%s/small" % d]
+                assert whole.find(C + "show").text == "dnd"
+                assert whole.find("{urn:example:small}x").text == "s"
+            finally:
+                for r in (a1, a2, b):
+                    r.close()
+        harness.run(go())
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs the tests as root)")
+def test_chroot_without_urandom_refused():
+    """Cyrus SASL seeds its SCRAM nonces from /dev/urandom and quietly falls
+    back to the pid and time when it cannot open it: chrooted where it is
+    missing, c2s refuses to start and says why."""
+    s = stack.Stack(c2s=1, extra={"c2s": "  <chroot>%s</chroot>\n" % "@JAIL@"})
+    jail = os.path.join(s.dir, "jail")
+    os.mkdir(jail, 0o755)
+    try:
+        cfg = s["c2s-1"].config
+        with open(cfg) as f:
+            text = f.read().replace("@JAIL@", jail)
+        with open(cfg, "w") as f:
+            f.write(text)
+        p = subprocess.run([harness.binary("c2s/parley-c2s"), "-f", "-c", cfg],
+                           capture_output=True, text=True, timeout=harness.START_WAIT,
+                           env=s["c2s-1"].env())
+        assert p.returncode == 1, p.stderr[-3000:]
+        assert "/dev/urandom, which cannot be read here" in p.stderr, p.stderr[-3000:]
+        assert "mknod -m 444" in p.stderr
+        assert "ERROR: AddressSanitizer" not in p.stderr and "runtime error" not in p.stderr
     finally:
         s.cleanup()

@@ -1,11 +1,17 @@
 """test_c2s_stream.py - stream-level behaviour of parley-c2s on raw
 sockets: each bad-input case gets its RFC 6120 stream error and a closed
 stream, STARTTLS is required before SASL, PLAIN is offered only over TLS,
-the host stays pinned across STARTTLS (CVE-2018-10847), and the pre-auth
-limits hold.
+the host stays pinned across STARTTLS (CVE-2018-10847), the pre-auth
+limits hold, SCRAM -PLUS is offered only with a certificate that has a
+tls-server-end-point (not Ed25519), and SIGHUP reloads the certificate
+(a broken one keeps the old).
 """
 
 import asyncio
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -417,6 +423,120 @@ def test_sni_picks_the_domain_certificate():
             assert await cn(False, "chat.test") == "chat.test"
             assert await cn(False, s.domain) == s.domain
         harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_no_plus_with_ed25519_certificate():
+    """tls-server-end-point is undefined for a certificate signed with
+    Ed25519 (RFC 5929 §4.1: no single hash): with -PLUS configured, c2s
+    offers only the plain SCRAM mechanisms and no binding type, refuses
+    -PLUS, and a client that could bind and says "y" is right."""
+    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1"
+    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "30",
+                        "-subj", "/CN=%s" % s.domain, "-addext",
+                        "subjectAltName=DNS:%s" % s.domain, "-keyout", s.key, "-out", s.cert],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        s._own(s.key)
+        os.chmod(s.key, 0o600)
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def session():
+            raw = await ClientRaw.connect_client(s)
+            await raw.open()
+            await raw.starttls()
+            feats = await raw.open()
+            return raw, feats
+
+        async def go():
+            raw, feats = await session()
+            try:
+                der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                assert b"\x06\x03\x2b\x65\x70" in der  # the Ed25519 OID: our certificate
+                mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+                assert mechs == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+                assert feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding") is None
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=b"\0" * 32) == "invalid-mechanism"
+            finally:
+                raw.close()
+            raw, _ = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", flag="y") == "success"
+            finally:
+                raw.close()
+        harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_sighup_reloads_certificate_and_keeps_old_on_error():
+    """SIGHUP: c2s reads its certificate and key again; new TLS connections
+    (direct and STARTTLS) get the new certificate. A broken certificate
+    and HUP: an error in the log, and c2s keeps serving with the one it
+    had."""
+    import ssl
+
+    s = stack.Stack(c2s=1)
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        c2s = s["c2s-1"]
+
+        def file_der():
+            with open(s.cert) as f:
+                return ssl.PEM_cert_to_DER_cert(f.read())
+
+        async def served_der(direct):
+            raw = await ClientRaw.connect_client(s, direct=direct)
+            try:
+                await raw.open()
+                if not direct:
+                    await raw.starttls()
+                    assert await raw.open() is not None
+                return raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            finally:
+                raw.close()
+
+        def hup_and_wait(text, count):
+            c2s.signal(signal.SIGHUP)
+            deadline = time.monotonic() + harness.WAIT * 2
+            while c2s.log().count(text) < count:
+                assert time.monotonic() < deadline, c2s.log()[-3000:]
+                time.sleep(0.05)
+
+        old = file_der()
+        assert harness.run(served_der(True)) == old
+        # A new certificate and key, put in place as a renewal would.
+        crt, key = stack.selfsigned(s.dir, "renewed-" + s.domain)
+        s._own(key)
+        os.chmod(key, 0o600)
+        os.rename(key, s.key)
+        os.rename(crt, s.cert)
+        new = file_der()
+        assert new != old
+        hup_and_wait("1 certificate reloaded", 1)
+        assert harness.run(served_der(True)) == new
+        assert harness.run(served_der(False)) == new
+        # A broken certificate: the one in use stays.
+        with open(s.cert, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+        hup_and_wait("certificates not reloaded: serving with the old ones", 1)
+        assert harness.run(served_der(True)) == new
+        assert harness.run(served_der(False)) == new
+
+        async def login():
+            raw = await ClientRaw.connect_client(s, direct=True)
+            try:
+                return await raw.login_plain("alice", "wonderland")
+            finally:
+                raw.close()
+        assert harness.run(login()).startswith("alice@")
         assert not s.stop_and_check()
     finally:
         s.cleanup()
