@@ -19,10 +19,12 @@
  * for it, and `start` leaves that daemon out. A template that names a
  * placeholder init does not know is an error, not a config with "@x@" in it.
  *
- * The TLS key: as root it stays root's (0600). c2s and s2s load it in
- * their pre_jail hook, as root, before they drop to their users
- * (common/daemon.h), so no daemon's user can read the file afterwards:
- * less than a copy per daemon owned by its user would allow.
+ * The TLS key: as root it is root's, readable by parley-c2s's group
+ * (0640). c2s and s2s load it in their pre_jail hook, as root, before they
+ * drop to their users (common/daemon.h); c2s reads it again on SIGHUP (a
+ * renewed certificate), as its own user, which is why its group may read
+ * it. That gives the c2s user nothing it does not hold in memory anyway;
+ * s2s's user cannot read the file.
  */
 #include "autoconfig.h"
 
@@ -636,10 +638,15 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
         ctl_err("cannot write a self-signed certificate for %s to %s", c->domain, crt);
         return 1;
     }
-    /* The key: the invoking user's (root's), 0600, read by c2s and s2s as
-     * root before they drop; the certificate is public. */
-    if (chmod(key, 0600) < 0 || chmod(crt, 0644) < 0) {
-        ctl_err("cannot set the modes of %s and %s: %s", crt, key, strerror(errno));
+    /* The key: root's and parley-c2s's group (see the top of the file);
+     * the certificate is public. The mode is set before the group, so the
+     * key is never readable by more than root and that group. */
+    uid_t c2s_uid;
+    gid_t c2s_gid = getgid();
+    if (c->as_root && ctl_user_ids(c, "parley-c2s", &c2s_uid, &c2s_gid) != 0)
+        return 1;
+    if (chmod(key, 0640) < 0 || chown(key, getuid(), c2s_gid) < 0 || chmod(crt, 0644) < 0) {
+        ctl_err("cannot set the owner and modes of %s and %s: %s", crt, key, strerror(errno));
         return 1;
     }
 

@@ -139,16 +139,21 @@ def test_init_secrets_key_and_run_dirs(standin):
         assert _owner(p) == (owner if root else me)
         if root:
             assert os.stat(p).st_gid == pwd.getpwnam("parley-router").pw_gid
-    # The key stays root's: c2s and s2s read it before they drop root.
+    # The key is root's: c2s and s2s read it before they drop root; c2s's
+    # group may read it too, for the certificate reload on SIGHUP.
     key = os.path.join(d, "etc", "tls", "localhost.key")
     crt = os.path.join(d, "etc", "tls", "localhost.crt")
-    assert _mode(key) == 0o600 and _owner(key) == ("root" if root else me)
+    assert _mode(key) == 0o640 and _owner(key) == ("root" if root else me)
     assert _mode(crt) == 0o644
     if root:
+        assert os.stat(key).st_gid == pwd.getpwnam("parley-c2s").pw_gid
         for u in ("parley-c2s", "parley-s2s", "parley-sm", "parley-router"):
             r = subprocess.run(["runuser", "-u", u, "--", "cat", key], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-            assert r.returncode != 0, "%s can read the key" % u
+            if u == "parley-c2s":
+                assert r.returncode == 0, "c2s cannot read the key again on SIGHUP"
+            else:
+                assert r.returncode != 0, "%s can read the key" % u
         r = subprocess.run(["runuser", "-u", "parley-s2s", "--", "cat", dialback],
                            stdout=subprocess.PIPE)
         assert r.returncode == 0
@@ -528,6 +533,15 @@ def test_service_start_login_status_stop(inst):
         while "routes reloaded: 1" not in inst.log("s2s"):
             assert time.monotonic() < end, "s2s did not reload its routes:\n" + inst.log("s2s")
             time.sleep(0.05)
+
+    # c2s, which has dropped root, can read init's key again: a renewed
+    # certificate is taken on `reload` without a restart.
+    inst.ok("reload", "c2s-1")
+    end = time.monotonic() + harness.WAIT
+    while "SIGHUP: 1 certificate reloaded" not in inst.log("c2s-1"):
+        assert "certificates not reloaded" not in inst.log("c2s-1"), inst.log("c2s-1")
+        assert time.monotonic() < end, "c2s did not reload:\n" + inst.log("c2s-1")
+        time.sleep(0.05)
 
     inst.ok("stop", timeout=120)
     code, st = inst.status()
