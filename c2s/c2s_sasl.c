@@ -319,12 +319,14 @@ static bool plus_offered(const struct c2s_client *cl)
 
 /* RFC 5929 §4.1: tls-server-end-point hashes our certificate with its
  * signature's hash (SHA-256 for MD5 and SHA-1). A signature algorithm
- * without one single hash (Ed25519, Ed448) leaves it undefined: NULL. */
+ * without one single hash (Ed25519, Ed448) leaves it undefined: NULL.
+ * X509_get_signature_info, not the signature OID: RSA-PSS has one OID for
+ * every hash, the hash is in its parameters. */
 static const EVP_MD *end_point_md(SSL *ssl)
 {
     X509 *cert = ssl != NULL ? SSL_get_certificate(ssl) : NULL;
     int md_nid = NID_undef;
-    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) ||
+    if (cert == NULL || !X509_get_signature_info(cert, &md_nid, NULL, NULL, NULL) ||
         md_nid == NID_undef)
         return NULL;
     if (md_nid == NID_md5 || md_nid == NID_sha1)

@@ -3,7 +3,8 @@ sockets: each bad-input case gets its RFC 6120 stream error and a closed
 stream, STARTTLS is required before SASL, PLAIN is offered only over TLS,
 the host stays pinned across STARTTLS (CVE-2018-10847), the pre-auth
 limits hold, SCRAM -PLUS is offered only with a certificate that has a
-tls-server-end-point (not Ed25519), and SIGHUP reloads the certificate
+tls-server-end-point (not Ed25519; RSA-PSS hashes with the hash in its
+parameters), and SIGHUP reloads the certificate
 (a broken one keeps the old).
 """
 
@@ -467,6 +468,60 @@ def test_no_plus_with_ed25519_certificate():
             raw, _ = await session()
             try:
                 assert await raw.auth_scram("alice", "wonderland", flag="y") == "success"
+            finally:
+                raw.close()
+        harness.run(go())
+        assert not s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+def test_plus_with_rsa_pss_sha384_certificate():
+    """An RSA-PSS certificate names its hash in the signature's parameters,
+    not in its OID: with SHA-384 there, c2s offers -PLUS and binds to the
+    certificate's SHA-384 hash (RFC 5929 §4.1); a SHA-256 one is refused."""
+    import hashlib
+
+    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-256"
+    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                        "-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt",
+                        "rsa_pss_saltlen:-1", "-subj", "/CN=%s" % s.domain, "-addext",
+                        "subjectAltName=DNS:%s" % s.domain, "-keyout", s.key, "-out", s.cert],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", s.cert], check=True,
+                              capture_output=True, text=True).stdout
+        assert "rsassaPss" in text and "sha384" in text
+        s._own(s.key)
+        os.chmod(s.key, 0o600)
+        s.start()
+        s.add_user("alice", "wonderland")
+
+        async def session():
+            raw = await ClientRaw.connect_client(s)
+            await raw.open()
+            await raw.starttls()
+            feats = await raw.open()
+            der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            return raw, feats, der
+
+        async def go():
+            raw, feats, der = await session()
+            try:
+                mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
+                assert mechs == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+                cb = feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                assert cb is not None and cb[0].get("type") == "tls-server-end-point"
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=hashlib.sha384(der).digest()) == "success"
+            finally:
+                raw.close()
+            raw, _, der = await session()
+            try:
+                assert await raw.auth_scram("alice", "wonderland", plus=True,
+                                            cbdata=hashlib.sha256(der).digest()) == \
+                    "not-authorized"
             finally:
                 raw.close()
         harness.run(go())
