@@ -26,7 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -152,15 +151,23 @@ class Daemon:
 
 
 def _listening(port):
-    """Something listens on 127.0.0.1:port (or 0.0.0.0:port). Read from
-    /proc/net/tcp, not by connecting: a probe connection would count at c2s
-    as an unauthenticated connection until c2s saw it close, and so race
-    with a test's first connections under a small limit."""
-    want = {"0100007F:%04X" % port, "00000000:%04X" % port}
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
+    """Something listens on TCP port, on any address, IPv4 or IPv6. Read
+    from /proc/net/tcp and tcp6, not by connecting: a probe connection would
+    count at c2s as an unauthenticated connection until c2s saw it close, and
+    so race with a test's first connections under a small limit. c2s binds
+    its listeners (pre_jail) before it logs "c2s ready", so this only
+    confirms what the ready line says."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        for line in lines:
             fields = line.split()
-            if fields[1] in want and fields[3] == "0A":  # TCP_LISTEN
+            # local_address is ADDR:PORT, the port in hex (big-endian as
+            # printed); the address's byte order does not matter here.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
                 return True
     return False
 
