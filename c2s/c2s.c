@@ -229,8 +229,10 @@ void c2s_reload(struct c2s *c, struct config *cfg)
     tmp.cfg = c->cfg;
     tmp.domains = htab_new(domain_free);
     if (load_tls(&tmp, cfg) != 0) {
-        log_err("SIGHUP: certificates not reloaded: serving with the old ones (each must load, "
-                "and the files be readable by the user c2s runs as, inside any chroot)");
+        log_err("SIGHUP: certificates not reloaded: serving with the old ones (each must load; "
+                "a reload reads them as the user c2s runs as, inside any chroot, so they must "
+                "be readable by it, e.g. the key root:<c2s group> 0640; otherwise restart the "
+                "c2s instances one by one)");
         tls_ctx_free(tmp.tls_default);
         htab_free(tmp.domains);
         return;
