@@ -3,9 +3,9 @@ sockets: each bad-input case gets its RFC 6120 stream error and a closed
 stream, STARTTLS is required before SASL, PLAIN is offered only over TLS,
 the host stays pinned across STARTTLS (CVE-2018-10847), the pre-auth
 limits hold, SCRAM -PLUS is offered only with a certificate that has a
-tls-server-end-point (not Ed25519; RSA-PSS hashes with the hash in its
-parameters), and SIGHUP reloads the certificate
-(a broken one keeps the old).
+tls-server-end-point (not Ed25519; RSA-PSS has its hash in its
+parameters), and SIGHUP reloads the certificate (a broken one keeps the
+old; connections open across it go on).
 """
 
 import asyncio
@@ -532,16 +532,65 @@ def test_plus_with_rsa_pss_sha384_certificate():
 
 def test_sighup_reloads_certificate_and_keeps_old_on_error():
     """SIGHUP: c2s reads its certificate and key again; new TLS connections
-    (direct and STARTTLS) get the new certificate. A broken certificate
-    and HUP: an error in the log, and c2s keeps serving with the one it
-    had."""
+    (direct and STARTTLS) get the new certificate. Connections open across
+    the HUP go on: one whose TLS was done on the SNI domain's certificate,
+    one that had its <proceed/> but no handshake yet (its TLS object made
+    from the old default context), and a direct TLS one accepted but not
+    yet handshaken: all log in afterwards (the old contexts live as long
+    as their connections; ASan would see a use after free). A broken
+    certificate and HUP: an error in the log, and c2s keeps serving with
+    the one it had."""
     import ssl
 
-    s = stack.Stack(c2s=1)
+    s = stack.Stack(c2s=1, more_certs=("chat.test",))
     try:
         s.start()
         s.add_user("alice", "wonderland")
         c2s = s["c2s-1"]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        async def across_hup(renew):
+            # Connected first: c2s has accepted it (and made its TLS object)
+            # by the time the two streams below have had their answers.
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.c2s_tls_port)
+            direct = ClientRaw(reader, writer)
+            direct.st, direct.direct, direct.sni = s, True, None
+            done = await ClientRaw.connect_client(s, sni="chat.test")
+            await done.open()
+            await done.starttls()
+            assert await done.open() is not None
+            assert done.peer_cn() == "chat.test"
+            proceeded = await ClientRaw.connect_client(s)
+            await proceeded.open()
+            proceeded.send("<starttls xmlns='%s'/>" % NS_TLS)
+            el = await proceeded.recv()
+            assert el is not None and el.tag == "{%s}proceed" % NS_TLS, el
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, renew)
+                # TLS done before the HUP: SASL and bind on it now.
+                el = await done.auth_plain("alice", "wonderland")
+                assert el is not None and el.tag == "{%s}success" % NS_SASL, el
+                done.reset()
+                await done.open()
+                done.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                          "<resource>held</resource></bind></iq>")
+                el = await done.recv(harness.WAIT * 2)
+                assert el is not None and el.get("type") == "result", el
+                # The handshakes begin only now, after the HUP.
+                proceeded.reset()
+                await proceeded.writer.start_tls(ctx, server_hostname=s.domain)
+                proceeded.direct = True  # TLS done: login_plain goes on from the header
+                await direct.writer.start_tls(ctx, server_hostname=s.domain)
+                for raw, res in ((proceeded, "proceeded"), (direct, "direct")):
+                    der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                    assert der == file_der()  # SNI chose the reloaded one
+                    assert (await raw.login_plain("alice", "wonderland", resource=res)
+                            ).startswith("alice@")
+            finally:
+                for raw in (done, proceeded, direct):
+                    raw.close()
 
         def file_der():
             with open(s.cert) as f:
@@ -567,15 +616,18 @@ def test_sighup_reloads_certificate_and_keeps_old_on_error():
 
         old = file_der()
         assert harness.run(served_der(True)) == old
-        # A new certificate and key, put in place as a renewal would.
-        crt, key = stack.selfsigned(s.dir, "renewed-" + s.domain)
-        s._own(key)
-        os.chmod(key, 0o600)
-        os.rename(key, s.key)
-        os.rename(crt, s.cert)
+
+        def renew():
+            # A new certificate and key, put in place as a renewal would.
+            crt, key = stack.selfsigned(s.dir, "renewed-" + s.domain)
+            s._own(key)
+            os.chmod(key, 0o600)
+            os.rename(key, s.key)
+            os.rename(crt, s.cert)
+            assert file_der() != old
+            hup_and_wait("2 certificates reloaded", 1)
+        harness.run(across_hup(renew))
         new = file_der()
-        assert new != old
-        hup_and_wait("1 certificate reloaded", 1)
         assert harness.run(served_der(True)) == new
         assert harness.run(served_der(False)) == new
         # A broken certificate: the one in use stays.
