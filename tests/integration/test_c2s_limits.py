@@ -3,7 +3,8 @@ small value: new connections per second per IP (a flood from 127.0.0.1 is
 refused while 127.0.0.2 logs in), connections per process, unauthenticated
 connections in total, the pre-auth byte cap, the handshake timeout, the
 bytes/s token bucket (reading pauses, nothing is dropped), pings to a
-silent client, the PLAIN slots (taken before the key fetch), connections
+silent client, the PLAIN slots (taken before the key fetch, given back once
+when the client leaves), connections
 reset in the accept queue, refusals (a plain close on direct TLS, a
 connect token charged, the short close wait) and IPv6 keying on ::1.
 """
@@ -371,6 +372,99 @@ def test_plain_slots_taken_before_the_fetch():
             finally:
                 first.close()
                 second.close()
+        harness.run(go())
+    finally:
+        if locker.poll() is None:
+            locker.stdin.close()
+            locker.kill()
+            locker.wait()
+        finish(s)
+
+
+def test_plain_slot_released_once_when_the_client_leaves():
+    """limits/plain-jobs=1: a client that closes while its PLAIN fetch waits
+    on the locked credentials table gives its slot back once the fetch
+    ends, exactly once: afterwards one login gets through (a slot never
+    given back, or given back twice and the count wrapped, would refuse
+    every login), and of two at once under the lock, exactly one gets
+    temporary-auth-failure at once and the other logs in."""
+    s = limits_stack(plain_jobs=1)
+    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", s.pg.dsn()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+
+    def lock(sql):
+        locker.stdin.write(sql + "\n\\echo done\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "done"
+
+    def fetch_waiting():
+        deadline = time.monotonic() + harness.WAIT * 2
+        while True:
+            _, out = s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                               "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
+            if out == "1":
+                return
+            assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
+            time.sleep(0.05)
+
+    async def tls_stream():
+        raw = await ClientRaw.connect_client(s)
+        await raw.open()
+        await raw.starttls()
+        await raw.open()
+        return raw
+
+    def send_plain(raw):
+        raw.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" %
+                 (NS_SASL, base64.b64encode(b"\0alice\0wonderland").decode()))
+
+    def answer(el):
+        assert el is not None and el.tag in ("{%s}success" % NS_SASL,
+                                             "{%s}failure" % NS_SASL), el
+        return "success" if el.tag.endswith("}success") else el[0].tag.split("}")[1]
+
+    try:
+        async def go():
+            run = asyncio.get_running_loop().run_in_executor
+            lock("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;")
+            leaver = await tls_stream()
+            send_plain(leaver)
+            await run(None, fetch_waiting)
+            leaver.close()
+            lock("COMMIT;")
+            # The slot comes back when the leaver's fetch ends, soon after
+            # the COMMIT: until then a login may be refused, never after.
+            deadline = time.monotonic() + harness.WAIT * 2
+            while True:
+                raw = await tls_stream()
+                try:
+                    send_plain(raw)
+                    got = answer(await raw.recv(harness.WAIT * 2))
+                finally:
+                    raw.close()
+                if got == "success":
+                    break
+                assert got == "temporary-auth-failure", got
+                assert time.monotonic() < deadline, "the leaver's PLAIN slot never came back"
+                await asyncio.sleep(0.1)
+            # Two at once while the table is locked: one slot, one refusal.
+            lock("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;")
+            a, b = await tls_stream(), await tls_stream()
+            try:
+                send_plain(a)
+                send_plain(b)
+                await run(None, fetch_waiting)
+                # The refusal comes while the other's fetch still waits.
+                tasks = {asyncio.ensure_future(r.recv(harness.WAIT * 2)): r for r in (a, b)}
+                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                assert len(done) == 1, "both answered while the table was locked"
+                assert answer(done.pop().result()) == "temporary-auth-failure"
+                lock("COMMIT;")
+                assert answer(await pending.pop()) == "success"
+            finally:
+                a.close()
+                b.close()
         harness.run(go())
     finally:
         if locker.poll() is None:
