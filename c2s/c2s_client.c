@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "c2s/c2s.h"
+#include "common/arena.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -406,43 +407,136 @@ static void before_bind(struct c2s_client *cl, struct xml_node *el)
     c2s_client_fail(cl, XML_SE_NOT_AUTHORIZED, "bind a resource first");
 }
 
-/* Serialised size of node. */
-static size_t node_size(const struct xml_node *node)
+/* Bytes each byte of text (attr: of an attribute value) takes once
+ * escaped, as xml_serialize writes it: references for markup, U+FFFD for C0
+ * controls XML cannot carry, else itself. */
+static size_t escaped_len(const char *p, size_t len, bool attr)
 {
-    struct buf b = BUF_INIT;
-    xml_serialize(node, XML_NS_CLIENT, &b);
-    size_t n = b.len;
-    buf_free(&b);
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '&' || ch == '\r' || (attr && ch == '\n'))
+            n += 5;
+        else if (ch == '<' || ch == '>' || (attr && ch == '\t'))
+            n += 4;
+        else if (attr && (ch == '"' || ch == '\''))
+            n += 6;
+        else if (ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r')
+            n += 3;
+        else
+            n += 1;
+    }
     return n;
+}
+
+/* A namespace declaration: " xmlns='uri'", or " xmlns:p='uri'" for a
+ * prefix of prefix_len bytes. */
+static size_t decl_len(size_t prefix_len, const char *uri)
+{
+    return 9 + (prefix_len > 0 ? prefix_len + 1 : 0) + escaped_len(uri, strlen(uri), true);
+}
+
+/*
+ * Serialised size of el (in the default namespace scope) added to total,
+ * counted without building it and given up once past cap: a presence as
+ * large as a stanza may be is not written out only to be measured. Exact
+ * but for prefixed names, counted as if each declared its prefix (the
+ * serialiser declares it once), so at most a little more, never less.
+ */
+static size_t size_upto(const struct xml_node *el, const char *scope, size_t total, size_t cap)
+{
+    if (el->type == XML_TEXT)
+        return total + escaped_len(el->text, el->text_len, false);
+    size_t plen = el->prefix != NULL ? strlen(el->prefix) : 0;
+    size_t qname = strlen(el->name) + (plen > 0 ? plen + 1 : 0);
+    total += 1 + qname;
+    if (plen > 0) {
+        total += decl_len(plen, el->ns);
+    } else if (strcmp(el->ns, scope) != 0) {
+        total += decl_len(0, el->ns);
+        scope = el->ns;
+    }
+    for (const struct xml_attr *at = el->attrs; at != NULL; at = at->next) {
+        total += 4 + strlen(at->name) + escaped_len(at->value, at->value_len, true);
+        if (at->ns == NULL)
+            continue;
+        if (strcmp(at->ns, XML_NS_XML) == 0) {
+            total += 4; /* "xml:", never declared */
+        } else {
+            /* Its own prefix, or one made up ("ns" and a counter). */
+            size_t alen = at->prefix != NULL && at->prefix[0] != '\0' ? strlen(at->prefix) : 12;
+            total += alen + 1 + decl_len(alen, at->ns);
+        }
+    }
+    if (el->children == NULL)
+        return total + 2;
+    total += 1 + 3 + qname;
+    for (const struct xml_node *c = el->children; c != NULL && total <= cap; c = c->next)
+        total = size_upto(c, scope, total, cap);
+    return total;
+}
+
+static void set_lang(struct xml_node *el, const char *lang)
+{
+    if (lang == NULL)
+        return;
+    struct xml_attr *at = arena_zalloc(el->arena, sizeof(*at));
+    at->ns = XML_NS_XML;
+    at->prefix = "xml";
+    at->name = "lang";
+    at->value_len = strlen(lang);
+    at->value = arena_strndup(el->arena, lang, at->value_len);
+    at->next = el->attrs;
+    el->attrs = at;
+}
+
+/* The <status> to keep: the first in the stanza's own language (one
+ * without xml:lang has it), else the first. */
+static struct xml_node *status_of(const struct xml_node *el, const char *lang)
+{
+    struct xml_node *first = xml_child(el, XML_NS_CLIENT, "status");
+    for (struct xml_node *st = first; st != NULL; st = xml_next(st, XML_NS_CLIENT, "status")) {
+        const char *l = xml_get_attr_ns(st, XML_NS_XML, "lang");
+        if (l == NULL || (lang != NULL && strcmp(l, lang) == 0))
+            return st;
+    }
+    return first;
 }
 
 /*
  * What a session keeps of its broadcast presence for the replay after an
  * sm restart: the presence itself up to limits/presence-keep bytes. A
  * larger one (routed in full all the same) is kept reduced to its RFC 6121
- * §4.7 children, <show>, <priority> and <status>, each only while the
- * total stays within the cap: after the restart the user is still
- * available with the same show and priority, without the bulk (avatars,
- * caps extensions) that a thousand idle sessions would otherwise hold.
+ * §4.7 children, <show>, <priority> and one <status> (in the stanza's
+ * xml:lang if there is one such), each only while the total stays within
+ * the cap, with the xml:lang of the presence and of that status: after
+ * the restart the user is still available with the same show and
+ * priority, without the bulk (avatars, caps extensions) that a thousand
+ * idle sessions would otherwise hold.
  */
 static struct xml_node *presence_keep(const struct c2s_client *cl, const struct xml_node *el)
 {
     size_t cap = cl->c2s->cfg.presence_keep;
-    if (node_size(el) <= cap)
+    if (size_upto(el, XML_NS_CLIENT, 0, cap) <= cap)
         return xml_copy(el);
+    const char *lang = xml_get_attr_ns(el, XML_NS_XML, "lang");
     struct xml_node *p = xml_new(XML_NS_CLIENT, "presence");
-    size_t total = node_size(p);
-    static const char *const keep[] = {"show", "priority", "status"};
+    set_lang(p, lang);
+    size_t total = size_upto(p, XML_NS_CLIENT, 0, cap);
+    struct xml_node *keep[] = {xml_child(el, XML_NS_CLIENT, "show"),
+                               xml_child(el, XML_NS_CLIENT, "priority"), status_of(el, lang)};
     for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
-        struct xml_node *ch = xml_child(el, XML_NS_CLIENT, keep[i]);
+        struct xml_node *ch = keep[i];
         /* Measured as sent (at least the size of its text alone), before
          * any of it is copied. */
-        size_t n = ch != NULL ? node_size(ch) : 0;
+        size_t n = ch != NULL ? size_upto(ch, XML_NS_CLIENT, 0, cap) : 0;
         if (ch == NULL || total + n > cap)
             continue;
         size_t len = 0;
         const char *text = xml_text(ch, &len);
-        xml_add_text(xml_add_child(p, XML_NS_CLIENT, keep[i]), text, len);
+        struct xml_node *kept = xml_add_child(p, XML_NS_CLIENT, ch->name);
+        set_lang(kept, xml_get_attr_ns(ch, XML_NS_XML, "lang"));
+        xml_add_text(kept, text, len);
         total += n;
     }
     char ip[INET6_ADDRSTRLEN];

@@ -285,9 +285,11 @@ def test_sm_restart_replays_presence_capped():
     """A session's last presence is replayed to a restarted sm; one larger
     than limits/presence-keep (8k by default) was routed in full, but what
     c2s kept of it (and so what a contact learns after the restart) is its
-    show, priority and status only. A small one comes back whole."""
+    show, priority and status only (the status in the stanza's xml:lang,
+    both keeping theirs). A small one comes back whole."""
     s = new_stack()
     C = "{jabber:client}"
+    LANG = "{http://www.w3.org/XML/1998/namespace}lang"
     try:
         async def go():
             d = s.domain
@@ -309,9 +311,9 @@ def test_sm_restart_replays_presence_capped():
                 await b.expect(lambda e: e.tag == C + "presence" and
                                e.get("type") == "subscribed", what="alice's approval")
                 big = "A" * 16000
-                a1.send("<presence><show>away</show><priority>5</priority>"
-                        "<status>lunch</status><x xmlns='urn:example:big'>%s</x></presence>"
-                        % big)
+                a1.send("<presence xml:lang='en'><show>away</show><priority>5</priority>"
+                        "<status xml:lang='de'>Mittag</status><status xml:lang='en'>lunch"
+                        "</status><x xmlns='urn:example:big'>%s</x></presence>" % big)
                 a2.send("<presence><show>dnd</show><x xmlns='urn:example:small'>s</x>"
                         "</presence>")
                 # Routed in full before the restart.
@@ -349,7 +351,10 @@ def test_sm_restart_replays_presence_capped():
                 kept = seen["alice@%s/big" % d]
                 assert kept.find(C + "show").text == "away"
                 assert kept.find(C + "priority").text == "5"
-                assert kept.find(C + "status").text == "lunch"
+                # One status, the one in the stanza's language, with it.
+                assert kept.get(LANG) == "en"
+                assert [(st.text, st.get(LANG)) for st in kept.findall(C + "status")] == \
+                    [("lunch", "en")]
                 assert kept.find("{urn:example:big}x") is None
                 whole = seen["alice@%s/small" % d]
                 assert whole.find(C + "show").text == "dnd"
