@@ -307,18 +307,36 @@ static int fd_check(const struct c2s *c)
 
 /* ---- listeners ---- */
 
+/* Counts one event; true when it is time to log (then *n is the count
+ * since the last line, this one included). */
+static bool warn_due(struct c2s *c, struct c2s_warn_rate *w, unsigned long long *n)
+{
+    uint64_t now = uv_now(c->loop);
+    w->count++;
+    if (w->warned != 0 && now - w->warned < C2S_ACCEPT_WARN_MS)
+        return false;
+    *n = (unsigned long long)w->count;
+    w->count = 0;
+    w->warned = now;
+    return true;
+}
+
 void c2s_accept_failed(struct c2s *c, const char *where, const char *why)
 {
     /* Out of descriptors, this fires for every pending connection: one
      * line per C2S_ACCEPT_WARN_MS, with the count of those not logged. */
-    uint64_t now = uv_now(c->loop);
-    c->accept_failures++;
-    if (c->accept_warned != 0 && now - c->accept_warned < C2S_ACCEPT_WARN_MS)
-        return;
-    log_warn("%s: accept failed: %s (%llu failures since the last warning)", where, why,
-             (unsigned long long)c->accept_failures);
-    c->accept_failures = 0;
-    c->accept_warned = now;
+    unsigned long long n;
+    if (warn_due(c, &c->accept_warn, &n))
+        log_warn("%s: accept failed: %s (%llu failures since the last warning)", where, why, n);
+}
+
+void c2s_peerless(struct c2s *c, const char *where, const char *why)
+{
+    /* Its own limiter and count: a burst of resets must not hide (or be
+     * hidden by) running out of descriptors. */
+    unsigned long long n;
+    if (warn_due(c, &c->peer_warn, &n))
+        log_warn("%s: connection dropped: %s (%llu dropped since the last warning)", where, why, n);
 }
 
 static void on_connection(uv_stream_t *server, int status)

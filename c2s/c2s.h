@@ -115,6 +115,13 @@ struct c2s_domain {
 
 struct c2s_client;
 
+/* A warning logged at most once per C2S_ACCEPT_WARN_MS, with the count of
+ * the events since the last line. */
+struct c2s_warn_rate {
+    uint64_t warned; /* when last logged; 0: never */
+    uint64_t count;
+};
+
 struct c2s {
     uv_loop_t *loop;
     struct c2s_config cfg;
@@ -132,8 +139,8 @@ struct c2s {
     bool stopping;
     bool ready_logged;
     bool full_logged;
-    uint64_t accept_warned; /* when the last accept failure was logged */
-    uint64_t accept_failures;
+    struct c2s_warn_rate accept_warn; /* failed accepts */
+    struct c2s_warn_rate peer_warn;   /* accepted connections without a peer address */
     struct stream_opts sopts;
     char *mechs[8]; /* configured mechanisms */
     size_t nmechs;
@@ -205,6 +212,10 @@ void c2s_ip_key(struct c2s *c, struct c2s_client *cl);
 struct c2s_ip *c2s_ip_get(struct c2s *c, const struct c2s_client *cl);
 /* A failed accept: logged at most once per C2S_ACCEPT_WARN_MS. */
 void c2s_accept_failed(struct c2s *c, const char *where, const char *why);
+/* An accepted connection dropped for having no peer address (reset while
+ * queued): logged at most once per C2S_ACCEPT_WARN_MS, counted apart from
+ * failed accepts. */
+void c2s_peerless(struct c2s *c, const char *where, const char *why);
 /* Send bytes that are complete elements to the router. */
 int c2s_send_raw(struct c2s *c, const void *p, size_t len);
 

@@ -183,8 +183,9 @@ void c2s_client_accept(struct c2s *c, struct c2s_listener *l)
     } else {
         /* Reset before we got to it (ENOTCONN): with no address there is
          * nothing to key the per-IP limits on, and no one to answer. It
-         * counts nowhere; the log line is rate-limited like accept's. */
-        c2s_accept_failed(c, l->desc, prc != 0 ? "no peer address (reset?)" : "not IP");
+         * counts nowhere; the log line is rate-limited (apart from
+         * accept's). */
+        c2s_peerless(c, l->desc, prc != 0 ? "no peer address (reset?)" : "not IP");
         cl->state = CL_DOWN;
         stream_abort(s);
         return;
