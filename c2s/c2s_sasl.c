@@ -238,12 +238,17 @@ int c2s_sasl_init(struct c2s *c)
 }
 
 /*
- * Cyrus seeds each connection's nonce generator from DEV_RANDOM, opened
- * when the first nonce is made (lib/saslutil.c getranddata; /dev/urandom
- * in this build), and if the open fails it silently falls back to the pid
- * and the time: SCRAM nonces anyone can guess. It cannot be opened ahead
- * of the jail (each connection opens it anew), so after the jail it must
- * be readable, chroot or not; else c2s refuses to start.
+ * Cyrus seeds each connection's nonce generator from DEV_RANDOM (lib/
+ * saslutil.c getranddata), opened once per connection, when its first
+ * nonce is made; if the open fails it silently falls back to the pid and
+ * the time: SCRAM nonces anyone can guess. DEV_RANDOM is fixed when Cyrus
+ * is built (configure --with-devrandom; Cyrus's own default is
+ * /dev/random): Debian's libsasl2-2 (2.1.28) uses /dev/urandom, the only
+ * device named in its libsasl2.so.2. A Cyrus built for /dev/random needs
+ * C2S_SASL_RANDOM changed (a configure check could find it). It cannot be
+ * opened ahead of the jail for the connections to come, so after the jail
+ * it must be readable, chroot or not; else c2s refuses to start. Only
+ * with a SCRAM mechanism configured: PLAIN alone never reaches Cyrus.
  */
 #define C2S_SASL_RANDOM "/dev/urandom"
 

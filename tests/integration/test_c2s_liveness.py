@@ -4,11 +4,13 @@ answered with an error), the sm gone (new logins get
 remote-connection-failed, and work again once it is back), the router gone
 (every client stream ends with internal-server-error; c2s reconnects and
 serves again), the last presence replayed after an sm restart (capped at
-limits/presence-keep), and no start in a chroot without /dev/urandom.
+limits/presence-keep), and no start in a chroot without /dev/urandom
+(unless PLAIN alone is configured).
 """
 
 import asyncio
 import os
+import select
 import subprocess
 import time
 
@@ -391,4 +393,39 @@ def test_chroot_without_urandom_refused():
         assert "mknod -m 444" in p.stderr
         assert "ERROR: AddressSanitizer" not in p.stderr and "runtime error" not in p.stderr
     finally:
+        s.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs the tests as root)")
+def test_chroot_without_urandom_fine_with_plain_only():
+    """With PLAIN alone (no SCRAM, so Cyrus makes no nonces) the random
+    source is not needed: c2s starts in a jail without /dev/urandom."""
+    s = stack.Stack(c2s=1, extra={"c2s": "  <chroot>%s</chroot>\n"
+                                  "  <sasl><mechanisms>PLAIN</mechanisms></sasl>\n" % "@JAIL@"})
+    jail = os.path.join(s.dir, "jail")
+    os.mkdir(jail, 0o755)
+    p = None
+    try:
+        cfg = s["c2s-1"].config
+        with open(cfg) as f:
+            text = f.read().replace("@JAIL@", jail)
+        with open(cfg, "w") as f:
+            f.write(text)
+        p = subprocess.Popen([harness.binary("c2s/parley-c2s"), "-f", "-c", cfg],
+                             stderr=subprocess.PIPE, env=s["c2s-1"].env())
+        # "started" comes after the jail and the checks that follow it.
+        out = b""
+        deadline = time.monotonic() + harness.START_WAIT
+        while b"started" not in out:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([p.stderr], [], [], left)[0], out[-3000:]
+            chunk = os.read(p.stderr.fileno(), 65536)
+            assert chunk, "c2s exited: %s" % out[-3000:]
+            out += chunk
+        assert b"cannot be read here" not in out
+    finally:
+        if p is not None:
+            p.kill()
+            p.wait()
+            p.stderr.close()
         s.cleanup()
