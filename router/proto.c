@@ -13,8 +13,10 @@
  *                                 to the holder of route N (a component
  *                                 name or bound domain; never the default
  *                                 route); among instances by the bare JID
- *                                 of S's `to`. F must be a name the sender
- *                                 holds (invalid-from otherwise). When it
+ *                                 of key= or else of S's `to`; with
+ *                                 neither, to every instance. F must be a
+ *                                 name the sender holds (invalid-from
+ *                                 otherwise). When it
  *                                 cannot be delivered it comes back to the
  *                                 sender with to/from swapped and
  *                                 error='item-not-found' (no such route) or
@@ -23,7 +25,10 @@
  *
  * Notifies (<r:notify name='N' state='up|down'/>) are written once into a
  * refcounted buffer and queued to every ready internal connection except the
- * one whose action caused them (it learns from its own answer).
+ * one whose action caused them (it learns from its own answer). A
+ * multi-instance route that stays up while an instance joins or leaves is
+ * notified up again with instances='N': its ring changed, and the sm moves
+ * sessions (sm/SESSION.md).
  *
  * The router's loop thread.
  */
