@@ -2,7 +2,9 @@
  * sess.c - the sm side of the session protocol (sm/SESSION.md): start,
  * end, replaced, kick, announce/announced (sessions a c2s did not start
  * again after an announce are ended), and the end of every session of a
- * c2s that went down.
+ * c2s that went down. With several instances, a ring change (another
+ * instance joined or left) asks every c2s to re-announce, and the sessions
+ * not started again here moved: they are dropped without a broadcast.
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
@@ -178,6 +180,7 @@ static void failed(struct pending_start *ps, const char *cond)
 {
     log_info("session %s for %s refused: %s", ps->sid, jid_full_str(ps->jid), cond);
     sm_send_control(ps->u->sm, ps->c2s, ps->jid->domain, "failed", ps->sid, cond);
+    sm_user_unpark(ps->u, ps->c2s, ps->sid, false);
 }
 
 static void create(struct pending_start *ps)
@@ -218,7 +221,7 @@ static void create(struct pending_start *ps)
              s->resumed ? " (resumed)" : "");
     sm_send_control(sm, s->c2s, s->jid->domain, "started", s->sid, NULL);
     u->moved = false;
-    sm_user_unpark(u, s);
+    sm_user_unpark(u, s->c2s, s->sid, true);
 }
 
 static void pending_free(struct pending_start *ps)

@@ -231,9 +231,10 @@ struct sm_event {
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
-/* Session s (just started here): its parked stanzas go to the front of its
- * user's queue, in the order they came. */
-void sm_user_unpark(struct sm_user *u, const struct sm_sess *s);
+/* The session (c2s, sid) just started here (run): its parked stanzas go
+ * to the front of its user's queue, in the order they came; or its start
+ * failed (!run): they are dropped. */
+void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool run);
 /* The announce round of c2s is over: its parked stanzas have no session
  * here; each such session is kicked (once). */
 void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick);

@@ -26,6 +26,11 @@
  * <cache><users>. Any new event takes it out again. So a message to an
  * offline user, or a quick re-login, costs no roster reload.
  *
+ * Several instances: after a ring change the idle users are flushed (they
+ * may belong to another instance now), a user whose session moved away is
+ * not cached, and a stanza of a session whose re-announced start has not
+ * come yet is parked on its user until it does (sm/SESSION.md).
+ *
  * Runs on the sm's loop; storage callbacks arrive there too.
  */
 #include "autoconfig.h"
@@ -273,6 +278,16 @@ void sm_user_hold(struct sm_user *u)
     u->holds++;
 }
 
+/* Is the start of ev's session waiting behind it on u's queue? (The whole
+ * re-announce round may have come while u was loading.) */
+static bool start_queued(const struct sm_user *u, const struct sm_event *ev)
+{
+    for (const struct sm_event *q = u->qhead; q != NULL; q = q->next)
+        if (q->kind == SM_EV_START && strcmp(q->c2s, ev->c2s) == 0 && strcmp(q->sid, ev->sid) == 0)
+            return true;
+    return false;
+}
+
 /* A stanza of a session this instance does not know while its c2s
  * re-announces (the ring moved the user here): its start is on the way
  * (sm/SESSION.md, Several instances). ev's contents move to the list. */
@@ -291,17 +306,22 @@ static void park(struct sm_user *u, struct sm_event *ev)
     u->nparked++;
 }
 
-void sm_user_unpark(struct sm_user *u, const struct sm_sess *s)
+void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool run)
 {
     struct sm_event *head = NULL, *last = NULL;
     for (struct sm_event **pp = &u->parked; *pp != NULL;) {
         struct sm_event *ev = *pp;
-        if (strcmp(ev->c2s, s->c2s) != 0 || strcmp(ev->sid, s->sid) != 0) {
+        if (strcmp(ev->c2s, c2s) != 0 || strcmp(ev->sid, sid) != 0) {
             pp = &ev->next;
             continue;
         }
         *pp = ev->next;
         ev->next = NULL;
+        if (!run) {
+            u->nparked--;
+            sm_event_free(ev);
+            continue;
+        }
         if (last != NULL)
             last->next = ev;
         else
@@ -419,8 +439,8 @@ static void handle(struct sm_user *u, struct sm_event *ev)
             sm_pkt_sess(s, ev->stanza);
             if (resumed)
                 s->resumed = true;
-        } else if (sm->cfg->multi && htab_get_str(sm->resuming, ev->c2s) != NULL &&
-                   u->nparked < (unsigned)sm->cfg->queue_max) {
+        } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
+                   (htab_get_str(sm->resuming, ev->c2s) != NULL || start_queued(u, ev))) {
             park(u, ev);
         } else {
             /* The c2s believes in a session the sm does not know (it ended

@@ -253,9 +253,15 @@ def test_instances_join_and_leave():
             before = {d.name: rounds(d) for d in insts}
             sm3.start()
             insts.append(sm3)
+            # Sent while the sessions move: a stanza that reaches the new
+            # owner before its session's start waits for it (no kick).
+            for u in users:
+                xs[u].send_message(mto=w.bare, mbody="moving from " + u, mtype="chat")
             for _ in range(3):
                 await c2.reannounce([w])
             await rounds_done(insts, before, 3, "the join")
+            for u in users:
+                await w.recv(is_message("moving from " + u), what="message of %s in the move" % u)
             counts = await held_by(insts, 9, "after the join")
             assert counts[2] > 0, "no session moved to the new instance: %s" % counts
             await all_talk("joined")
