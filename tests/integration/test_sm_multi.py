@@ -303,3 +303,52 @@ def test_instances_join_and_leave():
             print(d.log()[-30000:])
         st.stop()
         st.cleanup()
+
+
+def test_stanza_before_its_moved_start_waits():
+    """A third instance joins; before the c2s re-announces, each user sends a
+    message (keyed: it reaches the instance the new ring names, which does
+    not know the session yet). It waits for the session's start instead of
+    getting the session kicked: every message arrives, no kick is sent, and
+    every session is held by exactly one instance."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    sm2 = sm_instance(st, "sm2")
+    sm3 = sm_instance(st, "sm3")
+    users = ["u%d" % i for i in range(8)]
+    try:
+        st.start()
+        sm2.start()
+        for u in users + ["w"]:
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            for _ in range(2):  # each instance's announce when c2s-1 came up
+                await c.reannounce([])
+            w = await login(c, "w@%s/watch" % st.domain)
+            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            insts = [st["sm"], sm2]
+            await held_by(insts, 9, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s.send("<message to='%s' type='chat'><body>from %s</body></message>"
+                       % (w.bare, s.bare))
+            for _ in range(3):
+                await c.reannounce([w] + ss)
+            for s in ss:
+                await w.recv(is_message("from " + s.bare), what="message of " + s.bare)
+            kicks = [el for el in c.pending if len(el) and el[0].tag == q("kick", smutil.NS_SESSION)]
+            assert not kicks, "sessions kicked: %s" % [k[0].attrib for k in kicks]
+            counts = await held_by(insts, 9, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            c.close()
+        harness.run(go())
+        for d in (sm2, sm3):
+            assert d.stop() == 0
+            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+    finally:
+        for d in (sm2, sm3):
+            if d.running():
+                d.kill()
+        st.finish()
