@@ -291,9 +291,10 @@ def test_instances_join_and_leave():
             await held_by(insts, 1, "after c2s-1 died")
             c2.close()
         harness.run(go())
-        assert st["sm"].stop() == 0
-        for d in (st["sm"], sm2, sm3):
-            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+        codes = st.stop()
+        assert codes["sm"] == 0 and codes["router"] == 0, codes
+        errs = st.sanitizer_errors() + sm2.sanitizer_errors() + sm3.sanitizer_errors()
+        assert not errs, errs[:5]
     finally:
         for d in (sm2, sm3):
             if d.running():
