@@ -125,11 +125,19 @@ static void release(struct conn *c, const char *why)
         return;
     }
     struct router *r = c->r;
-    if (route_del(r->routes, c->name, c) == 1)
+    /* A route that stays up with fewer instances changed its ring: its
+     * remaining holders learn it (they re-announce, sm/SESSION.md). */
+    int rc = route_del(r->routes, c->name, c);
+    if (rc == 1)
         proto_notify(r, c->name, false, c);
+    else if (rc == 0)
+        proto_notify_ring(r, c->name, c);
     for (size_t i = 0; i < c->nbound; i++) {
-        if (route_del(r->routes, c->bound[i], c) == 1)
+        rc = route_del(r->routes, c->bound[i], c);
+        if (rc == 1)
             proto_notify(r, c->bound[i], false, c);
+        else if (rc == 0)
+            proto_notify_ring(r, c->bound[i], c);
         free(c->bound[i]);
     }
     free(c->bound);
@@ -309,6 +317,8 @@ static void handshake(struct conn *c, struct xml_node *el)
     for (size_t i = 0; i < 1 + c->nbound; i++)
         if (isnew[i])
             proto_notify(r, i == 0 ? c->name : c->bound[i - 1], true, c);
+        else
+            proto_notify_ring(r, i == 0 ? c->name : c->bound[i - 1], c);
     free(isnew);
 }
 

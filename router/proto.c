@@ -13,8 +13,10 @@
  *                                 to the holder of route N (a component
  *                                 name or bound domain; never the default
  *                                 route); among instances by the bare JID
- *                                 of S's `to`. F must be a name the sender
- *                                 holds (invalid-from otherwise). When it
+ *                                 of key= or else of S's `to`; with
+ *                                 neither, to every instance. F must be a
+ *                                 name the sender holds (invalid-from
+ *                                 otherwise). When it
  *                                 cannot be delivered it comes back to the
  *                                 sender with to/from swapped and
  *                                 error='item-not-found' (no such route) or
@@ -23,7 +25,10 @@
  *
  * Notifies (<r:notify name='N' state='up|down'/>) are written once into a
  * refcounted buffer and queued to every ready internal connection except the
- * one whose action caused them (it learns from its own answer).
+ * one whose action caused them (it learns from its own answer). A
+ * multi-instance route that stays up while an instance joins or leaves is
+ * notified up again with instances='N': its ring changed, and the sm moves
+ * sessions (sm/SESSION.md).
  *
  * The router's loop thread.
  */
@@ -68,6 +73,31 @@ void proto_notify(struct router *r, const char *name, bool up, const struct conn
         if (conn_write_rbuf(c, rb) != 0)
             log_warn("component %s: notify %s %s lost: its queue is full", c->name, name,
                      up ? "up" : "down");
+    }
+    rbuf_unref(rb);
+}
+
+void proto_notify_ring(struct router *r, const char *name, const struct conn *except)
+{
+    struct route *rt = route_find(r->routes, name, strlen(name));
+    if (rt == NULL || rt->ninst == 0)
+        return;
+    struct rbuf *rb = NULL;
+    for (struct conn *c = r->conns; c != NULL; c = c->next) {
+        if (c == except || c->state != CONN_READY || !c->internal)
+            continue;
+        if (rb == NULL) {
+            struct buf b = BUF_INIT;
+            buf_append_str(&b, "<r:notify name='");
+            xml_escape_attr(rt->name, strlen(rt->name), &b);
+            buf_append_str(&b, "' owner='");
+            xml_escape_attr(rt->owner, strlen(rt->owner), &b);
+            buf_printf(&b, "' state='up' instances='%zu'/>", rt->ninst);
+            rb = rbuf_from_buf(&b);
+        }
+        if (conn_write_rbuf(c, rb) != 0)
+            log_warn("component %s: notify %s (%zu instances) lost: its queue is full", c->name,
+                     name, rt->ninst);
     }
     rbuf_unref(rb);
 }
@@ -169,6 +199,8 @@ static void on_bind(struct conn *c, struct xml_node *el)
         log_info("component %s: bound %s", c->name, name);
         if (added == 1)
             proto_notify(r, name, true, c);
+        else
+            proto_notify_ring(r, name, c);
     }
     reply(c, "bind", raw, def, NULL);
     free(name);
@@ -206,8 +238,11 @@ static void on_unbind(struct conn *c, struct xml_node *el)
         free(c->bound[i]);
         c->bound[i] = c->bound[--c->nbound];
         log_info("component %s: unbound %s", c->name, name);
-        if (route_del(r->routes, name, c) == 1)
+        int rc = route_del(r->routes, name, c);
+        if (rc == 1)
             proto_notify(r, name, false, c);
+        else if (rc == 0)
+            proto_notify_ring(r, name, c);
         break;
     }
     reply(c, "unbind", raw, def, NULL);
@@ -232,6 +267,39 @@ static void route_back(struct conn *c, struct xml_node *el, const char *error)
     if (conn_write(c, b.data, b.len) != 0)
         log_debug("component %s: returned r:route dropped: its own queue is full", c->name);
     buf_free(&b);
+}
+
+/* The received bytes to one instance, counted; 0 or conn_write's error. */
+static int route_write(struct conn *t, const char *raw, size_t rawlen)
+{
+    int rc = conn_write(t, raw, rawlen);
+    if (rc == 0) {
+        t->comp->stanzas_out++;
+        t->comp->bytes_out += rawlen;
+        return 0;
+    }
+    if (rc == ERR_AGAIN && !t->full_logged) {
+        t->full_logged = true;
+        log_warn("component %s: over queue-max (%zu bytes): returning what is sent to it "
+                 "until it reads",
+                 t->name, t->r->cfg.queue_max);
+    }
+    return rc;
+}
+
+/* A copy to every instance of rt; the sender gets it back (once) if an
+ * instance could not take it. */
+static void route_all(struct conn *c, struct route *rt, struct xml_node *el, const char *raw,
+                      size_t rawlen)
+{
+    int failed = 0;
+    for (size_t i = 0; i < rt->ninst; i++) {
+        int rc = route_write(rt->inst[i], raw, rawlen);
+        if (rc != 0 && failed != ERR_AGAIN)
+            failed = rc;
+    }
+    if (failed != 0)
+        route_back(c, el, failed == ERR_AGAIN ? "resource-constraint" : "item-not-found");
 }
 
 static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_t rawlen)
@@ -270,7 +338,13 @@ static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_
             ito = inner ? xml_get_attr(inner, "to") : NULL;
         }
         struct jid *j = NULL;
-        if (ito != NULL && jid_cache_prep(r->jids, ito, strlen(ito), &j) == 0) {
+        if (ito == NULL) {
+            /* Nothing to pick an instance by (a control element such as
+             * c2s's <announced/>): it concerns every instance. */
+            route_all(c, rt, el, raw, rawlen);
+            return;
+        }
+        if (jid_cache_prep(r->jids, ito, strlen(ito), &j) == 0) {
             t = route_pick(rt, j->bare, j->bare_len);
             jid_free(j);
         } else {
@@ -279,19 +353,9 @@ static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_
     } else {
         t = rt->inst[0];
     }
-    int rc = conn_write(t, raw, rawlen);
-    if (rc == 0) {
-        t->comp->stanzas_out++;
-        t->comp->bytes_out += rawlen;
-        return;
-    }
-    if (rc == ERR_AGAIN && !t->full_logged) {
-        t->full_logged = true;
-        log_warn("component %s: over queue-max (%zu bytes): returning what is sent to it "
-                 "until it reads",
-                 t->name, r->cfg.queue_max);
-    }
-    route_back(c, el, rc == ERR_AGAIN ? "resource-constraint" : "item-not-found");
+    int rc = route_write(t, raw, rawlen);
+    if (rc != 0)
+        route_back(c, el, rc == ERR_AGAIN ? "resource-constraint" : "item-not-found");
 }
 
 /* ---- dispatch ---- */

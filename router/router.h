@@ -213,6 +213,10 @@ void proto_element(struct conn *c, struct xml_node *el, const char *raw, size_t 
 /* Tell every ready internal connection but except that name (owned by
  * except) is up/down. */
 void proto_notify(struct router *r, const char *name, bool up, const struct conn *except);
+/* A multi-instance route that stays up gained or lost an instance (its
+ * ring changed): tell every ready internal connection but except, with
+ * state='up' and instances='N'. */
+void proto_notify_ring(struct router *r, const char *name, const struct conn *except);
 /* Send c one up notify per route now up. */
 void proto_notify_all(struct conn *c);
 

@@ -2,7 +2,9 @@
  * sess.c - the sm side of the session protocol (sm/SESSION.md): start,
  * end, replaced, kick, announce/announced (sessions a c2s did not start
  * again after an announce are ended), and the end of every session of a
- * c2s that went down.
+ * c2s that went down. With several instances, a ring change (another
+ * instance joined or left) asks every c2s to re-announce, and the sessions
+ * not started again here moved: they are dropped without a broadcast.
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
@@ -129,8 +131,10 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml
         return;
     }
     if (strcmp(ctl->name, "announced") == 0) {
+        log_info("%s re-announced its sessions", c2s);
         htab_del_str(sm->resuming, c2s);
         end_unconfirmed(sm, c2s);
+        sm_users_unpark_c2s(sm, c2s, true);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -176,6 +180,7 @@ static void failed(struct pending_start *ps, const char *cond)
 {
     log_info("session %s for %s refused: %s", ps->sid, jid_full_str(ps->jid), cond);
     sm_send_control(ps->u->sm, ps->c2s, ps->jid->domain, "failed", ps->sid, cond);
+    sm_user_unpark(ps->u, ps->c2s, ps->sid, false);
 }
 
 static void create(struct pending_start *ps)
@@ -215,6 +220,8 @@ static void create(struct pending_start *ps)
     log_info("session %s started for %s on %s%s", s->sid, jid_full_str(s->jid), s->c2s,
              s->resumed ? " (resumed)" : "");
     sm_send_control(sm, s->c2s, s->jid->domain, "started", s->sid, NULL);
+    u->moved = false;
+    sm_user_unpark(u, s->c2s, s->sid, true);
 }
 
 static void pending_free(struct pending_start *ps)
@@ -272,6 +279,7 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
         if (jid_eq_full(dup->jid, j)) {
             dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
             dup->unconfirmed = false;
+            dup->moving = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
         } else
             sm_send_control(sm, ev->c2s, j->domain, "failed", ev->sid, "conflict");
@@ -344,6 +352,7 @@ void sm_sess_end(struct sm_sess *s, const char *notify, const char *reason)
 void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 {
     htab_del_str(sm->resuming, c2s);
+    sm_users_unpark_c2s(sm, c2s, false);
     size_t n = strlen(c2s);
     struct htab_iter it;
     char **sids = NULL;
@@ -378,6 +387,28 @@ void sm_sess_announce(struct sm *sm, const char *c2s)
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
     htab_set(sm->resuming, c2s, strlen(c2s), (void *)1);
     sm_send_control(sm, c2s, sm_default_domain(sm), "announce", NULL, NULL);
+}
+
+void sm_sess_ring(struct sm *sm, const char *domain)
+{
+    log_notice("the instances serving %s changed: every c2s re-announces", domain);
+    /* Idle users may belong to another instance now, which may change
+     * their data meanwhile: they are read again when needed. */
+    sm_users_flush_idle(sm);
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (strcmp(s->jid->domain, domain) == 0)
+            s->moving = true;
+    }
+    for (htab_iter_init(&it, sm->c2s); htab_iter_next(&it);) {
+        char name[256];
+        if (it.klen >= sizeof(name))
+            continue;
+        memcpy(name, it.key, it.klen);
+        name[it.klen] = '\0';
+        sm_sess_announce(sm, name);
+    }
 }
 
 bool sm_sess_resuming(struct sm *sm)

@@ -568,6 +568,14 @@ static void on_notify(struct component *c, void *arg, const char *name, const ch
 {
     (void)owner;
     struct sm *sm = arg;
+    if (sm->cfg->multi && up && sm_domain_name(sm, name)) {
+        /* Our own domain, bound here, is up again: another instance joined
+         * or left it (router/PROTOCOL.md, instances=): its ring changed.
+         * Before ready the binds are not done: on_ready announces. */
+        if (component_is_ready(c))
+            sm_sess_ring(sm, name);
+        return;
+    }
     if (!is_c2s(sm, name))
         return;
     if (up) {

@@ -163,6 +163,11 @@ struct sm_user {
     struct sm_user *lru_prev, *lru_next;
     bool in_lru;
     struct sm_roster *roster; /* roster.c; NULL until loaded */
+    /* Multi-instance, while a c2s re-announces after a ring change:
+     * stanzas of a session not started here yet, waiting for its start. */
+    struct sm_event *parked;
+    unsigned nparked;
+    bool moved; /* its last session moved to another instance: not cached */
     void *mdata[SM_MAX_MODS];
 };
 
@@ -180,6 +185,8 @@ struct sm_sess {
                          the c2s replaying the last presence */
     bool interested;  /* asked for the roster: gets roster pushes */
     bool unconfirmed; /* announce sent to its c2s, no start resume='true' since */
+    bool moving;      /* unconfirmed since the ring changed: if it is not started
+                         again, another instance holds it now (dropped silently) */
     bool restored;    /* created by a resume start: this sm never had its presence
                          (it restarted), its contacts had */
     int priority;
@@ -218,9 +225,22 @@ struct sm_event {
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
     bool if_unconfirmed;     /* END: only if still unconfirmed (announced) */
+    bool parked;             /* IN_SESS: waited for its session's start */
+    bool unpark;             /* END: the re-announce of c2s is over: its parked
+                                stanzas have no session (kicked) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
+/* The session (c2s, sid) just started here (run): its parked stanzas go
+ * to the front of its user's queue, in the order they came; or its start
+ * failed (!run): they are dropped. */
+void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool run);
+/* The announce round of c2s is over: its parked stanzas have no session
+ * here; each such session is kicked (once). */
+void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick);
+/* Free every idle (cached, sessionless) user: after a ring change some of
+ * them belong to another instance, which may change them meanwhile. */
+void sm_users_flush_idle(struct sm *sm);
 void sm_event_free(struct sm_event *ev);
 
 /* sess.c */
@@ -237,6 +257,10 @@ void sm_sess_drop(struct sm_sess *s);
 struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_c2s_down(struct sm *sm, const char *c2s);
 void sm_sess_announce(struct sm *sm, const char *c2s);
+/* Another instance joined or left domain's ring (multi-instance): ask every
+ * c2s to re-announce; the sessions of that domain not started again here
+ * before a c2s's <announced/> moved: dropped without a broadcast. */
+void sm_sess_ring(struct sm *sm, const char *domain);
 /* True while some c2s has not finished re-announcing its sessions. */
 bool sm_sess_resuming(struct sm *sm);
 

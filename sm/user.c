@@ -26,6 +26,11 @@
  * <cache><users>. Any new event takes it out again. So a message to an
  * offline user, or a quick re-login, costs no roster reload.
  *
+ * Several instances: after a ring change the idle users are flushed (they
+ * may belong to another instance now), a user whose session moved away is
+ * not cached, and a stanza of a session whose re-announced start has not
+ * come yet is parked on its user until it does (sm/SESSION.md).
+ *
  * Runs on the sm's loop; storage callbacks arrive there too.
  */
 #include "autoconfig.h"
@@ -90,6 +95,11 @@ static void user_free(struct sm_user *u)
         u->qhead = ev->next;
         sm_event_free(ev);
     }
+    while (u->parked != NULL) {
+        struct sm_event *ev = u->parked;
+        u->parked = ev->next;
+        sm_event_free(ev);
+    }
     jid_free(u->jid);
     free(u);
 }
@@ -97,9 +107,10 @@ static void user_free(struct sm_user *u)
 static void maybe_idle(struct sm_user *u)
 {
     struct sm *sm = u->sm;
-    if (u->nsess > 0 || u->holds > 0 || u->qhead != NULL || u->running || u->in_lru)
+    if (u->nsess > 0 || u->holds > 0 || u->qhead != NULL || u->parked != NULL || u->running ||
+        u->in_lru)
         return;
-    if (u->state != SM_USER_READY || u->load_failed || sm->stopping) {
+    if (u->state != SM_USER_READY || u->load_failed || u->moved || sm->stopping) {
         user_free(u);
         return;
     }
@@ -267,6 +278,131 @@ void sm_user_hold(struct sm_user *u)
     u->holds++;
 }
 
+/* Is the start of ev's session waiting behind it on u's queue? (The whole
+ * re-announce round may have come while u was loading.) */
+static bool start_queued(const struct sm_user *u, const struct sm_event *ev)
+{
+    for (const struct sm_event *q = u->qhead; q != NULL; q = q->next)
+        if (q->kind == SM_EV_START && strcmp(q->c2s, ev->c2s) == 0 && strcmp(q->sid, ev->sid) == 0)
+            return true;
+    return false;
+}
+
+/* A stanza of a session this instance does not know while its c2s
+ * re-announces (the ring moved the user here): its start is on the way
+ * (sm/SESSION.md, Several instances). ev's contents move to the list. */
+static void park(struct sm_user *u, struct sm_event *ev)
+{
+    struct sm_event *p = xcalloc(1, sizeof(*p));
+    *p = *ev;
+    p->next = NULL;
+    p->parked = true;
+    ev->stanza = NULL;
+    ev->c2s = NULL;
+    struct sm_event **pp = &u->parked;
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = p;
+    u->nparked++;
+}
+
+void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool run)
+{
+    struct sm_event *head = NULL, *last = NULL;
+    for (struct sm_event **pp = &u->parked; *pp != NULL;) {
+        struct sm_event *ev = *pp;
+        if (strcmp(ev->c2s, c2s) != 0 || strcmp(ev->sid, sid) != 0) {
+            pp = &ev->next;
+            continue;
+        }
+        *pp = ev->next;
+        ev->next = NULL;
+        if (!run) {
+            u->nparked--;
+            sm_event_free(ev);
+            continue;
+        }
+        if (last != NULL)
+            last->next = ev;
+        else
+            head = ev;
+        last = ev;
+        u->nparked--;
+        u->qlen++;
+    }
+    if (head == NULL)
+        return;
+    last->next = u->qhead;
+    if (u->qhead == NULL)
+        u->qtail = last;
+    u->qhead = head;
+}
+
+/* Drop u's parked stanzas of c2s; kick: each of their sessions is kicked
+ * (once). */
+static void unpark_drop(struct sm_user *u, const char *c2s, bool kick)
+{
+    struct sm *sm = u->sm;
+    char(*kicked)[SM_SID_LEN + 1] = NULL;
+    size_t nkicked = 0;
+    for (struct sm_event **pp = &u->parked; *pp != NULL;) {
+        struct sm_event *ev = *pp;
+        if (strcmp(ev->c2s, c2s) != 0) {
+            pp = &ev->next;
+            continue;
+        }
+        *pp = ev->next;
+        u->nparked--;
+        size_t k = 0;
+        while (k < nkicked && strcmp(kicked[k], ev->sid) != 0)
+            k++;
+        if (kick && k == nkicked) {
+            kicked = xreallocarray(kicked, nkicked + 1, sizeof(*kicked));
+            memcpy(kicked[nkicked++], ev->sid, sizeof(*kicked));
+            log_info("stanza from unknown session %s/%s: kicked", c2s, ev->sid);
+            sm_send_control(sm, c2s, u->jid->domain, "kick", ev->sid, "undefined-condition");
+        }
+        sm_event_free(ev);
+    }
+    free(kicked);
+}
+
+void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick)
+{
+    /* Collected first: posting may run the queue and free an idle user. */
+    size_t n = 0;
+    struct sm_user **us = NULL;
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
+        struct sm_user *u = it.val;
+        if (u->nparked > 0) {
+            us = xreallocarray(us, n + 1, sizeof(*us));
+            us[n++] = u;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!kick) {
+            unpark_drop(us[i], c2s, false);
+            maybe_idle(us[i]);
+            continue;
+        }
+        /* Behind any start still pending on the queue (the account check):
+         * the session it creates takes its stanzas first. */
+        struct sm_event *ev = xcalloc(1, sizeof(*ev));
+        ev->kind = SM_EV_END;
+        ev->unpark = true;
+        ev->c2s = xstrdup(c2s);
+        sm_user_post(us[i], ev);
+    }
+    free(us);
+}
+
+void sm_users_flush_idle(struct sm *sm)
+{
+    while (sm->lru_head != NULL)
+        user_free(sm->lru_head);
+}
+
 static void handle(struct sm_user *u, struct sm_event *ev)
 {
     struct sm *sm = u->sm;
@@ -275,8 +411,19 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         sm_sess_start(u, ev);
         break;
     case SM_EV_END: {
+        if (ev->unpark) {
+            unpark_drop(u, ev->c2s, true);
+            break;
+        }
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
-        if (s != NULL && s->user == u && (!ev->if_unconfirmed || s->unconfirmed)) {
+        if (s != NULL && s->user == u && ev->if_unconfirmed && s->unconfirmed && s->moving) {
+            /* Re-announced to the instance the new ring names: it holds
+             * the session now, and the contacts have its presence. */
+            log_info("session %s of %s moved to another instance: dropped here", s->sid,
+                     jid_full_str(s->jid));
+            u->moved = true;
+            sm_sess_drop(s);
+        } else if (s != NULL && s->user == u && (!ev->if_unconfirmed || s->unconfirmed)) {
             if (ev->if_unconfirmed)
                 log_info("session %s not re-announced by %s: ended", s->sid, s->c2s);
             sm_sess_end(s, NULL, NULL);
@@ -286,7 +433,15 @@ static void handle(struct sm_user *u, struct sm_event *ev)
     case SM_EV_IN_SESS: {
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
         if (s != NULL && s->user == u) {
+            /* A parked stanza came before the resumed start: the c2s's
+             * replay of the presence still follows it. */
+            bool resumed = ev->parked && s->resumed;
             sm_pkt_sess(s, ev->stanza);
+            if (resumed)
+                s->resumed = true;
+        } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
+                   (htab_get_str(sm->resuming, ev->c2s) != NULL || start_queued(u, ev))) {
+            park(u, ev);
         } else {
             /* The c2s believes in a session the sm does not know (it ended
              * here first): tell it, so that it closes the client's stream. */

@@ -116,6 +116,17 @@ class FakeC2s:
     def end(self, sid, jid):
         self.route("<end xmlns='%s' sid='%s'/>" % (NS_SESSION, sid), key=jid.split("/")[0])
 
+    async def reannounce(self, sessions, presence="<presence/>"):
+        """Answer the next <announce/> as parley-c2s does (sm/SESSION.md): a
+        start resume='true' per session (keyed by its user), its presence
+        again, then <announced/> (no key: every instance gets it)."""
+        await self.control("announce")
+        for s in sessions:
+            self.start(s.jid, sid=s.sid, resume=True)
+            if presence is not None:
+                s.send(presence)
+        self.route("<announced xmlns='%s'/>" % NS_SESSION)
+
     def batch(self, fn):
         """Run fn() with every send held back, then write them all at once
         (one write: the router reads them together and the sm handles them

@@ -331,3 +331,46 @@ def test_internal_single_instance_conflict(router):
             await close_all(c1, r)
 
     run(main())
+
+
+def test_ring_change_notified_and_keyless_route_to_every_instance(router):
+    """A multi-instance route that gains or loses an instance while it stays
+    up is notified up again with instances='N' (its ring changed), to every
+    other internal component; an r:route with neither key nor inner to (a
+    c2s's <announced/>) reaches every instance, a keyed one exactly one."""
+    NS_S = "urn:parley:session"
+
+    async def main():
+        c1 = await router.raw_component("c2s-1")
+        a = await router.raw_component("sm")
+        b = None
+        try:
+            assert await bind(a, "example.test") is None
+            await c1.expect(notified("example.test", "up", owner="sm"), what="domain up")
+            b = await router.raw_component("sm")
+            await a.expect(r_el("notify", name="sm", state="up", instances="2"),
+                           what="sm has 2 instances, at a")
+            assert await bind(b, "example.test") is None
+            for x in (a, c1):
+                await x.expect(r_el("notify", name="example.test", owner="sm", state="up",
+                                    instances="2"), what="the domain's ring changed")
+            c1.send("<r:route to='example.test' from='c2s-1' key='u1@example.test'>"
+                    "<start xmlns='%s' sid='s1' jid='u1@example.test/r'/></r:route>"
+                    "<r:route to='example.test' from='c2s-1'><announced xmlns='%s'/></r:route>"
+                    % (NS_S, NS_S))
+            starts = 0
+            for x in (a, b):
+                while True:
+                    el = await x.expect(r_el("route", to="example.test"), what="a route")
+                    if el.find("{%s}announced" % NS_S) is not None:
+                        break
+                    starts += el.find("{%s}start" % NS_S) is not None
+            assert starts == 1, "a keyed route reached %d instances" % starts
+            b.close()
+            for x in (a, c1):
+                await x.expect(r_el("notify", name="example.test", owner="sm", state="up",
+                                    instances="1"), what="the domain's ring changed back")
+        finally:
+            await close_all(a, b, c1)
+
+    run(main())
