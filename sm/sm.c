@@ -603,18 +603,28 @@ static void from_session(struct sm *sm, const char *c2s, const char *sid, struct
     sm_user_post(u, ev);
 }
 
+struct restoring {
+    struct sm *sm;
+    struct xml_node *msg; /* a copy */
+};
+
 static void on_restored(void *arg, int err, const struct storage_result *res)
 {
-    char *owner = arg;
-    if (err != 0)
-        log_warn("a returned message for %s not stored again: %s", owner,
-                 storage_result_error(res));
-    free(owner);
+    struct restoring *r = arg;
+    if (err != 0) {
+        log_warn("a returned message for %s not stored again: %s",
+                 xml_get_attr(r->msg, "to"), storage_result_error(res));
+        sm_bounce(r->sm, r->msg, XML_STE_INTERNAL_SERVER_ERROR);
+    }
+    xml_free(r->msg);
+    free(r);
 }
 
 /* A message to a session that came back from the router's stream (over its
  * byte cap): chat and normal go to the addressee's offline store, where
- * they came from or would have gone. */
+ * they came from or would have gone. Past the quota: it was accepted
+ * already (RFC 6120 §8.3.1: never dropped without an answer); when it
+ * cannot be stored at all, its sender gets internal-server-error. */
 static void restore(struct sm *sm, const struct xml_node *st)
 {
     const char *type = xml_get_attr(st, "type");
@@ -623,18 +633,23 @@ static void restore(struct sm *sm, const struct xml_node *st)
     struct jid *j = sm_jid(sm, xml_get_attr(st, "to"));
     if (j == NULL || j->node == NULL || sm_local_domain(sm, j) == NULL || sm->st == NULL) {
         jid_free(j);
+        sm_bounce(sm, st, XML_STE_INTERNAL_SERVER_ERROR);
         return;
     }
     struct jid *bare = jid_bare(j);
     jid_free(j);
     struct buf b = BUF_INIT;
     xml_serialize(st, "", &b);
-    char *owner = xstrdup(bare->bare);
-    jid_free(bare);
-    if (storage_offline_store(sm->st, owner, 0, b.data, on_restored, owner) != 0) {
-        log_warn("a returned message for %s not stored again", owner);
-        free(owner);
+    struct restoring *r = xcalloc(1, sizeof(*r));
+    r->sm = sm;
+    r->msg = xml_copy(st);
+    if (storage_offline_restore(sm->st, bare->bare, 0, b.data, on_restored, r) != 0) {
+        log_warn("a returned message for %s not stored again", bare->bare);
+        sm_bounce(sm, st, XML_STE_INTERNAL_SERVER_ERROR);
+        xml_free(r->msg);
+        free(r);
     }
+    jid_free(bare);
     buf_free(&b);
 }
 

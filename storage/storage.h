@@ -218,6 +218,12 @@ int storage_roster_del_item(struct storage *st, const char *owner, const char *j
  * would take the owner's queued bytes past offline_quota_bytes. */
 int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_us,
                           const char *stanza, storage_cb cb, void *arg);
+/* The same without the quotas: a message accepted once (stored, or taken
+ * for a session) that must not be lost when it is put back, e.g. one a
+ * congested c2s returned. The quotas bound what senders can queue; this
+ * only returns what they already had accepted. */
+int storage_offline_restore(struct storage *st, const char *owner, int64_t stamp_us,
+                            const char *stanza, storage_cb cb, void *arg);
 enum { STORAGE_COL_OFFLINE_SEQ, STORAGE_COL_OFFLINE_STAMP, STORAGE_COL_OFFLINE_STANZA };
 /* Up to limit (1..10000) oldest messages: seq, stamp (µs), stanza; by seq. */
 int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,
