@@ -366,16 +366,40 @@ static void pkt_server(struct sm *sm, struct xml_node *st)
     sm_pkt_clear(&p);
 }
 
+/* Presence that a user's data is needed for even with no session: the
+ * subscription types (stored, or the roster changes) and probes (answered
+ * from the roster). */
+static bool presence_needs_user(const struct xml_node *st)
+{
+    static const char *const types[] = {"subscribe", "subscribed", "unsubscribe", "unsubscribed",
+                                        "probe"};
+    const char *type = xml_get_attr(st, "type");
+    for (size_t i = 0; type != NULL && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(type, types[i]) == 0)
+            return true;
+    return false;
+}
+
 /* A stanza for a user of ours, handled by this instance. */
 static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
 {
     struct jid *bare = jid_bare(j);
+    bool presence = strcmp(st->name, "presence") == 0;
+    if (presence && !presence_needs_user(st) &&
+        htab_get(sm->users, bare->bare, bare->bare_len) == NULL) {
+        /* A user not in memory has no sessions: nothing to deliver it to,
+         * no account look-up for it. */
+        jid_free(bare);
+        return;
+    }
     struct sm_user *u = sm_user_get_for_stanza(sm, bare);
     jid_free(bare);
-    if (u == NULL)
-        sm_bounce(sm, st, XML_STE_RESOURCE_CONSTRAINT); /* too many look-ups at once */
-    else
+    if (u != NULL)
         sm_deliver_user(sm, u, xml_copy(st));
+    else if (presence) /* too many look-ups at once; presence gets no error (RFC 6121 §4.3) */
+        log_debug("presence for %s dropped: too many account look-ups", xml_get_attr(st, "to"));
+    else
+        sm_bounce(sm, st, XML_STE_RESOURCE_CONSTRAINT);
 }
 
 /* With several instances, a user's stanzas are handled by the instance the

@@ -156,6 +156,7 @@ struct sm_user {
     unsigned holds;   /* loads and modules' pending queries */
     bool running;     /* an event is being handled: new ones queue */
     bool load_failed; /* storage error while loading */
+    bool stanza_load; /* loading for a stanza: counted in sm->loading */
     struct sm_event *qhead, *qtail;
     unsigned qlen;
     struct sm_sess *sessions;
@@ -195,8 +196,9 @@ struct sm_sess {
 struct sm_user *sm_user_get(struct sm *sm, struct jid *bare);
 /* The user for a stanza addressed to it: an account remembered missing
  * (<cache><missing>) is MISSING at once, without a query; NULL when a
- * look-up would be needed and <limits><loads> are in flight already (the
- * caller answers resource-constraint). */
+ * look-up would be needed and <limits><loads> look-ups for stanzas are in
+ * flight already (the caller answers resource-constraint). Loads for
+ * sessions (sm_user_get) are not counted. */
 struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare);
 /* Forget the accounts remembered missing. */
 void sm_users_miss_free(struct sm *sm);
@@ -258,7 +260,7 @@ struct sm {
     size_t lru_count;
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
-    unsigned loading;                      /* account look-ups in flight */
+    unsigned loading;                      /* account look-ups in flight for stanzas */
     uint64_t seq; /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */

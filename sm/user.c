@@ -187,7 +187,10 @@ static void on_exists(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     bool exists = false;
-    u->sm->loading--;
+    if (u->stanza_load) {
+        u->stanza_load = false;
+        u->sm->loading--;
+    }
     if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
         log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "no row");
         u->load_failed = true;
@@ -214,7 +217,10 @@ static struct sm_user *user_new(struct sm *sm, struct jid *bare)
     return u;
 }
 
-static struct sm_user *load(struct sm *sm, struct jid *bare)
+/* for_stanza: counted against <limits><loads> (a session's own load is
+ * not: after an sm restart every re-announced session loads its user, and
+ * stanzas to the others must not be refused for that). */
+static struct sm_user *load(struct sm *sm, struct jid *bare, bool for_stanza)
 {
     struct sm_user *u = user_new(sm, bare);
     u->state = SM_USER_LOADING;
@@ -225,7 +231,8 @@ static struct sm_user *load(struct sm *sm, struct jid *bare)
         u->load_failed = true;
         u->state = SM_USER_READY;
         u->holds = 0;
-    } else {
+    } else if (for_stanza) {
+        u->stanza_load = true;
         sm->loading++;
     }
     return u;
@@ -239,7 +246,7 @@ struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
         return u;
     }
     miss_forget(sm, bare);
-    return load(sm, bare);
+    return load(sm, bare, false);
 }
 
 struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
@@ -259,7 +266,7 @@ struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
         log_debug("%u account look-ups in flight: stanza for %s refused", sm->loading, bare->bare);
         return NULL;
     }
-    return load(sm, bare);
+    return load(sm, bare, true);
 }
 
 void sm_user_hold(struct sm_user *u)

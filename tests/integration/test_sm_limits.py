@@ -11,8 +11,10 @@ pending stanzas when the sm is stopped.
 
 import asyncio
 import time
+import xml.etree.ElementTree as ET
 
 import harness
+import smutil
 from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, login, q
 
 NICK = "{http://jabber.org/protocol/nick}nick"
@@ -249,6 +251,42 @@ def test_lookups_in_flight_capped():
             a.send(msg("nobody@%s" % st.domain, "hi", "later"))
             e = await a.recv(is_id("later"), what="answer after the burst")
             assert error_of(e)[1] == "service-unavailable"
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_session_loads_do_not_count_against_lookup_cap():
+    """<limits><loads>1: many sessions starting at once (as when a c2s
+    re-announces its sessions after an sm restart) each load their user,
+    but those loads are not look-ups for stanzas: a message sent meanwhile
+    to a user not in memory is stored offline, not refused; available
+    presence to such a user is dropped quietly (no session could get it),
+    with no error back."""
+    users = ["u%d" % i for i in range(12)]
+    st = stack("<limits><loads>1</loads></limits>", users=("alice", "bob", "carol") + tuple(users))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain, presence=None)
+
+            def burst():
+                for u in users:
+                    c.start("%s@%s/r" % (u, st.domain))
+                a.send(msg("bob@%s" % st.domain, "while loading", "m1"))
+                a.send("<presence to='carol@%s/x' id='p1'/>" % st.domain)
+            c.batch(burst)
+            a.send("<iq type='get' id='ping' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                   % st.domain)
+            await a.recv(is_id("ping"), what="ping answer")
+            stray = [el for el in c.pending if el.tag == smutil.ROUTE and
+                     el.get("sid") == a.sid and len(el) and el[0].get("id") in ("m1", "p1")]
+            assert not stray, "refused: %s" % [ET.tostring(e)[:900] for e in stray]
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st) != 1:
+                assert time.monotonic() < deadline, "the message was not stored offline"
+                await asyncio.sleep(0.05)
             c.close()
         harness.run(go())
     finally:
