@@ -310,6 +310,11 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 {
     if (strcmp(p->kind, "presence") != 0)
         return SM_PASS;
+    /* Unavailable goes out from the roster in memory even when it is
+     * stale: the contacts it has are the best guess, and the session's
+     * end would send the same. */
+    if (p->to == NULL && p->type != NULL && strcmp(p->type, "unavailable") == 0)
+        return broadcast(m, p);
     if (!sm_roster_usable(p->user))
         return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
     if (p->to == NULL)

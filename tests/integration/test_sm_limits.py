@@ -402,3 +402,38 @@ def test_failed_roster_store_leaves_memory_as_database():
         harness.run(go())
     finally:
         st.finish()
+
+
+def test_stale_roster_keeps_memory_for_unavailable():
+    """A roster store fails and so does the read that follows (the sm's role
+    loses write and read on roster_items): the roster in memory is kept, not
+    emptied, and the client's unavailable still reaches its contact (it is
+    not answered internal-server-error)."""
+    st = stack(users=("alice", "bob"))
+    R = "jabber:iq:roster"
+    alice, bob = "alice@%s" % st.domain, "bob@%s" % st.domain
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+               "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (alice, bob, bob, alice))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            b = await login(c, bob + "/b")
+            a = await login(c, alice + "/a")
+            await b.recv(is_presence(a.jid, None), what="alice's presence at bob")
+            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
+                           "</query></iq>" % (R, st.domain), "s1")
+            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            # Wait for the failed read (logged) so the unavailable meets a stale roster.
+            deadline = time.monotonic() + harness.WAIT
+            while "not read again" not in st["sm"].log():
+                assert time.monotonic() < deadline, "no failed roster read"
+                await asyncio.sleep(0.05)
+            a.send("<presence type='unavailable' id='u1'/>")
+            await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable at bob")
+            st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
+            await c.nothing_for(a.sid, a.sid, a.jid, lambda s: s.get("id") == "u1")
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
