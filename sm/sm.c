@@ -537,8 +537,10 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
     p.user = s->user;
     int r = sm_hook_run(sm, SM_HOOK_IN_SESS, &p);
     /* Only the stanza right after a resumed start can be the c2s's replay
-     * of the session's presence (SESSION.md). */
+     * of the session's presence (SESSION.md); what follows is news, also
+     * to the contacts of a session this sm restored after a restart. */
     s->resumed = false;
+    s->restored = false;
     if (SM_IS_ERROR(r)) {
         sm_sess_bounce(s, st, SM_ERROR_COND(r));
     } else if (r == SM_PASS) {
