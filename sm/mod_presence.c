@@ -28,7 +28,8 @@
  * One gap is closed by hand: while the c2s processes re-announce, a local
  * contact's probe may reach a user whose sessions are not back yet and be
  * answered unavailable; those probers (per user, mdata, at most
- * <limits><roster-items>) get the replayed presence when it comes.
+ * <limits><roster-items>) get each replayed presence that comes while
+ * that re-announce round lasts, if still subscribed.
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -54,11 +55,41 @@ static void sess_free(struct sm_mod *m, struct sm_sess *s)
 }
 
 /* Per user: full JIDs whose probe was answered unavailable while the
- * sessions were being re-announced. */
+ * sessions were being re-announced, in one resume round (sm->resume_epoch:
+ * each announce starts one). Valid only while that round lasts. */
+struct probed {
+    struct htab *jids;
+    uint64_t epoch;
+};
+
 static void user_free(struct sm_mod *m, struct sm_user *u)
 {
-    htab_free(u->mdata[m->index]);
+    struct probed *pr = u->mdata[m->index];
+    if (pr != NULL) {
+        htab_free(pr->jids);
+        free(pr);
+    }
     u->mdata[m->index] = NULL;
+}
+
+/* u's probers of the current resume round; an older round's set, or any
+ * once no c2s is re-announcing, is dropped (create: a new one instead). */
+static struct probed *probed(struct sm_mod *m, struct sm_user *u, bool create)
+{
+    struct sm *sm = u->sm;
+    bool resuming = sm_sess_resuming(sm);
+    struct probed *pr = u->mdata[m->index];
+    if (pr != NULL && (!resuming || pr->epoch != sm->resume_epoch)) {
+        user_free(m, u);
+        pr = NULL;
+    }
+    if (pr == NULL && create && resuming) {
+        pr = xcalloc(1, sizeof(*pr));
+        pr->jids = htab_new(NULL);
+        pr->epoch = sm->resume_epoch;
+        u->mdata[m->index] = pr;
+    }
+    return pr;
 }
 
 /* Every available session of u but skip, and how many. */
@@ -218,24 +249,30 @@ static bool same_presence(const struct xml_node *a, const struct xml_node *b)
     return same;
 }
 
-/* st to those answered unavailable meanwhile (see user_free), and forget them. */
+/* st to those answered unavailable in this resume round (see probed):
+ * each quiet replay while the round lasts (every resource of u), only to
+ * those still subscribed to u's presence. */
 static void to_probed(struct sm_mod *m, struct sm_user *u, struct xml_node *st)
 {
-    struct htab *h = u->mdata[m->index];
-    if (h == NULL)
+    struct probed *pr = probed(m, u, false);
+    if (pr == NULL)
         return;
     struct htab_iter it;
-    for (htab_iter_init(&it, h); htab_iter_next(&it);) {
+    for (htab_iter_init(&it, pr->jids); htab_iter_next(&it);) {
         char to[JID_FULL_MAX + 1];
         if (it.klen > JID_FULL_MAX)
             continue;
         memcpy(to, it.key, it.klen);
         to[it.klen] = '\0';
+        struct jid *j = sm_jid(u->sm, to);
+        struct sm_roster_item *item = j ? sm_roster_find(u, j->bare) : NULL;
+        jid_free(j);
+        if (item == NULL || !sub_has_from(item->st.sub))
+            continue;
         xml_set_attr(st, "to", to);
         sm_route(u->sm, st);
     }
     xml_del_attr(st, "to");
-    user_free(m, u);
 }
 
 static int broadcast(struct sm_mod *m, struct sm_pkt *p)
@@ -455,13 +492,9 @@ static void answer_probe(struct sm_mod *m, struct sm_user *u, struct sm_pkt *p)
         return;
     }
     unavailable_from(u, u->jid->bare, to);
-    if (sm_sess_resuming(u->sm)) {
-        if (u->mdata[m->index] == NULL)
-            u->mdata[m->index] = htab_new(NULL);
-        struct htab *h = u->mdata[m->index];
-        if (htab_count(h) < (size_t)u->sm->cfg->roster_max)
-            htab_set(h, to, strlen(to), (void *)1);
-    }
+    struct probed *pr = probed(m, u, true);
+    if (pr != NULL && htab_count(pr->jids) < (size_t)u->sm->cfg->roster_max)
+        htab_set(pr->jids, to, strlen(to), (void *)1);
 }
 
 static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)

@@ -368,6 +368,8 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 void sm_sess_announce(struct sm *sm, const char *c2s)
 {
     log_info("announce to %s", c2s);
+    if (!sm_sess_resuming(sm))
+        sm->resume_epoch++; /* a new round of re-announces */
     /* Its sessions count as gone unless it starts them again before its
      * <announced/> (SESSION.md); sessions created later are confirmed. */
     struct htab_iter it;

@@ -261,6 +261,7 @@ struct sm {
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
     unsigned loading;                      /* account look-ups in flight for stanzas */
+    uint64_t resume_epoch;                 /* counts rounds of announces (none resuming before) */
     uint64_t seq; /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */
