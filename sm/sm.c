@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "sm/sm.h"
+#include "sm/sub.h"
 
 struct sm *sm_new(struct sm_config *cfg)
 {
@@ -724,9 +725,21 @@ static void on_route(struct sm *sm, struct xml_node *env)
              * delivered. Not handled here: another instance owns the user. */
             log_info("stanza for another instance returned (%s)", error);
             normalise_ns(inner);
-            sm_bounce(sm, inner,
-                      strcmp(error, "resource-constraint") == 0 ? XML_STE_RESOURCE_CONSTRAINT
-                                                                : XML_STE_SERVICE_UNAVAILABLE);
+            /* Presence but the subscription types is not worth an error
+             * (RFC 6121 §4.3: none for presence). */
+            if (strcmp(inner->name, "presence") == 0 &&
+                sub_type_parse(xml_get_attr(inner, "type")) < 0)
+                return;
+            if (strcmp(error, "resource-constraint") == 0) {
+                sm_bounce(sm, inner, XML_STE_RESOURCE_CONSTRAINT);
+            } else if (answerable(inner) && xml_get_attr(inner, "from") != NULL) {
+                /* Its instance went away while the router moves its
+                 * users: a moment later another one has it (wait). */
+                struct xml_node *e = xml_copy(inner);
+                if (xml_make_error(e, XML_STE_SERVICE_UNAVAILABLE, "wait", NULL) == 0)
+                    sm_route(sm, e);
+                xml_free(e);
+            }
             return;
         }
         if (strcmp(error, "resource-constraint") == 0) {
