@@ -271,7 +271,6 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
          * the c2s sends again is not news to the contacts. */
         if (jid_eq_full(dup->jid, j)) {
             dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
-            dup->restored = false; /* this sm has had its presence since */
             dup->unconfirmed = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
         } else
