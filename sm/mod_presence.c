@@ -21,9 +21,10 @@
  * A re-announced (resumed) session's replayed presence (SESSION.md) is not
  * broadcast to the contacts again: they saw it before the router loss or
  * the sm restart. After a router loss this sm still has the presence and
- * sends it if it changed; after an sm restart it cannot tell, and takes
- * the replay for what the contacts have (a change made while the sm was
- * down reaches them with the next one). Its contacts are probed again
+ * sends it if it changed; after an sm restart it takes the replay for
+ * what the contacts have, unless the c2s says the presence never reached
+ * an sm (start changed='true': then it is broadcast, an unavailable one
+ * too). Its contacts are probed again
  * either way, and pending subscription requests are not delivered again.
  * One gap is closed by hand: while the c2s processes re-announce, a local
  * contact's probe may reach a user whose sessions are not back yet and be
@@ -171,7 +172,9 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
     }
     xml_set_attr(own, "from", jid_full_str(s->jid));
     xml_del_attr(own, "to");
-    if (s->available) {
+    /* A resumed session this sm has not seen available may replay an
+     * unavailable the contacts never got (SESSION.md: changed). */
+    if (s->available || (st != NULL && s->resumed && !s->restored && !s->initial)) {
         to_subscribers(u, own);
         to_own(u, s, own);
     }

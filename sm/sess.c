@@ -170,6 +170,7 @@ struct pending_start {
     char sid[SM_SID_LEN + 1];
     struct jid *jid;
     bool resume;
+    bool changed; /* resume: the presence replayed never reached an sm */
 };
 
 static void failed(struct pending_start *ps, const char *cond)
@@ -202,7 +203,7 @@ static void create(struct pending_start *ps)
     s->jid = jid_dup(ps->jid);
     s->key = sess_key(s->c2s, s->sid);
     s->resumed = ps->resume;
-    s->restored = ps->resume;
+    s->restored = ps->resume && !ps->changed;
     htab_put_str(sm->sessions, s->key, s);
     s->next = u->sessions;
     u->sessions = s;
@@ -271,6 +272,12 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
          * the c2s sends again is not news to the contacts. */
         if (jid_eq_full(dup->jid, j)) {
             dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
+            /* The replay that follows never reached an sm: news (the c2s
+             * may have started it once already, with no replay, when the
+             * domain came back). */
+            const char *changed = xml_get_attr(ev->stanza, "changed");
+            if (changed != NULL && strcmp(changed, "true") == 0)
+                dup->restored = false;
             dup->unconfirmed = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
         } else
@@ -284,6 +291,8 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
     memcpy(ps->sid, ev->sid, sizeof(ps->sid));
     ps->jid = j;
     ps->resume = resume != NULL && strcmp(resume, "true") == 0;
+    const char *changed = xml_get_attr(ev->stanza, "changed");
+    ps->changed = changed != NULL && strcmp(changed, "true") == 0;
     if (u->state == SM_USER_MISSING || u->load_failed) {
         /* A failed load is forgotten once the user is idle: the client's
          * next attempt loads it again. */
