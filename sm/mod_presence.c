@@ -383,10 +383,10 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 }
 
 /* What is kept of an inbound subscription request (stored until the user
- * answers, delivered at each login): from, to, type, a short id, the first
- * <status/> and a XEP-0172 <nick/>, each cut to a few hundred bytes. Not
- * the whole stanza: a contact could otherwise park up to a stanza's size
- * (and every extension it likes) per request in the user's storage. */
+ * answers, delivered at each login): from, to, type, a short id, one
+ * <status/> (the stanza's language, else the first) and a XEP-0172 <nick/>, each cut to a few
+ * hundred bytes. Not the whole stanza: a contact could otherwise park up to a stanza's size (and
+ * every extension it likes) per request in the user's storage. */
 #define SUBREQ_ID_MAX     128
 #define SUBREQ_STATUS_MAX 1024
 #define SUBREQ_NICK_MAX   256
@@ -416,6 +416,39 @@ static void copy_short(struct xml_node *to, struct xml_node *from, const char *n
         xml_add_text(xml_add_child(to, ns, name), t, len);
 }
 
+/* The <status/> in the stanza's language (its xml:lang, which a status
+ * without one inherits), else the first, with its language: the reduced
+ * request has no xml:lang of its own. */
+static void copy_status(struct xml_node *to, struct xml_node *from)
+{
+    const char *lang = xml_get_attr_ns(from, XML_NS_XML, "lang");
+    struct xml_node *pick = NULL;
+    for (struct xml_node *c = xml_child(from, XML_NS_COMPONENT, "status"); c != NULL;
+         c = xml_next(c, XML_NS_COMPONENT, "status")) {
+        const char *l = xml_get_attr_ns(c, XML_NS_XML, "lang");
+        if (l == NULL || (lang != NULL && strcmp(l, lang) == 0)) {
+            pick = c;
+            break;
+        }
+        if (pick == NULL)
+            pick = c;
+    }
+    if (pick == NULL)
+        return;
+    const char *l = xml_get_attr_ns(pick, XML_NS_XML, "lang");
+    if (l == NULL)
+        l = lang;
+    size_t len;
+    const char *t = xml_text(pick, &len);
+    len = utf8_cut(t, strnlen(t, len), SUBREQ_STATUS_MAX);
+    if (len == 0)
+        return;
+    struct xml_node *n = xml_add_child(to, XML_NS_COMPONENT, "status");
+    if (l != NULL && strlen(l) <= 64) /* the xml prefix is bound in every document */
+        xml_set_attr(n, "xml:lang", l);
+    xml_add_text(n, t, len);
+}
+
 static struct xml_node *reduced_request(struct xml_node *st, const char *from, const char *to)
 {
     struct xml_node *r = xml_new(XML_NS_COMPONENT, "presence");
@@ -425,7 +458,7 @@ static struct xml_node *reduced_request(struct xml_node *st, const char *from, c
     const char *id = xml_get_attr(st, "id");
     if (id != NULL && strlen(id) <= SUBREQ_ID_MAX)
         xml_set_attr(r, "id", id);
-    copy_short(r, st, XML_NS_COMPONENT, "status", SUBREQ_STATUS_MAX);
+    copy_status(r, st);
     copy_short(r, st, NS_NICK, "nick", SUBREQ_NICK_MAX);
     return r;
 }

@@ -119,6 +119,43 @@ def test_subscription_request_kept_reduced():
         st.finish()
 
 
+def test_subscription_request_keeps_status_in_its_language():
+    """A request with several <status/>: the one in the stanza's language
+    (xml:lang on the stanza, inherited by a status without its own) is
+    kept, and delivered with that language; without a match the first,
+    with its own."""
+    st = stack(users=("alice", "bob", "carol"))
+    XL = "{http://www.w3.org/XML/1998/namespace}lang"
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send("<presence to='bob@%s' type='subscribe' xml:lang='de'>"
+                   "<status xml:lang='en'>hello</status><status>hallo</status></presence>"
+                   % st.domain)
+            a.send("<presence to='carol@%s' type='subscribe' xml:lang='de'>"
+                   "<status xml:lang='fr'>salut</status><status xml:lang='en'>hi</status>"
+                   "</presence>" % st.domain)
+            await a.nothing(lambda s: s.get("type") == "error")
+            for user, text, lang in (("bob", "hallo", "de"), ("carol", "salut", "fr")):
+                deadline = time.monotonic() + harness.WAIT
+                while True:
+                    _, out = st.pg.psql("SELECT count(*) FROM subscription_requests "
+                                        "WHERE owner = '%s@%s'" % (user, st.domain))
+                    if out.strip() == "1":
+                        break
+                    assert time.monotonic() < deadline, "no request stored for " + user
+                    await asyncio.sleep(0.05)
+                s = await login(c, "%s@%s/r" % (user, st.domain))
+                r = await s.recv(is_presence(a.bare, "subscribe"), what="the stored request")
+                got = [(x.text, x.get(XL)) for x in r.findall(q("status"))]
+                assert got == [(text, lang)], got
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 def test_repeated_subscribe_not_delivered_again():
     """RFC 6121 A.2.1: a subscribe while the same contact's request is
     pending changes nothing and is not delivered; the pending request is
