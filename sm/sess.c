@@ -395,3 +395,18 @@ bool sm_sess_resuming(struct sm *sm)
 {
     return htab_count(sm->resuming) > 0;
 }
+
+void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    if (!sm_answerable(st))
+        return;
+    struct xml_node *e = xml_copy(st);
+    if (xml_make_error(e, cond, NULL, NULL) == 0) {
+        /* A stanza without to was for the account itself (RFC 6120 §10.3). */
+        if (xml_get_attr(e, "from") == NULL)
+            xml_set_attr(e, "from", jid_bare_str(s->user->jid));
+        xml_set_attr(e, "to", jid_full_str(s->jid));
+        sm_deliver(s->user->sm, s, e);
+    }
+    xml_free(e);
+}

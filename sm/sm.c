@@ -204,8 +204,7 @@ static bool type_is(const struct xml_node *st, const char *t)
     return v != NULL && strcmp(v, t) == 0;
 }
 
-/* RFC 6120 §8.3.1: never an error for an error, nor for an iq result. */
-static bool answerable(const struct xml_node *st)
+bool sm_answerable(const struct xml_node *st)
 {
     if (type_is(st, "error") || type_is(st, "result"))
         return false;
@@ -214,58 +213,12 @@ static bool answerable(const struct xml_node *st)
 
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond)
 {
-    if (!answerable(st) || xml_get_attr(st, "from") == NULL)
+    if (!sm_answerable(st) || xml_get_attr(st, "from") == NULL)
         return;
     struct xml_node *e = xml_copy(st);
     if (xml_make_error(e, cond, NULL, NULL) == 0)
         sm_route(sm, e);
     xml_free(e);
-}
-
-void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond)
-{
-    if (!answerable(st))
-        return;
-    struct xml_node *e = xml_copy(st);
-    if (xml_make_error(e, cond, NULL, NULL) == 0) {
-        /* A stanza without to was for the account itself (RFC 6120 §10.3). */
-        if (xml_get_attr(e, "from") == NULL)
-            xml_set_attr(e, "from", jid_bare_str(s->user->jid));
-        xml_set_attr(e, "to", jid_full_str(s->jid));
-        sm_deliver(s->user->sm, s, e);
-    }
-    xml_free(e);
-}
-
-/* The session of u whose full JID is jid, or NULL. */
-static struct sm_sess *own_sess(struct sm_user *u, const char *jid)
-{
-    struct jid *j = sm_jid(u->sm, jid);
-    struct sm_sess *found = NULL;
-    if (j != NULL && j->resource != NULL && jid_eq_bare(j, u->jid))
-        for (struct sm_sess *s = u->sessions; s != NULL && found == NULL; s = s->next)
-            if (strcmp(s->jid->resource, j->resource) == 0)
-                found = s;
-    jid_free(j);
-    return found;
-}
-
-void sm_user_answer(struct sm_user *u, struct xml_node *st)
-{
-    struct sm_sess *s = own_sess(u, xml_get_attr(st, "to"));
-    if (s != NULL)
-        sm_deliver(u->sm, s, st);
-    else
-        sm_route(u->sm, st);
-}
-
-void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond)
-{
-    struct sm_sess *s = own_sess(u, xml_get_attr(st, "from"));
-    if (s != NULL)
-        sm_sess_bounce(s, st, cond);
-    else
-        sm_bounce(u->sm, st, cond);
 }
 
 /* ---- output to sessions ---- */
@@ -732,7 +685,7 @@ static void on_route(struct sm *sm, struct xml_node *env)
                 return;
             if (strcmp(error, "resource-constraint") == 0) {
                 sm_bounce(sm, inner, XML_STE_RESOURCE_CONSTRAINT);
-            } else if (answerable(inner) && xml_get_attr(inner, "from") != NULL) {
+            } else if (sm_answerable(inner) && xml_get_attr(inner, "from") != NULL) {
                 /* Its instance went away while the router moves its
                  * users: a moment later another one has it (wait). */
                 struct xml_node *e = xml_copy(inner);

@@ -403,3 +403,34 @@ void sm_users_free(struct sm *sm)
     }
     free(all);
 }
+
+/* The session of u whose full JID is jid, or NULL. */
+static struct sm_sess *own_sess(struct sm_user *u, const char *jid)
+{
+    struct jid *j = sm_jid(u->sm, jid);
+    struct sm_sess *found = NULL;
+    if (j != NULL && j->resource != NULL && jid_eq_bare(j, u->jid))
+        for (struct sm_sess *s = u->sessions; s != NULL && found == NULL; s = s->next)
+            if (strcmp(s->jid->resource, j->resource) == 0)
+                found = s;
+    jid_free(j);
+    return found;
+}
+
+void sm_user_answer(struct sm_user *u, struct xml_node *st)
+{
+    struct sm_sess *s = own_sess(u, xml_get_attr(st, "to"));
+    if (s != NULL)
+        sm_deliver(u->sm, s, st);
+    else
+        sm_route(u->sm, st);
+}
+
+void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    struct sm_sess *s = own_sess(u, xml_get_attr(st, "from"));
+    if (s != NULL)
+        sm_sess_bounce(s, st, cond);
+    else
+        sm_bounce(u->sm, st, cond);
+}
