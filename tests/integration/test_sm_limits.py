@@ -474,3 +474,53 @@ def test_stale_roster_keeps_memory_for_unavailable():
         harness.run(go())
     finally:
         st.finish()
+
+
+def test_congested_c2s_returns_stored_past_quota():
+    """bob's c2s stops reading: the messages alice sends to bob/r that the
+    router returns congested are stored offline again, even past bob's
+    offline quota (they were accepted already): every message is either
+    received by bob's c2s, stored, or answered with an error to alice,
+    and more are stored than the quota allows."""
+    st = SmStack(c2s=2, extra={"sm": "<limits><offline>2</offline></limits>"})
+    st.start()
+    for u in ("alice", "bob"):
+        st.add_user(u, "pw")
+    try:
+        async def go():
+            c1 = await FakeC2s.connect(st, "c2s-1")
+            c2 = await FakeC2s.connect(st, "c2s-2")
+            b = await login(c1, "bob@%s/r" % st.domain)
+            a = await login(c2, "alice@%s/a" % st.domain)
+            c1.raw.stop_reading()
+            body = "x" * 8192
+            n = 0
+            # Paced (a ping round trip every 10) until messages come back.
+            for step in range(80):
+                for i in range(10):
+                    a.send(msg(b.jid, body, "m%d" % n))
+                    n += 1
+                r = await a.iq("<iq type='get' id='p%d' to='%s'><ping xmlns='urn:xmpp:ping'/>"
+                               "</iq>" % (step, st.domain), "p%d" % step)
+                assert r.get("type") == "result"
+                if "congested" in st["sm"].log() and offline_count(st) > 2:
+                    break
+            assert offline_count(st) > 2, "no message stored again past the quota"
+            c1.raw.resume_reading()
+            a.send(msg(b.jid, "end", "end"))
+            await b.recv(is_id("end"), what="the last message at bob's c2s", timeout=harness.WAIT * 2)
+            got = {el[0].get("id") for el in c1.pending
+                   if el.tag == smutil.ROUTE and el.get("sid") == b.sid and len(el)}
+            errors = {el[0].get("id") for el in c2.pending
+                      if el.tag == smutil.ROUTE and el.get("sid") == a.sid and len(el) and
+                      el[0].get("type") == "error"}
+            _, out = st.pg.psql("SELECT stanza FROM offline WHERE owner = 'bob@%s'" % st.domain)
+            stored = {"m%d" % i for i in range(n) if "id='m%d'" % i in out or
+                      'id="m%d"' % i in out}
+            lost = {"m%d" % i for i in range(n)} - got - errors - stored
+            assert not lost, "lost: %s" % sorted(lost)[:20]
+            c1.close()
+            c2.close()
+        harness.run(go())
+    finally:
+        st.finish()
