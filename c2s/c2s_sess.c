@@ -39,6 +39,10 @@ static void route_build(struct c2s *c, const char *to, const char *key, const ch
     buf_append_str(b, "</r:route>");
 }
 
+/* Marks the kept presence of a session as never delivered to the sm
+ * (internal: removed before it is replayed). */
+#define PRESENCE_UNSENT "parley-unsent"
+
 static void route_send(struct c2s *c, const char *to, const char *key, const char *sid,
                        const char *payload, size_t len)
 {
@@ -48,12 +52,14 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
     buf_free(&b);
 }
 
-static void send_start(struct c2s_client *cl, bool resume)
+static void send_start(struct c2s_client *cl, bool resume, bool changed)
 {
     struct buf p = BUF_INIT;
     buf_printf(&p, "<start xmlns='" C2S_NS_SESSION "' sid='%s' jid='", cl->sid);
     xml_escape_attr(jid_full_str(cl->jid), cl->jid->full_len, &p);
-    buf_append_str(&p, resume ? "' resume='true'/>" : "'/>");
+    buf_append_str(&p, !resume   ? "'/>"
+                       : changed ? "' resume='true' changed='true'/>"
+                                 : "' resume='true'/>");
     route_send(cl->c2s, cl->jid->domain, cl->jid->bare, NULL, p.data, p.len);
     buf_free(&p);
 }
@@ -122,7 +128,7 @@ void c2s_sess_start(struct c2s_client *cl, const char *resource, const char *iq_
     htab_put_str(c->sessions, cl->sid, cl);
     cl->has_session = true;
     cl->state = CL_BINDING;
-    send_start(cl, false);
+    send_start(cl, false, false);
 }
 
 void c2s_sess_end(struct c2s_client *cl)
@@ -225,11 +231,24 @@ void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
     for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
         if (cl->state != CL_BOUND || strcmp(cl->jid->domain, domain) != 0)
             continue;
-        send_start(cl, true);
-        if (presence && cl->presence != NULL) {
-            struct xml_node *p = xml_copy(cl->presence);
-            c2s_sess_forward(cl, p);
-            xml_free(p);
+        if (!presence || cl->presence == NULL) {
+            send_start(cl, true, false);
+            continue;
+        }
+        /* A presence the sm never got (its envelope came back) is news to
+         * the contacts: changed (sm/SESSION.md). */
+        bool unsent = xml_get_attr(cl->presence, PRESENCE_UNSENT) != NULL;
+        xml_del_attr(cl->presence, PRESENCE_UNSENT);
+        send_start(cl, true, unsent);
+        struct xml_node *p = xml_copy(cl->presence);
+        c2s_sess_forward(cl, p);
+        xml_free(p);
+        /* An unsent unavailable is kept only until replayed (or until it
+         * came back again). */
+        if (cl->presence != NULL && xml_get_attr(cl->presence, "type") != NULL &&
+            xml_get_attr(cl->presence, PRESENCE_UNSENT) == NULL) {
+            xml_free(cl->presence);
+            cl->presence = NULL;
         }
     }
     /* After the last one: the sm may end the sessions it still has from
@@ -333,6 +352,26 @@ void c2s_sess_from_router(struct c2s *c, struct xml_node *route)
     c2s_client_write_node(cl, el);
 }
 
+/* A broadcast presence of cl came back undeliverable (no sm): if it is
+ * still the last one, it is replayed at the next announce as changed; an
+ * unavailable is kept for that (cl->presence holds the presence to replay). */
+static void presence_unsent(struct c2s_client *cl, const struct xml_node *pr)
+{
+    const char *type = xml_get_attr(pr, "type");
+    if (xml_get_attr(pr, "to") != NULL)
+        return;
+    if (type == NULL && cl->presence != NULL && xml_get_attr(cl->presence, "type") == NULL) {
+        xml_set_attr(cl->presence, PRESENCE_UNSENT, "1");
+    } else if (type != NULL && strcmp(type, "unavailable") == 0) {
+        if (cl->presence == NULL) {
+            cl->presence = xml_new(XML_NS_CLIENT, "presence");
+            xml_set_attr(cl->presence, "type", "unavailable");
+        }
+        if (xml_get_attr(cl->presence, "type") != NULL)
+            xml_set_attr(cl->presence, PRESENCE_UNSENT, "1");
+    }
+}
+
 void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, const char *sid)
 {
     struct c2s_client *cl = NULL;
@@ -352,8 +391,12 @@ void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, c
     for (struct c2s_client *k = c->clients; cl == NULL && k != NULL && from != NULL; k = k->next)
         if (k->jid != NULL && strcmp(jid_full_str(k->jid), from) == 0)
             cl = k;
-    if (cl == NULL || cl->closed || cl->state != CL_BOUND || strcmp(stanza->name, "presence") == 0)
+    if (cl == NULL || cl->closed || cl->state != CL_BOUND)
         return;
+    if (strcmp(stanza->name, "presence") == 0) {
+        presence_unsent(cl, stanza);
+        return;
+    }
     enum xml_stanza_err cond = strcmp(why, "resource-constraint") == 0
                                    ? XML_STE_RESOURCE_CONSTRAINT
                                    : XML_STE_REMOTE_SERVER_TIMEOUT;

@@ -21,14 +21,16 @@
  * A re-announced (resumed) session's replayed presence (SESSION.md) is not
  * broadcast to the contacts again: they saw it before the router loss or
  * the sm restart. After a router loss this sm still has the presence and
- * sends it if it changed; after an sm restart it cannot tell, and takes
- * the replay for what the contacts have (a change made while the sm was
- * down reaches them with the next one). Its contacts are probed again
+ * sends it if it changed; after an sm restart it takes the replay for
+ * what the contacts have, unless the c2s says the presence never reached
+ * an sm (start changed='true': then it is broadcast, an unavailable one
+ * too). Its contacts are probed again
  * either way, and pending subscription requests are not delivered again.
  * One gap is closed by hand: while the c2s processes re-announce, a local
  * contact's probe may reach a user whose sessions are not back yet and be
  * answered unavailable; those probers (per user, mdata, at most
- * <limits><roster-items>) get the replayed presence when it comes.
+ * <limits><roster-items>) get each replayed presence that comes while
+ * that re-announce round lasts, if still subscribed.
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -54,11 +56,41 @@ static void sess_free(struct sm_mod *m, struct sm_sess *s)
 }
 
 /* Per user: full JIDs whose probe was answered unavailable while the
- * sessions were being re-announced. */
+ * sessions were being re-announced, in one resume round (sm->resume_epoch:
+ * each announce starts one). Valid only while that round lasts. */
+struct probed {
+    struct htab *jids;
+    uint64_t epoch;
+};
+
 static void user_free(struct sm_mod *m, struct sm_user *u)
 {
-    htab_free(u->mdata[m->index]);
+    struct probed *pr = u->mdata[m->index];
+    if (pr != NULL) {
+        htab_free(pr->jids);
+        free(pr);
+    }
     u->mdata[m->index] = NULL;
+}
+
+/* u's probers of the current resume round; an older round's set, or any
+ * once no c2s is re-announcing, is dropped (create: a new one instead). */
+static struct probed *probed(struct sm_mod *m, struct sm_user *u, bool create)
+{
+    struct sm *sm = u->sm;
+    bool resuming = sm_sess_resuming(sm);
+    struct probed *pr = u->mdata[m->index];
+    if (pr != NULL && (!resuming || pr->epoch != sm->resume_epoch)) {
+        user_free(m, u);
+        pr = NULL;
+    }
+    if (pr == NULL && create && resuming) {
+        pr = xcalloc(1, sizeof(*pr));
+        pr->jids = htab_new(NULL);
+        pr->epoch = sm->resume_epoch;
+        u->mdata[m->index] = pr;
+    }
+    return pr;
 }
 
 /* Every available session of u but skip, and how many. */
@@ -140,7 +172,9 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
     }
     xml_set_attr(own, "from", jid_full_str(s->jid));
     xml_del_attr(own, "to");
-    if (s->available) {
+    /* A resumed session this sm has not seen available may replay an
+     * unavailable the contacts never got (SESSION.md: changed). */
+    if (s->available || (st != NULL && s->resumed && !s->restored && !s->initial)) {
         to_subscribers(u, own);
         to_own(u, s, own);
     }
@@ -218,24 +252,30 @@ static bool same_presence(const struct xml_node *a, const struct xml_node *b)
     return same;
 }
 
-/* st to those answered unavailable meanwhile (see user_free), and forget them. */
+/* st to those answered unavailable in this resume round (see probed):
+ * each quiet replay while the round lasts (every resource of u), only to
+ * those still subscribed to u's presence. */
 static void to_probed(struct sm_mod *m, struct sm_user *u, struct xml_node *st)
 {
-    struct htab *h = u->mdata[m->index];
-    if (h == NULL)
+    struct probed *pr = probed(m, u, false);
+    if (pr == NULL)
         return;
     struct htab_iter it;
-    for (htab_iter_init(&it, h); htab_iter_next(&it);) {
+    for (htab_iter_init(&it, pr->jids); htab_iter_next(&it);) {
         char to[JID_FULL_MAX + 1];
         if (it.klen > JID_FULL_MAX)
             continue;
         memcpy(to, it.key, it.klen);
         to[it.klen] = '\0';
+        struct jid *j = sm_jid(u->sm, to);
+        struct sm_roster_item *item = j ? sm_roster_find(u, j->bare) : NULL;
+        jid_free(j);
+        if (item == NULL || !sub_has_from(item->st.sub))
+            continue;
         xml_set_attr(st, "to", to);
         sm_route(u->sm, st);
     }
     xml_del_attr(st, "to");
-    user_free(m, u);
 }
 
 static int broadcast(struct sm_mod *m, struct sm_pkt *p)
@@ -310,6 +350,11 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 {
     if (strcmp(p->kind, "presence") != 0)
         return SM_PASS;
+    /* Unavailable goes out from the roster in memory even when it is
+     * stale: the contacts it has are the best guess, and the session's
+     * end would send the same. */
+    if (p->to == NULL && p->type != NULL && strcmp(p->type, "unavailable") == 0)
+        return broadcast(m, p);
     if (!sm_roster_usable(p->user))
         return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
     if (p->to == NULL)
@@ -338,10 +383,10 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 }
 
 /* What is kept of an inbound subscription request (stored until the user
- * answers, delivered at each login): from, to, type, a short id, the first
- * <status/> and a XEP-0172 <nick/>, each cut to a few hundred bytes. Not
- * the whole stanza: a contact could otherwise park up to a stanza's size
- * (and every extension it likes) per request in the user's storage. */
+ * answers, delivered at each login): from, to, type, a short id, one
+ * <status/> (the stanza's language, else the first) and a XEP-0172 <nick/>, each cut to a few
+ * hundred bytes. Not the whole stanza: a contact could otherwise park up to a stanza's size (and
+ * every extension it likes) per request in the user's storage. */
 #define SUBREQ_ID_MAX     128
 #define SUBREQ_STATUS_MAX 1024
 #define SUBREQ_NICK_MAX   256
@@ -371,6 +416,39 @@ static void copy_short(struct xml_node *to, struct xml_node *from, const char *n
         xml_add_text(xml_add_child(to, ns, name), t, len);
 }
 
+/* The <status/> in the stanza's language (its xml:lang, which a status
+ * without one inherits), else the first, with its language: the reduced
+ * request has no xml:lang of its own. */
+static void copy_status(struct xml_node *to, struct xml_node *from)
+{
+    const char *lang = xml_get_attr_ns(from, XML_NS_XML, "lang");
+    struct xml_node *pick = NULL;
+    for (struct xml_node *c = xml_child(from, XML_NS_COMPONENT, "status"); c != NULL;
+         c = xml_next(c, XML_NS_COMPONENT, "status")) {
+        const char *l = xml_get_attr_ns(c, XML_NS_XML, "lang");
+        if (l == NULL || (lang != NULL && strcmp(l, lang) == 0)) {
+            pick = c;
+            break;
+        }
+        if (pick == NULL)
+            pick = c;
+    }
+    if (pick == NULL)
+        return;
+    const char *l = xml_get_attr_ns(pick, XML_NS_XML, "lang");
+    if (l == NULL)
+        l = lang;
+    size_t len;
+    const char *t = xml_text(pick, &len);
+    len = utf8_cut(t, strnlen(t, len), SUBREQ_STATUS_MAX);
+    if (len == 0)
+        return;
+    struct xml_node *n = xml_add_child(to, XML_NS_COMPONENT, "status");
+    if (l != NULL && strlen(l) <= 64) /* the xml prefix is bound in every document */
+        xml_set_attr(n, "xml:lang", l);
+    xml_add_text(n, t, len);
+}
+
 static struct xml_node *reduced_request(struct xml_node *st, const char *from, const char *to)
 {
     struct xml_node *r = xml_new(XML_NS_COMPONENT, "presence");
@@ -380,7 +458,7 @@ static struct xml_node *reduced_request(struct xml_node *st, const char *from, c
     const char *id = xml_get_attr(st, "id");
     if (id != NULL && strlen(id) <= SUBREQ_ID_MAX)
         xml_set_attr(r, "id", id);
-    copy_short(r, st, XML_NS_COMPONENT, "status", SUBREQ_STATUS_MAX);
+    copy_status(r, st);
     copy_short(r, st, NS_NICK, "nick", SUBREQ_NICK_MAX);
     return r;
 }
@@ -450,13 +528,9 @@ static void answer_probe(struct sm_mod *m, struct sm_user *u, struct sm_pkt *p)
         return;
     }
     unavailable_from(u, u->jid->bare, to);
-    if (sm_sess_resuming(u->sm)) {
-        if (u->mdata[m->index] == NULL)
-            u->mdata[m->index] = htab_new(NULL);
-        struct htab *h = u->mdata[m->index];
-        if (htab_count(h) < (size_t)u->sm->cfg->roster_max)
-            htab_set(h, to, strlen(to), (void *)1);
-    }
+    struct probed *pr = probed(m, u, true);
+    if (pr != NULL && htab_count(pr->jids) < (size_t)u->sm->cfg->roster_max)
+        htab_set(pr->jids, to, strlen(to), (void *)1);
 }
 
 static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)

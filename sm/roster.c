@@ -33,6 +33,8 @@ void sm_roster_free(struct sm_roster *r)
         return;
     htab_free(r->items);
     htab_free(r->pending);
+    htab_free(r->next_items);
+    htab_free(r->next_pending);
     free(r);
 }
 
@@ -62,15 +64,37 @@ static const char *sub_str(enum storage_sub s)
 static void load_failed(struct sm_user *u)
 {
     if (u->roster->reloading)
-        u->roster->stale = true;
+        u->roster->next_failed = true;
     else
         u->load_failed = true;
 }
 
+/* Both reload queries answered (or could not be sent): the new reading
+ * replaces memory only if it is whole. */
+static void reload_finish(struct sm_user *u)
+{
+    struct sm_roster *r = u->roster;
+    r->reloading = false;
+    if (!r->next_failed) {
+        htab_free(r->items);
+        htab_free(r->pending);
+        r->items = r->next_items;
+        r->pending = r->next_pending;
+        r->version = r->next_version;
+        r->stale = false;
+    } else {
+        log_warn("roster of %s not read again: memory kept, still stale", u->jid->bare);
+        htab_free(r->next_items);
+        htab_free(r->next_pending);
+    }
+    r->next_items = NULL;
+    r->next_pending = NULL;
+}
+
 static void load_done(struct sm_user *u)
 {
-    if (--u->roster->loading == 0)
-        u->roster->reloading = false;
+    if (--u->roster->loading == 0 && u->roster->reloading)
+        reload_finish(u);
     sm_user_release(u);
 }
 
@@ -78,17 +102,19 @@ static void on_roster(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     struct sm_roster *r = u->roster;
+    struct htab *items = r->reloading ? r->next_items : r->items;
+    struct htab *pending = r->reloading ? r->next_pending : r->pending;
     if (err != 0) {
         log_warn("roster of %s: %s", u->jid->bare, storage_result_error(res));
         load_failed(u);
     } else {
-        r->version = storage_roster_version(res);
+        *(r->reloading ? &r->next_version : &r->version) = storage_roster_version(res);
         int n = storage_result_rows(res);
         for (int row = 0; row < n; row++) {
             const char *jid = storage_result_text(res, row, STORAGE_COL_ROSTER_JID);
             if (jid == NULL)
                 continue;
-            struct sm_roster_item *it = htab_get_str(r->items, jid);
+            struct sm_roster_item *it = htab_get_str(items, jid);
             if (it == NULL) {
                 it = xcalloc(1, sizeof(*it));
                 it->jid = xstrdup(jid);
@@ -99,8 +125,8 @@ static void on_roster(void *arg, int err, const struct storage_result *res)
                 bool approved = false;
                 storage_result_bool(res, row, STORAGE_COL_ROSTER_APPROVED, &approved);
                 it->st.approved = approved;
-                it->st.pending_in = htab_get_str(r->pending, jid) != NULL;
-                htab_put_str(r->items, jid, it);
+                it->st.pending_in = htab_get_str(pending, jid) != NULL;
+                htab_put_str(items, jid, it);
             }
             const char *grp = storage_result_text(res, row, STORAGE_COL_ROSTER_GROUP);
             if (grp != NULL) {
@@ -116,6 +142,8 @@ static void on_requests(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     struct sm_roster *r = u->roster;
+    struct htab *items = r->reloading ? r->next_items : r->items;
+    struct htab *pending = r->reloading ? r->next_pending : r->pending;
     if (err != 0) {
         log_warn("subscription requests of %s: %s", u->jid->bare, storage_result_error(res));
         load_failed(u);
@@ -126,8 +154,8 @@ static void on_requests(void *arg, int err, const struct storage_result *res)
             const char *st = storage_result_text(res, row, STORAGE_COL_SUBREQ_STANZA);
             if (jid == NULL || st == NULL)
                 continue;
-            htab_set(r->pending, jid, strlen(jid), xstrdup(st));
-            struct sm_roster_item *it = htab_get_str(r->items, jid);
+            htab_set(pending, jid, strlen(jid), xstrdup(st));
+            struct sm_roster_item *it = htab_get_str(items, jid);
             if (it != NULL)
                 it->st.pending_in = true;
         }
@@ -154,8 +182,8 @@ static void load_queries(struct sm_user *u)
     } else {
         load_failed(u);
     }
-    if (r->loading == 0)
-        r->reloading = false;
+    if (r->loading == 0 && r->reloading)
+        reload_finish(u);
 }
 
 void sm_roster_load(struct sm_user *u)
@@ -175,12 +203,10 @@ static void reload(struct sm_user *u)
 {
     struct sm_roster *r = u->roster;
     log_notice("roster of %s read again: a change was not stored", u->jid->bare);
-    htab_free(r->items);
-    htab_free(r->pending);
-    r->items = htab_new(item_free);
-    r->pending = htab_new(free);
-    r->version = 0;
-    r->stale = false;
+    r->next_items = htab_new(item_free);
+    r->next_pending = htab_new(free);
+    r->next_version = 0;
+    r->next_failed = false;
     r->reloading = true;
     load_queries(u);
 }

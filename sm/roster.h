@@ -35,6 +35,12 @@ struct sm_roster {
     unsigned loading; /* load queries in flight */
     bool stale;       /* a store failed: memory may not be what the database has */
     bool reloading;   /* being read again after that */
+    /* A reload reads into these; they replace items, pending and version
+     * only when both queries succeeded (else memory is kept, still stale:
+     * better than an empty roster for the broadcasts meanwhile). */
+    struct htab *next_items, *next_pending;
+    int64_t next_version;
+    bool next_failed;
 };
 
 /* Load u's roster and requests (user-load); holds u until both answered. */
@@ -43,7 +49,9 @@ void sm_roster_load(struct sm_user *u);
  * that failed makes it stale: it is read again (u held meanwhile) once no
  * store is in flight, at once from the failed store's callback, or, if
  * that read failed too, from here (call it before touching the roster, at
- * the start of a handler; the caller answers internal-server-error). */
+ * the start of a handler; the caller answers internal-server-error). A
+ * stale roster keeps its memory until a read succeeds: the unavailable
+ * broadcasts of ending sessions still reach the contacts it has. */
 bool sm_roster_usable(struct sm_user *u);
 void sm_roster_free(struct sm_roster *r);
 

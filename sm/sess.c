@@ -174,6 +174,7 @@ struct pending_start {
     char sid[SM_SID_LEN + 1];
     struct jid *jid;
     bool resume;
+    bool changed; /* resume: the presence replayed never reached an sm */
 };
 
 static void failed(struct pending_start *ps, const char *cond)
@@ -207,7 +208,7 @@ static void create(struct pending_start *ps)
     s->jid = jid_dup(ps->jid);
     s->key = sess_key(s->c2s, s->sid);
     s->resumed = ps->resume;
-    s->restored = ps->resume;
+    s->restored = ps->resume && !ps->changed;
     htab_put_str(sm->sessions, s->key, s);
     s->next = u->sessions;
     u->sessions = s;
@@ -278,6 +279,12 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
          * the c2s sends again is not news to the contacts. */
         if (jid_eq_full(dup->jid, j)) {
             dup->resumed = resume != NULL && strcmp(resume, "true") == 0;
+            /* The replay that follows never reached an sm: news (the c2s
+             * may have started it once already, with no replay, when the
+             * domain came back). */
+            const char *changed = xml_get_attr(ev->stanza, "changed");
+            if (changed != NULL && strcmp(changed, "true") == 0)
+                dup->restored = false;
             dup->unconfirmed = false;
             dup->moving = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
@@ -292,6 +299,8 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
     memcpy(ps->sid, ev->sid, sizeof(ps->sid));
     ps->jid = j;
     ps->resume = resume != NULL && strcmp(resume, "true") == 0;
+    const char *changed = xml_get_attr(ev->stanza, "changed");
+    ps->changed = changed != NULL && strcmp(changed, "true") == 0;
     if (u->state == SM_USER_MISSING || u->load_failed) {
         /* A failed load is forgotten once the user is idle: the client's
          * next attempt loads it again. */
@@ -376,6 +385,8 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 void sm_sess_announce(struct sm *sm, const char *c2s)
 {
     log_info("announce to %s", c2s);
+    if (!sm_sess_resuming(sm))
+        sm->resume_epoch++; /* a new round of re-announces */
     /* Its sessions count as gone unless it starts them again before its
      * <announced/> (SESSION.md); sessions created later are confirmed. */
     struct htab_iter it;
@@ -414,4 +425,19 @@ void sm_sess_ring(struct sm *sm, const char *domain)
 bool sm_sess_resuming(struct sm *sm)
 {
     return htab_count(sm->resuming) > 0;
+}
+
+void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    if (!sm_answerable(st))
+        return;
+    struct xml_node *e = xml_copy(st);
+    if (xml_make_error(e, cond, NULL, NULL) == 0) {
+        /* A stanza without to was for the account itself (RFC 6120 §10.3). */
+        if (xml_get_attr(e, "from") == NULL)
+            xml_set_attr(e, "from", jid_bare_str(s->user->jid));
+        xml_set_attr(e, "to", jid_full_str(s->jid));
+        sm_deliver(s->user->sm, s, e);
+    }
+    xml_free(e);
 }

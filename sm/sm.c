@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "sm/sm.h"
+#include "sm/sub.h"
 
 struct sm *sm_new(struct sm_config *cfg)
 {
@@ -203,8 +204,7 @@ static bool type_is(const struct xml_node *st, const char *t)
     return v != NULL && strcmp(v, t) == 0;
 }
 
-/* RFC 6120 §8.3.1: never an error for an error, nor for an iq result. */
-static bool answerable(const struct xml_node *st)
+bool sm_answerable(const struct xml_node *st)
 {
     if (type_is(st, "error") || type_is(st, "result"))
         return false;
@@ -213,58 +213,12 @@ static bool answerable(const struct xml_node *st)
 
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond)
 {
-    if (!answerable(st) || xml_get_attr(st, "from") == NULL)
+    if (!sm_answerable(st) || xml_get_attr(st, "from") == NULL)
         return;
     struct xml_node *e = xml_copy(st);
     if (xml_make_error(e, cond, NULL, NULL) == 0)
         sm_route(sm, e);
     xml_free(e);
-}
-
-void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond)
-{
-    if (!answerable(st))
-        return;
-    struct xml_node *e = xml_copy(st);
-    if (xml_make_error(e, cond, NULL, NULL) == 0) {
-        /* A stanza without to was for the account itself (RFC 6120 §10.3). */
-        if (xml_get_attr(e, "from") == NULL)
-            xml_set_attr(e, "from", jid_bare_str(s->user->jid));
-        xml_set_attr(e, "to", jid_full_str(s->jid));
-        sm_deliver(s->user->sm, s, e);
-    }
-    xml_free(e);
-}
-
-/* The session of u whose full JID is jid, or NULL. */
-static struct sm_sess *own_sess(struct sm_user *u, const char *jid)
-{
-    struct jid *j = sm_jid(u->sm, jid);
-    struct sm_sess *found = NULL;
-    if (j != NULL && j->resource != NULL && jid_eq_bare(j, u->jid))
-        for (struct sm_sess *s = u->sessions; s != NULL && found == NULL; s = s->next)
-            if (strcmp(s->jid->resource, j->resource) == 0)
-                found = s;
-    jid_free(j);
-    return found;
-}
-
-void sm_user_answer(struct sm_user *u, struct xml_node *st)
-{
-    struct sm_sess *s = own_sess(u, xml_get_attr(st, "to"));
-    if (s != NULL)
-        sm_deliver(u->sm, s, st);
-    else
-        sm_route(u->sm, st);
-}
-
-void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond)
-{
-    struct sm_sess *s = own_sess(u, xml_get_attr(st, "from"));
-    if (s != NULL)
-        sm_sess_bounce(s, st, cond);
-    else
-        sm_bounce(u->sm, st, cond);
 }
 
 /* ---- output to sessions ---- */
@@ -366,16 +320,40 @@ static void pkt_server(struct sm *sm, struct xml_node *st)
     sm_pkt_clear(&p);
 }
 
+/* Presence that a user's data is needed for even with no session: the
+ * subscription types (stored, or the roster changes) and probes (answered
+ * from the roster). */
+static bool presence_needs_user(const struct xml_node *st)
+{
+    static const char *const types[] = {"subscribe", "subscribed", "unsubscribe", "unsubscribed",
+                                        "probe"};
+    const char *type = xml_get_attr(st, "type");
+    for (size_t i = 0; type != NULL && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(type, types[i]) == 0)
+            return true;
+    return false;
+}
+
 /* A stanza for a user of ours, handled by this instance. */
 static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
 {
     struct jid *bare = jid_bare(j);
+    bool presence = strcmp(st->name, "presence") == 0;
+    if (presence && !presence_needs_user(st) &&
+        htab_get(sm->users, bare->bare, bare->bare_len) == NULL) {
+        /* A user not in memory has no sessions: nothing to deliver it to,
+         * no account look-up for it. */
+        jid_free(bare);
+        return;
+    }
     struct sm_user *u = sm_user_get_for_stanza(sm, bare);
     jid_free(bare);
-    if (u == NULL)
-        sm_bounce(sm, st, XML_STE_RESOURCE_CONSTRAINT); /* too many look-ups at once */
-    else
+    if (u != NULL)
         sm_deliver_user(sm, u, xml_copy(st));
+    else if (presence) /* too many look-ups at once; presence gets no error (RFC 6121 §4.3) */
+        log_debug("presence for %s dropped: too many account look-ups", xml_get_attr(st, "to"));
+    else
+        sm_bounce(sm, st, XML_STE_RESOURCE_CONSTRAINT);
 }
 
 /* With several instances, a user's stanzas are handled by the instance the
@@ -513,8 +491,10 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
     p.user = s->user;
     int r = sm_hook_run(sm, SM_HOOK_IN_SESS, &p);
     /* Only the stanza right after a resumed start can be the c2s's replay
-     * of the session's presence (SESSION.md). */
+     * of the session's presence (SESSION.md); what follows is news, also
+     * to the contacts of a session this sm restored after a restart. */
     s->resumed = false;
+    s->restored = false;
     if (SM_IS_ERROR(r)) {
         sm_sess_bounce(s, st, SM_ERROR_COND(r));
     } else if (r == SM_PASS) {
@@ -611,18 +591,28 @@ static void from_session(struct sm *sm, const char *c2s, const char *sid, struct
     sm_user_post(u, ev);
 }
 
+struct restoring {
+    struct sm *sm;
+    struct xml_node *msg; /* a copy */
+};
+
 static void on_restored(void *arg, int err, const struct storage_result *res)
 {
-    char *owner = arg;
-    if (err != 0)
-        log_warn("a returned message for %s not stored again: %s", owner,
-                 storage_result_error(res));
-    free(owner);
+    struct restoring *r = arg;
+    if (err != 0) {
+        log_warn("a returned message for %s not stored again: %s",
+                 xml_get_attr(r->msg, "to"), storage_result_error(res));
+        sm_bounce(r->sm, r->msg, XML_STE_INTERNAL_SERVER_ERROR);
+    }
+    xml_free(r->msg);
+    free(r);
 }
 
 /* A message to a session that came back from the router's stream (over its
  * byte cap): chat and normal go to the addressee's offline store, where
- * they came from or would have gone. */
+ * they came from or would have gone. Past the quota: it was accepted
+ * already (RFC 6120 §8.3.1: never dropped without an answer); when it
+ * cannot be stored at all, its sender gets internal-server-error. */
 static void restore(struct sm *sm, const struct xml_node *st)
 {
     const char *type = xml_get_attr(st, "type");
@@ -631,18 +621,23 @@ static void restore(struct sm *sm, const struct xml_node *st)
     struct jid *j = sm_jid(sm, xml_get_attr(st, "to"));
     if (j == NULL || j->node == NULL || sm_local_domain(sm, j) == NULL || sm->st == NULL) {
         jid_free(j);
+        sm_bounce(sm, st, XML_STE_INTERNAL_SERVER_ERROR);
         return;
     }
     struct jid *bare = jid_bare(j);
     jid_free(j);
     struct buf b = BUF_INIT;
     xml_serialize(st, "", &b);
-    char *owner = xstrdup(bare->bare);
-    jid_free(bare);
-    if (storage_offline_store(sm->st, owner, 0, b.data, on_restored, owner) != 0) {
-        log_warn("a returned message for %s not stored again", owner);
-        free(owner);
+    struct restoring *r = xcalloc(1, sizeof(*r));
+    r->sm = sm;
+    r->msg = xml_copy(st);
+    if (storage_offline_restore(sm->st, bare->bare, 0, b.data, on_restored, r) != 0) {
+        log_warn("a returned message for %s not stored again", bare->bare);
+        sm_bounce(sm, st, XML_STE_INTERNAL_SERVER_ERROR);
+        xml_free(r->msg);
+        free(r);
     }
+    jid_free(bare);
     buf_free(&b);
 }
 
@@ -691,9 +686,21 @@ static void on_route(struct sm *sm, struct xml_node *env)
              * delivered. Not handled here: another instance owns the user. */
             log_info("stanza for another instance returned (%s)", error);
             normalise_ns(inner);
-            sm_bounce(sm, inner,
-                      strcmp(error, "resource-constraint") == 0 ? XML_STE_RESOURCE_CONSTRAINT
-                                                                : XML_STE_SERVICE_UNAVAILABLE);
+            /* Presence but the subscription types is not worth an error
+             * (RFC 6121 §4.3: none for presence). */
+            if (strcmp(inner->name, "presence") == 0 &&
+                sub_type_parse(xml_get_attr(inner, "type")) < 0)
+                return;
+            if (strcmp(error, "resource-constraint") == 0) {
+                sm_bounce(sm, inner, XML_STE_RESOURCE_CONSTRAINT);
+            } else if (sm_answerable(inner) && xml_get_attr(inner, "from") != NULL) {
+                /* Its instance went away while the router moves its
+                 * users: a moment later another one has it (wait). */
+                struct xml_node *e = xml_copy(inner);
+                if (xml_make_error(e, XML_STE_SERVICE_UNAVAILABLE, "wait", NULL) == 0)
+                    sm_route(sm, e);
+                xml_free(e);
+            }
             return;
         }
         if (strcmp(error, "resource-constraint") == 0) {

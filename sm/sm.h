@@ -57,16 +57,16 @@ struct sm_config {
     int db_pool;
     struct xml_node *modules; /* <modules>, or NULL: the default list */
     const char *c2s_prefix;
-    bool multi;        /* several sm instances share the domains (router multi='true') */
-    int max_sessions;  /* per user */
-    int roster_max;    /* items per roster */
-    int offline_quota; /* queued messages per user */
+    bool multi;              /* several sm instances share the domains (router multi='true') */
+    int max_sessions;        /* per user */
+    int roster_max;          /* items per roster */
+    int offline_quota;       /* queued messages per user */
     int offline_quota_bytes; /* bytes of queued messages per user */
-    int user_cache;    /* idle users kept loaded */
-    int miss_cache;    /* accounts found missing, remembered (0: none) */
-    int miss_ttl;      /* seconds a missing account is remembered */
-    int max_loads;     /* account look-ups in flight for stanzas */
-    int queue_max;     /* events waiting per user */
+    int user_cache;          /* idle users kept loaded */
+    int miss_cache;          /* accounts found missing, remembered (0: none) */
+    int miss_ttl;            /* seconds a missing account is remembered */
+    int max_loads;           /* account look-ups in flight for stanzas */
+    int queue_max;           /* events waiting per user */
     const char *version_name;
     bool version_os;
 };
@@ -156,6 +156,7 @@ struct sm_user {
     unsigned holds;   /* loads and modules' pending queries */
     bool running;     /* an event is being handled: new ones queue */
     bool load_failed; /* storage error while loading */
+    bool stanza_load; /* loading for a stanza: counted in sm->loading */
     struct sm_event *qhead, *qtail;
     unsigned qlen;
     struct sm_sess *sessions;
@@ -202,8 +203,9 @@ struct sm_sess {
 struct sm_user *sm_user_get(struct sm *sm, struct jid *bare);
 /* The user for a stanza addressed to it: an account remembered missing
  * (<cache><missing>) is MISSING at once, without a query; NULL when a
- * look-up would be needed and <limits><loads> are in flight already (the
- * caller answers resource-constraint). */
+ * look-up would be needed and <limits><loads> look-ups for stanzas are in
+ * flight already (the caller answers resource-constraint). Loads for
+ * sessions (sm_user_get) are not counted. */
 struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare);
 /* Forget the accounts remembered missing. */
 void sm_users_miss_free(struct sm *sm);
@@ -216,6 +218,12 @@ void sm_users_free(struct sm *sm);
  * with the highest non-negative priority; on a tie the one that sent
  * presence last. NULL if none. */
 struct sm_sess *sm_user_top_sess(struct sm_user *u);
+/* The answer to a request of one of u's own sessions, made when storage
+ * answered: to that session directly when st's to is one (not through
+ * u's queue, which may be full of the requests that followed), else
+ * routed. sm_user_bounce: the same for the error for st. */
+void sm_user_answer(struct sm_user *u, struct xml_node *st);
+void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond);
 
 /* Events: what waits in a user's queue. */
 enum sm_event_kind { SM_EV_START, SM_EV_END, SM_EV_IN_SESS, SM_EV_DELIVER };
@@ -263,6 +271,10 @@ void sm_sess_announce(struct sm *sm, const char *c2s);
 void sm_sess_ring(struct sm *sm, const char *domain);
 /* True while some c2s has not finished re-announcing its sessions. */
 bool sm_sess_resuming(struct sm *sm);
+/* The error for st, a stanza from session s, straight to s (not through
+ * its user's queue, which may be the reason for the error): from st's to,
+ * or the user's bare JID when st had none. Nothing for errors and results. */
+void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond);
 
 /* ---- the daemon object (sm.c) ---- */
 
@@ -282,8 +294,9 @@ struct sm {
     size_t lru_count;
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
-    unsigned loading;                      /* account look-ups in flight */
-    uint64_t seq; /* a counter for sm_sess.active_seq */
+    unsigned loading;                      /* account look-ups in flight for stanzas */
+    uint64_t resume_epoch;                 /* counts rounds of announces (none resuming before) */
+    uint64_t seq;                          /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */
     uint64_t drain_deadline;
@@ -315,19 +328,12 @@ bool sm_domain_name(struct sm *sm, const char *name);
  * the server itself (through the packet path), or the router. The caller
  * keeps st. */
 void sm_route(struct sm *sm, struct xml_node *st);
+/* RFC 6120 §8.3.1: false for an error and an iq result (never answered
+ * with an error). */
+bool sm_answerable(const struct xml_node *st);
 /* Bounce st (the caller keeps it) with cond, unless it is an error or an
  * iq result. */
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond);
-/* The error for st, a stanza from session s, straight to s (not through
- * its user's queue, which may be the reason for the error): from st's to,
- * or the user's bare JID when st had none. Nothing for errors and results. */
-void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanza_err cond);
-/* The answer to a request of one of u's own sessions, made when storage
- * answered: to that session directly when st's to is one (not through
- * u's queue, which may be full of the requests that followed), else
- * routed. sm_user_bounce: the same for the error for st. */
-void sm_user_answer(struct sm_user *u, struct xml_node *st);
-void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond);
 /* Deliver st to one session (out-sess chain, then r:route to its c2s). */
 void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st);
 /* The same stanza to many sessions: serialised once. */

@@ -198,7 +198,10 @@ static void on_exists(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     bool exists = false;
-    u->sm->loading--;
+    if (u->stanza_load) {
+        u->stanza_load = false;
+        u->sm->loading--;
+    }
     if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
         log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "no row");
         u->load_failed = true;
@@ -225,7 +228,10 @@ static struct sm_user *user_new(struct sm *sm, struct jid *bare)
     return u;
 }
 
-static struct sm_user *load(struct sm *sm, struct jid *bare)
+/* for_stanza: counted against <limits><loads> (a session's own load is
+ * not: after an sm restart every re-announced session loads its user, and
+ * stanzas to the others must not be refused for that). */
+static struct sm_user *load(struct sm *sm, struct jid *bare, bool for_stanza)
 {
     struct sm_user *u = user_new(sm, bare);
     u->state = SM_USER_LOADING;
@@ -236,7 +242,8 @@ static struct sm_user *load(struct sm *sm, struct jid *bare)
         u->load_failed = true;
         u->state = SM_USER_READY;
         u->holds = 0;
-    } else {
+    } else if (for_stanza) {
+        u->stanza_load = true;
         sm->loading++;
     }
     return u;
@@ -250,7 +257,7 @@ struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
         return u;
     }
     miss_forget(sm, bare);
-    return load(sm, bare);
+    return load(sm, bare, false);
 }
 
 struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
@@ -270,7 +277,7 @@ struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
         log_debug("%u account look-ups in flight: stanza for %s refused", sm->loading, bare->bare);
         return NULL;
     }
-    return load(sm, bare);
+    return load(sm, bare, true);
 }
 
 void sm_user_hold(struct sm_user *u)
@@ -550,4 +557,35 @@ void sm_users_free(struct sm *sm)
         user_free(u);
     }
     free(all);
+}
+
+/* The session of u whose full JID is jid, or NULL. */
+static struct sm_sess *own_sess(struct sm_user *u, const char *jid)
+{
+    struct jid *j = sm_jid(u->sm, jid);
+    struct sm_sess *found = NULL;
+    if (j != NULL && j->resource != NULL && jid_eq_bare(j, u->jid))
+        for (struct sm_sess *s = u->sessions; s != NULL && found == NULL; s = s->next)
+            if (strcmp(s->jid->resource, j->resource) == 0)
+                found = s;
+    jid_free(j);
+    return found;
+}
+
+void sm_user_answer(struct sm_user *u, struct xml_node *st)
+{
+    struct sm_sess *s = own_sess(u, xml_get_attr(st, "to"));
+    if (s != NULL)
+        sm_deliver(u->sm, s, st);
+    else
+        sm_route(u->sm, st);
+}
+
+void sm_user_bounce(struct sm_user *u, const struct xml_node *st, enum xml_stanza_err cond)
+{
+    struct sm_sess *s = own_sess(u, xml_get_attr(st, "from"));
+    if (s != NULL)
+        sm_sess_bounce(s, st, cond);
+    else
+        sm_bounce(u->sm, st, cond);
 }

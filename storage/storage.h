@@ -70,19 +70,19 @@ struct storage_result;
 typedef void (*storage_cb)(void *arg, int err, const struct storage_result *res);
 
 struct storage_opts {
-    const char *dsn;           /* libpq connection string (required; copied) */
-    const char *password;      /* if not NULL: added to dsn as a quoted password=
-                                  parameter (copied; the copy is wiped on free) */
-    unsigned pool_size;        /* connections (default 2, at most 64) */
-    unsigned query_timeout_ms; /* per query, waiting + running (default 10000) */
-    unsigned queue_max;        /* queries waiting for a connection (default 10000) */
-    size_t queue_max_bytes;    /* parameter bytes of waiting and in-flight queries
-                                  together (default 64 MiB) */
-    unsigned pipeline_depth;   /* in flight per connection in pipeline mode (default 128) */
-    bool no_pipeline;          /* one query at a time per connection */
-    unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
-    unsigned backoff_max_ms;   /* cap of the doubling delay (default 5000) */
-    unsigned offline_quota;    /* max queued offline messages per user (default 1000) */
+    const char *dsn;            /* libpq connection string (required; copied) */
+    const char *password;       /* if not NULL: added to dsn as a quoted password=
+                                   parameter (copied; the copy is wiped on free) */
+    unsigned pool_size;         /* connections (default 2, at most 64) */
+    unsigned query_timeout_ms;  /* per query, waiting + running (default 10000) */
+    unsigned queue_max;         /* queries waiting for a connection (default 10000) */
+    size_t queue_max_bytes;     /* parameter bytes of waiting and in-flight queries
+                                   together (default 64 MiB) */
+    unsigned pipeline_depth;    /* in flight per connection in pipeline mode (default 128) */
+    bool no_pipeline;           /* one query at a time per connection */
+    unsigned backoff_min_ms;    /* first reconnect delay (default 100) */
+    unsigned backoff_max_ms;    /* cap of the doubling delay (default 5000) */
+    unsigned offline_quota;     /* max queued offline messages per user (default 1000) */
     size_t offline_quota_bytes; /* max bytes of queued offline stanzas per user
                                    (default 1 MiB) */
 };
@@ -218,6 +218,12 @@ int storage_roster_del_item(struct storage *st, const char *owner, const char *j
  * would take the owner's queued bytes past offline_quota_bytes. */
 int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_us,
                           const char *stanza, storage_cb cb, void *arg);
+/* The same without the quotas: a message accepted once (stored, or taken
+ * for a session) that must not be lost when it is put back, e.g. one a
+ * congested c2s returned. The quotas bound what senders can queue; this
+ * only returns what they already had accepted. */
+int storage_offline_restore(struct storage *st, const char *owner, int64_t stamp_us,
+                            const char *stanza, storage_cb cb, void *arg);
 enum { STORAGE_COL_OFFLINE_SEQ, STORAGE_COL_OFFLINE_STAMP, STORAGE_COL_OFFLINE_STANZA };
 /* Up to limit (1..10000) oldest messages: seq, stamp (µs), stanza; by seq. */
 int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,

@@ -442,6 +442,21 @@ int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_u
     return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
 }
 
+int storage_offline_restore(struct storage *st, const char *owner, int64_t stamp_us,
+                            const char *stanza, storage_cb cb, void *arg)
+{
+    if (st == NULL)
+        return ERR_INVAL;
+    /* The store statement with quotas no owner can reach. */
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_int(&p, stamp_us);
+    p_req(&p, stanza);
+    p_int(&p, INT64_MAX);
+    p_int(&p, INT64_MAX);
+    return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
+}
+
 int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,
                           void *arg)
 {

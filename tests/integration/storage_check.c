@@ -328,6 +328,15 @@ static void check_offline(struct storage *sm)
     RUN_OK(&s, storage_offline_fetch(sm, a, 10, on_snap, &s));
     CHECK(s.rows == 1 && cell_int(&s, 0, 0) == seqs[2], "the third is left");
     RUN_OK(&s, storage_offline_store(sm, a, 0, "<message>four</message>", on_snap, &s));
+    RUN_OK(&s, storage_offline_store(sm, a, 0, "<message>five</message>", on_snap, &s));
+    RUN(&s, storage_offline_store(sm, a, 0, "<message>six</message>", on_snap, &s));
+    CHECK(s.err == ERR_LIMIT, "quota again: %d %s", s.err, s.msg);
+    RUN_OK(&s, storage_offline_restore(sm, a, 0, "<message>six</message>", on_snap, &s));
+    RUN_OK(&s, storage_offline_fetch(sm, a, 10, on_snap, &s));
+    CHECK(s.rows == 4 && eq(cell(&s, 3, STORAGE_COL_OFFLINE_STANZA), "<message>six</message>"),
+          "a restore goes in past the quota: %d rows", s.rows);
+    RUN(&s, storage_offline_restore(sm, "nobody@example.org", 0, "<m/>", on_snap, &s));
+    CHECK(s.err == ERR_NOTFOUND, "restore, unknown owner: %d %s", s.err, s.msg);
     RUN_OK(&s, storage_offline_fetch(sm, "bob@example.org", 10, on_snap, &s));
     CHECK(s.rows == 0, "per owner");
     CHECK(storage_offline_fetch(sm, a, 0, on_snap, &s) == ERR_INVAL, "limit bounds");

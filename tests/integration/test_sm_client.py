@@ -191,3 +191,57 @@ def test_c2s_kill_sends_unavailable():
     finally:
         s.router.stop()
         s.cleanup()
+
+
+def test_presence_sent_while_sm_down_reaches_contacts(st):
+    """alice changes her presence while the sm is stopped (the c2s's
+    forward comes back undeliverable): when the sm is back, the c2s replays
+    it as changed and her contact (remote, seen on the s2s route) gets it;
+    the same for an unavailable sent while the sm is down."""
+    remote = "rem@remote.test"
+    A = jid(st, "alice", "home")
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES ('%s', '%s', 'from')"
+               % (jid(st, "alice"), remote))
+    R = "{%s}" % harness.NS_ROUTER
+
+    def to_remote(type=None, status=None):
+        def pred(el):
+            if el.tag != "{%s}presence" % harness.NS_COMPONENT or el.get("to") != remote or \
+                    el.get("from") != A or el.get("type") != type:
+                return False
+            s = el.find("{%s}status" % harness.NS_COMPONENT)
+            return status is None or (s is not None and s.text == status)
+        return pred
+
+    async def while_down(a, send):
+        sm = st["sm"]
+        n = sm.log().count("sm ready")
+        assert sm.stop() == 0
+        send()
+        # In order behind it: a message's error says the presence came back too.
+        a.send_message(mto=jid(st, "bob"), mbody="marker", mtype="chat")
+        await asyncio.wait_for(a.errors.get(), harness.WAIT)
+        sm.start(wait=False)
+        deadline = asyncio.get_running_loop().time() + harness.START_WAIT
+        while sm.log().count("sm ready") <= n:
+            assert asyncio.get_running_loop().time() < deadline, sm.log()[-3000:]
+            await asyncio.sleep(0.05)
+
+    async def go():
+        s2s = await st.router.raw_component("s2s")
+        s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+        await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                         what="default route bound")
+        a = await client(st, "alice", "home")
+        try:
+            await s2s.expect(to_remote(), what="alice's initial presence at the remote contact")
+            await while_down(a, lambda: a.send_presence(pstatus="while down"))
+            await s2s.expect(to_remote(status="while down"), timeout=harness.START_WAIT,
+                             what="the presence sent while the sm was down")
+            await while_down(a, lambda: a.send_presence(ptype="unavailable"))
+            await s2s.expect(to_remote(type="unavailable"), timeout=harness.START_WAIT,
+                             what="the unavailable sent while the sm was down")
+        finally:
+            await logout_all(a)
+            s2s.close()
+    harness.run(go())

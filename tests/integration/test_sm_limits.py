@@ -11,8 +11,10 @@ pending stanzas when the sm is stopped.
 
 import asyncio
 import time
+import xml.etree.ElementTree as ET
 
 import harness
+import smutil
 from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, login, q
 
 NICK = "{http://jabber.org/protocol/nick}nick"
@@ -111,6 +113,43 @@ def test_subscription_request_kept_reduced():
             # Approving it works as ever.
             b.send("<presence to='%s' type='subscribed'/>" % a.bare)
             await a.recv(is_presence(b.bare, "subscribed"))
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_subscription_request_keeps_status_in_its_language():
+    """A request with several <status/>: the one in the stanza's language
+    (xml:lang on the stanza, inherited by a status without its own) is
+    kept, and delivered with that language; without a match the first,
+    with its own."""
+    st = stack(users=("alice", "bob", "carol"))
+    XL = "{http://www.w3.org/XML/1998/namespace}lang"
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send("<presence to='bob@%s' type='subscribe' xml:lang='de'>"
+                   "<status xml:lang='en'>hello</status><status>hallo</status></presence>"
+                   % st.domain)
+            a.send("<presence to='carol@%s' type='subscribe' xml:lang='de'>"
+                   "<status xml:lang='fr'>salut</status><status xml:lang='en'>hi</status>"
+                   "</presence>" % st.domain)
+            await a.nothing(lambda s: s.get("type") == "error")
+            for user, text, lang in (("bob", "hallo", "de"), ("carol", "salut", "fr")):
+                deadline = time.monotonic() + harness.WAIT
+                while True:
+                    _, out = st.pg.psql("SELECT count(*) FROM subscription_requests "
+                                        "WHERE owner = '%s@%s'" % (user, st.domain))
+                    if out.strip() == "1":
+                        break
+                    assert time.monotonic() < deadline, "no request stored for " + user
+                    await asyncio.sleep(0.05)
+                s = await login(c, "%s@%s/r" % (user, st.domain))
+                r = await s.recv(is_presence(a.bare, "subscribe"), what="the stored request")
+                got = [(x.text, x.get(XL)) for x in r.findall(q("status"))]
+                assert got == [(text, lang)], got
             c.close()
         harness.run(go())
     finally:
@@ -255,6 +294,42 @@ def test_lookups_in_flight_capped():
         st.finish()
 
 
+def test_session_loads_do_not_count_against_lookup_cap():
+    """<limits><loads>1: many sessions starting at once (as when a c2s
+    re-announces its sessions after an sm restart) each load their user,
+    but those loads are not look-ups for stanzas: a message sent meanwhile
+    to a user not in memory is stored offline, not refused; available
+    presence to such a user is dropped quietly (no session could get it),
+    with no error back."""
+    users = ["u%d" % i for i in range(12)]
+    st = stack("<limits><loads>1</loads></limits>", users=("alice", "bob", "carol") + tuple(users))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain, presence=None)
+
+            def burst():
+                for u in users:
+                    c.start("%s@%s/r" % (u, st.domain))
+                a.send(msg("bob@%s" % st.domain, "while loading", "m1"))
+                a.send("<presence to='carol@%s/x' id='p1'/>" % st.domain)
+            c.batch(burst)
+            a.send("<iq type='get' id='ping' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                   % st.domain)
+            await a.recv(is_id("ping"), what="ping answer")
+            stray = [el for el in c.pending if el.tag == smutil.ROUTE and
+                     el.get("sid") == a.sid and len(el) and el[0].get("id") in ("m1", "p1")]
+            assert not stray, "refused: %s" % [ET.tostring(e)[:900] for e in stray]
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st) != 1:
+                assert time.monotonic() < deadline, "the message was not stored offline"
+                await asyncio.sleep(0.05)
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 def test_refused_at_full_queue_sender_gets_error():
     """The user's queue is full (a roster set holds it while stored): the
     user's own stanzas refused then get resource-constraint back; before,
@@ -361,6 +436,91 @@ def test_failed_roster_store_leaves_memory_as_database():
             r = await a.iq(rset(dave, "s4"), "s4")  # works again
             assert r.get("type") == "result"
             c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_stale_roster_keeps_memory_for_unavailable():
+    """A roster store fails and so does the read that follows (the sm's role
+    loses write and read on roster_items): the roster in memory is kept, not
+    emptied, and the client's unavailable still reaches its contact (it is
+    not answered internal-server-error)."""
+    st = stack(users=("alice", "bob"))
+    R = "jabber:iq:roster"
+    alice, bob = "alice@%s" % st.domain, "bob@%s" % st.domain
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+               "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (alice, bob, bob, alice))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            b = await login(c, bob + "/b")
+            a = await login(c, alice + "/a")
+            await b.recv(is_presence(a.jid, None), what="alice's presence at bob")
+            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
+                           "</query></iq>" % (R, st.domain), "s1")
+            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            # Wait for the failed read (logged) so the unavailable meets a stale roster.
+            deadline = time.monotonic() + harness.WAIT
+            while "not read again" not in st["sm"].log():
+                assert time.monotonic() < deadline, "no failed roster read"
+                await asyncio.sleep(0.05)
+            a.send("<presence type='unavailable' id='u1'/>")
+            await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable at bob")
+            st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
+            await c.nothing_for(a.sid, a.sid, a.jid, lambda s: s.get("id") == "u1")
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_congested_c2s_returns_stored_past_quota():
+    """bob's c2s stops reading: the messages alice sends to bob/r that the
+    router returns congested are stored offline again, even past bob's
+    offline quota (they were accepted already): every message is either
+    received by bob's c2s, stored, or answered with an error to alice,
+    and more are stored than the quota allows."""
+    st = SmStack(c2s=2, extra={"sm": "<limits><offline>2</offline></limits>"})
+    st.start()
+    for u in ("alice", "bob"):
+        st.add_user(u, "pw")
+    try:
+        async def go():
+            c1 = await FakeC2s.connect(st, "c2s-1")
+            c2 = await FakeC2s.connect(st, "c2s-2")
+            b = await login(c1, "bob@%s/r" % st.domain)
+            a = await login(c2, "alice@%s/a" % st.domain)
+            c1.raw.stop_reading()
+            body = "x" * 8192
+            n = 0
+            # Paced (a ping round trip every 10) until messages come back.
+            for step in range(80):
+                for i in range(10):
+                    a.send(msg(b.jid, body, "m%d" % n))
+                    n += 1
+                r = await a.iq("<iq type='get' id='p%d' to='%s'><ping xmlns='urn:xmpp:ping'/>"
+                               "</iq>" % (step, st.domain), "p%d" % step)
+                assert r.get("type") == "result"
+                if "congested" in st["sm"].log() and offline_count(st) > 2:
+                    break
+            assert offline_count(st) > 2, "no message stored again past the quota"
+            c1.raw.resume_reading()
+            a.send(msg(b.jid, "end", "end"))
+            await b.recv(is_id("end"), what="the last message at bob's c2s", timeout=harness.WAIT * 2)
+            got = {el[0].get("id") for el in c1.pending
+                   if el.tag == smutil.ROUTE and el.get("sid") == b.sid and len(el)}
+            errors = {el[0].get("id") for el in c2.pending
+                      if el.tag == smutil.ROUTE and el.get("sid") == a.sid and len(el) and
+                      el[0].get("type") == "error"}
+            _, out = st.pg.psql("SELECT stanza FROM offline WHERE owner = 'bob@%s'" % st.domain)
+            stored = {"m%d" % i for i in range(n) if "id='m%d'" % i in out or
+                      'id="m%d"' % i in out}
+            lost = {"m%d" % i for i in range(n)} - got - errors - stored
+            assert not lost, "lost: %s" % sorted(lost)[:20]
+            c1.close()
+            c2.close()
         harness.run(go())
     finally:
         st.finish()

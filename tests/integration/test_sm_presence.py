@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import harness
+import smutil
 from smutil import (FakeC2s, SmStack, is_presence, is_push, login, push_item, q)
 
 R = "jabber:iq:roster"
@@ -358,4 +359,68 @@ def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
         await s2s.expect(to_remote("away now"), what="bob's real change to the remote contact")
         c.close()
         s2s.close()
+    harness.run(go())
+
+
+def test_change_after_router_loss_following_sm_restart(st):
+    """After an sm restart a session is restored (its replay is quiet); a
+    later router loss makes the c2s re-announce it again, and a presence it
+    sends then that differs from the last one reaches the contacts."""
+    def has_status(frm, text):
+        return lambda s: (is_presence(frm, None)(s) and s.find(q("status")) is not None
+                          and s.find(q("status")).text == text)
+
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain, "<presence><status>one</status></presence>")
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        st.restart_sm()
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.start(b.jid, sid=b.sid, resume=True)
+        b.send("<presence/>")
+        await c.control("started", b.sid)
+        c.start(a.jid, sid=a.sid, resume=True)
+        a.send("<presence><status>one</status></presence>")
+        await c.control("started", a.sid)
+        await b.recv(has_status(a.jid, "one"), what="alice's replay (bob probed at his)")
+        c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION)
+        # A router loss: the c2s announces alice/a again; she has changed.
+        c.start(a.jid, sid=a.sid, resume=True)
+        await c.control("started", a.sid)
+        a.send("<presence><status>two</status></presence>")
+        await b.recv(has_status(a.jid, "two"), what="alice's change after the router loss")
+        c.close()
+    harness.run(go())
+
+
+def test_prober_gets_every_resource_replayed_after_sm_restart(st):
+    """After an sm restart bob's session comes back first: his probe of
+    alice is answered unavailable (her sessions are not back yet). Each of
+    alice's two resources then replays its presence: bob gets both, not
+    only the first."""
+    def has_status(frm, text):
+        return lambda s: (is_presence(frm, None)(s) and s.find(q("status")) is not None
+                          and s.find(q("status")).text == text)
+
+    async def go():
+        c = await FakeC2s.connect(st)
+        a1 = await login(c, "alice@%s/a1" % st.domain, "<presence><status>one</status></presence>")
+        a2 = await login(c, "alice@%s/a2" % st.domain, "<presence><status>two</status></presence>")
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a1, b)
+        st.restart_sm()
+        await c.control("announce", timeout=harness.START_WAIT)
+        c.pending.clear()
+        c.start(b.jid, sid=b.sid, resume=True)
+        b.send("<presence/>")
+        await c.control("started", b.sid)
+        await b.recv(is_presence("alice@%s" % st.domain, "unavailable"), what="probe answer")
+        for s, text in ((a1, "one"), (a2, "two")):
+            c.start(s.jid, sid=s.sid, resume=True)
+            s.send("<presence><status>%s</status></presence>" % text)
+            await c.control("started", s.sid)
+        await b.recv(has_status(a1.jid, "one"), what="a1's replay at bob")
+        await b.recv(has_status(a2.jid, "two"), what="a2's replay at bob")
+        c.close()
     harness.run(go())
