@@ -142,8 +142,8 @@ pid_t ctl_pidfile_alive(const char *path);
 int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid);
 /* As root: the group CTL_GROUP exists (groupadd) and the users of router,
  * sm, c2s and s2s are in it (usermod -a -G): the router gives its socket
- * to that group, mode 0660, and the daemons keep their supplementary
- * groups when they drop root (common/daemon). 0 or 1 (message); nothing
+ * to that group, mode 0660, and sm, c2s and s2s keep it (their configs'
+ * <groups>) when they drop root (common/daemon). 0 or 1 (message); nothing
  * to do when not root. */
 int ctl_group_ensure(const struct ctl *c);
 /* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */

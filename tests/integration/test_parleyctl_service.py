@@ -505,8 +505,9 @@ def test_service_start_login_status_stop(inst):
 
     if _as_root(inst):
         # The router's socket: group parley, 0660; the daemons reach it
-        # through that group (they keep it when they drop root), a user
-        # outside it cannot connect.
+        # through that group (the one their <groups> keeps when they drop
+        # root: no other supplementary group survives), a user outside it
+        # cannot connect. The router owns the socket and keeps no group.
         import grp
         sock = os.path.join(inst.dir, "run", "router", "router.sock")
         gid = grp.getgrnam("parley").gr_gid
@@ -516,7 +517,7 @@ def test_service_start_login_status_stop(inst):
         for name in have:
             with open("/proc/%d/status" % pids[name]) as f:
                 groups = re.search(r"^Groups:(.*)$", f.read(), re.M).group(1).split()
-            assert str(gid) in groups, (name, groups)
+            assert groups == ([] if name == "router" else [str(gid)]), (name, groups)
 
     if "s2s" in have:
         # A route change reloads s2s, and only s2s.
