@@ -239,6 +239,18 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
     k->ready = false;
     uv_close((uv_handle_t *)p, on_proc_close);
     if (k->removing && !s->stopping) {
+        /* `c2s del` then `c2s add` of the same name within the stop: the
+         * config is back, and the new one runs. */
+        if (ctl_daemon_configured(s->c, k->d)) {
+            log_info("%s (pid %d) stopped; %s is configured again: starting it", k->d->exe, k->pid,
+                     k->d->name);
+            k->removing = false;
+            uv_timer_stop(&k->timer);
+            k->restarts = 0;
+            k->backoff_ms = BACKOFF_MIN_MS;
+            sup_spawn(s, k);
+            return;
+        }
         log_info("%s (pid %d) stopped: %s is no longer configured", k->d->exe, k->pid, k->d->name);
         sup_disable(s, k);
         return;

@@ -3,14 +3,16 @@
 run directories, router-users.xml entries), `start` runs both on the one
 client port (SO_REUSEPORT), clients logging in through that port land on
 both and message each other across them, `c2s add` on the running
-instance starts c2s-3, `c2s del` stops and removes it again while the
-others run on, and `stop` stops every one. As root (per-daemon
+instance starts c2s-3, `c2s del` then `c2s add` while it is still
+stopping leaves a new c2s-3 running, `c2s del` stops and removes it again
+while the others run on, and `stop` stops every one. As root (per-daemon
 system users) and as an ordinary user.
 """
 
 import asyncio
 import os
 import re
+import signal
 import time
 import xml.etree.ElementTree as ET
 
@@ -148,6 +150,43 @@ def test_two_c2s_share_the_port(inst):
     assert "c2s-3: handshake with the router done" in inst.log("c2s-3")
     for n in c2s:  # the others ran on
         assert _status_pid(st[n]) == pids[n]
+
+    # `c2s del` then `c2s add` of the same name while the old c2s-3 is
+    # still stopping (held with SIGSTOP, so its TERM waits): once it has
+    # stopped the new c2s-3 runs, it is not left stopped.
+    old = pids["c2s-3"]
+
+    def wait_sup_log(text, count):
+        end = time.monotonic() + harness.START_WAIT
+        while inst.log("parleyctl").count(text) < count:
+            assert time.monotonic() < end, "no %r in the supervisor's log:\n%s" % (
+                text, inst.log("parleyctl"))
+            time.sleep(0.05)
+
+    stopping = "c2s-3 is no longer configured: stopping"
+    reloads = inst.log("parleyctl").count("reloading parley-router")
+    os.kill(old, signal.SIGSTOP)
+    try:
+        inst.ok("c2s", "del")
+        wait_sup_log(stopping, 1)
+        r = inst.ok("c2s", "add")
+        assert "c2s-3 added" in r.out, r
+        wait_sup_log("reloading parley-router", reloads + 2)
+        assert os.path.exists("/proc/%d" % old)  # still stopping
+    finally:
+        os.kill(old, signal.SIGCONT)
+    end = time.monotonic() + harness.START_WAIT
+    while True:
+        code, st = inst.status()
+        line = st.get("c2s-3", "")
+        if line.startswith("up (pid") and _status_pid(line) != old:
+            break
+        assert time.monotonic() < end, "c2s-3 was not started again: %s\n%s" % (
+            st, inst.log_tails())
+        time.sleep(0.1)
+    pids["c2s-3"] = _status_pid(st["c2s-3"])
+    assert not os.path.exists("/proc/%d" % old)
+    assert "c2s-3 is configured again: starting it" in inst.log("parleyctl")
 
     # And out again: stopped for good, the others untouched.
     r = inst.ok("c2s", "del")
