@@ -592,6 +592,11 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
     snprintf(c->dsn, sizeof(c->dsn), "%s", dsn != NULL ? dsn : "");
 
     char path[CTL_PATH_MAX];
+    snprintf(path, sizeof(path), "%s/c2s.xml.in", ctl_datadir(c));
+    if (nc2s > 1 && access(path, R_OK) != 0) {
+        ctl_err("--c2s %d: no c2s template %s to make c2s-2 .. c2s-%d from", nc2s, path, nc2s);
+        return 1;
+    }
     ctl_path(c, path, "etc/parley.xml");
     if (access(path, F_OK) == 0) {
         ctl_err("%s is already initialised (%s exists); remove the directory to start over", c->dir,

@@ -78,6 +78,43 @@ def test_init_makes_c2s_instances(inst):
         other.cleanup()
 
 
+def test_c2s_add_failure_leaves_nothing(inst):
+    """A `c2s add` that fails once the secret and the router-users.xml entry
+    are written (here: a c2s template init cannot fill) takes both back,
+    so the next add succeeds; `init --c2s 2` without a c2s template is
+    refused before anything is made."""
+    inst.init("localhost")
+    users = inst.etc("router-users.xml")
+    good = inst.datadir
+    inst.datadir = ctlharness.fake_datadir(
+        os.path.join(inst.base, "bad"),
+        {"c2s.xml.in": "<c2s><user>@c2s_user@</user><x>@no_such_placeholder@</x></c2s>\n"})
+    os.chmod(os.path.join(inst.base, "bad"), 0o755)
+    try:
+        r = inst.ctl("c2s", "add")
+        assert r.code == 1 and "@no_such_placeholder@" in r.err, r
+    finally:
+        inst.datadir = good
+    assert inst.etc("router-users.xml") == users
+    assert not os.path.exists(os.path.join(inst.dir, "etc", "secrets", "c2s-2"))
+    assert not os.path.exists(os.path.join(inst.dir, "etc", "c2s-2.xml"))
+    r = inst.ok("c2s", "add")
+    assert "c2s-2 added" in r.out, r
+    assert "name='c2s-2'" in inst.etc("router-users.xml")
+    assert len(inst.secret("c2s-2")) == 64
+
+    base = os.path.join(inst.base, "notmpl")
+    other = ctlharness.Instance(as_user=inst.as_user,
+                                datadir=ctlharness.fake_datadir(base))
+    try:
+        os.remove(os.path.join(other.datadir, "c2s.xml.in"))
+        r = other.ctl("init", "--domain", "localhost", "--c2s", "2")
+        assert r.code == 1 and "no c2s template" in r.err, r
+        assert not os.path.exists(other.dir)
+    finally:
+        other.cleanup()
+
+
 def test_two_c2s_share_the_port(inst):
     have = _service_daemons()
     if "sm" not in have or "c2s-1" not in have:
