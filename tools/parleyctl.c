@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -198,7 +199,9 @@ int ctl_write_file(const struct ctl *c, const char *path, const char *data, size
                    uid_t uid, gid_t gid)
 {
     /* Written under a temporary name and renamed, so that a reader (the
-     * router on HUP) sees the old or the new file, never half of one. */
+     * router on HUP) sees the old or the new file, never half of one. The
+     * fixed name is safe: writers of a file hold ctl_edit_lock (or are
+     * init, alone on a new DIR). */
     char tmp[CTL_PATH_MAX + 8];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     /* A fresh file, never one planted there (a link to another file). */
@@ -356,6 +359,32 @@ int ctl_group_ensure(const struct ctl *c)
         ctl_note("added %s to the group %s", users[i], CTL_GROUP);
     }
     return 0;
+}
+
+int ctl_edit_lock(const struct ctl *c)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "ctl/edit.lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ctl_err("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc;
+    while ((rc = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+        ;
+    if (rc < 0) {
+        ctl_err("cannot lock %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void ctl_edit_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
 }
 
 int ctl_sup_lock_fd(const struct ctl *c, int flags)

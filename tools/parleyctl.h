@@ -20,7 +20,8 @@
  *                               root the key is root's, 0600: c2s and s2s
  *                               load it in pre_jail, before they drop root
  *   DIR/ctl/                    the supervisor's pidfile (parleyctl.pid, which
- *                               it holds locked), state file, reload/
+ *                               it holds locked), edit.lock (table edits),
+ *                               state file, reload/
  *                               (which daemons a HUP is for); owned by
  *                               the invoking user (root as root), so no
  *                               daemon's user can plant anything there
@@ -146,6 +147,12 @@ int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid
  * <groups>) when they drop root (common/daemon). 0 or 1 (message); nothing
  * to do when not root. */
 int ctl_group_ensure(const struct ctl *c);
+/* Serialise edits of the shared tables (router-users.xml, the c2s
+ * configs, s2s-routes.xml): an exclusive flock on DIR/ctl/edit.lock,
+ * waited for, held until ctl_edit_unlock (or exit). The fd, or -1
+ * (message). */
+int ctl_edit_lock(const struct ctl *c);
+void ctl_edit_unlock(int fd);
 /* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */
 int ctl_sup_lock_fd(const struct ctl *c, int flags);
 /* The running supervisor's pid (the holder of its pidfile's lock), or 0. */

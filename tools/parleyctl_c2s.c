@@ -252,7 +252,12 @@ int ctl_cmd_c2s(struct ctl *c, int argc, char **argv)
     }
     if (ctl_load(c) != 0)
         return 1;
-    if (del)
-        return c2s_del(c, argc == 3 ? argv[2] : NULL);
-    return strcmp(argv[1], "add") == 0 ? c2s_add(c) : c2s_list(c);
+    if (strcmp(argv[1], "list") == 0)
+        return c2s_list(c);
+    int lock = ctl_edit_lock(c);
+    if (lock < 0)
+        return 1;
+    int rc = del ? c2s_del(c, argc == 3 ? argv[2] : NULL) : c2s_add(c);
+    ctl_edit_unlock(lock);
+    return rc;
 }

@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import signal
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -113,6 +114,37 @@ def test_c2s_add_failure_leaves_nothing(inst):
         assert not os.path.exists(other.dir)
     finally:
         other.cleanup()
+
+
+def test_concurrent_edits(inst):
+    """`c2s add`, `component add` and `route add` run at once: each waits
+    for the edit lock, so every one succeeds, the c2s get distinct names,
+    and no entry is lost from router-users.xml or s2s-routes.xml."""
+    inst.init("localhost")
+    cmds = [("c2s", "add")] * 3
+    cmds += [("component", "add", "comp%d.localhost" % i) for i in range(3)]
+    cmds += [("route", "add", "r%d.example" % i, "127.0.0.1:%d" % (5300 + i)) for i in range(3)]
+    results = [None] * len(cmds)
+
+    def run_one(i):
+        results[i] = inst.ctl(*cmds[i])
+
+    threads = [threading.Thread(target=run_one, args=(i,)) for i in range(len(cmds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for cmd, r in zip(cmds, results):
+        assert r is not None and r.code == 0, (cmd, r)
+    added = sorted(re.search(r"(c2s-\d+) added", r.out).group(1) for r in results[:3])
+    assert added == ["c2s-2", "c2s-3", "c2s-4"], added
+    users = ET.fromstring(inst.etc("router-users.xml").split("?>", 1)[1])
+    names = {c.get("name") for c in users.findall("component")}
+    for n in ["c2s-1", "c2s-2", "c2s-3", "c2s-4"] + ["comp%d.localhost" % i for i in range(3)]:
+        assert n in names, (n, names)
+    routes = inst.ok("route", "list").out
+    for i in range(3):
+        assert "r%d.example" % i in routes, routes
 
 
 def test_two_c2s_share_the_port(inst):
