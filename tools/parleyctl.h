@@ -177,8 +177,8 @@ int ctl_cmd_c2s(struct ctl *c, int argc, char **argv);
  * (as root), group of group_of when not NULL, with mode. 0 or 1. */
 int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, mode_t mode,
                      const char *group_of);
-/* DIR/etc/c2s-<k>.xml from c2s.xml.in: the template filled as for c2s-1,
- * with its router name, secret file and pidfile renamed to c2s-<k>. 0 or 1. */
+/* DIR/etc/c2s-<k>.xml from c2s.xml.in, @c2s_name@ being c2s-<k> (its
+ * router name, secret file and pidfile). 0 or 1. */
 int ctl_c2s_config_write(const struct ctl *c, int k);
 /* Everything c2s-<k> needs (k >= 2; init writes c2s-1's): its router
  * secret, run directory, config and its entry in router-users.xml. 0 or 1. */

@@ -49,7 +49,8 @@ def _placement(inst, names, jid):
 
 
 def test_init_makes_c2s_instances(inst):
-    inst.init("localhost", "--c2s", "2")
+    # A domain holding "c2s-1" stays itself in every instance's config.
+    inst.init("c2s-1.example.org", "--c2s", "2")
     d = inst.dir
     users = ET.fromstring(inst.etc("router-users.xml").split("?>", 1)[1])
     comps = {c.get("name"): c for c in users.findall("component")}
@@ -65,6 +66,11 @@ def test_init_makes_c2s_instances(inst):
         assert comps[n].get("uid") == comps["c2s-1"].get("uid")
         assert comps[n].find("secret").get("file") == os.path.join(d, "etc", "secrets", n)
     assert inst.secret("c2s-1") != inst.secret("c2s-2")
+    for n in ("c2s-1", "c2s-2"):
+        doc = ET.fromstring(inst.etc(n + ".xml").split("?>", 1)[1])
+        assert doc.find("tls/cert").get("domain") == "c2s-1.example.org"
+        assert doc.find("tls/cert").get("cert") == os.path.join(
+            d, "etc", "tls", "c2s-1.example.org.crt")
     # Same ports: the kernel spreads the connections.
     strip = lambda t: re.sub(r"c2s-[12]", "c2s-K", t)
     assert strip(inst.etc("c2s-1.xml")) == strip(inst.etc("c2s-2.xml"))

@@ -105,6 +105,7 @@ def test_init_fills_every_placeholder(standin):
         assert v["s2s_tls_port"] == str(inst.s2s_tls_port)
         assert v["router_port"] == str(inst.port)
         assert v["db_dsn"] == "host=%s port=5432 dbname=parley" % os.path.join(d, "pg", "run")
+        assert v["c2s_name"] == "c2s-1"  # the instance in c2s-1.xml; c2s-1 elsewhere
         for k, u in users.items():
             assert v[k + "_user"] == (u if _as_root(inst) else _me(inst))
             assert v[k + "_uid"] == str(pwd.getpwnam(v[k + "_user"]).pw_uid)
