@@ -41,7 +41,8 @@
  * or DIR/ctl/reload/all exists (a HUP sent by hand reloads everything).
  * A HUP also starts any daemon configured since the supervisor started
  * (`c2s add` writes c2s-<k>.xml, then asks for a reload of the router),
- * and stops for good one whose config is gone (`c2s del`).
+ * and stops for good a c2s-<k> (k >= 2) whose config is gone (`c2s del`);
+ * any other daemon keeps running without its config (a warning).
  * DIR/ctl belongs to the invoking user, so no daemon can ask for a
  * reload. Two `start`s at once are serialised by a flock
  * on DIR/ctl/start.lock, taken before PostgreSQL is touched and held until
@@ -483,9 +484,17 @@ static void sup_remove(struct sup *s, struct sup_child *k)
     uv_timer_start(&k->timer, on_kill_timeout, STOP_KILL_MS, 0);
 }
 
+/* Only c2s-2 .. c2s-N come and go (`c2s del`): the router, sm, s2s and
+ * c2s-1 are the instance, and a config of theirs gone missing (a hand
+ * edit half-way) must not stop them. */
+static bool sup_removable(const struct ctl_daemon *d)
+{
+    return strncmp(d->name, "c2s-", 4) == 0 && atoi(d->name + 4) >= 2;
+}
+
 /* HUP: to the daemons named in DIR/ctl/reload/, or to all (see the top);
- * a daemon configured meanwhile is started instead, one whose config is
- * gone is stopped for good. */
+ * a daemon configured meanwhile is started instead, a c2s-<k> (k >= 2)
+ * whose config is gone is stopped for good. */
 static void sup_reload(struct sup *s)
 {
     bool want[DAEMONS_MAX], any = false;
@@ -502,8 +511,14 @@ static void sup_reload(struct sup *s)
         }
         if (!k->enabled && !s->stopping && ctl_daemon_configured(s->c, k->d))
             sup_enable(s, k);
-        else if (k->enabled && !k->removing && !s->stopping && !ctl_daemon_configured(s->c, k->d))
-            sup_remove(s, k);
+        else if (k->enabled && !k->removing && !s->stopping && !ctl_daemon_configured(s->c, k->d)) {
+            if (sup_removable(k->d))
+                sup_remove(s, k);
+            else
+                log_warn("etc/%s.xml is missing: %s keeps running (only c2s-2 and up are "
+                         "removed)",
+                         k->d->name, k->d->name);
+        }
     }
 }
 

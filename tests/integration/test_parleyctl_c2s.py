@@ -278,6 +278,26 @@ def test_two_c2s_share_the_port(inst):
     for n in c2s:
         assert _status_pid(st[n]) == pids[n]
     assert "crashed" not in inst.log("parleyctl"), inst.log("parleyctl")
+    # Only c2s-2 and up are stopped for a missing config: the sm and
+    # c2s-1 without theirs (a hand edit half-way) run on through a reload.
+    moved = [os.path.join(inst.dir, "etc", n + ".xml") for n in ("sm", "c2s-1")]
+    for p in moved:
+        os.rename(p, p + ".away")
+    try:
+        inst.ok("reload", "router")
+        end = time.monotonic() + harness.START_WAIT
+        while "etc/c2s-1.xml is missing" not in inst.log("parleyctl"):
+            assert time.monotonic() < end, inst.log("parleyctl")
+            time.sleep(0.05)
+    finally:
+        for p in moved:
+            os.rename(p + ".away", p)
+    assert "etc/sm.xml is missing" in inst.log("parleyctl")
+    code, st = inst.status()
+    assert code == 0, st
+    for n in c2s:
+        assert _status_pid(st[n]) == pids[n]
+    assert st["sm"].startswith("up (pid"), st
     r = inst.ctl("c2s", "del", "c2s-1")
     assert r.code == 1 and "c2s-1 stays" in r.err, r
     assert [l.split()[0] for l in inst.ok("c2s", "list").out.splitlines()] == c2s
