@@ -329,11 +329,52 @@ static bool ctl_in_group(const char *user, gid_t gid)
     return false;
 }
 
+/* Does the existing group CTL_GROUP hold anyone but users[] (listed, or
+ * as primary group)? Each of them could connect to the router's socket:
+ * say so (true) rather than take the group over. */
+static bool ctl_group_foreign(const char *const *users, size_t n)
+{
+    struct group *gr = getgrnam(CTL_GROUP);
+    if (gr == NULL)
+        return false;
+    gid_t gid = gr->gr_gid;
+    char who[512] = "";
+    size_t len = 0;
+    for (char **m = gr->gr_mem; m != NULL && *m != NULL; m++) {
+        bool ours = false;
+        for (size_t i = 0; i < n; i++)
+            ours = ours || strcmp(*m, users[i]) == 0;
+        if (!ours && len < sizeof(who))
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%s%s", len ? ", " : "", *m);
+    }
+    setpwent();
+    for (struct passwd *pw; (pw = getpwent()) != NULL;) {
+        bool ours = false;
+        for (size_t i = 0; i < n; i++)
+            ours = ours || strcmp(pw->pw_name, users[i]) == 0;
+        if (pw->pw_gid == gid && !ours && len < sizeof(who))
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%s%s (primary group)",
+                                    len ? ", " : "", pw->pw_name);
+    }
+    endpwent();
+    if (len == 0)
+        return false;
+    ctl_err("the group %s exists and has members besides parley's daemons: %s. Members can "
+            "connect to the router's socket, so it must hold only parley-router, "
+            "parley-sm, parley-c2s and parley-s2s: take the others out (`gpasswd -d USER %s`, "
+            "or change a user's primary group with `usermod -g`), or, if the group belongs to "
+            "something else, remove or rename it (`groupmod -n NEWNAME %s`), then run again",
+            CTL_GROUP, who, CTL_GROUP, CTL_GROUP);
+    return true;
+}
+
 int ctl_group_ensure(const struct ctl *c)
 {
     static const char *const users[] = {"parley-router", "parley-sm", "parley-c2s", "parley-s2s"};
     if (!c->as_root)
         return 0;
+    if (getgrnam(CTL_GROUP) != NULL && ctl_group_foreign(users, sizeof(users) / sizeof(users[0])))
+        return 1;
     if (getgrnam(CTL_GROUP) == NULL) {
         const char *argv[] = {"/usr/sbin/groupadd", "--system", CTL_GROUP, NULL};
         if (ctl_exec(c, argv, NULL, -1) != 0) {

@@ -144,8 +144,9 @@ int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid
 /* As root: the group CTL_GROUP exists (groupadd) and the users of router,
  * sm, c2s and s2s are in it (usermod -a -G): the router gives its socket
  * to that group, mode 0660, and sm, c2s and s2s keep it (their configs'
- * <groups>) when they drop root (common/daemon). 0 or 1 (message); nothing
- * to do when not root. */
+ * <groups>) when they drop root (common/daemon). An existing group with
+ * other members (listed or by primary group) is refused: they could
+ * connect to the socket. 0 or 1 (message); nothing to do when not root. */
 int ctl_group_ensure(const struct ctl *c);
 /* Serialise edits of the shared tables (router-users.xml, the c2s
  * configs, s2s-routes.xml): an exclusive flock on DIR/ctl/edit.lock,

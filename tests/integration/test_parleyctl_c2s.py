@@ -10,9 +10,11 @@ system users) and as an ordinary user.
 """
 
 import asyncio
+import grp
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -151,6 +153,39 @@ def test_concurrent_edits(inst):
     routes = inst.ok("route", "list").out
     for i in range(3):
         assert "r%d.example" % i in routes, routes
+
+
+def test_foreign_member_of_parley_group_refused():
+    """As root, a parley group that holds someone besides the daemons'
+    users is refused (by `c2s add`, as by init), naming the member and the
+    fix, instead of giving them the router's socket. The group file with
+    that member is bind-mounted over /etc/group in a mount namespace of
+    the command alone: the machine's group is never touched."""
+    i = _make("root")
+    try:
+        i.init("localhost")
+        with open("/etc/group") as f:
+            lines = f.read().splitlines()
+        lines = [l + (",nobody" if l.split(":")[3] else "nobody")
+                 if l.startswith("parley:") else l for l in lines]
+        assert any(l.startswith("parley:") for l in lines)  # init made it
+        fake = os.path.join(i.base, "group")
+        with open(fake, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(fake, 0o644)
+        cmd = "mount --bind %s /etc/group && exec %s -d %s c2s add" % (fake, i.exe, i.dir)
+        r = subprocess.run(["unshare", "--mount", "sh", "-c", cmd], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=i.env(), timeout=60)
+        err = r.stderr.decode()
+        i.outputs.append(err)
+        if "mount" in err and r.returncode != 1:
+            pytest.skip("no mount namespace here: %s" % err)
+        assert r.returncode == 1, err
+        assert "members besides parley's daemons: nobody" in err and "gpasswd -d" in err, err
+        assert not os.path.exists(os.path.join(i.dir, "etc", "c2s-2.xml"))
+        assert "nobody" not in grp.getgrnam("parley").gr_mem
+    finally:
+        _finish(i)
 
 
 def test_two_c2s_share_the_port(inst):
