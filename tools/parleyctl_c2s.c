@@ -8,7 +8,8 @@
  * run directory and router-users.xml entry (internal, the uid of
  * parley-c2s), all listening on the same ports (SO_REUSEPORT: the kernel
  * spreads new connections over them). `init --c2s N` makes c2s-1..c2s-N;
- * `c2s add` makes the next one and, when the instance runs, has the
+ * `c2s add` makes the lowest free c2s-<k> (k >= 2) and, when the instance
+ * runs, has the
  * supervisor reload the router's table and start it (one HUP, see
  * ctl_reload); `c2s del` takes the last (or a named) one out again and
  * has the supervisor stop it. start/stop/status/reload handle every c2s-<k> that has a
@@ -225,8 +226,10 @@ static int c2s_del(struct ctl *c, const char *name)
     ctl_path(c, path, "etc/secrets/%s", buf);
     if (unlink(path) < 0 && errno != ENOENT)
         ctl_note("cannot remove %s: %s", path, strerror(errno));
-    const char *const names[] = {"router", buf};
-    int rc = ctl_reload_names(c, names, 2);
+    /* The router alone: the supervisor stops c2s-<k> on this HUP anyway
+     * (its config is gone), a HUP to it first would only race the TERM. */
+    const char *const names[] = {"router"};
+    int rc = ctl_reload_names(c, names, 1);
     if (rc < 0)
         return 1;
     printf("%s removed%s\n", buf, rc > 0 ? "; stopping it" : "");

@@ -1026,20 +1026,33 @@ int ctl_reload_names(const struct ctl *c, const char *const *names, size_t n)
     ctl_path(c, path, "ctl/reload");
     if (ctl_mkdir(c, path, 0755, getuid(), getgid()) != 0)
         return -1;
-    for (size_t i = 0; i < n; i++) {
+    /* The requests this call made (not one already waiting): taken back
+     * if no HUP goes out, so that a later HUP is not aimed by them. */
+    bool made[CTL_DAEMONS_MAX + 1] = {false};
+    int rc = 1;
+    for (size_t i = 0; i < n && i < CTL_DAEMONS_MAX + 1 && rc > 0; i++) {
         ctl_path(c, path, "ctl/reload/%s", names[i]);
-        int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == EEXIST)
+            continue;
         if (fd < 0) {
             ctl_err("cannot write %s: %s", path, strerror(errno));
-            return -1;
+            rc = -1;
+            break;
         }
+        made[i] = true;
         close(fd);
     }
-    if (kill(pid, SIGHUP) < 0) {
+    if (rc > 0 && kill(pid, SIGHUP) < 0) {
         ctl_err("cannot signal the supervisor (pid %d): %s", (int)pid, strerror(errno));
-        return -1;
+        rc = -1;
     }
-    return 1;
+    for (size_t i = 0; rc < 0 && i < n && i < CTL_DAEMONS_MAX + 1; i++) {
+        ctl_path(c, path, "ctl/reload/%s", names[i]);
+        if (made[i])
+            unlink(path);
+    }
+    return rc;
 }
 
 int ctl_reload(const struct ctl *c, const char *name)

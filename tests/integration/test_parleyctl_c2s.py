@@ -308,6 +308,8 @@ def test_two_c2s_share_the_port(inst):
         time.sleep(0.1)
     assert "c2s-3" not in inst.etc("router-users.xml")
     assert not os.path.exists(os.path.join(inst.dir, "etc", "c2s-3.xml"))
+    # Only the router was reloaded: c2s-3 got its TERM, no HUP first.
+    assert "reloading parley-c2s (pid %d)" % pids["c2s-3"] not in inst.log("parleyctl")
     code, st = inst.status()
     assert code == 0, st
     for n in c2s:
