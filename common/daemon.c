@@ -71,8 +71,8 @@ int daemon_jail_lookup(struct daemon_jail *j, char *err, size_t errlen)
 {
     j->have_ids = false;
     if (!j->user) {
-        if (j->group) {
-            snprintf(err, errlen, "<group> is set but <user> is not");
+        if (j->group || (j->groups && j->groups[strspn(j->groups, " \t\r\n")])) {
+            snprintf(err, errlen, "<%s> is set but <user> is not", j->group ? "group" : "groups");
             return ERR_PERM;
         }
         return 0;
@@ -110,21 +110,85 @@ int daemon_jail_lookup(struct daemon_jail *j, char *err, size_t errlen)
         }
         j->gid = gr->gr_gid;
     }
-    /* Read now: after a chroot the group database may be out of reach. */
-    j->ngroups = DAEMON_GROUPS_MAX;
-    if (getgrouplist(j->user, j->gid, j->groups, &j->ngroups) < 0) {
-        snprintf(err, errlen, "<user>: '%s' is in more than %d groups", j->user, DAEMON_GROUPS_MAX);
-        return ERR_PERM;
-    }
-    for (int i = 0; i < j->ngroups; i++) {
-        if (j->groups[i] == 0) {
-            snprintf(err, errlen, "<user>: '%s' is in group 0; a daemon must not run as root",
-                     j->user);
-            return ERR_PERM;
-        }
+    /* Read now: after a chroot the group database may be out of reach.
+     * Unprivileged there is no drop, and nothing to keep. */
+    j->ngids = 0;
+    if (geteuid() == 0) {
+        int rc = daemon_jail_lookup_groups(j, err, errlen);
+        if (rc)
+            return rc;
     }
     j->have_ids = true;
     return 0;
+}
+
+/* Is user (primary group pw_gid) a member of gr? */
+static bool group_has(const struct group *gr, const char *user, gid_t pw_gid)
+{
+    if (gr->gr_gid == pw_gid)
+        return true;
+    for (char **m = gr->gr_mem; m && *m; m++) {
+        if (strcmp(*m, user) == 0)
+            return true;
+    }
+    return false;
+}
+
+int daemon_jail_lookup_groups(struct daemon_jail *j, char *err, size_t errlen)
+{
+    j->ngids = 0;
+    if (!j->groups)
+        return 0;
+    errno = 0;
+    struct passwd *pw = getpwnam(j->user);
+    if (!pw) {
+        snprintf(err, errlen, "<user>: no such user '%s'", j->user);
+        return ERR_NOTFOUND;
+    }
+    gid_t pw_gid = pw->pw_gid;
+    const char *p = j->groups;
+    for (;;) {
+        p += strspn(p, " \t\r\n");
+        size_t n = strcspn(p, " \t\r\n");
+        if (n == 0)
+            return 0;
+        char name[256];
+        if (n >= sizeof(name)) {
+            snprintf(err, errlen, "<groups>: a name is longer than %zu bytes", sizeof(name) - 1);
+            return ERR_NOTFOUND;
+        }
+        memcpy(name, p, n);
+        name[n] = '\0';
+        p += n;
+        errno = 0;
+        struct group *gr = getgrnam(name);
+        if (!gr) {
+            if (errno)
+                snprintf(err, errlen, "<groups>: looking up '%s' failed: %s", name,
+                         strerror(errno));
+            else
+                snprintf(err, errlen, "<groups>: no such group '%s'", name);
+            return ERR_NOTFOUND;
+        }
+        if (gr->gr_gid == 0) {
+            snprintf(err, errlen, "<groups>: '%s' has gid 0; a daemon must not keep it", name);
+            return ERR_PERM;
+        }
+        if (!group_has(gr, j->user, pw_gid)) {
+            snprintf(err, errlen, "<groups>: '%s' is not a member of '%s'", j->user, name);
+            return ERR_PERM;
+        }
+        bool dup = false;
+        for (int i = 0; i < j->ngids; i++)
+            dup = dup || j->gids[i] == gr->gr_gid;
+        if (dup)
+            continue;
+        if (j->ngids == DAEMON_GROUPS_MAX) {
+            snprintf(err, errlen, "<groups>: more than %d groups", DAEMON_GROUPS_MAX);
+            return ERR_PERM;
+        }
+        j->gids[j->ngids++] = gr->gr_gid;
+    }
 }
 
 static int set_limit(int resource, const char *name, rlim_t value)
@@ -177,14 +241,19 @@ static void verify_drop(const struct daemon_jail *j)
         log_err("ids after the drop are not uid %u gid %u", (unsigned)j->uid, (unsigned)j->gid);
         abort();
     }
+    /* Exactly the <groups> set: a group more is a right the daemon must
+     * not have (the kernel may reorder the list). */
     gid_t groups[DAEMON_GROUPS_MAX + 1];
     int n = getgroups(DAEMON_GROUPS_MAX + 1, groups);
-    for (int i = 0; i < n; i++) {
-        if (groups[i] == 0)
-            n = -1;
+    bool same = n == j->ngids;
+    for (int i = 0; same && i < n; i++) {
+        bool listed = false;
+        for (int k = 0; k < j->ngids; k++)
+            listed = listed || groups[i] == j->gids[k];
+        same = listed && groups[i] != 0;
     }
-    if (n != j->ngroups) {
-        log_err("supplementary groups after the drop are not the %d of %s", j->ngroups, j->user);
+    if (!same) {
+        log_err("supplementary groups after the drop are not the %d of <groups>", j->ngids);
         abort();
     }
     if (setuid(0) != -1 || seteuid(0) != -1 || setgid(0) != -1 || setegid(0) != -1) {
@@ -205,15 +274,15 @@ static int change_ids(const struct daemon_jail *j)
             return ERR_SYS;
         }
     }
-    if (setgroups((size_t)j->ngroups, j->groups) != 0 || setresgid(j->gid, j->gid, j->gid) != 0 ||
+    if (setgroups((size_t)j->ngids, j->gids) != 0 || setresgid(j->gid, j->gid, j->gid) != 0 ||
         setresuid(j->uid, j->uid, j->uid) != 0) {
         log_err("dropping to uid %u gid %u: %s", (unsigned)j->uid, (unsigned)j->gid,
                 strerror(errno));
         return ERR_SYS;
     }
     verify_drop(j);
-    log_info("running as %s (uid %u gid %u, %d groups)%s%s", j->user, (unsigned)j->uid,
-             (unsigned)j->gid, j->ngroups, j->chroot ? " chrooted in " : "",
+    log_info("running as %s (uid %u gid %u, %d supplementary groups)%s%s", j->user,
+             (unsigned)j->uid, (unsigned)j->gid, j->ngids, j->chroot ? " chrooted in " : "",
              j->chroot ? j->chroot : "");
     return 0;
 }
@@ -510,6 +579,7 @@ static struct config_entry *full_table(struct daemon *d)
     const struct config_entry skel[] = {
         CONFIG_STRING("user", 0, NULL, &d->jail.user),
         CONFIG_STRING("group", 0, NULL, &d->jail.group),
+        CONFIG_STRING("groups", 0, NULL, &d->jail.groups),
         CONFIG_PATH("chroot", 0, NULL, &d->jail.chroot),
         CONFIG_PATH("pidfile", 0, d->spec->pidfile, &d->pidfile),
         CONFIG_ENUM("log/level", 0, "info", level_names, &d->log_level),

@@ -18,6 +18,11 @@
  * Skeleton entries in every daemon's config file (under its root element):
  *   <user>        unprivileged user to run as; required when started as root
  *   <group>       group to run as (default: the user's primary group)
+ *   <groups>      supplementary groups kept after the drop, names separated
+ *                 by spaces (default: none). Each must exist, have a gid
+ *                 other than 0 and list <user> as a member (or be its
+ *                 primary group); looked up only when started as root.
+ *                 Every other group of <user> is dropped.
  *   <chroot>      empty directory to chroot into after pre_jail (optional)
  *   <pidfile>     path of the locked pidfile (default: spec->pidfile; none if NULL)
  *   <log><level>  err|warn|notice|info|debug (default info; -D forces debug)
@@ -87,16 +92,18 @@ void *daemon_arg(struct daemon *d);
  * on; earlier, a hook fails start-up by returning an error instead). */
 void daemon_stop(struct daemon *d, int code);
 
+/* Most names a <groups> list may hold. */
+#define DAEMON_GROUPS_MAX 16
+
 /*
  * The privilege drop on its own, so that it can be tested. Fill user,
- * group, chroot and the limits, call daemon_jail_lookup() while the user
- * database is reachable (before any chroot), then daemon_jail_enter().
+ * group, groups, chroot and the limits, call daemon_jail_lookup() while the
+ * user database is reachable (before any chroot), then daemon_jail_enter().
  */
-#define DAEMON_GROUPS_MAX 64
-
 struct daemon_jail {
     const char *user;   /* NULL: none configured */
     const char *group;  /* NULL: the user's primary group */
+    const char *groups; /* <groups>: space-separated names; NULL or "": none */
     const char *chroot; /* NULL: no chroot */
     int max_open_files; /* RLIMIT_NOFILE; 0 leaves it */
     bool no_file_writes;
@@ -104,22 +111,25 @@ struct daemon_jail {
     bool have_ids;
     uid_t uid;
     gid_t gid;
-    /* The user's groups from the group database (gid among them): what
-     * the drop keeps as supplementary groups, so that membership in a
-     * shared group (e.g. parley, which reaches the router's socket) holds. */
-    gid_t groups[DAEMON_GROUPS_MAX];
-    int ngroups;
+    /* The gids of <groups> (distinct): the only supplementary groups the
+     * drop keeps, so that membership in a shared group (e.g. parley, which
+     * reaches the router's socket) holds and no other group does. */
+    gid_t gids[DAEMON_GROUPS_MAX];
+    int ngids;
 };
 
-/* Resolve user, group and the user's supplementary groups. ERR_NOTFOUND
- * for an unknown name, ERR_PERM for uid 0, a group without a user, gid 0
- * among the groups or more than DAEMON_GROUPS_MAX of them; the reason is
- * written to err. */
+/* Resolve user and group and, when running as root (a drop will happen),
+ * <groups>. ERR_NOTFOUND for an unknown name, ERR_PERM for uid 0, a group
+ * without a user, gid 0, a listed group <user> is not a member of, or
+ * more than DAEMON_GROUPS_MAX names; the reason is written to err. */
 int daemon_jail_lookup(struct daemon_jail *j, char *err, size_t errlen);
+/* The <groups> part of daemon_jail_lookup alone, whoever runs it (the
+ * lookup calls it as root only): fills gids/ngids. j->user must be set. */
+int daemon_jail_lookup_groups(struct daemon_jail *j, char *err, size_t errlen);
 
 /*
  * In order: rlimits (CORE 0, NOFILE, FSIZE 0 if no_file_writes), then when
- * running as root: chroot + chdir("/"), setgroups (the user's groups) +
+ * running as root: chroot + chdir("/"), setgroups (<groups> only) +
  * setresgid + setresuid,
  * and a check that root cannot be regained (abort() if it can); then
  * PR_SET_DUMPABLE 0 and PR_SET_NO_NEW_PRIVS. Started as root without a

@@ -3,9 +3,10 @@
  * reloading the component table, stopping.
  *
  * Listeners are bound in pre_jail (as root if started so): a Unix socket
- * (stale socket file removed first, chmod to the configured mode, chown to
- * the configured user and to <unix group='…'> (else the user's group), so
- * that the daemons whose users are in that group can connect)
+ * (stale socket file removed first, created with the configured mode, its
+ * owner set, never through a symlink, to the configured user and to
+ * <unix group='…'> (else the user's group), so that the daemons whose
+ * users are in that group can connect)
  * and any number of TCP addresses, each optionally with direct TLS (the
  * server context is loaded here, while the key is readable).
  *
@@ -345,6 +346,31 @@ static bool socket_owner(struct config *cfg, uid_t *uid, gid_t *gid)
     return true;
 }
 
+/*
+ * Give the socket just bound at path to uid:gid (-1: unchanged). The
+ * directory may be writable by the router's user, who could swap the name
+ * for a symlink meanwhile: lchown never follows one (a swapped-in symlink
+ * is what changes owner, harmlessly), and the name must still be the
+ * socket bound (same inode, a socket) afterwards, else start-up fails.
+ * (Hard links to others' files are refused by fs.protected_hardlinks.)
+ * 0, ERR_SYS (errno set) or ERR_PERM (the name is not our socket).
+ */
+static int listen_unix_chown(const char *path, uid_t uid, gid_t gid)
+{
+    struct stat before, after;
+    if (lstat(path, &before) != 0)
+        return ERR_SYS;
+    if (!S_ISSOCK(before.st_mode))
+        return ERR_PERM;
+    if (lchown(path, uid, gid) != 0)
+        return ERR_SYS;
+    if (lstat(path, &after) != 0)
+        return ERR_SYS;
+    if (!S_ISSOCK(after.st_mode) || after.st_ino != before.st_ino || after.st_dev != before.st_dev)
+        return ERR_PERM;
+    return 0;
+}
+
 static int listen_unix(struct router *r, uv_loop_t *loop, struct config *cfg)
 {
     const char *path = r->cfg.unix_path;
@@ -362,7 +388,13 @@ static int listen_unix(struct router *r, uv_loop_t *loop, struct config *cfg)
     snprintf(l->desc, sizeof(l->desc), "unix:%s", path);
     uv_pipe_init(loop, &l->u.pipe, 0);
     l->u.handle.data = l;
+    /* Created with its final mode: the umask is the only way to give a
+     * socket file a mode at bind time, and nothing else runs meanwhile
+     * (pre_jail, no thread yet). No chmod by name afterwards. */
+    mode_t mode = (mode_t)strtoul(r->cfg.unix_mode, NULL, 8);
+    mode_t old_mask = umask(~mode & 0777);
     int rc = uv_pipe_bind(&l->u.pipe, path);
+    umask(old_mask);
     if (rc == 0) {
         uid_t uid;
         gid_t gid;
@@ -370,7 +402,8 @@ static int listen_unix(struct router *r, uv_loop_t *loop, struct config *cfg)
             uid = (uid_t)-1;
             gid = (gid_t)-1;
         }
-        if (r->cfg.unix_group != NULL) {
+        bool fatal = r->cfg.unix_group != NULL;
+        if (fatal) {
             /* Who may connect is this group: failing to set it is fatal,
              * as a socket left to another group would lock the daemons out
              * or let others in. Unprivileged, the owner may still give it
@@ -381,18 +414,19 @@ static int listen_unix(struct router *r, uv_loop_t *loop, struct config *cfg)
                         r->cfg.unix_group);
                 return ERR_CONFIG;
             }
-            if (chown(path, uid, gr->gr_gid) != 0) {
-                log_err("chown %s to group %s: %s (the router's user must be in that group "
-                        "when it is not started as root)",
-                        path, r->cfg.unix_group, strerror(errno));
-                return ERR_SYS;
-            }
-        } else if (uid != (uid_t)-1 && chown(path, uid, gid) != 0) {
-            log_warn("chown %s: %s", path, strerror(errno));
+            gid = gr->gr_gid;
         }
-        if (chmod(path, (mode_t)strtoul(r->cfg.unix_mode, NULL, 8)) != 0) {
-            log_err("chmod %s: %s", path, strerror(errno));
+        int crc = uid != (uid_t)-1 || gid != (gid_t)-1 ? listen_unix_chown(path, uid, gid) : 0;
+        if (crc == ERR_PERM) {
+            log_err("%s was replaced while its owner was set: not the socket bound", path);
             return ERR_SYS;
+        } else if (crc != 0 && fatal) {
+            log_err("chown %s to group %s: %s (the router's user must be in that group "
+                    "when it is not started as root)",
+                    path, r->cfg.unix_group, strerror(errno));
+            return ERR_SYS;
+        } else if (crc != 0) {
+            log_warn("chown %s: %s", path, strerror(errno));
         }
         rc = uv_listen(&l->u.stream, 128, on_connection);
     }

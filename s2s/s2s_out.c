@@ -731,9 +731,12 @@ static void att_on_connect(struct stream *st, void *arg)
         stream_abort(st);
         return;
     }
-    /* The first attempt to connect wins; the others are dropped. */
+    /* The first attempt to connect wins; the others are dropped, so the
+     * targets after the winner get their turn again if it fails later
+     * (a stalled TLS handshake, on_tls_timeout; an error, on_error). */
     o->st = st;
     o->cur = a->idx;
+    o->next_target = a->idx + 1;
     unlink_attempt(o, a);
     stream_set_owner(st, &out_cbs, o);
     uv_timer_stop(&o->he);
@@ -797,6 +800,7 @@ static void try_next(struct s2s_out *o)
         struct attempt *a = xcalloc(1, sizeof(*a));
         a->o = o;
         a->idx = o->next_target++;
+        log_debug("%s -> %s: connecting to target %zu", o->local, o->remote, a->idx);
         if (stream_connect_tcp(s->loop, (const struct sockaddr *)&o->targets[a->idx].addr, &so,
                                &att_cbs, a, &a->st) != 0) {
             free(a);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -198,7 +199,9 @@ int ctl_write_file(const struct ctl *c, const char *path, const char *data, size
                    uid_t uid, gid_t gid)
 {
     /* Written under a temporary name and renamed, so that a reader (the
-     * router on HUP) sees the old or the new file, never half of one. */
+     * router on HUP) sees the old or the new file, never half of one. The
+     * fixed name is safe: writers of a file hold ctl_edit_lock (or are
+     * init, alone on a new DIR). */
     char tmp[CTL_PATH_MAX + 8];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     /* A fresh file, never one planted there (a link to another file). */
@@ -326,11 +329,52 @@ static bool ctl_in_group(const char *user, gid_t gid)
     return false;
 }
 
+/* Does the existing group CTL_GROUP hold anyone but users[] (listed, or
+ * as primary group)? Each of them could connect to the router's socket:
+ * say so (true) rather than take the group over. */
+static bool ctl_group_foreign(const char *const *users, size_t n)
+{
+    struct group *gr = getgrnam(CTL_GROUP);
+    if (gr == NULL)
+        return false;
+    gid_t gid = gr->gr_gid;
+    char who[512] = "";
+    size_t len = 0;
+    for (char **m = gr->gr_mem; m != NULL && *m != NULL; m++) {
+        bool ours = false;
+        for (size_t i = 0; i < n; i++)
+            ours = ours || strcmp(*m, users[i]) == 0;
+        if (!ours && len < sizeof(who))
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%s%s", len ? ", " : "", *m);
+    }
+    setpwent();
+    for (struct passwd *pw; (pw = getpwent()) != NULL;) {
+        bool ours = false;
+        for (size_t i = 0; i < n; i++)
+            ours = ours || strcmp(pw->pw_name, users[i]) == 0;
+        if (pw->pw_gid == gid && !ours && len < sizeof(who))
+            len += (size_t)snprintf(who + len, sizeof(who) - len, "%s%s (primary group)",
+                                    len ? ", " : "", pw->pw_name);
+    }
+    endpwent();
+    if (len == 0)
+        return false;
+    ctl_err("the group %s exists and has members besides parley's daemons: %s. Members can "
+            "connect to the router's socket, so it must hold only parley-router, "
+            "parley-sm, parley-c2s and parley-s2s: take the others out (`gpasswd -d USER %s`, "
+            "or change a user's primary group with `usermod -g`), or, if the group belongs to "
+            "something else, remove or rename it (`groupmod -n NEWNAME %s`), then run again",
+            CTL_GROUP, who, CTL_GROUP, CTL_GROUP);
+    return true;
+}
+
 int ctl_group_ensure(const struct ctl *c)
 {
     static const char *const users[] = {"parley-router", "parley-sm", "parley-c2s", "parley-s2s"};
     if (!c->as_root)
         return 0;
+    if (getgrnam(CTL_GROUP) != NULL && ctl_group_foreign(users, sizeof(users) / sizeof(users[0])))
+        return 1;
     if (getgrnam(CTL_GROUP) == NULL) {
         const char *argv[] = {"/usr/sbin/groupadd", "--system", CTL_GROUP, NULL};
         if (ctl_exec(c, argv, NULL, -1) != 0) {
@@ -356,6 +400,32 @@ int ctl_group_ensure(const struct ctl *c)
         ctl_note("added %s to the group %s", users[i], CTL_GROUP);
     }
     return 0;
+}
+
+int ctl_edit_lock(const struct ctl *c)
+{
+    char path[CTL_PATH_MAX];
+    ctl_path(c, path, "ctl/edit.lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ctl_err("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc;
+    while ((rc = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+        ;
+    if (rc < 0) {
+        ctl_err("cannot lock %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void ctl_edit_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
 }
 
 int ctl_sup_lock_fd(const struct ctl *c, int flags)

@@ -20,7 +20,8 @@
  *                               root the key is root's, 0600: c2s and s2s
  *                               load it in pre_jail, before they drop root
  *   DIR/ctl/                    the supervisor's pidfile (parleyctl.pid, which
- *                               it holds locked), state file, reload/
+ *                               it holds locked), edit.lock (table edits),
+ *                               state file, reload/
  *                               (which daemons a HUP is for); owned by
  *                               the invoking user (root as root), so no
  *                               daemon's user can plant anything there
@@ -142,10 +143,17 @@ pid_t ctl_pidfile_alive(const char *path);
 int ctl_mkdir(const struct ctl *c, const char *path, mode_t mode, uid_t uid, gid_t gid);
 /* As root: the group CTL_GROUP exists (groupadd) and the users of router,
  * sm, c2s and s2s are in it (usermod -a -G): the router gives its socket
- * to that group, mode 0660, and the daemons keep their supplementary
- * groups when they drop root (common/daemon). 0 or 1 (message); nothing
- * to do when not root. */
+ * to that group, mode 0660, and sm, c2s and s2s keep it (their configs'
+ * <groups>) when they drop root (common/daemon). An existing group with
+ * other members (listed or by primary group) is refused: they could
+ * connect to the socket. 0 or 1 (message); nothing to do when not root. */
 int ctl_group_ensure(const struct ctl *c);
+/* Serialise edits of the shared tables (router-users.xml, the c2s
+ * configs, s2s-routes.xml): an exclusive flock on DIR/ctl/edit.lock,
+ * waited for, held until ctl_edit_unlock (or exit). The fd, or -1
+ * (message). */
+int ctl_edit_lock(const struct ctl *c);
+void ctl_edit_unlock(int fd);
 /* DIR/ctl/parleyctl.pid opened with flags (O_RDWR, | O_CREAT). */
 int ctl_sup_lock_fd(const struct ctl *c, int flags);
 /* The running supervisor's pid (the holder of its pidfile's lock), or 0. */
@@ -170,8 +178,8 @@ int ctl_cmd_c2s(struct ctl *c, int argc, char **argv);
  * (as root), group of group_of when not NULL, with mode. 0 or 1. */
 int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, mode_t mode,
                      const char *group_of);
-/* DIR/etc/c2s-<k>.xml from c2s.xml.in: the template filled as for c2s-1,
- * with its router name, secret file and pidfile renamed to c2s-<k>. 0 or 1. */
+/* DIR/etc/c2s-<k>.xml from c2s.xml.in, @c2s_name@ being c2s-<k> (its
+ * router name, secret file and pidfile). 0 or 1. */
 int ctl_c2s_config_write(const struct ctl *c, int k);
 /* Everything c2s-<k> needs (k >= 2; init writes c2s-1's): its router
  * secret, run directory, config and its entry in router-users.xml. 0 or 1. */

@@ -8,7 +8,8 @@
  * run directory and router-users.xml entry (internal, the uid of
  * parley-c2s), all listening on the same ports (SO_REUSEPORT: the kernel
  * spreads new connections over them). `init --c2s N` makes c2s-1..c2s-N;
- * `c2s add` makes the next one and, when the instance runs, has the
+ * `c2s add` makes the lowest free c2s-<k> (k >= 2) and, when the instance
+ * runs, has the
  * supervisor reload the router's table and start it (one HUP, see
  * ctl_reload); `c2s del` takes the last (or a named) one out again and
  * has the supervisor stop it. start/stop/status/reload handle every c2s-<k> that has a
@@ -54,9 +55,12 @@ static int c2s_block(const struct ctl *c, const char *name, struct buf *out)
 }
 
 /* Add c2s-<k>'s entry to DIR/etc/router-users.xml (add), or take the
- * block c2s_block writes out of it (!add). 0 or 1 (message). */
-static int c2s_router_entry(const struct ctl *c, const char *name, bool add)
+ * block c2s_block writes out of it (!add). An entry exactly as this would
+ * add it is kept (left by an older failed add): *added says whether the
+ * file was changed. 0 or 1 (message). */
+static int c2s_router_entry(const struct ctl *c, const char *name, bool add, bool *added)
 {
+    *added = false;
     char path[CTL_PATH_MAX], err[256];
     ctl_path(c, path, "etc/router-users.xml");
     char *text = xmalloc(USERS_MAX);
@@ -88,6 +92,8 @@ static int c2s_router_entry(const struct ctl *c, const char *name, bool add)
         at = strstr(text, block.data);
     if (brc != 0) {
         /* printed */
+    } else if (add && taken && strstr(text, block.data) != NULL) {
+        rc = 0;
     } else if (add && taken) {
         ctl_err("%s already has a component %s", path, name);
     } else if (add && end == NULL) {
@@ -100,6 +106,7 @@ static int c2s_router_entry(const struct ctl *c, const char *name, bool add)
         buf_append_str(&b, block.data);
         buf_append_str(&b, end);
         rc = ctl_write_file(c, path, b.data, b.len, 0644, 0, 0);
+        *added = rc == 0;
     } else {
         buf_append(&b, text, (size_t)(at - text));
         buf_append_str(&b, at + strlen(block.data));
@@ -124,14 +131,30 @@ int ctl_c2s_instance_add(const struct ctl *c, int k)
         return 1;
     }
     /* The config last: its presence is what makes c2s-<k> part of the
-     * instance (ctl_daemon_configured), so a failure before leaves none. */
+     * instance (ctl_daemon_configured). A failure before it takes back the
+     * secret and the router-users.xml entry, so that the next add of this
+     * name starts clean; the run directory may stay (it is reused). */
     ctl_path(c, path, "run/%s", name);
-    if (ctl_secret_write(c, name, "parley-c2s", 0640, "parley-router") != 0 ||
-        (c->as_root && ctl_user_ids(c, "parley-c2s", &uid, &gid) != 0) ||
-        ctl_mkdir(c, path, 0755, uid, gid) != 0 || c2s_router_entry(c, name, true) != 0 ||
-        ctl_c2s_config_write(c, k) != 0)
-        return 1;
-    return 0;
+    bool secret = false, entry = false;
+    int rc = ctl_secret_write(c, name, "parley-c2s", 0640, "parley-router");
+    secret = rc == 0;
+    if (rc == 0 && c->as_root)
+        rc = ctl_user_ids(c, "parley-c2s", &uid, &gid);
+    if (rc == 0)
+        rc = ctl_mkdir(c, path, 0755, uid, gid);
+    if (rc == 0)
+        rc = c2s_router_entry(c, name, true, &entry);
+    if (rc == 0)
+        rc = ctl_c2s_config_write(c, k);
+    if (rc == 0)
+        return 0;
+    bool ignored;
+    if (entry && c2s_router_entry(c, name, false, &ignored) != 0)
+        ctl_err("%s: remove the entry for %s from router-users.xml by hand", name, name);
+    ctl_path(c, path, "etc/secrets/%s", name);
+    if (secret && unlink(path) < 0 && errno != ENOENT)
+        ctl_err("cannot remove %s: %s", path, strerror(errno));
+    return 1;
 }
 
 static bool c2s_configured(const struct ctl *c, int k)
@@ -150,7 +173,8 @@ static int c2s_add(struct ctl *c)
         ctl_err("this instance has c2s-1 .. c2s-%d already, the most parleyctl runs", CTL_C2S_MAX);
         return 1;
     }
-    if (ctl_c2s_instance_add(c, k) != 0)
+    /* As init does: parley-c2s must reach the router's socket. */
+    if (ctl_group_ensure(c) != 0 || ctl_c2s_instance_add(c, k) != 0)
         return 1;
     char name[32];
     snprintf(name, sizeof(name), "c2s-%d", k);
@@ -191,7 +215,8 @@ static int c2s_del(struct ctl *c, const char *name)
         }
     }
     snprintf(buf, sizeof(buf), "c2s-%d", k);
-    if (c2s_router_entry(c, buf, false) != 0)
+    bool ignored;
+    if (c2s_router_entry(c, buf, false, &ignored) != 0)
         return 1;
     ctl_path(c, path, "etc/%s.xml", buf);
     if (unlink(path) < 0) {
@@ -201,8 +226,10 @@ static int c2s_del(struct ctl *c, const char *name)
     ctl_path(c, path, "etc/secrets/%s", buf);
     if (unlink(path) < 0 && errno != ENOENT)
         ctl_note("cannot remove %s: %s", path, strerror(errno));
-    const char *const names[] = {"router", buf};
-    int rc = ctl_reload_names(c, names, 2);
+    /* The router alone: the supervisor stops c2s-<k> on this HUP anyway
+     * (its config is gone), a HUP to it first would only race the TERM. */
+    const char *const names[] = {"router"};
+    int rc = ctl_reload_names(c, names, 1);
     if (rc < 0)
         return 1;
     printf("%s removed%s\n", buf, rc > 0 ? "; stopping it" : "");
@@ -228,7 +255,12 @@ int ctl_cmd_c2s(struct ctl *c, int argc, char **argv)
     }
     if (ctl_load(c) != 0)
         return 1;
-    if (del)
-        return c2s_del(c, argc == 3 ? argv[2] : NULL);
-    return strcmp(argv[1], "add") == 0 ? c2s_add(c) : c2s_list(c);
+    if (strcmp(argv[1], "list") == 0)
+        return c2s_list(c);
+    int lock = ctl_edit_lock(c);
+    if (lock < 0)
+        return 1;
+    int rc = del ? c2s_del(c, argc == 3 ? argv[2] : NULL) : c2s_add(c);
+    ctl_edit_unlock(lock);
+    return rc;
 }

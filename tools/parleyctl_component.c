@@ -232,8 +232,12 @@ int ctl_cmd_component(struct ctl *c, int argc, char **argv)
     else if (secret != NULL &&
              (secret[0] == '\0' || strlen(secret) > 1024 || strpbrk(secret, "\n\r") != NULL))
         ctl_err("--secret: 1 to 1024 characters, one line");
-    else
-        rc = add ? comp_add(c, name, secret) : comp_del(c, name);
+    else {
+        int lock = ctl_edit_lock(c);
+        if (lock >= 0)
+            rc = add ? comp_add(c, name, secret) : comp_del(c, name);
+        ctl_edit_unlock(lock);
+    }
     free(name);
     return rc;
 }

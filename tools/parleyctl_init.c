@@ -84,12 +84,14 @@ enum init_var_id {
     V_S2S_TLS_PORT,
     V_DB_DSN,
     V_PARLEY_GROUP,
+    V_C2S_NAME,
     V_COUNT
 };
 static const char *const init_var_names[V_COUNT] = {
-    "domain",   "sysconfdir",   "runstatedir", "router_socket", "router_user", "c2s_user",
-    "sm_user",  "s2s_user",     "sm_uid",      "c2s_uid",       "s2s_uid",     "router_port",
-    "c2s_port", "c2s_tls_port", "s2s_port",    "s2s_tls_port",  "db_dsn",      "parley_group",
+    "domain",       "sysconfdir",  "runstatedir",  "router_socket", "router_user",
+    "c2s_user",     "sm_user",     "s2s_user",     "sm_uid",        "c2s_uid",
+    "s2s_uid",      "router_port", "c2s_port",     "c2s_tls_port",  "s2s_port",
+    "s2s_tls_port", "db_dsn",      "parley_group", "c2s_name",
 };
 
 /* Router secrets: file name under etc/secrets and the daemon that owns it
@@ -371,33 +373,11 @@ static int init_vars_fill(const struct ctl *c)
     return init_db_dsn(c, vars[V_DB_DSN]);
 }
 
-/* c2s.xml.in names its instance c2s-1 (router name, secret file, pidfile):
- * for instance k every "c2s-1" between ' or / and ', ., < or " becomes
- * "c2s-<k>" (text elsewhere, e.g. comments, is left alone). 0, or 1 if
- * the result has no <router name='c2s-<k>'>. */
-static int init_rename_c2s(const char *tmpl, const char *text, int k, struct buf *out)
-{
-    char name[32], want[48];
-    snprintf(name, sizeof(name), "c2s-%d", k);
-    const char *p = text;
-    for (const char *m; (m = strstr(p, "c2s-1")) != NULL; p = m + 5) {
-        buf_append(out, p, (size_t)(m - p));
-        bool before = m > text && (m[-1] == '\'' || m[-1] == '/');
-        bool after = m[5] == '\'' || m[5] == '.' || m[5] == '<' || m[5] == '"';
-        buf_append_str(out, before && after ? name : "c2s-1");
-    }
-    buf_append(out, p, strlen(p) + 1);
-    snprintf(want, sizeof(want), "name='%s'", name);
-    if (strstr(out->data, want) == NULL) {
-        ctl_err("template %s has no <router name='c2s-1'> to make c2s-%d of", tmpl, k);
-        return 1;
-    }
-    return 0;
-}
-
 /* Fill the template srcname into DIR/etc/<dstname>, for daemon (its run
- * directory is @runstatedir@); c2s_k > 1 renames c2s-1 (init_rename_c2s).
- * 0, 1 (message), or -1 when an optional template is missing (a note). */
+ * directory is @runstatedir@); c2s_k >= 1: the c2s instance c2s-<k>
+ * (@c2s_name@, its router name, secret and pidfile; c2s-1 in the other
+ * templates). 0, 1 (message), or -1 when an optional template is missing
+ * (a note). */
 static int init_template_one(const struct ctl *c, const char *srcname, const char *dstname,
                              const char *daemon, bool optional, int c2s_k)
 {
@@ -416,24 +396,25 @@ static int init_template_one(const struct ctl *c, const char *srcname, const cha
     }
     /* The daemon's own run directory: its pidfile, the router's socket. */
     ctl_path(c, init_vars[V_RUNSTATEDIR], "run/%s", daemon);
-    struct buf pre, out, ren;
+    snprintf(init_vars[V_C2S_NAME], CTL_PATH_MAX, "c2s-%d", c2s_k > 1 ? c2s_k : 1);
+    struct buf pre, out;
     buf_init(&pre);
     buf_init(&out);
-    buf_init(&ren);
     init_fold(text, &pre);
     int rc = init_fill(src, pre.data, init_vars, &out);
     buf_append_byte(&out, '\0');
-    const char *result = out.data;
-    if (rc == 0 && c2s_k > 1) {
-        rc = init_rename_c2s(src, out.data, c2s_k, &ren);
-        result = ren.data;
+    char want[64];
+    snprintf(want, sizeof(want), "name='c2s-%d'", c2s_k);
+    if (rc == 0 && c2s_k > 1 && strstr(out.data, want) == NULL) {
+        ctl_err("template %s has no <router name='@c2s_name@'> to make %s of", src,
+                init_vars[V_C2S_NAME]);
+        rc = 1;
     }
     ctl_path(c, dst, "etc/%s", dstname);
     if (rc == 0)
-        rc = ctl_write_file(c, dst, result, strlen(result), 0644, 0, 0);
+        rc = ctl_write_file(c, dst, out.data, strlen(out.data), 0644, 0, 0);
     buf_free(&pre);
     buf_free(&out);
-    buf_free(&ren);
     return rc;
 }
 
@@ -592,6 +573,11 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
     snprintf(c->dsn, sizeof(c->dsn), "%s", dsn != NULL ? dsn : "");
 
     char path[CTL_PATH_MAX];
+    snprintf(path, sizeof(path), "%s/c2s.xml.in", ctl_datadir(c));
+    if (nc2s > 1 && access(path, R_OK) != 0) {
+        ctl_err("--c2s %d: no c2s template %s to make c2s-2 .. c2s-%d from", nc2s, path, nc2s);
+        return 1;
+    }
     ctl_path(c, path, "etc/parley.xml");
     if (access(path, F_OK) == 0) {
         ctl_err("%s is already initialised (%s exists); remove the directory to start over", c->dir,

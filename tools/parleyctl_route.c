@@ -427,5 +427,10 @@ int ctl_cmd_route(struct ctl *c, int argc, char **argv)
         (add && route_hostport(argv[optind + 2], &want) != 0) ||
         (pin != NULL && route_pin(pin, want.pin) != 0))
         return 1;
-    return route_change(c, add, &want);
+    int lock = ctl_edit_lock(c);
+    if (lock < 0)
+        return 1;
+    int rc = route_change(c, add, &want);
+    ctl_edit_unlock(lock);
+    return rc;
 }

@@ -41,7 +41,8 @@
  * or DIR/ctl/reload/all exists (a HUP sent by hand reloads everything).
  * A HUP also starts any daemon configured since the supervisor started
  * (`c2s add` writes c2s-<k>.xml, then asks for a reload of the router),
- * and stops for good one whose config is gone (`c2s del`).
+ * and stops for good a c2s-<k> (k >= 2) whose config is gone (`c2s del`);
+ * any other daemon keeps running without its config (a warning).
  * DIR/ctl belongs to the invoking user, so no daemon can ask for a
  * reload. Two `start`s at once are serialised by a flock
  * on DIR/ctl/start.lock, taken before PostgreSQL is touched and held until
@@ -239,6 +240,18 @@ static void on_child_exit(uv_process_t *p, int64_t status, int term_signal)
     k->ready = false;
     uv_close((uv_handle_t *)p, on_proc_close);
     if (k->removing && !s->stopping) {
+        /* `c2s del` then `c2s add` of the same name within the stop: the
+         * config is back, and the new one runs. */
+        if (ctl_daemon_configured(s->c, k->d)) {
+            log_info("%s (pid %d) stopped; %s is configured again: starting it", k->d->exe, k->pid,
+                     k->d->name);
+            k->removing = false;
+            uv_timer_stop(&k->timer);
+            k->restarts = 0;
+            k->backoff_ms = BACKOFF_MIN_MS;
+            sup_spawn(s, k);
+            return;
+        }
         log_info("%s (pid %d) stopped: %s is no longer configured", k->d->exe, k->pid, k->d->name);
         sup_disable(s, k);
         return;
@@ -471,9 +484,17 @@ static void sup_remove(struct sup *s, struct sup_child *k)
     uv_timer_start(&k->timer, on_kill_timeout, STOP_KILL_MS, 0);
 }
 
+/* Only c2s-2 .. c2s-N come and go (`c2s del`): the router, sm, s2s and
+ * c2s-1 are the instance, and a config of theirs gone missing (a hand
+ * edit half-way) must not stop them. */
+static bool sup_removable(const struct ctl_daemon *d)
+{
+    return strncmp(d->name, "c2s-", 4) == 0 && atoi(d->name + 4) >= 2;
+}
+
 /* HUP: to the daemons named in DIR/ctl/reload/, or to all (see the top);
- * a daemon configured meanwhile is started instead, one whose config is
- * gone is stopped for good. */
+ * a daemon configured meanwhile is started instead, a c2s-<k> (k >= 2)
+ * whose config is gone is stopped for good. */
 static void sup_reload(struct sup *s)
 {
     bool want[DAEMONS_MAX], any = false;
@@ -490,8 +511,14 @@ static void sup_reload(struct sup *s)
         }
         if (!k->enabled && !s->stopping && ctl_daemon_configured(s->c, k->d))
             sup_enable(s, k);
-        else if (k->enabled && !k->removing && !s->stopping && !ctl_daemon_configured(s->c, k->d))
-            sup_remove(s, k);
+        else if (k->enabled && !k->removing && !s->stopping && !ctl_daemon_configured(s->c, k->d)) {
+            if (sup_removable(k->d))
+                sup_remove(s, k);
+            else
+                log_warn("etc/%s.xml is missing: %s keeps running (only c2s-2 and up are "
+                         "removed)",
+                         k->d->name, k->d->name);
+        }
     }
 }
 
@@ -999,20 +1026,33 @@ int ctl_reload_names(const struct ctl *c, const char *const *names, size_t n)
     ctl_path(c, path, "ctl/reload");
     if (ctl_mkdir(c, path, 0755, getuid(), getgid()) != 0)
         return -1;
-    for (size_t i = 0; i < n; i++) {
+    /* The requests this call made (not one already waiting): taken back
+     * if no HUP goes out, so that a later HUP is not aimed by them. */
+    bool made[CTL_DAEMONS_MAX + 1] = {false};
+    int rc = 1;
+    for (size_t i = 0; i < n && i < CTL_DAEMONS_MAX + 1 && rc > 0; i++) {
         ctl_path(c, path, "ctl/reload/%s", names[i]);
-        int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == EEXIST)
+            continue;
         if (fd < 0) {
             ctl_err("cannot write %s: %s", path, strerror(errno));
-            return -1;
+            rc = -1;
+            break;
         }
+        made[i] = true;
         close(fd);
     }
-    if (kill(pid, SIGHUP) < 0) {
+    if (rc > 0 && kill(pid, SIGHUP) < 0) {
         ctl_err("cannot signal the supervisor (pid %d): %s", (int)pid, strerror(errno));
-        return -1;
+        rc = -1;
     }
-    return 1;
+    for (size_t i = 0; rc < 0 && i < n && i < CTL_DAEMONS_MAX + 1; i++) {
+        ctl_path(c, path, "ctl/reload/%s", names[i]);
+        if (made[i])
+            unlink(path);
+    }
+    return rc;
 }
 
 int ctl_reload(const struct ctl *c, const char *name)

@@ -97,7 +97,7 @@ class Result:
 PLACEHOLDERS = ("domain", "sysconfdir", "runstatedir", "router_socket", "router_user",
                 "c2s_user", "sm_user", "s2s_user", "sm_uid", "c2s_uid", "s2s_uid",
                 "router_port", "c2s_port", "c2s_tls_port", "s2s_port", "s2s_tls_port",
-                "db_dsn", "parley_group")
+                "db_dsn", "parley_group", "c2s_name")
 
 # The daemon templates and the config file init writes from each.
 DAEMON_TEMPLATES = {"sm.xml.in": "sm.xml", "c2s.xml.in": "c2s-1.xml", "s2s.xml.in": "s2s.xml"}

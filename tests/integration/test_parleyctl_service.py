@@ -105,6 +105,7 @@ def test_init_fills_every_placeholder(standin):
         assert v["s2s_tls_port"] == str(inst.s2s_tls_port)
         assert v["router_port"] == str(inst.port)
         assert v["db_dsn"] == "host=%s port=5432 dbname=parley" % os.path.join(d, "pg", "run")
+        assert v["c2s_name"] == "c2s-1"  # the instance in c2s-1.xml; c2s-1 elsewhere
         for k, u in users.items():
             assert v[k + "_user"] == (u if _as_root(inst) else _me(inst))
             assert v[k + "_uid"] == str(pwd.getpwnam(v[k + "_user"]).pw_uid)
@@ -505,8 +506,9 @@ def test_service_start_login_status_stop(inst):
 
     if _as_root(inst):
         # The router's socket: group parley, 0660; the daemons reach it
-        # through that group (they keep it when they drop root), a user
-        # outside it cannot connect.
+        # through that group (the one their <groups> keeps when they drop
+        # root: no other supplementary group survives), a user outside it
+        # cannot connect. The router owns the socket and keeps no group.
         import grp
         sock = os.path.join(inst.dir, "run", "router", "router.sock")
         gid = grp.getgrnam("parley").gr_gid
@@ -516,7 +518,7 @@ def test_service_start_login_status_stop(inst):
         for name in have:
             with open("/proc/%d/status" % pids[name]) as f:
                 groups = re.search(r"^Groups:(.*)$", f.read(), re.M).group(1).split()
-            assert str(gid) in groups, (name, groups)
+            assert groups == ([] if name == "router" else [str(gid)]), (name, groups)
 
     if "s2s" in have:
         # A route change reloads s2s, and only s2s.

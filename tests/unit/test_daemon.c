@@ -268,6 +268,89 @@ static void test_lookup(void **state)
     assert_int_equal(j.gid, gid);
 }
 
+/* A group with a member other than root that is not the member's primary
+ * group, or false: the machine decides whether there is one. */
+static bool find_member(char *user, size_t ulen, char *group, size_t glen)
+{
+    bool found = false;
+    setgrent();
+    for (struct group *gr; !found && (gr = getgrent()) != NULL;) {
+        for (char **m = gr->gr_mem; gr->gr_gid != 0 && m && *m && !found; m++) {
+            struct passwd *pw = getpwnam(*m);
+            if (pw && pw->pw_uid != 0 && pw->pw_gid != gr->gr_gid && strlen(*m) < ulen &&
+                strlen(gr->gr_name) < glen) {
+                strcpy(user, *m);
+                strcpy(group, gr->gr_name);
+                found = true;
+            }
+        }
+    }
+    endgrent();
+    return found;
+}
+
+static void test_lookup_groups(void **state)
+{
+    char err[256];
+    struct passwd *pw = getpwnam("nobody");
+    assert_non_null(pw);
+    gid_t nobody_gid = pw->pw_gid;
+    struct group *primary = getgrgid(nobody_gid);
+    assert_non_null(primary);
+    char primary_name[64];
+    snprintf(primary_name, sizeof(primary_name), "%s", primary->gr_name);
+
+    struct daemon_jail j = {.user = "nobody", .groups = "no-such-group-parley"};
+    assert_int_equal(daemon_jail_lookup_groups(&j, err, sizeof(err)), ERR_NOTFOUND);
+    assert_string_equal(err, "<groups>: no such group 'no-such-group-parley'");
+
+    j = (struct daemon_jail){.user = "nobody", .groups = "root"};
+    assert_int_equal(daemon_jail_lookup_groups(&j, err, sizeof(err)), ERR_PERM);
+    assert_string_equal(err, "<groups>: 'root' has gid 0; a daemon must not keep it");
+
+    /* nobody is in no group but its own; the group daemon lists nobody. */
+    struct group *dg = getgrnam("daemon");
+    assert_non_null(dg);
+    for (char **m = dg->gr_mem; m && *m; m++)
+        assert_string_not_equal(*m, "nobody");
+    j = (struct daemon_jail){.user = "nobody", .groups = "daemon"};
+    assert_int_equal(daemon_jail_lookup_groups(&j, err, sizeof(err)), ERR_PERM);
+    assert_string_equal(err, "<groups>: 'nobody' is not a member of 'daemon'");
+
+    /* The primary group counts as membership; a repeated name once. */
+    char list[160];
+    snprintf(list, sizeof(list), " %s\t%s ", primary_name, primary_name);
+    j = (struct daemon_jail){.user = "nobody", .groups = list};
+    assert_int_equal(daemon_jail_lookup_groups(&j, err, sizeof(err)), 0);
+    assert_int_equal(j.ngids, 1);
+    assert_int_equal(j.gids[0], nobody_gid);
+
+    j = (struct daemon_jail){.user = "nobody", .groups = " "};
+    assert_int_equal(daemon_jail_lookup_groups(&j, err, sizeof(err)), 0);
+    assert_int_equal(j.ngids, 0);
+
+    /* <groups> without <user> is refused like <group>. */
+    j = (struct daemon_jail){.groups = "daemon"};
+    assert_int_equal(daemon_jail_lookup(&j, err, sizeof(err)), ERR_PERM);
+    assert_string_equal(err, "<groups> is set but <user> is not");
+
+    /* The whole lookup resolves <groups> only when a drop will happen. */
+    j = (struct daemon_jail){.user = "nobody", .groups = "daemon"};
+    assert_int_equal(daemon_jail_lookup(&j, err, sizeof(err)), is_root() ? ERR_PERM : 0);
+    assert_int_equal(j.ngids, 0);
+
+    /* A listed member (gr_mem), where the machine has one. */
+    char user[64], group[64];
+    if (find_member(user, sizeof(user), group, sizeof(group))) {
+        j = (struct daemon_jail){.user = user, .groups = group};
+        assert_int_equal(daemon_jail_lookup_groups(&j, err, sizeof(err)), 0);
+        assert_int_equal(j.ngids, 1);
+        assert_int_equal(j.gids[0], getgrnam(group)->gr_gid);
+    } else {
+        print_message("no group with a listed member here: that case is not checked\n");
+    }
+}
+
 /* ---- daemon_jail_enter, each in a child (it changes the process) ---- */
 
 /* Run fn in a child; returns its exit status. */
@@ -348,8 +431,9 @@ static int child_root_drop(void *chroot_dir)
     uid_t ru, eu, su;
     if (getresuid(&ru, &eu, &su) != 0 || ru != j.uid || eu != j.uid || su != j.uid)
         return 4;
+    /* No <groups>: no supplementary group at all, not even the user's. */
     gid_t groups[4];
-    if (getgroups(4, groups) != 1 || groups[0] != j.gid || getgid() != j.gid)
+    if (getgroups(4, groups) != 0 || getgid() != j.gid)
         return 5;
     if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0)
         return 6;
@@ -370,6 +454,37 @@ static void test_enter_root(void **state)
         skip();
     }
     assert_int_equal(in_child(child_root_drop, NULL), 0);
+}
+
+/* Only <groups> survives the drop: the user's own group, listed, does. */
+static int child_root_groups(void *arg)
+{
+    char err[256];
+    struct daemon_jail j = {.user = "nobody", .groups = arg};
+    if (daemon_jail_lookup(&j, err, sizeof(err)) != 0 || j.ngids != 1)
+        return 2;
+    if (daemon_jail_enter(&j) != 0)
+        return 3;
+    gid_t groups[4];
+    if (getgroups(4, groups) != 1 || groups[0] != j.gids[0])
+        return 4;
+    return check_jailed();
+}
+
+static void test_enter_root_groups(void **state)
+{
+    if (!is_root()) {
+        print_message("skipped: needs root\n");
+        skip();
+    }
+    struct passwd *pw = getpwnam("nobody");
+    assert_non_null(pw);
+    struct group *gr = getgrgid(pw->pw_gid);
+    assert_non_null(gr);
+    char name[64];
+    snprintf(name, sizeof(name), "%s", gr->gr_name);
+    /* The parent keeps root's groups (0 among them): they must not leak. */
+    assert_int_equal(in_child(child_root_groups, name), 0);
 }
 
 static void test_enter_root_chroot(void **state)
@@ -600,9 +715,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_lookup_groups),
         cmocka_unit_test(test_enter_unprivileged),
         cmocka_unit_test(test_enter_root_without_user),
         cmocka_unit_test(test_enter_root),
+        cmocka_unit_test(test_enter_root_groups),
         cmocka_unit_test_setup_teardown(test_enter_root_chroot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_bad, setup, teardown),
