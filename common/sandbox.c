@@ -191,23 +191,41 @@ static const struct rule thread_rules[] = {
     A(rseq),
 };
 
-/* Outbound network beyond the router: libpq (poll while connecting),
- * glibc's resolver behind getaddrinfo (sendmmsg, poll, bind for the
- * netlink query), c-ares (its sockets are on the loop). */
+/* Outbound network beyond the router: libpq, glibc's resolver behind
+ * getaddrinfo, c-ares (its sockets are on the loop). */
 static const struct rule net_rules[] = {
-    A(poll), A(ppoll), A(bind), A(sendmmsg), A(recvmmsg),
+    A(poll),     /* libpq waiting on its socket; glibc's resolver */
+    A(ppoll),    /* the same through newer glibc paths */
+    A(bind),     /* getaddrinfo's netlink query (AI_ADDRCONFIG) */
+    A(sendmmsg), /* glibc's resolver: A and AAAA queries at once */
+    A(recvmmsg), /* c-ares reading several answers */
 };
 
 #if SANDBOX_SANITIZERS
-/* ASan/LSan/UBSan only: LeakSanitizer at exit stops the world from a
- * tracer made with clone (no CLONE_THREAD), which ptraces every thread,
- * waits for them and reads /proc/self/{maps,task}; reports read the
- * binaries (open, not openat) to symbolize. Listed first, so that these
- * plain allows win over the argument checks of the base groups. */
+/* ASan/LSan/UBSan only. LeakSanitizer at exit stops the world from a
+ * tracer made with clone (no CLONE_THREAD: a process of its own, which a
+ * kill of the process would not reach, leaving the daemon waiting for it
+ * forever), which reads /proc/self/task and /proc/self/maps and ptraces
+ * every thread. Listed first, so that these plain allows win over the
+ * argument checks of the base groups. */
 static const struct rule san_rules[] = {
-    A(clone),   A(ptrace),  A(wait4),  A(process_vm_readv), A(prctl), A(open), A(stat),
-    A(lstat),   A(getppid), A(kill),   A(tgkill),           A(pipe),  A(dup),  A(dup2),
-    A(mincore), A(msync),   A(getcwd),
+    A(clone),            /* LSan's tracer */
+    A(ptrace),           /* the tracer attaches to each thread */
+    A(wait4),            /* ... and waits for it to stop */
+    A(process_vm_readv), /* reading the stopped threads' memory */
+    A(prctl),            /* PR_SET_PTRACER, PR_SET_DUMPABLE for the tracer */
+    A(getdents),         /* listing /proc/self/task */
+    A(open),             /* /proc/self/maps; binaries for symbolizing */
+    A(stat),             /* symbolizer: which file is mapped */
+    A(lstat),            /* symbolizer */
+    A(readlink),         /* /proc/self/exe */
+    A(getppid),          /* the tracer checks its parent lives */
+    A(kill),             /* the tracer's signals */
+    A(tgkill),           /* ... to any thread, not only ours */
+    A(pipe),             /* ASan's memory-readable probe in reports */
+    A(dup2),             /* report output */
+    A(mincore),          /* stack depot, report paths */
+    A(msync),            /* memory-readable probe */
 };
 #define SAN_GROUP GROUP(san_rules),
 #else
