@@ -73,14 +73,10 @@ struct sandbox_policy {
     size_t ngroups;
 };
 
-#define A(name)                                                                                    \
-    {                                                                                              \
-        SYS_##name, R_ALLOW                                                                        \
-    }
-#define GROUP(arr)                                                                                 \
-    {                                                                                              \
-        arr, sizeof(arr) / sizeof(arr[0])                                                          \
-    }
+/* clang-format off */
+#define A(name)    {SYS_##name, R_ALLOW}
+#define GROUP(arr) {arr, sizeof(arr) / sizeof(arr[0])}
+/* clang-format on */
 
 /* ioctl requests: libuv sets O_NONBLOCK and FD_CLOEXEC with them; stdio
  * asks whether stderr is a terminal; FIONREAD sizes a pending datagram. */
@@ -166,7 +162,6 @@ static const struct rule base_rules[] = {
      * (re-opened on HUP), accepted connections */
     {SYS_socket, R_SOCKET},
     A(connect),
-    A(accept4),
     A(shutdown),
     A(sendto),
     A(recvfrom),
@@ -179,6 +174,11 @@ static const struct rule base_rules[] = {
     /* the end */
     A(exit),
     A(exit_group),
+};
+
+/* Listeners (bound as root before the jail): accepting. Not sm. */
+static const struct rule listen_rules[] = {
+    A(accept4), /* libuv's uv_accept, SOCK_NONBLOCK | SOCK_CLOEXEC */
 };
 
 /* Threads: libuv's pool (uv_getaddrinfo for a TCP router address,
@@ -233,18 +233,18 @@ static const struct rule san_rules[] = {
 #endif
 
 /* The router only accepts and forwards: no threads, no outbound network. */
-static const struct group router_groups[] = {SAN_GROUP GROUP(base_rules)};
+static const struct group router_groups[] = {SAN_GROUP GROUP(base_rules), GROUP(listen_rules)};
+/* sm serves no listener: the router and PostgreSQL are its only peers. */
 static const struct group sm_groups[] = {SAN_GROUP GROUP(base_rules), GROUP(thread_rules),
                                          GROUP(net_rules)};
-static const struct group c2s_groups[] = {SAN_GROUP GROUP(base_rules), GROUP(thread_rules),
-                                          GROUP(net_rules)};
-static const struct group s2s_groups[] = {SAN_GROUP GROUP(base_rules), GROUP(thread_rules),
-                                          GROUP(net_rules)};
+static const struct group c2s_groups[] = {SAN_GROUP GROUP(base_rules), GROUP(listen_rules),
+                                          GROUP(thread_rules), GROUP(net_rules)};
+static const struct group s2s_groups[] = {SAN_GROUP GROUP(base_rules), GROUP(listen_rules),
+                                          GROUP(thread_rules), GROUP(net_rules)};
 
-#define POLICY(name, g)                                                                            \
-    {                                                                                              \
-        name, g, sizeof(g) / sizeof(g[0])                                                          \
-    }
+/* clang-format off */
+#define POLICY(name, g) {name, g, sizeof(g) / sizeof(g[0])}
+/* clang-format on */
 static const struct sandbox_policy policies[] = {
     POLICY("router", router_groups),
     POLICY("sm", sm_groups),
