@@ -28,6 +28,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/sandbox.h"
 
 struct daemon {
     const struct daemon_spec *spec;
@@ -44,6 +45,7 @@ struct daemon {
     struct daemon_jail jail;
     const char *pidfile;
     int log_level;
+    int sandbox;  /* enum sandbox_mode */
     int pidfd;    /* locked pidfile, or -1 */
     int ready_fd; /* write end of the start-up pipe to the first process, or -1 */
 };
@@ -311,13 +313,7 @@ int daemon_jail_enter(const struct daemon_jail *j)
         log_err("prctl: %s", strerror(errno));
         return ERR_SYS;
     }
-    /*
-     * Seccomp goes here, once each daemon has its allow-list: check the
-     * architecture, allow the listed syscalls, kill by default. It must be
-     * loaded after NO_NEW_PRIVS and before libuv starts any thread (its
-     * threadpool starts lazily, on the first fs/DNS/work request), or with
-     * SECCOMP_FILTER_FLAG_TSYNC.
-     */
+    /* The seccomp allow-list comes later, after post_jail (enter_sandbox). */
     return 0;
 }
 
@@ -584,6 +580,7 @@ static struct config_entry *full_table(struct daemon *d)
         CONFIG_PATH("pidfile", 0, d->spec->pidfile, &d->pidfile),
         CONFIG_ENUM("log/level", 0, "info", level_names, &d->log_level),
         CONFIG_INT("max-open-files", 0, "0", 0, 1 << 20, &d->jail.max_open_files),
+        CONFIG_ENUM("sandbox", 0, "on", sandbox_mode_names, &d->sandbox),
     };
     size_t nskel = sizeof(skel) / sizeof(skel[0]), nown = 0;
     while (d->spec->table && d->spec->table[nown].path)
@@ -614,6 +611,32 @@ static int load_config(struct daemon *d, const char *file)
     return 0;
 }
 
+/*
+ * The seccomp allow-list (sandbox.h), the last step of the jail: after
+ * post_jail, so that everything opened at start-up is open, and before
+ * uv_run serves anything. Threads started by then get it too (TSYNC).
+ */
+static int enter_sandbox(struct daemon *d)
+{
+    if (d->sandbox == SANDBOX_OFF) {
+        log_notice("sandbox off: no seccomp filter");
+        return 0;
+    }
+    const struct sandbox_policy *p = sandbox_policy_find(d->spec->root);
+    if (!p) {
+        log_warn("no seccomp allow-list for <%s>: running without one", d->spec->root);
+        return 0;
+    }
+    int rc = sandbox_install(p, (enum sandbox_mode)d->sandbox);
+    if (rc)
+        return rc;
+    log_info("sandbox %s: seccomp allow-list of %zu system calls; any other %s",
+             sandbox_mode_names[d->sandbox], sandbox_policy_size(p),
+             d->sandbox == SANDBOX_ON ? "kills the process (SIGSYS)"
+                                      : "is allowed and logged by the kernel");
+    return 0;
+}
+
 /* From the loop's creation to its end; returns the exit code. */
 static int run(struct daemon *d)
 {
@@ -634,6 +657,8 @@ static int run(struct daemon *d)
         log_err("post_jail: %s", err_str(rc));
         return 1;
     }
+    if (enter_sandbox(d) != 0)
+        return 1;
     log_notice("started");
     report_ready(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
