@@ -329,9 +329,16 @@ def main():
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--sources", type=int, default=16,
                     help="spread connections over 127.0.0.1..127.0.0.N")
+    ap.add_argument("--phases", default="login,plain,msg,latency",
+                    help="comma-separated subset of login (1: SCRAM logins and RSS), "
+                    "plain (2), msg (3), latency (4 and 5); default all")
     ap.add_argument("--xmppload", default=None,
                     help="driver binary (default: PARLEY_BUILD or build/rel)")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
+    unknown = phases - {"login", "plain", "msg", "latency"}
+    if unknown:
+        raise SystemExit("unknown phase(s): %s" % ", ".join(sorted(unknown)))
     build = os.environ.get("PARLEY_BUILD", os.path.join(REPO, "build", "rel"))
     args.xmppload = args.xmppload or os.path.join(build, "tests", "bench", "xmppload")
     if not os.access(args.xmppload, os.X_OK):
@@ -343,43 +350,50 @@ def main():
     summary = []
     try:
         srv.start()
-        r = driver(args, srv.port, srv.pids(), ["--count", str(args.sessions),
-                                                  "--mech", "SCRAM-SHA-1", "--settle", "5"],
-                   "SCRAM-SHA-1 logins and RSS at %d sessions" % args.sessions)
-        summary.append(("SCRAM-SHA-1 logins/s (%d users)" % args.sessions,
-                        first(r, "login", "rate")))
-        for kv in r.get("cpu", []):
-            summary.append(("CPU per SCRAM login, %s (util)" % kv["proc"],
-                            "%s us (%s)" % (kv["per_login_us"], kv["util"])))
-        summary.append(("RSS per idle TLS session, KiB (delta / total over %s)" %
-                        first(r, "rss", "sessions"),
-                        "%s / %s" % (first(r, "rss", "per_session_kib"),
-                                     first(r, "rss", "total_per_session_kib"))))
-        srv.restart()
-        r = driver(args, srv.port, srv.pids(), ["--count", str(args.plain_users),
-                                                  "--mech", "PLAIN", "--settle", "0"],
-                   "PLAIN logins")
-        summary.append(("PLAIN logins/s (%d users)" % args.plain_users,
-                        first(r, "login", "rate")))
+        fresh = True
+        if "login" in phases:
+            r = driver(args, srv.port, srv.pids(), ["--count", str(args.sessions),
+                                                      "--mech", "SCRAM-SHA-1", "--settle", "5"],
+                       "SCRAM-SHA-1 logins and RSS at %d sessions" % args.sessions)
+            fresh = False
+            summary.append(("SCRAM-SHA-1 logins/s (%d users)" % args.sessions,
+                            first(r, "login", "rate")))
+            for kv in r.get("cpu", []):
+                summary.append(("CPU per SCRAM login, %s (util)" % kv["proc"],
+                                "%s us (%s)" % (kv["per_login_us"], kv["util"])))
+            summary.append(("RSS per idle TLS session, KiB (delta / total over %s)" %
+                            first(r, "rss", "sessions"),
+                            "%s / %s" % (first(r, "rss", "per_session_kib"),
+                                         first(r, "rss", "total_per_session_kib"))))
+        if not fresh:
+            srv.restart()
+        if "plain" in phases:
+            r = driver(args, srv.port, srv.pids(), ["--count", str(args.plain_users),
+                                                      "--mech", "PLAIN", "--settle", "0"],
+                       "PLAIN logins")
+            summary.append(("PLAIN logins/s (%d users)" % args.plain_users,
+                            first(r, "login", "rate")))
         msg = ["--count", str(args.msg_users), "--settle", "3", "--duration",
                str(args.seconds), "--warmup", "2"]
-        r = driver(args, srv.port, srv.pids(), msg + ["--rate", "0"], "messages, max rate")
-        rate = float(first(r, "messages", "rate") or 0)
-        summary.append(("messages/s (%d users, i -> i+1)" % args.msg_users, "%.0f" % rate))
-        for kv in r.get("cpu", []):
-            if kv.get("phase") == "msg":
-                summary.append(("CPU per message, %s (util)" % kv["proc"],
-                                "%s us (%s)" % (kv["per_msg_us"], kv["util"])))
-        summary.append(("latency at max rate p50/p99 ms",
-                        "%s / %s" % (first(r, "latency_ms", "p50"),
-                                     first(r, "latency_ms", "p99"))))
-        if rate > 0:
+        rate = 0.0
+        if "msg" in phases:
+            r = driver(args, srv.port, srv.pids(), msg + ["--rate", "0"], "messages, max rate")
+            rate = float(first(r, "messages", "rate") or 0)
+            summary.append(("messages/s (%d users, i -> i+1)" % args.msg_users, "%.0f" % rate))
+            for kv in r.get("cpu", []):
+                if kv.get("phase") == "msg":
+                    summary.append(("CPU per message, %s (util)" % kv["proc"],
+                                    "%s us (%s)" % (kv["per_msg_us"], kv["util"])))
+            summary.append(("latency at max rate p50/p99 ms",
+                            "%s / %s" % (first(r, "latency_ms", "p50"),
+                                         first(r, "latency_ms", "p99"))))
+        if "latency" in phases and rate > 0:
             r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % (rate / 2)],
                        "latency at half rate")
             summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % (rate / 2),
                             "/".join(str(first(r, "latency_ms", k))
                                      for k in ("p50", "p90", "p99", "max"))))
-        if args.low_rate > 0:
+        if "latency" in phases and args.low_rate > 0:
             r = driver(args, srv.port, srv.pids(), msg + ["--rate", "%.0f" % args.low_rate],
                        "latency at a low rate")
             summary.append(("latency at %.0f msgs/s p50/p90/p99/max ms" % args.low_rate,
