@@ -84,7 +84,8 @@ struct stream {
     } io;
     uv_timer_t timer;
     uv_prepare_t flusher;
-    uv_write_t wreq;
+    uv_write_t *wreq; /* the uv_write in flight (allocated for it: most output
+                         leaves by uv_try_write, and idle streams need none) */
     /* A connect completes before a shutdown can start (closing while
      * connecting is an abort), so the two requests share memory. */
     union {
@@ -605,6 +606,8 @@ static void on_write(uv_write_t *req, int status)
 {
     struct stream *s = req->data;
     size_t done = 0;
+    free(req);
+    s->wreq = NULL;
     s->writing = 0;
     if (s->state == ST_CLOSED)
         return; /* cancelled by hard_close; items are freed with the stream */
@@ -644,9 +647,13 @@ static int write_some(struct stream *s)
             return 0;
     }
     k = build_iov(&s->wire, iov, &total);
-    int r = uv_write(&s->wreq, &s->io.stream, iov, (unsigned)k, on_write);
+    s->wreq = xmalloc(sizeof(*s->wreq));
+    s->wreq->data = s;
+    int r = uv_write(s->wreq, &s->io.stream, iov, (unsigned)k, on_write);
     s->stats.writes++;
     if (r < 0) {
+        free(s->wreq);
+        s->wreq = NULL;
         transport_error(s, r);
         return -1;
     }
@@ -827,7 +834,6 @@ static struct stream *stream_alloc(uv_loop_t *loop, int is_unix, const struct st
     s->io.handle.data = s;
     s->timer.data = s;
     s->flusher.data = s;
-    s->wreq.data = s;
     s->creq.data = s;
     s->sreq.data = s;
     if (s->opts.handshake_ms)

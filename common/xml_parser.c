@@ -137,8 +137,10 @@ struct xml_parser {
 
     enum xml_stream_err err;
     unsigned long err_line;
-    char errmsg[160];
+    char *errmsg; /* ERRMSG_LEN bytes once an error was met (kept small per stream) */
 };
+
+#define ERRMSG_LEN 160
 
 /* See enum lex_state: expat without reparse deferral needs nothing. */
 static void set_reparse_deferral(struct xml_parser *p, bool on)
@@ -152,6 +154,14 @@ static void set_reparse_deferral(struct xml_parser *p, bool on)
 }
 
 /* ---- errors ---- */
+
+/* The buffer for the error message (streams rarely need one). */
+static char *errbuf(struct xml_parser *p)
+{
+    if (p->errmsg == NULL)
+        p->errmsg = xmalloc(ERRMSG_LEN);
+    return p->errmsg;
+}
 
 /* The line in the whole stream (expat counts from its own start). */
 static unsigned long cur_line(const struct xml_parser *p)
@@ -177,7 +187,7 @@ static void fail(struct xml_parser *p, enum xml_stream_err cond, const char *fmt
     p->err_line = cur_line(p);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->errmsg, sizeof(p->errmsg), fmt, ap);
+    vsnprintf(errbuf(p), ERRMSG_LEN, fmt, ap);
     va_end(ap);
     stop(p);
 }
@@ -629,7 +639,8 @@ static void start_expat(struct xml_parser *p)
     p->lex = (struct lex){LEX_CONTENT, 0, 0};
     p->header_done = p->stopped = p->closed = p->dead = false;
     p->err = XML_SE_NONE;
-    p->errmsg[0] = '\0';
+    if (p->errmsg != NULL)
+        p->errmsg[0] = '\0';
     if (p->mode == MODE_FRAGMENT) {
         size_t n = sizeof(fragment_wrapper) - 1;
         set_reparse_deferral(p, false);
@@ -718,6 +729,7 @@ static void destroy(struct xml_parser *p)
     free(p->content_ns);
     buf_free(&p->hdr_decls);
     free(p->wake_hdr);
+    free(p->errmsg);
     free(p);
 }
 
@@ -935,7 +947,7 @@ static bool sniff_byte(struct xml_parser *p, unsigned char c)
     if (bad) {
         p->err = XML_SE_UNSUPPORTED_ENCODING;
         p->err_line = 1;
-        snprintf(p->errmsg, sizeof(p->errmsg), "stream is not UTF-8");
+        snprintf(errbuf(p), ERRMSG_LEN, "stream is not UTF-8");
     }
     return !bad;
 }
@@ -947,7 +959,7 @@ static void report_error(struct xml_parser *p)
         enum XML_Error code = XML_GetErrorCode(p->xp);
         p->err = map_expat_error(code);
         p->err_line = cur_line(p);
-        snprintf(p->errmsg, sizeof(p->errmsg), "%s", XML_ErrorString(code));
+        snprintf(errbuf(p), ERRMSG_LEN, "%s", XML_ErrorString(code));
     }
     if (p->mode != MODE_DOCUMENT && p->cbs.on_error) {
         char text[200];
@@ -992,7 +1004,7 @@ static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
                 bool hdr = p->mode == MODE_STREAM && !p->header_done;
                 p->err = XML_SE_POLICY_VIOLATION;
                 p->err_line = cur_line(p);
-                snprintf(p->errmsg, sizeof(p->errmsg), "%s larger than %zu bytes",
+                snprintf(errbuf(p), ERRMSG_LEN, "%s larger than %zu bytes",
                          hdr ? "stream header" : "element",
                          hdr ? p->lim.max_header_bytes : p->lim.max_stanza_bytes);
                 report_error(p);
@@ -1055,8 +1067,8 @@ struct xml_node *xml_parse_document(const char *data, size_t len, const struct x
         root = p->doc;
         p->doc = NULL;
     }
-    if (root == NULL && p->errmsg[0] == '\0')
-        snprintf(p->errmsg, sizeof(p->errmsg), "no root element");
+    if (root == NULL && (p->errmsg == NULL || p->errmsg[0] == '\0'))
+        snprintf(errbuf(p), ERRMSG_LEN, "no root element");
     if (root == NULL && err && errlen)
         snprintf(err, errlen, "line %lu: %s", p->err_line, p->errmsg);
     destroy(p);
