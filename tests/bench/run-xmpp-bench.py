@@ -23,6 +23,9 @@ Targets:
            dir, on a free loopback port, as the `prosody` user when root
            (setpriv, so that the raised RLIMIT_NOFILE holds).
 
+--phases picks a subset (login = 1, plain = 2, msg = 3, latency = 4 and 5;
+latency needs msg), e.g. --phases login,msg for memory and CPU per message.
+
 The driver is pinned to the last CPU (taskset), Prosody to CPU 0; Parley's
 daemons are left to the scheduler (several processes). Run as root so that
 RLIMIT_NOFILE can be raised for 10,000 sessions.
