@@ -706,7 +706,6 @@ static void flush(struct stream *s)
 {
     uv_prepare_stop(&s->flusher);
     s->flush_on = 0;
-    s->tls_out = 0; /* whatever OpenSSL wrote is in wire, written below */
     if (s->state == ST_CONNECTING || s->state == ST_CLOSED)
         return;
     if (s->ssl != NULL) {
@@ -724,6 +723,9 @@ static void flush(struct stream *s)
                 SSL_shutdown(s->ssl);
             }
         }
+        /* Whatever OpenSSL wrote (now or since the last flush) is in wire
+         * and goes out below: no need for another flush because of it. */
+        s->tls_out = 0;
     }
     if (!s->writing && s->wire.count > 0 && write_some(s) < 0)
         return;
