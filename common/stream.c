@@ -1,6 +1,6 @@
 /*
- * stream.c - a connection: libuv handle + TLS over memory BIOs + xml parser
- * + batched write queue (see stream.h for the contract).
+ * stream.c - a connection: libuv handle + TLS through our own BIO + xml
+ * parser + batched write queue (see stream.h for the contract).
  *
  * Layout of the output path. Two queues of byte items (a referenced rbuf,
  * or an owned chunk that small copied writes are appended to):
@@ -13,6 +13,18 @@
  * Bytes queued before stream_starttls sit in wire and leave in plaintext,
  * ahead of any TLS record: that is what makes <proceed/> safe to queue just
  * before the call.
+ *
+ * TLS I/O: OpenSSL reads and writes through one BIO of ours (stream_bio)
+ * instead of a pair of memory BIOs. Reading, it takes ciphertext straight
+ * from the buffer of the current read callback (tls_in); OpenSSL keeps a
+ * partial record in its own read buffer. Writing, it appends ciphertext
+ * straight to wire. That saves a copy each way and the two memory BIOs'
+ * buffers, which stayed allocated for the life of the connection.
+ *
+ * Idle streams (opts.hibernate_ms without a byte from the peer) hibernate
+ * their parser (xml_parser_hibernate) and free their empty queue arrays;
+ * the next read wakes them. Together with SSL_MODE_RELEASE_BUFFERS this is
+ * what keeps an idle authenticated connection small.
  *
  * The flush runs from a uv_prepare handle started by any write, so the
  * whole output of one loop iteration goes out together; it is also run
@@ -30,6 +42,7 @@
 #include "autoconfig.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,9 +84,14 @@ struct stream {
     } io;
     uv_timer_t timer;
     uv_prepare_t flusher;
-    uv_write_t wreq;
-    uv_connect_t creq;
-    uv_shutdown_t sreq;
+    uv_write_t *wreq; /* the uv_write in flight (allocated for it: most output
+                         leaves by uv_try_write, and idle streams need none) */
+    /* A connect completes before a shutdown can start (closing while
+     * connecting is an abort), so the two requests share memory. */
+    union {
+        uv_connect_t creq;
+        uv_shutdown_t sreq;
+    };
     int is_unix;
     enum stream_state state;
     unsigned pending_closes;
@@ -84,7 +102,8 @@ struct stream {
     struct xml_parser *parser;
 
     SSL *ssl;
-    BIO *rbio, *wbio; /* owned by ssl */
+    const char *tls_in; /* ciphertext OpenSSL may read, during tls_input */
+    size_t tls_in_len;
     enum stream_tls_role role;
 
     struct wq wire, plain;
@@ -110,6 +129,9 @@ struct stream {
     unsigned notify_sent : 1;
     unsigned shutdown_sent : 1;
     unsigned shutdown_done : 1;
+    unsigned tls_out : 1;       /* OpenSSL wrote ciphertext to wire since the last flush */
+    unsigned asleep : 1;        /* quiet: hibernation done (or tried) until the next read */
+    unsigned parser_asleep : 1; /* ... and the parser did hibernate */
 };
 
 static void flush(struct stream *s);
@@ -256,6 +278,9 @@ static void timer_rearm(struct stream *s)
             next = s->hs_deadline;
         if (s->opts.idle_ms && s->reading && s->last_rx + s->opts.idle_ms < next)
             next = s->last_rx + s->opts.idle_ms;
+        if (s->state == ST_OPEN && s->opts.hibernate_ms && !s->asleep &&
+            s->last_rx + s->opts.hibernate_ms < next)
+            next = s->last_rx + s->opts.hibernate_ms;
     }
     if (next == UINT64_MAX) {
         uv_timer_stop(&s->timer);
@@ -420,7 +445,7 @@ static int tls_handshake(struct stream *s)
 {
     ERR_clear_error();
     int r = SSL_do_handshake(s->ssl);
-    if (BIO_ctrl_pending(s->wbio) > 0)
+    if (s->tls_out)
         schedule_flush(s);
     if (r == 1) {
         s->secure = 1;
@@ -436,13 +461,9 @@ static int tls_handshake(struct stream *s)
     return -1;
 }
 
-static void tls_input(struct stream *s, const char *p, size_t n)
+static void tls_read_all(struct stream *s)
 {
     static _Thread_local char plain[TLS_PLAIN_MAX];
-    if (BIO_write(s->rbio, p, (int)n) != (int)n) {
-        tls_error(s, "BIO_write");
-        return;
-    }
     if (!s->secure && tls_handshake(s) != 1)
         return;
     for (;;) {
@@ -464,8 +485,20 @@ static void tls_input(struct stream *s, const char *p, size_t n)
         return;
     }
     /* TLS 1.3 tickets and key updates are written while reading. */
-    if (BIO_ctrl_pending(s->wbio) > 0)
+    if (s->tls_out)
         schedule_flush(s);
+}
+
+/* Ciphertext from the socket: OpenSSL reads it through stream_bio while
+ * tls_read_all runs, and takes all of it unless the stream fails or
+ * closes (then the rest does not matter). */
+static void tls_input(struct stream *s, const char *p, size_t n)
+{
+    s->tls_in = p;
+    s->tls_in_len = n;
+    tls_read_all(s);
+    s->tls_in = NULL;
+    s->tls_in_len = 0;
 }
 
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
@@ -482,6 +515,13 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
     }
     s->stats.bytes_in += (uint64_t)n;
     s->last_rx = uv_now(s->loop);
+    if (s->asleep) {
+        /* The parser wakes by itself when fed; the timer is re-armed for
+         * the next quiet spell. */
+        s->asleep = 0;
+        s->parser_asleep = 0;
+        timer_rearm(s);
+    }
     if (s->cbs.on_read != NULL && delivering(s))
         s->cbs.on_read(s, s->arg, (size_t)n);
     if (!delivering(s))
@@ -490,6 +530,21 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
         tls_input(s, buf->base, (size_t)n);
     else
         deliver(s, buf->base, (size_t)n);
+}
+
+/* Quiet for hibernate_ms: give back what an idle connection does not
+ * need. Tried once per quiet spell: a peer that stopped in the middle of a
+ * stanza keeps its parser until it sends again. */
+static void hibernate(struct stream *s)
+{
+    s->asleep = 1;
+    if (s->failed)
+        return;
+    s->parser_asleep = xml_parser_hibernate(s->parser) == 0;
+    if (s->plain.count == 0)
+        wq_free(&s->plain);
+    if (s->wire.count == 0 && !s->writing)
+        wq_free(&s->wire);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -509,6 +564,9 @@ static void on_timer(uv_timer_t *t)
         stream_fail(s, ERR_TIMEOUT, XML_SE_CONNECTION_TIMEOUT, "idle timeout");
         return;
     }
+    if (s->state == ST_OPEN && s->opts.hibernate_ms && !s->asleep &&
+        now - s->last_rx >= s->opts.hibernate_ms)
+        hibernate(s);
     timer_rearm(s);
 }
 
@@ -548,6 +606,8 @@ static void on_write(uv_write_t *req, int status)
 {
     struct stream *s = req->data;
     size_t done = 0;
+    free(req);
+    s->wreq = NULL;
     s->writing = 0;
     if (s->state == ST_CLOSED)
         return; /* cancelled by hard_close; items are freed with the stream */
@@ -587,28 +647,19 @@ static int write_some(struct stream *s)
             return 0;
     }
     k = build_iov(&s->wire, iov, &total);
-    int r = uv_write(&s->wreq, &s->io.stream, iov, (unsigned)k, on_write);
+    s->wreq = xmalloc(sizeof(*s->wreq));
+    s->wreq->data = s;
+    int r = uv_write(s->wreq, &s->io.stream, iov, (unsigned)k, on_write);
     s->stats.writes++;
     if (r < 0) {
+        free(s->wreq);
+        s->wreq = NULL;
         transport_error(s, r);
         return -1;
     }
     s->writing = 1;
     s->inflight = k;
     return 0;
-}
-
-/* Move the ciphertext OpenSSL produced to wire. */
-static void tls_drain(struct stream *s)
-{
-    size_t n = BIO_ctrl_pending(s->wbio);
-    if (n == 0)
-        return;
-    char *p = wq_reserve(&s->wire, s->writing ? s->inflight : 0, n);
-    /* A memory BIO hands out everything pending. */
-    if (BIO_read(s->wbio, p, (int)n) != (int)n)
-        fatal("memory BIO returned less than pending");
-    s->queued += n;
 }
 
 /* Encrypt everything in plain (handshake done). Returns -1 if failed. */
@@ -672,7 +723,9 @@ static void flush(struct stream *s)
                 SSL_shutdown(s->ssl);
             }
         }
-        tls_drain(s);
+        /* Whatever OpenSSL wrote (now or since the last flush) is in wire
+         * and goes out below: no need for another flush because of it. */
+        s->tls_out = 0;
     }
     if (!s->writing && s->wire.count > 0 && write_some(s) < 0)
         return;
@@ -751,6 +804,7 @@ void stream_opts_default(struct stream_opts *o)
     o->handshake_ms = 30000;
     o->idle_ms = 0;
     o->close_ms = 5000;
+    o->hibernate_ms = 0;
     xml_limits_default(&o->limits);
 }
 
@@ -782,7 +836,6 @@ static struct stream *stream_alloc(uv_loop_t *loop, int is_unix, const struct st
     s->io.handle.data = s;
     s->timer.data = s;
     s->flusher.data = s;
-    s->wreq.data = s;
     s->creq.data = s;
     s->sreq.data = s;
     if (s->opts.handshake_ms)
@@ -966,6 +1019,71 @@ void stream_error(struct stream *s, enum xml_stream_err cond, const char *text)
 
 /* ---- TLS ---- */
 
+/* stream_bio: OpenSSL's I/O for a stream (see the top of the file). */
+
+static int sbio_write(BIO *b, const char *data, int len)
+{
+    struct stream *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    memcpy(wq_reserve(&s->wire, s->writing ? s->inflight : 0, (size_t)len), data, (size_t)len);
+    s->queued += (size_t)len;
+    s->tls_out = 1;
+    return len;
+}
+
+static int sbio_read(BIO *b, char *out, int len)
+{
+    struct stream *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (s->tls_in_len == 0) {
+        /* Not end of file: wait for the next read callback. */
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t n = (size_t)len < s->tls_in_len ? (size_t)len : s->tls_in_len;
+    memcpy(out, s->tls_in, n);
+    s->tls_in += n;
+    s->tls_in_len -= n;
+    return (int)n;
+}
+
+static long sbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    /* Writes land in wire at once, so there is never anything to flush
+     * or pending inside the BIO; everything else is not supported. */
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int sbio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *sbio_method;
+
+static void sbio_method_init(void)
+{
+    sbio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "parley stream");
+    if (sbio_method == NULL || BIO_meth_set_write(sbio_method, sbio_write) != 1 ||
+        BIO_meth_set_read(sbio_method, sbio_read) != 1 ||
+        BIO_meth_set_ctrl(sbio_method, sbio_ctrl) != 1 ||
+        BIO_meth_set_create(sbio_method, sbio_create) != 1)
+        fatal("cannot create the stream BIO method");
+}
+
+static BIO *stream_bio(struct stream *s)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sbio_method_init);
+    BIO *b = BIO_new(sbio_method);
+    if (b != NULL)
+        BIO_set_data(b, s);
+    return b;
+}
+
 int stream_starttls(struct stream *s, SSL_CTX *ctx, enum stream_tls_role role,
                     const char *servername)
 {
@@ -973,18 +1091,15 @@ int stream_starttls(struct stream *s, SSL_CTX *ctx, enum stream_tls_role role,
         return ERR_BADSTATE;
     ERR_clear_error();
     SSL *ssl = SSL_new(ctx);
-    BIO *rbio = BIO_new(BIO_s_mem());
-    BIO *wbio = BIO_new(BIO_s_mem());
-    if (ssl == NULL || rbio == NULL || wbio == NULL) {
+    BIO *bio = stream_bio(s);
+    if (ssl == NULL || bio == NULL) {
         tls_log_errors("stream_starttls");
         SSL_free(ssl);
-        BIO_free(rbio);
-        BIO_free(wbio);
+        BIO_free(bio);
         return ERR_TLS;
     }
-    /* An empty read BIO means "wait for more", not end of file. */
-    BIO_set_mem_eof_return(rbio, -1);
-    SSL_set_bio(ssl, rbio, wbio);
+    /* One BIO for both directions: the SSL takes the one reference. */
+    SSL_set_bio(ssl, bio, bio);
     SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
     if (role == STREAM_TLS_CLIENT) {
         SSL_set_connect_state(ssl);
@@ -998,8 +1113,6 @@ int stream_starttls(struct stream *s, SSL_CTX *ctx, enum stream_tls_role role,
         SSL_set_accept_state(ssl);
     }
     s->ssl = ssl;
-    s->rbio = rbio;
-    s->wbio = wbio;
     s->role = role;
     /* The plaintext stream ends here (RFC 6120 §5.4.3.3): whatever
      * followed <starttls/> or <proceed/> in this read is dropped. */
@@ -1042,6 +1155,7 @@ int stream_alpn(const struct stream *s, char *out, size_t outlen)
 
 void stream_restart(struct stream *s)
 {
+    s->parser_asleep = 0;
     xml_parser_reset(s->parser);
 }
 
@@ -1051,6 +1165,7 @@ void stream_restart_limits(struct stream *s, const struct xml_limits *lim)
      * the old one from inside its callback stops its feed there, which
      * drops the rest of the chunk just as xml_parser_reset does. */
     s->opts.limits = *lim;
+    s->parser_asleep = 0;
     xml_parser_free(s->parser);
     s->parser = xml_parser_new(&s->opts.limits, &parser_cbs, s);
 }
@@ -1089,6 +1204,7 @@ void stream_stats(const struct stream *s, struct stream_stats *out)
     out->queued = s->queued;
     out->congested = s->congested;
     out->reading = s->reading;
+    out->hibernating = s->parser_asleep;
 }
 
 uv_loop_t *stream_loop(const struct stream *s)

@@ -2,8 +2,8 @@
  * stream.h - one XMPP connection: socket + optional TLS + parser + write queue.
  *
  * A struct stream owns a libuv TCP or Unix-domain handle (accepted,
- * connected, or adopted from a socket), an optional OpenSSL session over
- * memory BIOs (server or client side, from the first byte or by STARTTLS),
+ * connected, or adopted from a socket), an optional OpenSSL session (server
+ * or client side, from the first byte or by STARTTLS),
  * the xml stream parser that incoming (decrypted) bytes are fed to, and a
  * queue of outgoing bytes. The owner (a c2s session, an s2s link, the
  * router's component) supplies callbacks and gets stanzas as trees.
@@ -71,6 +71,10 @@ struct stream_opts {
     uint64_t handshake_ms; /* until stream_set_established; 0 = none (30 s) */
     uint64_t idle_ms;      /* no bytes received while reading; 0 = none (0) */
     uint64_t close_ms;     /* flush + wait for the peer's EOF on close (5 s) */
+    /* No byte from the peer for this long: hibernate the parser (see
+     * xml_parser_hibernate) and free the empty queue arrays, about 14 KB
+     * per connection, until the peer sends again; 0 = never (0). */
+    uint64_t hibernate_ms;
     struct xml_limits limits;
 };
 
@@ -126,6 +130,7 @@ struct stream_stats {
     size_t queued;      /* bytes queued, not yet written */
     int congested;      /* over out_high, not yet back to out_low */
     int reading;        /* reading from the socket right now */
+    int hibernating;    /* the parser is hibernating (see hibernate_ms) */
 };
 
 /*

@@ -84,7 +84,13 @@ static struct xml_node *copy_node(struct arena *a, const struct xml_node *src,
 
 struct xml_node *xml_copy(const struct xml_node *node)
 {
-    struct arena *a = arena_new(0);
+    /* Copies are what gets kept (a session's last presence, in c2s and
+     * sm): size the first chunk to the source tree rather than the 1 KiB
+     * default, so that a small stanza costs ~300 bytes, not ~1.1 KB. The
+     * copy can need a little more than the source (attribute namespaces
+     * are not shared), hence the margin; large trees grow as usual. */
+    size_t used = arena_used(node->arena), first = used + 128;
+    struct arena *a = arena_new(first <= 8 * 1024 ? first : 0);
     return copy_node(a, node, NULL);
 }
 

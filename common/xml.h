@@ -272,6 +272,20 @@ void xml_parser_reset(struct xml_parser *p);
  */
 const char *xml_parser_content_ns(const struct xml_parser *p);
 
+/*
+ * Idle streams: free expat and the parser's buffers (about 13 KB per
+ * stream) until more bytes come; the next xml_parser_feed builds a new
+ * expat parser behind a synthetic copy of the stream header's namespace
+ * declarations, so parsing goes on exactly as before (same trees, limits,
+ * errors, line numbers). Only at a clean boundary: a stream parser whose
+ * header was read, no element open, every byte given to it parsed.
+ * Costs a parser creation on the next feed: call it after some quiet time,
+ * not after every read. Returns 0 (also when already hibernating), or
+ * ERR_BADSTATE when not at such a boundary (or from a callback, or for a
+ * fragment parser, or a stream header declaring over 1 KiB of namespaces).
+ */
+int xml_parser_hibernate(struct xml_parser *p);
+
 /* Parse one complete document (a config file): the root, or NULL with a
  * message in err ("line N: …"). The restricted-XML rules and the limits
  * (lim NULL: defaults; the root element counts as one top-level element)

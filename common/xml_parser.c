@@ -26,9 +26,20 @@
  * Callbacks may call xml_parser_reset or xml_parser_free: both only set a
  * flag and stop expat; the work is done when expat has returned to
  * xml_parser_feed. Owned by one loop; never shared between threads.
+ *
+ * Hibernation (stream mode): between top-level elements the only state
+ * that matters for what follows is the stream header's namespace
+ * declarations (and the position, for line numbers). While the header is
+ * parsed, a synthetic start tag with the same qualified name and the same
+ * declarations is kept (wake_hdr). xml_parser_hibernate frees expat and the
+ * buffers; the next feed builds a new expat parser, gives it wake_hdr with
+ * every callback suppressed and carries on, exactly as fragment mode
+ * starts behind its invisible wrapper. Only a clean boundary qualifies:
+ * nothing open, and every byte expat was given finished as an event.
  */
 #include "autoconfig.h"
 
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,6 +60,10 @@
 
 /* Fragment mode: top-level elements are children of this invisible root. */
 static const char fragment_wrapper[] = "<fragment>";
+
+/* The longest synthetic stream header kept for hibernation; a stream whose
+ * header declares more never hibernates (typical: ~85 bytes). */
+#define WAKE_HDR_MAX 1024
 
 enum mode { MODE_STREAM, MODE_FRAGMENT, MODE_DOCUMENT };
 
@@ -104,6 +119,11 @@ struct xml_parser {
     struct buf text;       /* character data not yet attached */
     char *content_ns;      /* default namespace declared on the stream header */
     struct xml_node *doc;  /* MODE_DOCUMENT: the finished root */
+    struct buf hdr_decls;  /* while reading the header: its xmlns declarations as
+                              they go into wake_hdr (escaped attribute text) */
+    char *wake_hdr;        /* synthetic stream start tag, NULL if too large */
+    size_t wake_len;
+    unsigned long line_base; /* lines before the current expat parser's input */
 
     bool header_done; /* MODE_STREAM: the stream header was read */
     bool in_feed;     /* inside xml_parser_feed: defer reset and free */
@@ -112,11 +132,15 @@ struct xml_parser {
     bool dead;        /* closed or broken: feeding is refused */
     bool want_reset;
     bool want_free;
+    bool asleep; /* hibernating: no expat parser, no buffers */
+    bool waking; /* feeding wake_hdr: callbacks suppressed */
 
     enum xml_stream_err err;
     unsigned long err_line;
-    char errmsg[160];
+    char *errmsg; /* ERRMSG_LEN bytes once an error was met (kept small per stream) */
 };
+
+#define ERRMSG_LEN 160
 
 /* See enum lex_state: expat without reparse deferral needs nothing. */
 static void set_reparse_deferral(struct xml_parser *p, bool on)
@@ -130,6 +154,20 @@ static void set_reparse_deferral(struct xml_parser *p, bool on)
 }
 
 /* ---- errors ---- */
+
+/* The buffer for the error message (streams rarely need one). */
+static char *errbuf(struct xml_parser *p)
+{
+    if (p->errmsg == NULL)
+        p->errmsg = xmalloc(ERRMSG_LEN);
+    return p->errmsg;
+}
+
+/* The line in the whole stream (expat counts from its own start). */
+static unsigned long cur_line(const struct xml_parser *p)
+{
+    return p->line_base + (unsigned long)XML_GetCurrentLineNumber(p->xp);
+}
 
 static void stop(struct xml_parser *p)
 {
@@ -146,10 +184,10 @@ static void fail(struct xml_parser *p, enum xml_stream_err cond, const char *fmt
     if (p->stopped)
         return;
     p->err = cond;
-    p->err_line = XML_GetCurrentLineNumber(p->xp);
+    p->err_line = cur_line(p);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->errmsg, sizeof(p->errmsg), fmt, ap);
+    vsnprintf(errbuf(p), ERRMSG_LEN, fmt, ap);
     va_end(ap);
     stop(p);
 }
@@ -332,6 +370,28 @@ static uint64_t event_end(struct xml_parser *p)
 
 /* ---- expat handlers ---- */
 
+/* Remember the header's start tag for hibernation: same qualified name,
+ * same namespace declarations, no other attributes. */
+static void keep_wake_hdr(struct xml_parser *p, const struct qname *q)
+{
+    size_t plen = q->prefix ? q->prefix_len + 1 : 0;
+    size_t n = 1 + plen + 6 + p->hdr_decls.len + 1;
+    if (n <= WAKE_HDR_MAX) {
+        struct buf b = BUF_INIT;
+        buf_reserve(&b, n);
+        buf_append_byte(&b, '<');
+        if (q->prefix) {
+            buf_append(&b, q->prefix, q->prefix_len);
+            buf_append_byte(&b, ':');
+        }
+        buf_append(&b, "stream", 6);
+        buf_append(&b, p->hdr_decls.data, p->hdr_decls.len);
+        buf_append_byte(&b, '>');
+        p->wake_hdr = buf_detach(&b, &p->wake_len);
+    }
+    buf_free(&p->hdr_decls);
+}
+
 static void stream_header(struct xml_parser *p, const XML_Char *name, const XML_Char **atts)
 {
     struct qname q;
@@ -347,6 +407,7 @@ static void stream_header(struct xml_parser *p, const XML_Char *name, const XML_
     struct xml_node *hdr = build_elem(p, NULL, name, atts);
     if (hdr == NULL)
         return;
+    keep_wake_hdr(p, &q);
     p->header_done = true;
     p->keep_from = event_end(p);
     p->depth++;
@@ -362,8 +423,9 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     if (p->stopped)
         return;
     if (p->depth < p->base_depth) {
-        /* The stream header, or in fragment mode the wrapper we fed. */
-        if (p->mode == MODE_STREAM)
+        /* The stream header, or in fragment mode the wrapper we fed, or
+         * the synthetic header of a parser waking from hibernation. */
+        if (p->mode == MODE_STREAM && !p->waking)
             stream_header(p, name, atts);
         else
             p->depth++;
@@ -465,10 +527,23 @@ static void XMLCALL on_ns_decl(void *ud, const XML_Char *prefix, const XML_Char 
              p->lim.max_name_len);
         return;
     }
+    if (p->waking)
+        return;
     p->pending_decl++;
-    if (p->mode == MODE_STREAM && !p->header_done && prefix == NULL) {
-        free(p->content_ns);
-        p->content_ns = xstrdup(uri ? uri : "");
+    if (p->mode == MODE_STREAM && !p->header_done) {
+        if (prefix == NULL) {
+            free(p->content_ns);
+            p->content_ns = xstrdup(uri ? uri : "");
+        }
+        /* Past WAKE_HDR_MAX it is never used: stop growing. */
+        if (p->hdr_decls.len <= WAKE_HDR_MAX) {
+            buf_append_str(&p->hdr_decls, prefix ? " xmlns:" : " xmlns");
+            if (prefix)
+                buf_append(&p->hdr_decls, prefix, plen);
+            buf_append(&p->hdr_decls, "='", 2);
+            xml_escape_attr(uri ? uri : "", ulen, &p->hdr_decls);
+            buf_append_byte(&p->hdr_decls, '\'');
+        }
     }
 }
 
@@ -514,11 +589,28 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
 
 /* ---- life cycle ---- */
 
-static void start_expat(struct xml_parser *p)
+/* expat's input buffer holds raw bytes of the stream (a SASL response,
+ * a config file): wiped when expat frees it. It allocates and frees
+ * rarely once a parser is warm, so the hot path does not pay for this. */
+static void expat_free(void *ptr)
+{
+    if (ptr != NULL) {
+        mem_wipe(ptr, malloc_usable_size(ptr));
+        free(ptr);
+    }
+}
+
+static const XML_Memory_Handling_Suite expat_mem = {malloc, realloc, expat_free};
+
+/* A new expat parser with every setting and handler: the one place they
+ * are made, for new streams, resets and wake-ups alike. */
+static void create_expat(struct xml_parser *p)
 {
     /* Forcing UTF-8 makes expat ignore any other declared encoding, which
-     * on_xml_decl then refuses; leading bytes are checked in feed. */
-    p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
+     * on_xml_decl then refuses; leading bytes are checked in feed.
+     * Namespace mode with NS_SEP, as XML_ParserCreateNS would. */
+    static const XML_Char sep[] = {NS_SEP, '\0'};
+    p->xp = XML_ParserCreate_MM("UTF-8", &expat_mem, sep);
     if (p->xp == NULL)
         abort();
     XML_SetReturnNSTriplet(p->xp, XML_TRUE);
@@ -533,15 +625,22 @@ static void start_expat(struct xml_parser *p)
     XML_SetSkippedEntityHandler(p->xp, on_skipped_entity);
     XML_SetProcessingInstructionHandler(p->xp, on_pi);
     XML_SetCommentHandler(p->xp, on_comment);
+}
 
+static void start_expat(struct xml_parser *p)
+{
+    create_expat(p);
     p->fed = p->keep_from = p->elem_start = p->raw_base = 0;
+    p->line_base = 0;
+    p->asleep = false;
     p->depth = 0;
     p->pending_decl = 0;
     p->sniffed = 0;
     p->lex = (struct lex){LEX_CONTENT, 0, 0};
     p->header_done = p->stopped = p->closed = p->dead = false;
     p->err = XML_SE_NONE;
-    p->errmsg[0] = '\0';
+    if (p->errmsg != NULL)
+        p->errmsg[0] = '\0';
     if (p->mode == MODE_FRAGMENT) {
         size_t n = sizeof(fragment_wrapper) - 1;
         set_reparse_deferral(p, false);
@@ -552,6 +651,16 @@ static void start_expat(struct xml_parser *p)
     }
 }
 
+/* Forget the bytes of the old stream without leaving them in memory: it
+ * may have carried credentials (SASL PLAIN, config files). */
+static void wipe_buffers(struct xml_parser *p)
+{
+    mem_wipe(p->raw.data, p->raw.cap);
+    mem_wipe(p->text.data, p->text.cap);
+    buf_free(&p->raw);
+    buf_free(&p->text);
+}
+
 /* Drop everything that belongs to the old stream and start a new one. */
 static void restart(struct xml_parser *p)
 {
@@ -559,10 +668,12 @@ static void restart(struct xml_parser *p)
     xml_free(p->top);
     xml_free(p->doc);
     p->top = p->cur = p->doc = NULL;
-    buf_reset(&p->raw);
-    buf_reset(&p->text);
+    wipe_buffers(p);
     free(p->content_ns);
     p->content_ns = NULL;
+    buf_free(&p->hdr_decls);
+    free(p->wake_hdr);
+    p->wake_hdr = NULL;
     p->want_reset = false;
     start_expat(p);
 }
@@ -614,15 +725,11 @@ static void destroy(struct xml_parser *p)
     XML_ParserFree(p->xp);
     xml_free(p->top);
     xml_free(p->doc);
-    if (p->mode == MODE_DOCUMENT) {
-        /* Config files hold secrets; don't leave copies in freed memory.
-         * (expat's own buffers are not reachable from here.) */
-        mem_wipe(p->raw.data, p->raw.cap);
-        mem_wipe(p->text.data, p->text.cap);
-    }
-    buf_free(&p->raw);
-    buf_free(&p->text);
+    wipe_buffers(p);
     free(p->content_ns);
+    buf_free(&p->hdr_decls);
+    free(p->wake_hdr);
+    free(p->errmsg);
     free(p);
 }
 
@@ -651,6 +758,48 @@ void xml_parser_reset(struct xml_parser *p)
 const char *xml_parser_content_ns(const struct xml_parser *p)
 {
     return p->content_ns ? p->content_ns : "";
+}
+
+int xml_parser_hibernate(struct xml_parser *p)
+{
+    if (p->asleep)
+        return 0;
+    /* Everything expat was given must have ended as an event: even
+     * whitespace it holds back (a trailing CR) counts towards the size
+     * limit of the next element, so dropping it would change outcomes. */
+    if (p->in_feed || p->mode != MODE_STREAM || p->dead || !p->header_done || p->top != NULL ||
+        p->wake_hdr == NULL || p->keep_from != p->fed)
+        return ERR_BADSTATE;
+    /* Outside of a parse call expat's position is the end of what it
+     * consumed, here the end of the input. The synthetic header the next
+     * parser starts with is line 1 of that parser, and the stream goes on
+     * on the same line. */
+    p->line_base = cur_line(p) - 1;
+    XML_ParserFree(p->xp);
+    p->xp = NULL;
+    buf_free(&p->raw);
+    buf_free(&p->text);
+    p->asleep = true;
+    return 0;
+}
+
+/* A new expat parser, placed behind the synthetic stream header: depth 1,
+ * nothing pending, offsets counted from the end of the header. */
+static void wake(struct xml_parser *p)
+{
+    create_expat(p);
+    p->depth = 0;
+    p->waking = true;
+    set_reparse_deferral(p, false);
+    /* Our own bytes, made of names and URIs expat accepted before. */
+    if (XML_Parse(p->xp, p->wake_hdr, (int)p->wake_len, XML_FALSE) != XML_STATUS_OK ||
+        p->depth != p->base_depth)
+        abort();
+    p->waking = false;
+    p->fed = p->keep_from = p->elem_start = p->raw_base = p->wake_len;
+    p->pending_decl = 0;
+    p->lex = (struct lex){LEX_CONTENT, 0, 0};
+    p->asleep = false;
 }
 
 /* ---- feeding ---- */
@@ -798,7 +947,7 @@ static bool sniff_byte(struct xml_parser *p, unsigned char c)
     if (bad) {
         p->err = XML_SE_UNSUPPORTED_ENCODING;
         p->err_line = 1;
-        snprintf(p->errmsg, sizeof(p->errmsg), "stream is not UTF-8");
+        snprintf(errbuf(p), ERRMSG_LEN, "stream is not UTF-8");
     }
     return !bad;
 }
@@ -809,8 +958,8 @@ static void report_error(struct xml_parser *p)
     if (p->err == XML_SE_NONE) {
         enum XML_Error code = XML_GetErrorCode(p->xp);
         p->err = map_expat_error(code);
-        p->err_line = XML_GetCurrentLineNumber(p->xp);
-        snprintf(p->errmsg, sizeof(p->errmsg), "%s", XML_ErrorString(code));
+        p->err_line = cur_line(p);
+        snprintf(errbuf(p), ERRMSG_LEN, "%s", XML_ErrorString(code));
     }
     if (p->mode != MODE_DOCUMENT && p->cbs.on_error) {
         char text[200];
@@ -854,8 +1003,8 @@ static int feed(struct xml_parser *p, const char *data, size_t len, bool final)
             if (r == 0) {
                 bool hdr = p->mode == MODE_STREAM && !p->header_done;
                 p->err = XML_SE_POLICY_VIOLATION;
-                p->err_line = XML_GetCurrentLineNumber(p->xp);
-                snprintf(p->errmsg, sizeof(p->errmsg), "%s larger than %zu bytes",
+                p->err_line = cur_line(p);
+                snprintf(errbuf(p), ERRMSG_LEN, "%s larger than %zu bytes",
                          hdr ? "stream header" : "element",
                          hdr ? p->lim.max_header_bytes : p->lim.max_stanza_bytes);
                 report_error(p);
@@ -890,6 +1039,11 @@ int xml_parser_feed(struct xml_parser *p, const char *data, size_t len)
         return ERR_BADSTATE;
     if (p->dead)
         return ERR_CLOSED;
+    if (p->asleep) {
+        if (len == 0)
+            return 0;
+        wake(p);
+    }
     p->in_feed = true;
     int rc = feed(p, data, len, false);
     p->in_feed = false;
@@ -913,8 +1067,8 @@ struct xml_node *xml_parse_document(const char *data, size_t len, const struct x
         root = p->doc;
         p->doc = NULL;
     }
-    if (root == NULL && p->errmsg[0] == '\0')
-        snprintf(p->errmsg, sizeof(p->errmsg), "no root element");
+    if (root == NULL && (p->errmsg == NULL || p->errmsg[0] == '\0'))
+        snprintf(errbuf(p), ERRMSG_LEN, "no root element");
     if (root == NULL && err && errlen)
         snprintf(err, errlen, "line %lu: %s", p->err_line, p->errmsg);
     destroy(p);

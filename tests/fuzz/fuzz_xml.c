@@ -1,10 +1,12 @@
 /*
  * fuzz_xml.c - libFuzzer target for the XMPP stream parser and serializer.
  *
- * Input: byte 0 picks the mode (stream, fragment, document) and bytes 1..4
- * the chunk sizes used in turn; the rest is the stream. Properties checked
- * (abort() on violation):
- *  - feeding in those chunks gives exactly the events of feeding it whole,
+ * Input: byte 0 picks the mode (stream, fragment, document; and, in its
+ * next bit, whether the chunked run hibernates the parser after every
+ * chunk where it can) and bytes 1..4 the chunk sizes used in turn; the rest
+ * is the stream. Properties checked (abort() on violation):
+ *  - feeding in those chunks (hibernating or not) gives exactly the events
+ *    of feeding it whole,
  *    and both fail or neither, except that an error in the last bytes may
  *    not be detected yet (expat defers re-parsing an incomplete token until
  *    more data or a '>'). When both fail, the conditions may differ if the
@@ -144,7 +146,8 @@ static int has_error(const struct buf *log, size_t *len)
 static const struct xml_parser_cbs cbs = {on_open, on_element, on_close, on_error};
 
 /* Feed data in chunks of the given sizes (0: whole) and return the log. */
-static void run(struct run *r, int fragment, const uint8_t *sizes, const char *data, size_t len)
+static void run(struct run *r, int fragment, const uint8_t *sizes, int hibernate, const char *data,
+                size_t len)
 {
     buf_init(&r->log);
     r->p = fragment ? xml_parser_new_fragment(&lim, &cbs, r) : xml_parser_new(&lim, &cbs, r);
@@ -156,6 +159,9 @@ static void run(struct run *r, int fragment, const uint8_t *sizes, const char *d
         if (xml_parser_feed(r->p, data + off, n) != 0)
             break;
         off += n;
+        /* Refused (and harmless) unless at a clean boundary. */
+        if (hibernate)
+            xml_parser_hibernate(r->p);
     }
     xml_parser_free(r->p);
 }
@@ -188,9 +194,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct run whole, chunked;
     whole.check = 1;
-    run(&whole, mode, NULL, doc, len);
+    run(&whole, mode, NULL, 0, doc, len);
     chunked.check = 0;
-    run(&chunked, mode, sizes, doc, len);
+    run(&chunked, mode, sizes, (data[0] / 3) & 1, doc, len);
     size_t a = whole.log.len, b = chunked.log.len;
     has_error(&whole.log, &a);
     has_error(&chunked.log, &b);

@@ -957,6 +957,95 @@ static void test_parse_error(void **state)
     peer_done(&cli);
 }
 
+/* ---- hibernation of idle streams ---- */
+
+static int hibernating(struct peer *p)
+{
+    struct stream_stats st;
+    stream_stats(p->s, &st);
+    return st.hibernating;
+}
+
+static int waited;
+
+static void on_wait(uv_timer_t *t)
+{
+    waited = 1;
+}
+
+/* Run the loop for ms (to let a quiet spell pass, not to assert timing). */
+static void run_for(uint64_t ms)
+{
+    uv_timer_t t;
+    waited = 0;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, on_wait, ms, 0);
+    RUN_UNTIL(waited);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* A quiet TLS stream hibernates its parser and frees its queue arrays;
+ * stanzas after that (also one split over a quiet spell, during which the
+ * parser must stay awake), replies and the close work as before. */
+static void test_hibernate(void **state)
+{
+    SSL_CTX *sa, *cb;
+    assert_int_equal(tls_server_ctx_new(a_cert, a_key, NULL, &sa), 0);
+    assert_int_equal(tls_client_ctx_new(a_cert, 1, NULL, NULL, &cb), 0);
+    struct peer srv, cli;
+    struct listener l;
+    peer_init(&srv, 1);
+    peer_init(&cli, 0);
+    listen_tcp(&l, &srv);
+    l.direct_tls = sa;
+    l.opts.hibernate_ms = 20;
+    cli.tls_ctx = cb;
+    cli.servername = "a.example";
+    cli.on_connect = starttls_and_header;
+    connect_client(&l, &cli, NULL);
+    srv.on_open = server_open_and_send;
+    RUN_UNTIL(cli.elements == 3 && srv.s != NULL && hibernating(&srv));
+    /* The client has no hibernate_ms: it never hibernates. */
+    assert_false(hibernating(&cli));
+
+    /* Wake: two stanzas in, a reply out. */
+    write_messages(cli.s, "c", 2);
+    RUN_UNTIL(srv.elements == 2);
+    assert_false(hibernating(&srv));
+    write_messages(srv.s, "r", 1);
+    RUN_UNTIL(cli.elements == 4);
+    assert_string_equal(cli.log.data, "message:s0\nmessage:s1\nmessage:s2\nmessage:r0\n");
+
+    /* Quiet again: asleep again. */
+    RUN_UNTIL(hibernating(&srv));
+
+    /* Half a stanza, then quiet: the parser keeps it. */
+    const char head[] = "<message id='p' to='x@a.example'><body>he";
+    assert_int_equal(stream_write_str(cli.s, head), 0);
+    RUN_UNTIL(!hibernating(&srv));
+    run_for(100);
+    assert_false(hibernating(&srv));
+    assert_int_equal(srv.elements, 2);
+    assert_int_equal(stream_write_str(cli.s, "llo</body></message>"), 0);
+    RUN_UNTIL(srv.elements == 3);
+    assert_string_equal(srv.log.data, "message:c0\nmessage:c1\nmessage:p\n");
+
+    /* The close of a hibernating stream. */
+    RUN_UNTIL(hibernating(&srv));
+    assert_int_equal(stream_write_str(cli.s, STREAM_END), 0);
+    stream_close(cli.s);
+    RUN_UNTIL(srv.closed && cli.closed);
+    assert_int_equal(srv.stream_closes, 1);
+    assert_int_equal(srv.errors + cli.errors, 0);
+
+    listener_close(&l);
+    peer_done(&srv);
+    peer_done(&cli);
+    tls_ctx_free(sa);
+    tls_ctx_free(cb);
+}
+
 static void test_connect_refused(void **state)
 {
     /* A port that was just free: bind, learn it, close. */
@@ -1115,6 +1204,7 @@ int main(void)
         cmocka_unit_test(test_close_flushes_despite_bad_input),
         cmocka_unit_test(test_batching),
         cmocka_unit_test(test_parse_error),
+        cmocka_unit_test(test_hibernate),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_pause_resume),

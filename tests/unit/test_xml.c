@@ -1,8 +1,10 @@
 /*
  * test_xml.c - the xml module: stream parser (every document fed whole, split
  * at every byte boundary and byte by byte must give identical events, trees
- * and raw bytes), limits, restricted XML, encodings, namespaces, reset/free
- * from callbacks, serializer escaping and round trips, helpers, errors.
+ * and raw bytes, also when the parser hibernates between chunks wherever it
+ * can), limits, restricted XML, encodings, namespaces, reset/free from
+ * callbacks, hibernation, serializer escaping and round trips, helpers,
+ * errors.
  */
 #include "autoconfig.h"
 
@@ -97,7 +99,12 @@ struct rec {
     int did_reset;
     enum xml_stream_err err;
     int round_trip;
+    int hibernate;    /* try xml_parser_hibernate after every chunk */
+    int hibernations; /* how often it did */
 };
+
+/* Hibernations of the last events_all_splits run, summed over its splits. */
+static int last_hibernations;
 
 static void on_open(void *arg, struct xml_node *hdr)
 {
@@ -154,7 +161,7 @@ static void on_error(void *arg, enum xml_stream_err cond, const char *text)
     assert_int_equal(r->err, XML_SE_NONE); /* at most one error */
     r->err = cond;
     assert_non_null(text);
-    buf_printf(&r->log, "ERROR %s\n", xml_stream_err_name(cond));
+    buf_printf(&r->log, "ERROR %s: %s\n", xml_stream_err_name(cond), text);
     if (r->free_on_error) {
         xml_parser_free(r->p);
         r->freed = 1;
@@ -194,12 +201,22 @@ static int feed_split(struct rec *r, const char *doc, size_t len, long split)
         if (rc != 0)
             return rc;
         off += n;
+        if (r->hibernate && !r->freed && !r->did_reset) {
+            int hr = xml_parser_hibernate(r->p);
+            assert_true(hr == 0 || hr == ERR_BADSTATE);
+            r->hibernations += hr == 0;
+            /* A second call is a no-op that also succeeds. */
+            if (hr == 0)
+                assert_int_equal(xml_parser_hibernate(r->p), 0);
+        }
     }
     return 0;
 }
 
 /* The log of feeding doc whole; asserts that every split and byte-by-byte
- * feeding gives exactly the same log. Caller frees. */
+ * feeding gives exactly the same log (error texts and their line numbers
+ * included), with and without hibernating the parser after every chunk
+ * where it can. Caller frees. */
 static char *events_all_splits(const char *doc, size_t len, const struct xml_limits *lim,
                                int fragment)
 {
@@ -210,15 +227,23 @@ static char *events_all_splits(const char *doc, size_t len, const struct xml_lim
     buf_append_byte(&r.log, '\0');
     char *want = buf_detach(&r.log, NULL);
     rec_done(&r);
-    for (long split = -1; split < (long)len; split++) {
-        if (split == 0)
-            continue;
-        rec_init(&r, lim, fragment);
-        feed_split(&r, doc, len, split);
-        buf_append_byte(&r.log, '\0');
-        if (strcmp(r.log.data, want) != 0)
-            fail_msg("split %ld differs:\n%s\nwant:\n%s", split, r.log.data, want);
-        rec_done(&r);
+    last_hibernations = 0;
+    for (int hib = 0; hib < 2; hib++) {
+        for (long split = -1; split < (long)len; split++) {
+            if (split == 0 && !hib)
+                continue;
+            rec_init(&r, lim, fragment);
+            r.hibernate = hib;
+            feed_split(&r, doc, len, split);
+            buf_append_byte(&r.log, '\0');
+            if (strcmp(r.log.data, want) != 0)
+                fail_msg("split %ld%s differs:\n%s\nwant:\n%s", split,
+                         hib ? " with hibernation" : "", r.log.data, want);
+            if (fragment)
+                assert_int_equal(r.hibernations, 0);
+            last_hibernations += r.hibernations;
+            rec_done(&r);
+        }
     }
     return want;
 }
@@ -282,6 +307,8 @@ static void test_stream_events_every_split(void **state)
     }
     buf_append_str(&doc, " </stream:stream>");
     char *log = events_all_splits(doc.data, doc.len, NULL, 0);
+    /* Byte by byte alone hibernates after every stanza and whitespace. */
+    assert_true(last_hibernations > 20);
 
     /* The raw bytes of each element are exactly its slice of the input. */
     const char *at = log;
@@ -765,6 +792,167 @@ static void test_free_in_callback(void **state)
     xml_parser_free(NULL);
 }
 
+/* ---- hibernation ---- */
+
+static int hibernate_in_cb_rc;
+
+static void on_elem_hibernate(void *arg, struct xml_node *st, const char *raw, size_t rawlen)
+{
+    struct rec *r = arg;
+    hibernate_in_cb_rc = xml_parser_hibernate(r->p);
+    on_elem(arg, st, raw, rawlen);
+}
+
+static void test_hibernate_when(void **state)
+{
+    struct rec r;
+    rec_init(&r, NULL, 0);
+    /* Not before the header is complete. */
+    assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+    assert_int_equal(xml_parser_feed(r.p, HDR, strlen(HDR) - 1), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+    assert_int_equal(xml_parser_feed(r.p, ">", 1), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), 0);
+    /* The header's namespace is still known while asleep. */
+    assert_string_equal(xml_parser_content_ns(r.p), "jabber:client");
+    /* Feeding nothing does not wake it (nor fail). */
+    assert_int_equal(xml_parser_feed(r.p, "", 0), 0);
+    /* Not inside an element, nor in a start tag, nor in text. */
+    const char *const partial[] = {"<message",      "<message to='a",          "<message>",
+                                   "<message>text", "<message><body>x</body>", "<"};
+    for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
+        assert_int_equal(xml_parser_feed(r.p, partial[i], strlen(partial[i])), 0);
+        assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+        xml_parser_reset(r.p);
+        assert_int_equal(xml_parser_feed(r.p, HDR, strlen(HDR)), 0);
+    }
+    /* Between stanzas and after whitespace keepalives it may. */
+    assert_int_equal(xml_parser_feed(r.p, "<a/>", 4), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), 0);
+    assert_int_equal(xml_parser_feed(r.p, " \n ", 3), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), 0);
+    /* Not from a callback. */
+    struct xml_parser_cbs cbs = rec_cbs;
+    cbs.on_element = on_elem_hibernate;
+    struct rec r2;
+    memset(&r2, 0, sizeof(r2));
+    buf_init(&r2.log);
+    r2.p = xml_parser_new(NULL, &cbs, &r2);
+    assert_int_equal(xml_parser_feed(r2.p, HDR "<a/>", strlen(HDR) + 4), 0);
+    assert_int_equal(hibernate_in_cb_rc, ERR_BADSTATE);
+    rec_done(&r2);
+    /* Not once the stream is closed or broken. */
+    assert_int_equal(xml_parser_feed(r.p, "</stream:stream>", 16), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+    xml_parser_reset(r.p);
+    assert_int_equal(xml_parser_feed(r.p, HDR "<a></b>", strlen(HDR) + 7), ERR_PARSE);
+    assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+    rec_done(&r);
+    /* Fragment parsers have no header to rebuild. */
+    rec_init(&r, NULL, 1);
+    assert_int_equal(xml_parser_feed(r.p, "<a/>", 4), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+    rec_done(&r);
+    /* A header declaring more than 1 KiB of namespaces is kept awake. */
+    struct buf big = BUF_INIT;
+    buf_append_str(&big, "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'");
+    for (int i = 0; i < 8; i++)
+        buf_printf(&big, " xmlns:n%d='urn:%0200d'", i, i);
+    buf_append_str(&big, "><n7:a/>");
+    rec_init(&r, NULL, 0);
+    assert_int_equal(xml_parser_feed(r.p, big.data, big.len), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), ERR_BADSTATE);
+    assert_int_equal(r.elems, 1);
+    rec_done(&r);
+    buf_free(&big);
+}
+
+/* Another stream prefix, prefixes declared on the header, URIs that need
+ * escaping, a default namespace of "": all as before after a wake-up. */
+static void test_hibernate_namespaces(void **state)
+{
+    const char doc[] =
+        "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:server' "
+        "xmlns:db='jabber:server:dialback' xmlns:q='urn:a&amp;b&apos;c&quot;d&lt;e&#9;f'>\n"
+        "<db:result from='a' to='b'>key</db:result>\n<q:x q:y='1'/><message><body/></message>"
+        "<s:features/><z xmlns=''/></s:stream>";
+    char *log = events_all_splits(doc, strlen(doc), NULL, 0);
+    assert_true(last_hibernations > 0);
+    assert_non_null(strstr(log, "<{jabber:server:dialback}db:result"));
+    assert_non_null(strstr(log, "<{urn:a&b'c\"d<e\tf}q:x {urn:a&b'c\"d<e\tf}q:y=(1:1)>"));
+    assert_non_null(strstr(log, "<{jabber:server}-:message><{jabber:server}-:body></></>"));
+    assert_non_null(strstr(log, "<{http://etherx.jabber.org/streams}s:features></>"));
+    assert_non_null(strstr(log, "<{}-:z></>"));
+    assert_true(strlen(log) > 6 && strcmp(log + strlen(log) - 6, "CLOSE\n") == 0);
+    free(log);
+
+    /* The same by hand: hibernate after the header, wake with a stanza. */
+    struct rec r;
+    rec_init(&r, NULL, 0);
+    const char *hdr_end = strchr(doc, '\n') + 1;
+    assert_int_equal(xml_parser_feed(r.p, doc, (size_t)(hdr_end - doc)), 0);
+    assert_int_equal(xml_parser_hibernate(r.p), 0);
+    assert_string_equal(xml_parser_content_ns(r.p), "jabber:server");
+    assert_int_equal(xml_parser_feed(r.p, "<q:x/></s:stream>", 17), 0);
+    assert_non_null(strstr(r.log.data, "ELEM <{urn:a&b'c\"d<e\tf}q:x></>\nRAW <q:x/>\nCLOSE\n"));
+    rec_done(&r);
+}
+
+/* Limits and restricted XML hold in the rebuilt parser, with the same
+ * errors (and line numbers) as without hibernation. */
+static void test_hibernate_limits(void **state)
+{
+    struct xml_limits lim;
+    small_limits(&lim);
+    lim.max_name_len = 40; /* room for the namespace URIs */
+    const char *const bodies[] = {
+        "<a><b><c><d/></c></b></a>",                    /* depth */
+        "<a>01234567890</a>",                           /* text */
+        "<a x='1' y='2' z='3'/>",                       /* attributes */
+        "<abcdefghijabcdefghijabcdefghijabcdefghijX/>", /* name */
+        "<a>\n\n<b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/><b/>"
+        "<b/><b/><b/><b/><b/><b/></a>", /* stanza bytes */
+        "<!-- c -->",                   /* restricted XML */
+        "<a>\n<?pi x?></a>",
+        "<a>&e;</a>",
+        "<!DOCTYPE x>",
+        "text",
+        "<p:a/>",
+    };
+    const char *const want[] = {
+        "policy-violation: elements nested deeper than 3 (line 3)",
+        "policy-violation: text longer than 10 bytes (line 3)",
+        "policy-violation: more than 2 attributes (line 3)",
+        "policy-violation: name longer than 40 bytes (line 3)",
+        "policy-violation: element larger than 100 bytes (line 5)",
+        "restricted-xml: comments are not allowed (line 3)",
+        "restricted-xml: processing instructions are not allowed (line 4)",
+        "restricted-xml: undefined entity (line 3)",
+        "not-well-formed: not well-formed (invalid token) (line 3)",
+        "bad-format: text outside of any stanza (line 3)",
+        "bad-format-prefix",
+    };
+    const char hdr[] = "<stream:stream xmlns='jabber:client' "
+                       "xmlns:stream='http://etherx.jabber.org/streams'>\n<ok/>\n";
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        for (int hib = 0; hib < 2; hib++) {
+            struct rec r;
+            rec_init(&r, &lim, 0);
+            assert_int_equal(xml_parser_feed(r.p, hdr, strlen(hdr)), 0);
+            if (hib)
+                assert_int_equal(xml_parser_hibernate(r.p), 0);
+            assert_int_equal(xml_parser_feed(r.p, bodies[i], strlen(bodies[i])), ERR_PARSE);
+            const char *e = strstr(r.log.data, "ERROR ");
+            assert_non_null(e);
+            if (strcmp(want[i], "bad-format-prefix") == 0)
+                assert_non_null(strstr(e, "bad-namespace-prefix"));
+            else if (strncmp(e + 6, want[i], strlen(want[i])) != 0)
+                fail_msg("%s (hibernated %d): got %s", bodies[i], hib, e);
+            rec_done(&r);
+        }
+    }
+}
+
 static struct xml_parser *nested_p;
 static int nested_rc;
 
@@ -1109,6 +1297,9 @@ int main(void)
         cmocka_unit_test(test_reset_in_callback),
         cmocka_unit_test(test_free_in_callback),
         cmocka_unit_test(test_feed_from_callback_refused),
+        cmocka_unit_test(test_hibernate_when),
+        cmocka_unit_test(test_hibernate_namespaces),
+        cmocka_unit_test(test_hibernate_limits),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_serializer_golden),
         cmocka_unit_test(test_serializer_code_built),
