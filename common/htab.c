@@ -3,6 +3,10 @@
  *
  * Buckets are a power of two; the table doubles when the load passes 1.
  * Each entry is one allocation holding the key bytes after the header.
+ * A new table shares one static empty bucket and allocates its array at
+ * the first insert: many tables stay empty for their whole life (a user's
+ * roster and pending requests, per-session sets), and at 10,000 sessions
+ * their arrays would cost ~1.4 MB.
  */
 #include "autoconfig.h"
 
@@ -22,9 +26,13 @@ struct entry {
     unsigned char key[];
 };
 
+/* The bucket of every table that has never held an entry; never written
+ * (insert grows first). */
+static struct entry *no_buckets[1];
+
 struct htab {
-    struct entry **buckets;
-    size_t nbuckets; /* power of two */
+    struct entry **buckets; /* no_buckets until the first insert */
+    size_t nbuckets;        /* power of two */
     size_t count;
     void (*free_val)(void *);
     unsigned char sipkey[16];
@@ -93,8 +101,8 @@ uint64_t htab_siphash(const unsigned char key[16], const void *data, size_t len)
 struct htab *htab_new(void (*free_val)(void *))
 {
     struct htab *h = xcalloc(1, sizeof(*h));
-    h->nbuckets = 16;
-    h->buckets = xcalloc(h->nbuckets, sizeof(*h->buckets));
+    h->nbuckets = 1;
+    h->buckets = no_buckets;
     h->free_val = free_val;
     rand_bytes(h->sipkey, sizeof(h->sipkey));
     return h;
@@ -114,7 +122,8 @@ void htab_free(struct htab *h)
             e = next;
         }
     }
-    free(h->buckets);
+    if (h->buckets != no_buckets)
+        free(h->buckets);
     free(h);
 }
 
@@ -136,7 +145,7 @@ static struct entry **find(const struct htab *h, const void *key, size_t klen, u
 
 static void grow(struct htab *h)
 {
-    size_t n = h->nbuckets * 2;
+    size_t n = h->buckets == no_buckets ? 16 : h->nbuckets * 2;
     struct entry **nb = xcalloc(n, sizeof(*nb));
     for (size_t i = 0; i < h->nbuckets; i++) {
         struct entry *e = h->buckets[i];
@@ -148,7 +157,8 @@ static void grow(struct htab *h)
             e = next;
         }
     }
-    free(h->buckets);
+    if (h->buckets != no_buckets)
+        free(h->buckets);
     h->buckets = nb;
     h->nbuckets = n;
 }
@@ -167,7 +177,7 @@ void *htab_get_str(const struct htab *h, const char *key)
 
 static void insert(struct htab *h, const void *key, size_t klen, uint64_t hash, void *val)
 {
-    if (h->count >= h->nbuckets)
+    if (h->buckets == no_buckets || h->count >= h->nbuckets)
         grow(h);
     struct entry *e = xmalloc(sizeof(*e) + klen);
     e->hash = hash;

@@ -109,12 +109,51 @@ static void test_siphash_vector(void **state)
     assert_true(htab_siphash(key, msg, 0) == 0x726fdb47dd0e0e31ULL);
 }
 
+/* A table that never held an entry has no bucket array of its own: every
+ * operation on it must work, and the first insert gives it one. */
+static void test_empty_tables(void **state)
+{
+    struct htab *a = htab_new(free), *b = htab_new(NULL);
+    struct htab_iter it;
+    assert_null(htab_get_str(a, "x"));
+    assert_null(htab_del_str(a, "x"));
+    htab_iter_init(&it, a);
+    assert_int_equal(htab_iter_next(&it), 0);
+    assert_null(htab_iter_del(&it));
+    /* b stays empty while a fills and empties: they share nothing. */
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "k%d", i);
+        int *v = xmalloc(sizeof(*v));
+        *v = i;
+        assert_int_equal(htab_put_str(a, k, v), 0);
+        assert_null(htab_get_str(b, k));
+    }
+    assert_int_equal(htab_count(a), 40);
+    assert_int_equal(htab_count(b), 0);
+    htab_iter_init(&it, b);
+    assert_int_equal(htab_iter_next(&it), 0);
+    int n = 0;
+    htab_iter_init(&it, a);
+    while (htab_iter_next(&it)) {
+        free(htab_iter_del(&it));
+        n++;
+    }
+    assert_int_equal(n, 40);
+    assert_int_equal(htab_count(a), 0);
+    int *v = xmalloc(sizeof(*v));
+    assert_int_equal(htab_put_str(a, "again", v), 0);
+    assert_ptr_equal(htab_get_str(a, "again"), v);
+    htab_free(a);
+    htab_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_del),      cmocka_unit_test(test_binary_keys),
         cmocka_unit_test(test_grow_and_iterate), cmocka_unit_test(test_set_replaces_and_frees),
-        cmocka_unit_test(test_siphash_vector),
+        cmocka_unit_test(test_siphash_vector),   cmocka_unit_test(test_empty_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
