@@ -428,33 +428,36 @@ int storage_roster_del_item(struct storage *st, const char *owner, const char *j
 
 /* ---- offline ---- */
 
+/* The one store statement, with the quotas it enforces. */
+static int offline_store(struct storage *st, const char *owner, int64_t stamp_us,
+                         const char *stanza, int64_t quota, int64_t quota_bytes, storage_cb cb,
+                         void *arg)
+{
+    if (st == NULL)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, owner);
+    p_int(&p, stamp_us);
+    p_req(&p, stanza);
+    p_int(&p, quota);
+    p_int(&p, quota_bytes);
+    return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
+}
+
 int storage_offline_store(struct storage *st, const char *owner, int64_t stamp_us,
                           const char *stanza, storage_cb cb, void *arg)
 {
     if (st == NULL)
         return ERR_INVAL;
-    struct storage_params p = {0};
-    p_req(&p, owner);
-    p_int(&p, stamp_us);
-    p_req(&p, stanza);
-    p_int(&p, storage_offline_quota(st));
-    p_int(&p, (int64_t)storage_offline_quota_bytes(st));
-    return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
+    return offline_store(st, owner, stamp_us, stanza, storage_offline_quota(st),
+                         (int64_t)storage_offline_quota_bytes(st), cb, arg);
 }
 
 int storage_offline_restore(struct storage *st, const char *owner, int64_t stamp_us,
                             const char *stanza, storage_cb cb, void *arg)
 {
-    if (st == NULL)
-        return ERR_INVAL;
     /* The store statement with quotas no owner can reach. */
-    struct storage_params p = {0};
-    p_req(&p, owner);
-    p_int(&p, stamp_us);
-    p_req(&p, stanza);
-    p_int(&p, INT64_MAX);
-    p_int(&p, INT64_MAX);
-    return storage_submit(st, S_OFFLINE_STORE, &p, cb, arg);
+    return offline_store(st, owner, stamp_us, stanza, INT64_MAX, INT64_MAX, cb, arg);
 }
 
 int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,

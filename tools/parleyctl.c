@@ -35,6 +35,8 @@
 #include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/mem.h"
+#include "common/xml.h"
 #include "tools/parleyctl.h"
 
 /* Errors and notes look alike on stderr; the two names say which is meant. */
@@ -192,6 +194,30 @@ int ctl_read_file(const char *path, char *out, size_t outlen)
     while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == '\r'))
         len--;
     out[len] = '\0';
+    return 0;
+}
+
+int ctl_read_xml(const char *path, size_t max, bool missing_ok, char **text, struct xml_node **root)
+{
+    char err[256];
+    *root = NULL;
+    *text = xmalloc(max);
+    if (ctl_read_file(path, *text, max) < 0) {
+        int e = errno;
+        free(*text);
+        *text = NULL;
+        if (missing_ok && e == ENOENT)
+            return 0;
+        ctl_err("cannot read %s: %s", path, strerror(e));
+        return 1;
+    }
+    *root = xml_parse_document(*text, strlen(*text), NULL, err, sizeof(err));
+    if (*root == NULL) {
+        ctl_err("%s: %s", path, err);
+        free(*text);
+        *text = NULL;
+        return 1;
+    }
     return 0;
 }
 

@@ -128,6 +128,12 @@ int ctl_user_ids(const struct ctl *c, const char *user, uid_t *uid, gid_t *gid);
 /* Read a whole small file (secret) into out, without a trailing newline.
  * 0 or -1 (errno). */
 int ctl_read_file(const char *path, char *out, size_t outlen);
+struct xml_node;
+/* Read the XML file path (at most max bytes) into *text (xmalloc'ed) and
+ * parse it into *root; the caller frees both. 0, or 1 (printed, nothing to
+ * free). With missing_ok a missing file is 0 with *text and *root NULL. */
+int ctl_read_xml(const char *path, size_t max, bool missing_ok, char **text,
+                 struct xml_node **root);
 /* Write data to path with mode, owned by uid:gid when root. 0 or 1 (message). */
 int ctl_write_file(const struct ctl *c, const char *path, const char *data, size_t len, mode_t mode,
                    uid_t uid, gid_t gid);

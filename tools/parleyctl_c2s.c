@@ -61,20 +61,11 @@ static int c2s_block(const struct ctl *c, const char *name, struct buf *out)
 static int c2s_router_entry(const struct ctl *c, const char *name, bool add, bool *added)
 {
     *added = false;
-    char path[CTL_PATH_MAX], err[256];
+    char path[CTL_PATH_MAX], *text;
+    struct xml_node *root;
     ctl_path(c, path, "etc/router-users.xml");
-    char *text = xmalloc(USERS_MAX);
-    if (ctl_read_file(path, text, USERS_MAX) < 0) {
-        ctl_err("cannot read %s: %s", path, strerror(errno));
-        free(text);
+    if (ctl_read_xml(path, USERS_MAX, false, &text, &root) != 0)
         return 1;
-    }
-    struct xml_node *root = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
-    if (root == NULL) {
-        ctl_err("%s: %s", path, err);
-        free(text);
-        return 1;
-    }
     int rc = 1;
     bool taken = false;
     for (struct xml_node *n = xml_child(root, NULL, "component"); n != NULL;

@@ -12,7 +12,6 @@
  */
 #include "autoconfig.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,21 +32,8 @@ static const char *const comp_reserved[] = {"sm", "s2s"};
 
 static int comp_read(const struct ctl *c, char *path, char **text, struct xml_node **root)
 {
-    char err[256];
     ctl_path(c, path, "etc/router-users.xml");
-    *text = xmalloc(USERS_MAX);
-    if (ctl_read_file(path, *text, USERS_MAX) < 0) {
-        ctl_err("cannot read %s: %s", path, strerror(errno));
-        free(*text);
-        return 1;
-    }
-    *root = xml_parse_document(*text, strlen(*text), NULL, err, sizeof(err));
-    if (*root == NULL) {
-        ctl_err("%s: %s", path, err);
-        free(*text);
-        return 1;
-    }
-    return 0;
+    return ctl_read_xml(path, USERS_MAX, false, text, root);
 }
 
 static struct xml_node *comp_find(struct xml_node *root, const char *name)

@@ -226,25 +226,15 @@ static bool route_attrs_known(const struct xml_node *e)
 /* Read the table into *out (xmalloc'ed, *n entries). 0 or 1 (printed). */
 static int route_read(const struct ctl *c, struct route **out, size_t *n)
 {
-    char path[CTL_PATH_MAX], err[256];
+    char path[CTL_PATH_MAX], *text;
+    struct xml_node *root;
     ctl_path(c, path, "etc/s2s-routes.xml");
     *out = NULL;
     *n = 0;
-    char *text = xmalloc(ROUTES_FILE_MAX);
-    if (ctl_read_file(path, text, ROUTES_FILE_MAX) < 0) {
-        int e = errno;
-        free(text);
-        if (e == ENOENT) /* an instance made before s2s: an empty table */
-            return 0;
-        ctl_err("cannot read %s: %s", path, strerror(e));
+    if (ctl_read_xml(path, ROUTES_FILE_MAX, true, &text, &root) != 0)
         return 1;
-    }
-    struct xml_node *root = xml_parse_document(text, strlen(text), NULL, err, sizeof(err));
-    if (root == NULL) {
-        ctl_err("%s: %s", path, err);
-        free(text);
-        return 1;
-    }
+    if (root == NULL) /* an instance made before s2s: an empty table */
+        return 0;
     int rc = 0;
     size_t count = 0;
     for (struct xml_node *e = xml_child(root, NULL, "route"); e != NULL;

@@ -395,3 +395,115 @@ class S2SRaw(harness.Raw):
                   (NS_SASL, base64.b64encode(authzid.encode()).decode()))
         return await self.recv()
 
+
+
+def two_targets(first_port, second_port, service="_xmpp-server"):
+    """A DNSServer whose <service>._tcp.svc.b.test SRV records list
+    first_port (priority 0) then second_port (priority 10), both on
+    host.b.test = 127.0.0.1: for the tests of falling back to the next
+    target."""
+    return DNSServer({
+        "%s._tcp.svc.b.test" % service: [("SRV", 0, 5, first_port, "host.b.test"),
+                                         ("SRV", 10, 5, second_port, "host.b.test")],
+        "host.b.test": [("A", "127.0.0.1")],
+    })
+
+
+def deliver(net, body, timeout):
+    """Sends a message svc.a.test -> svc.b.test through side a and asserts
+    that svc.b.test receives it within timeout seconds."""
+    async def go():
+        ca = await comp(net.a)
+        cb = await comp(net.b)
+        try:
+            ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody=body)
+            m = await cb.expect(lambda s: s.name == "message", timeout=timeout)
+            assert m["body"] == body
+        finally:
+            await harness.close_all(ca, cb)
+    harness.run(go())
+
+
+# ---------------------------------------------------------------------------
+# A fake outgoing-link target that offers STARTTLS and then fails the TLS
+# handshake: for the tests of how s2s moves on to the next SRV target.
+
+
+def read_until(c, pred):
+    """Reads from socket c until pred(everything read) holds; OSError when
+    the peer closes first (c's own timeout bounds each read)."""
+    buf = b""
+    while not pred(buf):
+        d = c.recv(4096)
+        if not d:
+            raise OSError("closed")
+        buf += d
+    return buf
+
+
+def read_stream_header(c):
+    """Waits for the initiating stream header of an outgoing s2s link."""
+    return read_until(c, lambda b: b"<stream:stream" in b and b.endswith(b">"))
+
+
+def offer_starttls(c, stream_id):
+    """After the peer's stream header: answers with a header and features
+    requiring STARTTLS, reads <starttls/>, says <proceed/>; returns once the
+    first bytes of the ClientHello came (they are not answered)."""
+    c.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:stream='http://etherx.jabber.org/streams' from='b.test' "
+              b"id='" + stream_id.encode() + b"' version='1.0'><stream:features>"
+              b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+              b"</starttls></stream:features>")
+    read_until(c, lambda b: b"starttls" in b and b"/>" in b)
+    c.sendall(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(c, lambda b: len(b) > 0)
+
+
+class FakeTarget:
+    """A listener on 127.0.0.1 (a thread) that plays an s2s target up to
+    STARTTLS <proceed/> and the peer's ClientHello, then breaks TLS as
+    after_hello says: "stall" keeps each connection open and silent until
+    close(); "garbage" answers with bytes that are no TLS record and closes.
+    hellos counts the connections that got as far as the ClientHello."""
+
+    def __init__(self, after_hello, stream_id="fake"):
+        assert after_hello in ("stall", "garbage")
+        self.after_hello = after_hello
+        self.stream_id = stream_id
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.hellos = []
+        self.held = []
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(5)
+                read_stream_header(c)
+                offer_starttls(c, self.stream_id)
+                self.hellos.append(True)
+                if self.after_hello == "stall":
+                    self.held.append(c)
+                    continue
+                c.sendall(b"this is not a TLS record\r\n" * 4)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.running = False
+        self.thread.join(5)
+        for c in self.held:
+            c.close()
+        self.sock.close()

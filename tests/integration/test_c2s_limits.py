@@ -322,48 +322,81 @@ def test_idle_timeout():
         finish(s)
 
 
+class _CredentialsLocker:
+    """A psql session on s's database that takes and releases a lock on the
+    credentials table, so that c2s's PLAIN key fetches wait."""
+
+    def __init__(self, s):
+        self.s = s
+        self.proc = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", s.pg.dsn()],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def sql(self, sql):
+        """Runs sql and waits until psql has done it."""
+        self.proc.stdin.write(sql + "\n\\echo done\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "done"
+
+    def lock(self):
+        self.sql("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;")
+
+    def commit(self):
+        self.sql("COMMIT;")
+
+    def fetch_waiting(self):
+        """Returns once one c2s query waits on the lock (bounded)."""
+        deadline = time.monotonic() + harness.WAIT * 2
+        while True:
+            _, out = self.s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
+            if out == "1":
+                return
+            assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
+            time.sleep(0.05)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def _tls_stream(s):
+    """A raw client stream to s's c2s after STARTTLS, its features read."""
+    raw = await ClientRaw.connect_client(s)
+    await raw.open()
+    await raw.starttls()
+    await raw.open()
+    return raw
+
+
+def _send_plain(raw):
+    raw.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" %
+             (NS_SASL, base64.b64encode(b"\0alice\0wonderland").decode()))
+
+
 def test_plain_slots_taken_before_the_fetch():
     """limits/plain-jobs=1: while one PLAIN login waits for its keys (the
     credentials table is locked), a second gets temporary-auth-failure at
     once, with a text; once the first is through, logins work again."""
     s = limits_stack(plain_jobs=1)
-    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", s.pg.dsn()],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    locker = _CredentialsLocker(s)
     try:
-        locker.stdin.write("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;\n"
-                           "\\echo locked\n")
-        locker.stdin.flush()
-        assert locker.stdout.readline().strip() == "locked"
-
-        def fetch_waiting():
-            deadline = time.monotonic() + harness.WAIT * 2
-            while True:
-                _, out = s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                                   "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
-                if out == "1":
-                    return
-                assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
-                time.sleep(0.05)
+        locker.lock()
 
         async def go():
-            first = await ClientRaw.connect_client(s)
-            second = await ClientRaw.connect_client(s)
+            first = await _tls_stream(s)
+            second = await _tls_stream(s)
             try:
-                for r in (first, second):
-                    await r.open()
-                    await r.starttls()
-                    await r.open()
-                first.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" %
-                           (NS_SASL, base64.b64encode(b"\0alice\0wonderland").decode()))
-                await asyncio.get_event_loop().run_in_executor(None, fetch_waiting)
+                _send_plain(first)
+                await asyncio.get_event_loop().run_in_executor(None, locker.fetch_waiting)
                 # The one slot is taken by a login still fetching its keys.
                 el = await second.auth_plain("alice", "wonderland")
                 assert el.tag == "{%s}failure" % NS_SASL, el
                 assert el.find("{%s}temporary-auth-failure" % NS_SASL) is not None, el
                 assert "try again" in el.find("{%s}text" % NS_SASL).text
-                locker.stdin.write("COMMIT;\n")
-                locker.stdin.flush()
+                locker.commit()
                 el = await first.recv(harness.WAIT * 2)
                 assert el is not None and el.tag == "{%s}success" % NS_SASL, el
                 # The slot is back: the refused client logs in now.
@@ -374,10 +407,7 @@ def test_plain_slots_taken_before_the_fetch():
                 second.close()
         harness.run(go())
     finally:
-        if locker.poll() is None:
-            locker.stdin.close()
-            locker.kill()
-            locker.wait()
+        locker.close()
         finish(s)
 
 
@@ -389,35 +419,7 @@ def test_plain_slot_released_once_when_the_client_leaves():
     every login), and of two at once under the lock, exactly one gets
     temporary-auth-failure at once and the other logs in."""
     s = limits_stack(plain_jobs=1)
-    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", s.pg.dsn()],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-
-    def lock(sql):
-        locker.stdin.write(sql + "\n\\echo done\n")
-        locker.stdin.flush()
-        assert locker.stdout.readline().strip() == "done"
-
-    def fetch_waiting():
-        deadline = time.monotonic() + harness.WAIT * 2
-        while True:
-            _, out = s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                               "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
-            if out == "1":
-                return
-            assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
-            time.sleep(0.05)
-
-    async def tls_stream():
-        raw = await ClientRaw.connect_client(s)
-        await raw.open()
-        await raw.starttls()
-        await raw.open()
-        return raw
-
-    def send_plain(raw):
-        raw.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" %
-                 (NS_SASL, base64.b64encode(b"\0alice\0wonderland").decode()))
+    locker = _CredentialsLocker(s)
 
     def answer(el):
         assert el is not None and el.tag in ("{%s}success" % NS_SASL,
@@ -427,19 +429,19 @@ def test_plain_slot_released_once_when_the_client_leaves():
     try:
         async def go():
             run = asyncio.get_running_loop().run_in_executor
-            lock("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;")
-            leaver = await tls_stream()
-            send_plain(leaver)
-            await run(None, fetch_waiting)
+            locker.lock()
+            leaver = await _tls_stream(s)
+            _send_plain(leaver)
+            await run(None, locker.fetch_waiting)
             leaver.close()
-            lock("COMMIT;")
+            locker.commit()
             # The slot comes back when the leaver's fetch ends, soon after
             # the COMMIT: until then a login may be refused, never after.
             deadline = time.monotonic() + harness.WAIT * 2
             while True:
-                raw = await tls_stream()
+                raw = await _tls_stream(s)
                 try:
-                    send_plain(raw)
+                    _send_plain(raw)
                     got = answer(await raw.recv(harness.WAIT * 2))
                 finally:
                     raw.close()
@@ -449,28 +451,25 @@ def test_plain_slot_released_once_when_the_client_leaves():
                 assert time.monotonic() < deadline, "the leaver's PLAIN slot never came back"
                 await asyncio.sleep(0.1)
             # Two at once while the table is locked: one slot, one refusal.
-            lock("BEGIN;\nLOCK TABLE credentials IN ACCESS EXCLUSIVE MODE;")
-            a, b = await tls_stream(), await tls_stream()
+            locker.lock()
+            a, b = await _tls_stream(s), await _tls_stream(s)
             try:
-                send_plain(a)
-                send_plain(b)
-                await run(None, fetch_waiting)
+                _send_plain(a)
+                _send_plain(b)
+                await run(None, locker.fetch_waiting)
                 # The refusal comes while the other's fetch still waits.
                 tasks = {asyncio.ensure_future(r.recv(harness.WAIT * 2)): r for r in (a, b)}
                 done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 assert len(done) == 1, "both answered while the table was locked"
                 assert answer(done.pop().result()) == "temporary-auth-failure"
-                lock("COMMIT;")
+                locker.commit()
                 assert answer(await pending.pop()) == "success"
             finally:
                 a.close()
                 b.close()
         harness.run(go())
     finally:
-        if locker.poll() is None:
-            locker.stdin.close()
-            locker.kill()
-            locker.wait()
+        locker.close()
         finish(s)
 
 

@@ -371,20 +371,32 @@ def test_sm_restart_replays_presence_capped():
         s.cleanup()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs the tests as root)")
-def test_chroot_without_urandom_refused():
-    """Cyrus SASL seeds its SCRAM nonces from /dev/urandom and quietly falls
-    back to the pid and time when it cannot open it: chrooted where it is
-    missing, c2s refuses to start and says why."""
-    s = stack.Stack(c2s=1, extra={"c2s": "  <chroot>%s</chroot>\n" % "@JAIL@"})
-    jail = os.path.join(s.dir, "jail")
-    os.mkdir(jail, 0o755)
+def _jailed_stack(more=""):
+    """A stack, not started, whose c2s config (with the elements in more)
+    chroots c2s to an empty directory: no /dev/urandom there. Returns the
+    stack and the path of c2s's config."""
+    s = stack.Stack(c2s=1, extra={"c2s": "  <chroot>@JAIL@</chroot>\n" + more})
     try:
+        jail = os.path.join(s.dir, "jail")
+        os.mkdir(jail, 0o755)
         cfg = s["c2s-1"].config
         with open(cfg) as f:
             text = f.read().replace("@JAIL@", jail)
         with open(cfg, "w") as f:
             f.write(text)
+    except BaseException:
+        s.cleanup()
+        raise
+    return s, cfg
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs the tests as root)")
+def test_chroot_without_urandom_refused():
+    """Cyrus SASL seeds its SCRAM nonces from /dev/urandom and quietly falls
+    back to the pid and time when it cannot open it: chrooted where it is
+    missing, c2s refuses to start and says why."""
+    s, cfg = _jailed_stack()
+    try:
         p = subprocess.run([harness.binary("c2s/parley-c2s"), "-f", "-c", cfg],
                            capture_output=True, text=True, timeout=harness.START_WAIT,
                            env=s["c2s-1"].env())
@@ -400,17 +412,9 @@ def test_chroot_without_urandom_refused():
 def test_chroot_without_urandom_fine_with_plain_only():
     """With PLAIN alone (no SCRAM, so Cyrus makes no nonces) the random
     source is not needed: c2s starts in a jail without /dev/urandom."""
-    s = stack.Stack(c2s=1, extra={"c2s": "  <chroot>%s</chroot>\n"
-                                  "  <sasl><mechanisms>PLAIN</mechanisms></sasl>\n" % "@JAIL@"})
-    jail = os.path.join(s.dir, "jail")
-    os.mkdir(jail, 0o755)
+    s, cfg = _jailed_stack("  <sasl><mechanisms>PLAIN</mechanisms></sasl>\n")
     p = None
     try:
-        cfg = s["c2s-1"].config
-        with open(cfg) as f:
-            text = f.read().replace("@JAIL@", jail)
-        with open(cfg, "w") as f:
-            f.write(text)
         p = subprocess.Popen([harness.binary("c2s/parley-c2s"), "-f", "-c", cfg],
                              stderr=subprocess.PIPE, env=s["c2s-1"].env())
         # "started" comes after the jail and the checks that follow it.

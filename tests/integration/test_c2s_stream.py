@@ -429,15 +429,13 @@ def test_sni_picks_the_domain_certificate():
         s.cleanup()
 
 
-def test_no_plus_with_ed25519_certificate():
-    """tls-server-end-point is undefined for a certificate signed with
-    Ed25519 (RFC 5929 §4.1: no single hash): with -PLUS configured, c2s
-    offers only the plain SCRAM mechanisms and no binding type, refuses
-    -PLUS, and a client that could bind and says "y" is right."""
-    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1"
+def _stack_with_own_cert(mechs, *req_args):
+    """A started stack (user alice) whose c2s offers the SASL mechanisms
+    mechs and serves a fresh self-signed certificate for its domain, made
+    by `openssl req -x509 ... req_args` (the key type, hash, options)."""
     s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
     try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "30",
+        subprocess.run(["openssl", "req", "-x509", *req_args, "-nodes", "-days", "30",
                         "-subj", "/CN=%s" % s.domain, "-addext",
                         "subjectAltName=DNS:%s" % s.domain, "-keyout", s.key, "-out", s.cert],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -445,18 +443,34 @@ def test_no_plus_with_ed25519_certificate():
         os.chmod(s.key, 0o600)
         s.start()
         s.add_user("alice", "wonderland")
+    except BaseException:
+        s.cleanup()
+        raise
+    return s
 
-        async def session():
-            raw = await ClientRaw.connect_client(s)
-            await raw.open()
-            await raw.starttls()
-            feats = await raw.open()
-            return raw, feats
 
+async def _starttls_session(s):
+    """A raw client stream to s's c2s after STARTTLS: (raw, its features,
+    the DER of the certificate c2s served)."""
+    raw = await ClientRaw.connect_client(s)
+    await raw.open()
+    await raw.starttls()
+    feats = await raw.open()
+    der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    return raw, feats, der
+
+
+def test_no_plus_with_ed25519_certificate():
+    """tls-server-end-point is undefined for a certificate signed with
+    Ed25519 (RFC 5929 §4.1: no single hash): with -PLUS configured, c2s
+    offers only the plain SCRAM mechanisms and no binding type, refuses
+    -PLUS, and a client that could bind and says "y" is right."""
+    s = _stack_with_own_cert("SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1",
+                             "-newkey", "ed25519")
+    try:
         async def go():
-            raw, feats = await session()
+            raw, feats, der = await _starttls_session(s)
             try:
-                der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
                 assert b"\x06\x03\x2b\x65\x70" in der  # the Ed25519 OID: our certificate
                 mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
                 assert mechs == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
@@ -465,7 +479,7 @@ def test_no_plus_with_ed25519_certificate():
                                             cbdata=b"\0" * 32) == "invalid-mechanism"
             finally:
                 raw.close()
-            raw, _ = await session()
+            raw, _, _ = await _starttls_session(s)
             try:
                 assert await raw.auth_scram("alice", "wonderland", flag="y") == "success"
             finally:
@@ -482,32 +496,16 @@ def test_plus_with_rsa_pss_sha384_certificate():
     certificate's SHA-384 hash (RFC 5929 §4.1); a SHA-256 one is refused."""
     import hashlib
 
-    mechs = "SCRAM-SHA-256-PLUS SCRAM-SHA-256"
-    s = stack.Stack(c2s=1, extra={"c2s": "  <sasl><mechanisms>%s</mechanisms></sasl>\n" % mechs})
+    s = _stack_with_own_cert("SCRAM-SHA-256-PLUS SCRAM-SHA-256", "-newkey", "rsa:2048",
+                             "-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt",
+                             "rsa_pss_saltlen:-1")
     try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-                        "-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt",
-                        "rsa_pss_saltlen:-1", "-subj", "/CN=%s" % s.domain, "-addext",
-                        "subjectAltName=DNS:%s" % s.domain, "-keyout", s.key, "-out", s.cert],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", s.cert], check=True,
                               capture_output=True, text=True).stdout
         assert "rsassaPss" in text and "sha384" in text
-        s._own(s.key)
-        os.chmod(s.key, 0o600)
-        s.start()
-        s.add_user("alice", "wonderland")
-
-        async def session():
-            raw = await ClientRaw.connect_client(s)
-            await raw.open()
-            await raw.starttls()
-            feats = await raw.open()
-            der = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            return raw, feats, der
 
         async def go():
-            raw, feats, der = await session()
+            raw, feats, der = await _starttls_session(s)
             try:
                 mechs = [m.text for m in feats.find("{%s}mechanisms" % NS_SASL)]
                 assert mechs == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
@@ -517,7 +515,7 @@ def test_plus_with_rsa_pss_sha384_certificate():
                                             cbdata=hashlib.sha384(der).digest()) == "success"
             finally:
                 raw.close()
-            raw, _, der = await session()
+            raw, _, der = await _starttls_session(s)
             try:
                 assert await raw.auth_scram("alice", "wonderland", plus=True,
                                             cbdata=hashlib.sha256(der).digest()) == \

@@ -534,26 +534,12 @@ def test_dns_silent_first_target_then_next():
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     net = s2sutil.Federation(routes_a=False)
-    dns = s2sutil.DNSServer({
-        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, silent.getsockname()[1], "host.b.test"),
-                                         ("SRV", 10, 5, net.b.port, "host.b.test")],
-        "host.b.test": [("A", "127.0.0.1")],
-    })
+    dns = s2sutil.two_targets(silent.getsockname()[1], net.b.port)
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><connect-timeout>1s</connect-timeout></limits>\n" % dns.port)
     try:
         net.start()
-
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="second")
-                m = await cb.expect(lambda s: s.name == "message", timeout=15)
-                assert m["body"] == "second"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
+        s2sutil.deliver(net, "second", 15)
         assert not net.sanitizer_errors()
     except BaseException:
         print(net.logs())
@@ -594,25 +580,11 @@ def test_direct_tls_failure_then_next_target():
                 c.close()
     th = threading.Thread(target=serve, daemon=True)
     th.start()
-    dns = s2sutil.DNSServer({
-        "_xmpps-server._tcp.svc.b.test": [("SRV", 0, 5, bad.getsockname()[1], "host.b.test"),
-                                          ("SRV", 10, 5, net.b.tls_port, "host.b.test")],
-        "host.b.test": [("A", "127.0.0.1")],
-    })
+    dns = s2sutil.two_targets(bad.getsockname()[1], net.b.tls_port, "_xmpps-server")
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
     try:
         net.start()
-
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="second")
-                m = await cb.expect(lambda s: s.name == "message", timeout=15)
-                assert m["body"] == "second"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
+        s2sutil.deliver(net, "second", 15)
         assert alpn and alpn[0] == "xmpp-server", alpn
         assert not net.sanitizer_errors()
     except BaseException:
@@ -631,75 +603,20 @@ def test_starttls_failure_then_next_target():
     <proceed/>, then answers the TLS handshake with garbage: the link does
     not end there, the next target is tried and the stanza arrives."""
     net = s2sutil.Federation(routes_a=False)
-    bad = socket.socket()
-    bad.bind(("127.0.0.1", 0))
-    bad.listen(8)
-    bad.settimeout(0.2)
-    proceeded = []
-    running = [True]
-
-    def read_until(c, buf, pred):
-        while not pred(buf):
-            d = c.recv(4096)
-            if not d:
-                raise OSError("closed")
-            buf += d
-        return buf
-
-    def serve():
-        while running[0]:
-            try:
-                c, _ = bad.accept()
-            except OSError:
-                continue
-            try:
-                c.settimeout(5)
-                buf = read_until(c, b"", lambda b: b"<stream:stream" in b and b.endswith(b">"))
-                c.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-                          b"xmlns:stream='http://etherx.jabber.org/streams' from='b.test' "
-                          b"id='broken-tls' version='1.0'><stream:features>"
-                          b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
-                          b"</starttls></stream:features>")
-                read_until(c, b"", lambda b: b"starttls" in b and b"/>" in b)
-                c.sendall(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-                proceeded.append(True)
-                read_until(c, b"", lambda b: len(b) > 0)  # the ClientHello
-                c.sendall(b"this is not a TLS record\r\n" * 4)
-            except OSError:
-                pass
-            finally:
-                c.close()
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    dns = s2sutil.DNSServer({
-        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, bad.getsockname()[1], "host.b.test"),
-                                         ("SRV", 10, 5, net.b.port, "host.b.test")],
-        "host.b.test": [("A", "127.0.0.1")],
-    })
+    bad = s2sutil.FakeTarget("garbage", "broken-tls")
+    dns = s2sutil.two_targets(bad.port, net.b.port)
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
     try:
         net.start()
-
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                send_msg(ca, "svc.b.test", "svc.a.test", "second", "m1")
-                m = await cb.expect(lambda s: s.name == "message", timeout=15)
-                assert m["body"] == "second"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
-        assert proceeded, "the first target was never asked for STARTTLS"
+        s2sutil.deliver(net, "second", 15)
+        assert bad.hellos, "the first target was never asked for STARTTLS"
         assert not net.sanitizer_errors()
     except BaseException:
         print(net.logs())
         raise
     finally:
-        running[0] = False
-        th.join(5)
-        dns.close()
         bad.close()
+        dns.close()
         net.cleanup()
 
 

@@ -31,71 +31,15 @@ def test_starttls_stall_then_next_target():
     message arrives well within the link's time (it would bounce with
     remote-server-timeout after 60 s otherwise)."""
     net = s2sutil.Federation(routes_a=False)
-    stall = socket.socket()
-    stall.bind(("127.0.0.1", 0))
-    stall.listen(8)
-    stall.settimeout(0.2)
-    hellos = []
-    held = []
-    running = [True]
-
-    def read_until(c, pred):
-        buf = b""
-        while not pred(buf):
-            d = c.recv(4096)
-            if not d:
-                raise OSError("closed")
-            buf += d
-        return buf
-
-    def serve():
-        while running[0]:
-            try:
-                c, _ = stall.accept()
-            except OSError:
-                continue
-            try:
-                c.settimeout(5)
-                read_until(c, lambda b: b"<stream:stream" in b and b.endswith(b">"))
-                c.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-                          b"xmlns:stream='http://etherx.jabber.org/streams' from='b.test' "
-                          b"id='stalls' version='1.0'><stream:features>"
-                          b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
-                          b"</starttls></stream:features>")
-                read_until(c, lambda b: b"starttls" in b and b"/>" in b)
-                c.sendall(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-                read_until(c, lambda b: len(b) > 0)  # the ClientHello: no answer
-                hellos.append(True)
-                held.append(c)  # kept open, silent, until the test ends
-                continue
-            except OSError:
-                pass
-            c.close()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    dns = s2sutil.DNSServer({
-        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, stall.getsockname()[1], "host.b.test"),
-                                         ("SRV", 10, 5, net.b.port, "host.b.test")],
-        "host.b.test": [("A", "127.0.0.1")],
-    })
+    stall = s2sutil.FakeTarget("stall", "stalls")
+    dns = s2sutil.two_targets(stall.port, net.b.port)
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><tls-timeout>1s</tls-timeout>"
                    "<link-timeout>60s</link-timeout></limits>\n" % dns.port)
     try:
         net.start()
-
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                _send(ca, "svc.b.test", "svc.a.test", "after the stall")
-                m = await cb.expect(lambda s: s.name == "message", timeout=20)
-                assert m["body"] == "after the stall"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
-        assert hellos, "the first target never got a ClientHello"
+        s2sutil.deliver(net, "after the stall", 20)
+        assert stall.hellos, "the first target never got a ClientHello"
         assert "TLS handshake with target 0 timed out" in net.a.log()
         assert "link svc.a.test -> svc.b.test ready" in net.a.log()
         assert not net.sanitizer_errors()
@@ -103,12 +47,8 @@ def test_starttls_stall_then_next_target():
         print(net.logs())
         raise
     finally:
-        running[0] = False
-        th.join(5)
-        for c in held:
-            c.close()
-        dns.close()
         stall.close()
+        dns.close()
         net.cleanup()
 
 
@@ -156,15 +96,6 @@ def test_happy_eyeballs_loser_is_tried_after_a_stall():
     running = [True]
     steps = []
 
-    def read_until(c, pred):
-        buf = b""
-        while not pred(buf):
-            d = c.recv(4096)
-            if not d:
-                raise OSError("closed")
-            buf += d
-        return buf
-
     def serve():
         try:
             end = time.monotonic() + BOUND
@@ -178,20 +109,13 @@ def test_happy_eyeballs_loser_is_tried_after_a_stall():
             c, _ = stall.accept()
             held.append(c)
             c.settimeout(BOUND)
-            read_until(c, lambda b: b"<stream:stream" in b and b.endswith(b">"))
+            s2sutil.read_stream_header(c)
             steps.append("target 0 won")
             # The header came after the other attempt was dropped: the
             # real target may accept from now on.
             front.settimeout(BOUND)
             held.append(front.accept()[0])
-            c.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-                      b"xmlns:stream='http://etherx.jabber.org/streams' from='b.test' "
-                      b"id='stalls' version='1.0'><stream:features>"
-                      b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
-                      b"</starttls></stream:features>")
-            read_until(c, lambda b: b"starttls" in b and b"/>" in b)
-            c.sendall(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-            read_until(c, lambda b: len(b) > 0)  # the ClientHello: no answer
+            s2sutil.offer_starttls(c, "stalls")  # the ClientHello: no answer
             steps.append("stalled")
             front.settimeout(0.2)
             while running[0]:
@@ -213,11 +137,7 @@ def test_happy_eyeballs_loser_is_tried_after_a_stall():
         except OSError as e:
             steps.append("error: %s" % e)
 
-    dns = s2sutil.DNSServer({
-        "_xmpp-server._tcp.svc.b.test": [("SRV", 0, 5, stall.getsockname()[1], "host.b.test"),
-                                         ("SRV", 10, 5, front.getsockname()[1], "host.b.test")],
-        "host.b.test": [("A", "127.0.0.1")],
-    })
+    dns = s2sutil.two_targets(stall.getsockname()[1], front.getsockname()[1])
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><tls-timeout>1s</tls-timeout><connect-timeout>30s</connect-timeout>"
                    "<link-timeout>60s</link-timeout></limits>\n" % dns.port)
@@ -225,17 +145,7 @@ def test_happy_eyeballs_loser_is_tried_after_a_stall():
     try:
         net.start()
         th.start()
-
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                _send(ca, "svc.b.test", "svc.a.test", "after the stall")
-                m = await cb.expect(lambda s: s.name == "message", timeout=30)
-                assert m["body"] == "after the stall"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
+        s2sutil.deliver(net, "after the stall", 30)
         assert steps[:3] == ["both started", "target 0 won", "stalled"], steps
         assert proxied, "the second target was never tried again"
         log = net.a.log()

@@ -40,6 +40,14 @@ def state(push):
     return (it.get("subscription"), it.get("ask"), it.get("approved"))
 
 
+async def resume(c, sess, presence):
+    """After an sm restart: c asks the sm to resume sess (resume=True), sess
+    sends presence, and the sm says the session started."""
+    c.start(sess.jid, sid=sess.sid, resume=True)
+    sess.send(presence)
+    await c.control("started", sess.sid)
+
+
 async def subscribe_both(st, a, b):
     """a and b end up subscribed to each other (a asks first)."""
     a.send(pres(b.bare, "subscribe"))
@@ -334,13 +342,9 @@ def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
         await c.control("announce", timeout=harness.START_WAIT)
         c.pending.clear()
         # alice comes back first: her probe of bob is answered unavailable.
-        c.start(a.jid, sid=a.sid, resume=True)
-        a.send("<presence/>")
-        await c.control("started", a.sid)
+        await resume(c, a, "<presence/>")
         await a.recv(is_presence(b.bare, "unavailable"), what="probe answer for bob")
-        c.start(b.jid, sid=b.sid, resume=True)
-        b.send("<presence><status>here</status></presence>")
-        await c.control("started", b.sid)
+        await resume(c, b, "<presence><status>here</status></presence>")
         # alice, answered unavailable meanwhile, gets bob's presence.
         await a.recv(lambda s: is_presence(b.jid, None)(s) and s.find(q("status")) is not None,
                      what="bob's replayed presence at alice")
@@ -377,12 +381,8 @@ def test_change_after_router_loss_following_sm_restart(st):
         await subscribe_both(st, a, b)
         st.restart_sm()
         await c.control("announce", timeout=harness.START_WAIT)
-        c.start(b.jid, sid=b.sid, resume=True)
-        b.send("<presence/>")
-        await c.control("started", b.sid)
-        c.start(a.jid, sid=a.sid, resume=True)
-        a.send("<presence><status>one</status></presence>")
-        await c.control("started", a.sid)
+        await resume(c, b, "<presence/>")
+        await resume(c, a, "<presence><status>one</status></presence>")
         await b.recv(has_status(a.jid, "one"), what="alice's replay (bob probed at his)")
         c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION)
         # A router loss: the c2s announces alice/a again; she has changed.
@@ -412,14 +412,10 @@ def test_prober_gets_every_resource_replayed_after_sm_restart(st):
         st.restart_sm()
         await c.control("announce", timeout=harness.START_WAIT)
         c.pending.clear()
-        c.start(b.jid, sid=b.sid, resume=True)
-        b.send("<presence/>")
-        await c.control("started", b.sid)
+        await resume(c, b, "<presence/>")
         await b.recv(is_presence("alice@%s" % st.domain, "unavailable"), what="probe answer")
         for s, text in ((a1, "one"), (a2, "two")):
-            c.start(s.jid, sid=s.sid, resume=True)
-            s.send("<presence><status>%s</status></presence>" % text)
-            await c.control("started", s.sid)
+            await resume(c, s, "<presence><status>%s</status></presence>" % text)
         await b.recv(has_status(a1.jid, "one"), what="a1's replay at bob")
         await b.recv(has_status(a2.jid, "two"), what="a2's replay at bob")
         c.close()

@@ -368,6 +368,21 @@ static SSL_CTX *pick_ctx(void *arg, const char *name)
     return strcmp(name, "b.example") == 0 ? sni_b : NULL;
 }
 
+/* A listener on direct TLS with server context sa, and a client with
+ * context cb that checks the name servername and sends its header once the
+ * handshake is done; the client is not connected yet (options first). */
+static void direct_tls_pair(struct listener *l, struct peer *srv, struct peer *cli, SSL_CTX *sa,
+                            SSL_CTX *cb, const char *servername)
+{
+    peer_init(srv, 1);
+    peer_init(cli, 0);
+    listen_tcp(l, srv);
+    l->direct_tls = sa;
+    cli->tls_ctx = cb;
+    cli->servername = servername;
+    cli->on_connect = starttls_and_header;
+}
+
 /* Direct TLS (XEP-0368): SNI picks b.example's certificate, ALPN agrees on
  * xmpp-client, the client checks the certificate. */
 static void test_tls_direct(void **state)
@@ -384,13 +399,7 @@ static void test_tls_direct(void **state)
 
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    l.direct_tls = sa;
-    cli.tls_ctx = cb;
-    cli.servername = "b.example";
-    cli.on_connect = starttls_and_header;
+    direct_tls_pair(&l, &srv, &cli, sa, cb, "b.example");
     connect_client(&l, &cli, NULL);
 
     /* Stop once both are secure and have the other's header. */
@@ -435,13 +444,7 @@ static void test_tls_verify_fail(void **state)
     assert_int_equal(tls_client_ctx_new(b_cert, 1, NULL, NULL, &cb), 0);
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    l.direct_tls = sa;
-    cli.tls_ctx = cb;
-    cli.servername = "a.example";
-    cli.on_connect = starttls_and_header;
+    direct_tls_pair(&l, &srv, &cli, sa, cb, "a.example");
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(srv.closed && cli.closed);
     assert_int_equal(cli.errors, 1);
@@ -995,14 +998,8 @@ static void test_hibernate(void **state)
     assert_int_equal(tls_client_ctx_new(a_cert, 1, NULL, NULL, &cb), 0);
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    l.direct_tls = sa;
+    direct_tls_pair(&l, &srv, &cli, sa, cb, "a.example");
     l.opts.hibernate_ms = 20;
-    cli.tls_ctx = cb;
-    cli.servername = "a.example";
-    cli.on_connect = starttls_and_header;
     connect_client(&l, &cli, NULL);
     srv.on_open = server_open_and_send;
     RUN_UNTIL(cli.elements == 3 && srv.s != NULL && hibernating(&srv));
