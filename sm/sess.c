@@ -135,6 +135,8 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml
         htab_del_str(sm->resuming, c2s);
         end_unconfirmed(sm, c2s);
         sm_users_unpark_c2s(sm, c2s, true);
+        if (!sm_sess_resuming(sm))
+            sm_users_round_end(sm);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -360,8 +362,11 @@ void sm_sess_end(struct sm_sess *s, const char *notify, const char *reason)
 
 void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 {
+    bool was = sm_sess_resuming(sm);
     htab_del_str(sm->resuming, c2s);
     sm_users_unpark_c2s(sm, c2s, false);
+    if (was && !sm_sess_resuming(sm))
+        sm_users_round_end(sm);
     size_t n = strlen(c2s);
     struct htab_iter it;
     char **sids = NULL;
@@ -385,8 +390,6 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 void sm_sess_announce(struct sm *sm, const char *c2s)
 {
     log_info("announce to %s", c2s);
-    if (!sm_sess_resuming(sm))
-        sm->resume_epoch++; /* a new round of re-announces */
     /* Its sessions count as gone unless it starts them again before its
      * <announced/> (SESSION.md); sessions created later are confirmed. */
     struct htab_iter it;

@@ -542,6 +542,7 @@ static void on_down(struct component *c, void *arg)
     sm->c2s = htab_new(NULL);
     htab_free(sm->resuming);
     sm->resuming = htab_new(NULL);
+    sm_users_round_end(sm);
 }
 
 static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)

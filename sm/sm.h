@@ -87,6 +87,8 @@ enum sm_hook {
                                sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
                                pkt->user: an account's info, NULL: the server's */
+    SM_HOOK_ROUND_END,      /* the re-announce round is over (pkt: user with
+                               round_wait set; from its queue, behind the starts) */
     SM_HOOK_COUNT
 };
 
@@ -169,6 +171,7 @@ struct sm_user {
     struct sm_event *parked;
     unsigned nparked;
     bool moved; /* its last session moved to another instance: not cached */
+    bool round_wait; /* a module waits for the end of the re-announce round */
     void *mdata[SM_MAX_MODS];
 };
 
@@ -236,6 +239,7 @@ struct sm_event {
     bool parked;             /* IN_SESS: waited for its session's start */
     bool unpark;             /* END: the re-announce of c2s is over: its parked
                                 stanzas have no session (kicked) */
+    bool round_end;          /* END: the re-announce round is over (ROUND_END hook) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
@@ -249,6 +253,9 @@ void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick);
 /* Free every idle (cached, sessionless) user: after a ring change some of
  * them belong to another instance, which may change them meanwhile. */
 void sm_users_flush_idle(struct sm *sm);
+/* No c2s re-announces any more: each user with round_wait gets a round-end
+ * event on its queue, behind the starts and replays still pending there. */
+void sm_users_round_end(struct sm *sm);
 void sm_event_free(struct sm_event *ev);
 
 /* sess.c */
@@ -295,7 +302,6 @@ struct sm {
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
     unsigned loading;                      /* account look-ups in flight for stanzas */
-    uint64_t resume_epoch;                 /* counts rounds of announces (none resuming before) */
     uint64_t seq;                          /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */

@@ -108,7 +108,7 @@ static void maybe_idle(struct sm_user *u)
 {
     struct sm *sm = u->sm;
     if (u->nsess > 0 || u->holds > 0 || u->qhead != NULL || u->parked != NULL || u->running ||
-        u->in_lru)
+        u->round_wait || u->in_lru)
         return;
     if (u->state != SM_USER_READY || u->load_failed || u->moved || sm->stopping) {
         user_free(u);
@@ -410,6 +410,28 @@ void sm_users_flush_idle(struct sm *sm)
         user_free(sm->lru_head);
 }
 
+void sm_users_round_end(struct sm *sm)
+{
+    /* Collected first: posting may run the queue and free an idle user. */
+    size_t n = 0;
+    struct sm_user **us = NULL;
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
+        struct sm_user *u = it.val;
+        if (u->round_wait) {
+            us = xreallocarray(us, n + 1, sizeof(*us));
+            us[n++] = u;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct sm_event *ev = xcalloc(1, sizeof(*ev));
+        ev->kind = SM_EV_END;
+        ev->round_end = true;
+        sm_user_post(us[i], ev);
+    }
+    free(us);
+}
+
 static void handle(struct sm_user *u, struct sm_event *ev)
 {
     struct sm *sm = u->sm;
@@ -418,6 +440,16 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         sm_sess_start(u, ev);
         break;
     case SM_EV_END: {
+        if (ev->round_end) {
+            if (u->round_wait && !sm_sess_resuming(sm)) {
+                u->round_wait = false;
+                struct sm_pkt p;
+                memset(&p, 0, sizeof(p));
+                p.user = u;
+                sm_hook_run(sm, SM_HOOK_ROUND_END, &p);
+            }
+            break;
+        }
         if (ev->unpark) {
             unpark_drop(u, ev->c2s, true);
             break;

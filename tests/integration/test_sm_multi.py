@@ -137,6 +137,43 @@ def test_stanza_returned_by_congested_instance_is_bounced():
         st.finish()
 
 
+def test_probe_during_round_answered_at_its_end():
+    """While a c2s re-announces (here after an sm restart), bob's session is
+    back first and probes alice, whose session is not: the probe is not
+    answered unavailable then (her start may be on its way: after a ring
+    change it always is). Alice's session is not re-announced: once the
+    round is over (<announced/>), bob gets her unavailable."""
+    st = SmStack()
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+            await b.recv(is_presence(a.bare, "subscribed"))
+            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            st.restart_sm()
+            await c.control("announce", timeout=harness.START_WAIT)
+            c.pending.clear()
+            c.start(b.jid, sid=b.sid, resume=True)
+            b.send("<presence/>")
+            await c.control("started", b.sid)
+            unavailable = is_presence(a.bare, "unavailable")
+            await c.nothing_for(b.sid, b.sid, b.jid, unavailable)
+            c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION)
+            await b.recv(unavailable, what="alice's unavailable at the round's end")
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 # ---- instances joining and leaving (the ring changes) ----
 
 def sm_instance(st, name):
