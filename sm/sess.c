@@ -87,6 +87,18 @@ static void post_end_key(struct sm *sm, const char *c2s, const char *sid, const 
     sm_user_post(u, ev);
 }
 
+/* The sessions of c2s (NULL: every c2s) are no longer moving: their round
+ * is over, or was not caused by a ring change, or cannot end any more. */
+static void settle(struct sm *sm, const char *c2s)
+{
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if (c2s == NULL || strcmp(s->c2s, c2s) == 0)
+            s->moving = false;
+    }
+}
+
 /* The sessions of c2s the sm announced to it and that it did not start
  * again (resume) before its <announced/>: their clients are gone. The ends
  * go on the users' queues, behind any resume start still pending there. */
@@ -109,6 +121,7 @@ static void end_unconfirmed(struct sm *sm, const char *c2s)
             struct sm_event *ev = xcalloc(1, sizeof(*ev));
             ev->kind = SM_EV_END;
             ev->if_unconfirmed = true;
+            ev->moved = s->moving; /* the round decided: the mark is cleared below */
             ev->c2s = xstrdup(c2s);
             snprintf(ev->sid, sizeof(ev->sid), "%s", sids[i]);
             sm_user_post(s->user, ev);
@@ -116,6 +129,7 @@ static void end_unconfirmed(struct sm *sm, const char *c2s)
         free(sids[i]);
     }
     free(sids);
+    settle(sm, c2s);
 }
 
 void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl)
@@ -365,6 +379,9 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
     bool was = sm_sess_resuming(sm);
     htab_del_str(sm->resuming, c2s);
     sm_users_unpark_c2s(sm, c2s, false);
+    /* Its sessions end with a broadcast, also those an announced of the
+     * round has queued an end for. */
+    settle(sm, c2s);
     if (was && !sm_sess_resuming(sm))
         sm_users_round_end(sm);
     size_t n = strlen(c2s);
@@ -387,9 +404,31 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
     free(sids);
 }
 
-void sm_sess_announce(struct sm *sm, const char *c2s)
+void sm_sess_router_down(struct sm *sm)
+{
+    /* The starts on their way may be lost with the router: the stanzas
+     * waiting for them are dropped, and the next round (the router
+     * re-notifies every c2s) ends unconfirmed sessions with a broadcast. */
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
+        char name[256];
+        if (it.klen >= sizeof(name))
+            continue;
+        memcpy(name, it.key, it.klen);
+        name[it.klen] = '\0';
+        sm_users_unpark_c2s(sm, name, false);
+    }
+    htab_free(sm->resuming);
+    sm->resuming = htab_new(NULL);
+    settle(sm, NULL);
+    sm_users_round_end(sm);
+}
+
+void sm_sess_announce(struct sm *sm, const char *c2s, bool ring)
 {
     log_info("announce to %s", c2s);
+    if (!ring)
+        settle(sm, c2s);
     /* Its sessions count as gone unless it starts them again before its
      * <announced/> (SESSION.md); sessions created later are confirmed. */
     struct htab_iter it;
@@ -421,7 +460,7 @@ void sm_sess_ring(struct sm *sm, const char *domain)
             continue;
         memcpy(name, it.key, it.klen);
         name[it.klen] = '\0';
-        sm_sess_announce(sm, name);
+        sm_sess_announce(sm, name, true);
     }
 }
 

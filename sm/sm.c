@@ -529,7 +529,7 @@ static void on_ready(struct component *c, void *arg)
             continue;
         memcpy(name, it.key, it.klen);
         name[it.klen] = '\0';
-        sm_sess_announce(sm, name);
+        sm_sess_announce(sm, name, false);
     }
 }
 
@@ -540,9 +540,7 @@ static void on_down(struct component *c, void *arg)
     /* The router re-notifies every c2s after the reconnect: announce again then. */
     htab_free(sm->c2s);
     sm->c2s = htab_new(NULL);
-    htab_free(sm->resuming);
-    sm->resuming = htab_new(NULL);
-    sm_users_round_end(sm);
+    sm_sess_router_down(sm);
 }
 
 static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
@@ -563,7 +561,7 @@ static void on_notify(struct component *c, void *arg, const char *name, const ch
         if (htab_get_str(sm->c2s, name) == NULL)
             htab_put_str(sm->c2s, name, (void *)2);
         if (component_is_ready(c))
-            sm_sess_announce(sm, name);
+            sm_sess_announce(sm, name, false);
     } else {
         htab_del_str(sm->c2s, name);
         sm_sess_c2s_down(sm, name);

@@ -236,6 +236,7 @@ struct sm_event {
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
     bool if_unconfirmed;     /* END: only if still unconfirmed (announced) */
+    bool moved;              /* END, if_unconfirmed: the session was moving: silent */
     bool parked;             /* IN_SESS: waited for its session's start */
     bool unpark;             /* END: the re-announce of c2s is over: its parked
                                 stanzas have no session (kicked) */
@@ -271,7 +272,11 @@ void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_drop(struct sm_sess *s);
 struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_c2s_down(struct sm *sm, const char *c2s);
-void sm_sess_announce(struct sm *sm, const char *c2s);
+/* Ask c2s to re-announce; ring: because the ring changed (sm_sess_ring
+ * marked the moving sessions), else no session of c2s is moving. */
+void sm_sess_announce(struct sm *sm, const char *c2s, bool ring);
+/* The router connection is lost: no round goes on, nothing is moving. */
+void sm_sess_router_down(struct sm *sm);
 /* Another instance joined or left domain's ring (multi-instance): ask every
  * c2s to re-announce; the sessions of that domain not started again here
  * before a c2s's <announced/> moved: dropped without a broadcast. */

@@ -455,7 +455,7 @@ static void handle(struct sm_user *u, struct sm_event *ev)
             break;
         }
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
-        if (s != NULL && s->user == u && ev->if_unconfirmed && s->unconfirmed && s->moving) {
+        if (s != NULL && s->user == u && ev->if_unconfirmed && s->unconfirmed && ev->moved) {
             /* Re-announced to the instance the new ring names: it holds
              * the session now, and the contacts have its presence. */
             log_info("session %s of %s moved to another instance: dropped here", s->sid,
