@@ -529,7 +529,7 @@ static void on_ready(struct component *c, void *arg)
             continue;
         memcpy(name, it.key, it.klen);
         name[it.klen] = '\0';
-        sm_sess_announce(sm, name, false);
+        sm_sess_announce_all(sm, name);
     }
 }
 
@@ -561,7 +561,7 @@ static void on_notify(struct component *c, void *arg, const char *name, const ch
         if (htab_get_str(sm->c2s, name) == NULL)
             htab_put_str(sm->c2s, name, (void *)2);
         if (component_is_ready(c))
-            sm_sess_announce(sm, name, false);
+            sm_sess_announce_all(sm, name);
     } else {
         htab_del_str(sm->c2s, name);
         sm_sess_c2s_down(sm, name);
@@ -747,7 +747,7 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     if (strcmp(inner->ns, SM_NS_SESSION) == 0) {
-        sm_sess_control(sm, from, xml_get_attr(env, "key"), inner);
+        sm_sess_control(sm, from, xml_get_attr(env, "to"), xml_get_attr(env, "key"), inner);
         return;
     }
     normalise_ns(inner);

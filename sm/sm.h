@@ -248,9 +248,10 @@ void sm_user_post(struct sm_user *u, struct sm_event *ev);
  * to the front of its user's queue, in the order they came; or its start
  * failed (!run): they are dropped. */
 void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool run);
-/* The announce round of c2s is over: its parked stanzas have no session
- * here; each such session is kicked (once). */
-void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick);
+/* The announce round of c2s for domain (NULL: all) is over: its parked
+ * stanzas of users there have no session here; each such session is
+ * kicked (once), unless !kick (dropped quietly). */
+void sm_users_unpark_c2s(struct sm *sm, const char *c2s, const char *domain, bool kick);
 /* Free every idle (cached, sessionless) user: after a ring change some of
  * them belong to another instance, which may change them meanwhile. */
 void sm_users_flush_idle(struct sm *sm);
@@ -261,7 +262,9 @@ void sm_event_free(struct sm_event *ev);
 
 /* sess.c */
 /* A control element from c2s; key: the r:route's key (the bare JID), or NULL. */
-void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl);
+/* to: the r:route's to (the domain an announced is for). */
+void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char *key,
+                     struct xml_node *ctl);
 void sm_sess_start(struct sm_user *u, struct sm_event *ev); /* from the user's queue */
 /* End s now: notify (NULL, "kick" or "replaced") goes to its c2s, then the
  * sess-end chain runs (unavailable broadcast) and s is freed. */
@@ -272,9 +275,15 @@ void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_drop(struct sm_sess *s);
 struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_c2s_down(struct sm *sm, const char *c2s);
-/* Ask c2s to re-announce; ring: because the ring changed (sm_sess_ring
- * marked the moving sessions), else no session of c2s is moving. */
-void sm_sess_announce(struct sm *sm, const char *c2s, bool ring);
+/* Ask c2s to re-announce its sessions of domain (the announce comes from
+ * domain, the c2s re-announces that domain's sessions); ring: because the
+ * ring changed (sm_sess_ring marked the moving sessions), else no session
+ * of c2s in domain is moving. */
+void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool ring);
+/* sm_sess_announce for each of our domains (c2s up, sm ready). */
+void sm_sess_announce_all(struct sm *sm, const char *c2s);
+/* Does c2s owe an <announced/> for domain? */
+bool sm_sess_resuming_c2s(struct sm *sm, const char *c2s, const char *domain);
 /* The router connection is lost: no round goes on, nothing is moving. */
 void sm_sess_router_down(struct sm *sm);
 /* Another instance joined or left domain's ring (multi-instance): ask every

@@ -374,7 +374,7 @@ static void unpark_drop(struct sm_user *u, const char *c2s, bool kick)
     free(kicked);
 }
 
-void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick)
+void sm_users_unpark_c2s(struct sm *sm, const char *c2s, const char *domain, bool kick)
 {
     /* Collected first: posting may run the queue and free an idle user. */
     size_t n = 0;
@@ -382,7 +382,7 @@ void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick)
     struct htab_iter it;
     for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
         struct sm_user *u = it.val;
-        if (u->nparked > 0) {
+        if (u->nparked > 0 && (domain == NULL || strcmp(u->jid->domain, domain) == 0)) {
             us = xreallocarray(us, n + 1, sizeof(*us));
             us[n++] = u;
         }
@@ -479,7 +479,7 @@ static void handle(struct sm_user *u, struct sm_event *ev)
             if (resumed)
                 s->resumed = true;
         } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
-                   (htab_get_str(sm->resuming, ev->c2s) != NULL || start_queued(u, ev))) {
+                   (sm_sess_resuming_c2s(sm, ev->c2s, u->jid->domain) || start_queued(u, ev))) {
             park(u, ev);
         } else {
             /* The c2s believes in a session the sm does not know (it ended

@@ -174,6 +174,52 @@ def test_probe_during_round_answered_at_its_end():
         st.finish()
 
 
+def test_ring_change_of_one_domain_keeps_the_other_domains_sessions():
+    """The sm serves two domains; another instance joins the first one only
+    (its ring changes): the sm asks c2s-1 to re-announce that domain's
+    sessions (the announce comes from that domain, the c2s answers for it).
+    The session of the second domain is not part of that round: it is not
+    ended at the announced and still works."""
+    second = "second.test"
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance><domain>%s</domain>" % second})
+    st.router.components["sm"]["domains"].append(second)
+    st.router.write_config()
+    R = "{%s}" % harness.NS_ROUTER
+    try:
+        st.start()
+        st.add_user("a", "pw")
+        st.pg.psql("INSERT INTO users (jid, domain) VALUES (:'jid', :'dom')",
+                   variables={"jid": "x@" + second, "dom": second})
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            c.domains.append(second)
+            for d in (st.domain, second):  # c2s-1 came up: an announce per domain
+                await c.control("announce", frm=d)
+                c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION, to=d)
+            x = await login(c, "x@%s/r" % second)
+            other = await st.router.raw_component("sm")  # a second instance of st.domain
+            other.send("<r:bind xmlns:r='%s' name='%s'/>" % (harness.NS_ROUTER, st.domain))
+            await other.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                               what="bind of the second instance")
+            await c.control("announce", frm=st.domain)
+            c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION)
+            # The round is over when the sm answers a ping sent after it.
+            x.send("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>" % second)
+            r = await x.recv(lambda s: s.get("id") == "p1", what="ping answer in x's session")
+            assert r.get("type") == "result", r.attrib
+            log = st["sm"].log()
+            assert "session %s not re-announced" % x.sid not in log, "x's session ended"
+            assert "%s moved" % x.sid not in log
+            kicks = [el for el in c.pending if len(el) and el[0].tag == q("kick", smutil.NS_SESSION)]
+            assert not kicks, kicks
+            c.close()
+            other.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 # ---- instances joining and leaving (the ring changes) ----
 
 def sm_instance(st, name):
