@@ -473,8 +473,14 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
         if (s != NULL && s->user == u) {
             /* A parked stanza came before the resumed start: the c2s's
-             * replay of the presence still follows it. */
+             * replay of the presence still follows it. A parked presence
+             * is the client's, live: broadcast; the replay that follows is
+             * then news only if it differs from it. */
             bool resumed = ev->parked && s->resumed;
+            if (resumed && strcmp(ev->stanza->name, "presence") == 0) {
+                s->resumed = false;
+                s->restored = false;
+            }
             sm_pkt_sess(s, ev->stanza);
             if (resumed)
                 s->resumed = true;

@@ -444,3 +444,66 @@ def test_stanza_before_its_moved_start_waits():
             if d.running():
                 d.kill()
         st.finish()
+
+
+def test_presence_sent_while_moving_is_broadcast():
+    """A third instance joins; before the c2s re-announces, each user sends a
+    new presence (keyed: a moved user's reaches the new instance before its
+    session's start, and waits there). It is the client's live presence, not
+    a replay: a remote contact subscribed to every user (it does not probe:
+    it sees only what is broadcast, on the s2s route) gets it from each."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    sm2 = sm_instance(st, "sm2")
+    sm3 = sm_instance(st, "sm3")
+    users = ["u%d" % i for i in range(8)]
+    remote = "rem@remote.test"
+    live = "<presence><status>live</status></presence>"
+    R = "{%s}" % harness.NS_ROUTER
+
+    def live_to_remote(el):
+        s = el.find(q("status"))
+        return (el.tag == q("presence") and el.get("to") == remote and el.get("type") is None
+                and s is not None and s.text == "live")
+    try:
+        st.start()
+        sm2.start()
+        for u in users:
+            st.add_user(u, "pw")
+            st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                       "('%s@%s', '%s', 'from')" % (u, st.domain, remote))
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            c = await FakeC2s.connect(st)
+            for _ in range(2):  # each instance's announce when c2s-1 came up
+                await c.reannounce([])
+            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s.send(live)
+            for _ in range(3):
+                await c.reannounce(ss, presence=live)
+            got = set()
+            while len(got) < len(ss):
+                el = await s2s.expect(live_to_remote,
+                                      what="live presences at the remote contact, got %s" % got)
+                got.add(el.get("from"))
+            counts = await held_by(insts, 8, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            c.close()
+            s2s.close()
+        harness.run(go())
+        for d in (sm2, sm3):
+            assert d.stop() == 0
+            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+    finally:
+        for d in (sm2, sm3):
+            if d.running():
+                d.kill()
+        st.finish()
