@@ -135,9 +135,15 @@ void c2s_sess_end(struct c2s_client *cl)
 {
     if (!cl->has_session)
         return;
+    /* No key: with several sm instances the router gives it to every one,
+     * so that the one holding the session ends it (during a move that may
+     * not be the one the ring names now: sm/SESSION.md); jid lets an
+     * instance find the user whose start of that session is still pending. */
     struct buf p = BUF_INIT;
-    buf_printf(&p, "<end xmlns='" C2S_NS_SESSION "' sid='%s'/>", cl->sid);
-    route_send(cl->c2s, cl->jid->domain, cl->jid->bare, NULL, p.data, p.len);
+    buf_printf(&p, "<end xmlns='" C2S_NS_SESSION "' sid='%s' jid='", cl->sid);
+    xml_escape_attr(cl->jid->bare, cl->jid->bare_len, &p);
+    buf_append_str(&p, "'/>");
+    route_send(cl->c2s, cl->jid->domain, NULL, NULL, p.data, p.len);
     buf_free(&p);
     forget(cl);
 }

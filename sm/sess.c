@@ -151,8 +151,8 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char 
             return;
         if (sm_sess_find(sm, c2s, sid) != NULL)
             sm_sess_post_end(sm, c2s, sid);
-        else
-            post_end_key(sm, c2s, sid, key);
+        else /* a keyless end (to every instance) names the user in jid */
+            post_end_key(sm, c2s, sid, key != NULL ? key : xml_get_attr(ctl, "jid"));
         return;
     }
     if (strcmp(ctl->name, "announced") == 0) {

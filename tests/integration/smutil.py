@@ -122,7 +122,9 @@ class FakeC2s:
         return sid
 
     def end(self, sid, jid):
-        self.route("<end xmlns='%s' sid='%s'/>" % (NS_SESSION, sid), key=jid.split("/")[0],
+        """As parley-c2s: no key (every instance gets it), the bare JID in jid."""
+        bare = jid.split("/")[0]
+        self.route("<end xmlns='%s' sid='%s' jid='%s'/>" % (NS_SESSION, sid, bare),
                    to=self.domain_of(jid))
 
     async def reannounce(self, sessions, presence="<presence/>"):

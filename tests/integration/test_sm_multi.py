@@ -507,3 +507,53 @@ def test_presence_sent_while_moving_is_broadcast():
             if d.running():
                 d.kill()
         st.finish()
+
+
+def test_client_leaving_while_moving_is_ended_with_a_broadcast():
+    """A third instance joins; before the c2s re-announces, every user's
+    client leaves (the c2s's end, with no key, reaches every instance, also
+    the one that still holds the session while the new ring names another)
+    and is not re-announced: the watcher, subscribed to every user, gets an
+    unavailable from each; no instance keeps a session of theirs."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    sm2 = sm_instance(st, "sm2")
+    sm3 = sm_instance(st, "sm3")
+    users = ["u%d" % i for i in range(8)]
+    try:
+        st.start()
+        sm2.start()
+        for u in users + ["w"]:
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            for _ in range(2):  # each instance's announce when c2s-1 came up
+                await c.reannounce([])
+            w = await login(c, "w@%s/watch" % st.domain)
+            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            for s in ss:
+                w.send("<presence to='%s' type='subscribe'/>" % s.bare)
+                await s.recv(is_presence(w.bare, "subscribe"), what="request of w")
+                s.send("<presence to='%s' type='subscribed'/>" % w.bare)
+                await w.recv(is_presence(s.jid, None), what="presence of " + s.bare)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 9, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s.end()
+            for _ in range(3):
+                await c.reannounce([w])
+            for s in ss:
+                await w.recv(is_presence(s.jid, "unavailable"), what="unavailable of " + s.bare)
+            await held_by(insts, 1, "after the join")
+            c.close()
+        harness.run(go())
+        for d in (sm2, sm3):
+            assert d.stop() == 0
+            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+    finally:
+        for d in (sm2, sm3):
+            if d.running():
+                d.kill()
+        st.finish()
