@@ -8,11 +8,13 @@ included. Protocol level: the test speaks as c2s-1.
 import asyncio
 import re
 import signal
+import time
 
 import harness
 import smutil
 import stack
 from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, is_push, login, q
+from stack import ClientRaw
 
 
 def test_two_instances_one_domain():
@@ -557,3 +559,52 @@ def test_client_leaving_while_moving_is_ended_with_a_broadcast():
             if d.running():
                 d.kill()
         st.finish()
+
+
+# ---- the c2s's side of a re-announce round ----
+
+def test_resume_start_refused_closes_the_client():
+    """While the sm is away alice's account is deleted; the restarted sm
+    answers the c2s's resume start of her session failed (not-authorized):
+    parley-c2s closes her stream with that error (no session is left that no
+    sm holds) and finishes the round; bob's session is resumed."""
+    s = stack.Stack(c2s=1)
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        s.add_user("bob", "builder")
+
+        def wait_log(d, text, count=1):
+            deadline = time.monotonic() + harness.START_WAIT
+            while d.log().count(text) < count:
+                assert time.monotonic() < deadline, "no %r in %s's log" % (text, d.name)
+                time.sleep(0.05)
+
+        async def go():
+            a = await ClientRaw.connect_client(s)
+            b = await ClientRaw.connect_client(s)
+            try:
+                await a.login_plain("alice", "wonderland", resource="a")
+                await b.login_plain("bob", "builder", resource="b")
+                loop = asyncio.get_running_loop()
+                rounds = s["sm"].log().count("c2s-1 re-announced its sessions")
+                s["sm"].stop()
+                await loop.run_in_executor(None, wait_log, s["c2s-1"], "sm sm is down")
+                s.del_user("alice")
+                s["sm"].start()
+                assert await a.stream_error() == "not-authorized"
+                await loop.run_in_executor(None, wait_log, s["sm"],
+                                           "c2s-1 re-announced its sessions", rounds + 1)
+                log = s["sm"].log()
+                assert "(resumed)" in log and "bob@%s/b" % s.domain in log
+                b.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+                el = await b.recv(harness.WAIT)
+                assert el is not None and el.get("id") == "p1" and el.get("type") == "result", el
+            finally:
+                a.close()
+                b.close()
+        harness.run(go())
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()
