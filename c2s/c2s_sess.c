@@ -2,7 +2,9 @@
  * c2s_sess.c - the c2s side of the session protocol (sm/SESSION.md): start
  * and end, the sm's answers (started, failed, replaced, kick, announce),
  * client stanzas wrapped for the sm and the sm's stanzas written to the
- * clients, bounces turned into stanza errors.
+ * clients, bounces turned into stanza errors, and re-announce rounds (the
+ * announced waits for every resume start's answer; a refused one closes
+ * its client).
  *
  * Every stanza that leaves is our serializer's output of the parsed tree,
  * never the client's bytes (CVE-2022-22784). Runs on the c2s loop.
@@ -50,6 +52,53 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
     route_build(c, to, key, sid, payload, len, &b);
     c2s_send_raw(c, b.data, b.len);
     buf_free(&b);
+}
+
+/*
+ * Re-announce rounds (sm/SESSION.md): per domain, the sids whose resume
+ * start is not answered yet and how many <announced/> are owed (one per
+ * announce). The announced goes once every resume start of the round was
+ * answered, so that the ends of the sessions no sm took (failed, bounced)
+ * precede it. File state: the c2s has one loop and one router link; a
+ * round in progress at exit stays reachable from here.
+ */
+struct round {
+    struct htab *sids; /* sid -> (void *)1 */
+    unsigned owed;
+};
+static struct htab *rounds; /* domain -> struct round */
+
+static void round_free(void *p)
+{
+    struct round *r = p;
+    htab_free(r->sids);
+    free(r);
+}
+
+/* The round of domain is over once no start is waiting: its announced. */
+static void round_check(struct c2s *c, const char *domain)
+{
+    struct round *r = rounds != NULL ? htab_get_str(rounds, domain) : NULL;
+    if (r == NULL || htab_count(r->sids) > 0)
+        return;
+    static const char done[] = "<announced xmlns='" C2S_NS_SESSION "'/>";
+    unsigned owed = r->owed;
+    htab_del_str(rounds, domain);
+    round_free(r);
+    if (htab_count(rounds) == 0) {
+        htab_free(rounds);
+        rounds = NULL;
+    }
+    for (unsigned i = 0; i < owed; i++)
+        route_send(c, domain, NULL, NULL, done, sizeof(done) - 1);
+}
+
+/* Was sid's resume start waiting for an answer in domain's round? It is
+ * not any more (the caller runs round_check). */
+static bool round_answered(const char *domain, const char *sid)
+{
+    struct round *r = rounds != NULL ? htab_get_str(rounds, domain) : NULL;
+    return r != NULL && htab_del_str(r->sids, sid) != NULL;
 }
 
 static void send_start(struct c2s_client *cl, bool resume, bool changed)
@@ -135,11 +184,23 @@ void c2s_sess_end(struct c2s_client *cl)
 {
     if (!cl->has_session)
         return;
+    /* No key: with several sm instances the router gives it to every one,
+     * so that the one holding the session ends it (during a move that may
+     * not be the one the ring names now: sm/SESSION.md); jid lets an
+     * instance find the user whose start of that session is still pending. */
     struct buf p = BUF_INIT;
-    buf_printf(&p, "<end xmlns='" C2S_NS_SESSION "' sid='%s'/>", cl->sid);
-    route_send(cl->c2s, cl->jid->domain, cl->jid->bare, NULL, p.data, p.len);
+    buf_printf(&p, "<end xmlns='" C2S_NS_SESSION "' sid='%s' jid='", cl->sid);
+    xml_escape_attr(cl->jid->bare, cl->jid->bare_len, &p);
+    buf_append_str(&p, "'/>");
+    route_send(cl->c2s, cl->jid->domain, NULL, NULL, p.data, p.len);
     buf_free(&p);
+    /* Its resume start, if one is waiting, needs no answer any more. */
+    char *domain = xstrdup(cl->jid->domain);
+    bool waited = round_answered(domain, cl->sid);
     forget(cl);
+    if (waited)
+        round_check(cl->c2s, domain);
+    free(domain);
 }
 
 /* Nesting depth of the tree under n, n itself counted as 1. */
@@ -228,9 +289,19 @@ static void on_started(struct c2s_client *cl)
 
 void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
 {
+    if (rounds == NULL)
+        rounds = htab_new(NULL);
+    struct round *r = htab_get_str(rounds, domain);
+    if (r == NULL) {
+        r = xcalloc(1, sizeof(*r));
+        r->sids = htab_new(NULL);
+        htab_put_str(rounds, domain, r);
+    }
+    r->owed++;
     for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
         if (cl->state != CL_BOUND || strcmp(cl->jid->domain, domain) != 0)
             continue;
+        htab_set(r->sids, cl->sid, strlen(cl->sid), (void *)1);
         if (!presence || cl->presence == NULL) {
             send_start(cl, true, false);
             continue;
@@ -251,10 +322,22 @@ void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
             cl->presence = NULL;
         }
     }
-    /* After the last one: the sm may end the sessions it still has from
-     * us that were not announced again (sm/SESSION.md). */
-    static const char done[] = "<announced xmlns='" C2S_NS_SESSION "'/>";
-    route_send(c, domain, NULL, NULL, done, sizeof(done) - 1);
+    /* After the last one is answered: the sm may end the sessions it still
+     * has from us that were not announced again (sm/SESSION.md). */
+    round_check(c, domain);
+}
+
+/* A resume start of cl was refused (failed) or bounced by the router:
+ * no sm holds the session now, while the one that held it may drop it
+ * silently at our announced (a move). The client is closed: its end
+ * (keyless, every instance) precedes the announced, so whichever instance
+ * still holds the session ends it with a broadcast. */
+static void resume_refused(struct c2s_client *cl, enum xml_stream_err cond)
+{
+    char *domain = xstrdup(cl->jid->domain);
+    c2s_client_fail(cl, cond, "the session could not be kept");
+    round_check(cl->c2s, domain);
+    free(domain);
 }
 
 /* <end sid/> for a session we do not have, to the sm that named it. */
@@ -277,6 +360,16 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     }
     const char *sid = xml_get_attr(el, "sid");
     struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
+    bool answer = strcmp(el->name, "started") == 0 || strcmp(el->name, "failed") == 0;
+    if (answer && sid != NULL && from != NULL && round_answered(from, sid)) {
+        if (el->name[0] == 'f' && cl != NULL && !cl->closed && cl->state == CL_BOUND) {
+            const char *reason = xml_get_attr(el, "reason");
+            resume_refused(cl, stanza_cond_ok(reason) ? stream_cond(reason)
+                                                      : XML_SE_INTERNAL_SERVER_ERROR);
+            return;
+        }
+        round_check(c, from);
+    }
     if (cl == NULL || cl->closed) {
         log_debug("<%s/> for unknown session %s", el->name, sid ? sid : "-");
         /* The client left while the sm was starting its session (the end
@@ -382,6 +475,15 @@ void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, c
             bind_error(cl, "remote-server-timeout", "wait");
             forget(cl);
             cl->state = CL_AUTHED;
+        } else if (cl != NULL && !cl->closed && strcmp(stanza->name, "start") == 0 &&
+                   cl->state == CL_BOUND && round_answered(cl->jid->domain, cl->sid)) {
+            /* No sm at all (item-not-found): the session waits for the
+             * sm's return, as every other; refused by a congested
+             * instance: as failed. */
+            if (strcmp(why, "resource-constraint") == 0)
+                resume_refused(cl, XML_SE_RESOURCE_CONSTRAINT);
+            else
+                round_check(c, cl->jid->domain);
         }
         return;
     }

@@ -27,10 +27,12 @@
  * too). Its contacts are probed again
  * either way, and pending subscription requests are not delivered again.
  * One gap is closed by hand: while the c2s processes re-announce, a local
- * contact's probe may reach a user whose sessions are not back yet and be
- * answered unavailable; those probers (per user, mdata, at most
- * <limits><roster-items>) get each replayed presence that comes while
- * that re-announce round lasts, if still subscribed.
+ * contact's probe may reach a user whose sessions are not back yet (their
+ * starts are on their way, e.g. to this new instance after a ring change);
+ * it is not answered unavailable then: those probers (per user, mdata, at
+ * most <limits><roster-items>) get each replayed presence until the round
+ * is over, and those that got none then get the answer (unavailable, or
+ * the current presence), from the user's queue behind the pending starts.
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -55,12 +57,12 @@ static void sess_free(struct sm_mod *m, struct sm_sess *s)
     s->mdata[m->index] = NULL;
 }
 
-/* Per user: full JIDs whose probe was answered unavailable while the
- * sessions were being re-announced, in one resume round (sm->resume_epoch:
- * each announce starts one). Valid only while that round lasts. */
+/* Per user: full JIDs that probed while the sessions were being
+ * re-announced (value PROBE_WAITING: not answered yet, PROBE_ANSWERED: got
+ * a presence), kept until the user's round-end event (u->round_wait). */
+enum { PROBE_WAITING = 1, PROBE_ANSWERED = 2 };
 struct probed {
     struct htab *jids;
-    uint64_t epoch;
 };
 
 static void user_free(struct sm_mod *m, struct sm_user *u)
@@ -73,22 +75,16 @@ static void user_free(struct sm_mod *m, struct sm_user *u)
     u->mdata[m->index] = NULL;
 }
 
-/* u's probers of the current resume round; an older round's set, or any
- * once no c2s is re-announcing, is dropped (create: a new one instead). */
+/* u's probers of the current re-announce round (create: only while a
+ * round lasts). */
 static struct probed *probed(struct sm_mod *m, struct sm_user *u, bool create)
 {
-    struct sm *sm = u->sm;
-    bool resuming = sm_sess_resuming(sm);
     struct probed *pr = u->mdata[m->index];
-    if (pr != NULL && (!resuming || pr->epoch != sm->resume_epoch)) {
-        user_free(m, u);
-        pr = NULL;
-    }
-    if (pr == NULL && create && resuming) {
+    if (pr == NULL && create && sm_sess_resuming(u->sm)) {
         pr = xcalloc(1, sizeof(*pr));
         pr->jids = htab_new(NULL);
-        pr->epoch = sm->resume_epoch;
         u->mdata[m->index] = pr;
+        u->round_wait = true;
     }
     return pr;
 }
@@ -252,16 +248,20 @@ static bool same_presence(const struct xml_node *a, const struct xml_node *b)
     return same;
 }
 
-/* st to those answered unavailable in this resume round (see probed):
- * each quiet replay while the round lasts (every resource of u), only to
- * those still subscribed to u's presence. */
-static void to_probed(struct sm_mod *m, struct sm_user *u, struct xml_node *st)
+/* st to those who probed in this re-announce round (see probed): each
+ * quiet replay until the round is over (every resource of u), only to
+ * those still subscribed to u's presence; quiet false: st went to the
+ * subscribers already, they only count as answered. */
+static void to_probed(struct sm_mod *m, struct sm_user *u, struct xml_node *st, bool quiet)
 {
     struct probed *pr = probed(m, u, false);
     if (pr == NULL)
         return;
     struct htab_iter it;
     for (htab_iter_init(&it, pr->jids); htab_iter_next(&it);) {
+        htab_set(pr->jids, it.key, it.klen, (void *)PROBE_ANSWERED); /* no insert */
+        if (!quiet)
+            continue;
         char to[JID_FULL_MAX + 1];
         if (it.klen > JID_FULL_MAX)
             continue;
@@ -305,8 +305,7 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     xml_del_attr(s->presence, "to");
     if (!quiet)
         to_subscribers(s->user, st);
-    else
-        to_probed(m, s->user, st);
+    to_probed(m, s->user, st, quiet);
     /* §4.2.2/§4.4.2: every available resource, the sender included (its
      * echo confirms the presence), except for a quiet replay. */
     to_own(s->user, quiet ? s : NULL, st);
@@ -527,10 +526,43 @@ static void answer_probe(struct sm_mod *m, struct sm_user *u, struct sm_pkt *p)
         current_presence_to(u, to);
         return;
     }
-    unavailable_from(u, u->jid->bare, to);
+    /* A session's start may be on its way (header comment): answered when
+     * it comes, or at the round's end. */
     struct probed *pr = probed(m, u, true);
-    if (pr != NULL && htab_count(pr->jids) < (size_t)u->sm->cfg->roster_max)
-        htab_set(pr->jids, to, strlen(to), (void *)1);
+    if (pr != NULL && htab_count(pr->jids) < (size_t)u->sm->cfg->roster_max) {
+        if (htab_get(pr->jids, to, strlen(to)) == NULL)
+            htab_set(pr->jids, to, strlen(to), (void *)PROBE_WAITING);
+        return;
+    }
+    unavailable_from(u, u->jid->bare, to);
+}
+
+/* The re-announce round is over: those who probed and got no presence get
+ * the answer now. */
+static int on_round_end(struct sm_mod *m, struct sm_pkt *p)
+{
+    struct sm_user *u = p->user;
+    struct probed *pr = u->mdata[m->index];
+    if (pr == NULL)
+        return SM_PASS;
+    bool any = false;
+    for (struct sm_sess *s = u->sessions; s != NULL; s = s->next)
+        if (s->available && s->presence != NULL)
+            any = true;
+    struct htab_iter it;
+    for (htab_iter_init(&it, pr->jids); htab_iter_next(&it);) {
+        char to[JID_FULL_MAX + 1];
+        if (it.val != (void *)PROBE_WAITING || it.klen > JID_FULL_MAX)
+            continue;
+        memcpy(to, it.key, it.klen);
+        to[it.klen] = '\0';
+        if (any)
+            current_presence_to(u, to);
+        else
+            unavailable_from(u, u->jid->bare, to);
+    }
+    user_free(m, u);
+    return SM_PASS;
 }
 
 static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
@@ -576,6 +608,7 @@ static int init(struct sm_mod *m)
     sm_hook_add(m, SM_HOOK_IN_SESS, on_in_sess);
     sm_hook_add(m, SM_HOOK_PKT_USER, on_pkt_user);
     sm_hook_add(m, SM_HOOK_SESS_END, on_sess_end);
+    sm_hook_add(m, SM_HOOK_ROUND_END, on_round_end);
     return 0;
 }
 

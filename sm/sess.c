@@ -87,10 +87,32 @@ static void post_end_key(struct sm *sm, const char *c2s, const char *sid, const 
     sm_user_post(u, ev);
 }
 
-/* The sessions of c2s the sm announced to it and that it did not start
- * again (resume) before its <announced/>: their clients are gone. The ends
- * go on the users' queues, behind any resume start still pending there. */
-static void end_unconfirmed(struct sm *sm, const char *c2s)
+/* The sessions of c2s (NULL: every c2s) in domain (NULL: all) are no
+ * longer moving: their round is over, or was not caused by a ring change,
+ * or cannot end any more. */
+static void settle(struct sm *sm, const char *c2s, const char *domain)
+{
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
+        struct sm_sess *s = it.val;
+        if ((c2s == NULL || strcmp(s->c2s, c2s) == 0) &&
+            (domain == NULL || strcmp(s->jid->domain, domain) == 0))
+            s->moving = false;
+    }
+}
+
+bool sm_sess_resuming_c2s(struct sm *sm, const char *c2s, const char *domain)
+{
+    char *k = sess_key(c2s, domain);
+    bool r = htab_get_str(sm->resuming, k) != NULL;
+    free(k);
+    return r;
+}
+
+/* The sessions of c2s in domain the sm announced to it and that it did not
+ * start again (resume) before its <announced/>: their clients are gone. The
+ * ends go on the users' queues, behind any resume start still pending there. */
+static void end_unconfirmed(struct sm *sm, const char *c2s, const char *domain)
 {
     /* Posting may end sessions at once: collect first, then post. */
     struct htab_iter it;
@@ -98,7 +120,7 @@ static void end_unconfirmed(struct sm *sm, const char *c2s)
     size_t count = 0;
     for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
         struct sm_sess *s = it.val;
-        if (s->unconfirmed && strcmp(s->c2s, c2s) == 0) {
+        if (s->unconfirmed && strcmp(s->c2s, c2s) == 0 && strcmp(s->jid->domain, domain) == 0) {
             sids = xreallocarray(sids, count + 1, sizeof(char *));
             sids[count++] = xstrdup(s->sid);
         }
@@ -109,6 +131,7 @@ static void end_unconfirmed(struct sm *sm, const char *c2s)
             struct sm_event *ev = xcalloc(1, sizeof(*ev));
             ev->kind = SM_EV_END;
             ev->if_unconfirmed = true;
+            ev->moved = s->moving; /* the round decided: the mark is cleared below */
             ev->c2s = xstrdup(c2s);
             snprintf(ev->sid, sizeof(ev->sid), "%s", sids[i]);
             sm_user_post(s->user, ev);
@@ -116,9 +139,11 @@ static void end_unconfirmed(struct sm *sm, const char *c2s)
         free(sids[i]);
     }
     free(sids);
+    settle(sm, c2s, domain);
 }
 
-void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl)
+void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char *key,
+                     struct xml_node *ctl)
 {
     const char *sid = xml_get_attr(ctl, "sid");
     if (strcmp(ctl->name, "end") == 0) {
@@ -126,15 +151,24 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml
             return;
         if (sm_sess_find(sm, c2s, sid) != NULL)
             sm_sess_post_end(sm, c2s, sid);
-        else
-            post_end_key(sm, c2s, sid, key);
+        else /* a keyless end (to every instance) names the user in jid */
+            post_end_key(sm, c2s, sid, key != NULL ? key : xml_get_attr(ctl, "jid"));
         return;
     }
     if (strcmp(ctl->name, "announced") == 0) {
+        /* For the domain the announce came from (the c2s answers to it). */
+        if (to == NULL || !sm_domain_name(sm, to)) {
+            log_warn("announced from %s for no domain of ours ignored", c2s);
+            return;
+        }
         log_info("%s re-announced its sessions", c2s);
-        htab_del_str(sm->resuming, c2s);
-        end_unconfirmed(sm, c2s);
-        sm_users_unpark_c2s(sm, c2s, true);
+        char *k = sess_key(c2s, to);
+        htab_del_str(sm->resuming, k);
+        free(k);
+        end_unconfirmed(sm, c2s, to);
+        sm_users_unpark_c2s(sm, c2s, to, true);
+        if (!sm_sess_resuming(sm))
+            sm_users_round_end(sm);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -360,10 +394,18 @@ void sm_sess_end(struct sm_sess *s, const char *notify, const char *reason)
 
 void sm_sess_c2s_down(struct sm *sm, const char *c2s)
 {
-    htab_del_str(sm->resuming, c2s);
-    sm_users_unpark_c2s(sm, c2s, false);
-    size_t n = strlen(c2s);
+    bool was = sm_sess_resuming(sm);
     struct htab_iter it;
+    size_t n = strlen(c2s);
+    for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);)
+        if (it.klen > n && memcmp(it.key, c2s, n) == 0 && ((const char *)it.key)[n] == '\n')
+            htab_iter_del(&it);
+    sm_users_unpark_c2s(sm, c2s, NULL, false);
+    /* Its sessions end with a broadcast, also those an announced of the
+     * round has queued an end for. */
+    settle(sm, c2s, NULL);
+    if (was && !sm_sess_resuming(sm))
+        sm_users_round_end(sm);
     char **sids = NULL;
     size_t count = 0;
     for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
@@ -382,22 +424,53 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
     free(sids);
 }
 
-void sm_sess_announce(struct sm *sm, const char *c2s)
+void sm_sess_router_down(struct sm *sm)
 {
-    log_info("announce to %s", c2s);
-    if (!sm_sess_resuming(sm))
-        sm->resume_epoch++; /* a new round of re-announces */
-    /* Its sessions count as gone unless it starts them again before its
-     * <announced/> (SESSION.md); sessions created later are confirmed. */
+    /* The starts on their way may be lost with the router: the stanzas
+     * waiting for them are dropped, and the next round (the router
+     * re-notifies every c2s) ends unconfirmed sessions with a broadcast. */
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
+        char name[256];
+        const char *nl = memchr(it.key, '\n', it.klen);
+        size_t len = nl != NULL ? (size_t)(nl - (const char *)it.key) : it.klen;
+        if (len >= sizeof(name))
+            continue;
+        memcpy(name, it.key, len);
+        name[len] = '\0';
+        sm_users_unpark_c2s(sm, name, NULL, false);
+    }
+    htab_free(sm->resuming);
+    sm->resuming = htab_new(NULL);
+    settle(sm, NULL, NULL);
+    sm_users_round_end(sm);
+}
+
+void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool ring)
+{
+    log_info("announce to %s for %s", c2s, domain);
+    if (!ring)
+        settle(sm, c2s, domain);
+    /* Its sessions of domain count as gone unless it starts them again
+     * before its <announced/> for domain (SESSION.md); sessions created
+     * later are confirmed. */
     struct htab_iter it;
     for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
         struct sm_sess *s = it.val;
-        if (strcmp(s->c2s, c2s) == 0)
+        if (strcmp(s->c2s, c2s) == 0 && strcmp(s->jid->domain, domain) == 0)
             s->unconfirmed = true;
     }
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
-    htab_set(sm->resuming, c2s, strlen(c2s), (void *)1);
-    sm_send_control(sm, c2s, sm_default_domain(sm), "announce", NULL, NULL);
+    char *k = sess_key(c2s, domain);
+    htab_set(sm->resuming, k, strlen(k), (void *)1);
+    free(k);
+    sm_send_control(sm, c2s, domain, "announce", NULL, NULL);
+}
+
+void sm_sess_announce_all(struct sm *sm, const char *c2s)
+{
+    for (size_t i = 0; i < sm->ndomains; i++)
+        sm_sess_announce(sm, c2s, sm->domains[i], false);
 }
 
 void sm_sess_ring(struct sm *sm, const char *domain)
@@ -418,7 +491,7 @@ void sm_sess_ring(struct sm *sm, const char *domain)
             continue;
         memcpy(name, it.key, it.klen);
         name[it.klen] = '\0';
-        sm_sess_announce(sm, name);
+        sm_sess_announce(sm, name, domain, true);
     }
 }
 

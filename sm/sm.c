@@ -529,7 +529,7 @@ static void on_ready(struct component *c, void *arg)
             continue;
         memcpy(name, it.key, it.klen);
         name[it.klen] = '\0';
-        sm_sess_announce(sm, name);
+        sm_sess_announce_all(sm, name);
     }
 }
 
@@ -540,8 +540,7 @@ static void on_down(struct component *c, void *arg)
     /* The router re-notifies every c2s after the reconnect: announce again then. */
     htab_free(sm->c2s);
     sm->c2s = htab_new(NULL);
-    htab_free(sm->resuming);
-    sm->resuming = htab_new(NULL);
+    sm_sess_router_down(sm);
 }
 
 static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
@@ -562,7 +561,7 @@ static void on_notify(struct component *c, void *arg, const char *name, const ch
         if (htab_get_str(sm->c2s, name) == NULL)
             htab_put_str(sm->c2s, name, (void *)2);
         if (component_is_ready(c))
-            sm_sess_announce(sm, name);
+            sm_sess_announce_all(sm, name);
     } else {
         htab_del_str(sm->c2s, name);
         sm_sess_c2s_down(sm, name);
@@ -748,7 +747,7 @@ static void on_route(struct sm *sm, struct xml_node *env)
         return;
     }
     if (strcmp(inner->ns, SM_NS_SESSION) == 0) {
-        sm_sess_control(sm, from, xml_get_attr(env, "key"), inner);
+        sm_sess_control(sm, from, xml_get_attr(env, "to"), xml_get_attr(env, "key"), inner);
         return;
     }
     normalise_ns(inner);

@@ -87,6 +87,8 @@ enum sm_hook {
                                sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
                                pkt->user: an account's info, NULL: the server's */
+    SM_HOOK_ROUND_END,      /* the re-announce round is over (pkt: user with
+                               round_wait set; from its queue, behind the starts) */
     SM_HOOK_COUNT
 };
 
@@ -169,6 +171,7 @@ struct sm_user {
     struct sm_event *parked;
     unsigned nparked;
     bool moved; /* its last session moved to another instance: not cached */
+    bool round_wait; /* a module waits for the end of the re-announce round */
     void *mdata[SM_MAX_MODS];
 };
 
@@ -233,9 +236,11 @@ struct sm_event {
     struct xml_node *stanza; /* IN_SESS, DELIVER; START: the start element */
     char *c2s;               /* START, END, IN_SESS */
     bool if_unconfirmed;     /* END: only if still unconfirmed (announced) */
+    bool moved;              /* END, if_unconfirmed: the session was moving: silent */
     bool parked;             /* IN_SESS: waited for its session's start */
     bool unpark;             /* END: the re-announce of c2s is over: its parked
                                 stanzas have no session (kicked) */
+    bool round_end;          /* END: the re-announce round is over (ROUND_END hook) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
@@ -243,17 +248,23 @@ void sm_user_post(struct sm_user *u, struct sm_event *ev);
  * to the front of its user's queue, in the order they came; or its start
  * failed (!run): they are dropped. */
 void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool run);
-/* The announce round of c2s is over: its parked stanzas have no session
- * here; each such session is kicked (once). */
-void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick);
+/* The announce round of c2s for domain (NULL: all) is over: its parked
+ * stanzas of users there have no session here; each such session is
+ * kicked (once), unless !kick (dropped quietly). */
+void sm_users_unpark_c2s(struct sm *sm, const char *c2s, const char *domain, bool kick);
 /* Free every idle (cached, sessionless) user: after a ring change some of
  * them belong to another instance, which may change them meanwhile. */
 void sm_users_flush_idle(struct sm *sm);
+/* No c2s re-announces any more: each user with round_wait gets a round-end
+ * event on its queue, behind the starts and replays still pending there. */
+void sm_users_round_end(struct sm *sm);
 void sm_event_free(struct sm_event *ev);
 
 /* sess.c */
 /* A control element from c2s; key: the r:route's key (the bare JID), or NULL. */
-void sm_sess_control(struct sm *sm, const char *c2s, const char *key, struct xml_node *ctl);
+/* to: the r:route's to (the domain an announced is for). */
+void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char *key,
+                     struct xml_node *ctl);
 void sm_sess_start(struct sm_user *u, struct sm_event *ev); /* from the user's queue */
 /* End s now: notify (NULL, "kick" or "replaced") goes to its c2s, then the
  * sess-end chain runs (unavailable broadcast) and s is freed. */
@@ -264,7 +275,17 @@ void sm_sess_post_end(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_drop(struct sm_sess *s);
 struct sm_sess *sm_sess_find(struct sm *sm, const char *c2s, const char *sid);
 void sm_sess_c2s_down(struct sm *sm, const char *c2s);
-void sm_sess_announce(struct sm *sm, const char *c2s);
+/* Ask c2s to re-announce its sessions of domain (the announce comes from
+ * domain, the c2s re-announces that domain's sessions); ring: because the
+ * ring changed (sm_sess_ring marked the moving sessions), else no session
+ * of c2s in domain is moving. */
+void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool ring);
+/* sm_sess_announce for each of our domains (c2s up, sm ready). */
+void sm_sess_announce_all(struct sm *sm, const char *c2s);
+/* Does c2s owe an <announced/> for domain? */
+bool sm_sess_resuming_c2s(struct sm *sm, const char *c2s, const char *domain);
+/* The router connection is lost: no round goes on, nothing is moving. */
+void sm_sess_router_down(struct sm *sm);
 /* Another instance joined or left domain's ring (multi-instance): ask every
  * c2s to re-announce; the sessions of that domain not started again here
  * before a c2s's <announced/> moved: dropped without a broadcast. */
@@ -295,7 +316,6 @@ struct sm {
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
     unsigned loading;                      /* account look-ups in flight for stanzas */
-    uint64_t resume_epoch;                 /* counts rounds of announces (none resuming before) */
     uint64_t seq;                          /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */

@@ -108,7 +108,7 @@ static void maybe_idle(struct sm_user *u)
 {
     struct sm *sm = u->sm;
     if (u->nsess > 0 || u->holds > 0 || u->qhead != NULL || u->parked != NULL || u->running ||
-        u->in_lru)
+        u->round_wait || u->in_lru)
         return;
     if (u->state != SM_USER_READY || u->load_failed || u->moved || sm->stopping) {
         user_free(u);
@@ -374,7 +374,7 @@ static void unpark_drop(struct sm_user *u, const char *c2s, bool kick)
     free(kicked);
 }
 
-void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick)
+void sm_users_unpark_c2s(struct sm *sm, const char *c2s, const char *domain, bool kick)
 {
     /* Collected first: posting may run the queue and free an idle user. */
     size_t n = 0;
@@ -382,7 +382,7 @@ void sm_users_unpark_c2s(struct sm *sm, const char *c2s, bool kick)
     struct htab_iter it;
     for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
         struct sm_user *u = it.val;
-        if (u->nparked > 0) {
+        if (u->nparked > 0 && (domain == NULL || strcmp(u->jid->domain, domain) == 0)) {
             us = xreallocarray(us, n + 1, sizeof(*us));
             us[n++] = u;
         }
@@ -410,6 +410,28 @@ void sm_users_flush_idle(struct sm *sm)
         user_free(sm->lru_head);
 }
 
+void sm_users_round_end(struct sm *sm)
+{
+    /* Collected first: posting may run the queue and free an idle user. */
+    size_t n = 0;
+    struct sm_user **us = NULL;
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
+        struct sm_user *u = it.val;
+        if (u->round_wait) {
+            us = xreallocarray(us, n + 1, sizeof(*us));
+            us[n++] = u;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct sm_event *ev = xcalloc(1, sizeof(*ev));
+        ev->kind = SM_EV_END;
+        ev->round_end = true;
+        sm_user_post(us[i], ev);
+    }
+    free(us);
+}
+
 static void handle(struct sm_user *u, struct sm_event *ev)
 {
     struct sm *sm = u->sm;
@@ -418,12 +440,22 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         sm_sess_start(u, ev);
         break;
     case SM_EV_END: {
+        if (ev->round_end) {
+            if (u->round_wait && !sm_sess_resuming(sm)) {
+                u->round_wait = false;
+                struct sm_pkt p;
+                memset(&p, 0, sizeof(p));
+                p.user = u;
+                sm_hook_run(sm, SM_HOOK_ROUND_END, &p);
+            }
+            break;
+        }
         if (ev->unpark) {
             unpark_drop(u, ev->c2s, true);
             break;
         }
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
-        if (s != NULL && s->user == u && ev->if_unconfirmed && s->unconfirmed && s->moving) {
+        if (s != NULL && s->user == u && ev->if_unconfirmed && s->unconfirmed && ev->moved) {
             /* Re-announced to the instance the new ring names: it holds
              * the session now, and the contacts have its presence. */
             log_info("session %s of %s moved to another instance: dropped here", s->sid,
@@ -441,13 +473,19 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
         if (s != NULL && s->user == u) {
             /* A parked stanza came before the resumed start: the c2s's
-             * replay of the presence still follows it. */
+             * replay of the presence still follows it. A parked presence
+             * is the client's, live: broadcast; the replay that follows is
+             * then news only if it differs from it. */
             bool resumed = ev->parked && s->resumed;
+            if (resumed && strcmp(ev->stanza->name, "presence") == 0) {
+                s->resumed = false;
+                s->restored = false;
+            }
             sm_pkt_sess(s, ev->stanza);
             if (resumed)
                 s->resumed = true;
         } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
-                   (htab_get_str(sm->resuming, ev->c2s) != NULL || start_queued(u, ev))) {
+                   (sm_sess_resuming_c2s(sm, ev->c2s, u->jid->domain) || start_queued(u, ev))) {
             park(u, ev);
         } else {
             /* The c2s believes in a session the sm does not know (it ended

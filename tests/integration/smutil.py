@@ -91,6 +91,7 @@ class FakeC2s:
         self.raw = raw
         self.name = name
         self.domain = domain
+        self.domains = [domain]  # the sm's domains (control elements come from one)
         self.pending = []  # elements received but not yet consumed
 
     @classmethod
@@ -98,8 +99,14 @@ class FakeC2s:
         raw = await st.router.raw_component(name)
         return cls(raw, name, st.domain)
 
-    def route(self, inner, key=None, sid=None):
-        attrs = " to='%s' from='%s'" % (self.domain, self.name)
+    def domain_of(self, jid):
+        """Where a c2s routes a session's traffic: its JID's domain if the sm
+        serves it (self.domains), else ours (a test of a foreign JID)."""
+        d = jid.split("/", 1)[0].split("@")[-1]
+        return d if d in self.domains else self.domain
+
+    def route(self, inner, key=None, sid=None, to=None):
+        attrs = " to='%s' from='%s'" % (to or self.domain, self.name)
         if key:
             attrs += " key='%s'" % key
         if sid:
@@ -110,11 +117,15 @@ class FakeC2s:
         sid = sid or secrets.token_hex(16)
         bare = jid.split("/", 1)[0]
         self.route("<start xmlns='%s' sid='%s' jid='%s'%s/>" %
-                   (NS_SESSION, sid, jid, " resume='true'" if resume else ""), key=bare)
+                   (NS_SESSION, sid, jid, " resume='true'" if resume else ""), key=bare,
+                   to=self.domain_of(jid))
         return sid
 
     def end(self, sid, jid):
-        self.route("<end xmlns='%s' sid='%s'/>" % (NS_SESSION, sid), key=jid.split("/")[0])
+        """As parley-c2s: no key (every instance gets it), the bare JID in jid."""
+        bare = jid.split("/")[0]
+        self.route("<end xmlns='%s' sid='%s' jid='%s'/>" % (NS_SESSION, sid, bare),
+                   to=self.domain_of(jid))
 
     async def reannounce(self, sessions, presence="<presence/>"):
         """Answer the next <announce/> as parley-c2s does (sm/SESSION.md): a
@@ -145,7 +156,7 @@ class FakeC2s:
         el = ET.fromstring(stanza)
         el.set("from", jid)
         self.route(ET.tostring(el, encoding="unicode"),
-                   key=jid.split("/")[0], sid=sid)
+                   key=jid.split("/")[0], sid=sid, to=self.domain_of(jid))
 
     async def _next(self, pred, timeout, what):
         for i, el in enumerate(self.pending):
@@ -165,15 +176,16 @@ class FakeC2s:
                 return el
             self.pending.append(el)
 
-    async def control(self, name, sid=None, timeout=harness.WAIT):
-        """The next control element <name sid=sid/> the sm sent us."""
+    async def control(self, name, sid=None, timeout=harness.WAIT, frm=None):
+        """The next control element <name sid=sid/> the sm sent us (from
+        domain frm, if given)."""
         def pred(el):
-            if el.tag != ROUTE or len(el) != 1:
+            if el.tag != ROUTE or len(el) != 1 or (frm is not None and el.get("from") != frm):
                 return False
             c = el[0]
             return c.tag == "{%s}%s" % (NS_SESSION, name) and (sid is None or c.get("sid") == sid)
         el = await self._next(pred, timeout, "<%s sid=%s/>" % (name, sid))
-        assert el.get("from") in (self.domain,), el.attrib
+        assert el.get("from") in self.domains, el.attrib
         return el[0]
 
     async def recv(self, sid, pred=lambda s: True, timeout=harness.WAIT, what="stanza"):

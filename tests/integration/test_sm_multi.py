@@ -8,11 +8,13 @@ included. Protocol level: the test speaks as c2s-1.
 import asyncio
 import re
 import signal
+import time
 
 import harness
 import smutil
 import stack
 from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, is_push, login, q
+from stack import ClientRaw
 
 
 def test_two_instances_one_domain():
@@ -130,6 +132,89 @@ def test_stanza_returned_by_congested_instance_is_bounced():
             assert e is not None, "no message came back as undelivered"
             assert error_of(e) == ("wait", "resource-constraint"), error_of(e)
             assert "stanza for another instance returned" in st["sm"].log()
+            c.close()
+            other.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_probe_during_round_answered_at_its_end():
+    """While a c2s re-announces (here after an sm restart), bob's session is
+    back first and probes alice, whose session is not: the probe is not
+    answered unavailable then (her start may be on its way: after a ring
+    change it always is). Alice's session is not re-announced: once the
+    round is over (<announced/>), bob gets her unavailable."""
+    st = SmStack()
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+            await b.recv(is_presence(a.bare, "subscribed"))
+            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            st.restart_sm()
+            await c.control("announce", timeout=harness.START_WAIT)
+            c.pending.clear()
+            c.start(b.jid, sid=b.sid, resume=True)
+            b.send("<presence/>")
+            await c.control("started", b.sid)
+            unavailable = is_presence(a.bare, "unavailable")
+            await c.nothing_for(b.sid, b.sid, b.jid, unavailable)
+            c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION)
+            await b.recv(unavailable, what="alice's unavailable at the round's end")
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_ring_change_of_one_domain_keeps_the_other_domains_sessions():
+    """The sm serves two domains; another instance joins the first one only
+    (its ring changes): the sm asks c2s-1 to re-announce that domain's
+    sessions (the announce comes from that domain, the c2s answers for it).
+    The session of the second domain is not part of that round: it is not
+    ended at the announced and still works."""
+    second = "second.test"
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance><domain>%s</domain>" % second})
+    st.router.components["sm"]["domains"].append(second)
+    st.router.write_config()
+    R = "{%s}" % harness.NS_ROUTER
+    try:
+        st.start()
+        st.add_user("a", "pw")
+        st.pg.psql("INSERT INTO users (jid, domain) VALUES (:'jid', :'dom')",
+                   variables={"jid": "x@" + second, "dom": second})
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            c.domains.append(second)
+            for d in (st.domain, second):  # c2s-1 came up: an announce per domain
+                await c.control("announce", frm=d)
+                c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION, to=d)
+            x = await login(c, "x@%s/r" % second)
+            other = await st.router.raw_component("sm")  # a second instance of st.domain
+            other.send("<r:bind xmlns:r='%s' name='%s'/>" % (harness.NS_ROUTER, st.domain))
+            await other.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                               what="bind of the second instance")
+            await c.control("announce", frm=st.domain)
+            c.route("<announced xmlns='%s'/>" % smutil.NS_SESSION)
+            # The round is over when the sm answers a ping sent after it.
+            x.send("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>" % second)
+            r = await x.recv(lambda s: s.get("id") == "p1", what="ping answer in x's session")
+            assert r.get("type") == "result", r.attrib
+            log = st["sm"].log()
+            assert "session %s not re-announced" % x.sid not in log, "x's session ended"
+            assert "%s moved" % x.sid not in log
+            kicks = [el for el in c.pending if len(el) and el[0].tag == q("kick", smutil.NS_SESSION)]
+            assert not kicks, kicks
             c.close()
             other.close()
         harness.run(go())
@@ -361,3 +446,165 @@ def test_stanza_before_its_moved_start_waits():
             if d.running():
                 d.kill()
         st.finish()
+
+
+def test_presence_sent_while_moving_is_broadcast():
+    """A third instance joins; before the c2s re-announces, each user sends a
+    new presence (keyed: a moved user's reaches the new instance before its
+    session's start, and waits there). It is the client's live presence, not
+    a replay: a remote contact subscribed to every user (it does not probe:
+    it sees only what is broadcast, on the s2s route) gets it from each."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    sm2 = sm_instance(st, "sm2")
+    sm3 = sm_instance(st, "sm3")
+    users = ["u%d" % i for i in range(8)]
+    remote = "rem@remote.test"
+    live = "<presence><status>live</status></presence>"
+    R = "{%s}" % harness.NS_ROUTER
+
+    def live_to_remote(el):
+        s = el.find(q("status"))
+        return (el.tag == q("presence") and el.get("to") == remote and el.get("type") is None
+                and s is not None and s.text == "live")
+    try:
+        st.start()
+        sm2.start()
+        for u in users:
+            st.add_user(u, "pw")
+            st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                       "('%s@%s', '%s', 'from')" % (u, st.domain, remote))
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            c = await FakeC2s.connect(st)
+            for _ in range(2):  # each instance's announce when c2s-1 came up
+                await c.reannounce([])
+            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s.send(live)
+            for _ in range(3):
+                await c.reannounce(ss, presence=live)
+            got = set()
+            while len(got) < len(ss):
+                el = await s2s.expect(live_to_remote,
+                                      what="live presences at the remote contact, got %s" % got)
+                got.add(el.get("from"))
+            counts = await held_by(insts, 8, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            c.close()
+            s2s.close()
+        harness.run(go())
+        for d in (sm2, sm3):
+            assert d.stop() == 0
+            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+    finally:
+        for d in (sm2, sm3):
+            if d.running():
+                d.kill()
+        st.finish()
+
+
+def test_client_leaving_while_moving_is_ended_with_a_broadcast():
+    """A third instance joins; before the c2s re-announces, every user's
+    client leaves (the c2s's end, with no key, reaches every instance, also
+    the one that still holds the session while the new ring names another)
+    and is not re-announced: the watcher, subscribed to every user, gets an
+    unavailable from each; no instance keeps a session of theirs."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    sm2 = sm_instance(st, "sm2")
+    sm3 = sm_instance(st, "sm3")
+    users = ["u%d" % i for i in range(8)]
+    try:
+        st.start()
+        sm2.start()
+        for u in users + ["w"]:
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            for _ in range(2):  # each instance's announce when c2s-1 came up
+                await c.reannounce([])
+            w = await login(c, "w@%s/watch" % st.domain)
+            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            for s in ss:
+                w.send("<presence to='%s' type='subscribe'/>" % s.bare)
+                await s.recv(is_presence(w.bare, "subscribe"), what="request of w")
+                s.send("<presence to='%s' type='subscribed'/>" % w.bare)
+                await w.recv(is_presence(s.jid, None), what="presence of " + s.bare)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 9, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s.end()
+            for _ in range(3):
+                await c.reannounce([w])
+            for s in ss:
+                await w.recv(is_presence(s.jid, "unavailable"), what="unavailable of " + s.bare)
+            await held_by(insts, 1, "after the join")
+            c.close()
+        harness.run(go())
+        for d in (sm2, sm3):
+            assert d.stop() == 0
+            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+    finally:
+        for d in (sm2, sm3):
+            if d.running():
+                d.kill()
+        st.finish()
+
+
+# ---- the c2s's side of a re-announce round ----
+
+def test_resume_start_refused_closes_the_client():
+    """While the sm is away alice's account is deleted; the restarted sm
+    answers the c2s's resume start of her session failed (not-authorized):
+    parley-c2s closes her stream with that error (no session is left that no
+    sm holds) and finishes the round; bob's session is resumed."""
+    s = stack.Stack(c2s=1)
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        s.add_user("bob", "builder")
+
+        def wait_log(d, text, count=1):
+            deadline = time.monotonic() + harness.START_WAIT
+            while d.log().count(text) < count:
+                assert time.monotonic() < deadline, "no %r in %s's log" % (text, d.name)
+                time.sleep(0.05)
+
+        async def go():
+            a = await ClientRaw.connect_client(s)
+            b = await ClientRaw.connect_client(s)
+            try:
+                await a.login_plain("alice", "wonderland", resource="a")
+                await b.login_plain("bob", "builder", resource="b")
+                loop = asyncio.get_running_loop()
+                rounds = s["sm"].log().count("c2s-1 re-announced its sessions")
+                s["sm"].stop()
+                await loop.run_in_executor(None, wait_log, s["c2s-1"], "sm sm is down")
+                s.del_user("alice")
+                s["sm"].start()
+                assert await a.stream_error() == "not-authorized"
+                await loop.run_in_executor(None, wait_log, s["sm"],
+                                           "c2s-1 re-announced its sessions", rounds + 1)
+                log = s["sm"].log()
+                assert "(resumed)" in log and "bob@%s/b" % s.domain in log
+                b.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+                el = await b.recv(harness.WAIT)
+                assert el is not None and el.get("id") == "p1" and el.get("type") == "result", el
+            finally:
+                a.close()
+                b.close()
+        harness.run(go())
+        problems = s.stop_and_check()
+        assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+    finally:
+        s.cleanup()

@@ -314,8 +314,9 @@ def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
     """After an sm restart the c2s replays each session's last presence
     (SESSION.md): the contacts saw it already, so it is not broadcast to
     them again (a remote contact, seen on the s2s route, gets nothing until
-    the next real change). A local contact whose probe was answered
-    unavailable before the session came back gets the replayed presence."""
+    the next real change). A local contact whose probe came before the
+    session came back is not answered unavailable: it gets the replayed
+    presence."""
     remote = "rem@remote.test"
     st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
                "('bob@%s', '%s', 'from')" % (st.domain, remote))
@@ -341,11 +342,11 @@ def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
         st.restart_sm()
         await c.control("announce", timeout=harness.START_WAIT)
         c.pending.clear()
-        # alice comes back first: her probe of bob is answered unavailable.
+        # alice comes back first: her probe of bob waits (the round lasts).
         await resume(c, a, "<presence/>")
-        await a.recv(is_presence(b.bare, "unavailable"), what="probe answer for bob")
+        await c.nothing_for(a.sid, a.sid, a.jid, is_presence(b.bare, "unavailable"))
         await resume(c, b, "<presence><status>here</status></presence>")
-        # alice, answered unavailable meanwhile, gets bob's presence.
+        # alice, whose probe waited, gets bob's presence.
         await a.recv(lambda s: is_presence(b.jid, None)(s) and s.find(q("status")) is not None,
                      what="bob's replayed presence at alice")
         # The remote contact gets nothing before bob's marker, then the change.
@@ -396,9 +397,9 @@ def test_change_after_router_loss_following_sm_restart(st):
 
 def test_prober_gets_every_resource_replayed_after_sm_restart(st):
     """After an sm restart bob's session comes back first: his probe of
-    alice is answered unavailable (her sessions are not back yet). Each of
-    alice's two resources then replays its presence: bob gets both, not
-    only the first."""
+    alice is not answered unavailable (her sessions are not back yet, the
+    round lasts). Each of alice's two resources then replays its presence:
+    bob gets both, not only the first, and no unavailable before them."""
     def has_status(frm, text):
         return lambda s: (is_presence(frm, None)(s) and s.find(q("status")) is not None
                           and s.find(q("status")).text == text)
@@ -413,10 +414,10 @@ def test_prober_gets_every_resource_replayed_after_sm_restart(st):
         await c.control("announce", timeout=harness.START_WAIT)
         c.pending.clear()
         await resume(c, b, "<presence/>")
-        await b.recv(is_presence("alice@%s" % st.domain, "unavailable"), what="probe answer")
         for s, text in ((a1, "one"), (a2, "two")):
             await resume(c, s, "<presence><status>%s</status></presence>" % text)
         await b.recv(has_status(a1.jid, "one"), what="a1's replay at bob")
         await b.recv(has_status(a2.jid, "two"), what="a2's replay at bob")
+        await c.nothing_for(b.sid, b.sid, b.jid, is_presence("alice@%s" % st.domain, "unavailable"))
         c.close()
     harness.run(go())
