@@ -580,7 +580,7 @@ static struct config_entry *full_table(struct daemon *d)
         CONFIG_PATH("pidfile", 0, d->spec->pidfile, &d->pidfile),
         CONFIG_ENUM("log/level", 0, "info", level_names, &d->log_level),
         CONFIG_INT("max-open-files", 0, "0", 0, 1 << 20, &d->jail.max_open_files),
-        CONFIG_ENUM("sandbox", 0, "on", sandbox_mode_names, &d->sandbox),
+        CONFIG_ENUM("sandbox", 0, SANDBOX_DEFAULT, sandbox_mode_names, &d->sandbox),
     };
     size_t nskel = sizeof(skel) / sizeof(skel[0]), nown = 0;
     while (d->spec->table && d->spec->table[nown].path)
@@ -640,6 +640,11 @@ static int enter_sandbox(struct daemon *d)
 /* From the loop's creation to its end; returns the exit code. */
 static int run(struct daemon *d)
 {
+    /* libuv 1.45+ may batch epoll changes and file operations through an
+     * io_uring, which the seccomp allow-lists leave out (a kernel interface
+     * with its own history of escapes): ask for the epoll path. Older
+     * libuv ignores the variable. Single-threaded here, before any loop. */
+    setenv("UV_USE_IO_URING", "0", 1);
     int rc = uv_loop_init(&d->loop);
     if (rc != 0) {
         log_err("loop init: %s", uv_strerror(rc));

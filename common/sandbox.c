@@ -27,6 +27,7 @@
 
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/netlink.h>
 #include <linux/seccomp.h>
 
 #include "common/err.h"
@@ -50,7 +51,8 @@ const char *const sandbox_mode_names[] = {"off", "log", "on", NULL};
 enum rule_kind {
     R_ALLOW,  /* any arguments */
     R_THREAD, /* clone: only with CLONE_THREAD, i.e. a thread, never a process */
-    R_SOCKET, /* socket: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK only */
+    R_SOCKET, /* socket: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK (NETLINK_ROUTE) only */
+    R_OWN,    /* prlimit64: this process's limits only (pid 0) */
     R_IOCTL,  /* ioctl: the requests in ioctl_ok only */
     R_PRCTL,  /* prctl: the options in prctl_ok only */
     R_SELF,   /* tgkill: to this process only (abort() raising SIGABRT) */
@@ -84,8 +86,10 @@ static const uint32_t ioctl_ok[] = {FIONBIO, FIOCLEX, FIONCLEX, FIONREAD, TCGETS
 /* prctl options: thread names (glibc, OpenSSL) and the dumpable query. */
 static const uint32_t prctl_ok[] = {PR_GET_NAME, PR_SET_NAME, PR_GET_DUMPABLE};
 /* socket families: the router socket and syslog (AF_UNIX), TCP, and
- * getaddrinfo's AI_ADDRCONFIG query of the interfaces (AF_NETLINK). */
-static const uint32_t family_ok[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
+ * getaddrinfo's AI_ADDRCONFIG query of the interfaces (AF_NETLINK, whose
+ * protocol is checked apart: NETLINK_ROUTE only, not sock_diag's view of
+ * every socket or the other netlink families). */
+static const uint32_t family_ok[] = {AF_UNIX, AF_INET, AF_INET6};
 
 /* Every daemon: one libuv loop, memory, time, logs, the router socket. */
 static const struct rule base_rules[] = {
@@ -156,7 +160,7 @@ static const struct rule base_rules[] = {
     A(uname),
     A(sysinfo),
     A(getrlimit),
-    A(prlimit64),
+    {SYS_prlimit64, R_OWN},
     {SYS_prctl, R_PRCTL},
     /* sockets: the router connection (unix or TCP), syslog's /dev/log
      * (re-opened on HUP), accepted connections */
@@ -322,8 +326,20 @@ static void emit_block(struct prog *p, enum rule_kind kind)
         emit(p, BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, LAB_ALLOW, LAB_DEFAULT);
         break;
     case R_SOCKET:
-        emit_one_of(p, 0, family_ok, sizeof(family_ok) / sizeof(family_ok[0]));
+        emit_load(p, arg_lo(0));
+        for (size_t i = 0; i < sizeof(family_ok) / sizeof(family_ok[0]); i++)
+            emit(p, BPF_JMP | BPF_JEQ | BPF_K, family_ok[i], LAB_ALLOW, -1);
+        emit(p, BPF_JMP | BPF_JEQ | BPF_K, AF_NETLINK, -1, LAB_DEFAULT);
+        emit_load(p, arg_lo(2));
+        emit(p, BPF_JMP | BPF_JEQ | BPF_K, NETLINK_ROUTE, LAB_ALLOW, LAB_DEFAULT);
         break;
+    case R_OWN: {
+        /* glibc's getrlimit/setrlimit pass pid 0; another pid of the same
+         * user (another daemon) is not ours to limit. */
+        static const uint32_t zero = 0;
+        emit_one_of(p, 0, &zero, 1);
+        break;
+    }
     case R_IOCTL:
         emit_one_of(p, 1, ioctl_ok, sizeof(ioctl_ok) / sizeof(ioctl_ok[0]));
         break;

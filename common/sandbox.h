@@ -6,8 +6,9 @@
  * checks the architecture (x86_64 only; x32 and i386 calls are refused),
  * then the system call number against the daemon's allow-list, with a few
  * calls whose arguments are checked too (clone makes threads only, socket
- * takes local, IPv4, IPv6 and netlink families only, ioctl and prctl a few
- * requests, tgkill signals this process only). Anything else is the default
+ * takes local, IPv4, IPv6 and NETLINK_ROUTE only, ioctl and prctl a few
+ * requests, tgkill signals this process only, prlimit64 this process's
+ * limits only). Anything else is the default
  * action: kill the whole process (SIGSYS) in mode "on", or let it through
  * and have the kernel log it (the audit log: dmesg / journal, "type=1326")
  * in mode "log", for operators bringing up a new platform.
@@ -16,7 +17,9 @@
  * thread started later. It cannot be removed. Sanitizer builds (ASan, LSan,
  * UBSan) allow what the sanitizer runtimes need at exit and for reports.
  *
- * Config: <sandbox>on|log|off</sandbox> in every daemon (default on).
+ * Config: <sandbox>on|log|off</sandbox> in every daemon; the default is on
+ * where there are allow-lists (x86_64) and off elsewhere, where on or log
+ * refuse to start.
  */
 #ifndef PARLEY_SANDBOX_H
 #define PARLEY_SANDBOX_H
@@ -24,6 +27,13 @@
 #include <stddef.h>
 
 enum sandbox_mode { SANDBOX_OFF = 0, SANDBOX_LOG, SANDBOX_ON };
+
+/* The default mode's name: "on" where allow-lists exist. */
+#if defined(__x86_64__)
+#define SANDBOX_DEFAULT "on"
+#else
+#define SANDBOX_DEFAULT "off"
+#endif
 
 /* "off", "log", "on", NULL: the names of the modes, for CONFIG_ENUM. */
 extern const char *const sandbox_mode_names[];

@@ -2,7 +2,8 @@
  * test_sandbox.c - the seccomp allow-lists, each test in a forked child:
  * the child sets NO_NEW_PRIVS, loads a daemon's filter and makes calls;
  * the parent reads how it ended. Allowed calls work; a call off the list
- * (execve, personality, chroot, ptrace), a fork, a socket of another family and a
+ * (execve, personality, chroot, ptrace), a fork, a socket of another family (or
+ * a netlink protocol other than NETLINK_ROUTE), another process's limits and a
  * call through another ABI (i386 int 0x80, x32) kill the child with
  * SIGSYS; in "log" mode the same call goes through. A thread still starts
  * under the c2s list (clone3 falls back to clone with CLONE_THREAD).
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -147,6 +149,38 @@ static int do_packet_socket(void *arg)
     return OK;
 }
 
+/* getaddrinfo's interface query: a NETLINK_ROUTE socket, allowed. */
+static int do_netlink_route(void *arg)
+{
+    int s = (int)syscall(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0 /* ROUTE */);
+    if (s < 0)
+        return CALL_FAILED;
+    close(s);
+    return OK;
+}
+
+/* sock_diag lists every socket of the namespace: not ours to open. */
+static int do_netlink_diag(void *arg)
+{
+    syscall(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 4 /* NETLINK_SOCK_DIAG */);
+    return OK;
+}
+
+/* Our own limits (pid 0, what glibc's getrlimit passes): allowed. */
+static int do_prlimit_self(void *arg)
+{
+    struct rlimit rl;
+    return syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 ? OK : CALL_FAILED;
+}
+
+/* Another process's limits (our parent: the test), read only. */
+static int do_prlimit_other(void *arg)
+{
+    struct rlimit rl;
+    syscall(SYS_prlimit64, (long)getppid(), RLIMIT_NOFILE, NULL, &rl);
+    return OK;
+}
+
 /* getpid through the i386 ABI (number 20 there). */
 static int do_int80(void *arg)
 {
@@ -223,6 +257,14 @@ static void test_other_abis_kill(void **state)
 static void test_socket_family_checked(void **state)
 {
     assert_sigsys(in_child("s2s", SANDBOX_ON, do_packet_socket, NULL));
+    assert_exited(in_child("s2s", SANDBOX_ON, do_netlink_route, NULL), OK);
+    assert_sigsys(in_child("s2s", SANDBOX_ON, do_netlink_diag, NULL));
+}
+
+static void test_prlimit_own_only(void **state)
+{
+    assert_exited(in_child("sm", SANDBOX_ON, do_prlimit_self, NULL), OK);
+    assert_sigsys(in_child("sm", SANDBOX_ON, do_prlimit_other, NULL));
 }
 
 static void test_threads_not_processes(void **state)
@@ -257,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_forbidden_calls_kill),
         cmocka_unit_test(test_other_abis_kill),
         cmocka_unit_test(test_socket_family_checked),
+        cmocka_unit_test(test_prlimit_own_only),
         cmocka_unit_test(test_threads_not_processes),
         cmocka_unit_test(test_log_mode_lets_through),
         cmocka_unit_test(test_off_installs_nothing),
