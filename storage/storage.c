@@ -457,6 +457,7 @@ static int dsn_prepare(struct storage *st)
         return ERR_INVAL;
     }
     const char *host = NULL, *hostaddr = NULL, *service = NULL;
+    bool gss_set = false;
     size_t n = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
@@ -468,6 +469,8 @@ static int dsn_prepare(struct storage *st)
             hostaddr = o->val;
         else if (strcmp(o->keyword, "service") == 0)
             service = o->val;
+        else if (strcmp(o->keyword, "gssencmode") == 0)
+            gss_set = true;
     }
     /* PQconninfoParse applies no defaults, but PQconnectStart does: a host
      * missing from the DSN may come from PGHOST, PGHOSTADDR or the service
@@ -519,8 +522,8 @@ static int dsn_prepare(struct storage *st)
         freeaddrinfo(res);
         log_info("database host %s is %s", host, ip);
     }
-    st->kw = xcalloc(n + 3, sizeof(*st->kw));
-    st->vals = xcalloc(n + 3, sizeof(*st->vals));
+    st->kw = xcalloc(n + 4, sizeof(*st->kw));
+    st->vals = xcalloc(n + 4, sizeof(*st->vals));
     size_t i = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
@@ -537,7 +540,15 @@ static int dsn_prepare(struct storage *st)
             def_host = NULL;
         }
         st->kw[i] = xstrdup("hostaddr");
-        st->vals[i] = xstrdup(ip);
+        st->vals[i++] = xstrdup(ip);
+    }
+    /* libpq's default gssencmode=prefer has Kerberos look for credentials
+     * at every connect over TCP: file and keyring reads on the loop, and
+     * system calls (keyctl) outside the daemons' seccomp allow-lists. We
+     * never use GSSAPI encryption; a DSN that asks for it keeps it. */
+    if (!gss_set) {
+        st->kw[i] = xstrdup("gssencmode");
+        st->vals[i] = xstrdup("disable");
     }
     free(def_host);
     if (defs != NULL)
