@@ -130,6 +130,11 @@ char *arena_strdup(struct arena *a, const char *s)
     return arena_strndup(a, s, strlen(s));
 }
 
+size_t arena_need(size_t n)
+{
+    return align_up(n ? n : 1);
+}
+
 size_t arena_used(const struct arena *a)
 {
     return a->used;

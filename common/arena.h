@@ -26,5 +26,8 @@ char *arena_strdup(struct arena *a, const char *s);
 void *arena_memdup(struct arena *a, const void *p, size_t n);
 /* Bytes handed out (payload only). */
 size_t arena_used(const struct arena *a);
+/* What one arena_alloc(a, n) takes from its chunk (n rounded up to the
+ * alignment): for sizing a first chunk to what will go in it. */
+size_t arena_need(size_t n);
 
 #endif

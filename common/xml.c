@@ -82,14 +82,41 @@ static struct xml_node *copy_node(struct arena *a, const struct xml_node *src,
     return n;
 }
 
+/* What copy_node takes from its arena for src: the same allocations, each
+ * rounded as the arena rounds it. parent_ns: the namespace of src's parent,
+ * NULL at the top. */
+static size_t copy_size(const struct xml_node *src, const char *parent_ns)
+{
+    size_t n = arena_need(sizeof(struct xml_node));
+    if (src->type == XML_TEXT)
+        return n + arena_need(src->text_len + 1);
+    if (parent_ns == NULL || strcmp(parent_ns, src->ns) != 0)
+        n += arena_need(strlen(src->ns) + 1);
+    if (src->prefix)
+        n += arena_need(strlen(src->prefix) + 1);
+    n += arena_need(strlen(src->name) + 1);
+    for (const struct xml_attr *sa = src->attrs; sa; sa = sa->next) {
+        n += arena_need(sizeof(struct xml_attr));
+        if (sa->ns)
+            n += arena_need(strlen(sa->ns) + 1);
+        if (sa->prefix)
+            n += arena_need(strlen(sa->prefix) + 1);
+        n += arena_need(strlen(sa->name) + 1) + arena_need(sa->value_len + 1);
+    }
+    for (const struct xml_node *c = src->children; c; c = c->next)
+        n += copy_size(c, src->ns);
+    return n;
+}
+
 struct xml_node *xml_copy(const struct xml_node *node)
 {
     /* Copies are what gets kept (a session's last presence, in c2s and
-     * sm): size the first chunk to the source tree rather than the 1 KiB
-     * default, so that a small stanza costs ~300 bytes, not ~1.1 KB. The
-     * copy can need a little more than the source (attribute namespaces
-     * are not shared), hence the margin; large trees grow as usual. */
-    size_t used = arena_used(node->arena), first = used + 128;
+     * sm): size the first chunk to exactly what the copy takes rather than
+     * the 1 KiB default, so that a small stanza costs ~300 bytes, not
+     * ~1.1 KB, and a larger one one chunk, not two. The margin leaves room
+     * for a little added later (an error child on a bounce); trees past
+     * 8 KiB grow as usual. */
+    size_t first = copy_size(node, NULL) + 128;
     struct arena *a = arena_new(first <= 8 * 1024 ? first : 0);
     return copy_node(a, node, NULL);
 }
