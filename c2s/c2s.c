@@ -696,6 +696,7 @@ void c2s_free(struct c2s *c)
     tls_ctx_free(c->tls_default);
     htab_free(c->domains);
     htab_free(c->sessions);
+    htab_free(c->rounds);
     htab_free(c->ips);
     for (size_t i = 0; i < c->nmechs; i++)
         free(c->mechs[i]);

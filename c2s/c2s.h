@@ -130,6 +130,7 @@ struct c2s {
     struct c2s_listener *listeners;
     struct htab *domains;  /* name -> struct c2s_domain (known from config or notify) */
     struct htab *sessions; /* sid -> struct c2s_client */
+    struct htab *rounds;   /* domain -> re-announce round (c2s_sess.c); NULL: none */
     struct htab *ips;      /* address bytes -> struct c2s_ip */
     SSL_CTX *tls_default;
     struct c2s_client *clients; /* every live client */

@@ -59,14 +59,13 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
  * start is not answered yet and how many <announced/> are owed (one per
  * announce). The announced goes once every resume start of the round was
  * answered, so that the ends of the sessions no sm took (failed, bounced)
- * precede it. File state: the c2s has one loop and one router link; a
- * round in progress at exit stays reachable from here.
+ * precede it. The rounds in progress: c->rounds (domain -> struct round),
+ * NULL while there is none.
  */
 struct round {
     struct htab *sids; /* sid -> (void *)1 */
     unsigned owed;
 };
-static struct htab *rounds; /* domain -> struct round */
 
 static void round_free(void *p)
 {
@@ -78,16 +77,16 @@ static void round_free(void *p)
 /* The round of domain is over once no start is waiting: its announced. */
 static void round_check(struct c2s *c, const char *domain)
 {
-    struct round *r = rounds != NULL ? htab_get_str(rounds, domain) : NULL;
+    struct round *r = c->rounds != NULL ? htab_get_str(c->rounds, domain) : NULL;
     if (r == NULL || htab_count(r->sids) > 0)
         return;
     static const char done[] = "<announced xmlns='" C2S_NS_SESSION "'/>";
     unsigned owed = r->owed;
-    htab_del_str(rounds, domain);
+    htab_del_str(c->rounds, domain);
     round_free(r);
-    if (htab_count(rounds) == 0) {
-        htab_free(rounds);
-        rounds = NULL;
+    if (htab_count(c->rounds) == 0) {
+        htab_free(c->rounds);
+        c->rounds = NULL;
     }
     for (unsigned i = 0; i < owed; i++)
         route_send(c, domain, NULL, NULL, done, sizeof(done) - 1);
@@ -95,9 +94,9 @@ static void round_check(struct c2s *c, const char *domain)
 
 /* Was sid's resume start waiting for an answer in domain's round? It is
  * not any more (the caller runs round_check). */
-static bool round_answered(const char *domain, const char *sid)
+static bool round_answered(struct c2s *c, const char *domain, const char *sid)
 {
-    struct round *r = rounds != NULL ? htab_get_str(rounds, domain) : NULL;
+    struct round *r = c->rounds != NULL ? htab_get_str(c->rounds, domain) : NULL;
     return r != NULL && htab_del_str(r->sids, sid) != NULL;
 }
 
@@ -196,7 +195,7 @@ void c2s_sess_end(struct c2s_client *cl)
     buf_free(&p);
     /* Its resume start, if one is waiting, needs no answer any more. */
     char *domain = xstrdup(cl->jid->domain);
-    bool waited = round_answered(domain, cl->sid);
+    bool waited = round_answered(cl->c2s, domain, cl->sid);
     forget(cl);
     if (waited)
         round_check(cl->c2s, domain);
@@ -289,13 +288,13 @@ static void on_started(struct c2s_client *cl)
 
 void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
 {
-    if (rounds == NULL)
-        rounds = htab_new(NULL);
-    struct round *r = htab_get_str(rounds, domain);
+    if (c->rounds == NULL)
+        c->rounds = htab_new(round_free);
+    struct round *r = htab_get_str(c->rounds, domain);
     if (r == NULL) {
         r = xcalloc(1, sizeof(*r));
         r->sids = htab_new(NULL);
-        htab_put_str(rounds, domain, r);
+        htab_put_str(c->rounds, domain, r);
     }
     r->owed++;
     for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
@@ -361,7 +360,7 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     const char *sid = xml_get_attr(el, "sid");
     struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
     bool answer = strcmp(el->name, "started") == 0 || strcmp(el->name, "failed") == 0;
-    if (answer && sid != NULL && from != NULL && round_answered(from, sid)) {
+    if (answer && sid != NULL && from != NULL && round_answered(c, from, sid)) {
         if (el->name[0] == 'f' && cl != NULL && !cl->closed && cl->state == CL_BOUND) {
             const char *reason = xml_get_attr(el, "reason");
             resume_refused(cl, stanza_cond_ok(reason) ? stream_cond(reason)
@@ -476,7 +475,7 @@ void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, c
             forget(cl);
             cl->state = CL_AUTHED;
         } else if (cl != NULL && !cl->closed && strcmp(stanza->name, "start") == 0 &&
-                   cl->state == CL_BOUND && round_answered(cl->jid->domain, cl->sid)) {
+                   cl->state == CL_BOUND && round_answered(c, cl->jid->domain, cl->sid)) {
             /* No sm at all (item-not-found): the session waits for the
              * sm's return, as every other; refused by a congested
              * instance: as failed. */
