@@ -6,6 +6,7 @@ included. Protocol level: the test speaks as c2s-1.
 """
 
 import asyncio
+import contextlib
 import re
 import signal
 import time
@@ -391,6 +392,42 @@ def test_instances_join_and_leave():
         st.cleanup()
 
 
+@contextlib.contextmanager
+def moving_stack(users, add=None):
+    """Two instances of a multi-instance sm with the users (add(st, u) also
+    run for each), and a third, sm3, for the test to start; at the end the
+    two extra instances must stop cleanly with no sanitizer output."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    sm2 = sm_instance(st, "sm2")
+    sm3 = sm_instance(st, "sm3")
+    try:
+        st.start()
+        sm2.start()
+        for u in users:
+            st.add_user(u, "pw")
+            if add is not None:
+                add(st, u)
+        yield st, sm2, sm3
+        for d in (sm2, sm3):
+            assert d.stop() == 0
+            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
+    finally:
+        for d in (sm2, sm3):
+            if d.running():
+                d.kill()
+        st.finish()
+
+
+async def logged_in(st, users):
+    """A FakeC2s past both instances' first announces, and a session per
+    user (same order)."""
+    c = await FakeC2s.connect(st)
+    for _ in range(2):  # each instance's announce when c2s-1 came up
+        await c.reannounce([])
+    return c, [await login(c, "%s@%s/%s" % (u, st.domain, "watch" if u == "w" else "r"))
+               for u in users]
+
+
 def test_stanza_before_its_moved_start_waits():
     """A third instance joins; before the c2s re-announces, each user sends a
     message (keyed: it reaches the instance the new ring names, which does
@@ -401,22 +438,12 @@ def test_stanza_before_its_moved_start_waits():
     instance before the session's start, from the offline store when the
     session's presence is replayed there: this test does not force that
     order)."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
-    sm2 = sm_instance(st, "sm2")
-    sm3 = sm_instance(st, "sm3")
     users = ["u%d" % i for i in range(8)]
-    try:
-        st.start()
-        sm2.start()
-        for u in users + ["w"]:
-            st.add_user(u, "pw")
+    with moving_stack(users + ["w"]) as (st, sm2, sm3):
 
         async def go():
-            c = await FakeC2s.connect(st)
-            for _ in range(2):  # each instance's announce when c2s-1 came up
-                await c.reannounce([])
-            w = await login(c, "w@%s/watch" % st.domain)
-            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            c, ss = await logged_in(st, ["w"] + users)
+            w, ss = ss[0], ss[1:]
             insts = [st["sm"], sm2]
             await held_by(insts, 9, "two instances")
             sm3.start()
@@ -438,14 +465,6 @@ def test_stanza_before_its_moved_start_waits():
             assert counts[2] > 0, "no session moved to the new instance: %s" % counts
             c.close()
         harness.run(go())
-        for d in (sm2, sm3):
-            assert d.stop() == 0
-            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
-    finally:
-        for d in (sm2, sm3):
-            if d.running():
-                d.kill()
-        st.finish()
 
 
 def test_presence_sent_while_moving_is_broadcast():
@@ -454,9 +473,6 @@ def test_presence_sent_while_moving_is_broadcast():
     session's start, and waits there). It is the client's live presence, not
     a replay: a remote contact subscribed to every user (it does not probe:
     it sees only what is broadcast, on the s2s route) gets it from each."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
-    sm2 = sm_instance(st, "sm2")
-    sm3 = sm_instance(st, "sm3")
     users = ["u%d" % i for i in range(8)]
     remote = "rem@remote.test"
     live = "<presence><status>live</status></presence>"
@@ -466,23 +482,19 @@ def test_presence_sent_while_moving_is_broadcast():
         s = el.find(q("status"))
         return (el.tag == q("presence") and el.get("to") == remote and el.get("type") is None
                 and s is not None and s.text == "live")
-    try:
-        st.start()
-        sm2.start()
-        for u in users:
-            st.add_user(u, "pw")
-            st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
-                       "('%s@%s', '%s', 'from')" % (u, st.domain, remote))
+
+    def remote_contact(st, u):
+        st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                   "('%s@%s', '%s', 'from')" % (u, st.domain, remote))
+
+    with moving_stack(users, remote_contact) as (st, sm2, sm3):
 
         async def go():
             s2s = await st.router.raw_component("s2s")
             s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
             await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
                              what="default route bound")
-            c = await FakeC2s.connect(st)
-            for _ in range(2):  # each instance's announce when c2s-1 came up
-                await c.reannounce([])
-            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            c, ss = await logged_in(st, users)
             insts = [st["sm"], sm2]
             await held_by(insts, 8, "two instances")
             sm3.start()
@@ -501,14 +513,6 @@ def test_presence_sent_while_moving_is_broadcast():
             c.close()
             s2s.close()
         harness.run(go())
-        for d in (sm2, sm3):
-            assert d.stop() == 0
-            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
-    finally:
-        for d in (sm2, sm3):
-            if d.running():
-                d.kill()
-        st.finish()
 
 
 def test_client_leaving_while_moving_is_ended_with_a_broadcast():
@@ -517,22 +521,12 @@ def test_client_leaving_while_moving_is_ended_with_a_broadcast():
     the one that still holds the session while the new ring names another)
     and is not re-announced: the watcher, subscribed to every user, gets an
     unavailable from each; no instance keeps a session of theirs."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
-    sm2 = sm_instance(st, "sm2")
-    sm3 = sm_instance(st, "sm3")
     users = ["u%d" % i for i in range(8)]
-    try:
-        st.start()
-        sm2.start()
-        for u in users + ["w"]:
-            st.add_user(u, "pw")
+    with moving_stack(users + ["w"]) as (st, sm2, sm3):
 
         async def go():
-            c = await FakeC2s.connect(st)
-            for _ in range(2):  # each instance's announce when c2s-1 came up
-                await c.reannounce([])
-            w = await login(c, "w@%s/watch" % st.domain)
-            ss = [await login(c, "%s@%s/r" % (u, st.domain)) for u in users]
+            c, ss = await logged_in(st, ["w"] + users)
+            w, ss = ss[0], ss[1:]
             for s in ss:
                 w.send("<presence to='%s' type='subscribe'/>" % s.bare)
                 await s.recv(is_presence(w.bare, "subscribe"), what="request of w")
@@ -551,14 +545,6 @@ def test_client_leaving_while_moving_is_ended_with_a_broadcast():
             await held_by(insts, 1, "after the join")
             c.close()
         harness.run(go())
-        for d in (sm2, sm3):
-            assert d.stop() == 0
-            assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
-    finally:
-        for d in (sm2, sm3):
-            if d.running():
-                d.kill()
-        st.finish()
 
 
 # ---- the c2s's side of a re-announce round ----
