@@ -16,9 +16,12 @@
  *   DIR/etc/s2s-routes.xml      s2s static routes (`parleyctl route`)
  *   DIR/etc/secrets/            router secrets per daemon, db-<role> passwords,
  *                               component-<name> secrets, dialback (s2s's)
- *   DIR/etc/tls/<domain>.crt/.key  the certificate (self-signed by init); as
- *                               root the key is root's, 0600: c2s and s2s
- *                               load it in pre_jail, before they drop root
+ *   DIR/etc/tls/<domain>.crt/.key  c2s's certificate (self-signed by init);
+ *                               as root the key is root's, group parley-c2s,
+ *                               0640: c2s loads it in pre_jail, before it
+ *                               drops root, and again on SIGHUP
+ *   DIR/etc/tls/s2s/<domain>.crt/.key  s2s's own, its key root's, group
+ *                               parley-s2s, 0640 (no daemon shares a key)
  *   DIR/ctl/                    the supervisor's pidfile (parleyctl.pid, which
  *                               it holds locked), edit.lock (table edits),
  *                               state file, reload/
@@ -184,6 +187,10 @@ int ctl_cmd_c2s(struct ctl *c, int argc, char **argv);
  * (as root), group of group_of when not NULL, with mode. 0 or 1. */
 int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, mode_t mode,
                      const char *group_of);
+/* A new self-signed certificate for the domain and its key for daemon
+ * ("c2s": etc/tls/D.crt, .key; "s2s": etc/tls/s2s/D.crt, .key), the key
+ * mode 0640, root's and (as root) the group of the daemon's user. 0 or 1. */
+int ctl_tls_write(const struct ctl *c, const char *daemon);
 /* DIR/etc/c2s-<k>.xml from c2s.xml.in, @c2s_name@ being c2s-<k> (its
  * router name, secret file and pidfile). 0 or 1. */
 int ctl_c2s_config_write(const struct ctl *c, int k);

@@ -6,9 +6,9 @@
  * directories (as root, DIR's parents must already let the daemons' users
  * through: init refuses rather than change them), with one run/<daemon>
  * per daemon owned by its user; the router's per-daemon secrets and s2s's
- * dialback secret; a self-signed certificate for D; the daemon configs
- * from the templates (with --c2s N, c2s-2 .. c2s-N too: parleyctl_c2s.c)
- * and an empty s2s-routes.xml; the database (a private
+ * dialback secret; a self-signed certificate for D each for c2s and s2s
+ * (ctl_tls_write); the daemon configs from the templates (with --c2s N,
+ * c2s-2 .. c2s-N too: parleyctl_c2s.c) and an empty s2s-routes.xml; the database (a private
  * cluster, or the schema applied through --db); and last
  * DIR/etc/parley.xml, whose presence marks DIR as initialised. A failure
  * half-way leaves DIR for inspection and tells to remove it: re-running
@@ -19,12 +19,15 @@
  * for it, and `start` leaves that daemon out. A template that names a
  * placeholder init does not know is an error, not a config with "@x@" in it.
  *
- * The TLS key: as root it is root's, readable by parley-c2s's group
- * (0640). c2s and s2s load it in their pre_jail hook, as root, before they
- * drop to their users (common/daemon.h); c2s reads it again on SIGHUP (a
- * renewed certificate), as its own user, which is why its group may read
- * it. That gives the c2s user nothing it does not hold in memory anyway;
- * s2s's user cannot read the file.
+ * TLS: c2s and s2s each get their own self-signed certificate and key
+ * (no daemon shares a key with another: DESIGN.md), c2s's in
+ * etc/tls/D.crt and .key, s2s's in etc/tls/s2s/D.crt and .key. As root a
+ * key is root's, readable by its daemon's group only (0640: parley-c2s,
+ * parley-s2s). Both daemons load their key in their pre_jail hook, as
+ * root, before they drop to their users (common/daemon.h); c2s reads it
+ * again on SIGHUP (a renewed certificate), as its own user, which is why
+ * its group may read it. That gives a daemon's user nothing it does not
+ * hold in memory anyway, and no daemon's user can read the other's key.
  */
 #include "autoconfig.h"
 
@@ -183,6 +186,60 @@ static int init_dir_check(const struct ctl *c)
     if (st.st_uid != geteuid()) {
         ctl_err("%s exists and belongs to uid %u, not to you: refused", c->dir,
                 (unsigned)st.st_uid);
+        return 1;
+    }
+    return 0;
+}
+
+/* Where each daemon's certificate and key live: DIR/etc/<dir>/D.crt and
+ * .key; and the user whose group may read the key. c2s's keep the name
+ * instances had before s2s got its own. */
+static const struct {
+    const char *daemon;
+    const char *dir;
+    const char *user;
+} init_tls[] = {
+    {"c2s", "tls", "parley-c2s"},
+    {"s2s", "tls/s2s", "parley-s2s"},
+};
+
+/* The certificate and key paths of daemon's init_tls entry; the user
+ * whose group may read the key, or NULL for a daemon not there. */
+static const char *init_tls_user(const struct ctl *c, const char *daemon, char *crt, char *key)
+{
+    for (size_t i = 0; i < sizeof(init_tls) / sizeof(init_tls[0]); i++) {
+        if (strcmp(init_tls[i].daemon, daemon) != 0)
+            continue;
+        ctl_path(c, crt, "etc/%s/%s.crt", init_tls[i].dir, c->domain);
+        ctl_path(c, key, "etc/%s/%s.key", init_tls[i].dir, c->domain);
+        return init_tls[i].user;
+    }
+    return NULL;
+}
+
+int ctl_tls_write(const struct ctl *c, const char *daemon)
+{
+    char crt[CTL_PATH_MAX], key[CTL_PATH_MAX], dir[CTL_PATH_MAX];
+    const char *user = init_tls_user(c, daemon, crt, key);
+    if (user == NULL)
+        return 1;
+    snprintf(dir, sizeof(dir), "%s", key);
+    *strrchr(dir, '/') = '\0';
+    if (init_mkdir(c, dir, 0755, NULL) != 0)
+        return 1;
+    if (tls_selfsigned_write(c->domain, CERT_DAYS, crt, key) < 0) {
+        ctl_err("cannot write a self-signed certificate for %s to %s", c->domain, crt);
+        return 1;
+    }
+    /* The key: root's and the daemon's group (see the top of the file);
+     * the certificate is public. The mode is set before the group, so the
+     * key is never readable by more than root and that group. */
+    uid_t uid;
+    gid_t gid = getgid();
+    if (c->as_root && ctl_user_ids(c, user, &uid, &gid) != 0)
+        return 1;
+    if (chmod(key, 0640) < 0 || chown(key, getuid(), gid) < 0 || chmod(crt, 0644) < 0) {
+        ctl_err("cannot set the owner and modes of %s and %s: %s", crt, key, strerror(errno));
         return 1;
     }
     return 0;
@@ -617,24 +674,8 @@ int ctl_cmd_init(struct ctl *c, int argc, char **argv)
     if (ctl_secret_write(c, "dialback", "parley-s2s", 0600, NULL) != 0)
         return 1;
 
-    char crt[CTL_PATH_MAX], key[CTL_PATH_MAX];
-    ctl_path(c, crt, "etc/tls/%s.crt", c->domain);
-    ctl_path(c, key, "etc/tls/%s.key", c->domain);
-    if (tls_selfsigned_write(c->domain, CERT_DAYS, crt, key) < 0) {
-        ctl_err("cannot write a self-signed certificate for %s to %s", c->domain, crt);
+    if (ctl_tls_write(c, "c2s") != 0 || ctl_tls_write(c, "s2s") != 0)
         return 1;
-    }
-    /* The key: root's and parley-c2s's group (see the top of the file);
-     * the certificate is public. The mode is set before the group, so the
-     * key is never readable by more than root and that group. */
-    uid_t c2s_uid;
-    gid_t c2s_gid = getgid();
-    if (c->as_root && ctl_user_ids(c, "parley-c2s", &c2s_uid, &c2s_gid) != 0)
-        return 1;
-    if (chmod(key, 0640) < 0 || chown(key, getuid(), c2s_gid) < 0 || chmod(crt, 0644) < 0) {
-        ctl_err("cannot set the owner and modes of %s and %s: %s", crt, key, strerror(errno));
-        return 1;
-    }
 
     if (init_templates_write(c) != 0 || ctl_routes_init(c) != 0)
         return 1;

@@ -60,7 +60,8 @@ def test_init_layout_and_refusal(inst):
     assert "initialised" in r.out
     etc = os.path.join(inst.dir, "etc")
     for f in ("parley.xml", "router.xml", "router-users.xml", "tls/localhost.crt",
-              "tls/localhost.key", "secrets/sm", "secrets/c2s-1", "secrets/s2s",
+              "tls/localhost.key", "tls/s2s/localhost.crt", "tls/s2s/localhost.key",
+              "secrets/sm", "secrets/c2s-1", "secrets/s2s",
               "secrets/db-parley_admin", "secrets/db-parley_c2s", "secrets/db-parley_sm"):
         assert os.path.exists(os.path.join(etc, f)), f
     router_xml = open(os.path.join(etc, "router.xml")).read()
@@ -386,3 +387,47 @@ def test_init_refuses_symlinks_and_unreachable_dir(inst):
         assert r.code != 0 and inst.base in r.err and "o+x" in r.err, r
         assert os.stat(inst.base).st_mode & 0o777 == 0o700
         os.chmod(inst.base, 0o755)
+
+
+def _tls_files(inst, config):
+    """(cert, key) that DIR/etc/<config> names in its <tls><cert>."""
+    import xml.etree.ElementTree as ET
+    cert = ET.fromstring(inst.etc(config).split("?>", 1)[1]).find("tls/cert")
+    return cert.get("cert"), cert.get("key")
+
+
+def test_init_own_key_per_daemon(inst):
+    """c2s and s2s each get their own certificate and key (DESIGN.md: no
+    daemon shares a key), named by their configs; each key is readable by
+    its daemon's group only (as root: root's, group of parley-c2s or
+    parley-s2s, 0640; so neither daemon's user can read the other's)."""
+    inst.init()
+    c2s_crt, c2s_key = _tls_files(inst, "c2s-1.xml")
+    s2s_crt, s2s_key = _tls_files(inst, "s2s.xml")
+    assert c2s_key == os.path.join(inst.dir, "etc", "tls", "localhost.key")
+    assert s2s_key == os.path.join(inst.dir, "etc", "tls", "s2s", "localhost.key")
+    assert c2s_crt != s2s_crt
+    with open(c2s_key, "rb") as a, open(s2s_key, "rb") as b:
+        assert a.read() != b.read()
+    # Two certificates with the domain's name over different public keys.
+    pubs = []
+    for crt in (c2s_crt, s2s_crt):
+        r = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-pubkey", "-ext",
+                            "subjectAltName"], stdout=subprocess.PIPE, check=True)
+        assert b"DNS:localhost" in r.stdout
+        pubs.append(r.stdout.split(b"-----END PUBLIC KEY-----")[0])
+    assert pubs[0] != pubs[1]
+    for crt, key in ((c2s_crt, c2s_key), (s2s_crt, s2s_key)):
+        assert os.stat(key).st_mode & 0o777 == 0o640, key
+        assert os.stat(crt).st_mode & 0o777 == 0o644, crt
+    if not (inst.as_user is None and os.geteuid() == 0):
+        for key in (c2s_key, s2s_key):
+            assert _owner(key) == _me(inst)
+        return
+    for key, group in ((c2s_key, "parley-c2s"), (s2s_key, "parley-s2s")):
+        assert _owner(key) == "root"
+        assert os.stat(key).st_gid == pwd.getpwnam(group).pw_gid, key
+    for user in ("parley-c2s", "parley-s2s", "parley-sm", "parley-router"):
+        for key, owner in ((c2s_key, "parley-c2s"), (s2s_key, "parley-s2s")):
+            readable = _as(user, "cat", key).returncode == 0
+            assert readable == (user == owner), "%s reading %s: %s" % (user, key, readable)

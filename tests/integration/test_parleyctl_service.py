@@ -140,8 +140,9 @@ def test_init_secrets_key_and_run_dirs(standin):
         assert _owner(p) == (owner if root else me)
         if root:
             assert os.stat(p).st_gid == pwd.getpwnam("parley-router").pw_gid
-    # The key is root's: c2s and s2s read it before they drop root; c2s's
-    # group may read it too, for the certificate reload on SIGHUP.
+    # c2s's key is root's: c2s reads it before it drops root; its group may
+    # read it too, for the certificate reload on SIGHUP. s2s has its own
+    # (test_parleyctl.py: test_init_own_key_per_daemon).
     key = os.path.join(d, "etc", "tls", "localhost.key")
     crt = os.path.join(d, "etc", "tls", "localhost.crt")
     assert _mode(key) == 0o640 and _owner(key) == ("root" if root else me)
