@@ -3,10 +3,11 @@
   ca = TestCA(dir)                         # a test CA made with openssl
   crt, key = ca.issue("a.test")            # SAN a.test and *.a.test
   net = Federation(mode="sasl")            # two routers, two parley-s2s
-  net.start()                              # a.test <-> b.test over static routes
-  comp_a = await net.a.router.comp("svc.a.test")   # slixmpp components
-  ...
-  net.cleanup()
+  with running(net, dns.close):            # a.test <-> b.test over static routes
+      comp_a = await net.a.router.comp("svc.a.test")   # slixmpp components
+      ...                                  # then: no sanitizer line, logs
+                                           # printed on failure, dns.close(),
+                                           # net.cleanup()
 
 Each side (Side) is a parley-router whose table holds `s2s` (internal,
 default route) and an external component svc.<domain>, plus a parley-s2s
@@ -24,6 +25,7 @@ Every wait is bounded.
 
 import asyncio
 import base64
+import contextlib
 import os
 import pwd
 import random
@@ -269,6 +271,29 @@ class Federation:
             self.b.cleanup()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(net, *cleanups, start=True):
+    """The run/check/cleanup wrapper of a test on net (a Federation, or any
+    object with start, sanitizer_errors, logs and cleanup): net.start()
+    (unless start=False: the body starts it), the body, then no sanitizer
+    line in any daemon log. If any of it fails, net.logs() is printed.
+    Whatever happened, last: each of cleanups (callables, in order), then
+    net.cleanup()."""
+    try:
+        if start:
+            net.start()
+        yield net
+        errs = net.sanitizer_errors()
+        assert not errs, "\n".join(errs)
+    except BaseException:
+        print(net.logs())
+        raise
+    finally:
+        for f in cleanups:
+            f()
+        net.cleanup()
 
 
 async def comp(side, name=None):

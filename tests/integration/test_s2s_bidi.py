@@ -102,11 +102,5 @@ def test_bidi_peer_may_only_send_from_its_domain():
             await harness.close_all(ca)
             server.close()
 
-    try:
+    with s2sutil.running(net, start=False):
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()

@@ -22,19 +22,11 @@ from harness import run, ping_iq, stanza_error
 def fed(request):
     params = getattr(request, "param", {})
     net = s2sutil.Federation(**params)
-    try:
-        net.start()
+    with s2sutil.running(net):
         yield net
         codes = net.stop()
         assert codes == {"a": {"s2s": 0, "router": 0}, "b": {"s2s": 0, "router": 0}}, \
             "exit codes %s\n%s" % (codes, net.logs())
-        errs = net.sanitizer_errors()
-        assert not errs, "\n".join(errs)
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def send_msg(comp, to, frm, body, mid):
@@ -142,9 +134,7 @@ def dead_port():
 def test_unreachable_bounces(dead_port):
     net = s2sutil.Federation()
     net.a.add_route("dead.test", dead_port)
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             try:
@@ -160,12 +150,6 @@ def test_unreachable_bounces(dead_port):
                 await harness.close_all(ca)
         run(go())
         assert net.stop()["a"] == {"s2s": 0, "router": 0}
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_silent_peer_times_out():
@@ -177,9 +161,7 @@ def test_silent_peer_times_out():
     net = s2sutil.Federation(extra_a="  <limits><connect-timeout>1s</connect-timeout>"
                                      "<link-timeout>2s</link-timeout></limits>\n")
     net.a.add_route("silent.test", silent.getsockname()[1])
-    try:
-        net.start()
-
+    with s2sutil.running(net, silent.close):
         async def go():
             ca = await s2sutil.comp(net.a)
             try:
@@ -190,20 +172,11 @@ def test_silent_peer_times_out():
             finally:
                 await harness.close_all(ca)
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        silent.close()
-        net.cleanup()
 
 
 def test_denied_domain_bounces():
     net = s2sutil.Federation(extra_a="  <policy domain='svc.b.test' deny='true'/>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -223,12 +196,6 @@ def test_denied_domain_bounces():
             finally:
                 await harness.close_all(ca, cb)
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_dns_srv_targets_in_order():
@@ -244,9 +211,7 @@ def test_dns_srv_targets_in_order():
         "host.b.test": [("A", "127.0.0.1")],
     })
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -264,13 +229,6 @@ def test_dns_srv_targets_in_order():
         assert ("_xmpps-server._tcp.svc.b.test", "SRV") in dns.queries
         assert ("host.b.test", "A") in dns.queries
         assert net.stop()["a"] == {"s2s": 0, "router": 0}
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()
 
 
 def test_routes_reload_on_hup():
@@ -280,9 +238,7 @@ def test_routes_reload_on_hup():
     dns = s2sutil.DNSServer({})
     net = s2sutil.Federation(routes_a=False)
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -300,20 +256,11 @@ def test_routes_reload_on_hup():
             finally:
                 await harness.close_all(ca, cb)
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()
 
 
 def test_idle_link_closed_and_remade():
     net = s2sutil.Federation(extra_a="  <limits><idle-timeout>500ms</idle-timeout></limits>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -327,12 +274,6 @@ def test_idle_link_closed_and_remade():
                 await harness.close_all(ca, cb)
         run(go())
         assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_queue_bound_while_link_comes_up():
@@ -344,9 +285,7 @@ def test_queue_bound_while_link_comes_up():
     net = s2sutil.Federation(extra_a="  <limits><queue>3</queue>"
                                      "<link-timeout>2s</link-timeout></limits>\n")
     net.a.add_route("silent.test", silent.getsockname()[1])
-    try:
-        net.start()
-
+    with s2sutil.running(net, silent.close):
         async def go():
             ca = await s2sutil.comp(net.a)
             try:
@@ -361,13 +300,6 @@ def test_queue_bound_while_link_comes_up():
             finally:
                 await harness.close_all(ca)
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        silent.close()
-        net.cleanup()
 
 
 def test_require_valid_cert_refuses_dialback():
@@ -375,9 +307,7 @@ def test_require_valid_cert_refuses_dialback():
     one: no dialback fallback, the stanza bounces."""
     net = s2sutil.Federation(mode="dialback",
                              extra_a="  <policy domain='svc.b.test' require-valid-cert='true'/>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -390,12 +320,6 @@ def test_require_valid_cert_refuses_dialback():
                 await harness.close_all(ca, cb)
         run(go())
         assert "peer certificate not valid (policy)" in net.a.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_route_pin_mismatch_refuses_dialback():
@@ -406,9 +330,7 @@ def test_route_pin_mismatch_refuses_dialback():
     wrong = " pin='sha256:%s'" % ("ab" * 32)
     for d in ("b.test", "svc.b.test", "svc2.b.test"):
         net.a.add_route(d, net.b.port, extra=wrong)
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -424,12 +346,6 @@ def test_route_pin_mismatch_refuses_dialback():
         run(go())
         assert "does not match the route's pin" in net.a.log()
         assert "ready (TLS, dialback)" not in net.a.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_route_pin_mismatch_fails_dialback_verify():
@@ -442,9 +358,7 @@ def test_route_pin_mismatch_fails_dialback_verify():
     wrong = " pin='sha256:%s'" % ("cd" * 32)
     for d in ("a.test", "svc.a.test", "svc2.a.test"):
         net.b.add_route(d, net.a.port, extra=wrong)
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -457,21 +371,13 @@ def test_route_pin_mismatch_fails_dialback_verify():
                 await harness.close_all(ca, cb)
         run(go())
         assert "dialback verify svc.b.test -> svc.a.test failed" in net.b.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_rate_limited_peer_still_delivers():
     """A peer over its stanza rate is slowed down (reading pauses), never
     dropped: every message arrives, in order."""
     net = s2sutil.Federation(extra_b="  <limits><rate>20</rate><burst>5</burst></limits>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -486,21 +392,13 @@ def test_rate_limited_peer_still_delivers():
             finally:
                 await harness.close_all(ca, cb)
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_rate_limited_bidi_peer_still_delivers():
     """The same token bucket applies to stanzas b.test sends over a.test's
     bidirectional link: reading pauses, every message arrives, in order."""
     net = s2sutil.Federation(extra_a="  <limits><rate>20</rate><burst>5</burst></limits>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -519,12 +417,6 @@ def test_rate_limited_bidi_peer_still_delivers():
         run(go())
         assert "bidirectional stream: svc.b.test -> svc.a.test uses the stream" in net.b.log()
         assert "peer over its rate, reading paused" in net.a.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_dns_silent_first_target_then_next():
@@ -537,17 +429,8 @@ def test_dns_silent_first_target_then_next():
     dns = s2sutil.two_targets(silent.getsockname()[1], net.b.port)
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><connect-timeout>1s</connect-timeout></limits>\n" % dns.port)
-    try:
-        net.start()
+    with s2sutil.running(net, dns.close, silent.close):
         s2sutil.deliver(net, "second", 15)
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        silent.close()
-        net.cleanup()
 
 
 def test_direct_tls_failure_then_next_target():
@@ -582,20 +465,14 @@ def test_direct_tls_failure_then_next_target():
     th.start()
     dns = s2sutil.two_targets(bad.getsockname()[1], net.b.tls_port, "_xmpps-server")
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
-    try:
-        net.start()
-        s2sutil.deliver(net, "second", 15)
-        assert alpn and alpn[0] == "xmpp-server", alpn
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
+
+    def stop_serving():
         running[0] = False
         th.join(5)
-        dns.close()
-        bad.close()
-        net.cleanup()
+
+    with s2sutil.running(net, stop_serving, dns.close, bad.close):
+        s2sutil.deliver(net, "second", 15)
+        assert alpn and alpn[0] == "xmpp-server", alpn
 
 
 def test_starttls_failure_then_next_target():
@@ -606,18 +483,9 @@ def test_starttls_failure_then_next_target():
     bad = s2sutil.FakeTarget("garbage", "broken-tls")
     dns = s2sutil.two_targets(bad.port, net.b.port)
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
-    try:
-        net.start()
+    with s2sutil.running(net, bad.close, dns.close):
         s2sutil.deliver(net, "second", 15)
         assert bad.hellos, "the first target was never asked for STARTTLS"
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        bad.close()
-        dns.close()
-        net.cleanup()
 
 
 def test_idn_domain_resolved_by_a_label():
@@ -626,9 +494,7 @@ def test_idn_domain_resolved_by_a_label():
     net = s2sutil.Federation(routes_a=False)
     dns = s2sutil.DNSServer({})
     net.a.extra = "  <dns servers='127.0.0.1:%d'/>\n" % dns.port
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             ca = await s2sutil.comp(net.a)
             try:
@@ -641,13 +507,6 @@ def test_idn_domain_resolved_by_a_label():
         run(go())
         names = [q[0] for q in dns.queries]
         assert "_xmpp-server._tcp.xn--bcher-kva.test" in names, names
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()
 
 
 def test_slow_negotiation_bounded_by_link_timeout():
@@ -660,9 +519,7 @@ def test_slow_negotiation_bounded_by_link_timeout():
         net.a.add_route(d, proxy_port)
     net.a.extra = ("  <limits><connect-timeout>500ms</connect-timeout>"
                    "<link-timeout>20s</link-timeout></limits>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def pipe(r, w, delay_after_first):
             first = True
             try:
@@ -697,12 +554,6 @@ def test_slow_negotiation_bounded_by_link_timeout():
                 await harness.close_all(ca, cb)
                 server.close()
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_dns_answers_cached():
@@ -715,9 +566,7 @@ def test_dns_answers_cached():
     })
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><idle-timeout>500ms</idle-timeout></limits>\n" % dns.port)
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             ca = await s2sutil.comp(net.a)
             cb = await s2sutil.comp(net.b)
@@ -733,10 +582,3 @@ def test_dns_answers_cached():
         assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
         assert dns.queries.count(("_xmpp-server._tcp.svc.b.test", "SRV")) == 1
         assert dns.queries.count(("host.b.test", "A")) == 1
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()

@@ -25,17 +25,9 @@ from harness import run
 @pytest.fixture
 def fed():
     net = s2sutil.Federation()
-    try:
-        net.start()
+    with s2sutil.running(net):
         yield net
         assert net.stop()["b"] == {"s2s": 0, "router": 0}
-        errs = net.sanitizer_errors()
-        assert not errs, "\n".join(errs)
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 async def authenticated_c(net):
@@ -188,9 +180,7 @@ def test_forged_verify_is_invalid(fed):
 def test_connections_per_ip():
     net = s2sutil.Federation(extra_b="  <limits><connections-per-ip>2</connections-per-ip>"
                                      "</limits>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             first = [await s2sutil.S2SRaw.connect(net.b.port) for _ in range(2)]
             try:
@@ -214,12 +204,6 @@ def test_connections_per_ip():
                 for r in first:
                     r.close()
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_pending_dialback_limit():
@@ -230,9 +214,7 @@ def test_pending_dialback_limit():
     net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n"
                                      "  <limits><pending-dialback>2</pending-dialback></limits>\n"
                                      % dns.port)
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
@@ -247,13 +229,6 @@ def test_pending_dialback_limit():
             finally:
                 r.close()
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()
 
 
 def test_invalid_dialback_results_close_stream():
@@ -264,9 +239,7 @@ def test_invalid_dialback_results_close_stream():
     net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n"
                                      "  <limits><dialback-invalid>2</dialback-invalid></limits>\n"
                                      % dns.port)
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
@@ -282,13 +255,6 @@ def test_invalid_dialback_results_close_stream():
                 r.close()
         run(go())
         assert "too many invalid dialback results" in net.b.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()
 
 
 def test_verify_connections_per_ip_limit():
@@ -301,9 +267,7 @@ def test_verify_connections_per_ip_limit():
     net = s2sutil.Federation(extra_b="  <limits><verify-per-ip>1</verify-per-ip></limits>\n")
     for d in ("c0.test", "c1.test"):
         net.b.add_route(d, silent.getsockname()[1])
-    try:
-        net.start()
-
+    with s2sutil.running(net, silent.close):
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
@@ -325,13 +289,6 @@ def test_verify_connections_per_ip_limit():
                 r.close()
         run(go())
         assert "verifying with c1.test" not in net.b.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        silent.close()
-        net.cleanup()
 
 
 def test_failed_bidi_stream_not_used_for_our_stanzas():
@@ -344,9 +301,7 @@ def test_failed_bidi_stream_not_used_for_our_stanzas():
     net = s2sutil.Federation()
     net.b.add_route("c.test", dead)
     crt, key = net.ca.issue("c.test")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             cb = await s2sutil.comp(net.b)
             r = await s2sutil.S2SRaw.connect(net.b.port)
@@ -374,12 +329,6 @@ def test_failed_bidi_stream_not_used_for_our_stanzas():
                 r.close()
                 await harness.close_all(cb)
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
 
 
 def test_dialback_claiming_our_own_domain_is_invalid(fed):
@@ -428,9 +377,7 @@ def test_dialback_for_unreachable_domain_is_invalid():
     is answered invalid, and stanzas from it stay refused."""
     dns = s2sutil.DNSServer({})
     net = s2sutil.Federation(extra_b="  <dns servers='127.0.0.1:%d'/>\n" % dns.port)
-    try:
-        net.start()
-
+    with s2sutil.running(net, dns.close):
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
@@ -448,13 +395,6 @@ def test_dialback_for_unreachable_domain_is_invalid():
             finally:
                 r.close()
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        dns.close()
-        net.cleanup()
 
 
 def test_dialback_spoof_refused_by_authoritative_server(fed):
@@ -487,9 +427,7 @@ def test_dialback_spoof_refused_by_authoritative_server(fed):
 
 def test_stanza_size_limit():
     net = s2sutil.Federation(extra_b="  <limits><stanza-size>8k</stanza-size></limits>\n")
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             r = await authenticated_c(net)
             try:
@@ -499,9 +437,3 @@ def test_stanza_size_limit():
             finally:
                 r.close()
         run(go())
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()

@@ -36,20 +36,11 @@ def test_starttls_stall_then_next_target():
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><tls-timeout>1s</tls-timeout>"
                    "<link-timeout>60s</link-timeout></limits>\n" % dns.port)
-    try:
-        net.start()
+    with s2sutil.running(net, stall.close, dns.close):
         s2sutil.deliver(net, "after the stall", 20)
         assert stall.hellos, "the first target never got a ClientHello"
         assert "TLS handshake with target 0 timed out" in net.a.log()
         assert "link svc.a.test -> svc.b.test ready" in net.a.log()
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        stall.close()
-        dns.close()
-        net.cleanup()
 
 
 def _full_listener():
@@ -142,8 +133,16 @@ def test_happy_eyeballs_loser_is_tried_after_a_stall():
                    "  <limits><tls-timeout>1s</tls-timeout><connect-timeout>30s</connect-timeout>"
                    "<link-timeout>60s</link-timeout></limits>\n" % dns.port)
     th = threading.Thread(target=serve, daemon=True)
-    try:
-        net.start()
+
+    def stop_serving():
+        print(steps)  # pytest shows it when the test fails
+        running[0] = False
+        if th.is_alive():
+            th.join(BOUND)
+        for c in held:
+            c.close()
+
+    with s2sutil.running(net, stop_serving, dns.close, stall.close, front.close):
         th.start()
         s2sutil.deliver(net, "after the stall", 30)
         assert steps[:3] == ["both started", "target 0 won", "stalled"], steps
@@ -151,21 +150,6 @@ def test_happy_eyeballs_loser_is_tried_after_a_stall():
         log = net.a.log()
         assert "TLS handshake with target 0 timed out" in log
         assert "link svc.a.test -> svc.b.test ready" in log
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(steps)
-        print(net.logs())
-        raise
-    finally:
-        running[0] = False
-        if th.is_alive():
-            th.join(BOUND)
-        for c in held:
-            c.close()
-        dns.close()
-        stall.close()
-        front.close()
-        net.cleanup()
 
 
 class _CountingProxy:
@@ -223,9 +207,7 @@ def test_links_reused_per_domain_pair():
     proxy = _CountingProxy(net.b.port)
     for d in ("b.test", "svc.b.test"):
         net.a.add_route(d, proxy.port)
-    try:
-        net.start()
-
+    with s2sutil.running(net):
         async def go():
             await proxy.start()
             ca = await s2sutil.comp(net.a)
@@ -259,9 +241,3 @@ def test_links_reused_per_domain_pair():
         log = net.a.log()
         assert log.count("link svc.a.test -> svc.b.test ready") == 1, log
         assert log.count("link svc2.a.test -> svc.b.test ready") == 1, log
-        assert not net.sanitizer_errors()
-    except BaseException:
-        print(net.logs())
-        raise
-    finally:
-        net.cleanup()
