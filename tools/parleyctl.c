@@ -490,6 +490,7 @@ static void usage(FILE *f)
           "  db migrate | db status\n"
           "  route add DOMAIN HOST:PORT [--pin sha256:HEX] [--tls direct|starttls]\n"
           "  route del DOMAIN | route list\n"
+          "  upgrade   (an instance made by an older parleyctl: stopped, brought up to date)\n"
           "DIR: the instance directory (default $PARLEY_DIR, else " CTL_DEFAULT_DIR ").\n"
           "A password omitted from the command line is read from stdin.\n",
           f);
@@ -558,10 +559,10 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(struct ctl *c, int argc, char **argv);
     } cmds[] = {
-        {"init", ctl_cmd_init},     {"start", ctl_cmd_start}, {"stop", ctl_cmd_stop},
-        {"status", ctl_cmd_status}, {"user", ctl_cmd_user},   {"component", ctl_cmd_component},
-        {"db", ctl_cmd_db},         {"route", ctl_cmd_route}, {"reload", ctl_cmd_reload},
-        {"c2s", ctl_cmd_c2s},
+        {"init", ctl_cmd_init},     {"start", ctl_cmd_start},     {"stop", ctl_cmd_stop},
+        {"status", ctl_cmd_status}, {"user", ctl_cmd_user},       {"component", ctl_cmd_component},
+        {"db", ctl_cmd_db},         {"route", ctl_cmd_route},     {"reload", ctl_cmd_reload},
+        {"c2s", ctl_cmd_c2s},       {"upgrade", ctl_cmd_upgrade},
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name) == 0)

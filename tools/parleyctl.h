@@ -181,6 +181,8 @@ int ctl_cmd_route(struct ctl *c, int argc, char **argv);
 int ctl_routes_init(const struct ctl *c);
 int ctl_cmd_reload(struct ctl *c, int argc, char **argv);
 int ctl_cmd_c2s(struct ctl *c, int argc, char **argv);
+/* An instance made by an older parleyctl brought up to date (parleyctl_upgrade.c). */
+int ctl_cmd_upgrade(struct ctl *c, int argc, char **argv);
 
 /* Templates and secrets (parleyctl_init.c). */
 /* A fresh random router secret DIR/etc/secrets/<name>, owned by owner
@@ -191,6 +193,11 @@ int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, m
  * ("c2s": etc/tls/D.crt, .key; "s2s": etc/tls/s2s/D.crt, .key), the key
  * mode 0640, root's and (as root) the group of the daemon's user. 0 or 1. */
 int ctl_tls_write(const struct ctl *c, const char *daemon);
+/* The paths of daemon's certificate and key (CTL_PATH_MAX each). 0 or 1. */
+int ctl_tls_paths(const struct ctl *c, const char *daemon, char *crt, char *key);
+/* Give daemon's existing certificate and key the owners and modes
+ * ctl_tls_write gives them. 0 or 1 (message). */
+int ctl_tls_own(const struct ctl *c, const char *daemon);
 /* DIR/etc/c2s-<k>.xml from c2s.xml.in, @c2s_name@ being c2s-<k> (its
  * router name, secret file and pidfile). 0 or 1. */
 int ctl_c2s_config_write(const struct ctl *c, int k);

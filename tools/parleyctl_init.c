@@ -217,32 +217,45 @@ static const char *init_tls_user(const struct ctl *c, const char *daemon, char *
     return NULL;
 }
 
+int ctl_tls_paths(const struct ctl *c, const char *daemon, char *crt, char *key)
+{
+    return init_tls_user(c, daemon, crt, key) != NULL ? 0 : 1;
+}
+
+int ctl_tls_own(const struct ctl *c, const char *daemon)
+{
+    char crt[CTL_PATH_MAX], key[CTL_PATH_MAX];
+    const char *user = init_tls_user(c, daemon, crt, key);
+    uid_t uid;
+    gid_t gid = getgid();
+    if (user == NULL || (c->as_root && ctl_user_ids(c, user, &uid, &gid) != 0))
+        return 1;
+    /* The key: root's and the daemon's group (see the top of the file);
+     * the certificate is public. The group is set before the mode, so the
+     * key is never readable by more than root and that group. */
+    if (chown(key, getuid(), gid) < 0 || chmod(key, 0640) < 0 || chmod(crt, 0644) < 0) {
+        ctl_err("cannot set the owner and modes of %s and %s: %s", crt, key, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 int ctl_tls_write(const struct ctl *c, const char *daemon)
 {
     char crt[CTL_PATH_MAX], key[CTL_PATH_MAX], dir[CTL_PATH_MAX];
-    const char *user = init_tls_user(c, daemon, crt, key);
-    if (user == NULL)
+    if (init_tls_user(c, daemon, crt, key) == NULL)
         return 1;
     snprintf(dir, sizeof(dir), "%s", key);
     *strrchr(dir, '/') = '\0';
     if (init_mkdir(c, dir, 0755, NULL) != 0)
         return 1;
+    /* tls_selfsigned_write makes the key 0600: ctl_tls_own widens it to
+     * the daemon's group only after the group is set. */
     if (tls_selfsigned_write(c->domain, CERT_DAYS, crt, key) < 0) {
         ctl_err("cannot write a self-signed certificate for %s to %s", c->domain, crt);
         return 1;
     }
-    /* The key: root's and the daemon's group (see the top of the file);
-     * the certificate is public. The mode is set before the group, so the
-     * key is never readable by more than root and that group. */
-    uid_t uid;
-    gid_t gid = getgid();
-    if (c->as_root && ctl_user_ids(c, user, &uid, &gid) != 0)
-        return 1;
-    if (chmod(key, 0640) < 0 || chown(key, getuid(), gid) < 0 || chmod(crt, 0644) < 0) {
-        ctl_err("cannot set the owner and modes of %s and %s: %s", crt, key, strerror(errno));
-        return 1;
-    }
-    return 0;
+    return ctl_tls_own(c, daemon);
 }
 
 int ctl_secret_write(const struct ctl *c, const char *name, const char *owner, mode_t mode,

@@ -1,15 +1,18 @@
 """test_parleyctl.py - parleyctl end to end: init, start/stop/status with the
 supervisor (crash restart), users with their SCRAM rows, components (a real
-slixmpp component completes its handshake), db migrate/status, and the
-errors, both as root (per-daemon system users) and as an ordinary user.
+slixmpp component completes its handshake), db migrate/status, each
+daemon's own TLS key, `upgrade` of an instance an older parleyctl made, and
+the errors, both as root (per-daemon system users) and as an ordinary user.
 Each test gets its own instance directory, private PostgreSQL cluster and
 router port; parleyctl and the daemons are the ASan build (PARLEY_BUILD).
 """
 
+import errno
 import glob
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -431,3 +434,145 @@ def test_init_own_key_per_daemon(inst):
         for key, owner in ((c2s_key, "parley-c2s"), (s2s_key, "parley-s2s")):
             readable = _as(user, "cat", key).returncode == 0
             assert readable == (user == owner), "%s reading %s: %s" % (user, key, readable)
+
+
+CONFIGS = ("router.xml", "sm.xml", "c2s-1.xml", "s2s.xml")
+
+
+def _make_old(inst):
+    """Turn a fresh instance into one as parleyctl made it before session 3:
+    no <groups> in the daemons' configs, no group on the router's socket,
+    as root the default ACL on run/router that let the daemons' users reach
+    it by uid; c2s's key root's 0600; s2s using c2s's certificate and key."""
+    etc = os.path.join(inst.dir, "etc")
+    for name in ("sm.xml", "c2s-1.xml", "s2s.xml"):
+        p = os.path.join(etc, name)
+        text = open(p).read()
+        assert "<groups>" in ctlharness.uncommented(text), name
+        with open(p, "w") as f:
+            f.write(re.sub(r"\n  <groups>[^<]*</groups>", "", text))
+    p = os.path.join(etc, "router.xml")
+    text = open(p).read()
+    with open(p, "w") as f:
+        f.write(re.sub(r"(<unix [^>]*?) group='[^']*'", r"\1", text))
+    p = os.path.join(etc, "s2s.xml")
+    text = open(p).read()
+    with open(p, "w") as f:
+        f.write(text.replace("/tls/s2s/localhost.", "/tls/localhost."))
+    for ext in ("crt", "key"):
+        os.unlink(os.path.join(etc, "tls", "s2s", "localhost." + ext))
+    key = os.path.join(etc, "tls", "localhost.key")
+    os.chmod(key, 0o600)
+    if inst.as_user is None and os.geteuid() == 0:
+        os.chown(key, 0, 0)
+        # The kernel's POSIX ACL xattr (linux/posix_acl_xattr.h), as the
+        # old init wrote it: owner rwx, the daemons' users rw, group r-x,
+        # mask rwx, other r-x.
+        import struct
+        uids = sorted(pwd.getpwnam(u).pw_uid for u in ("parley-sm", "parley-c2s", "parley-s2s"))
+        ents = [(0x01, 7, 0xffffffff)] + [(0x02, 6, u) for u in uids] + \
+            [(0x04, 5, 0xffffffff), (0x10, 7, 0xffffffff), (0x20, 5, 0xffffffff)]
+        acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents)
+        os.setxattr(os.path.join(inst.dir, "run", "router"), "system.posix_acl_default", acl)
+
+
+def _socket_group(inst):
+    import grp
+    if inst.as_user is None and os.geteuid() == 0:
+        return "parley"
+    user = inst.as_user or pwd.getpwuid(os.geteuid()).pw_name
+    return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+
+
+def test_upgrade_old_instance(inst):
+    """An instance made before session 3 (see _make_old) runs as it is;
+    `upgrade` is refused while it runs; stopped, upgrade gives it the
+    socket group in router.xml and <groups> in every daemon config
+    (comments and all else kept), drops the ACL, gives c2s's key its group
+    and s2s a key of its own; a second upgrade changes nothing; the
+    upgraded instance starts and its socket belongs to the group."""
+    import xml.etree.ElementTree as ET
+    inst.init()
+    _make_old(inst)
+    root = inst.as_user is None and os.geteuid() == 0
+    group = _socket_group(inst)
+    inst.ok("start")
+    assert inst.status()[0] == 0
+    r = inst.ctl("upgrade")
+    assert r.code == 1 and "stop" in r.err, r
+    inst.ok("stop")
+
+    before = {n: inst.etc(n) for n in CONFIGS}
+    r = inst.ok("upgrade")
+    assert "upgraded" in r.out, r
+    for n in CONFIGS:
+        text = inst.etc(n)
+        assert text.count("<!--") == before[n].count("<!--"), n
+        doc = ET.fromstring(text.split("?>", 1)[1])
+        if n == "router.xml":
+            assert doc.find("listen/unix").get("group") == group
+        else:
+            assert doc.find("groups").text == group, n
+    if root:
+        try:
+            os.getxattr(os.path.join(inst.dir, "run", "router"), "system.posix_acl_default")
+            raise AssertionError("run/router still has its default ACL")
+        except OSError as e:
+            assert e.errno == errno.ENODATA, e
+    c2s_crt, c2s_key = _tls_files(inst, "c2s-1.xml")
+    s2s_crt, s2s_key = _tls_files(inst, "s2s.xml")
+    assert s2s_key == os.path.join(inst.dir, "etc", "tls", "s2s", "localhost.key")
+    assert s2s_crt == os.path.join(inst.dir, "etc", "tls", "s2s", "localhost.crt")
+    assert open(c2s_key, "rb").read() != open(s2s_key, "rb").read()
+    for key, g in ((c2s_key, "parley-c2s"), (s2s_key, "parley-s2s")):
+        assert os.stat(key).st_mode & 0o777 == 0o640, key
+        if root:
+            assert _owner(key) == "root" and os.stat(key).st_gid == pwd.getpwnam(g).pw_gid
+
+    after = {n: inst.etc(n) for n in CONFIGS}
+    r = inst.ok("upgrade")
+    assert "up to date" in r.out, r
+    assert {n: inst.etc(n) for n in CONFIGS} == after
+
+    inst.ok("start")
+    assert inst.status()[0] == 0
+    if root:
+        import grp
+        sock = os.stat(os.path.join(inst.dir, "run", "router", "router.sock"))
+        assert sock.st_gid == grp.getgrnam("parley").gr_gid
+        assert sock.st_mode & 0o777 == 0o660
+    inst.ok("stop")
+
+
+def test_upgrade_keeps_a_ca_certificate(inst):
+    """An old instance whose certificate came from a CA: upgrade does not
+    give s2s a self-signed one instead (it says where s2s's own goes);
+    once the operator put one there, upgrade points s2s.xml at it."""
+    import s2sutil
+    inst.init()
+    _make_old(inst)
+    etc = os.path.join(inst.dir, "etc")
+    ca = s2sutil.TestCA(inst.base, "Upgrade Test CA")
+
+    def put(files, where):
+        for ext, src in zip(("crt", "key"), files):
+            dst = os.path.join(etc, where, "localhost." + ext)
+            shutil.copy(src, dst)
+            if inst.as_user:
+                pw = pwd.getpwnam(inst.as_user)
+                os.chown(dst, pw.pw_uid, pw.pw_gid)
+
+    put(ca.issue("localhost"), "tls")
+    r = inst.ok("upgrade")
+    assert "not self-signed" in r.err and "tls/s2s/localhost.crt" in r.err, r
+    assert _tls_files(inst, "s2s.xml") == tuple(
+        os.path.join(etc, "tls", "localhost." + ext) for ext in ("crt", "key"))
+    assert not os.path.exists(os.path.join(etc, "tls", "s2s", "localhost.key"))
+    put(ca.issue("localhost", tag="-s2s"), "tls/s2s")
+    r = inst.ok("upgrade")
+    assert "upgraded" in r.out, r
+    s2s_crt, s2s_key = _tls_files(inst, "s2s.xml")
+    assert s2s_key == os.path.join(etc, "tls", "s2s", "localhost.key")
+    assert os.stat(s2s_key).st_mode & 0o777 == 0o640
+    if inst.as_user is None and os.geteuid() == 0:
+        assert os.stat(s2s_key).st_gid == pwd.getpwnam("parley-s2s").pw_gid
