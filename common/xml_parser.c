@@ -652,7 +652,7 @@ static void *expat_malloc(size_t n)
     struct region *r = cur_rgn;
     if (r != NULL && r->base != NULL && n <= REGION_SIZE &&
         sizeof(struct rgn_hdr) + rgn_round(n) <= REGION_SIZE - r->used) {
-        struct rgn_hdr *h = (struct rgn_hdr *)(r->base + r->used);
+        struct rgn_hdr *h = (void *)(r->base + r->used); /* aligned: used is a multiple of 16 */
         h->size = n;
         r->used += sizeof(*h) + rgn_round(n);
         return h + 1;
