@@ -608,8 +608,9 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
  * mapping of REGION_SIZE bytes (only touched pages take memory) that expat
  * allocates from by bumping a pointer: it rarely frees a block before
  * XML_ParserFree, and the last block (its growing input buffer) is grown
- * in place. Unmapped on hibernation and free, reused on reset; whatever
- * does not fit (large stanzas) comes from malloc as before.
+ * in place. Given back on hibernation and free (unmapped, or kept for the
+ * next parser: RGN_CACHE), reused on reset; whatever does not fit (large
+ * stanzas) comes from malloc as before.
  *
  * expat's suite has no user pointer: the region of the parser whose expat
  * runs is set in cur_rgn around every call that can allocate or free
@@ -621,6 +622,11 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
  */
 #define REGION_SIZE (16 * 1024)
 
+/* At most this many regions mapped at once (per thread: one loop each);
+ * past it expat allocates from malloc. Each region is a mapping, and the
+ * kernel allows a process ~65,000 (vm.max_map_count) for everything. */
+#define REGIONS_MAX 16384
+
 /* A region block's header: its size as expat asked for it. 16 bytes, so
  * that blocks are aligned as malloc's are. */
 struct rgn_hdr {
@@ -628,7 +634,16 @@ struct rgn_hdr {
     size_t unused;
 };
 
+/* Regions given back and kept for the next parser: mapping, unmapping and
+ * faulting in fresh pages cost ~15 us a region, more than the parse of a
+ * login, while parsers come and go at the login rate. At most RGN_CACHE
+ * (1 MiB once touched) stay mapped for nobody. */
+#define RGN_CACHE 64
+
 static _Thread_local struct region *cur_rgn;
+static _Thread_local unsigned regions_mapped; /* cached ones included */
+static _Thread_local char *rgn_cache[RGN_CACHE];
+static _Thread_local unsigned rgn_cached;
 
 static size_t rgn_round(size_t n)
 {
@@ -722,9 +737,18 @@ static void region_map(struct xml_parser *p)
 {
     if (p->rgn.base != NULL || p->mode == MODE_DOCUMENT)
         return;
-    void *m = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    p->rgn.base = m == MAP_FAILED ? NULL : m;
     p->rgn.used = 0;
+    if (rgn_cached > 0) {
+        p->rgn.base = rgn_cache[--rgn_cached];
+        return;
+    }
+    if (regions_mapped >= REGIONS_MAX)
+        return;
+    void *m = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return;
+    p->rgn.base = m;
+    regions_mapped++;
 }
 
 /* Free p's expat parser; with unmap, its region too. Every block was wiped
@@ -737,7 +761,12 @@ static void free_expat(struct xml_parser *p, bool unmap)
     p->xp = NULL;
     p->rgn.used = 0;
     if (unmap && p->rgn.base != NULL) {
-        munmap(p->rgn.base, REGION_SIZE);
+        if (rgn_cached < RGN_CACHE) {
+            rgn_cache[rgn_cached++] = p->rgn.base;
+        } else {
+            munmap(p->rgn.base, REGION_SIZE);
+            regions_mapped--;
+        }
         p->rgn.base = NULL;
     }
 }
