@@ -786,7 +786,9 @@ static void step(struct c2s_client *cl, const unsigned char *msg, size_t len)
     cyrus_result(cl, r, out, outlen);
 }
 
-void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
+/* One SASL element; text and tlen: the response text if it was read (a copy
+ * in el's arena when it came in pieces). */
+static void element(struct c2s_client *cl, struct xml_node *el, const char **text, size_t *tlen)
 {
     if (cl->state != CL_OPEN && cl->state != CL_AUTHING) {
         c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL out of order");
@@ -829,17 +831,17 @@ void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
         scram_mech_parse(base, &cl->sasl->hash);
         cl->state = CL_AUTHING;
     }
-    size_t tlen = 0;
-    const char *text = xml_text(el, &tlen);
+    *text = xml_text(el, tlen);
     unsigned char *msg = xmalloc(C2S_SASLMSG_MAX);
     size_t len = 0;
-    int rc = c2s_saslmsg_b64_decode(text, tlen, msg, C2S_SASLMSG_MAX, &len);
+    int rc = c2s_saslmsg_b64_decode(*text, *tlen, msg, C2S_SASLMSG_MAX, &len);
     if (rc != 0) {
-        free(msg);
+        /* A bad last quantum leaves the decoded part of it in msg. */
+        mem_freezero(msg, C2S_SASLMSG_MAX);
         fail_now(cl, rc == ERR_LIMIT ? "malformed-request" : "incorrect-encoding");
         return;
     }
-    if (is_auth && tlen == 0) {
+    if (is_auth && *tlen == 0) {
         /* No initial response: ask for it with an empty challenge. */
         free(msg);
         write_sasl(cl, "challenge", NULL, 0);
@@ -852,4 +854,19 @@ void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
     else
         c2s_client_fail(cl, XML_SE_POLICY_VIOLATION, "SASL response before the challenge");
     mem_freezero(msg, C2S_SASLMSG_MAX);
+}
+
+void c2s_sasl_element(struct c2s_client *cl, struct xml_node *el)
+{
+    const char *text = NULL;
+    size_t tlen = 0;
+    element(cl, el, &text, &tlen);
+    /* The response (PLAIN: the password in base64) must not stay in the
+     * arena after the caller frees el: wipe the text, whatever became of
+     * the element, and the copy xml_text made of text in pieces. */
+    if (tlen > 0)
+        mem_wipe((char *)text, tlen);
+    for (struct xml_node *c = el->children; c != NULL; c = c->next)
+        if (c->type == XML_TEXT)
+            mem_wipe((char *)c->text, c->text_len);
 }

@@ -74,7 +74,9 @@ static int ctx_common(SSL_CTX *ctx)
         tls_log_errors("TLS settings");
         return ERR_CONFIG;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    /* Received plaintext (a SASL PLAIN password) is cleansed once read. */
+    SSL_CTX_set_options(ctx,
+                        SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CLEANSE_PLAINTEXT);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return 0;
 }

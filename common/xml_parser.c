@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include <expat.h>
 
@@ -95,8 +96,15 @@ struct lex {
     char prev1, prev2; /* the last two bytes scanned */
 };
 
+/* Where a stream parser's expat allocates (see expat_malloc). */
+struct region {
+    char *base; /* REGION_SIZE bytes mapped, or NULL: malloc */
+    size_t used;
+};
+
 struct xml_parser {
     XML_Parser xp;
+    struct region rgn;
     enum mode mode;
     struct xml_limits lim;
     struct xml_parser_cbs cbs;
@@ -589,18 +597,188 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
 
 /* ---- life cycle ---- */
 
-/* expat's input buffer holds raw bytes of the stream (a SASL response,
- * a config file): wiped when expat frees it. It allocates and frees
- * rarely once a parser is warm, so the hot path does not pay for this. */
+/*
+ * expat's memory. A stream parser lives as long as its connection, but its
+ * expat parser only until the stream hibernates: ~50 blocks, ~12 KB in all,
+ * allocated one by one while the client logs in and freed together seconds
+ * later. From the common heap they would sit between the blocks of other
+ * connections that logged in meanwhile (TLS state that lives as long as
+ * they do), and leave holes there that the heap cannot give back when they
+ * are freed. So each stream parser has a region of its own, one private
+ * mapping of REGION_SIZE bytes (only touched pages take memory) that expat
+ * allocates from by bumping a pointer: it rarely frees a block before
+ * XML_ParserFree, and the last block (its growing input buffer) is grown
+ * in place. Given back on hibernation and free (unmapped, or kept for the
+ * next parser: RGN_CACHE), reused on reset; whatever does not fit (large
+ * stanzas) comes from malloc as before.
+ *
+ * expat's suite has no user pointer: the region of the parser whose expat
+ * runs is set in cur_rgn around every call that can allocate or free
+ * (region_enter/region_leave), and restored after it, so a callback that
+ * frees or feeds another parser leaves it as it was.
+ *
+ * Every block is wiped when freed: expat's input buffer holds raw bytes of
+ * the stream (a SASL response, a config file).
+ */
+#define REGION_SIZE (16 * 1024)
+
+/* At most this many regions mapped at once (per thread: one loop each);
+ * past it expat allocates from malloc. Each region is a mapping, and the
+ * kernel allows a process ~65,000 (vm.max_map_count) for everything. */
+#define REGIONS_MAX 16384
+
+/* A region block's header: its size as expat asked for it. 16 bytes, so
+ * that blocks are aligned as malloc's are. */
+struct rgn_hdr {
+    size_t size;
+    size_t unused;
+};
+
+/* Regions given back and kept for the next parser: mapping, unmapping and
+ * faulting in fresh pages cost ~15 us a region, more than the parse of a
+ * login, while parsers come and go at the login rate. At most RGN_CACHE
+ * (1 MiB once touched) stay mapped for nobody. */
+#define RGN_CACHE 64
+
+static _Thread_local struct region *cur_rgn;
+static _Thread_local unsigned regions_mapped; /* cached ones included */
+static _Thread_local char *rgn_cache[RGN_CACHE];
+static _Thread_local unsigned rgn_cached;
+
+static size_t rgn_round(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+static bool in_region(const struct region *r, const void *ptr)
+{
+    const char *c = ptr;
+    return r != NULL && r->base != NULL && c >= r->base && c < r->base + REGION_SIZE;
+}
+
+/* Whether ptr is the last block of r (then it can shrink or grow). */
+static bool rgn_is_last(const struct region *r, const char *ptr, size_t size)
+{
+    return ptr + rgn_round(size) == r->base + r->used;
+}
+
+static void *expat_malloc(size_t n)
+{
+    struct region *r = cur_rgn;
+    if (r != NULL && r->base != NULL && n <= REGION_SIZE &&
+        sizeof(struct rgn_hdr) + rgn_round(n) <= REGION_SIZE - r->used) {
+        struct rgn_hdr *h = (void *)(r->base + r->used); /* aligned: used is a multiple of 16 */
+        h->size = n;
+        r->used += sizeof(*h) + rgn_round(n);
+        return h + 1;
+    }
+    return malloc(n);
+}
+
 static void expat_free(void *ptr)
 {
-    if (ptr != NULL) {
-        mem_wipe(ptr, malloc_usable_size(ptr));
-        free(ptr);
+    if (ptr == NULL)
+        return;
+    struct region *r = cur_rgn;
+    if (in_region(r, ptr)) {
+        struct rgn_hdr *h = (struct rgn_hdr *)ptr - 1;
+        mem_wipe(ptr, h->size);
+        if (rgn_is_last(r, ptr, h->size))
+            r->used -= sizeof(*h) + rgn_round(h->size);
+        return;
+    }
+    mem_wipe(ptr, malloc_usable_size(ptr));
+    free(ptr);
+}
+
+static void *expat_realloc(void *ptr, size_t n)
+{
+    struct region *r = cur_rgn;
+    if (ptr == NULL)
+        return expat_malloc(n);
+    if (!in_region(r, ptr))
+        return realloc(ptr, n);
+    struct rgn_hdr *h = (struct rgn_hdr *)ptr - 1;
+    size_t old = h->size;
+    if (rgn_is_last(r, ptr, old) && n <= REGION_SIZE &&
+        rgn_round(n) <= REGION_SIZE - (size_t)((char *)ptr - r->base)) {
+        if (n < old)
+            mem_wipe((char *)ptr + n, old - n);
+        r->used = (size_t)((char *)ptr - r->base) + rgn_round(n);
+        h->size = n;
+        return ptr;
+    }
+    void *q = expat_malloc(n);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, ptr, old < n ? old : n);
+    expat_free(ptr);
+    return q;
+}
+
+static const XML_Memory_Handling_Suite expat_mem = {expat_malloc, expat_realloc, expat_free};
+
+static struct region *region_enter(struct xml_parser *p)
+{
+    struct region *saved = cur_rgn;
+    cur_rgn = &p->rgn;
+    return saved;
+}
+
+static void region_leave(struct region *saved)
+{
+    cur_rgn = saved;
+}
+
+/* Map p's region (stream and fragment parsers: documents are parsed and
+ * freed at once, where a mapping would only cost two system calls). If the
+ * mapping fails, expat simply allocates from malloc. */
+static void region_map(struct xml_parser *p)
+{
+    if (p->rgn.base != NULL || p->mode == MODE_DOCUMENT)
+        return;
+    p->rgn.used = 0;
+    if (rgn_cached > 0) {
+        p->rgn.base = rgn_cache[--rgn_cached];
+        return;
+    }
+    if (regions_mapped >= REGIONS_MAX)
+        return;
+    void *m = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return;
+    p->rgn.base = m;
+    regions_mapped++;
+}
+
+/* Free p's expat parser; with unmap, its region too. Every block was wiped
+ * as expat freed it, so a region kept for the next parser starts empty. */
+static void free_expat(struct xml_parser *p, bool unmap)
+{
+    struct region *saved = region_enter(p);
+    XML_ParserFree(p->xp);
+    region_leave(saved);
+    p->xp = NULL;
+    p->rgn.used = 0;
+    if (unmap && p->rgn.base != NULL) {
+        if (rgn_cached < RGN_CACHE) {
+            rgn_cache[rgn_cached++] = p->rgn.base;
+        } else {
+            munmap(p->rgn.base, REGION_SIZE);
+            regions_mapped--;
+        }
+        p->rgn.base = NULL;
     }
 }
 
-static const XML_Memory_Handling_Suite expat_mem = {malloc, realloc, expat_free};
+/* XML_Parse with p's region set. */
+static enum XML_Status run_expat(struct xml_parser *p, const char *data, size_t n, bool final)
+{
+    struct region *saved = region_enter(p);
+    enum XML_Status st = XML_Parse(p->xp, data, (int)n, final ? XML_TRUE : XML_FALSE);
+    region_leave(saved);
+    return st;
+}
 
 /* A new expat parser with every setting and handler: the one place they
  * are made, for new streams, resets and wake-ups alike. */
@@ -610,7 +788,10 @@ static void create_expat(struct xml_parser *p)
      * on_xml_decl then refuses; leading bytes are checked in feed.
      * Namespace mode with NS_SEP, as XML_ParserCreateNS would. */
     static const XML_Char sep[] = {NS_SEP, '\0'};
+    region_map(p);
+    struct region *saved = region_enter(p);
     p->xp = XML_ParserCreate_MM("UTF-8", &expat_mem, sep);
+    region_leave(saved);
     if (p->xp == NULL)
         abort();
     XML_SetReturnNSTriplet(p->xp, XML_TRUE);
@@ -644,7 +825,7 @@ static void start_expat(struct xml_parser *p)
     if (p->mode == MODE_FRAGMENT) {
         size_t n = sizeof(fragment_wrapper) - 1;
         set_reparse_deferral(p, false);
-        if (XML_Parse(p->xp, fragment_wrapper, (int)n, XML_FALSE) != XML_STATUS_OK)
+        if (run_expat(p, fragment_wrapper, n, false) != XML_STATUS_OK)
             abort();
         p->fed = p->keep_from = p->raw_base = n;
         p->sniffed = 2;
@@ -664,7 +845,7 @@ static void wipe_buffers(struct xml_parser *p)
 /* Drop everything that belongs to the old stream and start a new one. */
 static void restart(struct xml_parser *p)
 {
-    XML_ParserFree(p->xp);
+    free_expat(p, false);
     xml_free(p->top);
     xml_free(p->doc);
     p->top = p->cur = p->doc = NULL;
@@ -722,7 +903,8 @@ struct xml_parser *xml_parser_new_fragment(const struct xml_limits *lim,
 
 static void destroy(struct xml_parser *p)
 {
-    XML_ParserFree(p->xp);
+    if (p->xp != NULL)
+        free_expat(p, true);
     xml_free(p->top);
     xml_free(p->doc);
     wipe_buffers(p);
@@ -775,10 +957,9 @@ int xml_parser_hibernate(struct xml_parser *p)
      * parser starts with is line 1 of that parser, and the stream goes on
      * on the same line. */
     p->line_base = cur_line(p) - 1;
-    XML_ParserFree(p->xp);
-    p->xp = NULL;
-    buf_free(&p->raw);
-    buf_free(&p->text);
+    free_expat(p, true);
+    /* The last stanzas may have been a failed SASL exchange. */
+    wipe_buffers(p);
     p->asleep = true;
     return 0;
 }
@@ -792,8 +973,7 @@ static void wake(struct xml_parser *p)
     p->waking = true;
     set_reparse_deferral(p, false);
     /* Our own bytes, made of names and URIs expat accepted before. */
-    if (XML_Parse(p->xp, p->wake_hdr, (int)p->wake_len, XML_FALSE) != XML_STATUS_OK ||
-        p->depth != p->base_depth)
+    if (run_expat(p, p->wake_hdr, p->wake_len, false) != XML_STATUS_OK || p->depth != p->base_depth)
         abort();
     p->waking = false;
     p->fed = p->keep_from = p->elem_start = p->raw_base = p->wake_len;
@@ -973,7 +1153,7 @@ static void report_error(struct xml_parser *p)
 static int parse_slice(struct xml_parser *p, const char *data, size_t n, bool may_end, bool last)
 {
     set_reparse_deferral(p, !may_end);
-    enum XML_Status st = XML_Parse(p->xp, data, (int)n, last);
+    enum XML_Status st = run_expat(p, data, n, last);
     if (p->want_free || p->want_reset || p->closed)
         return 0;
     if (st == XML_STATUS_ERROR || p->err != XML_SE_NONE) {

@@ -973,6 +973,91 @@ static void test_feed_from_callback_refused(void **state)
 
 /* ---- serializer ---- */
 
+/* expat allocates from a region per stream parser (xml_parser.c). Stanzas
+ * that outgrow the region (expat's buffer, its pools and the attribute
+ * arrays then move to malloc), and parsers freed, reset or fed from the
+ * callback of another parser (whose region must be restored), parse as
+ * with malloc alone; the sanitizers check the memory. */
+struct regions {
+    struct xml_parser *p, *other;
+    int elems;
+    size_t body_len;
+    int body_ok;
+};
+
+static void regions_elem(void *arg, struct xml_node *st, const char *raw, size_t rawlen)
+{
+    (void)raw;
+    (void)rawlen;
+    struct regions *g = arg;
+    g->elems++;
+    struct xml_node *body = xml_child(st, NULL, "body");
+    size_t len = 0;
+    const char *t = body ? xml_text(body, &len) : "";
+    const char *big = xml_get_attr(st, "big");
+    g->body_len = len;
+    g->body_ok = big != NULL && strlen(big) == len;
+    for (size_t i = 0; i < len && g->body_ok; i++)
+        g->body_ok &= t[i] == (char)('a' + i % 26) && big[i] == t[i];
+    xml_free(st);
+    if (g->other != NULL) {
+        /* Another parser's expat allocates, is reset and freed in here. */
+        const char more[] = "<message><body>in a callback</body></message>";
+        assert_int_equal(xml_parser_feed(g->other, more, strlen(more)), 0);
+        xml_parser_reset(g->other);
+        const char hdr[] = "<stream:stream xmlns='jabber:client' "
+                           "xmlns:stream='http://etherx.jabber.org/streams'>";
+        assert_int_equal(xml_parser_feed(g->other, hdr, strlen(hdr)), 0);
+        xml_parser_free(g->other);
+        g->other = NULL;
+    }
+}
+
+static void test_parser_regions(void **state)
+{
+    (void)state;
+    static const struct xml_parser_cbs cbs = {NULL, regions_elem, NULL, NULL};
+    const char hdr[] = "<stream:stream xmlns='jabber:client' "
+                       "xmlns:stream='http://etherx.jabber.org/streams'>";
+    struct regions g = {0};
+    g.p = xml_parser_new(NULL, &cbs, &g);
+    assert_int_equal(xml_parser_feed(g.p, hdr, strlen(hdr)), 0);
+    /* Sizes around and far beyond the region (16 KiB), fed in pieces so
+     * that expat's buffer grows step by step; hibernating in between. */
+    const size_t sizes[] = {10, 4000, 15000, 17000, 70000, 100};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        struct buf b = BUF_INIT;
+        buf_append_str(&b, "<message");
+        for (int a = 0; a < 30; a++)
+            buf_printf(&b, " xmlns:n%d='urn:x:%d' n%d:a%d='v'", a, a, a, a);
+        /* The start tag is one token: expat's buffer holds all of it. */
+        buf_append_str(&b, " big='");
+        for (size_t i = 0; i < sizes[k]; i++)
+            buf_append_byte(&b, (char)('a' + i % 26));
+        buf_append_str(&b, "'><body>");
+        for (size_t i = 0; i < sizes[k]; i++)
+            buf_append_byte(&b, (char)('a' + i % 26));
+        buf_append_str(&b, "</body></message>");
+        if (k == 2) {
+            g.other = xml_parser_new(NULL, NULL, NULL);
+            assert_int_equal(xml_parser_feed(g.other, hdr, strlen(hdr)), 0);
+        }
+        for (size_t off = 0; off < b.len; off += 1000) {
+            size_t n = b.len - off < 1000 ? b.len - off : 1000;
+            assert_int_equal(xml_parser_feed(g.p, b.data + off, n), 0);
+        }
+        buf_free(&b);
+        assert_int_equal(g.elems, (int)k + 1);
+        assert_int_equal(g.body_len, sizes[k]);
+        assert_true(g.body_ok);
+        assert_null(g.other);
+        assert_int_equal(xml_parser_hibernate(g.p), 0);
+    }
+    xml_parser_reset(g.p);
+    assert_int_equal(xml_parser_feed(g.p, hdr, strlen(hdr)), 0);
+    xml_parser_free(g.p);
+}
+
 static void test_escaping(void **state)
 {
     struct buf b = BUF_INIT;
@@ -1300,6 +1385,7 @@ int main(void)
         cmocka_unit_test(test_hibernate_when),
         cmocka_unit_test(test_hibernate_namespaces),
         cmocka_unit_test(test_hibernate_limits),
+        cmocka_unit_test(test_parser_regions),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_serializer_golden),
         cmocka_unit_test(test_serializer_code_built),
