@@ -228,10 +228,6 @@ enum { STORAGE_COL_OFFLINE_SEQ, STORAGE_COL_OFFLINE_STAMP, STORAGE_COL_OFFLINE_S
 /* Up to limit (1..10000) oldest messages: seq, stamp (µs), stanza; by seq. */
 int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,
                           void *arg);
-/* Delete the owner's messages with seq <= upto; storage_result_affected
- * says how many. */
-int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, storage_cb cb,
-                           void *arg);
 /* Delete exactly the owner's messages whose seq is one of seqs (1..10000 of
  * them): what a fetch returned, and nothing stored meanwhile with a lower
  * seq (a bigserial is taken before commit, so a row may appear below seqs

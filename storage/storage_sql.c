@@ -36,7 +36,6 @@ enum stmt {
     S_ROSTER_DEL,
     S_OFFLINE_STORE,
     S_OFFLINE_FETCH,
-    S_OFFLINE_DELETE,
     S_OFFLINE_DELETE_SEQS,
     S_VCARD_GET,
     S_VCARD_SET,
@@ -127,8 +126,6 @@ static const struct stmt_def stmts[S_COUNT] = {
     [S_OFFLINE_FETCH] = {.name = "offline_fetch", .sql =
         "SELECT seq, " US("stamp") ", stanza FROM offline WHERE owner = $1::text "
         "ORDER BY seq LIMIT $2::int"},
-    [S_OFFLINE_DELETE] = {.name = "offline_delete", .sql =
-        "DELETE FROM offline WHERE owner = $1::text AND seq <= $2::bigint"},
     [S_OFFLINE_DELETE_SEQS] = {.name = "offline_delete_seqs", .sql =
         "DELETE FROM offline WHERE owner = $1::text AND seq = ANY ($2::bigint[])"},
     [S_VCARD_GET] = {.name = "vcard_get", .sql =
@@ -469,15 +466,6 @@ int storage_offline_fetch(struct storage *st, const char *owner, int limit, stor
     p_req(&p, owner);
     p_int(&p, limit);
     return storage_submit(st, S_OFFLINE_FETCH, &p, cb, arg);
-}
-
-int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, storage_cb cb,
-                           void *arg)
-{
-    struct storage_params p = {0};
-    p_req(&p, owner);
-    p_int(&p, upto);
-    return storage_submit(st, S_OFFLINE_DELETE, &p, cb, arg);
 }
 
 int storage_offline_delete_seqs(struct storage *st, const char *owner, const int64_t *seqs,

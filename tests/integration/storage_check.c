@@ -323,8 +323,8 @@ static void check_offline(struct storage *sm)
     }
     RUN_OK(&s, storage_offline_fetch(sm, a, 2, on_snap, &s));
     CHECK(s.rows == 2, "limit");
-    RUN_OK(&s, storage_offline_delete(sm, a, seqs[1], on_snap, &s));
-    CHECK(s.affected == 2, "deleted up to seq: %" PRId64, s.affected);
+    RUN_OK(&s, storage_offline_delete_seqs(sm, a, seqs, 2, on_snap, &s));
+    CHECK(s.affected == 2, "deleted the two seqs: %" PRId64, s.affected);
     RUN_OK(&s, storage_offline_fetch(sm, a, 10, on_snap, &s));
     CHECK(s.rows == 1 && cell_int(&s, 0, 0) == seqs[2], "the third is left");
     RUN_OK(&s, storage_offline_store(sm, a, 0, "<message>four</message>", on_snap, &s));
