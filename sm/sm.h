@@ -172,6 +172,8 @@ struct sm_user {
     unsigned nparked;
     bool moved; /* its last session moved to another instance: not cached */
     bool round_wait; /* a module waits for the end of the re-announce round */
+    struct sm_event *current; /* the event being handled, or NULL */
+    bool requeue;             /* put current back at the head (sm_user_requeue) */
     void *mdata[SM_MAX_MODS];
 };
 
@@ -216,6 +218,13 @@ void sm_users_miss_free(struct sm *sm);
  * answer decides how the following events are handled). */
 void sm_user_hold(struct sm_user *u);
 void sm_user_release(struct sm_user *u);
+/* From a handler of the stanza u's queue is handling now: that event goes
+ * back to the head of the queue, to be handled again, from the start, once
+ * u's holds are released (the caller has u held, e.g. by a reload its
+ * stanza needs; the caller returns SM_HANDLED and changes nothing). Once
+ * per event: false when it was requeued already, or when no queued event
+ * is being handled (the caller answers the stanza itself then). */
+bool sm_user_requeue(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session
  * with the highest non-negative priority; on a tie the one that sent
@@ -241,6 +250,7 @@ struct sm_event {
     bool unpark;             /* END: the re-announce of c2s is over: its parked
                                 stanzas have no session (kicked) */
     bool round_end;          /* END: the re-announce round is over (ROUND_END hook) */
+    bool requeued;           /* IN_SESS, DELIVER: handled once already (sm_user_requeue) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);

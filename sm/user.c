@@ -285,6 +285,16 @@ void sm_user_hold(struct sm_user *u)
     u->holds++;
 }
 
+bool sm_user_requeue(struct sm_user *u)
+{
+    struct sm_event *ev = u->current;
+    if (ev == NULL || ev->requeued || (ev->kind != SM_EV_IN_SESS && ev->kind != SM_EV_DELIVER))
+        return false;
+    ev->requeued = true;
+    u->requeue = true;
+    return true;
+}
+
 /* Is the start of ev's session waiting behind it on u's queue? (The whole
  * re-announce round may have come while u was loading.) */
 static bool start_queued(const struct sm_user *u, const struct sm_event *ev)
@@ -472,6 +482,8 @@ static void handle(struct sm_user *u, struct sm_event *ev)
     case SM_EV_IN_SESS: {
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
         if (s != NULL && s->user == u) {
+            /* Handled again if requeued: as if it had not been yet. */
+            bool was_resumed = s->resumed, was_restored = s->restored;
             /* A parked stanza came before the resumed start: the c2s's
              * replay of the presence still follows it. A parked presence
              * is the client's, live: broadcast; the replay that follows is
@@ -484,6 +496,10 @@ static void handle(struct sm_user *u, struct sm_event *ev)
             sm_pkt_sess(s, ev->stanza);
             if (resumed)
                 s->resumed = true;
+            if (u->requeue) {
+                s->resumed = was_resumed;
+                s->restored = was_restored;
+            }
         } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
                    (sm_sess_resuming_c2s(sm, ev->c2s, u->jid->domain) || start_queued(u, ev))) {
             park(u, ev);
@@ -512,7 +528,18 @@ static void drain(struct sm_user *u)
         if (u->qhead == NULL)
             u->qtail = NULL;
         u->qlen--;
+        u->current = ev;
         handle(u, ev);
+        u->current = NULL;
+        if (u->requeue) {
+            u->requeue = false;
+            ev->next = u->qhead;
+            if (u->qhead == NULL)
+                u->qtail = ev;
+            u->qhead = ev;
+            u->qlen++;
+            continue;
+        }
         sm_event_free(ev);
     }
     u->running = false;

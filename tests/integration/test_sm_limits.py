@@ -476,6 +476,39 @@ def test_stale_roster_keeps_memory_for_unavailable():
         st.finish()
 
 
+def test_stanzas_wait_for_the_stale_roster_read():
+    """A roster store fails and so does the read that follows: the roster is
+    stale. Once the database lets the sm read again, the next stanza that
+    needs the roster (a roster get) waits for the read it starts and is
+    then answered with the roster, not with internal-server-error."""
+    st = stack(users=("alice", "bob"))
+    R = "jabber:iq:roster"
+    alice, bob = "alice@%s" % st.domain, "bob@%s" % st.domain
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+               "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (alice, bob, bob, alice))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, alice + "/a")
+            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
+                           "</query></iq>" % (R, st.domain), "s1")
+            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            deadline = time.monotonic() + harness.WAIT
+            while "not read again" not in st["sm"].log():
+                assert time.monotonic() < deadline, "no failed roster read"
+                await asyncio.sleep(0.05)
+            st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
+            r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
+            assert r.get("type") == "result", error_of(r)
+            items = r.findall("{%s}query/{%s}item" % (R, R))
+            assert [(i.get("jid"), i.get("subscription")) for i in items] == [(bob, "both")]
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 def test_congested_c2s_returns_stored_past_quota():
     """bob's c2s stops reading: the messages alice sends to bob/r that the
     router returns congested are stored offline again, even past bob's
