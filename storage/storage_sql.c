@@ -29,6 +29,9 @@
 
 enum stmt {
     S_USER_EXISTS,
+    S_USER_SEEN,
+    S_USER_MARK_SEEN,
+    S_USER_UNMARK_SEEN,
     S_CREDS_GET,
     S_USER_CREATE,
     S_ROSTER_GET,
@@ -68,6 +71,13 @@ struct stmt_def {
 static const struct stmt_def stmts[S_COUNT] = {
     [S_USER_EXISTS] = {.name = "user_exists", .sql =
         "SELECT EXISTS (SELECT 1 FROM users WHERE jid = $1::text)"},
+    [S_USER_SEEN] = {.name = "user_seen", .sql =
+        "SELECT sm_seen_at IS NOT NULL FROM users WHERE jid = $1::text"},
+    [S_USER_MARK_SEEN] = {.name = "user_mark_seen", .sql =
+        "UPDATE users SET sm_seen_at = now() WHERE jid = $1::text AND sm_seen_at IS NULL "
+        "RETURNING true"},
+    [S_USER_UNMARK_SEEN] = {.name = "user_unmark_seen", .sql =
+        "UPDATE users SET sm_seen_at = NULL WHERE jid = $1::text"},
     [S_CREDS_GET] = {.name = "creds_get", .sql =
         "SELECT salt, iterations, stored_key, server_key FROM credentials "
         "WHERE jid = $1::text AND mechanism = $2::text"},
@@ -302,6 +312,21 @@ static const char *mech_name(enum storage_mech m)
 int storage_user_exists(struct storage *st, const char *jid, storage_cb cb, void *arg)
 {
     return one_owner(st, S_USER_EXISTS, jid, cb, arg);
+}
+
+int storage_user_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_SEEN, jid, cb, arg);
+}
+
+int storage_user_mark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_MARK_SEEN, jid, cb, arg);
+}
+
+int storage_user_unmark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_UNMARK_SEEN, jid, cb, arg);
 }
 
 int storage_creds_get(struct storage *st, const char *jid, enum storage_mech mech, storage_cb cb,

@@ -221,6 +221,26 @@ static void check_users(struct storage *sm, struct storage *c2s)
     CHECK(s.err == ERR_PERM, "sm may not create users: %d %s", s.err, s.msg);
     RUN_OK(&s, storage_user_exists(sm, "alice@example.org", on_snap, &s));
     CHECK(eq(cell(&s, 0, 0), "t"), "sm may read users");
+
+    /* The sm's first-seen mark: set once, by one caller; taken back. */
+    RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "f"), "a new account is not seen");
+    RUN_OK(&s, storage_user_seen(sm, "nobody@example.org", on_snap, &s));
+    CHECK(s.rows == 0, "no row for a missing account");
+    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1, "the first mark sets it");
+    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 0, "the second finds it set");
+    RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "t"), "seen now");
+    RUN_OK(&s, storage_user_mark_seen(sm, "nobody@example.org", on_snap, &s));
+    CHECK(s.rows == 0, "no mark for a missing account");
+    RUN_OK(&s, storage_user_unmark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.affected == 1, "taken back");
+    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1, "set again after it was taken back");
+    RUN(&s, storage_user_mark_seen(c2s, "bob@example.org", on_snap, &s));
+    CHECK(s.err == ERR_PERM, "c2s may not mark: %d %s", s.err, s.msg);
     snap_clear(&s);
 }
 
