@@ -21,8 +21,8 @@
 #include "sm/sm.h"
 
 static const struct sm_module_def *const all[] = {
-    &sm_mod_roster_def, &sm_mod_message_def, &sm_mod_presence_def,
-    &sm_mod_disco_def,  &sm_mod_ping_def,    &sm_mod_version_def,
+    &sm_mod_roster_def, &sm_mod_message_def, &sm_mod_presence_def, &sm_mod_disco_def,
+    &sm_mod_ping_def,   &sm_mod_version_def, &sm_mod_welcome_def,
 };
 #define NALL (sizeof(all) / sizeof(all[0]))
 

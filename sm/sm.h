@@ -69,6 +69,8 @@ struct sm_config {
     int queue_max;           /* events waiting per user */
     const char *version_name;
     bool version_os;
+    const char *welcome_subject; /* mod_welcome; NULL: none */
+    const char *welcome_body;    /* NULL: no welcome */
 };
 
 /* ---- hooks and modules ---- */
@@ -81,8 +83,7 @@ enum sm_hook {
     SM_HOOK_PKT_SM,         /* a stanza to the server's domain */
     SM_HOOK_PKT_USER,       /* a stanza to a local user (bare or full JID) */
     SM_HOOK_USER_LOAD,      /* load the user's data (pkt: user); hold it while loading */
-    SM_HOOK_USER_CREATE,    /* an account appeared (not fired yet: accounts are made by
-                               parleyctl in the database, unseen by the sm) */
+    SM_HOOK_USER_CREATE,    /* a new account (pkt: user): see below */
     SM_HOOK_USER_DELETE,    /* an account is gone (found missing at a login; its
                                sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
@@ -91,6 +92,19 @@ enum sm_hook {
                                round_wait set; from its queue, behind the starts) */
     SM_HOOK_COUNT
 };
+
+/* user-create: accounts are made in the database (parleyctl), unseen by
+ * the sm, so the sm marks each account the first time one of its
+ * instances loads it (storage_user_mark_seen: atomic, one instance wins)
+ * and runs the chain for the one that set the mark: after the user-load
+ * chain is done, from the user's queue, before its first event (the start
+ * or stanza that loaded it) is handled. Accounts that existed when the
+ * mark was introduced count as seen. A handler may hold the user for its
+ * own storage work; if that fails it calls sm_user_create_failed, which
+ * takes the mark back, so the chain runs again at the account's next load
+ * (nothing lost; a handler's work may then be done twice if it had in
+ * fact been stored). If setting the mark fails, the chain does not run
+ * this time and runs at the next load. */
 
 /* What a handler returns: SM_PASS (next handler), SM_HANDLED (stop), or
  * SM_ERROR(cond): stop, and the core bounces the stanza with cond. */
@@ -159,6 +173,7 @@ struct sm_user {
     bool running;     /* an event is being handled: new ones queue */
     bool load_failed; /* storage error while loading */
     bool stanza_load; /* loading for a stanza: counted in sm->loading */
+    bool create_pending; /* never seen before: mark it, then user-create */
     struct sm_event *qhead, *qtail;
     unsigned qlen;
     struct sm_sess *sessions;
@@ -225,6 +240,9 @@ void sm_user_release(struct sm_user *u);
  * per event: false when it was requeued already, or when no queued event
  * is being handled (the caller answers the stanza itself then). */
 bool sm_user_requeue(struct sm_user *u);
+/* From a user-create handler whose work for u failed: u's first-seen mark
+ * is taken back, so user-create runs again at u's next load. */
+void sm_user_create_failed(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session
  * with the highest non-negative priority; on a tie the one that sent

@@ -21,6 +21,11 @@
  * for a user not in memory gets resource-constraint (type wait). Session
  * starts are never refused that way (the c2s authenticated them).
  *
+ * An account loaded for the first time by any sm (its first-seen mark in
+ * storage is not set) is marked, atomically, once its load is done, and
+ * the instance that set the mark runs user-create before the user's first
+ * event (sm.h says what happens when something fails).
+ *
  * A user is idle when it has no session, no hold and no queued event; an
  * idle user goes to the tail of the LRU and the head is evicted past
  * <cache><users>. Any new event takes it out again. So a message to an
@@ -197,26 +202,80 @@ void sm_users_miss_free(struct sm *sm)
 static void on_exists(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
-    bool exists = false;
+    bool seen = false;
     if (u->stanza_load) {
         u->stanza_load = false;
         u->sm->loading--;
     }
-    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
-        log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "no row");
+    if (err != 0 || (storage_result_rows(res) > 0 && storage_result_bool(res, 0, 0, &seen) != 0)) {
+        log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "bad row");
         u->load_failed = true;
         u->state = SM_USER_READY;
-    } else if (!exists) {
+    } else if (storage_result_rows(res) == 0) {
         u->state = SM_USER_MISSING;
         miss_add(u->sm, u->jid);
     } else {
         u->state = SM_USER_READY;
+        u->create_pending = !seen;
         struct sm_pkt p;
         memset(&p, 0, sizeof(p));
         p.user = u;
         sm_hook_run(u->sm, SM_HOOK_USER_LOAD, &p);
     }
     sm_user_release(u);
+}
+
+/* ---- new accounts (user-create, sm.h) ---- */
+
+static void on_marked(void *arg, int err, const struct storage_result *res)
+{
+    struct sm_user *u = arg;
+    if (err != 0) {
+        log_warn("first-seen mark of %s not set: %s (user-create at its next load)", u->jid->bare,
+                 storage_result_error(res));
+    } else if (storage_result_rows(res) == 1) {
+        log_info("account %s seen for the first time: user-create", u->jid->bare);
+        struct sm_pkt p;
+        memset(&p, 0, sizeof(p));
+        p.user = u;
+        sm_hook_run(u->sm, SM_HOOK_USER_CREATE, &p);
+    }
+    sm_user_release(u);
+}
+
+/* The load is done (no hold left): mark the account seen, holding u, so
+ * that user-create runs before u's first event. */
+static void mark_seen(struct sm_user *u)
+{
+    u->create_pending = false;
+    int rc = storage_user_mark_seen(u->sm->st, u->jid->bare, on_marked, u);
+    if (rc != 0)
+        log_warn("first-seen mark of %s not set: %s (user-create at its next load)", u->jid->bare,
+                 err_str(rc));
+    else
+        sm_user_hold(u);
+}
+
+static void on_unmarked(void *arg, int err, const struct storage_result *res)
+{
+    char *jid = arg;
+    if (err != 0)
+        log_err("first-seen mark of %s not taken back: %s (what user-create did is incomplete)",
+                jid, storage_result_error(res));
+    free(jid);
+}
+
+void sm_user_create_failed(struct sm_user *u)
+{
+    char *jid = xstrdup(u->jid->bare);
+    int rc = u->sm->st ? storage_user_unmark_seen(u->sm->st, jid, on_unmarked, jid) : ERR_CLOSED;
+    if (rc != 0) {
+        log_err("first-seen mark of %s not taken back: %s (what user-create did is incomplete)",
+                jid, err_str(rc));
+        free(jid);
+    } else {
+        log_notice("user-create for %s failed: it runs again at the next load", jid);
+    }
 }
 
 static struct sm_user *user_new(struct sm *sm, struct jid *bare)
@@ -236,7 +295,7 @@ static struct sm_user *load(struct sm *sm, struct jid *bare, bool for_stanza)
     struct sm_user *u = user_new(sm, bare);
     u->state = SM_USER_LOADING;
     u->holds = 1;
-    int rc = sm->st ? storage_user_exists(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
+    int rc = sm->st ? storage_user_seen(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
     if (rc != 0) {
         log_warn("loading %s: %s", bare->bare, err_str(rc));
         u->load_failed = true;
@@ -521,6 +580,9 @@ static void drain(struct sm_user *u)
 {
     if (u->running)
         return;
+    if (u->create_pending && u->holds == 0 && u->state == SM_USER_READY && !u->load_failed &&
+        u->sm->st != NULL)
+        mark_seen(u);
     u->running = true;
     while (u->holds == 0 && u->state != SM_USER_LOADING && u->qhead != NULL) {
         struct sm_event *ev = u->qhead;
