@@ -172,7 +172,8 @@ struct sm_user {
     unsigned holds;   /* loads and modules' pending queries */
     bool running;     /* an event is being handled: new ones queue */
     bool load_failed; /* storage error while loading */
-    bool stanza_load; /* loading for a stanza: counted in sm->loading */
+    char *load_origin;   /* loading for a stanza: counted in sm->loading and
+                            for this origin in sm->load_origins */
     bool create_pending; /* never seen before: mark it, then user-create */
     struct sm_event *qhead, *qtail;
     unsigned qlen;
@@ -221,12 +222,16 @@ struct sm_sess {
  * never refused, and a remembered missing account is looked up again (a
  * login proves the account exists now). */
 struct sm_user *sm_user_get(struct sm *sm, struct jid *bare);
-/* The user for a stanza addressed to it: an account remembered missing
- * (<cache><missing>) is MISSING at once, without a query; NULL when a
- * look-up would be needed and <limits><loads> look-ups for stanzas are in
- * flight already (the caller answers resource-constraint). Loads for
- * sessions (sm_user_get) are not counted. */
-struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare);
+/* The user for st, a stanza addressed to it: an account remembered
+ * missing (<cache><missing>) is MISSING at once, without a query; NULL
+ * when a look-up would be needed and the stanza's origin (its sender's
+ * bare JID if a user of ours, else its sender's domain) may not start one
+ * now: <limits><loads> look-ups for stanzas are shared so that an origin
+ * may start one only while it has fewer in flight than are free, so one
+ * origin's flood leaves room for the others (the caller answers
+ * resource-constraint). Loads for sessions (sm_user_get) are not
+ * counted. */
+struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare, const struct xml_node *st);
 /* Forget the accounts remembered missing. */
 void sm_users_miss_free(struct sm *sm);
 /* Keep the user's queue waiting until sm_user_release (async work whose
@@ -344,6 +349,7 @@ struct sm {
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
     unsigned loading;                      /* account look-ups in flight for stanzas */
+    struct htab *load_origins;             /* origin -> its share of them (user.c) */
     uint64_t seq;                          /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */

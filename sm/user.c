@@ -17,9 +17,14 @@
  * one per stanza. Accounts are created in the database (parleyctl), unseen
  * by the sm: the TTL bounds how long a new account may still be answered
  * as missing; a login (session start) forgets the entry at once. At most
- * <limits><loads> look-ups for stanzas are in flight; past that a stanza
- * for a user not in memory gets resource-constraint (type wait). Session
- * starts are never refused that way (the c2s authenticated them).
+ * <limits><loads> look-ups for stanzas are in flight, shared between the
+ * stanzas' origins (a local sender's bare JID, a remote sender's domain):
+ * an origin may start one only while it has fewer in flight than are
+ * free, so a flood from one origin (to random names, each a look-up)
+ * takes at most half and the last free look-up is always for an origin
+ * with none. A stanza refused that way gets resource-constraint (type
+ * wait). Session starts are never refused that way (the c2s authenticated
+ * them).
  *
  * An account loaded for the first time by any sm (its first-seen mark in
  * storage is not set) is marked, atomically, once its load is done, and
@@ -87,11 +92,72 @@ void sm_event_free(struct sm_event *ev)
     free(ev);
 }
 
+/* ---- account look-ups for stanzas (<limits><loads>), shared fairly ---- */
+
+/* Who a stanza's look-up is charged to: the sender's bare JID when it is
+ * a user of ours (c2s stamps it), else the sender's domain (a remote
+ * server, as s2s verified it, or a component): each is one origin. */
+static char *load_origin(struct sm *sm, const struct xml_node *st)
+{
+    struct jid *from = sm_jid(sm, xml_get_attr(st, "from"));
+    char *o;
+    if (from == NULL)
+        o = xstrdup("");
+    else if (sm_local_domain(sm, from) != NULL && from->node != NULL)
+        o = xstrndup(from->bare, from->bare_len);
+    else
+        o = xstrndup(from->domain, from->domain_len);
+    jid_free(from);
+    return o;
+}
+
+static uintptr_t origin_count(struct sm *sm, const char *origin)
+{
+    return sm->load_origins ? (uintptr_t)htab_get_str(sm->load_origins, origin) : 0;
+}
+
+/* An origin may start a look-up while it has fewer in flight than are
+ * free: one origin alone takes at most half of <limits><loads>, each
+ * further one at most half of what is left, and the last free one is
+ * always for an origin with none in flight. */
+static bool load_allowed(struct sm *sm, const char *origin)
+{
+    unsigned max = (unsigned)sm->cfg->max_loads;
+    unsigned avail = sm->loading < max ? max - sm->loading : 0;
+    return origin_count(sm, origin) < avail;
+}
+
+static void load_count(struct sm_user *u, char *origin)
+{
+    struct sm *sm = u->sm;
+    if (sm->load_origins == NULL)
+        sm->load_origins = htab_new(NULL);
+    htab_set(sm->load_origins, origin, strlen(origin), (void *)(origin_count(sm, origin) + 1));
+    u->load_origin = origin;
+    sm->loading++;
+}
+
+static void load_uncount(struct sm_user *u)
+{
+    struct sm *sm = u->sm;
+    if (u->load_origin == NULL)
+        return;
+    uintptr_t k = origin_count(sm, u->load_origin);
+    if (k <= 1)
+        htab_del_str(sm->load_origins, u->load_origin);
+    else
+        htab_set(sm->load_origins, u->load_origin, strlen(u->load_origin), (void *)(k - 1));
+    free(u->load_origin);
+    u->load_origin = NULL;
+    sm->loading--;
+}
+
 static void user_free(struct sm_user *u)
 {
     struct sm *sm = u->sm;
     lru_remove(sm, u);
     htab_del(sm->users, u->jid->bare, u->jid->bare_len);
+    load_uncount(u);
     for (size_t i = 0; i < sm->nmods; i++)
         if (sm->mods[i].def->user_free != NULL)
             sm->mods[i].def->user_free(&sm->mods[i], u);
@@ -203,10 +269,7 @@ static void on_exists(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
     bool seen = false;
-    if (u->stanza_load) {
-        u->stanza_load = false;
-        u->sm->loading--;
-    }
+    load_uncount(u);
     if (err != 0 || (storage_result_rows(res) > 0 && storage_result_bool(res, 0, 0, &seen) != 0)) {
         log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "bad row");
         u->load_failed = true;
@@ -287,10 +350,11 @@ static struct sm_user *user_new(struct sm *sm, struct jid *bare)
     return u;
 }
 
-/* for_stanza: counted against <limits><loads> (a session's own load is
- * not: after an sm restart every re-announced session loads its user, and
- * stanzas to the others must not be refused for that). */
-static struct sm_user *load(struct sm *sm, struct jid *bare, bool for_stanza)
+/* origin (taken): a stanza's, counted against <limits><loads>; NULL for
+ * a session's own load, which is not (after an sm restart every
+ * re-announced session loads its user, and stanzas to the others must not
+ * be refused for that). */
+static struct sm_user *load(struct sm *sm, struct jid *bare, char *origin)
 {
     struct sm_user *u = user_new(sm, bare);
     u->state = SM_USER_LOADING;
@@ -301,9 +365,9 @@ static struct sm_user *load(struct sm *sm, struct jid *bare, bool for_stanza)
         u->load_failed = true;
         u->state = SM_USER_READY;
         u->holds = 0;
-    } else if (for_stanza) {
-        u->stanza_load = true;
-        sm->loading++;
+        free(origin);
+    } else if (origin != NULL) {
+        load_count(u, origin);
     }
     return u;
 }
@@ -316,10 +380,10 @@ struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
         return u;
     }
     miss_forget(sm, bare);
-    return load(sm, bare, false);
+    return load(sm, bare, NULL);
 }
 
-struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
+struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare, const struct xml_node *st)
 {
     struct sm_user *u = htab_get(sm->users, bare->bare, bare->bare_len);
     if (u != NULL) {
@@ -332,11 +396,14 @@ struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
         u->state = SM_USER_MISSING;
         return u;
     }
-    if (sm->loading >= (unsigned)sm->cfg->max_loads) {
-        log_debug("%u account look-ups in flight: stanza for %s refused", sm->loading, bare->bare);
+    char *origin = load_origin(sm, st);
+    if (!load_allowed(sm, origin)) {
+        log_debug("%u account look-ups in flight (%u of %s): stanza for %s refused", sm->loading,
+                  (unsigned)origin_count(sm, origin), origin, bare->bare);
+        free(origin);
         return NULL;
     }
-    return load(sm, bare, true);
+    return load(sm, bare, origin);
 }
 
 void sm_user_hold(struct sm_user *u)
@@ -684,6 +751,8 @@ void sm_users_free(struct sm *sm)
         user_free(u);
     }
     free(all);
+    htab_free(sm->load_origins);
+    sm->load_origins = NULL;
 }
 
 /* The session of u whose full JID is jid, or NULL. */

@@ -294,6 +294,41 @@ def test_lookups_in_flight_capped():
         st.finish()
 
 
+def test_lookup_flood_from_one_origin_leaves_room_for_others():
+    """<limits><loads>4: mallory floods messages to 60 nonexistent names
+    (each a look-up); alice's message to bob (offline, not in memory), in
+    the same burst behind the flood, still gets a look-up: it is stored
+    offline, not refused, while part of the flood is refused."""
+    st = stack("<limits><loads>4</loads></limits><cache><missing>0</missing></cache>",
+               users=("alice", "bob", "mallory"))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain, presence=None)
+            m = await login(c, "mallory@%s/m" % st.domain, presence=None)
+            n = 60
+
+            def burst():
+                for i in range(n):
+                    m.send(msg("nobody%d@%s" % (i, st.domain), "x", "n%d" % i))
+                a.send(msg("bob@%s" % st.domain, "hello", "m1"))
+            c.batch(burst)
+            conds = []
+            for i in range(n):
+                e = await m.recv(is_id("n%d" % i), what="answer to n%d" % i)
+                conds.append(error_of(e))
+            assert ("wait", "resource-constraint") in conds, conds
+            await a.nothing(is_id("m1"))
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st) != 1:
+                assert time.monotonic() < deadline, "alice's message was not stored offline"
+                await asyncio.sleep(0.05)
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 def test_session_loads_do_not_count_against_lookup_cap():
     """<limits><loads>1: many sessions starting at once (as when a c2s
     re-announces its sessions after an sm restart) each load their user,
