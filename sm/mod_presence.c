@@ -620,4 +620,5 @@ const struct sm_module_def sm_mod_presence_def = {
     .init = init,
     .user_free = user_free,
     .sess_free = sess_free,
+    .mdata = true,
 };

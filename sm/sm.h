@@ -140,12 +140,16 @@ struct sm_module_def {
     void (*user_free)(struct sm_mod *m, struct sm_user *u);
     /* Free what the module keeps in s->mdata[m->index] (may be NULL). */
     void (*sess_free)(struct sm_mod *m, struct sm_sess *s);
+    /* The module keeps data in sm_user.mdata / sm_sess.mdata: it gets a
+     * slot there (only such modules do: every user and session has one
+     * pointer per slot). */
+    bool mdata;
 };
 
 struct sm_mod {
     const struct sm_module_def *def;
     struct sm *sm;
-    int index; /* slot in sm_user.mdata / sm_sess.mdata */
+    int index; /* slot in sm_user.mdata / sm_sess.mdata; -1: none (def->mdata) */
     void *data;
 };
 
@@ -156,6 +160,10 @@ int sm_hook_run(struct sm *sm, enum sm_hook h, struct sm_pkt *p);
 /* Load the modules named in cfg (or the default list); ERR_CONFIG. */
 int sm_mods_init(struct sm *sm, const struct xml_node *list);
 void sm_mods_free(struct sm *sm);
+/* A zeroed struct sm_user or sm_sess of size bytes followed by its
+ * sm->nslots module data slots, which the caller points mdata at
+ * ((void **)(obj + 1)): sized to the modules configured. */
+void *sm_mods_calloc(const struct sm *sm, size_t size);
 
 /* ---- users and sessions ---- */
 
@@ -190,7 +198,7 @@ struct sm_user {
     bool round_wait; /* a module waits for the end of the re-announce round */
     struct sm_event *current; /* the event being handled, or NULL */
     bool requeue;             /* put current back at the head (sm_user_requeue) */
-    void *mdata[SM_MAX_MODS];
+    void **mdata;             /* sm->nslots slots, right after the struct */
 };
 
 struct sm_sess {
@@ -214,7 +222,7 @@ struct sm_sess {
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
-    void *mdata[SM_MAX_MODS];
+    void **mdata;              /* sm->nslots slots, right after the struct */
 };
 
 /* user.c */
@@ -357,6 +365,7 @@ struct sm {
     /* modules */
     struct sm_mod mods[SM_MAX_MODS];
     size_t nmods;
+    size_t nslots; /* modules with def->mdata: slots per user and session */
     struct sm_hook_entry {
         sm_handler fn;
         struct sm_mod *mod;

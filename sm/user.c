@@ -343,7 +343,8 @@ void sm_user_create_failed(struct sm_user *u)
 
 static struct sm_user *user_new(struct sm *sm, struct jid *bare)
 {
-    struct sm_user *u = xcalloc(1, sizeof(*u));
+    struct sm_user *u = sm_mods_calloc(sm, sizeof(*u));
+    u->mdata = (void **)(u + 1);
     u->sm = sm;
     u->jid = jid_dup(bare);
     htab_put(sm->users, bare->bare, bare->bare_len, u);
