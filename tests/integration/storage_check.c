@@ -489,11 +489,44 @@ static void check_archive(struct storage *sm)
     snap_clear(&s);
 }
 
+/* Two sm instances (two storages, two connections each) mark the same new
+ * accounts at once: for each account exactly one of them sets the mark. */
+static void check_mark_race(struct storage *sm, const char *sm_dsn, struct storage *c2s)
+{
+    enum { N = 20 };
+    struct storage *sm2 = open_storage(sm_dsn, 3);
+    struct snap s = {0}, a[N], b[N];
+    char jid[N][64];
+    for (int i = 0; i < N; i++) {
+        snprintf(jid[i], sizeof(jid[i]), "race%d@example.org", i);
+        RUN_OK(&s, storage_user_create(c2s, jid[i], NULL, 0, on_snap, &s));
+    }
+    memset(a, 0, sizeof(a));
+    memset(b, 0, sizeof(b));
+    for (int i = 0; i < N; i++) {
+        CHECK(storage_user_mark_seen(sm, jid[i], on_snap, &a[i]) == 0, "mark %d", i);
+        CHECK(storage_user_mark_seen(sm2, jid[i], on_snap, &b[i]) == 0, "mark %d again", i);
+    }
+    for (int i = 0; i < N; i++)
+        while (!a[i].done || !b[i].done)
+            uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < N; i++) {
+        CHECK(a[i].err == 0 && b[i].err == 0, "marks of %d: %s %s", i, a[i].msg, b[i].msg);
+        CHECK(a[i].rows + b[i].rows == 1, "account %d marked by exactly one: %d + %d", i, a[i].rows,
+              b[i].rows);
+        snap_clear(&a[i]);
+        snap_clear(&b[i]);
+    }
+    snap_clear(&s);
+    storage_free(sm2); /* its handles close in the final close_storage */
+}
+
 static int roundtrip(const char *sm_dsn, const char *c2s_dsn)
 {
     struct storage *sm = open_storage(sm_dsn, 3);
     struct storage *c2s = open_storage(c2s_dsn, 0);
     check_users(sm, c2s);
+    check_mark_race(sm, sm_dsn, c2s);
     check_roster(sm);
     check_offline(sm);
     check_misc(sm);
