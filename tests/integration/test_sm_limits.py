@@ -13,6 +13,8 @@ import asyncio
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
+
 import harness
 import smutil
 from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, login, q
@@ -511,20 +513,23 @@ def test_stale_roster_keeps_memory_for_unavailable():
         st.finish()
 
 
-def test_stanzas_wait_for_the_stale_roster_read():
+@pytest.mark.parametrize("what", ["roster-get", "inbound-subscribe"])
+def test_stanzas_wait_for_the_stale_roster_read(what):
     """A roster store fails and so does the read that follows: the roster is
     stale. Once the database lets the sm read again, the next stanza that
-    needs the roster (a roster get) waits for the read it starts and is
-    then answered with the roster, not with internal-server-error."""
-    st = stack(users=("alice", "bob"))
+    needs the roster waits for the read it starts and is then handled, not
+    answered with internal-server-error: alice's roster get gets the
+    roster; carol's subscription request reaches alice."""
+    st = stack(users=("alice", "bob", "carol"))
     R = "jabber:iq:roster"
-    alice, bob = "alice@%s" % st.domain, "bob@%s" % st.domain
+    alice, bob, carol = ("%s@%s" % (u, st.domain) for u in ("alice", "bob", "carol"))
     st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
                "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (alice, bob, bob, alice))
     try:
         async def go():
             c = await FakeC2s.connect(st)
-            a = await login(c, alice + "/a")
+            k = await login(c, carol + "/k", presence=None)
+            a = await login(c, alice + "/a")  # available: gets subscription requests
             st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
             r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
                            "</query></iq>" % (R, st.domain), "s1")
@@ -534,10 +539,16 @@ def test_stanzas_wait_for_the_stale_roster_read():
                 assert time.monotonic() < deadline, "no failed roster read"
                 await asyncio.sleep(0.05)
             st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
-            r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
-            assert r.get("type") == "result", error_of(r)
-            items = r.findall("{%s}query/{%s}item" % (R, R))
-            assert [(i.get("jid"), i.get("subscription")) for i in items] == [(bob, "both")]
+            if what == "roster-get":
+                r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
+                assert r.get("type") == "result", error_of(r)
+                items = r.findall("{%s}query/{%s}item" % (R, R))
+                assert [(i.get("jid"), i.get("subscription")) for i in items] == [(bob, "both")]
+            else:
+                k.send("<presence type='subscribe' to='%s' id='sub1'/>" % alice)
+                p = await a.recv(is_presence(carol, "subscribe"), what="carol's request at alice")
+                assert p.get("id") == "sub1"
+                await k.nothing(is_id("sub1"))
             c.close()
         harness.run(go())
     finally:
