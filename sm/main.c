@@ -37,6 +37,8 @@ static const struct config_entry table[] = {
     CONFIG_INT("limits/loads", 0, "256", 1, 100000, &cfg.max_loads),
     CONFIG_STRING("version/name", 0, "Parley", &cfg.version_name),
     CONFIG_BOOL("version/os", 0, "no", &cfg.version_os),
+    CONFIG_STRING("welcome/subject", 0, NULL, &cfg.welcome_subject),
+    CONFIG_STRING("welcome/body", 0, NULL, &cfg.welcome_body),
     CONFIG_END,
 };
 

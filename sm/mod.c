@@ -17,12 +17,13 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "sm/mod.h"
 #include "sm/sm.h"
 
 static const struct sm_module_def *const all[] = {
-    &sm_mod_roster_def, &sm_mod_message_def, &sm_mod_presence_def,
-    &sm_mod_disco_def,  &sm_mod_ping_def,    &sm_mod_version_def,
+    &sm_mod_roster_def, &sm_mod_message_def, &sm_mod_presence_def, &sm_mod_disco_def,
+    &sm_mod_ping_def,   &sm_mod_version_def, &sm_mod_welcome_def,
 };
 #define NALL (sizeof(all) / sizeof(all[0]))
 
@@ -68,7 +69,7 @@ static int add(struct sm *sm, const struct sm_module_def *def)
     struct sm_mod *m = &sm->mods[sm->nmods];
     m->def = def;
     m->sm = sm;
-    m->index = (int)sm->nmods;
+    m->index = def->mdata ? (int)sm->nslots++ : -1;
     sm->nmods++;
     int rc = def->init ? def->init(m) : 0;
     if (rc != 0)
@@ -120,4 +121,12 @@ void sm_mods_free(struct sm *sm)
         if (sm->mods[i].def->free != NULL)
             sm->mods[i].def->free(&sm->mods[i]);
     sm->nmods = 0;
+    sm->nslots = 0;
+}
+
+void *sm_mods_calloc(const struct sm *sm, size_t size)
+{
+    /* size is a struct's: a multiple of its alignment, so the slots that
+     * follow are aligned for pointers. */
+    return xcalloc(1, size + sm->nslots * sizeof(void *));
 }

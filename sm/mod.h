@@ -14,5 +14,6 @@ extern const struct sm_module_def sm_mod_message_def;
 extern const struct sm_module_def sm_mod_disco_def;
 extern const struct sm_module_def sm_mod_ping_def;
 extern const struct sm_module_def sm_mod_version_def;
+extern const struct sm_module_def sm_mod_welcome_def;
 
 #endif

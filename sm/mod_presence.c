@@ -355,7 +355,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
     if (p->to == NULL && p->type != NULL && strcmp(p->type, "unavailable") == 0)
         return broadcast(m, p);
     if (!sm_roster_usable(p->user))
-        return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
+        return sm_roster_wait(p->user);
     if (p->to == NULL)
         return broadcast(m, p);
     int t = sub_type_parse(p->type);
@@ -572,15 +572,18 @@ static int on_pkt_user(struct sm_mod *m, struct sm_pkt *p)
     struct sm_user *u = p->user;
     int t = sub_type_parse(p->type);
     if (t >= 0) {
-        if (sm_roster_usable(u))
-            inbound_sub(u, p->stanza, p->from, (enum sub_type)t);
-        else
-            sm_bounce(u->sm, p->stanza, XML_STE_INTERNAL_SERVER_ERROR);
+        if (!sm_roster_usable(u))
+            return sm_roster_wait(u);
+        inbound_sub(u, p->stanza, p->from, (enum sub_type)t);
         return SM_HANDLED;
     }
     if (p->type != NULL && strcmp(p->type, "probe") == 0) {
-        /* Not from a roster that may be wrong: no answer rather than a false one. */
-        if (p->to->resource == NULL && sm_roster_usable(u))
+        /* Not from a roster that may be wrong: it waits for the roster to
+         * be read again, and gets no answer rather than a false one if
+         * that fails. */
+        if (p->to->resource == NULL && !sm_roster_usable(u))
+            sm_roster_wait(u);
+        else if (p->to->resource == NULL)
             answer_probe(m, u, p);
         return SM_HANDLED;
     }
@@ -617,4 +620,5 @@ const struct sm_module_def sm_mod_presence_def = {
     .init = init,
     .user_free = user_free,
     .sess_free = sess_free,
+    .mdata = true,
 };

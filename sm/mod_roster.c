@@ -177,7 +177,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
                    ? SM_ERROR(XML_STE_FORBIDDEN)
                    : SM_PASS;
     if (!sm_roster_usable(p->user))
-        return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
+        return sm_roster_wait(p->user);
     if (strcmp(p->type, "get") == 0) {
         if (xml_child(q, NULL, NULL) != NULL)
             return SM_ERROR(XML_STE_BAD_REQUEST);

@@ -223,6 +223,13 @@ bool sm_roster_usable(struct sm_user *u)
     return false;
 }
 
+int sm_roster_wait(struct sm_user *u)
+{
+    if (sm_user_requeue(u))
+        return SM_HANDLED;
+    return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
+}
+
 /* A store answered (failed: the roster is stale); once none is in flight a
  * stale roster is read again. */
 static void store_done(struct sm_user *u, bool failed)

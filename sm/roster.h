@@ -9,7 +9,9 @@
  * §2.1.6) goes out when storage answers, so pushes carry versions in
  * order. A store that fails is answered with internal-server-error (a
  * roster set) and the roster is read again from the database, so memory
- * never keeps a change the database does not have. Runs on the sm's loop.
+ * never keeps a change the database does not have; the stanzas that need
+ * the roster meanwhile wait for that read (sm_roster_wait). Runs on the
+ * sm's loop.
  */
 #ifndef PARLEY_SM_ROSTER_H
 #define PARLEY_SM_ROSTER_H
@@ -49,10 +51,16 @@ void sm_roster_load(struct sm_user *u);
  * that failed makes it stale: it is read again (u held meanwhile) once no
  * store is in flight, at once from the failed store's callback, or, if
  * that read failed too, from here (call it before touching the roster, at
- * the start of a handler; the caller answers internal-server-error). A
+ * the start of a handler; on false the handler returns sm_roster_wait). A
  * stale roster keeps its memory until a read succeeds: the unavailable
  * broadcasts of ending sessions still reach the contacts it has. */
 bool sm_roster_usable(struct sm_user *u);
+/* What a handler of a stanza from u's queue returns when sm_roster_usable
+ * said false: the stanza goes back to the head of the queue, behind the
+ * read that makes the roster usable again (SM_HANDLED); if it waited for
+ * one already (that read failed too: the database refuses us) or is not
+ * from the queue, internal-server-error. */
+int sm_roster_wait(struct sm_user *u);
 void sm_roster_free(struct sm_roster *r);
 
 /* The item for jid (bare, prepped), or NULL. */

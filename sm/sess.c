@@ -235,7 +235,8 @@ static void create(struct pending_start *ps)
         log_info("session %s of %s replaced by %s", old->sid, jid_full_str(old->jid), ps->sid);
         sm_sess_end(old, "replaced", NULL);
     }
-    struct sm_sess *s = xcalloc(1, sizeof(*s));
+    struct sm_sess *s = sm_mods_calloc(sm, sizeof(*s));
+    s->mdata = (void **)(s + 1);
     s->user = u;
     memcpy(s->sid, ps->sid, sizeof(s->sid));
     s->c2s = xstrdup(ps->c2s);

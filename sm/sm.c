@@ -346,7 +346,7 @@ static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
         jid_free(bare);
         return;
     }
-    struct sm_user *u = sm_user_get_for_stanza(sm, bare);
+    struct sm_user *u = sm_user_get_for_stanza(sm, bare, st);
     jid_free(bare);
     if (u != NULL)
         sm_deliver_user(sm, u, xml_copy(st));

@@ -69,6 +69,8 @@ struct sm_config {
     int queue_max;           /* events waiting per user */
     const char *version_name;
     bool version_os;
+    const char *welcome_subject; /* mod_welcome; NULL: none */
+    const char *welcome_body;    /* NULL: no welcome */
 };
 
 /* ---- hooks and modules ---- */
@@ -81,8 +83,7 @@ enum sm_hook {
     SM_HOOK_PKT_SM,         /* a stanza to the server's domain */
     SM_HOOK_PKT_USER,       /* a stanza to a local user (bare or full JID) */
     SM_HOOK_USER_LOAD,      /* load the user's data (pkt: user); hold it while loading */
-    SM_HOOK_USER_CREATE,    /* an account appeared (not fired yet: accounts are made by
-                               parleyctl in the database, unseen by the sm) */
+    SM_HOOK_USER_CREATE,    /* a new account (pkt: user): see below */
     SM_HOOK_USER_DELETE,    /* an account is gone (found missing at a login; its
                                sessions were kicked) */
     SM_HOOK_DISCO_FEATURES, /* add <feature/>s to pkt->stanza (a disco#info query);
@@ -91,6 +92,19 @@ enum sm_hook {
                                round_wait set; from its queue, behind the starts) */
     SM_HOOK_COUNT
 };
+
+/* user-create: accounts are made in the database (parleyctl), unseen by
+ * the sm, so the sm marks each account the first time one of its
+ * instances loads it (storage_user_mark_seen: atomic, one instance wins)
+ * and runs the chain for the one that set the mark: after the user-load
+ * chain is done, from the user's queue, before its first event (the start
+ * or stanza that loaded it) is handled. Accounts that existed when the
+ * mark was introduced count as seen. A handler may hold the user for its
+ * own storage work; if that fails it calls sm_user_create_failed, which
+ * takes the mark back, so the chain runs again at the account's next load
+ * (nothing lost; a handler's work may then be done twice if it had in
+ * fact been stored). If setting the mark fails, the chain does not run
+ * this time and runs at the next load. */
 
 /* What a handler returns: SM_PASS (next handler), SM_HANDLED (stop), or
  * SM_ERROR(cond): stop, and the core bounces the stanza with cond. */
@@ -126,12 +140,16 @@ struct sm_module_def {
     void (*user_free)(struct sm_mod *m, struct sm_user *u);
     /* Free what the module keeps in s->mdata[m->index] (may be NULL). */
     void (*sess_free)(struct sm_mod *m, struct sm_sess *s);
+    /* The module keeps data in sm_user.mdata / sm_sess.mdata: it gets a
+     * slot there (only such modules do: every user and session has one
+     * pointer per slot). */
+    bool mdata;
 };
 
 struct sm_mod {
     const struct sm_module_def *def;
     struct sm *sm;
-    int index; /* slot in sm_user.mdata / sm_sess.mdata */
+    int index; /* slot in sm_user.mdata / sm_sess.mdata; -1: none (def->mdata) */
     void *data;
 };
 
@@ -142,6 +160,10 @@ int sm_hook_run(struct sm *sm, enum sm_hook h, struct sm_pkt *p);
 /* Load the modules named in cfg (or the default list); ERR_CONFIG. */
 int sm_mods_init(struct sm *sm, const struct xml_node *list);
 void sm_mods_free(struct sm *sm);
+/* A zeroed struct sm_user or sm_sess of size bytes followed by its
+ * sm->nslots module data slots, which the caller points mdata at
+ * ((void **)(obj + 1)): sized to the modules configured. */
+void *sm_mods_calloc(const struct sm *sm, size_t size);
 
 /* ---- users and sessions ---- */
 
@@ -158,7 +180,9 @@ struct sm_user {
     unsigned holds;   /* loads and modules' pending queries */
     bool running;     /* an event is being handled: new ones queue */
     bool load_failed; /* storage error while loading */
-    bool stanza_load; /* loading for a stanza: counted in sm->loading */
+    char *load_origin;   /* loading for a stanza: counted in sm->loading and
+                            for this origin in sm->load_origins */
+    bool create_pending; /* never seen before: mark it, then user-create */
     struct sm_event *qhead, *qtail;
     unsigned qlen;
     struct sm_sess *sessions;
@@ -172,7 +196,9 @@ struct sm_user {
     unsigned nparked;
     bool moved; /* its last session moved to another instance: not cached */
     bool round_wait; /* a module waits for the end of the re-announce round */
-    void *mdata[SM_MAX_MODS];
+    struct sm_event *current; /* the event being handled, or NULL */
+    bool requeue;             /* put current back at the head (sm_user_requeue) */
+    void **mdata;             /* sm->nslots slots, right after the struct */
 };
 
 struct sm_sess {
@@ -196,7 +222,7 @@ struct sm_sess {
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */
-    void *mdata[SM_MAX_MODS];
+    void **mdata;              /* sm->nslots slots, right after the struct */
 };
 
 /* user.c */
@@ -204,18 +230,32 @@ struct sm_sess {
  * never refused, and a remembered missing account is looked up again (a
  * login proves the account exists now). */
 struct sm_user *sm_user_get(struct sm *sm, struct jid *bare);
-/* The user for a stanza addressed to it: an account remembered missing
- * (<cache><missing>) is MISSING at once, without a query; NULL when a
- * look-up would be needed and <limits><loads> look-ups for stanzas are in
- * flight already (the caller answers resource-constraint). Loads for
- * sessions (sm_user_get) are not counted. */
-struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare);
+/* The user for st, a stanza addressed to it: an account remembered
+ * missing (<cache><missing>) is MISSING at once, without a query; NULL
+ * when a look-up would be needed and the stanza's origin (its sender's
+ * bare JID if a user of ours, else its sender's domain) may not start one
+ * now: <limits><loads> look-ups for stanzas are shared so that an origin
+ * may start one only while it has fewer in flight than are free, so one
+ * origin's flood leaves room for the others (the caller answers
+ * resource-constraint). Loads for sessions (sm_user_get) are not
+ * counted. */
+struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare, const struct xml_node *st);
 /* Forget the accounts remembered missing. */
 void sm_users_miss_free(struct sm *sm);
 /* Keep the user's queue waiting until sm_user_release (async work whose
  * answer decides how the following events are handled). */
 void sm_user_hold(struct sm_user *u);
 void sm_user_release(struct sm_user *u);
+/* From a handler of the stanza u's queue is handling now: that event goes
+ * back to the head of the queue, to be handled again, from the start, once
+ * u's holds are released (the caller has u held, e.g. by a reload its
+ * stanza needs; the caller returns SM_HANDLED and changes nothing). Once
+ * per event: false when it was requeued already, or when no queued event
+ * is being handled (the caller answers the stanza itself then). */
+bool sm_user_requeue(struct sm_user *u);
+/* From a user-create handler whose work for u failed: u's first-seen mark
+ * is taken back, so user-create runs again at u's next load. */
+void sm_user_create_failed(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session
  * with the highest non-negative priority; on a tie the one that sent
@@ -241,6 +281,7 @@ struct sm_event {
     bool unpark;             /* END: the re-announce of c2s is over: its parked
                                 stanzas have no session (kicked) */
     bool round_end;          /* END: the re-announce round is over (ROUND_END hook) */
+    bool requeued;           /* IN_SESS, DELIVER: handled once already (sm_user_requeue) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
@@ -316,6 +357,7 @@ struct sm {
     struct htab *missing;                  /* bare JID -> struct sm_miss */
     struct sm_miss *miss_head, *miss_tail; /* oldest (first to expire) first */
     unsigned loading;                      /* account look-ups in flight for stanzas */
+    struct htab *load_origins;             /* origin -> its share of them (user.c) */
     uint64_t seq;                          /* a counter for sm_sess.active_seq */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */
@@ -323,6 +365,7 @@ struct sm {
     /* modules */
     struct sm_mod mods[SM_MAX_MODS];
     size_t nmods;
+    size_t nslots; /* modules with def->mdata: slots per user and session */
     struct sm_hook_entry {
         sm_handler fn;
         struct sm_mod *mod;

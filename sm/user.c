@@ -17,9 +17,19 @@
  * one per stanza. Accounts are created in the database (parleyctl), unseen
  * by the sm: the TTL bounds how long a new account may still be answered
  * as missing; a login (session start) forgets the entry at once. At most
- * <limits><loads> look-ups for stanzas are in flight; past that a stanza
- * for a user not in memory gets resource-constraint (type wait). Session
- * starts are never refused that way (the c2s authenticated them).
+ * <limits><loads> look-ups for stanzas are in flight, shared between the
+ * stanzas' origins (a local sender's bare JID, a remote sender's domain):
+ * an origin may start one only while it has fewer in flight than are
+ * free, so a flood from one origin (to random names, each a look-up)
+ * takes at most half and the last free look-up is always for an origin
+ * with none. A stanza refused that way gets resource-constraint (type
+ * wait). Session starts are never refused that way (the c2s authenticated
+ * them).
+ *
+ * An account loaded for the first time by any sm (its first-seen mark in
+ * storage is not set) is marked, atomically, once its load is done, and
+ * the instance that set the mark runs user-create before the user's first
+ * event (sm.h says what happens when something fails).
  *
  * A user is idle when it has no session, no hold and no queued event; an
  * idle user goes to the tail of the LRU and the head is evicted past
@@ -82,11 +92,72 @@ void sm_event_free(struct sm_event *ev)
     free(ev);
 }
 
+/* ---- account look-ups for stanzas (<limits><loads>), shared fairly ---- */
+
+/* Who a stanza's look-up is charged to: the sender's bare JID when it is
+ * a user of ours (c2s stamps it), else the sender's domain (a remote
+ * server, as s2s verified it, or a component): each is one origin. */
+static char *load_origin(struct sm *sm, const struct xml_node *st)
+{
+    struct jid *from = sm_jid(sm, xml_get_attr(st, "from"));
+    char *o;
+    if (from == NULL)
+        o = xstrdup("");
+    else if (sm_local_domain(sm, from) != NULL && from->node != NULL)
+        o = xstrndup(from->bare, from->bare_len);
+    else
+        o = xstrndup(from->domain, from->domain_len);
+    jid_free(from);
+    return o;
+}
+
+static uintptr_t origin_count(struct sm *sm, const char *origin)
+{
+    return sm->load_origins ? (uintptr_t)htab_get_str(sm->load_origins, origin) : 0;
+}
+
+/* An origin may start a look-up while it has fewer in flight than are
+ * free: one origin alone takes at most half of <limits><loads>, each
+ * further one at most half of what is left, and the last free one is
+ * always for an origin with none in flight. */
+static bool load_allowed(struct sm *sm, const char *origin)
+{
+    unsigned max = (unsigned)sm->cfg->max_loads;
+    unsigned avail = sm->loading < max ? max - sm->loading : 0;
+    return origin_count(sm, origin) < avail;
+}
+
+static void load_count(struct sm_user *u, char *origin)
+{
+    struct sm *sm = u->sm;
+    if (sm->load_origins == NULL)
+        sm->load_origins = htab_new(NULL);
+    htab_set(sm->load_origins, origin, strlen(origin), (void *)(origin_count(sm, origin) + 1));
+    u->load_origin = origin;
+    sm->loading++;
+}
+
+static void load_uncount(struct sm_user *u)
+{
+    struct sm *sm = u->sm;
+    if (u->load_origin == NULL)
+        return;
+    uintptr_t k = origin_count(sm, u->load_origin);
+    if (k <= 1)
+        htab_del_str(sm->load_origins, u->load_origin);
+    else
+        htab_set(sm->load_origins, u->load_origin, strlen(u->load_origin), (void *)(k - 1));
+    free(u->load_origin);
+    u->load_origin = NULL;
+    sm->loading--;
+}
+
 static void user_free(struct sm_user *u)
 {
     struct sm *sm = u->sm;
     lru_remove(sm, u);
     htab_del(sm->users, u->jid->bare, u->jid->bare_len);
+    load_uncount(u);
     for (size_t i = 0; i < sm->nmods; i++)
         if (sm->mods[i].def->user_free != NULL)
             sm->mods[i].def->user_free(&sm->mods[i], u);
@@ -197,20 +268,18 @@ void sm_users_miss_free(struct sm *sm)
 static void on_exists(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
-    bool exists = false;
-    if (u->stanza_load) {
-        u->stanza_load = false;
-        u->sm->loading--;
-    }
-    if (err != 0 || storage_result_bool(res, 0, 0, &exists) != 0) {
-        log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "no row");
+    bool seen = false;
+    load_uncount(u);
+    if (err != 0 || (storage_result_rows(res) > 0 && storage_result_bool(res, 0, 0, &seen) != 0)) {
+        log_warn("loading %s: %s", u->jid->bare, err ? storage_result_error(res) : "bad row");
         u->load_failed = true;
         u->state = SM_USER_READY;
-    } else if (!exists) {
+    } else if (storage_result_rows(res) == 0) {
         u->state = SM_USER_MISSING;
         miss_add(u->sm, u->jid);
     } else {
         u->state = SM_USER_READY;
+        u->create_pending = !seen;
         struct sm_pkt p;
         memset(&p, 0, sizeof(p));
         p.user = u;
@@ -219,32 +288,87 @@ static void on_exists(void *arg, int err, const struct storage_result *res)
     sm_user_release(u);
 }
 
+/* ---- new accounts (user-create, sm.h) ---- */
+
+static void on_marked(void *arg, int err, const struct storage_result *res)
+{
+    struct sm_user *u = arg;
+    if (err != 0) {
+        log_warn("first-seen mark of %s not set: %s (user-create at its next load)", u->jid->bare,
+                 storage_result_error(res));
+    } else if (storage_result_rows(res) == 1) {
+        log_info("account %s seen for the first time: user-create", u->jid->bare);
+        struct sm_pkt p;
+        memset(&p, 0, sizeof(p));
+        p.user = u;
+        sm_hook_run(u->sm, SM_HOOK_USER_CREATE, &p);
+    }
+    sm_user_release(u);
+}
+
+/* The load is done (no hold left): mark the account seen, holding u, so
+ * that user-create runs before u's first event. */
+static void mark_seen(struct sm_user *u)
+{
+    u->create_pending = false;
+    int rc = storage_user_mark_seen(u->sm->st, u->jid->bare, on_marked, u);
+    if (rc != 0)
+        log_warn("first-seen mark of %s not set: %s (user-create at its next load)", u->jid->bare,
+                 err_str(rc));
+    else
+        sm_user_hold(u);
+}
+
+static void on_unmarked(void *arg, int err, const struct storage_result *res)
+{
+    char *jid = arg;
+    if (err != 0)
+        log_err("first-seen mark of %s not taken back: %s (what user-create did is incomplete)",
+                jid, storage_result_error(res));
+    free(jid);
+}
+
+void sm_user_create_failed(struct sm_user *u)
+{
+    char *jid = xstrdup(u->jid->bare);
+    int rc = u->sm->st ? storage_user_unmark_seen(u->sm->st, jid, on_unmarked, jid) : ERR_CLOSED;
+    if (rc != 0) {
+        log_err("first-seen mark of %s not taken back: %s (what user-create did is incomplete)",
+                jid, err_str(rc));
+        free(jid);
+    } else {
+        log_notice("user-create for %s failed: it runs again at the next load", jid);
+    }
+}
+
 static struct sm_user *user_new(struct sm *sm, struct jid *bare)
 {
-    struct sm_user *u = xcalloc(1, sizeof(*u));
+    struct sm_user *u = sm_mods_calloc(sm, sizeof(*u));
+    u->mdata = (void **)(u + 1);
     u->sm = sm;
     u->jid = jid_dup(bare);
     htab_put(sm->users, bare->bare, bare->bare_len, u);
     return u;
 }
 
-/* for_stanza: counted against <limits><loads> (a session's own load is
- * not: after an sm restart every re-announced session loads its user, and
- * stanzas to the others must not be refused for that). */
-static struct sm_user *load(struct sm *sm, struct jid *bare, bool for_stanza)
+/* origin (taken): a stanza's, counted against <limits><loads>; NULL for
+ * a session's own load, which is not (after an sm restart every
+ * re-announced session loads its user, and stanzas to the others must not
+ * be refused for that). */
+static struct sm_user *load(struct sm *sm, struct jid *bare, char *origin)
 {
     struct sm_user *u = user_new(sm, bare);
     u->state = SM_USER_LOADING;
     u->holds = 1;
-    int rc = sm->st ? storage_user_exists(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
+    int rc = sm->st ? storage_user_seen(sm->st, bare->bare, on_exists, u) : ERR_CLOSED;
     if (rc != 0) {
         log_warn("loading %s: %s", bare->bare, err_str(rc));
         u->load_failed = true;
         u->state = SM_USER_READY;
         u->holds = 0;
-    } else if (for_stanza) {
-        u->stanza_load = true;
-        sm->loading++;
+        free(origin);
+    } else if (origin != NULL) {
+        load_count(u, origin);
     }
     return u;
 }
@@ -257,10 +381,10 @@ struct sm_user *sm_user_get(struct sm *sm, struct jid *bare)
         return u;
     }
     miss_forget(sm, bare);
-    return load(sm, bare, false);
+    return load(sm, bare, NULL);
 }
 
-struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
+struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare, const struct xml_node *st)
 {
     struct sm_user *u = htab_get(sm->users, bare->bare, bare->bare_len);
     if (u != NULL) {
@@ -273,16 +397,29 @@ struct sm_user *sm_user_get_for_stanza(struct sm *sm, struct jid *bare)
         u->state = SM_USER_MISSING;
         return u;
     }
-    if (sm->loading >= (unsigned)sm->cfg->max_loads) {
-        log_debug("%u account look-ups in flight: stanza for %s refused", sm->loading, bare->bare);
+    char *origin = load_origin(sm, st);
+    if (!load_allowed(sm, origin)) {
+        log_debug("%u account look-ups in flight (%u of %s): stanza for %s refused", sm->loading,
+                  (unsigned)origin_count(sm, origin), origin, bare->bare);
+        free(origin);
         return NULL;
     }
-    return load(sm, bare, true);
+    return load(sm, bare, origin);
 }
 
 void sm_user_hold(struct sm_user *u)
 {
     u->holds++;
+}
+
+bool sm_user_requeue(struct sm_user *u)
+{
+    struct sm_event *ev = u->current;
+    if (ev == NULL || ev->requeued || (ev->kind != SM_EV_IN_SESS && ev->kind != SM_EV_DELIVER))
+        return false;
+    ev->requeued = true;
+    u->requeue = true;
+    return true;
 }
 
 /* Is the start of ev's session waiting behind it on u's queue? (The whole
@@ -472,6 +609,8 @@ static void handle(struct sm_user *u, struct sm_event *ev)
     case SM_EV_IN_SESS: {
         struct sm_sess *s = sm_sess_find(sm, ev->c2s, ev->sid);
         if (s != NULL && s->user == u) {
+            /* Handled again if requeued: as if it had not been yet. */
+            bool was_resumed = s->resumed, was_restored = s->restored;
             /* A parked stanza came before the resumed start: the c2s's
              * replay of the presence still follows it. A parked presence
              * is the client's, live: broadcast; the replay that follows is
@@ -484,6 +623,10 @@ static void handle(struct sm_user *u, struct sm_event *ev)
             sm_pkt_sess(s, ev->stanza);
             if (resumed)
                 s->resumed = true;
+            if (u->requeue) {
+                s->resumed = was_resumed;
+                s->restored = was_restored;
+            }
         } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
                    (sm_sess_resuming_c2s(sm, ev->c2s, u->jid->domain) || start_queued(u, ev))) {
             park(u, ev);
@@ -505,6 +648,9 @@ static void drain(struct sm_user *u)
 {
     if (u->running)
         return;
+    if (u->create_pending && u->holds == 0 && u->state == SM_USER_READY && !u->load_failed &&
+        u->sm->st != NULL)
+        mark_seen(u);
     u->running = true;
     while (u->holds == 0 && u->state != SM_USER_LOADING && u->qhead != NULL) {
         struct sm_event *ev = u->qhead;
@@ -512,7 +658,18 @@ static void drain(struct sm_user *u)
         if (u->qhead == NULL)
             u->qtail = NULL;
         u->qlen--;
+        u->current = ev;
         handle(u, ev);
+        u->current = NULL;
+        if (u->requeue) {
+            u->requeue = false;
+            ev->next = u->qhead;
+            if (u->qhead == NULL)
+                u->qtail = ev;
+            u->qhead = ev;
+            u->qlen++;
+            continue;
+        }
         sm_event_free(ev);
     }
     u->running = false;
@@ -595,6 +752,8 @@ void sm_users_free(struct sm *sm)
         user_free(u);
     }
     free(all);
+    htab_free(sm->load_origins);
+    sm->load_origins = NULL;
 }
 
 /* The session of u whose full JID is jid, or NULL. */

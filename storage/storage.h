@@ -137,6 +137,18 @@ int storage_result_bool(const struct storage_result *res, int row, int col, bool
 
 /* One row: exists (bool). */
 int storage_user_exists(struct storage *st, const char *jid, storage_cb cb, void *arg);
+/* parley_sm: the account, and whether an sm has loaded it before (its
+ * first-seen mark, storage/schema/003). Zero rows (no account) or one:
+ * seen (bool). */
+int storage_user_seen(struct storage *st, const char *jid, storage_cb cb, void *arg);
+/* parley_sm: set the account's first-seen mark unless it is set. One row
+ * when this call set it; zero when it was set already or the account is
+ * gone. Atomic: of two concurrent calls (two sm instances) one sets it,
+ * the other waits for its row lock and then finds it set. */
+int storage_user_mark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg);
+/* parley_sm: take the mark back (what was done for the new account
+ * failed: the next load marks it and does it again). */
+int storage_user_unmark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg);
 
 enum storage_mech { STORAGE_SCRAM_SHA1, STORAGE_SCRAM_SHA256 };
 
@@ -228,10 +240,6 @@ enum { STORAGE_COL_OFFLINE_SEQ, STORAGE_COL_OFFLINE_STAMP, STORAGE_COL_OFFLINE_S
 /* Up to limit (1..10000) oldest messages: seq, stamp (µs), stanza; by seq. */
 int storage_offline_fetch(struct storage *st, const char *owner, int limit, storage_cb cb,
                           void *arg);
-/* Delete the owner's messages with seq <= upto; storage_result_affected
- * says how many. */
-int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, storage_cb cb,
-                           void *arg);
 /* Delete exactly the owner's messages whose seq is one of seqs (1..10000 of
  * them): what a fetch returned, and nothing stored meanwhile with a lower
  * seq (a bigserial is taken before commit, so a row may appear below seqs

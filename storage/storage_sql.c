@@ -29,6 +29,9 @@
 
 enum stmt {
     S_USER_EXISTS,
+    S_USER_SEEN,
+    S_USER_MARK_SEEN,
+    S_USER_UNMARK_SEEN,
     S_CREDS_GET,
     S_USER_CREATE,
     S_ROSTER_GET,
@@ -36,7 +39,6 @@ enum stmt {
     S_ROSTER_DEL,
     S_OFFLINE_STORE,
     S_OFFLINE_FETCH,
-    S_OFFLINE_DELETE,
     S_OFFLINE_DELETE_SEQS,
     S_VCARD_GET,
     S_VCARD_SET,
@@ -69,6 +71,13 @@ struct stmt_def {
 static const struct stmt_def stmts[S_COUNT] = {
     [S_USER_EXISTS] = {.name = "user_exists", .sql =
         "SELECT EXISTS (SELECT 1 FROM users WHERE jid = $1::text)"},
+    [S_USER_SEEN] = {.name = "user_seen", .sql =
+        "SELECT sm_seen_at IS NOT NULL FROM users WHERE jid = $1::text"},
+    [S_USER_MARK_SEEN] = {.name = "user_mark_seen", .sql =
+        "UPDATE users SET sm_seen_at = now() WHERE jid = $1::text AND sm_seen_at IS NULL "
+        "RETURNING true"},
+    [S_USER_UNMARK_SEEN] = {.name = "user_unmark_seen", .sql =
+        "UPDATE users SET sm_seen_at = NULL WHERE jid = $1::text"},
     [S_CREDS_GET] = {.name = "creds_get", .sql =
         "SELECT salt, iterations, stored_key, server_key FROM credentials "
         "WHERE jid = $1::text AND mechanism = $2::text"},
@@ -127,8 +136,6 @@ static const struct stmt_def stmts[S_COUNT] = {
     [S_OFFLINE_FETCH] = {.name = "offline_fetch", .sql =
         "SELECT seq, " US("stamp") ", stanza FROM offline WHERE owner = $1::text "
         "ORDER BY seq LIMIT $2::int"},
-    [S_OFFLINE_DELETE] = {.name = "offline_delete", .sql =
-        "DELETE FROM offline WHERE owner = $1::text AND seq <= $2::bigint"},
     [S_OFFLINE_DELETE_SEQS] = {.name = "offline_delete_seqs", .sql =
         "DELETE FROM offline WHERE owner = $1::text AND seq = ANY ($2::bigint[])"},
     [S_VCARD_GET] = {.name = "vcard_get", .sql =
@@ -307,6 +314,21 @@ int storage_user_exists(struct storage *st, const char *jid, storage_cb cb, void
     return one_owner(st, S_USER_EXISTS, jid, cb, arg);
 }
 
+int storage_user_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_SEEN, jid, cb, arg);
+}
+
+int storage_user_mark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_MARK_SEEN, jid, cb, arg);
+}
+
+int storage_user_unmark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+{
+    return one_owner(st, S_USER_UNMARK_SEEN, jid, cb, arg);
+}
+
 int storage_creds_get(struct storage *st, const char *jid, enum storage_mech mech, storage_cb cb,
                       void *arg)
 {
@@ -469,15 +491,6 @@ int storage_offline_fetch(struct storage *st, const char *owner, int limit, stor
     p_req(&p, owner);
     p_int(&p, limit);
     return storage_submit(st, S_OFFLINE_FETCH, &p, cb, arg);
-}
-
-int storage_offline_delete(struct storage *st, const char *owner, int64_t upto, storage_cb cb,
-                           void *arg)
-{
-    struct storage_params p = {0};
-    p_req(&p, owner);
-    p_int(&p, upto);
-    return storage_submit(st, S_OFFLINE_DELETE, &p, cb, arg);
 }
 
 int storage_offline_delete_seqs(struct storage *st, const char *owner, const int64_t *seqs,

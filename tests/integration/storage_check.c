@@ -221,6 +221,26 @@ static void check_users(struct storage *sm, struct storage *c2s)
     CHECK(s.err == ERR_PERM, "sm may not create users: %d %s", s.err, s.msg);
     RUN_OK(&s, storage_user_exists(sm, "alice@example.org", on_snap, &s));
     CHECK(eq(cell(&s, 0, 0), "t"), "sm may read users");
+
+    /* The sm's first-seen mark: set once, by one caller; taken back. */
+    RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "f"), "a new account is not seen");
+    RUN_OK(&s, storage_user_seen(sm, "nobody@example.org", on_snap, &s));
+    CHECK(s.rows == 0, "no row for a missing account");
+    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1, "the first mark sets it");
+    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 0, "the second finds it set");
+    RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "t"), "seen now");
+    RUN_OK(&s, storage_user_mark_seen(sm, "nobody@example.org", on_snap, &s));
+    CHECK(s.rows == 0, "no mark for a missing account");
+    RUN_OK(&s, storage_user_unmark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.affected == 1, "taken back");
+    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    CHECK(s.rows == 1, "set again after it was taken back");
+    RUN(&s, storage_user_mark_seen(c2s, "bob@example.org", on_snap, &s));
+    CHECK(s.err == ERR_PERM, "c2s may not mark: %d %s", s.err, s.msg);
     snap_clear(&s);
 }
 
@@ -323,8 +343,8 @@ static void check_offline(struct storage *sm)
     }
     RUN_OK(&s, storage_offline_fetch(sm, a, 2, on_snap, &s));
     CHECK(s.rows == 2, "limit");
-    RUN_OK(&s, storage_offline_delete(sm, a, seqs[1], on_snap, &s));
-    CHECK(s.affected == 2, "deleted up to seq: %" PRId64, s.affected);
+    RUN_OK(&s, storage_offline_delete_seqs(sm, a, seqs, 2, on_snap, &s));
+    CHECK(s.affected == 2, "deleted the two seqs: %" PRId64, s.affected);
     RUN_OK(&s, storage_offline_fetch(sm, a, 10, on_snap, &s));
     CHECK(s.rows == 1 && cell_int(&s, 0, 0) == seqs[2], "the third is left");
     RUN_OK(&s, storage_offline_store(sm, a, 0, "<message>four</message>", on_snap, &s));
@@ -469,11 +489,44 @@ static void check_archive(struct storage *sm)
     snap_clear(&s);
 }
 
+/* Two sm instances (two storages, two connections each) mark the same new
+ * accounts at once: for each account exactly one of them sets the mark. */
+static void check_mark_race(struct storage *sm, const char *sm_dsn, struct storage *c2s)
+{
+    enum { N = 20 };
+    struct storage *sm2 = open_storage(sm_dsn, 3);
+    struct snap s = {0}, a[N], b[N];
+    char jid[N][64];
+    for (int i = 0; i < N; i++) {
+        snprintf(jid[i], sizeof(jid[i]), "race%d@example.org", i);
+        RUN_OK(&s, storage_user_create(c2s, jid[i], NULL, 0, on_snap, &s));
+    }
+    memset(a, 0, sizeof(a));
+    memset(b, 0, sizeof(b));
+    for (int i = 0; i < N; i++) {
+        CHECK(storage_user_mark_seen(sm, jid[i], on_snap, &a[i]) == 0, "mark %d", i);
+        CHECK(storage_user_mark_seen(sm2, jid[i], on_snap, &b[i]) == 0, "mark %d again", i);
+    }
+    for (int i = 0; i < N; i++)
+        while (!a[i].done || !b[i].done)
+            uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < N; i++) {
+        CHECK(a[i].err == 0 && b[i].err == 0, "marks of %d: %s %s", i, a[i].msg, b[i].msg);
+        CHECK(a[i].rows + b[i].rows == 1, "account %d marked by exactly one: %d + %d", i, a[i].rows,
+              b[i].rows);
+        snap_clear(&a[i]);
+        snap_clear(&b[i]);
+    }
+    snap_clear(&s);
+    storage_free(sm2); /* its handles close in the final close_storage */
+}
+
 static int roundtrip(const char *sm_dsn, const char *c2s_dsn)
 {
     struct storage *sm = open_storage(sm_dsn, 3);
     struct storage *c2s = open_storage(c2s_dsn, 0);
     check_users(sm, c2s);
+    check_mark_race(sm, sm_dsn, c2s);
     check_roster(sm);
     check_offline(sm);
     check_misc(sm);

@@ -13,6 +13,8 @@ import asyncio
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
+
 import harness
 import smutil
 from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, login, q
@@ -294,6 +296,41 @@ def test_lookups_in_flight_capped():
         st.finish()
 
 
+def test_lookup_flood_from_one_origin_leaves_room_for_others():
+    """<limits><loads>4: mallory floods messages to 60 nonexistent names
+    (each a look-up); alice's message to bob (offline, not in memory), in
+    the same burst behind the flood, still gets a look-up: it is stored
+    offline, not refused, while part of the flood is refused."""
+    st = stack("<limits><loads>4</loads></limits><cache><missing>0</missing></cache>",
+               users=("alice", "bob", "mallory"))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain, presence=None)
+            m = await login(c, "mallory@%s/m" % st.domain, presence=None)
+            n = 60
+
+            def burst():
+                for i in range(n):
+                    m.send(msg("nobody%d@%s" % (i, st.domain), "x", "n%d" % i))
+                a.send(msg("bob@%s" % st.domain, "hello", "m1"))
+            c.batch(burst)
+            conds = []
+            for i in range(n):
+                e = await m.recv(is_id("n%d" % i), what="answer to n%d" % i)
+                conds.append(error_of(e))
+            assert ("wait", "resource-constraint") in conds, conds
+            await a.nothing(is_id("m1"))
+            deadline = time.monotonic() + harness.WAIT
+            while offline_count(st) != 1:
+                assert time.monotonic() < deadline, "alice's message was not stored offline"
+                await asyncio.sleep(0.05)
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 def test_session_loads_do_not_count_against_lookup_cap():
     """<limits><loads>1: many sessions starting at once (as when a c2s
     re-announces its sessions after an sm restart) each load their user,
@@ -470,6 +507,48 @@ def test_stale_roster_keeps_memory_for_unavailable():
             await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable at bob")
             st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
             await c.nothing_for(a.sid, a.sid, a.jid, lambda s: s.get("id") == "u1")
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+@pytest.mark.parametrize("what", ["roster-get", "inbound-subscribe"])
+def test_stanzas_wait_for_the_stale_roster_read(what):
+    """A roster store fails and so does the read that follows: the roster is
+    stale. Once the database lets the sm read again, the next stanza that
+    needs the roster waits for the read it starts and is then handled, not
+    answered with internal-server-error: alice's roster get gets the
+    roster; carol's subscription request reaches alice."""
+    st = stack(users=("alice", "bob", "carol"))
+    R = "jabber:iq:roster"
+    alice, bob, carol = ("%s@%s" % (u, st.domain) for u in ("alice", "bob", "carol"))
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+               "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (alice, bob, bob, alice))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            k = await login(c, carol + "/k", presence=None)
+            a = await login(c, alice + "/a")  # available: gets subscription requests
+            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
+                           "</query></iq>" % (R, st.domain), "s1")
+            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            deadline = time.monotonic() + harness.WAIT
+            while "not read again" not in st["sm"].log():
+                assert time.monotonic() < deadline, "no failed roster read"
+                await asyncio.sleep(0.05)
+            st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
+            if what == "roster-get":
+                r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
+                assert r.get("type") == "result", error_of(r)
+                items = r.findall("{%s}query/{%s}item" % (R, R))
+                assert [(i.get("jid"), i.get("subscription")) for i in items] == [(bob, "both")]
+            else:
+                k.send("<presence type='subscribe' to='%s' id='sub1'/>" % alice)
+                p = await a.recv(is_presence(carol, "subscribe"), what="carol's request at alice")
+                assert p.get("id") == "sub1"
+                await k.nothing(is_id("sub1"))
             c.close()
         harness.run(go())
     finally:

@@ -327,3 +327,71 @@ def test_offline_delete_is_exact(st):
         await b.recv(is_message("late"), what="the message stored during the delete")
         c.close()
     harness.run(go())
+
+
+def test_welcome_once_per_new_account():
+    """user-create (mod_welcome): a new account gets the configured welcome
+    at its first login, stored offline (from the domain, delay stamp),
+    exactly once: not at the next login, nor after an sm restart. A
+    stanza that loads a new account is handled after the welcome is
+    stored (it comes second). A welcome the database refuses is not lost:
+    the account's next load sends it."""
+    st = SmStack(extra={"sm": "<welcome><subject>Hi</subject><body>Welcome aboard</body>"
+                              "</welcome>"})
+    st.start()
+    for u in ("alice", "bob", "carol"):
+        st.add_user(u, "pw")
+
+    def seen_null(user):
+        _, out = st.pg.psql("SELECT sm_seen_at IS NULL FROM users WHERE jid = '%s@%s'"
+                            % (user, st.domain))
+        return out.strip() == "t"
+
+    async def welcome(s):
+        m = await s.recv(lambda x: x.tag == q("message"), what="welcome")
+        assert m.get("from") == st.domain and m.find(q("body")).text == "Welcome aboard"
+        assert m.find(q("subject")).text == "Hi"
+        d = m.find(DELAY)
+        assert d is not None and d.get("from") == st.domain
+
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        await welcome(a)
+        a.send(msg("carol@%s" % st.domain, "hello carol", mid="m1"))  # loads carol: new
+        await a.nothing(lambda s: s.get("type") == "error")
+        a.end()
+        a = await login(c, "alice@%s/a2" % st.domain)
+        await a.nothing(lambda s: s.tag == q("message"))
+        a.end()
+        st.pg.psql("REVOKE INSERT ON offline FROM parley_sm")
+        b = await login(c, "bob@%s/b" % st.domain)
+        await b.nothing(lambda s: s.tag == q("message"))
+        b.end()
+        st.pg.psql("GRANT INSERT ON offline TO parley_sm")
+        deadline = asyncio.get_running_loop().time() + harness.WAIT
+        while not seen_null("bob"):  # the mark taken back
+            assert asyncio.get_running_loop().time() < deadline, "bob's mark not taken back"
+            await asyncio.sleep(0.05)
+        c.close()
+        st.restart_sm()
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a3" % st.domain)
+        await a.nothing(lambda s: s.tag == q("message"))
+        b = await login(c, "bob@%s/b" % st.domain)
+        await welcome(b)  # at the next load
+        k = await login(c, "carol@%s/k" % st.domain)
+        await welcome(k)
+        m = await k.recv(lambda x: x.tag == q("message"), what="alice's message")
+        assert m.find(q("body")).text == "hello carol"
+        await k.nothing(lambda s: s.tag == q("message"))
+        c.close()
+
+    try:
+        harness.run(go())
+        log = st.daemons["sm"].log()
+        for u in ("alice", "carol"):
+            assert log.count("account %s@%s seen for the first time" % (u, st.domain)) == 1
+        assert log.count("account bob@%s seen for the first time" % st.domain) == 2
+    finally:
+        st.finish()
