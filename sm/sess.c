@@ -256,6 +256,9 @@ static void create(struct pending_start *ps)
              s->resumed ? " (resumed)" : "");
     sm_send_control(sm, s->c2s, s->jid->domain, "started", s->sid, NULL);
     u->moved = false;
+    /* Held deliveries are tried again behind the session's own parked
+     * stanzas (a presence it sent while moving goes first). */
+    sm_sess_release(u);
     sm_user_unpark(u, s->c2s, s->sid, true);
 }
 
@@ -513,4 +516,81 @@ void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanz
         sm_deliver(s->user->sm, s, e);
     }
     xml_free(e);
+}
+
+/*
+ * Deliveries held while a user's sessions may be moving (multi-instance,
+ * sm/SESSION.md): while some c2s owes this instance an <announced/>, a
+ * stanza for a user whose addressed session is not here (a full JID: no
+ * session with that resource; a bare JID: no available session) may be
+ * for a session whose re-announced start is on its way here. It waits on
+ * the user's parked list (c2s and sid empty: no session's stanza has
+ * those) until a session of the user is created or sends its presence,
+ * then is tried again; once no c2s owes an announced and the user's
+ * round-end event (behind the round's starts) was handled, it is handled
+ * as usual (offline, error). A stanza that follows a held one is held too,
+ * so that a user's deliveries keep their order. Probes are not held
+ * (mod_presence answers them at the round's end). At most
+ * <limits><user-queue> events are parked per user; past that a delivery
+ * is handled at once, as it would be with no round.
+ */
+#define HELD_C2S ""
+
+static bool reachable(struct sm_user *u, const struct xml_node *st)
+{
+    struct jid *to = sm_jid(u->sm, xml_get_attr(st, "to"));
+    bool found = to == NULL; /* malformed: sm_pkt_user answers it */
+    for (struct sm_sess *s = u->sessions; s != NULL && !found; s = s->next)
+        found = to->resource != NULL ? strcmp(s->jid->resource, to->resource) == 0 : s->available;
+    jid_free(to);
+    return found;
+}
+
+static bool held_any(const struct sm_user *u)
+{
+    for (const struct sm_event *ev = u->parked; ev != NULL; ev = ev->next)
+        if (ev->kind == SM_EV_DELIVER)
+            return true;
+    return false;
+}
+
+void sm_sess_deliver(struct sm_user *u, struct sm_event *ev)
+{
+    struct sm *sm = u->sm;
+    struct xml_node *st = ev->stanza;
+    const char *type = xml_get_attr(st, "type");
+    /* round_wait: the user's round-end event is still on its queue, behind
+     * the starts and replays of the round (the announced may come before
+     * the account checks of the starts are done). */
+    bool hold = sm->cfg->multi && (sm_sess_resuming(sm) || u->round_wait) &&
+                u->state == SM_USER_READY && !u->load_failed &&
+                !(type != NULL && strcmp(type, "probe") == 0) && (held_any(u) || !reachable(u, st));
+    if (hold && u->nparked >= (unsigned)sm->cfg->queue_max) {
+        log_warn("%u stanzas held for %s: handled now", u->nparked, u->jid->bare);
+        hold = false;
+    }
+    if (!hold) {
+        sm_pkt_user(u, st);
+        return;
+    }
+    log_debug("<%s/> to %s held: its session may be on its way here", st->name,
+              xml_get_attr(st, "to"));
+    struct sm_event *p = xcalloc(1, sizeof(*p));
+    p->kind = SM_EV_DELIVER;
+    p->stanza = st;
+    p->c2s = xstrdup(HELD_C2S);
+    ev->stanza = NULL;
+    struct sm_event **pp = &u->parked;
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = p;
+    u->nparked++;
+    /* The round's end tries them again (ROUND_END, sm_sess_release). */
+    u->round_wait = true;
+}
+
+void sm_sess_release(struct sm_user *u)
+{
+    if (u->nparked > 0)
+        sm_user_unpark(u, HELD_C2S, "", true);
 }

@@ -339,10 +339,11 @@ static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
 {
     struct jid *bare = jid_bare(j);
     bool presence = strcmp(st->name, "presence") == 0;
-    if (presence && !presence_needs_user(st) &&
+    if (presence && !presence_needs_user(st) && !(sm->cfg->multi && sm_sess_resuming(sm)) &&
         htab_get(sm->users, bare->bare, bare->bare_len) == NULL) {
         /* A user not in memory has no sessions: nothing to deliver it to,
-         * no account look-up for it. */
+         * no account look-up for it. (While sessions move here one may be
+         * on its way: the presence waits for it, sm_sess_deliver.) */
         jid_free(bare);
         return;
     }
@@ -506,6 +507,10 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
             sm_pkt_user(s->user, st);
         }
     }
+    /* A broadcast presence may make the user reachable for the stanzas
+     * held while its sessions moved here (sm_sess_deliver). */
+    if (p.to == NULL && strcmp(st->name, "presence") == 0)
+        sm_sess_release(s->user);
     sm_pkt_clear(&p);
 }
 

@@ -290,6 +290,12 @@ void sm_sess_router_down(struct sm *sm);
  * c2s to re-announce; the sessions of that domain not started again here
  * before a c2s's <announced/> moved: dropped without a broadcast. */
 void sm_sess_ring(struct sm *sm, const char *domain);
+/* A stanza for u from its queue (SM_EV_DELIVER): handled (sm_pkt_user), or,
+ * multi-instance, held while a round lasts and the session it is for is
+ * not here (its start may be on its way, SESSION.md): ev->stanza is then
+ * taken. sm_sess_release tries the held ones again, first on u's queue. */
+void sm_sess_deliver(struct sm_user *u, struct sm_event *ev);
+void sm_sess_release(struct sm_user *u);
 /* True while some c2s has not finished re-announcing its sessions. */
 bool sm_sess_resuming(struct sm *sm);
 /* The error for st, a stanza from session s, straight to s (not through

@@ -12,6 +12,7 @@ Everything waits with a bound (harness.WAIT unless told).
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -175,6 +176,12 @@ class FakeC2s:
             if pred(el):
                 return el
             self.pending.append(el)
+
+    async def pump(self, timeout):
+        """Move what arrives within timeout to self.pending (for a test
+        that looks at pending itself)."""
+        with contextlib.suppress(AssertionError):
+            await self._next(lambda el: False, timeout, "nothing")
 
     async def control(self, name, sid=None, timeout=harness.WAIT, frm=None):
         """The next control element <name sid=sid/> the sm sent us (from

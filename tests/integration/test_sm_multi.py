@@ -10,6 +10,7 @@ import contextlib
 import re
 import signal
 import time
+import xml.etree.ElementTree as ET
 
 import harness
 import smutil
@@ -415,6 +416,7 @@ def moving_stack(users, add=None):
         for d in (sm2, sm3):
             if d.running():
                 d.kill()
+            print(d.log()[-30000:])  # captured: shown with a failing test's report
         st.finish()
 
 
@@ -594,3 +596,75 @@ def test_resume_start_refused_closes_the_client():
         assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
+
+
+def test_delivery_to_a_moving_user_waits_for_its_session():
+    """A third instance joins; before the c2s re-announces, a remote contact
+    (on the s2s route) sends each user a headline to the bare JID, an iq and
+    a directed presence to the full JID. For a user the new ring moved, they
+    reach the new instance before the session's start: they wait there for
+    it (instead of being dropped, or the iq answered service-unavailable)
+    and arrive, in order, once the session is back; the sender gets no
+    error."""
+    users = ["u%d" % i for i in range(8)]
+    remote = "rem@remote.test/x"
+    R = "{%s}" % harness.NS_ROUTER
+    with moving_stack(users) as (st, sm2, sm3):
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            c, ss = await logged_in(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s2s.send("<message xmlns='jabber:component:accept' from='%s' to='%s' "
+                         "type='headline'><body>news for %s</body></message>"
+                         % (remote, s.bare, s.bare))
+                s2s.send("<iq xmlns='jabber:component:accept' from='%s' to='%s' type='get' "
+                         "id='v-%s'><query xmlns='jabber:iq:version'/></iq>"
+                         % (remote, s.jid, s.bare))
+                s2s.send("<presence xmlns='jabber:component:accept' from='%s' to='%s'>"
+                         "<status>hi %s</status></presence>" % (remote, s.jid, s.bare))
+
+            def arrived(s):
+                return any(el.tag == smutil.ROUTE and el.get("sid") == s.sid and len(el) and
+                           el[0].tag == q("message") for el in c.pending)
+
+            # Each user's headline reached its session (it did not move), or
+            # the new instance holds it for the session on its way.
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while True:
+                held = [s for s in ss if "to %s held" % s.bare in sm3.log()]
+                await c.pump(0.05)
+                if all(s in held or arrived(s) for s in ss):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, \
+                    "deliveries neither arrived nor held: %s" % [
+                        s.bare for s in ss if s not in held and not arrived(s)]
+            assert held, "no delivery reached the new instance before its session"
+            for _ in range(3):
+                await c.reannounce(ss)
+            for s in ss:
+                await s.recv(is_message("news for " + s.bare), what="headline to " + s.bare)
+                iq = await s.recv(lambda x: x.tag == q("iq") and x.get("id") == "v-" + s.bare,
+                                  what="iq to " + s.jid)
+                assert iq.get("type") == "get", iq.attrib
+                await s.recv(lambda x: x.tag == q("presence") and x.get("from") == remote and
+                             x.findtext(q("status")) == "hi " + s.bare,
+                             what="directed presence to " + s.jid)
+            counts = await held_by(insts, 8, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            errors = []
+            while not s2s.queue.empty():
+                el = s2s.queue.get_nowait()
+                if el is not None and el.get("type") == "error":
+                    errors.append(ET.tostring(el)[:300])
+            assert not errors, errors
+            c.close()
+            s2s.close()
+        harness.run(go())
