@@ -25,6 +25,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/rand.h"
 #include "sm/sm.h"
 
 static char *sess_key(const char *c2s, const char *sid)
@@ -161,9 +162,19 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char 
             log_warn("announced from %s for no domain of ours ignored", c2s);
             return;
         }
-        log_info("%s re-announced its sessions", c2s);
+        /* With a round id, only the announced of our round ends it: the
+         * c2s's announced goes to every instance (the other instances'
+         * rounds too) and may answer an earlier announce of ours. */
+        const char *round = xml_get_attr(ctl, "round");
         char *k = sess_key(c2s, to);
-        htab_del_str(sm->resuming, k);
+        const char *ours = htab_get_str(sm->resuming, k);
+        if (round != NULL && (ours == NULL || strcmp(ours, round) != 0)) {
+            log_debug("announced from %s for another round ignored", c2s);
+            free(k);
+            return;
+        }
+        log_info("%s re-announced its sessions", c2s);
+        free(htab_del_str(sm->resuming, k));
         free(k);
         end_unconfirmed(sm, c2s, to);
         sm_users_unpark_c2s(sm, c2s, to, true);
@@ -402,7 +413,7 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
     size_t n = strlen(c2s);
     for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);)
         if (it.klen > n && memcmp(it.key, c2s, n) == 0 && ((const char *)it.key)[n] == '\n')
-            htab_iter_del(&it);
+            free(htab_iter_del(&it));
     sm_users_unpark_c2s(sm, c2s, NULL, false);
     /* Its sessions end with a broadcast, also those an announced of the
      * round has queued an end for. */
@@ -444,7 +455,7 @@ void sm_sess_router_down(struct sm *sm)
         sm_users_unpark_c2s(sm, name, NULL, false);
     }
     htab_free(sm->resuming);
-    sm->resuming = htab_new(NULL);
+    sm->resuming = htab_new(free);
     settle(sm, NULL, NULL);
     sm_users_round_end(sm);
 }
@@ -464,10 +475,22 @@ void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool r
             s->unconfirmed = true;
     }
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
+    /* A new round id: an announced that answers an earlier announce (of
+     * ours or of another instance) does not end this round. */
+    char *round = xmalloc(RAND_ID_HEXLEN + 1);
+    rand_id_hex(round);
     char *k = sess_key(c2s, domain);
-    htab_set(sm->resuming, k, strlen(k), (void *)1);
+    htab_set(sm->resuming, k, strlen(k), round);
     free(k);
-    sm_send_control(sm, c2s, domain, "announce", NULL, NULL);
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(c2s, strlen(c2s), &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(domain, strlen(domain), &b);
+    buf_printf(&b, "'><announce xmlns='" SM_NS_SESSION "' round='%s'/></r:route>", round);
+    if (sm->comp != NULL)
+        component_send_raw(sm->comp, b.data, b.len);
+    buf_free(&b);
 }
 
 void sm_sess_announce_all(struct sm *sm, const char *c2s)

@@ -40,7 +40,7 @@ struct sm *sm_new(struct sm_config *cfg)
     sm->sessions = htab_new(NULL);
     sm->c2s = htab_new(NULL);
     sm->missing = htab_new(NULL);
-    sm->resuming = htab_new(NULL);
+    sm->resuming = htab_new(free);
     sm->jids = jid_cache_new(4096);
     return sm;
 }

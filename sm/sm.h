@@ -316,7 +316,7 @@ struct sm {
     struct htab *users;                  /* bare JID -> struct sm_user */
     struct htab *sessions;               /* "c2s\nsid" -> struct sm_sess */
     struct htab *c2s;                    /* c2s names up -> (void *)1 announced, 2 not yet */
-    struct htab *resuming;               /* c2s names sent announce, no announced yet */
+    struct htab *resuming; /* "c2s\ndomain" sent announce, no announced yet -> round id */
     struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
     size_t lru_count;
     struct htab *missing;                  /* bare JID -> struct sm_miss */

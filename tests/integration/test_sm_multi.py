@@ -260,7 +260,9 @@ def rounds(d):
 
 async def rounds_done(insts, before, n, what):
     """Wait (bounded) until every instance saw n more rounds of c2s-1 end
-    than in before (one per announce: parley-c2s answers each)."""
+    than in before (each its own: parley-c2s answers each announce with
+    an announced that carries its round id, and every instance gets every
+    announced but ends only its own round)."""
     deadline = asyncio.get_running_loop().time() + harness.WAIT
     while any(rounds(d) < before.get(d.name, 0) + n for d in insts):
         assert asyncio.get_running_loop().time() < deadline, \
@@ -346,7 +348,7 @@ def test_instances_join_and_leave():
                 xs[u].send_message(mto=w.bare, mbody="moving from " + u, mtype="chat")
             for _ in range(3):
                 await c2.reannounce([w])
-            await rounds_done(insts, before, 3, "the join")
+            await rounds_done(insts, before, 1, "the join")
             for u in users:
                 await w.recv(is_message("moving from " + u), what="message of %s in the move" % u)
             counts = await held_by(insts, 9, "after the join")
@@ -358,7 +360,7 @@ def test_instances_join_and_leave():
             insts.pop()
             for _ in range(2):
                 await c2.reannounce([w])
-            await rounds_done(insts, before, 2, "the leave")
+            await rounds_done(insts, before, 1, "the leave")
             await held_by(insts, 9, "after the leave")
             await all_talk("left")
             # The second is killed: the first takes everyone.
@@ -668,3 +670,95 @@ def test_delivery_to_a_moving_user_waits_for_its_session():
             c.close()
             s2s.close()
         harness.run(go())
+
+
+def test_announced_of_another_round_does_not_end_the_round():
+    """Round ids: the sm restarts and announces (round R); before c2s-1's
+    answer, an announced of another round arrives (the answer to another
+    instance's announce, or to an earlier one: keyless, every instance gets
+    it). It does not end round R: bob's session is back first and probes
+    alice, whose start is still to come; she is not answered unavailable
+    (the round is not over); her session then resumes, R's announced ends
+    the round, and bob never sees her unavailable."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+            await b.recv(is_presence(a.bare, "subscribed"))
+            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            st.restart_sm()
+            ann = await c.control("announce", timeout=harness.START_WAIT)
+            assert ann.get("round"), "announce without a round id: %s" % ann.attrib
+            c.pending.clear()
+            c.announced("0123456789abcdef0123456789abcdef")  # another round's
+            c.start(b.jid, sid=b.sid, resume=True)
+            b.send("<presence/>")
+            await c.control("started", b.sid)
+            unavailable = is_presence(a.bare, "unavailable")
+            await c.nothing_for(b.sid, b.sid, b.jid, unavailable)
+            c.start(a.jid, sid=a.sid, resume=True)
+            a.send("<presence/>")
+            await c.control("started", a.sid)
+            c.announced(ann.get("round"))
+            await b.nothing(unavailable)
+            assert "c2s-1 re-announced its sessions" in st["sm"].fresh_log()
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_c2s_echoes_the_round_id():
+    """parley-c2s answers an announce with round='R' (here from a second,
+    hand-written instance of the sm) with <announced round='R'/>, keyless:
+    the announcing instance gets it; the real sm, whose round it is not,
+    does not end a round on it."""
+    st = stack.Stack(c2s=1, extra={"sm": "<multi-instance>yes</multi-instance>"})
+    R = "{%s}" % harness.NS_ROUTER
+    try:
+        st.start()
+        st.add_user("alice", "pw")
+
+        async def go():
+            x = await smutil.client(st, "alice", "r")
+            other = await st.router.raw_component("sm")
+            other.send("<r:bind xmlns:r='%s' name='%s'/>" % (harness.NS_ROUTER, st.domain))
+            await other.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                               what="bind of the second instance")
+            rid = "fedcba9876543210fedcba9876543210"
+            other.send("<r:route xmlns:r='%s' to='c2s-1' from='%s'><announce xmlns='%s' "
+                       "round='%s'/></r:route>" % (harness.NS_ROUTER, st.domain,
+                                                   smutil.NS_SESSION, rid))
+            # Alice's start may land here (the ring): answer it as an sm would.
+            while True:
+                el = await other.expect(lambda e: e.tag == R + "route" and len(e),
+                                        what="the announced of round %s" % rid)
+                inner = el[0]
+                if inner.tag == q("start", smutil.NS_SESSION):
+                    other.send("<r:route xmlns:r='%s' to='c2s-1' from='%s'><started xmlns='%s' "
+                               "sid='%s'/></r:route>" % (harness.NS_ROUTER, st.domain,
+                                                         smutil.NS_SESSION, inner.get("sid")))
+                if inner.tag == q("announced", smutil.NS_SESSION) and inner.get("round") == rid:
+                    assert el.get("key") is None, el.attrib
+                    break
+            other.close()
+            deadline = time.monotonic() + harness.WAIT
+            while "announced from c2s-1 for another round ignored" not in st["sm"].log():
+                assert time.monotonic() < deadline, "the sm took another round's announced"
+                await asyncio.sleep(0.05)
+            await smutil.logout_all(x)
+        harness.run(go())
+        problems = st.stop_and_check()
+        assert not problems, problems[:5]
+    finally:
+        st.cleanup()
