@@ -143,6 +143,99 @@ static void end_unconfirmed(struct sm *sm, const char *c2s, const char *domain)
     settle(sm, c2s, domain);
 }
 
+/* A round: an announce sent to a c2s for a domain, no announced yet. */
+struct round {
+    char id[RAND_ID_HEXLEN + 1];
+    uint64_t deadline; /* uv_now ms: ended then as if announced */
+};
+
+/* The round of c2s for domain is over (its announced, or its timeout): the
+ * sessions it did not re-announce are ended (or dropped, moved), the
+ * stanzas waiting for them handled. */
+static void round_over(struct sm *sm, const char *c2s, const char *domain)
+{
+    char *k = sess_key(c2s, domain);
+    free(htab_del_str(sm->resuming, k));
+    free(k);
+    end_unconfirmed(sm, c2s, domain);
+    sm_users_unpark_c2s(sm, c2s, domain, true);
+    if (!sm_sess_resuming(sm))
+        sm_users_round_end(sm);
+}
+
+static void on_round_timeout(uv_timer_t *t);
+
+/* The timer fires at the earliest deadline of the rounds open. */
+static void arm_timer(struct sm *sm)
+{
+    if (!sm->round_timer_init || sm->stopping)
+        return;
+    uint64_t first = UINT64_MAX;
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
+        const struct round *r = it.val;
+        if (r->deadline < first)
+            first = r->deadline;
+    }
+    if (first == UINT64_MAX) {
+        uv_timer_stop(&sm->round_timer);
+        return;
+    }
+    uint64_t now = uv_now(sm->loop);
+    uv_timer_start(&sm->round_timer, on_round_timeout, first > now ? first - now : 0, 0);
+}
+
+/* A c2s that does not answer an announce in time (wedged) must not keep
+ * the sessions it did not re-announce, and the stanzas waiting for the
+ * round, forever. */
+static void on_round_timeout(uv_timer_t *t)
+{
+    struct sm *sm = t->data;
+    uint64_t now = uv_now(sm->loop);
+    for (;;) {
+        char key[512];
+        bool found = false;
+        struct htab_iter it;
+        for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
+            const struct round *r = it.val;
+            if (r->deadline <= now && it.klen < sizeof(key)) {
+                memcpy(key, it.key, it.klen);
+                key[it.klen] = '\0';
+                found = true;
+                break;
+            }
+        }
+        if (!found)
+            break;
+        char *nl = strchr(key, '\n');
+        if (nl == NULL) { /* not a key of ours: cannot happen */
+            free(htab_del_str(sm->resuming, key));
+            continue;
+        }
+        *nl = '\0';
+        log_warn("%s did not re-announce its sessions of %s within %d s: round ended", key, nl + 1,
+                 sm->cfg->round_timeout);
+        round_over(sm, key, nl + 1);
+    }
+    arm_timer(sm);
+}
+
+void sm_sess_timer_init(struct sm *sm)
+{
+    uv_timer_init(sm->loop, &sm->round_timer);
+    sm->round_timer.data = sm;
+    sm->round_timer_init = true;
+}
+
+void sm_sess_timer_close(struct sm *sm)
+{
+    if (!sm->round_timer_init)
+        return;
+    sm->round_timer_init = false;
+    uv_timer_stop(&sm->round_timer);
+    uv_close((uv_handle_t *)&sm->round_timer, NULL);
+}
+
 void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char *key,
                      struct xml_node *ctl)
 {
@@ -167,19 +260,14 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char 
          * rounds too) and may answer an earlier announce of ours. */
         const char *round = xml_get_attr(ctl, "round");
         char *k = sess_key(c2s, to);
-        const char *ours = htab_get_str(sm->resuming, k);
-        if (round != NULL && (ours == NULL || strcmp(ours, round) != 0)) {
+        const struct round *ours = htab_get_str(sm->resuming, k);
+        free(k);
+        if (round != NULL && (ours == NULL || strcmp(ours->id, round) != 0)) {
             log_debug("announced from %s for another round ignored", c2s);
-            free(k);
             return;
         }
         log_info("%s re-announced its sessions", c2s);
-        free(htab_del_str(sm->resuming, k));
-        free(k);
-        end_unconfirmed(sm, c2s, to);
-        sm_users_unpark_c2s(sm, c2s, to, true);
-        if (!sm_sess_resuming(sm))
-            sm_users_round_end(sm);
+        round_over(sm, c2s, to);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -477,17 +565,19 @@ void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool r
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
     /* A new round id: an announced that answers an earlier announce (of
      * ours or of another instance) does not end this round. */
-    char *round = xmalloc(RAND_ID_HEXLEN + 1);
-    rand_id_hex(round);
+    struct round *round = xcalloc(1, sizeof(*round));
+    rand_id_hex(round->id);
+    round->deadline = uv_now(sm->loop) + (uint64_t)sm->cfg->round_timeout * 1000;
     char *k = sess_key(c2s, domain);
     htab_set(sm->resuming, k, strlen(k), round);
     free(k);
+    arm_timer(sm);
     struct buf b = BUF_INIT;
     buf_append_str(&b, "<r:route to='");
     xml_escape_attr(c2s, strlen(c2s), &b);
     buf_append_str(&b, "' from='");
     xml_escape_attr(domain, strlen(domain), &b);
-    buf_printf(&b, "'><announce xmlns='" SM_NS_SESSION "' round='%s'/></r:route>", round);
+    buf_printf(&b, "'><announce xmlns='" SM_NS_SESSION "' round='%s'/></r:route>", round->id);
     if (sm->comp != NULL)
         component_send_raw(sm->comp, b.data, b.len);
     buf_free(&b);

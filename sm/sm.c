@@ -836,6 +836,7 @@ static const struct component_cbs comp_cbs = {
 int sm_start(struct sm *sm, uv_loop_t *loop)
 {
     sm->loop = loop;
+    sm_sess_timer_init(sm);
     struct storage_opts so = {
         .dsn = sm->cfg->db_dsn,
         .password = sm->cfg->db_password,
@@ -887,6 +888,7 @@ static void finish_stop(struct sm *sm)
 {
     uv_timer_stop(&sm->drain);
     uv_close((uv_handle_t *)&sm->drain, NULL);
+    sm_sess_timer_close(sm);
     storage_free(sm->st);
     sm->st = NULL;
     if (sm->comp != NULL)
@@ -914,6 +916,7 @@ void sm_stop(struct sm *sm)
         return;
     sm->stopping = true;
     if (sm->st == NULL) {
+        sm_sess_timer_close(sm);
         if (sm->comp != NULL)
             component_stop(sm->comp);
         return;

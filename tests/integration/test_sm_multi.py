@@ -762,3 +762,46 @@ def test_c2s_echoes_the_round_id():
         assert not problems, problems[:5]
     finally:
         st.cleanup()
+
+
+def test_round_of_a_wedged_c2s_ends_after_the_timeout():
+    """<limits><round-timeout>: the sm restarts and announces; c2s-1
+    re-announces bob's session but never sends its announced (wedged).
+    Bob probes alice (not re-announced): the round does not wait forever:
+    after the timeout it ends as if announced (logged), and bob gets
+    alice's unavailable."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
+                              "<limits><round-timeout>1</round-timeout></limits>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+            await b.recv(is_presence(a.bare, "subscribed"))
+            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            st.restart_sm()
+            await c.control("announce", timeout=harness.START_WAIT)
+            c.pending.clear()
+            c.start(b.jid, sid=b.sid, resume=True)
+            b.send("<presence/>")
+            await c.control("started", b.sid)
+            await b.recv(is_presence(a.bare, "unavailable"), timeout=harness.START_WAIT,
+                         what="alice's unavailable at the round's timeout")
+            assert "did not re-announce its sessions of %s within 1 s: round ended" % st.domain \
+                in st["sm"].fresh_log()
+            # Bob's session is still there.
+            r = await b.iq("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                           % st.domain, "p1")
+            assert r.get("type") == "result", r.attrib
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
