@@ -56,8 +56,8 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
 
 /*
  * Re-announce rounds (sm/SESSION.md): per domain, the sids whose resume
- * start is not answered yet and how many <announced/> are owed (one per
- * announce). The announced goes once every resume start of the round was
+ * start is not answered yet and the <announced/> owed (one per announce,
+ * each with that announce's round id). The announced goes once every resume start of the round was
  * answered, so that the ends of the sessions no sm took (failed, bounced)
  * precede it. The rounds in progress: c->rounds (domain -> struct round),
  * NULL while there is none.

@@ -5,6 +5,10 @@
  * c2s that went down. With several instances, a ring change (another
  * instance joined or left) asks every c2s to re-announce, and the sessions
  * not started again here moved: they are dropped without a broadcast.
+ * Each announce names its round (round='ID'): only the announced with
+ * that ID ends it, or <limits><round-timeout> (a wedged c2s). While a
+ * round lasts, stanzas to a user whose session is not here are held for
+ * it (sm_sess_deliver).
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
