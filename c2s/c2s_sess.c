@@ -56,22 +56,39 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
 
 /*
  * Re-announce rounds (sm/SESSION.md): per domain, the sids whose resume
- * start is not answered yet and how many <announced/> are owed (one per
- * announce). The announced goes once every resume start of the round was
+ * start is not answered yet and the <announced/> owed (one per announce,
+ * each with that announce's round id). The announced goes once every resume start of the round was
  * answered, so that the ends of the sessions no sm took (failed, bounced)
  * precede it. The rounds in progress: c->rounds (domain -> struct round),
  * NULL while there is none.
  */
 struct round {
     struct htab *sids; /* sid -> (void *)1 */
-    unsigned owed;
+    char **owed;       /* per announce answered: its round id, or NULL (none) */
+    size_t nowed;
 };
 
 static void round_free(void *p)
 {
     struct round *r = p;
     htab_free(r->sids);
+    for (size_t i = 0; i < r->nowed; i++)
+        free(r->owed[i]);
+    free(r->owed);
     free(r);
+}
+
+/* An announce's round id, echoed on its announced (sm/SESSION.md): hex,
+ * at most 64 digits; anything else is not echoed. */
+static char *round_id(const char *id)
+{
+    size_t n = id != NULL ? strlen(id) : 0;
+    if (n == 0 || n > 64)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return NULL;
+    return xstrdup(id);
 }
 
 /* The round of domain is over once no start is waiting: its announced. */
@@ -80,16 +97,21 @@ static void round_check(struct c2s *c, const char *domain)
     struct round *r = c->rounds != NULL ? htab_get_str(c->rounds, domain) : NULL;
     if (r == NULL || htab_count(r->sids) > 0)
         return;
-    static const char done[] = "<announced xmlns='" C2S_NS_SESSION "'/>";
-    unsigned owed = r->owed;
     htab_del_str(c->rounds, domain);
-    round_free(r);
     if (htab_count(c->rounds) == 0) {
         htab_free(c->rounds);
         c->rounds = NULL;
     }
-    for (unsigned i = 0; i < owed; i++)
-        route_send(c, domain, NULL, NULL, done, sizeof(done) - 1);
+    for (size_t i = 0; i < r->nowed; i++) {
+        struct buf p = BUF_INIT;
+        buf_append_str(&p, "<announced xmlns='" C2S_NS_SESSION "'");
+        if (r->owed[i] != NULL)
+            buf_printf(&p, " round='%s'", r->owed[i]);
+        buf_append_str(&p, "/>");
+        route_send(c, domain, NULL, NULL, p.data, p.len);
+        buf_free(&p);
+    }
+    round_free(r);
 }
 
 /* Was sid's resume start waiting for an answer in domain's round? It is
@@ -286,7 +308,8 @@ static void on_started(struct c2s_client *cl)
     log_info("session %s started for %s", cl->sid, jid_full_str(cl->jid));
 }
 
-void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
+/* c2s_sess_resume for an announce with that round id (NULL: none). */
+static void resume(struct c2s *c, const char *domain, const char *round, bool presence)
 {
     if (c->rounds == NULL)
         c->rounds = htab_new(round_free);
@@ -296,7 +319,8 @@ void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
         r->sids = htab_new(NULL);
         htab_put_str(c->rounds, domain, r);
     }
-    r->owed++;
+    r->owed = xreallocarray(r->owed, r->nowed + 1, sizeof(*r->owed));
+    r->owed[r->nowed++] = round_id(round);
     for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
         if (cl->state != CL_BOUND || strcmp(cl->jid->domain, domain) != 0)
             continue;
@@ -324,6 +348,15 @@ void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
     /* After the last one is answered: the sm may end the sessions it still
      * has from us that were not announced again (sm/SESSION.md). */
     round_check(c, domain);
+}
+
+void c2s_sess_resume(struct c2s *c, const char *domain, bool presence)
+{
+    /* Our own round (the domain came back) has an id no sm round has: its
+     * announced ends none of theirs (sm/SESSION.md). */
+    char id[RAND_ID_HEXLEN + 1];
+    rand_id_hex(id);
+    resume(c, domain, id, presence);
 }
 
 /* A resume start of cl was refused (failed) or bounced by the router:
@@ -354,7 +387,7 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
 {
     if (strcmp(el->name, "announce") == 0) {
         if (from != NULL)
-            c2s_sess_resume(c, from, true);
+            resume(c, from, xml_get_attr(el, "round"), true);
         return;
     }
     const char *sid = xml_get_attr(el, "sid");

@@ -14,7 +14,9 @@
  *                                 name or bound domain; never the default
  *                                 route); among instances by the bare JID
  *                                 of key= or else of S's `to`; with
- *                                 neither, to every instance. F must be a
+ *                                 neither, a session end or announced
+ *                                 (urn:parley:session) to every instance,
+ *                                 anything else to one. F must be a
  *                                 name the sender holds (invalid-from
  *                                 otherwise). When it
  *                                 cannot be delivered it comes back to the
@@ -302,6 +304,16 @@ static void route_all(struct conn *c, struct route *rt, struct xml_node *el, con
         route_back(c, el, failed == ERR_AGAIN ? "resource-constraint" : "item-not-found");
 }
 
+/* A keyless r:route with no inner to that concerns every instance: the
+ * session control an instance may have to act on whichever instance the
+ * ring names (sm/SESSION.md: a session's end, which may reach the one
+ * still holding it in a move; a round's announced). */
+static bool fan_out(const struct xml_node *inner)
+{
+    return inner != NULL && strcmp(inner->ns, ROUTER_NS_SESSION) == 0 &&
+           (strcmp(inner->name, "end") == 0 || strcmp(inner->name, "announced") == 0);
+}
+
 static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_t rawlen)
 {
     struct router *r = c->r;
@@ -333,18 +345,20 @@ static void on_route(struct conn *c, struct xml_node *el, const char *raw, size_
         /* key= (a bare JID) wins over the inner stanza's to: c2s keys its
          * traffic to the sm by the session's user, whoever it writes to. */
         const char *ito = xml_get_attr(el, "key");
+        struct xml_node *inner = NULL;
         if (ito == NULL) {
-            struct xml_node *inner = xml_child(el, NULL, NULL);
+            inner = xml_child(el, NULL, NULL);
             ito = inner ? xml_get_attr(inner, "to") : NULL;
         }
         struct jid *j = NULL;
-        if (ito == NULL) {
-            /* Nothing to pick an instance by (a control element such as
-             * c2s's <announced/>): it concerns every instance. */
+        if (ito == NULL && fan_out(inner)) {
             route_all(c, rt, el, raw, rawlen);
             return;
         }
-        if (jid_cache_prep(r->jids, ito, strlen(ito), &j) == 0) {
+        if (ito == NULL) {
+            /* Nothing to pick by: the instance the empty key names. */
+            t = route_pick(rt, "", 0);
+        } else if (jid_cache_prep(r->jids, ito, strlen(ito), &j) == 0) {
             t = route_pick(rt, j->bare, j->bare_len);
             jid_free(j);
         } else {

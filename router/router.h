@@ -45,6 +45,8 @@
 #include "router/users.h"
 
 #define ROUTER_NS "urn:parley:router"
+/* sm/SESSION.md: the session control the router fans out (proto.c). */
+#define ROUTER_NS_SESSION "urn:parley:session"
 /* JIDs kept prepped in the cache; their memory is capped by jid.c's byte
  * budget (JID_CACHE_ENTRY_BYTES each: 32 MiB) and inputs over
  * JID_CACHE_KEY_MAX are never kept. */

@@ -5,6 +5,10 @@
  * c2s that went down. With several instances, a ring change (another
  * instance joined or left) asks every c2s to re-announce, and the sessions
  * not started again here moved: they are dropped without a broadcast.
+ * Each announce names its round (round='ID'): only the announced with
+ * that ID ends it, or <limits><round-timeout> (a wedged c2s). While a
+ * round lasts, stanzas to a user whose session is not here are held for
+ * it (sm_sess_deliver).
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
@@ -25,6 +29,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/rand.h"
 #include "sm/sm.h"
 
 static char *sess_key(const char *c2s, const char *sid)
@@ -142,6 +147,99 @@ static void end_unconfirmed(struct sm *sm, const char *c2s, const char *domain)
     settle(sm, c2s, domain);
 }
 
+/* A round: an announce sent to a c2s for a domain, no announced yet. */
+struct round {
+    char id[RAND_ID_HEXLEN + 1];
+    uint64_t deadline; /* uv_now ms: ended then as if announced */
+};
+
+/* The round of c2s for domain is over (its announced, or its timeout): the
+ * sessions it did not re-announce are ended (or dropped, moved), the
+ * stanzas waiting for them handled. */
+static void round_over(struct sm *sm, const char *c2s, const char *domain)
+{
+    char *k = sess_key(c2s, domain);
+    free(htab_del_str(sm->resuming, k));
+    free(k);
+    end_unconfirmed(sm, c2s, domain);
+    sm_users_unpark_c2s(sm, c2s, domain, true);
+    if (!sm_sess_resuming(sm))
+        sm_users_round_end(sm);
+}
+
+static void on_round_timeout(uv_timer_t *t);
+
+/* The timer fires at the earliest deadline of the rounds open. */
+static void arm_timer(struct sm *sm)
+{
+    if (!sm->round_timer_init || sm->stopping)
+        return;
+    uint64_t first = UINT64_MAX;
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
+        const struct round *r = it.val;
+        if (r->deadline < first)
+            first = r->deadline;
+    }
+    if (first == UINT64_MAX) {
+        uv_timer_stop(&sm->round_timer);
+        return;
+    }
+    uint64_t now = uv_now(sm->loop);
+    uv_timer_start(&sm->round_timer, on_round_timeout, first > now ? first - now : 0, 0);
+}
+
+/* A c2s that does not answer an announce in time (wedged) must not keep
+ * the sessions it did not re-announce, and the stanzas waiting for the
+ * round, forever. */
+static void on_round_timeout(uv_timer_t *t)
+{
+    struct sm *sm = t->data;
+    uint64_t now = uv_now(sm->loop);
+    for (;;) {
+        char key[512];
+        bool found = false;
+        struct htab_iter it;
+        for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
+            const struct round *r = it.val;
+            if (r->deadline <= now && it.klen < sizeof(key)) {
+                memcpy(key, it.key, it.klen);
+                key[it.klen] = '\0';
+                found = true;
+                break;
+            }
+        }
+        if (!found)
+            break;
+        char *nl = strchr(key, '\n');
+        if (nl == NULL) { /* not a key of ours: cannot happen */
+            free(htab_del_str(sm->resuming, key));
+            continue;
+        }
+        *nl = '\0';
+        log_warn("%s did not re-announce its sessions of %s within %d s: round ended", key, nl + 1,
+                 sm->cfg->round_timeout);
+        round_over(sm, key, nl + 1);
+    }
+    arm_timer(sm);
+}
+
+void sm_sess_timer_init(struct sm *sm)
+{
+    uv_timer_init(sm->loop, &sm->round_timer);
+    sm->round_timer.data = sm;
+    sm->round_timer_init = true;
+}
+
+void sm_sess_timer_close(struct sm *sm)
+{
+    if (!sm->round_timer_init)
+        return;
+    sm->round_timer_init = false;
+    uv_timer_stop(&sm->round_timer);
+    uv_close((uv_handle_t *)&sm->round_timer, NULL);
+}
+
 void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char *key,
                      struct xml_node *ctl)
 {
@@ -161,14 +259,19 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char 
             log_warn("announced from %s for no domain of ours ignored", c2s);
             return;
         }
-        log_info("%s re-announced its sessions", c2s);
+        /* With a round id, only the announced of our round ends it: the
+         * c2s's announced goes to every instance (the other instances'
+         * rounds too) and may answer an earlier announce of ours. */
+        const char *round = xml_get_attr(ctl, "round");
         char *k = sess_key(c2s, to);
-        htab_del_str(sm->resuming, k);
+        const struct round *ours = htab_get_str(sm->resuming, k);
         free(k);
-        end_unconfirmed(sm, c2s, to);
-        sm_users_unpark_c2s(sm, c2s, to, true);
-        if (!sm_sess_resuming(sm))
-            sm_users_round_end(sm);
+        if (round != NULL && (ours == NULL || strcmp(ours->id, round) != 0)) {
+            log_debug("announced from %s for another round ignored", c2s);
+            return;
+        }
+        log_info("%s re-announced its sessions", c2s);
+        round_over(sm, c2s, to);
         return;
     }
     if (strcmp(ctl->name, "start") != 0) {
@@ -257,6 +360,9 @@ static void create(struct pending_start *ps)
              s->resumed ? " (resumed)" : "");
     sm_send_control(sm, s->c2s, s->jid->domain, "started", s->sid, NULL);
     u->moved = false;
+    /* Held deliveries are tried again behind the session's own parked
+     * stanzas (a presence it sent while moving goes first). */
+    sm_sess_release(u);
     sm_user_unpark(u, s->c2s, s->sid, true);
 }
 
@@ -400,7 +506,7 @@ void sm_sess_c2s_down(struct sm *sm, const char *c2s)
     size_t n = strlen(c2s);
     for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);)
         if (it.klen > n && memcmp(it.key, c2s, n) == 0 && ((const char *)it.key)[n] == '\n')
-            htab_iter_del(&it);
+            free(htab_iter_del(&it));
     sm_users_unpark_c2s(sm, c2s, NULL, false);
     /* Its sessions end with a broadcast, also those an announced of the
      * round has queued an end for. */
@@ -442,7 +548,7 @@ void sm_sess_router_down(struct sm *sm)
         sm_users_unpark_c2s(sm, name, NULL, false);
     }
     htab_free(sm->resuming);
-    sm->resuming = htab_new(NULL);
+    sm->resuming = htab_new(free);
     settle(sm, NULL, NULL);
     sm_users_round_end(sm);
 }
@@ -462,10 +568,24 @@ void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool r
             s->unconfirmed = true;
     }
     htab_set(sm->c2s, c2s, strlen(c2s), (void *)1);
+    /* A new round id: an announced that answers an earlier announce (of
+     * ours or of another instance) does not end this round. */
+    struct round *round = xcalloc(1, sizeof(*round));
+    rand_id_hex(round->id);
+    round->deadline = uv_now(sm->loop) + (uint64_t)sm->cfg->round_timeout * 1000;
     char *k = sess_key(c2s, domain);
-    htab_set(sm->resuming, k, strlen(k), (void *)1);
+    htab_set(sm->resuming, k, strlen(k), round);
     free(k);
-    sm_send_control(sm, c2s, domain, "announce", NULL, NULL);
+    arm_timer(sm);
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(c2s, strlen(c2s), &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(domain, strlen(domain), &b);
+    buf_printf(&b, "'><announce xmlns='" SM_NS_SESSION "' round='%s'/></r:route>", round->id);
+    if (sm->comp != NULL)
+        component_send_raw(sm->comp, b.data, b.len);
+    buf_free(&b);
 }
 
 void sm_sess_announce_all(struct sm *sm, const char *c2s)
@@ -514,4 +634,81 @@ void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanz
         sm_deliver(s->user->sm, s, e);
     }
     xml_free(e);
+}
+
+/*
+ * Deliveries held while a user's sessions may be moving (multi-instance,
+ * sm/SESSION.md): while some c2s owes this instance an <announced/>, a
+ * stanza for a user whose addressed session is not here (a full JID: no
+ * session with that resource; a bare JID: no available session) may be
+ * for a session whose re-announced start is on its way here. It waits on
+ * the user's parked list (c2s and sid empty: no session's stanza has
+ * those) until a session of the user is created or sends its presence,
+ * then is tried again; once no c2s owes an announced and the user's
+ * round-end event (behind the round's starts) was handled, it is handled
+ * as usual (offline, error). A stanza that follows a held one is held too,
+ * so that a user's deliveries keep their order. Probes are not held
+ * (mod_presence answers them at the round's end). At most
+ * <limits><user-queue> events are parked per user; past that a delivery
+ * is handled at once, as it would be with no round.
+ */
+#define HELD_C2S ""
+
+static bool reachable(struct sm_user *u, const struct xml_node *st)
+{
+    struct jid *to = sm_jid(u->sm, xml_get_attr(st, "to"));
+    bool found = to == NULL; /* malformed: sm_pkt_user answers it */
+    for (struct sm_sess *s = u->sessions; s != NULL && !found; s = s->next)
+        found = to->resource != NULL ? strcmp(s->jid->resource, to->resource) == 0 : s->available;
+    jid_free(to);
+    return found;
+}
+
+static bool held_any(const struct sm_user *u)
+{
+    for (const struct sm_event *ev = u->parked; ev != NULL; ev = ev->next)
+        if (ev->kind == SM_EV_DELIVER)
+            return true;
+    return false;
+}
+
+void sm_sess_deliver(struct sm_user *u, struct sm_event *ev)
+{
+    struct sm *sm = u->sm;
+    struct xml_node *st = ev->stanza;
+    const char *type = xml_get_attr(st, "type");
+    /* round_wait: the user's round-end event is still on its queue, behind
+     * the starts and replays of the round (the announced may come before
+     * the account checks of the starts are done). */
+    bool hold = sm->cfg->multi && (sm_sess_resuming(sm) || u->round_wait) &&
+                u->state == SM_USER_READY && !u->load_failed &&
+                !(type != NULL && strcmp(type, "probe") == 0) && (held_any(u) || !reachable(u, st));
+    if (hold && u->nparked >= (unsigned)sm->cfg->queue_max) {
+        log_warn("%u stanzas held for %s: handled now", u->nparked, u->jid->bare);
+        hold = false;
+    }
+    if (!hold) {
+        sm_pkt_user(u, st);
+        return;
+    }
+    log_debug("<%s/> to %s held: its session may be on its way here", st->name,
+              xml_get_attr(st, "to"));
+    struct sm_event *p = xcalloc(1, sizeof(*p));
+    p->kind = SM_EV_DELIVER;
+    p->stanza = st;
+    p->c2s = xstrdup(HELD_C2S);
+    ev->stanza = NULL;
+    struct sm_event **pp = &u->parked;
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = p;
+    u->nparked++;
+    /* The round's end tries them again (ROUND_END, sm_sess_release). */
+    u->round_wait = true;
+}
+
+void sm_sess_release(struct sm_user *u)
+{
+    if (u->nparked > 0)
+        sm_user_unpark(u, HELD_C2S, "", true);
 }

@@ -40,7 +40,7 @@ struct sm *sm_new(struct sm_config *cfg)
     sm->sessions = htab_new(NULL);
     sm->c2s = htab_new(NULL);
     sm->missing = htab_new(NULL);
-    sm->resuming = htab_new(NULL);
+    sm->resuming = htab_new(free);
     sm->jids = jid_cache_new(4096);
     return sm;
 }
@@ -339,10 +339,11 @@ static void to_user_here(struct sm *sm, struct jid *j, struct xml_node *st)
 {
     struct jid *bare = jid_bare(j);
     bool presence = strcmp(st->name, "presence") == 0;
-    if (presence && !presence_needs_user(st) &&
+    if (presence && !presence_needs_user(st) && !(sm->cfg->multi && sm_sess_resuming(sm)) &&
         htab_get(sm->users, bare->bare, bare->bare_len) == NULL) {
         /* A user not in memory has no sessions: nothing to deliver it to,
-         * no account look-up for it. */
+         * no account look-up for it. (While sessions move here one may be
+         * on its way: the presence waits for it, sm_sess_deliver.) */
         jid_free(bare);
         return;
     }
@@ -506,6 +507,10 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
             sm_pkt_user(s->user, st);
         }
     }
+    /* A broadcast presence may make the user reachable for the stanzas
+     * held while its sessions moved here (sm_sess_deliver). */
+    if (p.to == NULL && strcmp(st->name, "presence") == 0)
+        sm_sess_release(s->user);
     sm_pkt_clear(&p);
 }
 
@@ -831,6 +836,7 @@ static const struct component_cbs comp_cbs = {
 int sm_start(struct sm *sm, uv_loop_t *loop)
 {
     sm->loop = loop;
+    sm_sess_timer_init(sm);
     struct storage_opts so = {
         .dsn = sm->cfg->db_dsn,
         .password = sm->cfg->db_password,
@@ -882,6 +888,7 @@ static void finish_stop(struct sm *sm)
 {
     uv_timer_stop(&sm->drain);
     uv_close((uv_handle_t *)&sm->drain, NULL);
+    sm_sess_timer_close(sm);
     storage_free(sm->st);
     sm->st = NULL;
     if (sm->comp != NULL)
@@ -909,6 +916,7 @@ void sm_stop(struct sm *sm)
         return;
     sm->stopping = true;
     if (sm->st == NULL) {
+        sm_sess_timer_close(sm);
         if (sm->comp != NULL)
             component_stop(sm->comp);
         return;

@@ -67,6 +67,7 @@ struct sm_config {
     int miss_ttl;            /* seconds a missing account is remembered */
     int max_loads;           /* account look-ups in flight for stanzas */
     int queue_max;           /* events waiting per user */
+    int round_timeout;       /* seconds a c2s may take to re-announce (announced) */
     const char *version_name;
     bool version_os;
     const char *welcome_subject; /* mod_welcome; NULL: none */
@@ -331,6 +332,15 @@ void sm_sess_router_down(struct sm *sm);
  * c2s to re-announce; the sessions of that domain not started again here
  * before a c2s's <announced/> moved: dropped without a broadcast. */
 void sm_sess_ring(struct sm *sm, const char *domain);
+/* A stanza for u from its queue (SM_EV_DELIVER): handled (sm_pkt_user), or,
+ * multi-instance, held while a round lasts and the session it is for is
+ * not here (its start may be on its way, SESSION.md): ev->stanza is then
+ * taken. sm_sess_release tries the held ones again, first on u's queue. */
+void sm_sess_deliver(struct sm_user *u, struct sm_event *ev);
+void sm_sess_release(struct sm_user *u);
+/* Start and stop the rounds' timeout timer (sm_start, sm_stop). */
+void sm_sess_timer_init(struct sm *sm);
+void sm_sess_timer_close(struct sm *sm);
 /* True while some c2s has not finished re-announcing its sessions. */
 bool sm_sess_resuming(struct sm *sm);
 /* The error for st, a stanza from session s, straight to s (not through
@@ -351,7 +361,9 @@ struct sm {
     struct htab *users;                  /* bare JID -> struct sm_user */
     struct htab *sessions;               /* "c2s\nsid" -> struct sm_sess */
     struct htab *c2s;                    /* c2s names up -> (void *)1 announced, 2 not yet */
-    struct htab *resuming;               /* c2s names sent announce, no announced yet */
+    struct htab *resuming;  /* "c2s\ndomain" sent announce, no announced yet -> round */
+    uv_timer_t round_timer; /* the oldest round's timeout (sess.c) */
+    bool round_timer_init;
     struct sm_user *lru_head, *lru_tail; /* idle users, oldest first */
     size_t lru_count;
     struct htab *missing;                  /* bare JID -> struct sm_miss */

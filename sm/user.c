@@ -584,6 +584,7 @@ static void handle(struct sm_user *u, struct sm_event *ev)
                 memset(&p, 0, sizeof(p));
                 p.user = u;
                 sm_hook_run(sm, SM_HOOK_ROUND_END, &p);
+                sm_sess_release(u);
             }
             break;
         }
@@ -639,7 +640,7 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         break;
     }
     case SM_EV_DELIVER:
-        sm_pkt_user(u, ev->stanza);
+        sm_sess_deliver(u, ev);
         break;
     }
 }

@@ -12,6 +12,7 @@ Everything waits with a bound (harness.WAIT unless told).
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -130,13 +131,19 @@ class FakeC2s:
     async def reannounce(self, sessions, presence="<presence/>"):
         """Answer the next <announce/> as parley-c2s does (sm/SESSION.md): a
         start resume='true' per session (keyed by its user), its presence
-        again, then <announced/> (no key: every instance gets it)."""
-        await self.control("announce")
+        again, then <announced/> with the announce's round id (no key: every
+        instance gets it)."""
+        a = await self.control("announce")
         for s in sessions:
             self.start(s.jid, sid=s.sid, resume=True)
             if presence is not None:
                 s.send(presence)
-        self.route("<announced xmlns='%s'/>" % NS_SESSION)
+        self.announced(a.get("round"))
+
+    def announced(self, round_id=None, to=None):
+        """<announced/> (with round='round_id'), as parley-c2s sends it."""
+        self.route("<announced xmlns='%s'%s/>" % (
+            NS_SESSION, "" if round_id is None else " round='%s'" % round_id), to=to)
 
     def batch(self, fn):
         """Run fn() with every send held back, then write them all at once
@@ -175,6 +182,12 @@ class FakeC2s:
             if pred(el):
                 return el
             self.pending.append(el)
+
+    async def pump(self, timeout):
+        """Move what arrives within timeout to self.pending (for a test
+        that looks at pending itself)."""
+        with contextlib.suppress(AssertionError):
+            await self._next(lambda el: False, timeout, "nothing")
 
     async def control(self, name, sid=None, timeout=harness.WAIT, frm=None):
         """The next control element <name sid=sid/> the sm sent us (from

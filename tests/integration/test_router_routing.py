@@ -171,3 +171,40 @@ def test_spoofed_from_is_refused(router, spoofed):
             await close_all(a, b, c)
 
     run(main())
+
+
+def test_keyless_route_fans_out_only_session_control(router):
+    """An r:route to a multi-instance name with neither key nor inner to:
+    a session end or announced (urn:parley:session) reaches every instance;
+    anything else (another session element, a foreign element) exactly one,
+    as with a key."""
+    NS_S = "urn:parley:session"
+    R = "{urn:parley:router}"
+
+    async def main():
+        c1 = await router.raw_component("c2s-1")
+        sms = [await router.raw_component("sm") for _ in range(2)]
+        try:
+            for s in sms:
+                s.send("<r:bind name='example.test'/>")
+                el = await s.expect(lambda e: e.tag == R + "bind", what="bind answer")
+                assert el.get("error") is None, el.attrib
+            routes = ["<end xmlns='%s' sid='s1' jid='u@example.test'/>" % NS_S,
+                      "<start xmlns='%s' sid='s2' jid='u@example.test/r'/>" % NS_S,
+                      "<foo xmlns='urn:example:other'/>",
+                      "<announced xmlns='%s'/>" % NS_S]
+            c1.send("".join("<r:route to='example.test' from='c2s-1'>%s</r:route>" % x
+                            for x in routes))
+            got = {}
+            for s in sms:  # the announced is the last: every instance gets it
+                while True:
+                    el = await s.expect(lambda e: e.tag == R + "route", what="a route")
+                    name = el[0].tag.split("}")[1]
+                    got[name] = got.get(name, 0) + 1
+                    if name == "announced":
+                        break
+            assert got == {"end": 2, "start": 1, "foo": 1, "announced": 2}, got
+        finally:
+            await close_all(c1, *sms)
+
+    run(main())

@@ -10,6 +10,7 @@ import contextlib
 import re
 import signal
 import time
+import xml.etree.ElementTree as ET
 
 import harness
 import smutil
@@ -259,7 +260,9 @@ def rounds(d):
 
 async def rounds_done(insts, before, n, what):
     """Wait (bounded) until every instance saw n more rounds of c2s-1 end
-    than in before (one per announce: parley-c2s answers each)."""
+    than in before (each its own: parley-c2s answers each announce with
+    an announced that carries its round id, and every instance gets every
+    announced but ends only its own round)."""
     deadline = asyncio.get_running_loop().time() + harness.WAIT
     while any(rounds(d) < before.get(d.name, 0) + n for d in insts):
         assert asyncio.get_running_loop().time() < deadline, \
@@ -345,7 +348,7 @@ def test_instances_join_and_leave():
                 xs[u].send_message(mto=w.bare, mbody="moving from " + u, mtype="chat")
             for _ in range(3):
                 await c2.reannounce([w])
-            await rounds_done(insts, before, 3, "the join")
+            await rounds_done(insts, before, 1, "the join")
             for u in users:
                 await w.recv(is_message("moving from " + u), what="message of %s in the move" % u)
             counts = await held_by(insts, 9, "after the join")
@@ -357,7 +360,7 @@ def test_instances_join_and_leave():
             insts.pop()
             for _ in range(2):
                 await c2.reannounce([w])
-            await rounds_done(insts, before, 2, "the leave")
+            await rounds_done(insts, before, 1, "the leave")
             await held_by(insts, 9, "after the leave")
             await all_talk("left")
             # The second is killed: the first takes everyone.
@@ -415,6 +418,7 @@ def moving_stack(users, add=None):
         for d in (sm2, sm3):
             if d.running():
                 d.kill()
+            print(d.log()[-30000:])  # captured: shown with a failing test's report
         st.finish()
 
 
@@ -594,3 +598,210 @@ def test_resume_start_refused_closes_the_client():
         assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
     finally:
         s.cleanup()
+
+
+def test_delivery_to_a_moving_user_waits_for_its_session():
+    """A third instance joins; before the c2s re-announces, a remote contact
+    (on the s2s route) sends each user a headline to the bare JID, an iq and
+    a directed presence to the full JID. For a user the new ring moved, they
+    reach the new instance before the session's start: they wait there for
+    it (instead of being dropped, or the iq answered service-unavailable)
+    and arrive, in order, once the session is back; the sender gets no
+    error."""
+    users = ["u%d" % i for i in range(8)]
+    remote = "rem@remote.test/x"
+    R = "{%s}" % harness.NS_ROUTER
+    with moving_stack(users) as (st, sm2, sm3):
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            c, ss = await logged_in(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            sm3.start()
+            insts.append(sm3)
+            for s in ss:
+                s2s.send("<message xmlns='jabber:component:accept' from='%s' to='%s' "
+                         "type='headline'><body>news for %s</body></message>"
+                         % (remote, s.bare, s.bare))
+                s2s.send("<iq xmlns='jabber:component:accept' from='%s' to='%s' type='get' "
+                         "id='v-%s'><query xmlns='jabber:iq:version'/></iq>"
+                         % (remote, s.jid, s.bare))
+                s2s.send("<presence xmlns='jabber:component:accept' from='%s' to='%s'>"
+                         "<status>hi %s</status></presence>" % (remote, s.jid, s.bare))
+
+            def arrived(s):
+                return any(el.tag == smutil.ROUTE and el.get("sid") == s.sid and len(el) and
+                           el[0].tag == q("message") for el in c.pending)
+
+            # Each user's headline reached its session (it did not move), or
+            # the new instance holds it for the session on its way.
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while True:
+                held = [s for s in ss if "to %s held" % s.bare in sm3.log()]
+                await c.pump(0.05)
+                if all(s in held or arrived(s) for s in ss):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, \
+                    "deliveries neither arrived nor held: %s" % [
+                        s.bare for s in ss if s not in held and not arrived(s)]
+            assert held, "no delivery reached the new instance before its session"
+            for _ in range(3):
+                await c.reannounce(ss)
+            for s in ss:
+                await s.recv(is_message("news for " + s.bare), what="headline to " + s.bare)
+                iq = await s.recv(lambda x: x.tag == q("iq") and x.get("id") == "v-" + s.bare,
+                                  what="iq to " + s.jid)
+                assert iq.get("type") == "get", iq.attrib
+                await s.recv(lambda x: x.tag == q("presence") and x.get("from") == remote and
+                             x.findtext(q("status")) == "hi " + s.bare,
+                             what="directed presence to " + s.jid)
+            counts = await held_by(insts, 8, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            errors = []
+            while not s2s.queue.empty():
+                el = s2s.queue.get_nowait()
+                if el is not None and el.get("type") == "error":
+                    errors.append(ET.tostring(el)[:300])
+            assert not errors, errors
+            c.close()
+            s2s.close()
+        harness.run(go())
+
+
+def test_announced_of_another_round_does_not_end_the_round():
+    """Round ids: the sm restarts and announces (round R); before c2s-1's
+    answer, an announced of another round arrives (the answer to another
+    instance's announce, or to an earlier one: keyless, every instance gets
+    it). It does not end round R: bob's session is back first and probes
+    alice, whose start is still to come; she is not answered unavailable
+    (the round is not over); her session then resumes, R's announced ends
+    the round, and bob never sees her unavailable."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+            await b.recv(is_presence(a.bare, "subscribed"))
+            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            st.restart_sm()
+            ann = await c.control("announce", timeout=harness.START_WAIT)
+            assert ann.get("round"), "announce without a round id: %s" % ann.attrib
+            c.pending.clear()
+            c.announced("0123456789abcdef0123456789abcdef")  # another round's
+            c.start(b.jid, sid=b.sid, resume=True)
+            b.send("<presence/>")
+            await c.control("started", b.sid)
+            unavailable = is_presence(a.bare, "unavailable")
+            await c.nothing_for(b.sid, b.sid, b.jid, unavailable)
+            c.start(a.jid, sid=a.sid, resume=True)
+            a.send("<presence/>")
+            await c.control("started", a.sid)
+            c.announced(ann.get("round"))
+            await b.nothing(unavailable)
+            assert "c2s-1 re-announced its sessions" in st["sm"].fresh_log()
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_c2s_echoes_the_round_id():
+    """parley-c2s answers an announce with round='R' (here from a second,
+    hand-written instance of the sm) with <announced round='R'/>, keyless:
+    the announcing instance gets it; the real sm, whose round it is not,
+    does not end a round on it."""
+    st = stack.Stack(c2s=1, extra={"sm": "<multi-instance>yes</multi-instance>"})
+    R = "{%s}" % harness.NS_ROUTER
+    try:
+        st.start()
+        st.add_user("alice", "pw")
+
+        async def go():
+            x = await smutil.client(st, "alice", "r")
+            other = await st.router.raw_component("sm")
+            other.send("<r:bind xmlns:r='%s' name='%s'/>" % (harness.NS_ROUTER, st.domain))
+            await other.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                               what="bind of the second instance")
+            rid = "fedcba9876543210fedcba9876543210"
+            other.send("<r:route xmlns:r='%s' to='c2s-1' from='%s'><announce xmlns='%s' "
+                       "round='%s'/></r:route>" % (harness.NS_ROUTER, st.domain,
+                                                   smutil.NS_SESSION, rid))
+            # Alice's start may land here (the ring): answer it as an sm would.
+            while True:
+                el = await other.expect(lambda e: e.tag == R + "route" and len(e),
+                                        what="the announced of round %s" % rid)
+                inner = el[0]
+                if inner.tag == q("start", smutil.NS_SESSION):
+                    other.send("<r:route xmlns:r='%s' to='c2s-1' from='%s'><started xmlns='%s' "
+                               "sid='%s'/></r:route>" % (harness.NS_ROUTER, st.domain,
+                                                         smutil.NS_SESSION, inner.get("sid")))
+                if inner.tag == q("announced", smutil.NS_SESSION) and inner.get("round") == rid:
+                    assert el.get("key") is None, el.attrib
+                    break
+            other.close()
+            deadline = time.monotonic() + harness.WAIT
+            while "announced from c2s-1 for another round ignored" not in st["sm"].log():
+                assert time.monotonic() < deadline, "the sm took another round's announced"
+                await asyncio.sleep(0.05)
+            await smutil.logout_all(x)
+        harness.run(go())
+        problems = st.stop_and_check()
+        assert not problems, problems[:5]
+    finally:
+        st.cleanup()
+
+
+def test_round_of_a_wedged_c2s_ends_after_the_timeout():
+    """<limits><round-timeout>: the sm restarts and announces; c2s-1
+    re-announces bob's session but never sends its announced (wedged).
+    Bob probes alice (not re-announced): the round does not wait forever:
+    after the timeout it ends as if announced (logged), and bob gets
+    alice's unavailable."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
+                              "<limits><round-timeout>1</round-timeout></limits>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+            await a.recv(is_presence(b.bare, "subscribe"))
+            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+            await b.recv(is_presence(a.bare, "subscribed"))
+            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            st.restart_sm()
+            await c.control("announce", timeout=harness.START_WAIT)
+            c.pending.clear()
+            c.start(b.jid, sid=b.sid, resume=True)
+            b.send("<presence/>")
+            await c.control("started", b.sid)
+            await b.recv(is_presence(a.bare, "unavailable"), timeout=harness.START_WAIT,
+                         what="alice's unavailable at the round's timeout")
+            assert "did not re-announce its sessions of %s within 1 s: round ended" % st.domain \
+                in st["sm"].fresh_log()
+            # Bob's session is still there.
+            r = await b.iq("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                           % st.domain, "p1")
+            assert r.get("type") == "result", r.attrib
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
