@@ -511,6 +511,12 @@ static void tls_read_all(struct stream *s)
             deliver(s, plain, (size_t)r);
             if (!delivering(s))
                 return;
+            /* All ciphertext taken and nothing buffered in OpenSSL: another
+             * SSL_read could only say WANT_READ, after allocating and
+             * freeing a 16 KiB record buffer (SSL_MODE_RELEASE_BUFFERS):
+             * a wasted call for every stanza that arrives alone. */
+            if (s->tls_in_len == 0 && !SSL_has_pending(s->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(s->ssl, r);
