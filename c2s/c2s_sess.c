@@ -24,6 +24,7 @@
 static void route_build(struct c2s *c, const char *to, const char *key, const char *sid,
                         const char *payload, size_t len, struct buf *b)
 {
+    buf_reserve(b, len + 256); /* one allocation: the envelope is short */
     buf_append_str(b, "<r:route to='");
     xml_escape_attr(to, strlen(to), b);
     buf_append_str(b, "' from='");

@@ -293,24 +293,25 @@ static void write_str(struct component *c, const char *s)
         log_debug("%s: write to the router failed", c->name);
 }
 
-/* Hand serialised bytes to the stream when ready, else to the queue. */
-static void submit(struct component *c, struct buf *b)
+/* Hand serialised bytes to the stream when ready (it copies them into its
+ * queue), else to our queue, which keeps its own copy. */
+static void submit(struct component *c, const void *p, size_t len)
 {
-    if (b->len == 0)
+    if (len == 0)
         return;
     if (c->state == CS_READY) {
-        int rc = stream_write(c->s, b->data, b->len);
+        int rc = stream_write(c->s, p, len);
         if (rc == 0) {
             c->st.sent++;
             return;
         }
         if (rc == ERR_AGAIN) {
-            bounce_later(c, rbuf_from_buf(b), COMPONENT_BOUNCE_CONGESTED);
+            bounce_later(c, rbuf_new(p, len), COMPONENT_BOUNCE_CONGESTED);
             return;
         }
         /* ERR_CLOSED: the stream broke; its on_close follows. Queue. */
     }
-    struct rbuf *rb = rbuf_from_buf(b);
+    struct rbuf *rb = rbuf_new(p, len);
     if (c->queue.count >= c->opts.queue_max || rb->len > c->opts.queue_max_bytes ||
         c->queue.bytes > c->opts.queue_max_bytes - rb->len) {
         bounce_later(c, rb, COMPONENT_BOUNCE_QUEUE_FULL);
@@ -347,7 +348,7 @@ int component_send(struct component *c, const struct xml_node *stanza)
         return ERR_CLOSED;
     struct buf b = BUF_INIT;
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
-    submit(c, &b);
+    submit(c, b.data, b.len);
     buf_free(&b);
     return 0;
 }
@@ -356,10 +357,7 @@ int component_send_raw(struct component *c, const void *p, size_t len)
 {
     if (c->stopping || c->freed)
         return ERR_CLOSED;
-    struct buf b = BUF_INIT;
-    buf_append(&b, p, len);
-    submit(c, &b);
-    buf_free(&b);
+    submit(c, p, len);
     return 0;
 }
 
@@ -377,7 +375,7 @@ int component_route(struct component *c, const char *to, const struct xml_node *
     buf_append_str(&b, "'>");
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
     buf_append_str(&b, "</r:route>");
-    submit(c, &b);
+    submit(c, b.data, b.len);
     buf_free(&b);
     return 0;
 }

@@ -140,6 +140,35 @@ static void timer_rearm(struct stream *s);
 
 /* ---- the queues ---- */
 
+/*
+ * Spare chunks of WQ_CHUNK_MIN bytes, per thread. When messages arrive one
+ * by one, every stanza finds its stream's queues empty, takes a new chunk
+ * for its plaintext and one for its ciphertext, and frees both once
+ * written: two allocations of 2 KiB per stanza and hop, too large for
+ * glibc's per-thread cache, so each went through the main allocator. At
+ * most WQ_POOL_MAX chunks (64 KiB) wait here.
+ */
+#define WQ_POOL_MAX 32
+static _Thread_local struct {
+    char *chunks[WQ_POOL_MAX];
+    size_t n;
+} pool;
+
+static char *chunk_new(size_t cap)
+{
+    if (cap == WQ_CHUNK_MIN && pool.n > 0)
+        return pool.chunks[--pool.n];
+    return xmalloc(cap);
+}
+
+static void chunk_free(char *p, size_t cap)
+{
+    if (p != NULL && cap == WQ_CHUNK_MIN && pool.n < WQ_POOL_MAX)
+        pool.chunks[pool.n++] = p;
+    else
+        free(p);
+}
+
 static struct wq_item *wq_at(struct wq *q, size_t i)
 {
     return &q->items[(q->head + i) % q->cap];
@@ -171,7 +200,7 @@ static void wq_pop(struct wq *q)
 {
     struct wq_item *it = wq_at(q, 0);
     rbuf_unref(it->rb);
-    free(it->own);
+    chunk_free(it->own, it->cap);
     q->head = (q->head + 1) % q->cap;
     q->count--;
 }
@@ -210,7 +239,7 @@ static char *wq_reserve(struct wq *q, size_t keep, size_t n)
     }
     struct wq_item *it = wq_push(q);
     it->cap = n < WQ_CHUNK_MIN ? WQ_CHUNK_MIN : n;
-    it->own = xmalloc(it->cap);
+    it->own = chunk_new(it->cap);
     it->len = n;
     return it->own;
 }
@@ -440,6 +469,15 @@ static void deliver(struct stream *s, const char *p, size_t n)
         xml_parser_feed(s->parser, p, n);
 }
 
+/* SSL_get_error needs an empty error queue before each SSL_* I/O call.
+ * The queue is almost always empty already (tls_error empties it), and
+ * peeking costs less than clearing all of its slots, once per record. */
+static void tls_errors_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* One handshake step. Returns 1 when done, 0 for more input, -1 failed. */
 static int tls_handshake(struct stream *s)
 {
@@ -467,12 +505,18 @@ static void tls_read_all(struct stream *s)
     if (!s->secure && tls_handshake(s) != 1)
         return;
     for (;;) {
-        ERR_clear_error();
+        tls_errors_clear();
         int r = SSL_read(s->ssl, plain, sizeof(plain));
         if (r > 0) {
             deliver(s, plain, (size_t)r);
             if (!delivering(s))
                 return;
+            /* All ciphertext taken and nothing buffered in OpenSSL: another
+             * SSL_read could only say WANT_READ, after allocating and
+             * freeing a 16 KiB record buffer (SSL_MODE_RELEASE_BUFFERS):
+             * a wasted call for every stanza that arrives alone. */
+            if (s->tls_in_len == 0 && !SSL_has_pending(s->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(s->ssl, r);
@@ -668,7 +712,7 @@ static int tls_encrypt(struct stream *s)
     while (s->plain.count > 0) {
         struct wq_item *it = wq_at(&s->plain, 0);
         size_t left = it->len - it->off;
-        ERR_clear_error();
+        tls_errors_clear();
         int r = SSL_write(s->ssl, item_data(it) + it->off, left > INT_MAX ? INT_MAX : (int)left);
         if (r <= 0) {
             tls_error(s, "SSL_write");

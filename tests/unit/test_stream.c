@@ -435,6 +435,54 @@ static void test_tls_direct(void **state)
     tls_ctx_free(cb);
 }
 
+/* Twenty TLS records (one per stanza: separate queue items) written in one
+ * loop iteration, read by a server whose reads hold many whole records
+ * (read_cap 16 KiB) or a piece of one (read_cap 7): every stanza arrives,
+ * in order, whether a read ends on a record boundary or not. */
+static void tls_records(size_t read_cap)
+{
+    SSL_CTX *sa, *cb;
+    assert_int_equal(tls_server_ctx_new(a_cert, a_key, NULL, &sa), 0);
+    assert_int_equal(tls_client_ctx_new(a_cert, 1, NULL, NULL, &cb), 0);
+    struct peer srv, cli;
+    struct listener l;
+    direct_tls_pair(&l, &srv, &cli, sa, cb, "a.example");
+    l.opts.read_cap = read_cap;
+    connect_client(&l, &cli, NULL);
+    srv.on_open = server_open_and_send;
+    RUN_UNTIL(srv.secured && cli.secured && cli.elements == 3);
+
+    struct buf want = BUF_INIT;
+    for (int i = 0; i < 20; i++) {
+        char m[128];
+        snprintf(m, sizeof(m), "<message id='r%d' to='x@a.example'><body>%d</body></message>", i,
+                 i);
+        struct rbuf *rb = rbuf_new(m, strlen(m));
+        assert_int_equal(stream_write_rbuf(cli.s, rb), 0);
+        rbuf_unref(rb);
+        buf_printf(&want, "message:r%d\n", i);
+    }
+    assert_int_equal(stream_write_str(cli.s, STREAM_END), 0);
+    stream_close(cli.s);
+    RUN_UNTIL(srv.closed && cli.closed);
+    assert_string_equal(srv.log.data, want.data);
+    assert_int_equal(srv.stream_closes, 1);
+    assert_int_equal(srv.errors, 0);
+    buf_free(&want);
+
+    listener_close(&l);
+    peer_done(&srv);
+    peer_done(&cli);
+    tls_ctx_free(sa);
+    tls_ctx_free(cb);
+}
+
+static void test_tls_records(void **state)
+{
+    tls_records(16 * 1024);
+    tls_records(7);
+}
+
 /* A client that trusts another certificate: the handshake fails, both
  * ends report it and close. */
 static void test_tls_verify_fail(void **state)
@@ -1191,6 +1239,7 @@ int main(void)
         cmocka_unit_test(test_plain_unix),
         cmocka_unit_test(test_tls_direct),
         cmocka_unit_test(test_tls_verify_fail),
+        cmocka_unit_test(test_tls_records),
         cmocka_unit_test(test_starttls),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_backpressure_relay),
