@@ -509,6 +509,9 @@ static void tls_read_all(struct stream *s)
         int r = SSL_read(s->ssl, plain, sizeof(plain));
         if (r > 0) {
             deliver(s, plain, (size_t)r);
+            /* Shared by every stream: the plaintext (a PLAIN password,
+             * say) must not stay here until some later read. */
+            mem_wipe(plain, (size_t)r);
             if (!delivering(s))
                 return;
             /* All ciphertext taken and nothing buffered in OpenSSL: another
