@@ -149,6 +149,21 @@ static void timer_rearm(struct stream *s);
  * most WQ_POOL_MAX chunks (64 KiB) wait here.
  */
 #define WQ_POOL_MAX 32
+/* Under AddressSanitizer a pooled chunk is poisoned, so that a use after
+ * chunk_free is still reported as it would be after free(). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WQ_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(WQ_ASAN)
+#include <sanitizer/asan_interface.h>
+#define WQ_POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define WQ_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define WQ_POISON(p, n)   ((void)(p), (void)(n))
+#define WQ_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 static _Thread_local struct {
     char *chunks[WQ_POOL_MAX];
     size_t n;
@@ -156,16 +171,20 @@ static _Thread_local struct {
 
 static char *chunk_new(size_t cap)
 {
-    if (cap == WQ_CHUNK_MIN && pool.n > 0)
-        return pool.chunks[--pool.n];
+    if (cap == WQ_CHUNK_MIN && pool.n > 0) {
+        char *p = pool.chunks[--pool.n];
+        WQ_UNPOISON(p, cap);
+        return p;
+    }
     return xmalloc(cap);
 }
 
 static void chunk_free(char *p, size_t cap)
 {
-    if (p != NULL && cap == WQ_CHUNK_MIN && pool.n < WQ_POOL_MAX)
+    if (p != NULL && cap == WQ_CHUNK_MIN && pool.n < WQ_POOL_MAX) {
+        WQ_POISON(p, cap);
         pool.chunks[pool.n++] = p;
-    else
+    } else
         free(p);
 }
 
