@@ -573,13 +573,9 @@ static void bound(struct c2s_client *cl, struct xml_node *el)
             (strcmp(type, "result") == 0 || strcmp(type, "error") == 0))
             return; /* the answer to our ping: its bytes already count */
     }
-    if (to != NULL) {
-        struct jid *j = NULL;
-        if (jid_parse(to, strlen(to), &j) != 0) {
-            reply_error(cl, el, XML_STE_JID_MALFORMED);
-            return;
-        }
-        jid_free(j);
+    if (to != NULL && jid_check(to, strlen(to)) != 0) {
+        reply_error(cl, el, XML_STE_JID_MALFORMED);
+        return;
     }
     if (strcmp(el->name, "presence") == 0 && to == NULL &&
         (type == NULL || strcmp(type, "unavailable") == 0)) {

@@ -20,11 +20,13 @@
 #include "common/mem.h"
 #include "common/rand.h"
 
-/* <r:route to from key sid>payload</r:route> into b. */
-static void route_build(struct c2s *c, const char *to, const char *key, const char *sid,
-                        const char *payload, size_t len, struct buf *b)
+/* <r:route to from key sid> into b: the envelope's head, which the payload
+ * and ROUTE_TAIL follow. reserve is room for the payload (the envelope is
+ * short): one allocation for the whole envelope. */
+static void route_head(struct c2s *c, const char *to, const char *key, const char *sid,
+                       size_t reserve, struct buf *b)
 {
-    buf_reserve(b, len + 256); /* one allocation: the envelope is short */
+    buf_reserve(b, reserve + 256);
     buf_append_str(b, "<r:route to='");
     xml_escape_attr(to, strlen(to), b);
     buf_append_str(b, "' from='");
@@ -38,9 +40,9 @@ static void route_build(struct c2s *c, const char *to, const char *key, const ch
     if (sid != NULL)
         buf_printf(b, " sid='%s'", sid);
     buf_append_byte(b, '>');
-    buf_append(b, payload, len);
-    buf_append_str(b, "</r:route>");
 }
+
+#define ROUTE_TAIL "</r:route>"
 
 /* Marks the kept presence of a session as never delivered to the sm
  * (internal: removed before it is replayed). */
@@ -50,7 +52,9 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
                        const char *payload, size_t len)
 {
     struct buf b = BUF_INIT;
-    route_build(c, to, key, sid, payload, len, &b);
+    route_head(c, to, key, sid, len, &b);
+    buf_append(&b, payload, len);
+    buf_append_str(&b, ROUTE_TAIL);
     c2s_send_raw(c, b.data, b.len);
     buf_free(&b);
 }
@@ -263,10 +267,12 @@ void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza)
     }
     xml_set_attr(stanza, "from", jid_full_str(cl->jid));
     renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
-    struct buf b = BUF_INIT, r = BUF_INIT;
-    xml_serialize(stanza, XML_NS_COMPONENT, &b);
-    route_build(c, cl->jid->domain, cl->jid->bare, cl->sid, b.data, b.len, &r);
-    buf_free(&b);
+    /* Serialised straight into the envelope: one buffer per stanza, with
+     * room for what the serializer reserves up front (1,000 bytes). */
+    struct buf r = BUF_INIT;
+    route_head(c, cl->jid->domain, cl->jid->bare, cl->sid, 1024, &r);
+    xml_serialize(stanza, XML_NS_COMPONENT, &r);
+    buf_append_str(&r, ROUTE_TAIL);
     if (r.len > c->cfg.router_stanza_size)
         refuse_oversized(cl, stanza, "stanza too large once re-serialised");
     else

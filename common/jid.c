@@ -403,6 +403,105 @@ int jid_parse(const char *s, size_t len, struct jid **out)
     return jid_build(node, nlen, domain, dlen, res, rlen, out);
 }
 
+/* jid_prep_node / jid_prep_resource's result on an ASCII part of len
+ * (1..JID_INPUT_MAX) bytes, without building the prepped string: the same
+ * checks as prep_ascii, in the same order. */
+static int check_ascii(const char *in, size_t len, int node)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if ((unsigned char)c < 0x20 || c == 0x7f || (node && strchr("\"&'/:<>@ ", c) != NULL))
+            return ERR_INVAL;
+    }
+    return len > JID_PART_MAX ? ERR_LIMIT : 0;
+}
+
+/* jid_prep_domain's result on an ASCII name, as prep_ascii_domain decides
+ * it, without the folded copy; 1 when libidn has to decide (an A-label) or
+ * an IPv6 literal. A dotted quad that inet_pton takes is also a name that
+ * passes here, so its verdict is the same. */
+static int check_ascii_domain(const char *in, size_t len)
+{
+    size_t start = 0;
+
+    if (in[0] == '[')
+        return 1;
+    if (in[len - 1] == '.')
+        len--;
+    for (size_t i = 0; i <= len; i++) {
+        char c = i < len ? in[i] : '.';
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (i < len && c != '.') {
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+                return ERR_INVAL;
+            continue;
+        }
+        /* in[start..i) is one label */
+        if (i == start || i - start > 63 || in[start] == '-' || in[i - 1] == '-')
+            return ERR_INVAL;
+        if (i - start >= 4 && (in[start] | 0x20) == 'x' && (in[start + 1] | 0x20) == 'n' &&
+            in[start + 2] == '-' && in[start + 3] == '-')
+            return 1;
+        start = i + 1;
+    }
+    return len > JID_PART_MAX ? ERR_LIMIT : 0;
+}
+
+int jid_check(const char *s, size_t len)
+{
+    const char *end = s + len, *slash, *at;
+    const char *node = NULL, *domain = s, *res = NULL;
+    size_t nlen = 0, dlen, rlen = 0;
+    struct jid *j;
+    int rc;
+
+    if (len > JID_INPUT_MAX)
+        return ERR_LIMIT;
+    /* Split as jid_parse does; every part checked in its order. */
+    slash = memchr(s, '/', len);
+    if (slash != NULL) {
+        res = slash + 1;
+        rlen = (size_t)(end - res);
+        end = slash;
+    }
+    at = memchr(s, '@', (size_t)(end - s));
+    if (at != NULL) {
+        node = s;
+        nlen = (size_t)(at - s);
+        domain = at + 1;
+    }
+    dlen = (size_t)(end - domain);
+    if (node != NULL) {
+        if (nlen == 0)
+            return ERR_INVAL;
+        if (!is_ascii(node, nlen))
+            goto slow;
+        if ((rc = check_ascii(node, nlen, 1)) < 0)
+            return rc;
+    }
+    if (dlen == 0)
+        return ERR_INVAL;
+    if (!is_ascii(domain, dlen))
+        goto slow;
+    if ((rc = check_ascii_domain(domain, dlen)) < 0)
+        return rc;
+    if (rc == 1)
+        goto slow;
+    if (res != NULL) {
+        if (rlen == 0)
+            return ERR_INVAL;
+        if (!is_ascii(res, rlen))
+            goto slow;
+        return check_ascii(res, rlen, 0);
+    }
+    return 0;
+slow:
+    rc = jid_parse(s, len, &j);
+    jid_free(j);
+    return rc;
+}
+
 struct jid *jid_new(const char *s, int *err)
 {
     struct jid *j;

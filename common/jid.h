@@ -66,6 +66,11 @@ struct jid {
 /* Parse and prep len bytes of s (no NUL needed; an embedded NUL is
  * ERR_INVAL). On success *out is a new reference; on error *out is NULL. */
 int jid_parse(const char *s, size_t len, struct jid **out);
+/* jid_parse's result (0, ERR_INVAL or ERR_LIMIT) without the JID: the
+ * check of an address that is passed on as it is. Allocates nothing for
+ * ASCII addresses without an A-label or IP literal (what libidn would
+ * decide goes through jid_parse). */
+int jid_check(const char *s, size_t len);
 /* jid_parse of a NUL-terminated string; NULL on error, with the code in
  * *err if err is not NULL. */
 struct jid *jid_new(const char *s, int *err);

@@ -223,22 +223,30 @@ void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err con
 
 /* ---- output to sessions ---- */
 
-static void route_bytes(struct sm *sm, struct sm_sess *s, const char *p, size_t len)
+/* <r:route to from sid> for s into h (emptied first): the head of an
+ * envelope to s's c2s. */
+static void route_head(struct sm_sess *s, struct buf *h)
 {
-    struct buf b = BUF_INIT;
-    buf_reserve(&b, len + 128);
-    buf_append_str(&b, "<r:route to='");
-    xml_escape_attr(s->c2s, strlen(s->c2s), &b);
-    buf_append_str(&b, "' from='");
-    xml_escape_attr(s->jid->domain, s->jid->domain_len, &b);
-    buf_append_str(&b, "' sid='");
-    buf_append_str(&b, s->sid);
-    buf_append_str(&b, "'>");
-    buf_append(&b, p, len);
-    buf_append_str(&b, "</r:route>");
-    if (sm->comp != NULL)
-        component_send_raw(sm->comp, b.data, b.len);
-    buf_free(&b);
+    buf_reset(h);
+    buf_append_str(h, "<r:route to='");
+    xml_escape_attr(s->c2s, strlen(s->c2s), h);
+    buf_append_str(h, "' from='");
+    xml_escape_attr(s->jid->domain, s->jid->domain_len, h);
+    buf_append_str(h, "' sid='");
+    buf_append_str(h, s->sid);
+    buf_append_str(h, "'>");
+}
+
+/* Put head h in front of env's payload in place of the head of *head_len
+ * bytes that is there now. */
+static void route_rehead(struct buf *env, size_t *head_len, const struct buf *h)
+{
+    if (h->len > *head_len)
+        buf_reserve(env, h->len - *head_len);
+    memmove(env->data + h->len, env->data + *head_len, env->len - *head_len + 1);
+    memcpy(env->data, h->data, h->len);
+    env->len = env->len - *head_len + h->len;
+    *head_len = h->len;
 }
 
 /* The out-sess chain: true when the stanza may go to s. */
@@ -261,20 +269,32 @@ void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st)
     sm_deliver_many(sm, &s, 1, st);
 }
 
+/* The stanza is serialised once, into the first envelope; each further
+ * session gets that buffer with its own head put in front of the same
+ * bytes (the stream copies what it is given, so the buffer is free to
+ * change after each send). */
 void sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st)
 {
-    struct rbuf *r = NULL;
+    struct buf env = BUF_INIT, h = BUF_INIT;
+    size_t head_len = 0;
     for (size_t i = 0; i < n; i++) {
         if (!out_sess_ok(sm, ss[i], st))
             continue;
-        if (r == NULL) {
-            struct buf b = BUF_INIT;
-            xml_serialize(st, XML_NS_COMPONENT, &b);
-            r = rbuf_from_buf(&b);
+        if (env.data == NULL) {
+            buf_reserve(&env, 128 + 1024); /* the serializer reserves 1,000 */
+            route_head(ss[i], &env);
+            head_len = env.len;
+            xml_serialize(st, XML_NS_COMPONENT, &env);
+            buf_append_str(&env, "</r:route>");
+        } else {
+            route_head(ss[i], &h);
+            route_rehead(&env, &head_len, &h);
         }
-        route_bytes(sm, ss[i], r->data, r->len);
+        if (sm->comp != NULL)
+            component_send_raw(sm->comp, env.data, env.len);
     }
-    rbuf_unref(r);
+    buf_free(&h);
+    buf_free(&env);
 }
 
 void sm_send_control(struct sm *sm, const char *c2s, const char *domain, const char *name,

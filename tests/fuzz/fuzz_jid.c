@@ -4,7 +4,8 @@
  * Arbitrary bytes go to jid_parse. When they parse, the result must be a
  * fixed point (parsing its full string gives the same full string, and its
  * parts prep to themselves), every part must be within JID_PART_MAX and
- * non-empty, and the cache must give the same answer as a direct parse.
+ * non-empty, and the cache and jid_check must give the same answer as a
+ * direct parse.
  * ASCII input also goes to each prep helper twice: as it is (the fast path
  * that skips libidn) and behind a SOFT HYPHEN, which every profile maps to
  * nothing, so that libidn does the work; the answers must agree. Any
@@ -93,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     rc = jid_parse((const char *)data, size, &j);
     crc = jid_cache_prep(cache, (const char *)data, size, &c);
-    if (rc != crc)
+    if (rc != crc || jid_check((const char *)data, size) != rc)
         abort();
     if (rc != 0) {
         if (j != NULL || c != NULL || (rc != ERR_INVAL && rc != ERR_LIMIT))

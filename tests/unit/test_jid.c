@@ -3,6 +3,7 @@
  * examples, case folding, trailing dot, IDN label forms, IP literals,
  * length limits, empty parts, prohibited characters, bare/full compare,
  * and the segmented LRU cache (hits, eviction order, flood resistance).
+ * jid_check must agree with jid_parse on every input given to either.
  */
 #include "autoconfig.h"
 
@@ -28,6 +29,7 @@ static void expect_jid(const char *s, const char *node, const char *domain, cons
     if (j == NULL)
         fail_msg("'%s' refused (%d), expected valid", s, err);
     assert_int_equal(err, 0);
+    assert_int_equal(jid_check(s, strlen(s)), 0);
     if (node == NULL)
         assert_null(j->node);
     else
@@ -47,6 +49,9 @@ static void expect_err(const char *s, int code)
     if (rc != code)
         fail_msg("'%s': got %d, expected %d", s, rc, code);
     assert_null(j);
+    rc = jid_check(s, strlen(s));
+    if (rc != code)
+        fail_msg("'%s': jid_check got %d, expected %d", s, rc, code);
 }
 
 /* Parse s and return its full string in a static buffer. */
@@ -502,6 +507,113 @@ static void test_ascii_fast_path(void **state)
         same_as_libidn(jid_prep_domain, domains[i], strlen(domains[i]));
 }
 
+/* jid_check(s) == jid_parse(s), and the right code. */
+static void check_agrees(const char *s, size_t len)
+{
+    struct jid *j;
+    int rc = jid_parse(s, len, &j);
+    jid_free(j);
+    int crc = jid_check(s, len);
+    if (rc != crc)
+        fail_msg("'%.*s' (%zu bytes): jid_check %d, jid_parse %d", (int)len, s, len, crc, rc);
+}
+
+static void test_check(void **state)
+{
+    static char big[JID_INPUT_MAX + 8];
+    const char *cases[] = {"juliet@example.com/balcony",
+                           "JULIET@Example.COM./Balcony",
+                           "example.com",
+                           "a@b",
+                           "@example.com",
+                           "juliet@",
+                           "juliet@example.com/",
+                           "/r",
+                           "a@b@c",
+                           "a/b@c",
+                           "a@b/c@d/e",
+                           "jul iet@example.com",
+                           "juliet@exa_mple.com",
+                           "juliet@-example.com",
+                           "juliet@example-.com",
+                           "juliet@example..com",
+                           "juliet@.example.com",
+                           "juliet@.",
+                           "juliet@example.com..",
+                           "juliet@xn--bcher-kva.example",
+                           "juliet@XN--bcher-kva.example",
+                           "juliet@xn--.example",
+                           "juliet@bad_.xn--bcher-kva.example",
+                           "juliet@xn--bcher-kva.bad_",
+                           "juliet@b\xc3\xbc"
+                           "cher.example",
+                           "j\xc3\xbcliet@example.com",
+                           "juliet@example.com/\xe2\x99\x9a",
+                           "juliet@example.com/a\x01"
+                           "b",
+                           "j\x01@example.com",
+                           "juliet@example.com/a b",
+                           "juliet@[::1]/r",
+                           "juliet@[0:0::1]",
+                           "juliet@[::1",
+                           "juliet@1.2.3.4",
+                           "juliet@1.2.3.4.",
+                           "juliet@01.2.3.4",
+                           "juliet@1.2.3",
+                           "juliet@1..2",
+                           "\xc3\x28@example.com",
+                           "juliet@example.com/\xed\xa0\x80"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        check_agrees(cases[i], strlen(cases[i]));
+    check_agrees("a\0b@example.com", 15);
+    check_agrees("ab@exa\0mple.com", 15);
+    check_agrees("ab@example.com/\0", 16);
+    assert_int_equal(jid_check("juliet@example.com/balcony", 26), 0);
+    assert_int_equal(jid_check("juliet@exa_mple.com", 19), ERR_INVAL);
+
+    /* The limits: a part of JID_PART_MAX and one more, a label of 63 and
+     * 64, the whole input at JID_INPUT_MAX and one more. */
+    size_t lens[] = {
+        62, 63, 64, JID_PART_MAX - 1, JID_PART_MAX, JID_PART_MAX + 1, JID_PART_MAX + 2};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        size_t n = lens[i];
+        memset(big, 'a', n);
+        memcpy(big + n, "@example.com/r", 14);
+        check_agrees(big, n + 14); /* node */
+        memcpy(big, "a@", 2);
+        memset(big + 2, 'b', n);
+        check_agrees(big, n + 2); /* one label */
+        for (size_t k = 2 + 60; k < n + 2; k += 61)
+            big[k] = '.';
+        check_agrees(big, n + 2); /* labels of 60, the domain n long */
+        big[n + 2] = '.';
+        check_agrees(big, n + 3); /* and a final dot */
+        memcpy(big, "a@b/", 4);
+        memset(big + 4, 'c', n);
+        check_agrees(big, n + 4); /* resource */
+    }
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "a@b/", 4);
+    check_agrees(big, JID_INPUT_MAX);
+    check_agrees(big, JID_INPUT_MAX + 1);
+    assert_int_equal(jid_check(big, JID_INPUT_MAX + 1), ERR_LIMIT);
+
+    /* All strings of up to five from an alphabet of separators, label
+     * characters, case, the ACE prefix and refused characters. */
+    const char alpha[] = "aX0n-.@/[: \x01";
+    size_t na = sizeof(alpha) - 1;
+    char x[5];
+    for (size_t len = 1, total = na; len <= 5; len++, total *= na) {
+        for (size_t i = 0; i < total; i++) {
+            size_t k = i;
+            for (size_t m = 0; m < len; m++, k /= na)
+                x[m] = alpha[k % na];
+            check_agrees(x, len);
+        }
+    }
+}
+
 /* ---- the cache ---- */
 
 static int cprep(struct jid_cache *c, const char *s, struct jid **out)
@@ -715,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_bare_full),
         cmocka_unit_test(test_prep_helpers),
         cmocka_unit_test(test_ascii_fast_path),
+        cmocka_unit_test(test_check),
         cmocka_unit_test(test_cache_hit),
         cmocka_unit_test(test_cache_lru_order),
         cmocka_unit_test(test_cache_flood),
