@@ -395,3 +395,33 @@ def test_welcome_once_per_new_account():
         assert log.count("account bob@%s seen for the first time" % st.domain) == 2
     finally:
         st.finish()
+
+
+def test_fan_out_to_c2s_names_of_different_lengths():
+    """The sm serialises a stanza once and puts each session's envelope in
+    front of the same bytes: sessions behind c2s processes whose names (and
+    so envelopes) differ in length each get the whole stanza, intact."""
+    st = SmStack(c2s=10)
+    st.start()
+    for u in ("alice", "bob"):
+        st.add_user(u, "pw")
+
+    async def go():
+        short = await FakeC2s.connect(st, "c2s-1")
+        long_ = await FakeC2s.connect(st, "c2s-10")
+        a = await login(short, "alice@%s/a" % st.domain)
+        b1 = await login(long_, "bob@%s/one" % st.domain)
+        b2 = await login(short, "bob@%s/two" % st.domain)
+        b3 = await login(long_, "bob@%s/three" % st.domain)
+        body = "news &amp; more " + "x" * 3000
+        a.send(msg(b1.bare, body, type="headline"))
+        for s in (b1, b2, b3):
+            m = await s.recv(is_message(body.replace("&amp;", "&")))
+            assert m.get("from") == a.jid and m.get("to") == s.bare
+        short.close()
+        long_.close()
+
+    try:
+        harness.run(go())
+    finally:
+        st.finish()
