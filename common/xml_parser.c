@@ -39,6 +39,7 @@
  */
 #include "autoconfig.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -52,8 +53,24 @@
 #include <expat.h>
 
 #include "common/err.h"
+#include "common/log.h"
 #include "common/mem.h"
 #include "common/xml.h"
+
+/* AddressSanitizer is on (gcc defines the first, clang has the feature):
+ * region memory is then poisoned and scanned for leaks (see expat_malloc).
+ * The release build needs neither header. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RGN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RGN_ASAN 1
+#endif
+#endif
+#ifdef RGN_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
+#endif
 
 /* Separates URI, local name and prefix in expat's names: U+0001 cannot
  * appear in XML 1.0 content, so it cannot occur inside a namespace URI. */
@@ -607,8 +624,12 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
  * are freed. So each stream parser has a region of its own, one private
  * mapping of REGION_SIZE bytes (only touched pages take memory) that expat
  * allocates from by bumping a pointer: it rarely frees a block before
- * XML_ParserFree, and the last block (its growing input buffer) is grown
- * in place. Given back on hibernation and free (unmapped, or kept for the
+ * XML_ParserFree, and the last block can shrink or grow in place when
+ * expat reallocs it (its string pools, tag and attribute arrays). expat's
+ * input buffer is not among them: XML_GetBuffer grows it by malloc, copy
+ * and free, so a growing buffer leaves its old block as a hole (wiped)
+ * until the parser is freed, or gives the room back when it was the last
+ * block. Given back on hibernation and free (unmapped, or kept for the
  * next parser: RGN_CACHE), reused on reset; whatever does not fit (large
  * stanzas) comes from malloc as before.
  *
@@ -617,9 +638,31 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
  * (region_enter/region_leave), and restored after it, so a callback that
  * frees or feeds another parser leaves it as it was.
  *
- * Every block is wiped when freed: expat's input buffer holds raw bytes of
- * the stream (a SASL response, a config file).
+ * The current region, the cache and the count of mappings are per thread,
+ * so a stream parser must be created, fed, hibernated and freed on one
+ * thread (its loop's), as xml.h requires of every parser: a region mapped
+ * on one thread and given back on another would corrupt both counts.
+ *
+ * Every block is wiped when freed, also a malloc'd one that realloc moves:
+ * expat's input buffer holds raw bytes of the stream (a SASL response, a
+ * config file).
+ *
+ * Sanitizers: a region is a plain mapping, which AddressSanitizer does not
+ * watch and LeakSanitizer does not scan. In sanitizer builds (RGN_ASAN) the
+ * whole region is poisoned except the blocks handed out, exactly
+ * [ptr, ptr+n) of each (headers, red zones between blocks and freed blocks
+ * stay poisoned), and every mapped region is a LeakSanitizer root region,
+ * so a malloc'd block that only expat's parser struct in a region points
+ * to is not reported as leaked. The release build has none of this.
  */
+#ifdef RGN_ASAN
+/* Bytes left poisoned after each block, so that an overrun into the next
+ * block's header is caught (sanitizer builds only). */
+#define RGN_REDZONE 16
+#else
+#define RGN_REDZONE 0
+#endif
+
 #define REGION_SIZE (16 * 1024)
 
 /* At most this many regions mapped at once (per thread: one loop each);
@@ -627,12 +670,13 @@ static void XMLCALL on_comment(void *ud, const XML_Char *data)
  * kernel allows a process ~65,000 (vm.max_map_count) for everything. */
 #define REGIONS_MAX 16384
 
-/* A region block's header: its size as expat asked for it. 16 bytes, so
- * that blocks are aligned as malloc's are. */
+/* A region block's header: its size as expat asked for it. 16 bytes and
+ * 16-aligned on every platform, so that blocks are aligned as malloc's
+ * are (used stays a multiple of 16). */
 struct rgn_hdr {
-    size_t size;
-    size_t unused;
+    _Alignas(16) size_t size;
 };
+_Static_assert(sizeof(struct rgn_hdr) == 16, "region block header must be 16 bytes");
 
 /* Regions given back and kept for the next parser: mapping, unmapping and
  * faulting in fresh pages cost ~15 us a region, more than the parse of a
@@ -645,9 +689,36 @@ static _Thread_local unsigned regions_mapped; /* cached ones included */
 static _Thread_local char *rgn_cache[RGN_CACHE];
 static _Thread_local unsigned rgn_cached;
 
+/* ASan poisoning of region memory; nothing in release builds. */
+static void rgn_poison(const void *p, size_t n)
+{
+#ifdef RGN_ASAN
+    ASAN_POISON_MEMORY_REGION(p, n);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+static void rgn_unpoison(const void *p, size_t n)
+{
+#ifdef RGN_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(p, n);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 static size_t rgn_round(size_t n)
 {
     return (n + 15) & ~(size_t)15;
+}
+
+/* Bytes after a block's start (its header excluded) up to the next one. */
+static size_t rgn_span(size_t n)
+{
+    return rgn_round(n) + RGN_REDZONE;
 }
 
 static bool in_region(const struct region *r, const void *ptr)
@@ -656,21 +727,45 @@ static bool in_region(const struct region *r, const void *ptr)
     return r != NULL && r->base != NULL && c >= r->base && c < r->base + REGION_SIZE;
 }
 
+/* A region block's size and its update; the header stays poisoned but
+ * for the access itself. */
+static size_t rgn_get_size(void *ptr)
+{
+    struct rgn_hdr *h = (struct rgn_hdr *)ptr - 1;
+    rgn_unpoison(h, sizeof(*h));
+    size_t n = h->size;
+    rgn_poison(h, sizeof(*h));
+    return n;
+}
+
+static void rgn_set_size(void *ptr, size_t n)
+{
+    struct rgn_hdr *h = (struct rgn_hdr *)ptr - 1;
+    rgn_unpoison(h, sizeof(*h));
+    h->size = n;
+    rgn_poison(h, sizeof(*h));
+}
+
 /* Whether ptr is the last block of r (then it can shrink or grow). */
 static bool rgn_is_last(const struct region *r, const char *ptr, size_t size)
 {
-    return ptr + rgn_round(size) == r->base + r->used;
+    return ptr + rgn_span(size) == r->base + r->used;
 }
 
 static void *expat_malloc(size_t n)
 {
     struct region *r = cur_rgn;
+    /* malloc(0) takes a byte: a 0-byte block at the very end would start
+     * at base + REGION_SIZE, which in_region would take for malloc's. */
+    if (n == 0)
+        n = 1;
     if (r != NULL && r->base != NULL && n <= REGION_SIZE &&
-        sizeof(struct rgn_hdr) + rgn_round(n) <= REGION_SIZE - r->used) {
-        struct rgn_hdr *h = (void *)(r->base + r->used); /* aligned: used is a multiple of 16 */
-        h->size = n;
-        r->used += sizeof(*h) + rgn_round(n);
-        return h + 1;
+        sizeof(struct rgn_hdr) + rgn_span(n) <= REGION_SIZE - r->used) {
+        char *ptr = r->base + r->used + sizeof(struct rgn_hdr); /* used: a multiple of 16 */
+        r->used += sizeof(struct rgn_hdr) + rgn_span(n);
+        rgn_set_size(ptr, n);
+        rgn_unpoison(ptr, n);
+        return ptr;
     }
     return malloc(n);
 }
@@ -681,10 +776,13 @@ static void expat_free(void *ptr)
         return;
     struct region *r = cur_rgn;
     if (in_region(r, ptr)) {
-        struct rgn_hdr *h = (struct rgn_hdr *)ptr - 1;
-        mem_wipe(ptr, h->size);
-        if (rgn_is_last(r, ptr, h->size))
-            r->used -= sizeof(*h) + rgn_round(h->size);
+        size_t size = rgn_get_size(ptr);
+        /* Never wipe past the region, whatever the header says. */
+        size_t room = (size_t)(r->base + REGION_SIZE - (char *)ptr);
+        mem_wipe(ptr, size < room ? size : room);
+        rgn_poison(ptr, size < room ? size : room);
+        if (rgn_is_last(r, ptr, size))
+            r->used = (size_t)((char *)ptr - r->base) - sizeof(struct rgn_hdr);
         return;
     }
     mem_wipe(ptr, malloc_usable_size(ptr));
@@ -696,17 +794,26 @@ static void *expat_realloc(void *ptr, size_t n)
     struct region *r = cur_rgn;
     if (ptr == NULL)
         return expat_malloc(n);
-    if (!in_region(r, ptr))
-        return realloc(ptr, n);
-    struct rgn_hdr *h = (struct rgn_hdr *)ptr - 1;
-    size_t old = h->size;
-    if (rgn_is_last(r, ptr, old) && n <= REGION_SIZE &&
-        rgn_round(n) <= REGION_SIZE - (size_t)((char *)ptr - r->base)) {
-        if (n < old)
-            mem_wipe((char *)ptr + n, old - n);
-        r->used = (size_t)((char *)ptr - r->base) + rgn_round(n);
-        h->size = n;
-        return ptr;
+    if (n == 0)
+        n = 1; /* as expat_malloc */
+    size_t old;
+    if (in_region(r, ptr)) {
+        old = rgn_get_size(ptr);
+        if (rgn_is_last(r, ptr, old) && n <= REGION_SIZE &&
+            rgn_span(n) <= REGION_SIZE - (size_t)((char *)ptr - r->base)) {
+            if (n < old) {
+                mem_wipe((char *)ptr + n, old - n);
+                rgn_poison((char *)ptr + n, old - n);
+            } else {
+                rgn_unpoison(ptr, n);
+            }
+            r->used = (size_t)((char *)ptr - r->base) + rgn_span(n);
+            rgn_set_size(ptr, n);
+            return ptr;
+        }
+    } else {
+        /* Not realloc: it would free the old copy unwiped when it moves. */
+        old = malloc_usable_size(ptr);
     }
     void *q = expat_malloc(n);
     if (q == NULL)
@@ -740,6 +847,7 @@ static void region_map(struct xml_parser *p)
     p->rgn.used = 0;
     if (rgn_cached > 0) {
         p->rgn.base = rgn_cache[--rgn_cached];
+        rgn_poison(p->rgn.base, REGION_SIZE); /* nothing handed out yet */
         return;
     }
     if (regions_mapped >= REGIONS_MAX)
@@ -749,6 +857,30 @@ static void region_map(struct xml_parser *p)
         return;
     p->rgn.base = m;
     regions_mapped++;
+    rgn_poison(m, REGION_SIZE);
+#ifdef RGN_ASAN
+    __lsan_register_root_region(m, REGION_SIZE);
+#endif
+}
+
+/* Unmap a region nobody uses. munmap can fail (ENOMEM when the kernel
+ * would have to split a mapping merged with a neighbour at
+ * vm.max_map_count): the region then stays mapped, lost but still counted
+ * against REGIONS_MAX (it still holds a mapping), and the first failure is
+ * logged. */
+static void region_unmap(char *base)
+{
+    static _Thread_local bool logged;
+#ifdef RGN_ASAN
+    __lsan_unregister_root_region(base, REGION_SIZE);
+#endif
+    rgn_unpoison(base, REGION_SIZE); /* the addresses may be mapped again */
+    if (munmap(base, REGION_SIZE) == 0) {
+        regions_mapped--;
+    } else if (!logged) {
+        logged = true;
+        log_warn("munmap of an expat region failed (%s): it stays mapped", strerror(errno));
+    }
 }
 
 /* Free p's expat parser; with unmap, its region too. Every block was wiped
@@ -761,12 +893,10 @@ static void free_expat(struct xml_parser *p, bool unmap)
     p->xp = NULL;
     p->rgn.used = 0;
     if (unmap && p->rgn.base != NULL) {
-        if (rgn_cached < RGN_CACHE) {
+        if (rgn_cached < RGN_CACHE)
             rgn_cache[rgn_cached++] = p->rgn.base;
-        } else {
-            munmap(p->rgn.base, REGION_SIZE);
-            regions_mapped--;
-        }
+        else
+            region_unmap(p->rgn.base);
         p->rgn.base = NULL;
     }
 }
