@@ -805,3 +805,87 @@ def test_round_of_a_wedged_c2s_ends_after_the_timeout():
         harness.run(go())
     finally:
         st.finish()
+
+
+# ---- what the clients see of a ring change ----
+
+def started_count(insts, sid):
+    """How many times the instances created session sid (a move creates it
+    again on the instance the new ring names; a repeated start does not)."""
+    return sum(d.log().count("session %s started" % sid) for d in insts)
+
+
+async def round_trip(a, b, tag):
+    """a asks b (full JID) an iq and gets b's answer: everything b's instance
+    sent a's user before it handled the iq (e.g. the answer to a probe, on b's
+    queue before the iq) has reached a's session before the result."""
+    iq_id = "rt-%s-%s" % (tag, a.sid[:6])
+    a.send("<iq type='get' id='%s' to='%s'><query xmlns='jabber:iq:version'/></iq>" % (iq_id, b.jid))
+    await b.recv(lambda s: s.get("id") == iq_id, what="iq of %s at %s" % (a.bare, b.bare))
+    b.send("<iq type='result' id='%s' to='%s'/>" % (iq_id, a.jid))
+    await a.recv(lambda s: s.get("id") == iq_id and s.get("type") == "result",
+                 what="answer of %s to %s" % (b.bare, a.bare))
+
+
+def test_ring_change_kept_session_gets_no_duplicate_presence():
+    """Every user has w as a contact (subscription both ways). A third
+    instance joins, then leaves: each time every instance asks c2s-1 to
+    re-announce (three rounds, then two), and each round replays every
+    session's presence. A session that stayed where it was gets no
+    presence from w at all (nothing was lost: no re-probe, the replays are
+    not news); a session that moved is an initial presence on its new
+    instance: it gets w's presence (the probe's answer), once."""
+    users = ["u%d" % i for i in range(8)]
+
+    def contact_w(st, u):
+        if u == "w":
+            return
+        for owner, jid in ((u, "w"), ("w", u)):
+            st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                       "('%s@%s', '%s@%s', 'both')" % (owner, st.domain, jid, st.domain))
+
+    with moving_stack(["w"] + users, contact_w) as (st, sm2, sm3):
+
+        async def go():
+            c, ss = await logged_in(st, ["w"] + users)
+            w, ss = ss[0], ss[1:]
+            insts = [st["sm"], sm2]
+            await held_by(insts, 9, "two instances")
+            for s in ss:
+                await s.recv(is_presence(w.jid, None), what="w's presence at login of " + s.bare)
+                await round_trip(s, w, "login")
+            c.pending.clear()
+
+            async def change(n, what):
+                """The ring changed: n rounds; then (moved, kept) sessions
+                and the presences from w each got in the rounds."""
+                before = {d.name: rounds(d) for d in insts}
+                created = {s.sid: started_count([st["sm"], sm2, sm3], s.sid) for s in ss}
+                for _ in range(n):
+                    await c.reannounce([w] + ss)
+                await rounds_done(insts, before, 1, what)
+                await held_by(insts, 9, what)
+                for s in ss:
+                    await round_trip(s, w, what)
+                got = {s.sid: sum(1 for el in c.pending if el.get("sid") == s.sid and len(el) == 1
+                                  and is_presence(w.jid, None)(el[0])) for s in ss}
+                c.pending.clear()
+                moved = [s for s in ss if started_count([st["sm"], sm2, sm3], s.sid) > created[s.sid]]
+                kept = [s for s in ss if s not in moved]
+                assert moved and kept, "%s: moved %s, kept %s" % (
+                    what, [s.bare for s in moved], [s.bare for s in kept])
+                dup = {s.bare: got[s.sid] for s in kept if got[s.sid]}
+                assert not dup, "%s: w's presence again at sessions that did not move: %s" % (
+                    what, dup)
+                once = {s.bare: got[s.sid] for s in moved if got[s.sid] != 1}
+                assert not once, "%s: w's presence at moved sessions, want once: %s" % (what, once)
+
+            sm3.start()
+            insts.append(sm3)
+            await change(3, "the join")
+            assert sm3.stop() == 0
+            insts.pop()
+            await change(2, "the leave")
+            c.close()
+        harness.run(go())
+
