@@ -298,6 +298,13 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char 
     struct sm_user *u = sm_user_get(sm, bare);
     jid_free(bare);
     jid_free(j);
+    /* A re-announced start in a round: the user's round-end event goes
+     * behind it. Deliveries queued before it while the user loads (a new
+     * instance: its storage may still be connecting) are then held for the
+     * session it creates, though the announced ends the round first. */
+    const char *resume = xml_get_attr(ctl, "resume");
+    if (sm->cfg->multi && sm_sess_resuming(sm) && resume != NULL && strcmp(resume, "true") == 0)
+        u->round_wait = true;
     struct sm_event *ev = xcalloc(1, sizeof(*ev));
     ev->kind = SM_EV_START;
     ev->stanza = xml_copy(ctl);
@@ -661,7 +668,9 @@ void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanz
  * those) until a session of the user is created or sends its presence,
  * then is tried again; once no c2s owes an announced and the user's
  * round-end event (behind the round's starts) was handled, it is handled
- * as usual (offline, error). A stanza that follows a held one is held too,
+ * as usual (offline, error); a re-announced start in a round sets
+ * round_wait (sm_sess_control), so that this also holds for deliveries
+ * queued while the user loaded. A stanza that follows a held one is held too,
  * so that a user's deliveries keep their order. Probes are not held
  * (mod_presence answers them at the round's end). At most
  * <limits><user-queue> events are parked per user; past that a delivery

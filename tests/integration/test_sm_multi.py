@@ -253,6 +253,20 @@ async def sessions_held(d):
     return int(STATS.findall(d.log())[-1])
 
 
+async def users_in(d):
+    """The users instance d has in memory (loading ones too) now."""
+    n = len(USERS.findall(d.log()))
+    d.signal(signal.SIGUSR1)
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while len(USERS.findall(d.log())) <= n:
+        assert asyncio.get_running_loop().time() < deadline, "no stats from " + d.name
+        await asyncio.sleep(0.02)
+    return int(USERS.findall(d.log())[-1])
+
+
+USERS = re.compile(r"users (\d+) \(idle \d+\), sessions")
+
+
 def rounds(d):
     """How many re-announce rounds of c2s-1 instance d has seen end."""
     return d.log().count("c2s-1 re-announced its sessions")
@@ -889,3 +903,69 @@ def test_ring_change_kept_session_gets_no_duplicate_presence():
             c.close()
         harness.run(go())
 
+
+
+def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
+    """A third instance joins. While its storage is busy (the users table
+    locked), a remote contact sends every user chat messages (bare JID):
+    for a moved user they reach the new instance, which starts loading the
+    user, and the c2s re-announces meanwhile, so the round is over (its
+    announced came) before the user is loaded and its start handled. The
+    messages still wait for the session the start creates: every message
+    arrives at the live session, none from the offline store (no delay
+    stamp), and the sender gets no error."""
+    users = ["u%d" % i for i in range(8)]
+    remote = "rem@remote.test/x"
+    R = "{%s}" % harness.NS_ROUTER
+    with moving_stack(users) as (st, sm2, sm3):
+        lock = smutil.TableLock(st, "users")
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            c, ss = await logged_in(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            insts.append(sm3)
+            await lock.take()
+            for i in range(3):
+                for s in ss:
+                    s2s.send("<message xmlns='jabber:component:accept' from='%s' to='%s' "
+                             "type='chat'><body>m%d</body></message>" % (remote, s.bare, i))
+            # The messages reach the new instance before the starts: it
+            # has a user (loading) per moved user, and no more come.
+            seen = []
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while len(seen) < 3 or seen[-1] == 0 or seen[-1] != seen[-3]:
+                assert asyncio.get_running_loop().time() < deadline, "users at sm3: %s" % seen
+                seen.append(await users_in(sm3))
+            for _ in range(3):
+                await c.reannounce(ss)
+            await rounds_done(insts, before, 1, "the join")
+            lock.release()
+            counts = await held_by(insts, 8, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            for s in ss:
+                got = []
+                while len(got) < 3:
+                    m = await s.recv(is_message(), what="message %d to %s" % (len(got), s.bare))
+                    assert m.find("{urn:xmpp:delay}delay") is None, \
+                        "%s: message from the offline store: %s" % (s.bare, ET.tostring(m)[:300])
+                    got.append(m.findtext(q("body")))
+                assert got == ["m0", "m1", "m2"], (s.bare, got)
+            errors = []
+            while not s2s.queue.empty():
+                el = s2s.queue.get_nowait()
+                if el is not None and el.get("type") == "error":
+                    errors.append(ET.tostring(el)[:300])
+            assert not errors, errors
+            c.close()
+            s2s.close()
+        try:
+            harness.run(go())
+        finally:
+            lock.close()
