@@ -25,7 +25,11 @@
  * what the contacts have, unless the c2s says the presence never reached
  * an sm (start changed='true': then it is broadcast, an unavailable one
  * too). Its contacts are probed again
- * either way, and pending subscription requests are not delivered again.
+ * either way, unless the session is kept (several instances: nothing was
+ * lost for it since it was created or last probed; sess.c clears the mark,
+ * SESSION.md says when): then each instance's round after a ring change
+ * would send the contacts' presence to the client once more. Pending
+ * subscription requests are not delivered again.
  * One gap is closed by hand: while the c2s processes re-announce, a local
  * contact's probe may reach a user whose sessions are not back yet (their
  * starts are on their way, e.g. to this new instance after a ring change);
@@ -311,8 +315,14 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     to_own(s->user, quiet ? s : NULL, st);
     if (first)
         initial(s, !quiet);
-    else if (s->resumed && s->user->roster != NULL)
-        probes(s->user); /* SESSION.md: a resumed session re-probes */
+    else if (s->resumed && !s->kept && s->user->roster != NULL)
+        probes(s->user); /* SESSION.md: a resumed session re-probes unless kept */
+    else
+        return SM_HANDLED;
+    /* The contacts answer these probes: until something is lost again,
+     * another replay (each instance's round after a ring change brings
+     * one) does not need more. */
+    s->kept = m->sm->cfg->multi;
     return SM_HANDLED;
 }
 

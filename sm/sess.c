@@ -8,7 +8,9 @@
  * Each announce names its round (round='ID'): only the announced with
  * that ID ends it, or <limits><round-timeout> (a wedged c2s). While a
  * round lasts, stanzas to a user whose session is not here are held for
- * it (sm_sess_deliver).
+ * it (sm_sess_deliver). It also clears a session's kept mark when
+ * something may have been lost for it (router loss, unconfirmed at a ring
+ * change, a start changed='true'): its next replay re-probes (SESSION.md).
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
@@ -296,6 +298,13 @@ void sm_sess_control(struct sm *sm, const char *c2s, const char *to, const char 
     struct sm_user *u = sm_user_get(sm, bare);
     jid_free(bare);
     jid_free(j);
+    /* A re-announced start in a round: the user's round-end event goes
+     * behind it. Deliveries queued before it while the user loads (a new
+     * instance: its storage may still be connecting) are then held for the
+     * session it creates, though the announced ends the round first. */
+    const char *resume = xml_get_attr(ctl, "resume");
+    if (sm->cfg->multi && sm_sess_resuming(sm) && resume != NULL && strcmp(resume, "true") == 0)
+        u->round_wait = true;
     struct sm_event *ev = xcalloc(1, sizeof(*ev));
     ev->kind = SM_EV_START;
     ev->stanza = xml_copy(ctl);
@@ -347,6 +356,7 @@ static void create(struct pending_start *ps)
     s->key = sess_key(s->c2s, s->sid);
     s->resumed = ps->resume;
     s->restored = ps->resume && !ps->changed;
+    s->kept = sm->cfg->multi;
     htab_put_str(sm->sessions, s->key, s);
     s->next = u->sessions;
     u->sessions = s;
@@ -424,8 +434,10 @@ void sm_sess_start(struct sm_user *u, struct sm_event *ev)
              * may have started it once already, with no replay, when the
              * domain came back). */
             const char *changed = xml_get_attr(ev->stanza, "changed");
-            if (changed != NULL && strcmp(changed, "true") == 0)
+            if (changed != NULL && strcmp(changed, "true") == 0) {
                 dup->restored = false;
+                dup->kept = false; /* a forward bounced: so may have stanzas to it */
+            }
             dup->unconfirmed = false;
             dup->moving = false;
             sm_send_control(sm, ev->c2s, j->domain, "started", ev->sid, NULL);
@@ -550,6 +562,11 @@ void sm_sess_router_down(struct sm *sm)
     htab_free(sm->resuming);
     sm->resuming = htab_new(free);
     settle(sm, NULL, NULL);
+    /* Stanzas to the sessions may be lost with the router: each replay
+     * re-probes the contacts. */
+    struct htab_iter si;
+    for (htab_iter_init(&si, sm->sessions); htab_iter_next(&si);)
+        ((struct sm_sess *)si.val)->kept = false;
     sm_users_round_end(sm);
 }
 
@@ -603,8 +620,13 @@ void sm_sess_ring(struct sm *sm, const char *domain)
     struct htab_iter it;
     for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
         struct sm_sess *s = it.val;
-        if (strcmp(s->jid->domain, domain) == 0)
-            s->moving = true;
+        if (strcmp(s->jid->domain, domain) != 0)
+            continue;
+        /* Unconfirmed, it may have been moving at an earlier change: its
+         * user's stanzas may have gone to another instance meanwhile. */
+        if (s->unconfirmed)
+            s->kept = false;
+        s->moving = true;
     }
     for (htab_iter_init(&it, sm->c2s); htab_iter_next(&it);) {
         char name[256];
@@ -646,7 +668,9 @@ void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanz
  * those) until a session of the user is created or sends its presence,
  * then is tried again; once no c2s owes an announced and the user's
  * round-end event (behind the round's starts) was handled, it is handled
- * as usual (offline, error). A stanza that follows a held one is held too,
+ * as usual (offline, error); a re-announced start in a round sets
+ * round_wait (sm_sess_control), so that this also holds for deliveries
+ * queued while the user loaded. A stanza that follows a held one is held too,
  * so that a user's deliveries keep their order. Probes are not held
  * (mod_presence answers them at the round's end). At most
  * <limits><user-queue> events are parked per user; past that a delivery

@@ -220,6 +220,9 @@ struct sm_sess {
                          again, another instance holds it now (dropped silently) */
     bool restored;    /* created by a resume start: this sm never had its presence
                          (it restarted), its contacts had */
+    bool kept;        /* multi-instance: held here with nothing lost since it was
+                         created or last probed (no router loss, not moving at a ring
+                         change): its resumed replays do not re-probe (SESSION.md) */
     int priority;
     uint64_t active_seq;       /* when it last sent presence: tie-break */
     struct xml_node *presence; /* last broadcast presence (a copy), or NULL */

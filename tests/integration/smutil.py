@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 
@@ -353,3 +354,36 @@ async def logout_all(*clients):
             await stack.logout(c)
         except Exception:
             pass
+
+
+class TableLock:
+    """An open transaction (psql as postgres) holding LOCK TABLE name IN
+    ACCESS EXCLUSIVE MODE: every query of the daemons on that table waits
+    until release() (or close(), which also ends a lock still held)."""
+
+    def __init__(self, st, table):
+        self.st = st
+        self.table = table
+        self.proc = None
+
+    async def take(self):
+        self.proc = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.st.pg.dsn("postgres")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc.stdin.write("BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n"
+                              % self.table)
+        self.proc.stdin.flush()
+        line = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline),
+            harness.WAIT)
+        assert line.strip() == "locked", "LOCK TABLE %s: %s" % (self.table, line)
+
+    def release(self):
+        self.proc.stdin.write("COMMIT;\n")
+        self.proc.stdin.close()
+        assert self.proc.wait(harness.WAIT) == 0
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -253,6 +253,20 @@ async def sessions_held(d):
     return int(STATS.findall(d.log())[-1])
 
 
+async def users_in(d):
+    """The users instance d has in memory (loading ones too) now."""
+    n = len(USERS.findall(d.log()))
+    d.signal(signal.SIGUSR1)
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while len(USERS.findall(d.log())) <= n:
+        assert asyncio.get_running_loop().time() < deadline, "no stats from " + d.name
+        await asyncio.sleep(0.02)
+    return int(USERS.findall(d.log())[-1])
+
+
+USERS = re.compile(r"users (\d+) \(idle \d+\), sessions")
+
+
 def rounds(d):
     """How many re-announce rounds of c2s-1 instance d has seen end."""
     return d.log().count("c2s-1 re-announced its sessions")
@@ -805,3 +819,153 @@ def test_round_of_a_wedged_c2s_ends_after_the_timeout():
         harness.run(go())
     finally:
         st.finish()
+
+
+# ---- what the clients see of a ring change ----
+
+def started_count(insts, sid):
+    """How many times the instances created session sid (a move creates it
+    again on the instance the new ring names; a repeated start does not)."""
+    return sum(d.log().count("session %s started" % sid) for d in insts)
+
+
+async def round_trip(a, b, tag):
+    """a asks b (full JID) an iq and gets b's answer: everything b's instance
+    sent a's user before it handled the iq (e.g. the answer to a probe, on b's
+    queue before the iq) has reached a's session before the result."""
+    iq_id = "rt-%s-%s" % (tag, a.sid[:6])
+    a.send("<iq type='get' id='%s' to='%s'><query xmlns='jabber:iq:version'/></iq>" % (iq_id, b.jid))
+    await b.recv(lambda s: s.get("id") == iq_id, what="iq of %s at %s" % (a.bare, b.bare))
+    b.send("<iq type='result' id='%s' to='%s'/>" % (iq_id, a.jid))
+    await a.recv(lambda s: s.get("id") == iq_id and s.get("type") == "result",
+                 what="answer of %s to %s" % (b.bare, a.bare))
+
+
+def test_ring_change_kept_session_gets_no_duplicate_presence():
+    """Every user has w as a contact (subscription both ways). A third
+    instance joins, then leaves: each time every instance asks c2s-1 to
+    re-announce (three rounds, then two), and each round replays every
+    session's presence. A session that stayed where it was gets no
+    presence from w at all (nothing was lost: no re-probe, the replays are
+    not news); a session that moved is an initial presence on its new
+    instance: it gets w's presence (the probe's answer), once."""
+    users = ["u%d" % i for i in range(8)]
+
+    def contact_w(st, u):
+        if u == "w":
+            return
+        for owner, jid in ((u, "w"), ("w", u)):
+            st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                       "('%s@%s', '%s@%s', 'both')" % (owner, st.domain, jid, st.domain))
+
+    with moving_stack(["w"] + users, contact_w) as (st, sm2, sm3):
+
+        async def go():
+            c, ss = await logged_in(st, ["w"] + users)
+            w, ss = ss[0], ss[1:]
+            insts = [st["sm"], sm2]
+            await held_by(insts, 9, "two instances")
+            for s in ss:
+                await s.recv(is_presence(w.jid, None), what="w's presence at login of " + s.bare)
+                await round_trip(s, w, "login")
+            c.pending.clear()
+
+            async def change(n, what):
+                """The ring changed: n rounds; then (moved, kept) sessions
+                and the presences from w each got in the rounds."""
+                before = {d.name: rounds(d) for d in insts}
+                created = {s.sid: started_count([st["sm"], sm2, sm3], s.sid) for s in ss}
+                for _ in range(n):
+                    await c.reannounce([w] + ss)
+                await rounds_done(insts, before, 1, what)
+                await held_by(insts, 9, what)
+                for s in ss:
+                    await round_trip(s, w, what)
+                got = {s.sid: sum(1 for el in c.pending if el.get("sid") == s.sid and len(el) == 1
+                                  and is_presence(w.jid, None)(el[0])) for s in ss}
+                c.pending.clear()
+                moved = [s for s in ss if started_count([st["sm"], sm2, sm3], s.sid) > created[s.sid]]
+                kept = [s for s in ss if s not in moved]
+                assert moved and kept, "%s: moved %s, kept %s" % (
+                    what, [s.bare for s in moved], [s.bare for s in kept])
+                dup = {s.bare: got[s.sid] for s in kept if got[s.sid]}
+                assert not dup, "%s: w's presence again at sessions that did not move: %s" % (
+                    what, dup)
+                once = {s.bare: got[s.sid] for s in moved if got[s.sid] != 1}
+                assert not once, "%s: w's presence at moved sessions, want once: %s" % (what, once)
+
+            sm3.start()
+            insts.append(sm3)
+            await change(3, "the join")
+            assert sm3.stop() == 0
+            insts.pop()
+            await change(2, "the leave")
+            c.close()
+        harness.run(go())
+
+
+
+def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
+    """A third instance joins. While its storage is busy (the users table
+    locked), a remote contact sends every user chat messages (bare JID):
+    for a moved user they reach the new instance, which starts loading the
+    user, and the c2s re-announces meanwhile, so the round is over (its
+    announced came) before the user is loaded and its start handled. The
+    messages still wait for the session the start creates: every message
+    arrives at the live session, none from the offline store (no delay
+    stamp), and the sender gets no error."""
+    users = ["u%d" % i for i in range(8)]
+    remote = "rem@remote.test/x"
+    R = "{%s}" % harness.NS_ROUTER
+    with moving_stack(users) as (st, sm2, sm3):
+        lock = smutil.TableLock(st, "users")
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            c, ss = await logged_in(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            insts.append(sm3)
+            await lock.take()
+            for i in range(3):
+                for s in ss:
+                    s2s.send("<message xmlns='jabber:component:accept' from='%s' to='%s' "
+                             "type='chat'><body>m%d</body></message>" % (remote, s.bare, i))
+            # The messages reach the new instance before the starts: it
+            # has a user (loading) per moved user, and no more come.
+            seen = []
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while len(seen) < 3 or seen[-1] == 0 or seen[-1] != seen[-3]:
+                assert asyncio.get_running_loop().time() < deadline, "users at sm3: %s" % seen
+                seen.append(await users_in(sm3))
+            for _ in range(3):
+                await c.reannounce(ss)
+            await rounds_done(insts, before, 1, "the join")
+            lock.release()
+            counts = await held_by(insts, 8, "after the join")
+            assert counts[2] > 0, "no session moved to the new instance: %s" % counts
+            for s in ss:
+                got = []
+                while len(got) < 3:
+                    m = await s.recv(is_message(), what="message %d to %s" % (len(got), s.bare))
+                    assert m.find("{urn:xmpp:delay}delay") is None, \
+                        "%s: message from the offline store: %s" % (s.bare, ET.tostring(m)[:300])
+                    got.append(m.findtext(q("body")))
+                assert got == ["m0", "m1", "m2"], (s.bare, got)
+            errors = []
+            while not s2s.queue.empty():
+                el = s2s.queue.get_nowait()
+                if el is not None and el.get("type") == "error":
+                    errors.append(ET.tostring(el)[:300])
+            assert not errors, errors
+            c.close()
+            s2s.close()
+        try:
+            harness.run(go())
+        finally:
+            lock.close()
