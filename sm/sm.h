@@ -21,6 +21,7 @@
 #ifndef PARLEY_SM_H
 #define PARLEY_SM_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -160,6 +161,15 @@ struct sm_mod {
     void *data;
 };
 
+/* m's slot in a user's or session's mdata (u->mdata, s->mdata): only a
+ * module with def->mdata has one (asserted; index -1 would be before the
+ * slots). */
+static inline void **sm_mod_slot(void **mdata, const struct sm_mod *m)
+{
+    assert(m->index >= 0);
+    return &mdata[m->index];
+}
+
 /* mod.c: register a handler; chains run in module order. */
 void sm_hook_add(struct sm_mod *m, enum sm_hook h, sm_handler fn);
 /* Run a chain: SM_PASS if every handler passed. */
@@ -169,7 +179,9 @@ int sm_mods_init(struct sm *sm, const struct xml_node *list);
 void sm_mods_free(struct sm *sm);
 /* A zeroed struct sm_user or sm_sess of size bytes followed by its
  * sm->nslots module data slots, which the caller points mdata at
- * ((void **)(obj + 1)): sized to the modules configured. */
+ * ((void **)(obj + 1): size, rounded up to pointer alignment, is already
+ * aligned for these two structs, asserted in mod.c): sized to the modules
+ * configured. */
 void *sm_mods_calloc(const struct sm *sm, size_t size);
 
 /* ---- users and sessions ---- */
