@@ -267,11 +267,14 @@ void sm_users_miss_free(struct sm *sm);
 void sm_user_hold(struct sm_user *u);
 void sm_user_release(struct sm_user *u);
 /* From a handler of the stanza u's queue is handling now: that event goes
- * back to the head of the queue, to be handled again, from the start, once
- * u's holds are released (the caller has u held, e.g. by a reload its
- * stanza needs; the caller returns SM_HANDLED and changes nothing). Once
- * per event: false when it was requeued already, or when no queued event
- * is being handled (the caller answers the stanza itself then). */
+ * back to the head of the queue, to be handled again, from the start of
+ * its chain, once u's holds are released (the caller has u held, e.g. by
+ * a reload its stanza needs; the caller returns SM_HANDLED and changes
+ * nothing). The handlers before the caller have run and run again: one
+ * with side effects checks current->requeued and does them once
+ * (mod_message's offline flush). Once per event: false when it was
+ * requeued already, or when no queued event is being handled (the caller
+ * answers the stanza itself then). */
 bool sm_user_requeue(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session

@@ -329,6 +329,41 @@ def test_offline_delete_is_exact(st):
     harness.run(go())
 
 
+def test_requeued_initial_presence_flushes_once(st):
+    """alice's initial presence meets a stale roster (a store failed, the
+    read after it too): mod_presence sends it back to the queue behind a
+    new read, after mod_message (earlier in the chain) started the offline
+    flush. The database refuses the flush's delete, so the rows stay: the
+    presence handled again must not flush them a second time (each stored
+    message arrives once)."""
+    R = "jabber:iq:roster"
+
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain, presence=None)
+        b = await login(c, "bob@%s/b" % st.domain)
+        b.send(msg("alice@%s" % st.domain, "stored one", mid="m1"))
+        b.send(msg("alice@%s" % st.domain, "stored two", mid="m2"))
+        await b.nothing(lambda s: s.get("type") == "error")
+        st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+        r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
+                       "</query></iq>" % (R, st.domain), "s1")
+        assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+        deadline = asyncio.get_running_loop().time() + harness.WAIT
+        while "not read again" not in st.daemons["sm"].log():
+            assert asyncio.get_running_loop().time() < deadline, "no failed roster read"
+            await asyncio.sleep(0.05)
+        st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
+        st.pg.psql("REVOKE DELETE ON offline FROM parley_sm")
+        a.send("<presence/>")
+        for body in ("stored one", "stored two"):
+            await a.recv(is_message(body), what=body)
+        await a.nothing(lambda s: s.tag == q("message"))
+        st.pg.psql("GRANT DELETE ON offline TO parley_sm")
+        c.close()
+    harness.run(go())
+
+
 def test_welcome_once_per_new_account():
     """user-create (mod_welcome): a new account gets the configured welcome
     at its first login, stored offline (from the domain, delay stamp),
