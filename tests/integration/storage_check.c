@@ -222,7 +222,7 @@ static void check_users(struct storage *sm, struct storage *c2s)
     RUN_OK(&s, storage_user_exists(sm, "alice@example.org", on_snap, &s));
     CHECK(eq(cell(&s, 0, 0), "t"), "sm may read users");
 
-    /* The sm's first-seen mark: set once, by one caller; taken back. */
+    /* The sm's first-seen mark: set once, by one caller (the claim). */
     RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
     CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "f"), "a new account is not seen");
     RUN_OK(&s, storage_user_seen(sm, "nobody@example.org", on_snap, &s));
