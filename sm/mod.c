@@ -13,6 +13,8 @@
  */
 #include "autoconfig.h"
 
+#include <assert.h>
+#include <stdalign.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -124,9 +126,13 @@ void sm_mods_free(struct sm *sm)
     sm->nslots = 0;
 }
 
+static_assert(sizeof(struct sm_user) % alignof(void *) == 0, "slots right after sm_user");
+static_assert(sizeof(struct sm_sess) % alignof(void *) == 0, "slots right after sm_sess");
+
 void *sm_mods_calloc(const struct sm *sm, size_t size)
 {
-    /* size is a struct's: a multiple of its alignment, so the slots that
-     * follow are aligned for pointers. */
+    /* The slots start at size rounded up to a pointer's alignment (a
+     * no-op for the structs that hold pointers, as these do: obj + 1). */
+    size = (size + alignof(void *) - 1) / alignof(void *) * alignof(void *);
     return xcalloc(1, size + sm->nslots * sizeof(void *));
 }

@@ -30,7 +30,11 @@
  * (congested) is stored again by sm.c, so none is lost. The user is
  * held during the fetch and the delete, so two sessions coming online at
  * once cannot both get them (delivered once). If the session ends before
- * the fetch answers, nothing is deleted. Runs on the sm's loop.
+ * the fetch answers, nothing is deleted. A presence that another module
+ * sends back to the queue (sm_user_requeue: mod_presence waiting for a
+ * roster read) comes through here again: the session's slot (mdata)
+ * remembers that its flush started, so it starts once. Runs on the sm's
+ * loop.
  */
 #include "autoconfig.h"
 
@@ -270,8 +274,14 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
 
 static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
 {
+    /* The event whose flush started; cleared by the next event seen for the
+     * first time, so only the same event handled again matches. */
+    void **started = sm_mod_slot(p->sess->mdata, m);
+    struct sm_event *ev = p->user->current;
+    if (ev == NULL || !ev->requeued)
+        *started = NULL;
     if (strcmp(p->kind, "presence") != 0 || p->to != NULL || p->type != NULL ||
-        (p->sess->available && p->sess->priority >= 0))
+        (p->sess->available && p->sess->priority >= 0) || (ev != NULL && *started == ev))
         return SM_PASS;
     /* The session becomes available with a non-negative priority (this runs
      * before mod_presence records the new presence). */
@@ -282,6 +292,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
     f->u = u;
     f->c2s = xstrdup(p->sess->c2s);
     memcpy(f->sid, p->sess->sid, sizeof(f->sid));
+    *started = ev; /* only compared: nothing to free */
     sm_user_hold(u);
     fetch_page(f);
     return SM_PASS;
@@ -302,4 +313,4 @@ static int init(struct sm_mod *m)
     return 0;
 }
 
-const struct sm_module_def sm_mod_message_def = {.name = "message", .init = init};
+const struct sm_module_def sm_mod_message_def = {.name = "message", .init = init, .mdata = true};

@@ -82,8 +82,11 @@ static void reload_finish(struct sm_user *u)
         r->pending = r->next_pending;
         r->version = r->next_version;
         r->stale = false;
+        r->failures = 0;
     } else {
         log_warn("roster of %s not read again: memory kept, still stale", u->jid->bare);
+        r->failures++;
+        r->failed_at = uv_now(u->sm->loop);
         htab_free(r->next_items);
         htab_free(r->next_pending);
     }
@@ -211,6 +214,20 @@ static void reload(struct sm_user *u)
     load_queries(u);
 }
 
+/* Reads of the stale roster failed lately (roster.h): start none now. */
+static bool backing_off(struct sm_user *u)
+{
+    struct sm_roster *r = u->roster;
+    if (r->failures < 2)
+        return false;
+    uint64_t wait = SM_ROSTER_BACKOFF_MS;
+    for (unsigned i = 2; i < r->failures && wait < SM_ROSTER_BACKOFF_MAX_MS; i++)
+        wait *= 2;
+    if (wait > SM_ROSTER_BACKOFF_MAX_MS)
+        wait = SM_ROSTER_BACKOFF_MAX_MS;
+    return uv_now(u->sm->loop) - r->failed_at < wait;
+}
+
 bool sm_roster_usable(struct sm_user *u)
 {
     struct sm_roster *r = u->roster;
@@ -218,14 +235,15 @@ bool sm_roster_usable(struct sm_user *u)
         return false;
     if (!r->stale)
         return true;
-    if (r->stores == 0 && !r->reloading)
+    if (r->stores == 0 && !r->reloading && !(u->current && u->current->requeued) && !backing_off(u))
         reload(u);
     return false;
 }
 
 int sm_roster_wait(struct sm_user *u)
 {
-    if (sm_user_requeue(u))
+    struct sm_roster *r = u->roster;
+    if (r != NULL && (r->reloading || r->stores > 0) && sm_user_requeue(u))
         return SM_HANDLED;
     return SM_ERROR(XML_STE_INTERNAL_SERVER_ERROR);
 }

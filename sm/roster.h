@@ -43,23 +43,37 @@ struct sm_roster {
     struct htab *next_items, *next_pending;
     int64_t next_version;
     bool next_failed;
+    unsigned failures;  /* reads of the stale roster failed in a row */
+    uint64_t failed_at; /* uv_now ms of the last one */
 };
+
+/* Back-off after reads of a stale roster failed in a row: the first
+ * failure lets the next stanza that needs the roster try again at once;
+ * after the second none is started for SM_ROSTER_BACKOFF_MS, doubled at
+ * each further one up to SM_ROSTER_BACKOFF_MAX_MS. Meanwhile those stanzas
+ * get internal-server-error at once: while the database keeps failing
+ * they do not each wait for a read. */
+#define SM_ROSTER_BACKOFF_MS     1000
+#define SM_ROSTER_BACKOFF_MAX_MS 30000
 
 /* Load u's roster and requests (user-load); holds u until both answered. */
 void sm_roster_load(struct sm_user *u);
 /* True when u's roster is loaded and agrees with the database. A store
  * that failed makes it stale: it is read again (u held meanwhile) once no
  * store is in flight, at once from the failed store's callback, or, if
- * that read failed too, from here (call it before touching the roster, at
- * the start of a handler; on false the handler returns sm_roster_wait). A
+ * that read failed too, from here, past the back-off above and never for
+ * a stanza handled again (sm_user_requeue: it waited for a read already;
+ * call it before touching the roster, at the start of a handler; on false
+ * the handler returns sm_roster_wait). A
  * stale roster keeps its memory until a read succeeds: the unavailable
  * broadcasts of ending sessions still reach the contacts it has. */
 bool sm_roster_usable(struct sm_user *u);
 /* What a handler of a stanza from u's queue returns when sm_roster_usable
  * said false: the stanza goes back to the head of the queue, behind the
- * read that makes the roster usable again (SM_HANDLED); if it waited for
- * one already (that read failed too: the database refuses us) or is not
- * from the queue, internal-server-error. */
+ * store or read in flight that makes the roster usable again
+ * (SM_HANDLED); if none is (reads failed lately: the database refuses
+ * us), if it waited once already, or if it is not from the queue,
+ * internal-server-error. */
 int sm_roster_wait(struct sm_user *u);
 void sm_roster_free(struct sm_roster *r);
 

@@ -21,6 +21,7 @@
 #ifndef PARLEY_SM_H
 #define PARLEY_SM_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,17 +96,23 @@ enum sm_hook {
 };
 
 /* user-create: accounts are made in the database (parleyctl), unseen by
- * the sm, so the sm marks each account the first time one of its
- * instances loads it (storage_user_mark_seen: atomic, one instance wins)
- * and runs the chain for the one that set the mark: after the user-load
- * chain is done, from the user's queue, before its first event (the start
- * or stanza that loaded it) is handled. Accounts that existed when the
- * mark was introduced count as seen. A handler may hold the user for its
- * own storage work; if that fails it calls sm_user_create_failed, which
- * takes the mark back, so the chain runs again at the account's next load
- * (nothing lost; a handler's work may then be done twice if it had in
- * fact been stored). If setting the mark fails, the chain does not run
- * this time and runs at the next load. */
+ * the sm, so the sm claims each account the first time one of its
+ * instances loads it: after the user-load chain is done, from the user's
+ * queue, before its first event (the start or stanza that loaded it) is
+ * handled, the chain runs with pkt->user and pkt->stanza, an empty
+ * container element: a handler appends the self-contained stanzas (with
+ * their xmlns) to store offline for the new account, and does nothing
+ * else (no storage work of its own, no state: the chain runs on every
+ * instance that finds the account unclaimed, and may run again). The core
+ * then sets the account's first-seen mark and stores those stanzas in one
+ * transaction (storage_user_claim: atomic, one instance wins), so they are
+ * stored exactly once, or not at all and the account stays unclaimed. If
+ * the claim fails (storage down, answer lost before the commit) it is
+ * tried again at the user's next session start while the user is cached,
+ * else at its next load; an answer lost after the commit is harmless.
+ * Stanzas over the offline quotas are dropped (the mark is set: an account
+ * with a full offline store is not new). Accounts that existed when the
+ * mark was introduced count as seen. */
 
 /* What a handler returns: SM_PASS (next handler), SM_HANDLED (stop), or
  * SM_ERROR(cond): stop, and the core bounces the stanza with cond. */
@@ -154,6 +161,15 @@ struct sm_mod {
     void *data;
 };
 
+/* m's slot in a user's or session's mdata (u->mdata, s->mdata): only a
+ * module with def->mdata has one (asserted; index -1 would be before the
+ * slots). */
+static inline void **sm_mod_slot(void **mdata, const struct sm_mod *m)
+{
+    assert(m->index >= 0);
+    return &mdata[m->index];
+}
+
 /* mod.c: register a handler; chains run in module order. */
 void sm_hook_add(struct sm_mod *m, enum sm_hook h, sm_handler fn);
 /* Run a chain: SM_PASS if every handler passed. */
@@ -163,7 +179,9 @@ int sm_mods_init(struct sm *sm, const struct xml_node *list);
 void sm_mods_free(struct sm *sm);
 /* A zeroed struct sm_user or sm_sess of size bytes followed by its
  * sm->nslots module data slots, which the caller points mdata at
- * ((void **)(obj + 1)): sized to the modules configured. */
+ * ((void **)(obj + 1): size, rounded up to pointer alignment, is already
+ * aligned for these two structs, asserted in mod.c): sized to the modules
+ * configured. */
 void *sm_mods_calloc(const struct sm *sm, size_t size);
 
 /* ---- users and sessions ---- */
@@ -183,7 +201,8 @@ struct sm_user {
     bool load_failed; /* storage error while loading */
     char *load_origin;   /* loading for a stanza: counted in sm->loading and
                             for this origin in sm->load_origins */
-    bool create_pending; /* never seen before: mark it, then user-create */
+    bool create_pending; /* never seen before: user-create, then claim it */
+    bool create_retry;   /* a claim failed: try again at a session start */
     struct sm_event *qhead, *qtail;
     unsigned qlen;
     struct sm_sess *sessions;
@@ -251,15 +270,15 @@ void sm_users_miss_free(struct sm *sm);
 void sm_user_hold(struct sm_user *u);
 void sm_user_release(struct sm_user *u);
 /* From a handler of the stanza u's queue is handling now: that event goes
- * back to the head of the queue, to be handled again, from the start, once
- * u's holds are released (the caller has u held, e.g. by a reload its
- * stanza needs; the caller returns SM_HANDLED and changes nothing). Once
- * per event: false when it was requeued already, or when no queued event
- * is being handled (the caller answers the stanza itself then). */
+ * back to the head of the queue, to be handled again, from the start of
+ * its chain, once u's holds are released (the caller has u held, e.g. by
+ * a reload its stanza needs; the caller returns SM_HANDLED and changes
+ * nothing). The handlers before the caller have run and run again: one
+ * with side effects checks current->requeued and does them once
+ * (mod_message's offline flush). Once per event: false when it was
+ * requeued already, or when no queued event is being handled (the caller
+ * answers the stanza itself then). */
 bool sm_user_requeue(struct sm_user *u);
-/* From a user-create handler whose work for u failed: u's first-seen mark
- * is taken back, so user-create runs again at u's next load. */
-void sm_user_create_failed(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session
  * with the highest non-negative priority; on a tie the one that sent
@@ -286,6 +305,7 @@ struct sm_event {
                                 stanzas have no session (kicked) */
     bool round_end;          /* END: the re-announce round is over (ROUND_END hook) */
     bool requeued;           /* IN_SESS, DELIVER: handled once already (sm_user_requeue) */
+    bool create_tried;       /* a claim of the new account ran before it */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);

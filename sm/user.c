@@ -27,9 +27,10 @@
  * them).
  *
  * An account loaded for the first time by any sm (its first-seen mark in
- * storage is not set) is marked, atomically, once its load is done, and
- * the instance that set the mark runs user-create before the user's first
- * event (sm.h says what happens when something fails).
+ * storage is not set) is claimed once its load is done, before the user's
+ * first event: the user-create chain says what to store for it, and the
+ * mark and those stanzas are stored in one statement (sm.h says what
+ * happens when something fails).
  *
  * A user is idle when it has no session, no hold and no queued event; an
  * idle user goes to the tail of the LRU and the head is evicted past
@@ -48,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -290,55 +292,65 @@ static void on_exists(void *arg, int err, const struct storage_result *res)
 
 /* ---- new accounts (user-create, sm.h) ---- */
 
-static void on_marked(void *arg, int err, const struct storage_result *res)
+static void on_claimed(void *arg, int err, const struct storage_result *res)
 {
     struct sm_user *u = arg;
+    int64_t stored = 0;
     if (err != 0) {
-        log_warn("first-seen mark of %s not set: %s (user-create at its next load)", u->jid->bare,
+        log_warn("new account %s not claimed: %s (again at its next login)", u->jid->bare,
                  storage_result_error(res));
+        u->create_pending = true;
+        u->create_retry = true;
     } else if (storage_result_rows(res) == 1) {
-        log_info("account %s seen for the first time: user-create", u->jid->bare);
-        struct sm_pkt p;
-        memset(&p, 0, sizeof(p));
-        p.user = u;
-        sm_hook_run(u->sm, SM_HOOK_USER_CREATE, &p);
+        storage_result_int64(res, 0, 0, &stored);
+        log_info("account %s seen for the first time: %lld stanza(s) stored for it", u->jid->bare,
+                 (long long)stored);
     }
     sm_user_release(u);
 }
 
-/* The load is done (no hold left): mark the account seen, holding u, so
- * that user-create runs before u's first event. */
-static void mark_seen(struct sm_user *u)
+/* Is it time to claim u (a new account) before ev? At its first event, or
+ * after a failed claim at a session start, once per event. */
+static bool claim_due(const struct sm_user *u, const struct sm_event *ev)
 {
+    return u->create_pending && u->state == SM_USER_READY && !u->load_failed && u->sm->st != NULL &&
+           !ev->create_tried && (!u->create_retry || ev->kind == SM_EV_START);
+}
+
+/* Run user-create and claim the account with what it gave; true when the
+ * claim is in flight (u held: ev waits for it). */
+static bool claim(struct sm_user *u, struct sm_event *ev)
+{
+    ev->create_tried = true;
     u->create_pending = false;
-    int rc = storage_user_mark_seen(u->sm->st, u->jid->bare, on_marked, u);
-    if (rc != 0)
-        log_warn("first-seen mark of %s not set: %s (user-create at its next load)", u->jid->bare,
-                 err_str(rc));
-    else
-        sm_user_hold(u);
-}
-
-static void on_unmarked(void *arg, int err, const struct storage_result *res)
-{
-    char *jid = arg;
-    if (err != 0)
-        log_err("first-seen mark of %s not taken back: %s (what user-create did is incomplete)",
-                jid, storage_result_error(res));
-    free(jid);
-}
-
-void sm_user_create_failed(struct sm_user *u)
-{
-    char *jid = xstrdup(u->jid->bare);
-    int rc = u->sm->st ? storage_user_unmark_seen(u->sm->st, jid, on_unmarked, jid) : ERR_CLOSED;
-    if (rc != 0) {
-        log_err("first-seen mark of %s not taken back: %s (what user-create did is incomplete)",
-                jid, err_str(rc));
-        free(jid);
-    } else {
-        log_notice("user-create for %s failed: it runs again at the next load", jid);
+    struct sm_pkt p;
+    memset(&p, 0, sizeof(p));
+    p.user = u;
+    p.stanza = xml_new(NULL, "user-create");
+    sm_hook_run(u->sm, SM_HOOK_USER_CREATE, &p);
+    size_t n = xml_child_count(p.stanza), i = 0;
+    char **texts = xcalloc(n ? n : 1, sizeof(*texts));
+    for (struct xml_node *c = xml_child(p.stanza, NULL, NULL); c != NULL && i < n;
+         c = xml_next(c, NULL, NULL), i++) {
+        struct buf b = BUF_INIT;
+        xml_serialize(c, "", &b); /* self-contained: xmlns on the root */
+        texts[i] = buf_detach(&b, NULL);
     }
+    xml_free(p.stanza);
+    int rc =
+        storage_user_claim(u->sm->st, u->jid->bare, (const char *const *)texts, n, on_claimed, u);
+    for (i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    if (rc != 0) {
+        log_warn("new account %s not claimed: %s (again at its next login)", u->jid->bare,
+                 err_str(rc));
+        u->create_pending = true;
+        u->create_retry = true;
+        return false;
+    }
+    sm_user_hold(u);
+    return true;
 }
 
 static struct sm_user *user_new(struct sm *sm, struct jid *bare)
@@ -649,12 +661,11 @@ static void drain(struct sm_user *u)
 {
     if (u->running)
         return;
-    if (u->create_pending && u->holds == 0 && u->state == SM_USER_READY && !u->load_failed &&
-        u->sm->st != NULL)
-        mark_seen(u);
     u->running = true;
     while (u->holds == 0 && u->state != SM_USER_LOADING && u->qhead != NULL) {
         struct sm_event *ev = u->qhead;
+        if (claim_due(u, ev) && claim(u, ev))
+            continue; /* ev waits for the claim */
         u->qhead = ev->next;
         if (u->qhead == NULL)
             u->qtail = NULL;

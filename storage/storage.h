@@ -141,14 +141,17 @@ int storage_user_exists(struct storage *st, const char *jid, storage_cb cb, void
  * first-seen mark, storage/schema/003). Zero rows (no account) or one:
  * seen (bool). */
 int storage_user_seen(struct storage *st, const char *jid, storage_cb cb, void *arg);
-/* parley_sm: set the account's first-seen mark unless it is set. One row
- * when this call set it; zero when it was set already or the account is
- * gone. Atomic: of two concurrent calls (two sm instances) one sets it,
- * the other waits for its row lock and then finds it set. */
-int storage_user_mark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg);
-/* parley_sm: take the mark back (what was done for the new account
- * failed: the next load marks it and does it again). */
-int storage_user_unmark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg);
+/* parley_sm: claim a new account: set its first-seen mark unless it is
+ * set and, in the same transaction, queue stanzas[0..n) (self-contained
+ * XML, in order) offline for it, all or none under the offline quotas
+ * (over them: the mark alone). One row when this call set the mark: how
+ * many stanzas were stored (int64); zero rows when it was set already or
+ * the account is gone. Atomic: of two concurrent calls (two sm instances)
+ * one claims, the other waits for its row lock and then finds it set. An
+ * error (answer lost included) may have committed both or neither, never
+ * one without the other. */
+int storage_user_claim(struct storage *st, const char *jid, const char *const *stanzas, size_t n,
+                       storage_cb cb, void *arg);
 
 enum storage_mech { STORAGE_SCRAM_SHA1, STORAGE_SCRAM_SHA256 };
 

@@ -30,8 +30,7 @@
 enum stmt {
     S_USER_EXISTS,
     S_USER_SEEN,
-    S_USER_MARK_SEEN,
-    S_USER_UNMARK_SEEN,
+    S_USER_CLAIM,
     S_CREDS_GET,
     S_USER_CREATE,
     S_ROSTER_GET,
@@ -73,11 +72,21 @@ static const struct stmt_def stmts[S_COUNT] = {
         "SELECT EXISTS (SELECT 1 FROM users WHERE jid = $1::text)"},
     [S_USER_SEEN] = {.name = "user_seen", .sql =
         "SELECT sm_seen_at IS NOT NULL FROM users WHERE jid = $1::text"},
-    [S_USER_MARK_SEEN] = {.name = "user_mark_seen", .sql =
-        "UPDATE users SET sm_seen_at = now() WHERE jid = $1::text AND sm_seen_at IS NULL "
-        "RETURNING true"},
-    [S_USER_UNMARK_SEEN] = {.name = "user_unmark_seen", .sql =
-        "UPDATE users SET sm_seen_at = NULL WHERE jid = $1::text"},
+    /* The mark and the new account's offline stanzas in one statement (one
+     * transaction): both or neither. The stanzas are stored in order, all
+     * or none, under the offline quotas; the mark is set either way. */
+    [S_USER_CLAIM] = {.name = "user_claim", .sql =
+        "WITH m AS (UPDATE users SET sm_seen_at = now() WHERE jid = $1::text "
+        "AND sm_seen_at IS NULL RETURNING jid), "
+        "s AS (SELECT x, o FROM unnest($2::text[]) WITH ORDINALITY AS t (x, o)), "
+        "i AS (INSERT INTO offline (owner, stamp, stanza) "
+        "SELECT m.jid, now(), s.x FROM m, s "
+        "WHERE (SELECT count(*) + (SELECT count(*) FROM s) <= $3::bigint AND "
+        "coalesce(sum(octet_length(stanza)), 0) + "
+        "(SELECT coalesce(sum(octet_length(x)), 0) FROM s) <= $4::bigint "
+        "FROM offline WHERE owner = $1::text) "
+        "ORDER BY s.o RETURNING seq) "
+        "SELECT (SELECT count(*) FROM i) FROM m"},
     [S_CREDS_GET] = {.name = "creds_get", .sql =
         "SELECT salt, iterations, stored_key, server_key FROM credentials "
         "WHERE jid = $1::text AND mechanism = $2::text"},
@@ -309,6 +318,8 @@ static const char *mech_name(enum storage_mech m)
 
 /* ---- users and credentials ---- */
 
+static char *group_array(const char *const *groups, size_t n);
+
 int storage_user_exists(struct storage *st, const char *jid, storage_cb cb, void *arg)
 {
     return one_owner(st, S_USER_EXISTS, jid, cb, arg);
@@ -319,14 +330,22 @@ int storage_user_seen(struct storage *st, const char *jid, storage_cb cb, void *
     return one_owner(st, S_USER_SEEN, jid, cb, arg);
 }
 
-int storage_user_mark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
+int storage_user_claim(struct storage *st, const char *jid, const char *const *stanzas, size_t n,
+                       storage_cb cb, void *arg)
 {
-    return one_owner(st, S_USER_MARK_SEEN, jid, cb, arg);
-}
-
-int storage_user_unmark_seen(struct storage *st, const char *jid, storage_cb cb, void *arg)
-{
-    return one_owner(st, S_USER_UNMARK_SEEN, jid, cb, arg);
+    if (st == NULL || (n > 0 && stanzas == NULL))
+        return ERR_INVAL;
+    char *arr = group_array(stanzas, n);
+    if (arr == NULL)
+        return ERR_INVAL;
+    struct storage_params p = {0};
+    p_req(&p, jid);
+    p_req(&p, arr);
+    p_int(&p, storage_offline_quota(st));
+    p_int(&p, (int64_t)storage_offline_quota_bytes(st));
+    int rc = storage_submit(st, S_USER_CLAIM, &p, cb, arg);
+    free(arr);
+    return rc;
 }
 
 int storage_creds_get(struct storage *st, const char *jid, enum storage_mech mech, storage_cb cb,

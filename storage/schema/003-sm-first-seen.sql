@@ -4,11 +4,15 @@
 -- (sm/sm.h): accounts are made by parleyctl in the database, unseen by the
 -- sm, so this is how the sm learns that one is new. NULL: never seen.
 -- Accounts that exist when this migration runs were used before the hook
--- existed: they are marked seen, so nothing is done again for them.
+-- existed: they are marked seen (at the migration's time), so nothing is
+-- done again for them. A constant default, dropped at once, marks them
+-- without rewriting the table (PostgreSQL 11+ keeps it in the catalog),
+-- so the exclusive lock is held only for the catalog change, not for a
+-- write of every row; accounts created afterwards start NULL.
 SET LOCAL ROLE parley_admin;
 
-ALTER TABLE users ADD COLUMN sm_seen_at timestamptz;
-UPDATE users SET sm_seen_at = created_at;
+ALTER TABLE users ADD COLUMN sm_seen_at timestamptz DEFAULT now();
+ALTER TABLE users ALTER COLUMN sm_seen_at DROP DEFAULT;
 
 -- The sm sets and takes back its mark, and nothing else of users.
 GRANT UPDATE (sm_seen_at) ON users TO parley_sm;

@@ -222,25 +222,34 @@ static void check_users(struct storage *sm, struct storage *c2s)
     RUN_OK(&s, storage_user_exists(sm, "alice@example.org", on_snap, &s));
     CHECK(eq(cell(&s, 0, 0), "t"), "sm may read users");
 
-    /* The sm's first-seen mark: set once, by one caller; taken back. */
+    /* The sm's first-seen mark: set once, by one caller (the claim). */
     RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
     CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "f"), "a new account is not seen");
     RUN_OK(&s, storage_user_seen(sm, "nobody@example.org", on_snap, &s));
     CHECK(s.rows == 0, "no row for a missing account");
-    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
-    CHECK(s.rows == 1, "the first mark sets it");
-    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
+    RUN_OK(&s, storage_user_claim(sm, "alice@example.org", NULL, 0, on_snap, &s));
+    CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "0"), "the first claim sets it");
+    RUN_OK(&s, storage_user_claim(sm, "alice@example.org", NULL, 0, on_snap, &s));
     CHECK(s.rows == 0, "the second finds it set");
     RUN_OK(&s, storage_user_seen(sm, "alice@example.org", on_snap, &s));
     CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "t"), "seen now");
-    RUN_OK(&s, storage_user_mark_seen(sm, "nobody@example.org", on_snap, &s));
+    RUN_OK(&s, storage_user_claim(sm, "nobody@example.org", NULL, 0, on_snap, &s));
     CHECK(s.rows == 0, "no mark for a missing account");
-    RUN_OK(&s, storage_user_unmark_seen(sm, "alice@example.org", on_snap, &s));
-    CHECK(s.affected == 1, "taken back");
-    RUN_OK(&s, storage_user_mark_seen(sm, "alice@example.org", on_snap, &s));
-    CHECK(s.rows == 1, "set again after it was taken back");
-    RUN(&s, storage_user_mark_seen(c2s, "bob@example.org", on_snap, &s));
+    RUN(&s, storage_user_claim(c2s, "bob@example.org", NULL, 0, on_snap, &s));
     CHECK(s.err == ERR_PERM, "c2s may not mark: %d %s", s.err, s.msg);
+
+    /* The claim stores the new account's stanzas with the mark, in order,
+     * once: a second claim stores nothing. */
+    const char *two[] = {"<message xmlns='jabber:client'><body>1 \"a\\</body></message>",
+                         "<message xmlns='jabber:client'><body>2</body></message>"};
+    RUN_OK(&s, storage_user_create(c2s, "newbie@example.org", NULL, 0, on_snap, &s));
+    RUN_OK(&s, storage_user_claim(sm, "newbie@example.org", two, 2, on_snap, &s));
+    CHECK(s.rows == 1 && eq(cell(&s, 0, 0), "2"), "claimed, both stored: %d", s.rows);
+    RUN_OK(&s, storage_user_claim(sm, "newbie@example.org", two, 2, on_snap, &s));
+    CHECK(s.rows == 0, "claimed once");
+    RUN_OK(&s, storage_offline_fetch(sm, "newbie@example.org", 10, on_snap, &s));
+    CHECK(s.rows == 2 && eq(cell(&s, 0, 2), two[0]) && eq(cell(&s, 1, 2), two[1]),
+          "the stanzas, in order, as given: %d", s.rows);
     snap_clear(&s);
 }
 
@@ -504,8 +513,8 @@ static void check_mark_race(struct storage *sm, const char *sm_dsn, struct stora
     memset(a, 0, sizeof(a));
     memset(b, 0, sizeof(b));
     for (int i = 0; i < N; i++) {
-        CHECK(storage_user_mark_seen(sm, jid[i], on_snap, &a[i]) == 0, "mark %d", i);
-        CHECK(storage_user_mark_seen(sm2, jid[i], on_snap, &b[i]) == 0, "mark %d again", i);
+        CHECK(storage_user_claim(sm, jid[i], NULL, 0, on_snap, &a[i]) == 0, "mark %d", i);
+        CHECK(storage_user_claim(sm2, jid[i], NULL, 0, on_snap, &b[i]) == 0, "mark %d again", i);
     }
     for (int i = 0; i < N; i++)
         while (!a[i].done || !b[i].done)

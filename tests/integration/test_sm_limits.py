@@ -555,6 +555,59 @@ def test_stanzas_wait_for_the_stale_roster_read(what):
         st.finish()
 
 
+def test_failing_roster_reads_back_off():
+    """The database refuses the roster of alice (store, then reads): a
+    stanza that needs it waits for one read, and when that fails too it is
+    answered internal-server-error without starting another (one read per
+    stanza, not two); the next ones are answered at once while the reads
+    back off. Once the database is back, a roster get gets the roster."""
+    st = stack(users=("alice", "bob"))
+    R = "jabber:iq:roster"
+    alice, bob = "alice@%s" % st.domain, "bob@%s" % st.domain
+    st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+               "('%s', '%s', 'both')" % (alice, bob))
+    get = "<iq type='get' id='%s'><query xmlns='" + R + "'/></iq>"
+
+    def reads():
+        return st["sm"].log().count("roster of %s read again" % alice)
+
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, alice + "/a")
+            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
+                           "</query></iq>" % (R, st.domain), "s1")
+            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            deadline = time.monotonic() + harness.WAIT
+            while "not read again" not in st["sm"].log():
+                assert time.monotonic() < deadline, "no failed roster read"
+                await asyncio.sleep(0.05)
+            assert reads() == 1
+            r = await a.iq(get % "g1", "g1")  # waits for a second read, which fails
+            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            assert reads() == 2, reads()  # not a third on its second pass
+            for i in range(2, 6):
+                r = await a.iq(get % ("g%d" % i), "g%d" % i)
+                assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+            st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
+            deadline = time.monotonic() + harness.WAIT
+            i = 10
+            while True:  # answered at once while backing off, then read again
+                r = await a.iq(get % ("g%d" % i), "g%d" % i)
+                if r.get("type") == "result":
+                    break
+                assert time.monotonic() < deadline, "the roster is not read again"
+                await asyncio.sleep(0.1)
+                i += 1
+            items = r.findall("{%s}query/{%s}item" % (R, R))
+            assert [x.get("jid") for x in items] == [bob]
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
 def test_congested_c2s_returns_stored_past_quota():
     """bob's c2s stops reading: the messages alice sends to bob/r that the
     router returns congested are stored offline again, even past bob's

@@ -42,6 +42,27 @@ def test_fresh_database_status_then_migrate_twice(pg):
     assert before == after
 
 
+def test_first_seen_marks_the_accounts_that_existed(pg, tmp_path):
+    # 003 adds the sm's first-seen mark: accounts made before it count as
+    # seen (no welcome for them), accounts made after it do not.
+    new_db(pg, "m_seen")
+    d = tmp_path / "schema"
+    d.mkdir()
+    for f in os.listdir(SCHEMA_DIR):
+        if f.endswith(".sql") and int(f[:3]) < 3:
+            shutil.copy(os.path.join(SCHEMA_DIR, f), d)
+    rc, out = pg.migrate(schema_dir=str(d), db="m_seen")
+    assert out == "applied 2"
+    pg.psql("INSERT INTO users (jid, domain) VALUES ('old@example.org', 'example.org')",
+            db="m_seen")
+    rc, out = pg.migrate(db="m_seen")
+    assert rc == 0 and out == "applied %d" % (latest() - 2)
+    pg.psql("INSERT INTO users (jid, domain) VALUES ('new@example.org', 'example.org')",
+            db="m_seen")
+    _, out = pg.psql("SELECT jid, sm_seen_at IS NOT NULL FROM users ORDER BY jid", db="m_seen")
+    assert out.splitlines() == ["new@example.org|f", "old@example.org|t"]
+
+
 def test_failing_migration_rolls_back_whole(pg, tmp_path):
     new_db(pg, "m_fail")
     d = tmp_path / "schema"
