@@ -36,6 +36,8 @@ static const struct config_entry table[] = {
     CONFIG_INT("cache/missing-ttl", 0, "30", 1, 3600, &cfg.miss_ttl),
     CONFIG_INT("limits/loads", 0, "256", 1, 100000, &cfg.max_loads),
     CONFIG_INT("limits/round-timeout", 0, "60", 1, 3600, &cfg.round_timeout),
+    CONFIG_INT("limits/user-held", 0, "1000", 1, 1000000, &cfg.user_held),
+    CONFIG_INT("limits/held", 0, "100000", 1, 10000000, &cfg.held_max),
     CONFIG_STRING("version/name", 0, "Parley", &cfg.version_name),
     CONFIG_BOOL("version/os", 0, "no", &cfg.version_os),
     CONFIG_STRING("welcome/subject", 0, NULL, &cfg.welcome_subject),

@@ -199,29 +199,32 @@ static void on_round_timeout(uv_timer_t *t)
     struct sm *sm = t->data;
     uint64_t now = uv_now(sm->loop);
     for (;;) {
-        char key[512];
-        bool found = false;
+        /* A copy of the key (c2s name and domain: any length), taken
+         * before round_over changes the table. */
+        char *key = NULL;
         struct htab_iter it;
         for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
             const struct round *r = it.val;
-            if (r->deadline <= now && it.klen < sizeof(key)) {
-                memcpy(key, it.key, it.klen);
-                key[it.klen] = '\0';
-                found = true;
+            if (r->deadline <= now) {
+                key = xstrndup(it.key, it.klen);
                 break;
             }
         }
-        if (!found)
+        if (key == NULL)
             break;
         char *nl = strchr(key, '\n');
         if (nl == NULL) { /* not a key of ours: cannot happen */
             free(htab_del_str(sm->resuming, key));
+            free(key);
+            if (!sm_sess_resuming(sm))
+                sm_users_round_end(sm);
             continue;
         }
         *nl = '\0';
         log_warn("%s did not re-announce its sessions of %s within %d s: round ended", key, nl + 1,
                  sm->cfg->round_timeout);
         round_over(sm, key, nl + 1);
+        free(key);
     }
     arm_timer(sm);
 }
@@ -672,9 +675,12 @@ void sm_sess_bounce(struct sm_sess *s, const struct xml_node *st, enum xml_stanz
  * round_wait (sm_sess_control), so that this also holds for deliveries
  * queued while the user loaded. A stanza that follows a held one is held too,
  * so that a user's deliveries keep their order. Probes are not held
- * (mod_presence answers them at the round's end). At most
- * <limits><user-queue> events are parked per user; past that a delivery
- * is handled at once, as it would be with no round.
+ * (mod_presence answers them at the round's end), nor anything once the sm
+ * stops (sm_stop ends the rounds). Held deliveries have their own budgets,
+ * apart from the parked stanzas of sessions (which they never crowd out):
+ * <limits><user-held> per user and <limits><held> in all. Past one, the
+ * user's held deliveries are handled at once, in order, then the new one,
+ * as they would be with no round.
  */
 #define HELD_C2S ""
 
@@ -688,12 +694,37 @@ static bool reachable(struct sm_user *u, const struct xml_node *st)
     return found;
 }
 
-static bool held_any(const struct sm_user *u)
+/* A held budget is full: u's held deliveries go to the front of its queue,
+ * in order, then st, each to be handled at once (not held again). */
+static void release_at_once(struct sm_user *u, struct xml_node *st)
 {
-    for (const struct sm_event *ev = u->parked; ev != NULL; ev = ev->next)
-        if (ev->kind == SM_EV_DELIVER)
-            return true;
-    return false;
+    struct sm_event *head = NULL, **tail = &head;
+    for (struct sm_event **pp = &u->parked; *pp != NULL;) {
+        struct sm_event *ev = *pp;
+        if (ev->kind != SM_EV_DELIVER) {
+            pp = &ev->next;
+            continue;
+        }
+        *pp = ev->next;
+        ev->next = NULL;
+        ev->at_once = true;
+        u->nparked--;
+        u->nheld--;
+        u->sm->nheld--;
+        *tail = ev;
+        tail = &ev->next;
+        u->qlen++;
+    }
+    struct sm_event *p = xcalloc(1, sizeof(*p));
+    p->kind = SM_EV_DELIVER;
+    p->stanza = st;
+    p->at_once = true;
+    *tail = p;
+    u->qlen++;
+    p->next = u->qhead;
+    if (u->qhead == NULL)
+        u->qtail = p;
+    u->qhead = head;
 }
 
 void sm_sess_deliver(struct sm_user *u, struct sm_event *ev)
@@ -704,15 +735,22 @@ void sm_sess_deliver(struct sm_user *u, struct sm_event *ev)
     /* round_wait: the user's round-end event is still on its queue, behind
      * the starts and replays of the round (the announced may come before
      * the account checks of the starts are done). */
-    bool hold = sm->cfg->multi && (sm_sess_resuming(sm) || u->round_wait) &&
-                u->state == SM_USER_READY && !u->load_failed &&
-                !(type != NULL && strcmp(type, "probe") == 0) && (held_any(u) || !reachable(u, st));
-    if (hold && u->nparked >= (unsigned)sm->cfg->queue_max) {
-        log_warn("%u stanzas held for %s: handled now", u->nparked, u->jid->bare);
-        hold = false;
-    }
+    bool hold = sm->cfg->multi && !sm->stopping && !ev->at_once &&
+                (sm_sess_resuming(sm) || u->round_wait) && u->state == SM_USER_READY &&
+                !u->load_failed && !(type != NULL && strcmp(type, "probe") == 0) &&
+                (u->nheld > 0 || !reachable(u, st));
     if (!hold) {
         sm_pkt_user(u, st);
+        return;
+    }
+    if (u->nheld >= (unsigned)sm->cfg->user_held || sm->nheld >= (size_t)sm->cfg->held_max) {
+        /* Once per user and round: a flood must not flood the log too. */
+        if (!u->held_full)
+            log_warn("%u stanzas held for %s (%zu in all): handled now, in order", u->nheld,
+                     u->jid->bare, sm->nheld);
+        u->held_full = true;
+        ev->stanza = NULL;
+        release_at_once(u, st);
         return;
     }
     log_debug("<%s/> to %s held: its session may be on its way here", st->name,
@@ -727,6 +765,8 @@ void sm_sess_deliver(struct sm_user *u, struct sm_event *ev)
         pp = &(*pp)->next;
     *pp = p;
     u->nparked++;
+    u->nheld++;
+    sm->nheld++;
     /* The round's end tries them again (ROUND_END, sm_sess_release). */
     u->round_wait = true;
 }

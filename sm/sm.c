@@ -941,6 +941,10 @@ void sm_stop(struct sm *sm)
             component_stop(sm->comp);
         return;
     }
+    /* The rounds open end now, while storage and the router are up: the
+     * deliveries held for sessions that may be on their way are handled as
+     * with no round (stored offline, answered), not dropped at exit. */
+    sm_sess_router_down(sm);
     uv_timer_init(sm->loop, &sm->drain);
     sm->drain.data = sm;
     sm->drain_deadline = uv_now(sm->loop) + DRAIN_MS;

@@ -69,6 +69,8 @@ struct sm_config {
     int max_loads;           /* account look-ups in flight for stanzas */
     int queue_max;           /* events waiting per user */
     int round_timeout;       /* seconds a c2s may take to re-announce (announced) */
+    int user_held;           /* deliveries held for moving sessions, per user */
+    int held_max;            /* deliveries held for moving sessions, all users */
     const char *version_name;
     bool version_os;
     const char *welcome_subject; /* mod_welcome; NULL: none */
@@ -213,7 +215,9 @@ struct sm_user {
     /* Multi-instance, while a c2s re-announces after a ring change:
      * stanzas of a session not started here yet, waiting for its start. */
     struct sm_event *parked;
-    unsigned nparked;
+    unsigned nparked; /* held deliveries included */
+    unsigned nheld;   /* held deliveries (SM_EV_DELIVER) on parked */
+    bool held_full;   /* a held budget was reached this round: logged */
     bool moved; /* its last session moved to another instance: not cached */
     bool round_wait; /* a module waits for the end of the re-announce round */
     struct sm_event *current; /* the event being handled, or NULL */
@@ -306,6 +310,7 @@ struct sm_event {
     bool round_end;          /* END: the re-announce round is over (ROUND_END hook) */
     bool requeued;           /* IN_SESS, DELIVER: handled once already (sm_user_requeue) */
     bool create_tried;       /* a claim of the new account ran before it */
+    bool at_once;            /* DELIVER: not held (a held budget was full) */
     char sid[SM_SID_LEN + 1];
 };
 void sm_user_post(struct sm_user *u, struct sm_event *ev);
@@ -394,6 +399,7 @@ struct sm {
     unsigned loading;                      /* account look-ups in flight for stanzas */
     struct htab *load_origins;             /* origin -> its share of them (user.c) */
     uint64_t seq;                          /* a counter for sm_sess.active_seq */
+    size_t nheld;                          /* deliveries held, all users (sess.c) */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */
     uint64_t drain_deadline;

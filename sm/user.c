@@ -173,6 +173,7 @@ static void user_free(struct sm_user *u)
         u->parked = ev->next;
         sm_event_free(ev);
     }
+    sm->nheld -= u->nheld;
     jid_free(u->jid);
     free(u);
 }
@@ -473,6 +474,10 @@ void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool ru
         }
         *pp = ev->next;
         ev->next = NULL;
+        if (ev->kind == SM_EV_DELIVER) {
+            u->nheld--;
+            u->sm->nheld--;
+        }
         if (!run) {
             u->nparked--;
             sm_event_free(ev);
@@ -592,6 +597,7 @@ static void handle(struct sm_user *u, struct sm_event *ev)
         if (ev->round_end) {
             if (u->round_wait && !sm_sess_resuming(sm)) {
                 u->round_wait = false;
+                u->held_full = false;
                 struct sm_pkt p;
                 memset(&p, 0, sizeof(p));
                 p.user = u;
@@ -640,7 +646,7 @@ static void handle(struct sm_user *u, struct sm_event *ev)
                 s->resumed = was_resumed;
                 s->restored = was_restored;
             }
-        } else if (sm->cfg->multi && u->nparked < (unsigned)sm->cfg->queue_max &&
+        } else if (sm->cfg->multi && u->nparked - u->nheld < (unsigned)sm->cfg->queue_max &&
                    (sm_sess_resuming_c2s(sm, ev->c2s, u->jid->domain) || start_queued(u, ev))) {
             park(u, ev);
         } else {

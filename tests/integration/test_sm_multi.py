@@ -7,7 +7,9 @@ included. Protocol level: the test speaks as c2s-1.
 
 import asyncio
 import contextlib
+import os
 import re
+import secrets
 import signal
 import time
 import xml.etree.ElementTree as ET
@@ -969,3 +971,211 @@ def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
             harness.run(go())
         finally:
             lock.close()
+
+
+async def logged(d, text, count=1):
+    """Wait (bounded) until d's log has text count times."""
+    deadline = time.monotonic() + harness.WAIT
+    while d.log().count(text) < count:
+        assert time.monotonic() < deadline, "%r not logged %d times" % (text, count)
+        await asyncio.sleep(0.02)
+
+
+def offline_bodies(st, owner):
+    """The bodies of owner's offline messages, in the order stored."""
+    _, out = st.pg.psql("SELECT stanza FROM offline WHERE owner = '%s' ORDER BY seq" % owner)
+    return re.findall(r"<body>([^<]*)</body>", out)
+
+
+async def round_open_with(c, st, sessions):
+    """Restart the sm: it announces to c2s-1 (a round opens); the sessions
+    start again, the round stays open (no announced yet). Its round id."""
+    st.restart_sm()
+    ann = await c.control("announce", timeout=harness.START_WAIT)
+    c.pending.clear()
+    for s in sessions:
+        c.start(s.jid, sid=s.sid, resume=True)
+        await c.control("started", s.sid)
+    return ann.get("round")
+
+
+def test_held_delivery_is_stored_when_the_sm_stops():
+    """A chat message to bob (offline) while a round is open is held (his
+    session may be on its way); c2s-1 never answers the announce. The sm is
+    stopped (SIGTERM) meanwhile: it ends the round first, so the message is
+    stored offline (bob gets it at his next login), not dropped at exit."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            await round_open_with(c, st, [a])
+            a.send("<message to='bob@%s' type='chat'><body>while moving</body></message>"
+                   % st.domain)
+            await logged(st["sm"], "to bob@%s held" % st.domain)
+            assert offline_bodies(st, "bob@" + st.domain) == []
+            st.restart_sm()
+            assert offline_bodies(st, "bob@" + st.domain) == ["while moving"]
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_held_deliveries_keep_their_order_past_the_budget():
+    """<limits><user-held>4</user-held>: during a round, alice (offline)
+    gets ten chat messages from bob. Four are held; the fifth finds the
+    budget full: the four are handled (stored offline), then it; and so on.
+    Every message is stored, in the order sent, and the budget is logged
+    once, not per message."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
+                              "<limits><user-held>4</user-held></limits>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            b = await login(c, "bob@%s/b" % st.domain)
+            rid = await round_open_with(c, st, [b])
+            for i in range(10):
+                b.send("<message to='alice@%s' type='chat'><body>m%d</body></message>"
+                       % (st.domain, i))
+            await logged(st["sm"], "to alice@%s held" % st.domain, 8)
+            c.announced(rid)
+            want = ["m%d" % i for i in range(10)]
+            deadline = time.monotonic() + harness.WAIT
+            while offline_bodies(st, "alice@" + st.domain) != want:
+                assert time.monotonic() < deadline, offline_bodies(st, "alice@" + st.domain)
+                await asyncio.sleep(0.05)
+            assert st["sm"].log().count("stanzas held for alice@") == 1, st["sm"].log()[-3000:]
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_held_deliveries_do_not_crowd_out_a_moving_session():
+    """<limits><user-queue>3</user-queue>: during a round, bob sends three
+    messages to alice's session, which is not here yet: they are held.
+    Alice's client then sends two pings before her re-announced start: they
+    are parked for it (the deliveries do not count against her own
+    stanzas), not refused with a kick. Once she starts, her pings are
+    answered and bob's messages reach her, in order."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
+                              "<limits><user-queue>3</user-queue></limits>"})
+    try:
+        st.start()
+        for u in ("alice", "bob"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            rid = await round_open_with(c, st, [b])
+            for i in range(3):
+                b.send("<message to='%s' type='chat'><body>m%d</body></message>" % (a.jid, i))
+            await logged(st["sm"], "to %s held" % a.jid, 3)
+            for i in range(2):
+                a.send("<iq type='get' id='p%d' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                       % (i, st.domain))
+            c.start(a.jid, sid=a.sid, resume=True)
+            await c.control("started", a.sid)
+            for i in range(2):
+                r = await a.recv(lambda x, i=i: x.tag == q("iq") and x.get("id") == "p%d" % i,
+                                 what="ping p%d answered" % i)
+                assert r.get("type") == "result", r.attrib
+            for i in range(3):
+                await a.recv(is_message("m%d" % i), what="message m%d" % i)
+            c.announced(rid)
+            assert "kick" not in [el[0].tag.split("}")[-1] for el in c.pending if len(el)]
+            assert "kicked" not in st["sm"].log()
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_round_timeout_of_a_c2s_with_a_long_name():
+    """A round's key is the c2s name and the domain (up to 1023 bytes
+    each): a c2s named with 616 characters connects, gets its announce and
+    never answers. The round still ends at <limits><round-timeout> (logged)
+    and the sm keeps serving: a ping through c2s-1 is answered."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
+                              "<limits><round-timeout>1</round-timeout></limits>"})
+    name = "c2s-9." + ".".join(["x" * 60] * 10)
+    st.router.components[name] = {"secret": secrets.token_hex(16), "internal": True}
+    # Secret files named by the component would be too long a file name.
+    names = list(st.router.components)
+    st.router.secret_file = lambda n: os.path.join(st.router.dir, "secrets",
+                                                   "%d.secret" % names.index(n))
+    try:
+        st.router.write_config()
+        st.start()
+        st.add_user("alice", "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            a = await login(c, "alice@%s/a" % st.domain)
+            long = await FakeC2s.connect(st, name)
+            await long.control("announce")
+            await logged(st["sm"], "%s did not re-announce its sessions of %s within 1 s"
+                         % (name, st.domain))
+            r = await a.iq("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                           % st.domain, "p1")
+            assert r.get("type") == "result", r.attrib
+            long.close()
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def test_held_deliveries_have_a_global_budget():
+    """<limits><held>3</held>: during a round, alice and carol (offline)
+    get chat messages from bob. Two to alice and one to carol are held;
+    the next one to carol finds the global budget full: carol's held
+    message is handled (stored offline), then it, in order. At the round's
+    end alice's are stored too, in order."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
+                              "<limits><held>3</held></limits>"})
+    try:
+        st.start()
+        for u in ("alice", "bob", "carol"):
+            st.add_user(u, "pw")
+
+        async def go():
+            c = await FakeC2s.connect(st)
+            await c.reannounce([])
+            b = await login(c, "bob@%s/b" % st.domain)
+            rid = await round_open_with(c, st, [b])
+            for to, body in (("alice", "a0"), ("alice", "a1"), ("carol", "c0")):
+                b.send("<message to='%s@%s' type='chat'><body>%s</body></message>"
+                       % (to, st.domain, body))
+            await logged(st["sm"], "to carol@%s held" % st.domain)
+            await logged(st["sm"], "to alice@%s held" % st.domain, 2)
+            b.send("<message to='carol@%s' type='chat'><body>c1</body></message>" % st.domain)
+            await logged(st["sm"], "stanzas held for carol@%s" % st.domain)
+            deadline = time.monotonic() + harness.WAIT
+            while offline_bodies(st, "carol@" + st.domain) != ["c0", "c1"]:
+                assert time.monotonic() < deadline, offline_bodies(st, "carol@" + st.domain)
+                await asyncio.sleep(0.05)
+            assert offline_bodies(st, "alice@" + st.domain) == []
+            c.announced(rid)
+            while offline_bodies(st, "alice@" + st.domain) != ["a0", "a1"]:
+                assert time.monotonic() < deadline, offline_bodies(st, "alice@" + st.domain)
+                await asyncio.sleep(0.05)
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
