@@ -375,32 +375,46 @@ done:
     return rc;
 }
 
-int jid_parse(const char *s, size_t len, struct jid **out)
+/* The parts of a JID string, not yet checked: a NULL node or res means no
+ * '@' or '/' (an empty part has a pointer and length 0). */
+struct jid_split {
+    const char *node, *domain, *res;
+    size_t nlen, dlen, rlen;
+};
+
+/* RFC 7622 §3.1: the first '/' starts the resource; before it, the first
+ * '@' ends the node. The parts are then checked one by one, an empty one
+ * (separator present, nothing after/before it) included. */
+static void jid_split(const char *s, size_t len, struct jid_split *p)
 {
     const char *end = s + len, *slash, *at;
-    const char *node = NULL, *domain = s, *res = NULL;
-    size_t nlen = 0, dlen, rlen = 0;
 
-    *out = NULL;
-    if (len > JID_INPUT_MAX)
-        return ERR_LIMIT;
-    /* RFC 7622 §3.1: the first '/' starts the resource; before it, the
-     * first '@' ends the node. The parts are then checked one by one, an
-     * empty one (separator present, nothing after/before it) included. */
+    memset(p, 0, sizeof(*p));
+    p->domain = s;
     slash = memchr(s, '/', len);
     if (slash != NULL) {
-        res = slash + 1;
-        rlen = (size_t)(end - res);
+        p->res = slash + 1;
+        p->rlen = (size_t)(end - p->res);
         end = slash;
     }
     at = memchr(s, '@', (size_t)(end - s));
     if (at != NULL) {
-        node = s;
-        nlen = (size_t)(at - s);
-        domain = at + 1;
+        p->node = s;
+        p->nlen = (size_t)(at - s);
+        p->domain = at + 1;
     }
-    dlen = (size_t)(end - domain);
-    return jid_build(node, nlen, domain, dlen, res, rlen, out);
+    p->dlen = (size_t)(end - p->domain);
+}
+
+int jid_parse(const char *s, size_t len, struct jid **out)
+{
+    struct jid_split p;
+
+    *out = NULL;
+    if (len > JID_INPUT_MAX)
+        return ERR_LIMIT;
+    jid_split(s, len, &p);
+    return jid_build(p.node, p.nlen, p.domain, p.dlen, p.res, p.rlen, out);
 }
 
 /* jid_prep_node / jid_prep_resource's result on an ASCII part of len
@@ -450,28 +464,16 @@ static int check_ascii_domain(const char *in, size_t len)
 
 int jid_check(const char *s, size_t len)
 {
-    const char *end = s + len, *slash, *at;
-    const char *node = NULL, *domain = s, *res = NULL;
-    size_t nlen = 0, dlen, rlen = 0;
+    struct jid_split p;
     struct jid *j;
     int rc;
 
     if (len > JID_INPUT_MAX)
         return ERR_LIMIT;
     /* Split as jid_parse does; every part checked in its order. */
-    slash = memchr(s, '/', len);
-    if (slash != NULL) {
-        res = slash + 1;
-        rlen = (size_t)(end - res);
-        end = slash;
-    }
-    at = memchr(s, '@', (size_t)(end - s));
-    if (at != NULL) {
-        node = s;
-        nlen = (size_t)(at - s);
-        domain = at + 1;
-    }
-    dlen = (size_t)(end - domain);
+    jid_split(s, len, &p);
+    const char *node = p.node, *domain = p.domain, *res = p.res;
+    size_t nlen = p.nlen, dlen = p.dlen, rlen = p.rlen;
     if (node != NULL) {
         if (nlen == 0)
             return ERR_INVAL;
