@@ -43,6 +43,28 @@ def offline_count(st, owner="bob"):
     return int(out.strip())
 
 
+async def stale_roster(st, a):
+    """Make a's roster stale: the database refuses roster_items to the sm,
+    a roster set fails (internal-server-error) and so does the read that
+    follows (logged); the grant is the caller's to give back."""
+    st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+    r = await a.iq("<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='carol@%s'/>"
+                   "</query></iq>" % st.domain, "s1")
+    assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+    deadline = time.monotonic() + harness.WAIT
+    while "not read again" not in st["sm"].log():
+        assert time.monotonic() < deadline, "no failed roster read"
+        await asyncio.sleep(0.05)
+
+
+async def offline_reaches(st, n, what, owner="bob"):
+    """Wait (bounded) until owner has n messages stored offline."""
+    deadline = time.monotonic() + harness.WAIT
+    while offline_count(st, owner) != n:
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
 def test_offline_quota_bytes_and_count():
     """<limits><offline-bytes>: a message that would take the stored bytes
     past it gets service-unavailable and is not stored; so does one past
@@ -200,10 +222,7 @@ def test_bad_priority_gets_bad_request():
                 assert e.get("from") == b.bare and e.get("to") == b.jid
             a = await login(c, "alice@%s/a" % st.domain)
             a.send(msg(b.bare, "stored", "m1"))  # bob is not available: stored
-            deadline = time.monotonic() + harness.WAIT
-            while offline_count(st) != 1:
-                assert time.monotonic() < deadline, "message not stored offline"
-                await asyncio.sleep(0.05)
+            await offline_reaches(st, 1, "message not stored offline")
             await b.nothing(is_message("stored"))
             c.close()
         harness.run(go())
@@ -321,10 +340,7 @@ def test_lookup_flood_from_one_origin_leaves_room_for_others():
                 conds.append(error_of(e))
             assert ("wait", "resource-constraint") in conds, conds
             await a.nothing(is_id("m1"))
-            deadline = time.monotonic() + harness.WAIT
-            while offline_count(st) != 1:
-                assert time.monotonic() < deadline, "alice's message was not stored offline"
-                await asyncio.sleep(0.05)
+            await offline_reaches(st, 1, "alice's message was not stored offline")
             c.close()
         harness.run(go())
     finally:
@@ -357,10 +373,7 @@ def test_session_loads_do_not_count_against_lookup_cap():
             stray = [el for el in c.pending if el.tag == smutil.ROUTE and
                      el.get("sid") == a.sid and len(el) and el[0].get("id") in ("m1", "p1")]
             assert not stray, "refused: %s" % [ET.tostring(e)[:900] for e in stray]
-            deadline = time.monotonic() + harness.WAIT
-            while offline_count(st) != 1:
-                assert time.monotonic() < deadline, "the message was not stored offline"
-                await asyncio.sleep(0.05)
+            await offline_reaches(st, 1, "the message was not stored offline")
             c.close()
         harness.run(go())
     finally:
@@ -411,10 +424,7 @@ def test_stop_answers_pending_stanzas():
             c = await FakeC2s.connect(st)
             a = await login(c, "alice@%s/a" % st.domain)
             a.send(msg("bob@%s" % st.domain, "first", "m0"))  # loads bob
-            deadline = time.monotonic() + harness.WAIT
-            while offline_count(st) != 1:
-                assert time.monotonic() < deadline, "first message not stored"
-                await asyncio.sleep(0.05)
+            await offline_reaches(st, 1, "first message not stored")
             st.pg.stop()
             stopped[0] = True
             # Both connections (the default pool) seen lost: the next store
@@ -484,7 +494,6 @@ def test_stale_roster_keeps_memory_for_unavailable():
     emptied, and the client's unavailable still reaches its contact (it is
     not answered internal-server-error)."""
     st = stack(users=("alice", "bob"))
-    R = "jabber:iq:roster"
     alice, bob = "alice@%s" % st.domain, "bob@%s" % st.domain
     st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
                "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (alice, bob, bob, alice))
@@ -494,15 +503,7 @@ def test_stale_roster_keeps_memory_for_unavailable():
             b = await login(c, bob + "/b")
             a = await login(c, alice + "/a")
             await b.recv(is_presence(a.jid, None), what="alice's presence at bob")
-            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
-            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
-                           "</query></iq>" % (R, st.domain), "s1")
-            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
-            # Wait for the failed read (logged) so the unavailable meets a stale roster.
-            deadline = time.monotonic() + harness.WAIT
-            while "not read again" not in st["sm"].log():
-                assert time.monotonic() < deadline, "no failed roster read"
-                await asyncio.sleep(0.05)
+            await stale_roster(st, a)
             a.send("<presence type='unavailable' id='u1'/>")
             await b.recv(is_presence(a.jid, "unavailable"), what="alice's unavailable at bob")
             st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
@@ -530,14 +531,7 @@ def test_stanzas_wait_for_the_stale_roster_read(what):
             c = await FakeC2s.connect(st)
             k = await login(c, carol + "/k", presence=None)
             a = await login(c, alice + "/a")  # available: gets subscription requests
-            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
-            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
-                           "</query></iq>" % (R, st.domain), "s1")
-            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
-            deadline = time.monotonic() + harness.WAIT
-            while "not read again" not in st["sm"].log():
-                assert time.monotonic() < deadline, "no failed roster read"
-                await asyncio.sleep(0.05)
+            await stale_roster(st, a)
             st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
             if what == "roster-get":
                 r = await a.iq("<iq type='get' id='g1'><query xmlns='%s'/></iq>" % R, "g1")
@@ -575,14 +569,7 @@ def test_failing_roster_reads_back_off():
         async def go():
             c = await FakeC2s.connect(st)
             a = await login(c, alice + "/a")
-            st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
-            r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
-                           "</query></iq>" % (R, st.domain), "s1")
-            assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
-            deadline = time.monotonic() + harness.WAIT
-            while "not read again" not in st["sm"].log():
-                assert time.monotonic() < deadline, "no failed roster read"
-                await asyncio.sleep(0.05)
+            await stale_roster(st, a)
             assert reads() == 1
             r = await a.iq(get % "g1", "g1")  # waits for a second read, which fails
             assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)

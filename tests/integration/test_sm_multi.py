@@ -159,11 +159,7 @@ def test_probe_during_round_answered_at_its_end():
             c = await FakeC2s.connect(st)
             a = await login(c, "alice@%s/a" % st.domain)
             b = await login(c, "bob@%s/b" % st.domain)
-            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
-            await a.recv(is_presence(b.bare, "subscribe"))
-            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
-            await b.recv(is_presence(a.bare, "subscribed"))
-            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            await subscribed(a, b)
             st.restart_sm()
             await c.control("announce", timeout=harness.START_WAIT)
             c.pending.clear()
@@ -227,6 +223,15 @@ def test_ring_change_of_one_domain_keeps_the_other_domains_sessions():
 
 
 # ---- instances joining and leaving (the ring changes) ----
+
+async def subscribed(a, b):
+    """b subscribes to a's presence, a approves, and b gets a's presence."""
+    b.send("<presence to='%s' type='subscribe'/>" % a.bare)
+    await a.recv(is_presence(b.bare, "subscribe"))
+    a.send("<presence to='%s' type='subscribed'/>" % b.bare)
+    await b.recv(is_presence(a.bare, "subscribed"))
+    await b.recv(is_presence(a.jid, None), what="alice's presence")
+
 
 def sm_instance(st, name):
     """Another parley-sm instance with the sm's config (its own pidfile, log)."""
@@ -707,11 +712,7 @@ def test_announced_of_another_round_does_not_end_the_round():
             await c.reannounce([])
             a = await login(c, "alice@%s/a" % st.domain)
             b = await login(c, "bob@%s/b" % st.domain)
-            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
-            await a.recv(is_presence(b.bare, "subscribe"))
-            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
-            await b.recv(is_presence(a.bare, "subscribed"))
-            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            await subscribed(a, b)
             st.restart_sm()
             ann = await c.control("announce", timeout=harness.START_WAIT)
             assert ann.get("round"), "announce without a round id: %s" % ann.attrib
@@ -798,11 +799,7 @@ def test_round_of_a_wedged_c2s_ends_after_the_timeout():
             await c.reannounce([])
             a = await login(c, "alice@%s/a" % st.domain)
             b = await login(c, "bob@%s/b" % st.domain)
-            b.send("<presence to='%s' type='subscribe'/>" % a.bare)
-            await a.recv(is_presence(b.bare, "subscribe"))
-            a.send("<presence to='%s' type='subscribed'/>" % b.bare)
-            await b.recv(is_presence(a.bare, "subscribed"))
-            await b.recv(is_presence(a.jid, None), what="alice's presence")
+            await subscribed(a, b)
             st.restart_sm()
             await c.control("announce", timeout=harness.START_WAIT)
             c.pending.clear()
