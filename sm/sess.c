@@ -553,14 +553,11 @@ void sm_sess_router_down(struct sm *sm)
      * re-notifies every c2s) ends unconfirmed sessions with a broadcast. */
     struct htab_iter it;
     for (htab_iter_init(&it, sm->resuming); htab_iter_next(&it);) {
-        char name[256];
         const char *nl = memchr(it.key, '\n', it.klen);
         size_t len = nl != NULL ? (size_t)(nl - (const char *)it.key) : it.klen;
-        if (len >= sizeof(name))
-            continue;
-        memcpy(name, it.key, len);
-        name[len] = '\0';
+        char *name = xstrndup(it.key, len); /* a c2s name may be long */
         sm_users_unpark_c2s(sm, name, NULL, false);
+        free(name);
     }
     htab_free(sm->resuming);
     sm->resuming = htab_new(free);
@@ -632,12 +629,9 @@ void sm_sess_ring(struct sm *sm, const char *domain)
         s->moving = true;
     }
     for (htab_iter_init(&it, sm->c2s); htab_iter_next(&it);) {
-        char name[256];
-        if (it.klen >= sizeof(name))
-            continue;
-        memcpy(name, it.key, it.klen);
-        name[it.klen] = '\0';
+        char *name = xstrndup(it.key, it.klen);
         sm_sess_announce(sm, name, domain, true);
+        free(name);
     }
 }
 

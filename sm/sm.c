@@ -549,12 +549,11 @@ static void on_ready(struct component *c, void *arg)
              sm->nmods, sm->nmods == 1 ? "" : "s");
     struct htab_iter it;
     for (htab_iter_init(&it, sm->c2s); htab_iter_next(&it);) {
-        char name[256];
-        if (it.klen >= sizeof(name) || it.val == (void *)1)
+        if (it.val == (void *)1)
             continue;
-        memcpy(name, it.key, it.klen);
-        name[it.klen] = '\0';
+        char *name = xstrndup(it.key, it.klen);
         sm_sess_announce_all(sm, name);
+        free(name);
     }
 }
 
