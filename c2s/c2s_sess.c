@@ -67,6 +67,8 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
  * precede it. The rounds in progress: c->rounds (domain -> struct round),
  * NULL while there is none.
  */
+#define ROUND_OWED_MAX 256
+
 struct round {
     struct htab *sids; /* sid -> (void *)1 */
     char **owed;       /* per announce answered: its round id, or NULL (none) */
@@ -326,8 +328,15 @@ static void resume(struct c2s *c, const char *domain, const char *round, bool pr
         r->sids = htab_new(NULL);
         htab_put_str(c->rounds, domain, r);
     }
-    r->owed = xreallocarray(r->owed, r->nowed + 1, sizeof(*r->owed));
-    r->owed[r->nowed++] = round_id(round);
+    /* One announced owed per announce, up to a bound: the announces come
+     * from the sm instances (one each per ring change), and past it the
+     * sm's round ends by its own timeout (<limits><round-timeout>). */
+    if (r->nowed < ROUND_OWED_MAX) {
+        r->owed = xreallocarray(r->owed, r->nowed + 1, sizeof(*r->owed));
+        r->owed[r->nowed++] = round_id(round);
+    } else {
+        log_warn("%s: %d announces unanswered: this one gets no announced", domain, ROUND_OWED_MAX);
+    }
     for (struct c2s_client *cl = c->clients; cl != NULL; cl = cl->next) {
         if (cl->state != CL_BOUND || strcmp(cl->jid->domain, domain) != 0)
             continue;
