@@ -5,14 +5,15 @@ parley-sm on a real PostgreSQL (stack.Stack(c2s=1)).
 test_sm_message.py checks the same rules at the protocol level (a fake c2s);
 here each assertion is what a client sees on its stream: RFC 6121 §8
 delivery (full JID, bare JID by priority with the older session ahead,
-ties to the newest presence, priority updates, negative priorities),
-offline storage (XEP-0203 delay stamps, delivered once at the next initial
-presence, in order, headline dropped, groupchat and the quota bounced), a
-full JID that is not online (§8.5.3), a nonexistent account, error stanzas
-never answered, iq to accounts and to the server, disco (XEP-0030), ping
-(XEP-0199) and version (XEP-0092).
+headlines to every non-negative resource, ties to the newest presence,
+priority updates, negative priorities), offline storage (XEP-0203 delay
+stamps, delivered once at the next initial presence, in order, headline
+dropped, groupchat and the quota bounced), a full JID that is not online
+(§8.5.3), a nonexistent account, error stanzas never answered, iq to
+accounts and to the server, disco (XEP-0030), ping (XEP-0199) and version
+(XEP-0092).
 
-Every client keeps every stanza it receives, in order (Person.stanzas, a
+Every client keeps every stanza it receives, in order (x.stanzas, a
 filter ahead of slixmpp's own handlers). That nothing arrives is shown by
 the answer to a later ping arriving first (the sm handles one user's
 stanzas in order, and its output to one session keeps that order), then a
@@ -25,6 +26,7 @@ import datetime
 import os
 import re
 import secrets
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -128,7 +130,6 @@ async def expect(x, pred, what, timeout=harness.WAIT):
 
 
 def short(el):
-    import xml.etree.ElementTree as ET
     return ET.tostring(el, encoding="unicode")[:300]
 
 
@@ -271,6 +272,10 @@ def test_full_jid_and_bare_jid_to_the_older_higher_priority(st):
             m = await expect(b1, is_msg("to bare"), "bare message at priority 5")
             assert m.get("from") == jid(st, "alice", "home")
             await nothing(b2, is_msg("to bare"), "the bare message (priority 1)")
+            # A headline to the bare JID: every non-negative resource (the policy).
+            a.send_raw(msg(jid(st, "bob"), "news", "headline"))
+            await expect(b1, is_msg("news"), "the headline at bob/one")
+            await expect(b2, is_msg("news"), "the headline at bob/two")
             await nothing(a, lambda el: el.get("type") == "error", "an error")
         finally:
             await logout_all(a, b1, b2)
@@ -397,6 +402,12 @@ def test_full_jid_not_online(st):
             for t in ("groupchat", "headline", "normal"):
                 a.send_raw(msg(gone, "t " + t, t, mid="x" + t))
                 await bounced(a, "x" + t, gone)
+            # An iq to the online full JID reaches that client, and its
+            # answer comes back from it (slixmpp answers this one itself).
+            r = await iq(a, "<iq type='get' id='iq0' to='%s'><x xmlns='urn:example:none'/>"
+                         "</iq>" % jid(st, "bob", "desk"), "iq0")
+            assert r.get("from") == jid(st, "bob", "desk"), short(r)
+            await expect(b, with_id("iq0"), "the iq at bob/desk")
             r = await iq(a, "<iq type='get' id='iq1' to='%s'><query xmlns='jabber:iq:version'/>"
                          "</iq>" % gone, "iq1")
             assert r.get("from") == gone and err_of(r)[1] == "service-unavailable", short(r)
