@@ -374,7 +374,8 @@ def test_crossed_requests(st):
             b.send_presence(pto=A, ptype="subscribed")
             for x, other in ((a, B), (b, A)):
                 await wait_for(x.pushes, lambda p, o=other: o in items(p) and
-                               state(items(p)[o]) == ("both", None, None), "both at %s" % x.boundjid)
+                               state(items(p)[o]) == ("both", None, None),
+                               "both at %s" % x.boundjid)
             await wait_for(a.presences, avail(jid(st, "cr_b", "b")), "b's presence")
             await wait_for(b.presences, avail(jid(st, "cr_a", "a")), "a's presence")
             assert state(items(await roster_get(a))[B]) == ("both", None, None)
@@ -427,7 +428,8 @@ def test_unsubscribe_and_unsubscribed_both_sides(st):
         sender.send_presence(pto=to, ptype=type)
         assert await pushed(sender, to) == mine
         frm = sender.boundjid.bare
-        await wait_for(receiver.presences, is_sub(type, frm), "%s at %s" % (type, receiver.boundjid))
+        await wait_for(receiver.presences, is_sub(type, frm),
+                       "%s at %s" % (type, receiver.boundjid))
         assert await pushed(receiver, frm) == theirs
         await wait_for(back.presences, unavailable(gone), "unavailable of %s at %s" %
                        (gone, back.boundjid))
@@ -470,8 +472,9 @@ async def online(st, user, res, status, show=None):
 def test_probes_broadcast_updates_and_unavailable(st):
     """§4.2-4.5: an initial presence gets each available resource of a
     contact (probe), with its own status; updates reach the contacts and
-    not a non-subscriber; a new resource sees the contact's current
-    presence; unavailable at logout and when the TCP connection drops."""
+    not carol, who is in alice's roster but not subscribed to her ('to'); a
+    new resource sees the contact's current presence; unavailable at logout
+    and when the TCP connection just drops."""
     A, B, C = accounts(st, "pr_a", "pr_b", "pr_c")
     B1, B2 = jid(st, "pr_b", "one"), jid(st, "pr_b", "two")
 
@@ -485,6 +488,12 @@ def test_probes_broadcast_updates_and_unavailable(st):
             for x in (a, b1, c):
                 await roster_get(x)
             await friends(st, a, b1)
+            # carol lets alice see her presence, not the other way round.
+            a.send_presence(pto=C, ptype="subscribe")
+            await wait_for(c.presences, is_sub("subscribe", A), "alice's request at carol")
+            c.send_presence(pto=A, ptype="subscribed")
+            await wait_for(a.presences, has_status(jid(st, "pr_c", "c"), "curious"),
+                           "carol's presence at alice")
             # A second resource of alice: her initial presence is answered
             # with both of bob's resources, each with its status.
             a2 = await online(st, "pr_a", "work", "at work")
@@ -527,10 +536,23 @@ def test_probes_broadcast_updates_and_unavailable(st):
 
 def test_directed_presence_and_offline_full_jid(st):
     """§4.6: directed presence reaches a non-subscriber, who gets the
-    sender's unavailable at logout; presence to a full JID that is not
-    online is dropped without an error (§8.5.3.2.3 for presence)."""
+    sender's unavailable at logout. Presence to a full JID that is not
+    online is dropped without an error (§8.5.3.2.3), whether the account
+    never logged in, is online with another resource, or has just logged
+    out; an iq sent behind it to the same full JID is answered with an
+    error (§8.5.3.2.1) and so marks the point by which an error for the
+    presence would have come."""
     A, B, C = accounts(st, "dp_a", "dp_b", "dp_c")
     Afull, Cfull = jid(st, "dp_a", "a"), jid(st, "dp_c", "c")
+
+    async def dropped(a, to, b=None):
+        a.send_presence(pto=to, pstatus="anyone?")
+        r = await iq(a, "get", "<ping xmlns='urn:xmpp:ping'/>", to=to)
+        assert condition(r) == "service-unavailable"
+        stray = [str(p)[:300] for p in drain(a.presences) if p["type"] == "error"]
+        assert not stray, "presence to %s bounced: %s" % (to, stray)
+        if b is not None:
+            await quiet(b, b.presences, lambda p: p["from"].bare == A, "alice's presence")
 
     async def go():
         a = await online(st, "dp_a", "a", "here")
@@ -539,19 +561,11 @@ def test_directed_presence_and_offline_full_jid(st):
         try:
             a.send_presence(pto=Cfull, pstatus="just for you")
             await wait_for(c.presences, has_status(Afull, "just for you"), "directed presence")
-            # bob is offline: a presence to one of his full JIDs is dropped;
-            # an iq behind it is answered with an error (the order marker).
-            a.send_presence(pto=jid(st, "dp_b", "gone"), pstatus="anyone?")
-            r = await iq(a, "get", "<ping xmlns='urn:xmpp:ping'/>", to=jid(st, "dp_b", "gone"))
-            assert condition(r) == "service-unavailable"
-            await quiet(a, a.presences, lambda p: p["type"] == "error", "a presence error")
-            # Online, but not that resource: dropped as well, not delivered.
+            await dropped(a, jid(st, "dp_b", "gone"))  # bob never logged in
             b = await online(st, "dp_b", "desk", "in")
-            a.send_presence(pto=jid(st, "dp_b", "other"), pstatus="not you")
-            r = await iq(a, "get", "<ping xmlns='urn:xmpp:ping'/>", to=jid(st, "dp_b", "other"))
-            assert condition(r) == "service-unavailable"
-            await quiet(a, a.presences, lambda p: p["type"] == "error", "a presence error")
-            await quiet(b, b.presences, lambda p: p["from"].bare == A, "alice's presence")
+            await dropped(a, jid(st, "dp_b", "other"), b)  # not that resource
+            await logout_all(b)
+            await dropped(a, jid(st, "dp_b", "desk"))  # just gone
             # alice leaves: carol, who got her directed presence, is told.
             await logout_all(a)
             await wait_for(c.presences, unavailable(Afull), "alice's unavailable at carol")
