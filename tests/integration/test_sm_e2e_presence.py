@@ -223,26 +223,31 @@ def test_roster_get_set_push_update_remove(st):
 
 
 def test_roster_versioning(st):
-    """§2.6: a get with the current version is answered empty and the
-    changes come as pushes carrying the new version; an old version gets
-    the whole roster with the current version."""
+    """§2.6: a get with the current version is answered empty, and that
+    resource then gets the changes as pushes carrying the new version; an
+    old version gets the whole roster with the current version."""
     accounts(st, "rv_a")
     X, Y = "x@example.org", "y@example.org"
 
     async def go():
         a = await client(st, "rv_a", "one")
+        a2 = None
         try:
             assert "rosterver" in a.features  # advertised (§2.6.1)
             v0 = ver(await roster_get(a))
             await roster_set(a, X, name="X")
             v1 = ver(await push(a, X))
             assert v1 and v1 != v0
-            r = await roster_get(a, v1)
+            # A second resource whose cached copy is current.
+            a2 = await client(st, "rv_a", "two")
+            r = await roster_get(a2, v1)
             assert r["type"] == "result" and query(r) is None  # up to date: empty
             await roster_set(a, Y)
-            v2 = ver(await push(a, Y))
+            p = await push(a2, Y, "the push after a versioned get")
+            v2 = ver(p)
             assert v2 and v2 not in (v0, v1)
-            r = await roster_get(a, v1)  # an old version: everything
+            assert ver(await push(a, Y)) == v2
+            r = await roster_get(a2, v1)  # an old version: everything
             assert sorted(items(r)) == [X, Y] and ver(r) == v2
             assert items(r)[X].get("name") == "X"
             r = await roster_get(a, v0)
@@ -250,7 +255,7 @@ def test_roster_versioning(st):
             r = await roster_get(a, v2)
             assert r["type"] == "result" and query(r) is None
         finally:
-            await logout_all(a)
+            await logout_all(a, a2)
     harness.run(go())
 
 
@@ -461,6 +466,39 @@ def test_unsubscribe_and_unsubscribed_both_sides(st):
     harness.run(go())
 
 
+def test_roster_remove_cancels_both_subscriptions(st):
+    """§2.5.2: removing a contact with 'both' is seen by the contact as
+    unsubscribe and unsubscribed: its item becomes none, the user's
+    presence ends there (unavailable), and the user's own resources get
+    the remove push."""
+    A, B = accounts(st, "rm_a", "rm_b")
+    Afull = jid(st, "rm_a", "a")
+
+    async def go():
+        a = await client(st, "rm_a", "a")
+        b = await client(st, "rm_b", "b")
+        try:
+            await roster_get(a)
+            await roster_get(b)
+            await friends(st, a, b)
+            assert (await roster_set(a, B, sub="remove"))["type"] == "result"
+            assert await pushed(a, B) == ("remove", None, None)
+            await wait_for(b.presences, is_sub("unsubscribe", A), "unsubscribe at b")
+            await wait_for(b.presences, is_sub("unsubscribed", A), "unsubscribed at b")
+            await wait_for(b.presences, unavailable(Afull), "a's unavailable at b")
+            await wait_for(b.pushes, lambda p: A in items(p) and
+                           state(items(p)[A]) == ("none", None, None), "b's item none")
+            assert B not in items(await roster_get(a))
+            assert state(items(await roster_get(b))[A]) == ("none", None, None)
+            # Nothing flows any more: a's update does not reach b.
+            a.send_presence(pstatus="gone")
+            await wait_for(a.presences, has_status(Afull, "gone"), "a's own update")
+            await quiet(b, b.presences, lambda p: str(p["from"]) == Afull, "a's presence")
+        finally:
+            await logout_all(a, b)
+    harness.run(go())
+
+
 # ---- presence (§4)
 
 async def online(st, user, res, status, show=None):
@@ -499,6 +537,9 @@ def test_probes_broadcast_updates_and_unavailable(st):
             a2 = await online(st, "pr_a", "work", "at work")
             xs.append(a2)
             await wait_for(a2.presences, has_status(B1, "at desk"), "bob/one's presence")
+            # (and her own other resource's, §4.2.2)
+            await wait_for(a2.presences, has_status(jid(st, "pr_a", "home"), "at home"),
+                           "alice/home's presence at alice/work")
             p = await wait_for(a2.presences, has_status(B2, "on phone"), "bob/two's presence")
             assert p["show"] == "away"
             # ...and it is broadcast to bob's resources, not to carol.
