@@ -326,6 +326,13 @@ def test_subscribe_then_approve(st):
             await quiet(b, b.presences, avail(jid(st, "sa_a", "a")), "a's presence")
             assert state(items(await roster_get(a))[B]) == ("to", None, None)
             assert state(items(await roster_get(b))[A]) == ("from", None, None)
+            # §3.1.3: asking again while subscribed: b's server answers for
+            # him (his presence comes again), b is not asked.
+            await settle(a)
+            a.send_presence(pto=B, ptype="subscribe")
+            await wait_for(a.presences, avail(jid(st, "sa_b", "b")), "b's presence again")
+            await quiet(b, b.presences, lambda p: p["type"] == "subscribe", "a second request")
+            assert state(items(await roster_get(a))[B]) == ("to", None, None)
         finally:
             await logout_all(a, b)
     harness.run(go())
@@ -415,6 +422,12 @@ def test_request_to_offline_user_then_denial(st):
             c = await client(st, "od_c", "c3")
             await quiet(c, c.presences, is_sub("subscribe", A), "a denied request")
             assert state(items(await roster_get(a))[C]) == ("none", None, None)
+            # A request to an account that does not exist is denied for it.
+            G = jid(st, "od_ghost")
+            a.send_presence(pto=G, ptype="subscribe")
+            assert await pushed(a, G) == ("none", "subscribe", None)
+            await wait_for(a.presences, is_sub("unsubscribed", G), "the denial for no account")
+            assert await pushed(a, G) == ("none", None, None)
         finally:
             await logout_all(a, c)
     harness.run(go())
@@ -511,8 +524,10 @@ def test_probes_broadcast_updates_and_unavailable(st):
     """§4.2-4.5: an initial presence gets each available resource of a
     contact (probe), with its own status; updates reach the contacts and
     not carol, who is in alice's roster but not subscribed to her ('to'); a
-    new resource sees the contact's current presence; unavailable at logout
-    and when the TCP connection just drops."""
+    new resource sees the contact's current presence, a resource that sent
+    no presence sees none; unavailable at logout (with its status) and when
+    the TCP connection just drops; a probe of a contact with no available
+    resource gets unavailable."""
     A, B, C = accounts(st, "pr_a", "pr_b", "pr_c")
     B1, B2 = jid(st, "pr_b", "one"), jid(st, "pr_b", "two")
 
@@ -553,8 +568,12 @@ def test_probes_broadcast_updates_and_unavailable(st):
                                "alice's update at %s" % x.boundjid)
             await quiet(c, c.presences, lambda p: p["from"].bare == A, "alice's presence")
             # bob changes; a third resource of alice sees his current presence.
+            silent = await client(st, "pr_a", "silent", presence=False)
+            xs.append(silent)
             b1.send_presence(pstatus="busy", pshow="dnd")
             await wait_for(a.presences, has_status(B1, "busy"), "bob's change at alice")
+            # A resource that never sent initial presence gets none.
+            await quiet(silent, silent.presences, lambda p: p["from"].bare == B, "bob's presence")
             a3 = await online(st, "pr_a", "phone", "on the go")
             xs.append(a3)
             p = await wait_for(a3.presences, lambda p: str(p["from"]) == B1, "bob/one at a3")
@@ -570,6 +589,17 @@ def test_probes_broadcast_updates_and_unavailable(st):
                 await wait_for(x.presences, unavailable(jid(st, "pr_a", "phone")),
                                "alice/phone's unavailable after the drop at %s" % x.boundjid)
             await quiet(c, c.presences, lambda p: p["from"].bare == A, "alice's presence")
+            # bob leaves: an unavailable with a status carries it; then,
+            # none of his resources available, a probe gets unavailable
+            # from his bare JID (§4.3.2).
+            b2.send_presence(ptype="unavailable", pstatus="bye")
+            p = await wait_for(a.presences, unavailable(B2), "bob/two's unavailable")
+            assert p["status"] == "bye"
+            await logout_all(b1)
+            await wait_for(a.presences, unavailable(B1), "bob/one's unavailable")
+            a4 = await online(st, "pr_a", "later", "back")
+            xs.append(a4)
+            await wait_for(a4.presences, unavailable(B), "unavailable from bob's bare JID")
         finally:
             await logout_all(*xs)
     harness.run(go())
