@@ -41,9 +41,15 @@ def st():
 
 
 @pytest.fixture(autouse=True)
-def no_sanitizer_reports(st):
-    """A sanitizer report fails the test during which it appeared."""
+def each_test(st):
+    """The daemons' log lines written during the test are printed (pytest
+    shows them with a failing test's report); a sanitizer report fails the
+    test during which it appeared."""
+    names = ["router"] + list(st.daemons)
+    start = {n: len(st[n].log()) for n in names}
     yield
+    for n in names:
+        print("---- %s\n%s" % (n, st[n].log()[start[n]:][-20000:]))
     assert not st.sanitizer_errors(), st.sanitizer_errors()[:5]
 
 
