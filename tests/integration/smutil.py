@@ -387,3 +387,31 @@ class TableLock:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+# ---- helpers for the tests with real clients (test_sm_client, test_sm_e2e_*)
+
+def jid(st, user, res=None):
+    """user@domain of st, with /res if given."""
+    return "%s@%s%s" % (user, st.domain, "/" + res if res else "")
+
+
+def avail(frm):
+    """A predicate for an available presence from the full JID frm."""
+    return lambda p: str(p["from"]) == frm and p["type"] in ("available", "")
+
+
+async def befriend(st, a, b):
+    """Mutual subscription between the clients a and b (a asks first), both
+    of which have requested their roster (so they get the pushes)."""
+    A, B = a.boundjid.bare, b.boundjid.bare
+    a.send_presence(pto=B, ptype="subscribe")
+    await wait_for(b.presences, lambda p: p["type"] == "subscribe", "subscribe at " + B)
+    b.send_presence(pto=A, ptype="subscribed")
+    b.send_presence(pto=A, ptype="subscribe")
+    await wait_for(a.presences, lambda p: p["type"] == "subscribe", "subscribe at " + A)
+    a.send_presence(pto=B, ptype="subscribed")
+    await wait_for(a.pushes, lambda iq: a.client_roster[B]["subscription"] == "both",
+                   A + "'s item both")
+    await wait_for(b.pushes, lambda iq: b.client_roster[A]["subscription"] == "both",
+                   B + "'s item both")

@@ -14,7 +14,8 @@ import pytest
 
 import harness
 import stack
-from smutil import FakeC2s, client, is_presence, login, logout_all, restart_sm, wait_for
+from smutil import (FakeC2s, avail, befriend, client, is_presence, jid, login, logout_all,
+                    restart_sm, wait_for)
 
 
 @pytest.fixture
@@ -31,29 +32,6 @@ def st():
         assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
     finally:
         s.cleanup()
-
-
-def jid(st, user, res=None):
-    return "%s@%s%s" % (user, st.domain, "/" + res if res else "")
-
-
-def avail(frm):
-    return lambda p: str(p["from"]) == frm and p["type"] in ("available", "")
-
-
-async def befriend(st, a, b):
-    """Mutual subscription between a and b, through their clients."""
-    A, B = jid(st, "alice"), jid(st, "bob")
-    a.send_presence(pto=B, ptype="subscribe")
-    await wait_for(b.presences, lambda p: p["type"] == "subscribe", "subscribe at bob")
-    b.send_presence(pto=A, ptype="subscribed")
-    b.send_presence(pto=A, ptype="subscribe")
-    await wait_for(a.presences, lambda p: p["type"] == "subscribe", "subscribe at alice")
-    a.send_presence(pto=B, ptype="subscribed")
-    await wait_for(a.pushes, lambda iq: a.client_roster[B]["subscription"] == "both",
-                   "alice's item both")
-    await wait_for(b.pushes, lambda iq: b.client_roster[A]["subscription"] == "both",
-                   "bob's item both")
 
 
 def test_subscription_presence_and_priority(st):
