@@ -32,7 +32,7 @@ import pytest
 
 import harness
 import stack
-from smutil import client, logout_all
+from smutil import client, jid, logout_all
 
 NS = "jabber:client"
 NS_STANZAS = harness.NS_STANZA_ERR
@@ -65,10 +65,6 @@ def st():
         assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
     finally:
         s.cleanup()
-
-
-def jid(st, user, res=None):
-    return "%s@%s%s" % (user, st.domain, "/" + res if res else "")
 
 
 # ---- a client that keeps every stanza
