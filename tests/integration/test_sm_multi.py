@@ -1111,6 +1111,74 @@ def test_user_moved_and_back_is_reprobed_once():
         harness.run(go())
 
 
+# ---- the cache across ring changes ----
+
+def loads(d, bare):
+    """How many times instance d read bare's account from storage."""
+    return d.log().count("loading %s\n" % bare)
+
+
+async def until(cond, what):
+    """Wait (bounded) until cond() is true."""
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def test_ring_change_keeps_the_cached_users_it_does_not_move():
+    """Twelve users with no session are cached (idle) on the two instances
+    after w sends each an offline message. A third instance joins: a user it
+    does not take is still cached where it was (the next message to it reads
+    nothing from storage), one it takes is read by the new instance. There
+    w asks a moved user x for a subscription. The third instance leaves: x
+    goes back to its old instance, which forgot it when it moved (another
+    instance may change it meanwhile): x logs in and gets w's request."""
+    users = ["u%d" % i for i in range(12)]
+    with moving_stack(["w"] + users) as (st, sm2, sm3):
+
+        async def go():
+            c, (w,) = await logged_in(st, ["w"])
+            bares = ["%s@%s" % (u, st.domain) for u in users]
+
+            async def message_all(tag):
+                for b in bares:
+                    w.send("<message to='%s' type='chat'><body>%s</body></message>" % (b, tag))
+                await until(lambda: all(tag in offline_bodies(st, b) for b in bares),
+                            "offline messages " + tag)
+
+            await message_all("one")
+            insts = [st["sm"], sm2]
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            insts.append(sm3)
+            for _ in range(3):
+                await c.reannounce([w])
+            await rounds_done(insts, before, 1, "the join")
+            read = {b: sum(loads(d, b) for d in insts) for b in bares}
+            await message_all("two")
+            again = [b for b in bares if sum(loads(d, b) for d in insts) > read[b]]
+            moved = [b for b in bares if loads(sm3, b) > 0]
+            assert moved, "no user moved to the new instance"
+            assert again == moved, "users read again: %s; moved: %s" % (again, moved)
+            assert len(moved) < len(bares), "every user moved"
+            x = moved[0]
+            w.send("<presence to='%s' type='subscribe'/>" % x)
+            await until(lambda: st.pg.psql("SELECT count(*) FROM subscription_requests "
+                                           "WHERE owner = '%s'" % x)[1].strip() == "1",
+                        "w's request to %s stored" % x)
+            before = {d.name: rounds(d) for d in insts[:2]}
+            assert sm3.stop() == 0
+            insts.pop()
+            for _ in range(2):
+                await c.reannounce([w])
+            await rounds_done(insts, before, 1, "the leave")
+            xs = await login(c, x + "/r")
+            await xs.recv(is_presence(w.bare, "subscribe"), what="w's request at x's login")
+            c.close()
+        harness.run(go())
+
+
 def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
     """A third instance joins. While its storage is busy (the users table
     locked), a remote contact sends every user chat messages (bare JID):
