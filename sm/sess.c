@@ -11,6 +11,9 @@
  * it (sm_sess_deliver). It also clears a session's kept mark when
  * something may have been lost for it (router loss, unconfirmed at a ring
  * change, a start changed='true'): its next replay re-probes (SESSION.md).
+ * And it follows each domain's ring (the router's bind answer, then each
+ * ring notify: router/PROTOCOL.md), so that a ring change forgets only the
+ * cached users another instance owns now (sm_sess_ring).
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
