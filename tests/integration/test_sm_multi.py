@@ -1179,6 +1179,53 @@ def test_ring_change_keeps_the_cached_users_it_does_not_move():
         harness.run(go())
 
 
+def test_router_loss_forgets_the_cached_users():
+    """Twelve users with no session are cached (idle) on the two instances.
+    The router is lost and the first instance stays away (stopped) while the
+    second comes back alone and takes every user: x, once cached on the
+    first, gets w's subscription request there. The second instance goes;
+    the first comes back alone (no notify tells an instance of its own
+    leaving or return, nor of what happened meanwhile): it forgot its cached
+    users at the loss, so x logs in and gets w's request."""
+    users = ["u%d" % i for i in range(12)]
+    with moving_stack(["w"] + users) as (st, sm2, sm3):
+
+        async def go():
+            c, (w,) = await logged_in(st, ["w"])
+            bares = ["%s@%s" % (u, st.domain) for u in users]
+            for b in bares:
+                w.send("<message to='%s' type='chat'><body>one</body></message>" % b)
+            await until(lambda: all("one" in offline_bodies(st, b) for b in bares),
+                        "offline messages")
+            first = [b for b in bares if loads(st["sm"], b) > 0]
+            assert first, "no user cached on the first instance"
+            ready = [d.log().count("sm ready") for d in (st["sm"], sm2)]
+            st["sm"].signal(signal.SIGSTOP)
+            try:
+                st.router.kill()
+                c.close()
+                st.router.start()
+                await logged(sm2, "sm ready", ready[1] + 1, harness.START_WAIT)
+                c = await FakeC2s.connect(st)
+                w = await login(c, w.jid)
+                await c.reannounce([w])  # the second instance's, when c2s-1 came up
+                x = first[0]
+                w.send("<presence to='%s' type='subscribe'/>" % x)
+                await until(lambda: st.pg.psql("SELECT count(*) FROM subscription_requests "
+                                               "WHERE owner = '%s'" % x)[1].strip() == "1",
+                            "w's request to %s stored" % x)
+                assert loads(sm2, x) > 0, "%s not read by the second instance" % x
+                assert sm2.stop() == 0
+            finally:
+                st["sm"].signal(signal.SIGCONT)
+            await logged(st["sm"], "sm ready", ready[0] + 1, harness.START_WAIT)
+            await c.reannounce([w])  # the first instance's, when it came back
+            xs = await login(c, x + "/r")
+            await xs.recv(is_presence(w.bare, "subscribe"), what="w's request at x's login")
+            c.close()
+        harness.run(go())
+
+
 def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
     """A third instance joins. While its storage is busy (the users table
     locked), a remote contact sends every user chat messages (bare JID):
