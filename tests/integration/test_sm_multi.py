@@ -1226,6 +1226,50 @@ def test_router_loss_forgets_the_cached_users():
         harness.run(go())
 
 
+def test_prober_of_a_moving_contact_gets_its_replay_once():
+    """A third instance joins; before c2s-1 answers any announce, w logs in:
+    its initial presence probes each user, and a moved user's probe reaches
+    the new instance before the user's session does (it waits there for the
+    replay). Three rounds replay every session's presence: w gets each
+    user's presence once, not once per round."""
+    users = ["u%d" % i for i in range(8)]
+    with moving_stack(["w"] + users, contact_w) as (st, sm2, sm3):
+
+        async def go():
+            c, ss = await logged_in(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            insts.append(sm3)
+            announces = [await c.control("announce") for _ in range(3)]
+            w = await login(c, "w@%s/watch" % st.domain)
+            # w's probes reach the new instance before the starts: it has a
+            # user (loading, the probe on its queue) per moved user.
+            seen = []
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while len(seen) < 3 or seen[-1] == 0 or seen[-1] != seen[-3]:
+                assert asyncio.get_running_loop().time() < deadline, "users at sm3: %s" % seen
+                seen.append(await users_in(sm3))
+            for a in announces:
+                for s in [w] + ss:
+                    c.start(s.jid, sid=s.sid, resume=True)
+                    s.send("<presence/>")
+                c.announced(a.get("round"))
+            await rounds_done(insts, before, 1, "the join")
+            await held_by(insts, 9, "after the join")
+            for s in ss:
+                await round_trip(w, s, "after the join")
+            got = {s.bare: sum(1 for el in c.pending if el.get("sid") == w.sid and len(el) == 1
+                               and is_presence(s.jid, None)(el[0])) for s in ss}
+            assert all(n == 1 for n in got.values()), \
+                "each user's presence at w, want once: %s" % got
+            assert [s for s in ss if "started for %s" % s.jid in sm3.log()], \
+                "no user moved to the new instance"
+            c.close()
+        harness.run(go())
+
+
 def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
     """A third instance joins. While its storage is busy (the users table
     locked), a remote contact sends every user chat messages (bare JID):
