@@ -615,6 +615,12 @@ static int router_element(struct component *c, struct xml_node *el)
 {
     if (strcmp(el->ns, COMPONENT_NS_ROUTER) != 0 || !c->opts.internal)
         return 0;
+    if ((strcmp(el->name, "bind") == 0 || strcmp(el->name, "notify") == 0) &&
+        c->cbs.on_router_info != NULL) {
+        c->cbs.on_router_info(c, c->arg, el);
+        if (c->freed)
+            return 1;
+    }
     if (strcmp(el->name, "bind") == 0) {
         on_bind_answer(c, el);
         return 1;

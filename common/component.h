@@ -131,6 +131,10 @@ struct component_cbs {
      * vanished. owner is the component name the route belongs to (name
      * itself for a component's own name; "" if the router sent none). */
     void (*on_notify)(struct component *c, void *arg, const char *name, const char *owner, int up);
+    /* Optional: each <r:bind> answer and <r:notify> as the router sent it,
+     * just before on_bind_result / on_notify, for the attributes those do
+     * not pass (a multi-instance route's ring: router/PROTOCOL.md). */
+    void (*on_router_info)(struct component *c, void *arg, const struct xml_node *el);
     /* A stanza the component took but could not deliver (see above).
      * stanza is the stanza itself (unwrapped from <r:route>, whose to is
      * in route_to; NULL for a plain stanza). */

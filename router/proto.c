@@ -94,7 +94,9 @@ void proto_notify_ring(struct router *r, const char *name, const struct conn *ex
             xml_escape_attr(rt->name, strlen(rt->name), &b);
             buf_append_str(&b, "' owner='");
             xml_escape_attr(rt->owner, strlen(rt->owner), &b);
-            buf_printf(&b, "' state='up' instances='%zu'/>", rt->ninst);
+            buf_printf(&b, "' state='up' instances='%zu'", rt->ninst);
+            route_ring_attrs(rt, &b); /* so each instance can compute the new ring */
+            buf_append_str(&b, "/>");
             rb = rbuf_from_buf(&b);
         }
         if (conn_write_rbuf(c, rb) != 0)
@@ -134,6 +136,25 @@ static void reply(struct conn *c, const char *elem, const char *name, bool def, 
         buf_append_str(&b, " default='true'");
     if (error != NULL)
         buf_printf(&b, " error='%s'", error);
+    buf_append_str(&b, "/>");
+    conn_write(c, b.data, b.len);
+    buf_free(&b);
+}
+
+/* A multi-instance component's bind of a domain: its slot and the
+ * domain's ring as it is now (router/PROTOCOL.md), so that the instance can
+ * follow the ring changes notified from then on. */
+static void reply_ring(struct conn *c, const char *raw, bool def, const struct route *rt)
+{
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "<r:bind name='");
+    xml_escape_attr(raw, strlen(raw), &b);
+    buf_append_byte(&b, '\'');
+    if (def)
+        buf_append_str(&b, " default='true'");
+    buf_printf(&b, " slot='%u'", c->slot);
+    if (rt != NULL)
+        route_ring_attrs(rt, &b);
     buf_append_str(&b, "/>");
     conn_write(c, b.data, b.len);
     buf_free(&b);
@@ -204,7 +225,10 @@ static void on_bind(struct conn *c, struct xml_node *el)
         else
             proto_notify_ring(r, name, c);
     }
-    reply(c, "bind", raw, def, NULL);
+    if (c->multi && name != NULL && !own)
+        reply_ring(c, raw, def, route_find(r->routes, name, strlen(name)));
+    else
+        reply(c, "bind", raw, def, NULL);
     free(name);
 }
 

@@ -1,19 +1,19 @@
 /*
  * route.c - route table and consistent hashing ring (see route.h).
  *
- * Routes live in a SipHash table keyed by name. The ring of a route is
- * rebuilt from scratch whenever its instance list changes (a connect or
- * disconnect: rare next to lookups); a lookup is one hash of the key and a
- * binary search over ninst * ROUTE_VNODES points.
+ * Routes live in a SipHash table keyed by name. The ring of a route
+ * (common/ring) is rebuilt from scratch whenever its instance list changes
+ * (a connect or disconnect: rare next to lookups), and its generation
+ * counts those changes.
  *
  * The router's loop thread; no I/O.
  */
 #include "autoconfig.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/htab.h"
 #include "common/mem.h"
@@ -24,15 +24,6 @@ struct route_table {
     struct route *def;  /* NULL when nobody holds the default route */
 };
 
-/* Fixed, so that ring positions survive a router restart. Keys are not
- * secret: a user who picks JIDs can only choose which instance serves them. */
-static const unsigned char ring_key[16] = "parley-ring-v1!";
-
-uint64_t route_hash(const char *key, size_t len)
-{
-    return htab_siphash(ring_key, key, len);
-}
-
 static void route_free(void *p)
 {
     struct route *r = p;
@@ -42,7 +33,7 @@ static void route_free(void *p)
     free(r->owner);
     free(r->inst);
     free(r->slots);
-    free(r->ring);
+    ring_clear(&r->ring);
     free(r);
 }
 
@@ -60,39 +51,6 @@ void route_table_free(struct route_table *t)
     htab_free(t->names);
     route_free(t->def);
     free(t);
-}
-
-static int cmp_point(const void *a, const void *b)
-{
-    const struct route_point *x = a, *y = b;
-    if (x->hash != y->hash)
-        return x->hash < y->hash ? -1 : 1;
-    /* Equal hashes (astronomically rare) are ordered by slot, not by the
-     * order instances joined in, so the ring depends on the slots only. */
-    return x->slot < y->slot ? -1 : x->slot > y->slot;
-}
-
-static void ring_build(struct route *r)
-{
-    free(r->ring);
-    r->ring = NULL;
-    r->nring = 0;
-    if (r->ninst < 2)
-        return;
-    r->ring = xreallocarray(NULL, r->ninst * ROUTE_VNODES, sizeof(*r->ring));
-    char key[512];
-    for (size_t i = 0; i < r->ninst; i++) {
-        for (unsigned v = 0; v < ROUTE_VNODES; v++) {
-            int n = snprintf(key, sizeof(key), "%s#%u#%u", r->owner, r->slots[i], v);
-            if (n < 0 || (size_t)n >= sizeof(key))
-                n = (int)sizeof(key) - 1; /* owner names are domains: short */
-            struct route_point *p = &r->ring[r->nring++];
-            p->hash = route_hash(key, (size_t)n);
-            p->slot = r->slots[i];
-            p->inst = (unsigned)i;
-        }
-    }
-    qsort(r->ring, r->nring, sizeof(*r->ring), cmp_point);
 }
 
 static struct route *route_new(const char *name, const char *owner, bool multi)
@@ -114,7 +72,7 @@ static void inst_push(struct route *r, void *inst, unsigned slot)
     r->inst[r->ninst] = inst;
     r->slots[r->ninst] = slot;
     r->ninst++;
-    ring_build(r);
+    ring_build(&r->ring, r->owner, r->slots, r->ninst);
 }
 
 bool route_has(const struct route *r, const void *inst)
@@ -143,6 +101,7 @@ int route_add(struct route_table *t, const char *name, const char *owner, bool m
     if (!r->multi || !multi || strcmp(r->owner, owner) != 0)
         return ERR_EXISTS;
     inst_push(r, inst, slot);
+    r->gen++;
     return 0;
 }
 
@@ -160,7 +119,8 @@ int route_del(struct route_table *t, const char *name, void *inst)
     memmove(&r->inst[i], &r->inst[i + 1], (r->ninst - i) * sizeof(*r->inst));
     memmove(&r->slots[i], &r->slots[i + 1], (r->ninst - i) * sizeof(*r->slots));
     if (r->ninst > 0) {
-        ring_build(r);
+        ring_build(&r->ring, r->owner, r->slots, r->ninst);
+        r->gen++;
         return 0;
     }
     if (name)
@@ -189,23 +149,17 @@ size_t route_count(const struct route_table *t)
 
 void *route_pick(const struct route *r, const char *key, size_t len)
 {
-    if (r->ninst == 1)
-        return r->inst[0];
     if (r->ninst == 0)
         return NULL;
-    uint64_t h = route_hash(key, len);
-    /* First point at or after h, wrapping to the first point. */
-    size_t lo = 0, hi = r->nring;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (r->ring[mid].hash < h)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == r->nring)
-        lo = 0;
-    return r->inst[r->ring[lo].inst];
+    return r->inst[ring_pick(&r->ring, key, len)];
+}
+
+void route_ring_attrs(const struct route *r, struct buf *out)
+{
+    buf_printf(out, " gen='%llu' slots='", (unsigned long long)r->gen);
+    for (size_t i = 0; i < r->ninst; i++)
+        buf_printf(out, i ? " %u" : "%u", r->slots[i]);
+    buf_append_byte(out, '\'');
 }
 
 void route_foreach(const struct route_table *t, void (*fn)(void *arg, struct route *r), void *arg)

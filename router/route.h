@@ -11,13 +11,13 @@
  * is one more route, outside the name table.
  *
  * With several instances, a stanza's instance is picked by consistent
- * hashing of a key (the bare JID): each instance has ROUTE_VNODES points on
- * a 64-bit ring, placed by hashing "owner#slot#i", where slot is a small
- * number that the router gives each live instance of a name (the lowest
- * free one), so an instance that reconnects takes back its old points and
- * its old users. Adding or removing one of N instances moves about 1/N of
- * the keys. The hash key is fixed, so a restarted router spreads users the
- * same way.
+ * hashing of a key (the bare JID) on the ring of common/ring.h, built from
+ * the owner and the slots of the instances (a slot is a small number the
+ * router gives each live instance of a name, the lowest free one, so an
+ * instance that reconnects takes back its old points and its old users).
+ * A route's generation counts the changes of its instance list while it
+ * stays up, so that an instance told of each change (router/PROTOCOL.md)
+ * can tell whether it missed one.
  *
  * Pure data structure: no I/O, no logging. The router's loop thread.
  */
@@ -28,14 +28,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Points per instance on the ring. */
-#define ROUTE_VNODES 160
+#include "common/ring.h"
 
-struct route_point {
-    uint64_t hash;
-    unsigned slot; /* the instance's slot */
-    unsigned inst; /* index into the route's instances */
-};
+struct buf;
 
 struct route {
     char *name;  /* "" for the default route */
@@ -44,8 +39,8 @@ struct route {
     void **inst;
     unsigned *slots; /* parallel to inst */
     size_t ninst, capinst;
-    struct route_point *ring; /* sorted by hash; built when ninst > 1 */
-    size_t nring;
+    struct ring ring; /* of the slots; built when ninst > 1 */
+    uint64_t gen;     /* instances joined or left since the route came up */
 };
 
 struct route_table;
@@ -76,8 +71,9 @@ size_t route_count(const struct route_table *t);
 
 /* The instance for key (len bytes; any bytes): the only one, or by the ring. */
 void *route_pick(const struct route *r, const char *key, size_t len);
-/* The ring hash of a key (exposed for tests). */
-uint64_t route_hash(const char *key, size_t len);
+/* Append the route's ring as attributes: " gen='G' slots='S S ...'" (the
+ * generation and the slots of its instances, router/PROTOCOL.md). */
+void route_ring_attrs(const struct route *r, struct buf *out);
 
 /* Every route with a name (not the default), for notifies and stats. */
 void route_foreach(const struct route_table *t, void (*fn)(void *arg, struct route *r), void *arg);

@@ -34,9 +34,10 @@
  * contact's probe may reach a user whose sessions are not back yet (their
  * starts are on their way, e.g. to this new instance after a ring change);
  * it is not answered unavailable then: those probers (per user, mdata, at
- * most <limits><roster-items>) get each replayed presence until the round
- * is over, and those that got none then get the answer (unavailable, or
- * the current presence), from the user's queue behind the pending starts.
+ * most <limits><roster-items>) get each session's replayed presence once
+ * until the round is over, and those that got none then get the answer
+ * (unavailable, or the current presence), from the user's queue behind the
+ * pending starts.
  * Runs on the sm's loop.
  */
 #include "autoconfig.h"
@@ -67,6 +68,7 @@ static void sess_free(struct sm_mod *m, struct sm_sess *s)
 enum { PROBE_WAITING = 1, PROBE_ANSWERED = 2 };
 struct probed {
     struct htab *jids;
+    struct htab *told; /* sessions (key) whose quiet replay they had: one each */
 };
 
 static void user_free(struct sm_mod *m, struct sm_user *u)
@@ -74,6 +76,7 @@ static void user_free(struct sm_mod *m, struct sm_user *u)
     struct probed *pr = u->mdata[m->index];
     if (pr != NULL) {
         htab_free(pr->jids);
+        htab_free(pr->told);
         free(pr);
     }
     u->mdata[m->index] = NULL;
@@ -87,6 +90,7 @@ static struct probed *probed(struct sm_mod *m, struct sm_user *u, bool create)
     if (pr == NULL && create && sm_sess_resuming(u->sm)) {
         pr = xcalloc(1, sizeof(*pr));
         pr->jids = htab_new(NULL);
+        pr->told = htab_new(NULL);
         u->mdata[m->index] = pr;
         u->round_wait = true;
     }
@@ -252,15 +256,22 @@ static bool same_presence(const struct xml_node *a, const struct xml_node *b)
     return same;
 }
 
-/* st to those who probed in this re-announce round (see probed): each
- * quiet replay until the round is over (every resource of u), only to
- * those still subscribed to u's presence; quiet false: st went to the
- * subscribers already, they only count as answered. */
-static void to_probed(struct sm_mod *m, struct sm_user *u, struct xml_node *st, bool quiet)
+/* st, s's presence, to those who probed in this re-announce round (see
+ * probed): s's first quiet replay (every resource of u: one each; each
+ * instance's round after a ring change replays it again, and once s is
+ * available a new probe is answered at once), only to those still
+ * subscribed to u's presence; quiet false: st went to the subscribers
+ * already, they only count as answered. */
+static void to_probed(struct sm_mod *m, struct sm_sess *s, struct xml_node *st, bool quiet)
 {
+    struct sm_user *u = s->user;
     struct probed *pr = probed(m, u, false);
     if (pr == NULL)
         return;
+    if (quiet && htab_get_str(pr->told, s->key) != NULL)
+        return;
+    if (quiet)
+        htab_put_str(pr->told, s->key, (void *)1);
     struct htab_iter it;
     for (htab_iter_init(&it, pr->jids); htab_iter_next(&it);) {
         htab_set(pr->jids, it.key, it.klen, (void *)PROBE_ANSWERED); /* no insert */
@@ -309,7 +320,7 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     xml_del_attr(s->presence, "to");
     if (!quiet)
         to_subscribers(s->user, st);
-    to_probed(m, s->user, st, quiet);
+    to_probed(m, s, st, quiet);
     /* §4.2.2/§4.4.2: every available resource, the sender included (its
      * echo confirms the presence), except for a quiet replay. */
     to_own(s->user, quiet ? s : NULL, st);

@@ -11,6 +11,9 @@
  * it (sm_sess_deliver). It also clears a session's kept mark when
  * something may have been lost for it (router loss, unconfirmed at a ring
  * change, a start changed='true'): its next replay re-probes (SESSION.md).
+ * And it follows each domain's ring (the router's bind answer, then each
+ * ring notify: router/PROTOCOL.md), so that a ring change forgets only the
+ * cached users another instance owns now (sm_sess_ring).
  *
  * Control elements from a c2s are turned into events on the user's queue,
  * so that a start, the stanzas that follow it and the end are handled in
@@ -25,6 +28,7 @@
  */
 #include "autoconfig.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -568,6 +572,14 @@ void sm_sess_router_down(struct sm *sm)
     for (htab_iter_init(&si, sm->sessions); htab_iter_next(&si);)
         ((struct sm_sess *)si.val)->kept = false;
     sm_users_round_end(sm);
+    if (sm->cfg->multi) {
+        /* Meanwhile the router gave our users to the other instances, which
+         * may change them: nothing in memory is cached any more, and the
+         * rings are learnt again from the binds. */
+        sm_sess_rings_free(sm);
+        sm_users_foreign(sm, NULL);
+        sm_users_flush_idle(sm);
+    }
 }
 
 void sm_sess_announce(struct sm *sm, const char *c2s, const char *domain, bool ring)
@@ -611,12 +623,161 @@ void sm_sess_announce_all(struct sm *sm, const char *c2s)
         sm_sess_announce(sm, c2s, sm->domains[i], false);
 }
 
-void sm_sess_ring(struct sm *sm, const char *domain)
+/*
+ * What this instance knows of a domain's ring (multi-instance,
+ * router/PROTOCOL.md): our slot, from the bind answer, and the ring (its
+ * generation and the slots of its instances), from the bind answer and then
+ * from each ring notify. The ring is computed as the router computes it
+ * (common/ring), so this instance knows which users it owns.
+ */
+struct sm_ring {
+    bool has_slot;
+    bool known; /* the ring below is the one the router routes by */
+    unsigned slot;
+    uint64_t gen;
+    unsigned *slots;
+    size_t n;
+    struct ring ring;
+};
+
+/* Far more instances than any sm runs: a bound on what is parsed. */
+#define SM_RING_SLOTS_MAX 1024
+
+static void ring_state_free(void *p)
 {
+    struct sm_ring *r = p;
+    if (r == NULL)
+        return;
+    free(r->slots);
+    ring_clear(&r->ring);
+    free(r);
+}
+
+static struct sm_ring *ring_of(struct sm *sm, const char *domain)
+{
+    if (sm->rings == NULL)
+        sm->rings = htab_new(ring_state_free);
+    struct sm_ring *r = htab_get_str(sm->rings, domain);
+    if (r == NULL) {
+        r = xcalloc(1, sizeof(*r));
+        htab_put_str(sm->rings, domain, r);
+    }
+    return r;
+}
+
+/* A decimal number, all of text; false if not (or out of range). */
+static bool parse_u64(const char *text, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 20)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+        unsigned d = (unsigned)(text[i] - '0');
+        if (v > (max - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* el's gen='G' slots='S S ...' into r, its ring rebuilt: true if both are
+ * there, well-formed, and our slot is among the slots (we hold the domain:
+ * we are on its ring). Else r's ring is unknown. */
+static bool ring_parse(struct sm *sm, struct sm_ring *r, const struct xml_node *el)
+{
+    const char *g = xml_get_attr(el, "gen"), *sl = xml_get_attr(el, "slots");
+    uint64_t gen, v;
+    r->known = false;
+    if (!r->has_slot || g == NULL || sl == NULL || !parse_u64(g, strlen(g), UINT64_MAX, &gen))
+        return false;
+    unsigned *slots = NULL;
+    size_t n = 0;
+    bool ours = false;
+    for (const char *p = sl; *p != '\0';) {
+        size_t len = strcspn(p, " ");
+        if (len > 0) {
+            if (n == SM_RING_SLOTS_MAX || !parse_u64(p, len, UINT_MAX, &v)) {
+                free(slots);
+                return false;
+            }
+            slots = xreallocarray(slots, n + 1, sizeof(*slots));
+            slots[n++] = (unsigned)v;
+            ours = ours || v == r->slot;
+        }
+        p += len + (p[len] == ' ');
+    }
+    if (!ours) {
+        free(slots);
+        return false;
+    }
+    free(r->slots);
+    r->slots = slots;
+    r->n = n;
+    r->gen = gen;
+    ring_build(&r->ring, sm->cfg->router_name, slots, n);
+    r->known = true;
+    return true;
+}
+
+void sm_sess_ring_bound(struct sm *sm, const char *domain, const struct xml_node *el)
+{
+    struct sm_ring *r = ring_of(sm, domain);
+    const char *slot = xml_get_attr(el, "slot");
+    uint64_t v;
+    r->has_slot = slot != NULL && parse_u64(slot, strlen(slot), UINT_MAX, &v);
+    r->slot = r->has_slot ? (unsigned)v : 0;
+    if (ring_parse(sm, r, el))
+        log_info("%s bound as instance %u of %zu (ring generation %llu)", domain, r->slot, r->n,
+                 (unsigned long long)r->gen);
+    else
+        log_info("%s bound; the router does not say its ring: every ring change forgets all "
+                 "idle users",
+                 domain);
+}
+
+bool sm_sess_owns(struct sm *sm, const struct sm_user *u)
+{
+    const struct sm_ring *r = sm->rings ? htab_get_str(sm->rings, u->jid->domain) : NULL;
+    if (r == NULL || !r->known)
+        return true;
+    return r->slots[ring_pick(&r->ring, u->jid->bare, u->jid->bare_len)] == r->slot;
+}
+
+void sm_sess_rings_free(struct sm *sm)
+{
+    htab_free(sm->rings);
+    sm->rings = NULL;
+}
+
+void sm_sess_ring(struct sm *sm, const char *domain, const struct xml_node *el, bool ready)
+{
+    /* Idle users another instance owns now may be changed there meanwhile:
+     * they are read again when needed. A user whose owner did not change
+     * was this instance's all along (the notify of each change reaches
+     * this instance behind every stanza the router routed by the ring
+     * before it, ahead of every one after it): it stays cached. When the
+     * new ring is not known (an older router) or a change was missed (the
+     * generation skipped: a notify lost to a full queue), every idle user
+     * is forgotten, and every user in memory is marked foreign. */
+    struct sm_ring *r = ring_of(sm, domain);
+    bool was = r->known;
+    uint64_t prev = r->gen;
+    if (ring_parse(sm, r, el) && was && r->gen == prev + 1) {
+        sm_users_ring_moved(sm, domain);
+    } else {
+        if (r->known)
+            log_notice("ring of %s: generation %llu follows %llu: a change was missed", domain,
+                       (unsigned long long)r->gen, (unsigned long long)prev);
+        if (r->known || was)
+            sm_users_foreign(sm, domain);
+        sm_users_flush_idle(sm);
+    }
+    if (!ready) /* before ready the binds are not all done: on_ready announces */
+        return;
     log_notice("the instances serving %s changed: every c2s re-announces", domain);
-    /* Idle users may belong to another instance now, which may change
-     * their data meanwhile: they are read again when needed. */
-    sm_users_flush_idle(sm);
     struct htab_iter it;
     for (htab_iter_init(&it, sm->sessions); htab_iter_next(&it);) {
         struct sm_sess *s = it.val;

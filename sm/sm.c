@@ -567,18 +567,32 @@ static void on_down(struct component *c, void *arg)
     sm_sess_router_down(sm);
 }
 
+/* Multi-instance: the router's answer to our bind of a domain, and each
+ * notify for it, say our slot and the domain's ring (router/PROTOCOL.md). */
+static void on_router_info(struct component *c, void *arg, const struct xml_node *el)
+{
+    struct sm *sm = arg;
+    const char *name = xml_get_attr(el, "name");
+    if (!sm->cfg->multi || name == NULL || !sm_domain_name(sm, name))
+        return;
+    if (strcmp(el->name, "bind") == 0) {
+        if (xml_get_attr(el, "error") == NULL)
+            sm_sess_ring_bound(sm, name, el);
+        return;
+    }
+    /* Our own domain, bound here, is up again: another instance joined or
+     * left it (instances=): its ring changed. */
+    const char *state = xml_get_attr(el, "state");
+    if (state != NULL && strcmp(state, "up") == 0)
+        sm_sess_ring(sm, name, el, component_is_ready(c));
+}
+
 static void on_notify(struct component *c, void *arg, const char *name, const char *owner, int up)
 {
     (void)owner;
     struct sm *sm = arg;
-    if (sm->cfg->multi && up && sm_domain_name(sm, name)) {
-        /* Our own domain, bound here, is up again: another instance joined
-         * or left it (router/PROTOCOL.md, instances=): its ring changed.
-         * Before ready the binds are not done: on_ready announces. */
-        if (component_is_ready(c))
-            sm_sess_ring(sm, name);
-        return;
-    }
+    if (sm->cfg->multi && up && sm_domain_name(sm, name))
+        return; /* a ring change: on_router_info */
     if (!is_c2s(sm, name))
         return;
     if (up) {
@@ -846,6 +860,7 @@ static const struct component_cbs comp_cbs = {
     .on_stanza = on_stanza,
     .on_bind_result = on_bind_result,
     .on_notify = on_notify,
+    .on_router_info = on_router_info,
     .on_bounce = on_bounce,
     .on_close = on_close,
 };
@@ -973,6 +988,7 @@ void sm_free(struct sm *sm)
     htab_free(sm->c2s);
     htab_free(sm->missing);
     htab_free(sm->resuming);
+    sm_sess_rings_free(sm);
     jid_cache_free(sm->jids);
     for (size_t i = 0; i < sm->ndomains; i++)
         free(sm->domains[i]);

@@ -33,6 +33,7 @@
 #include "common/config.h"
 #include "common/htab.h"
 #include "common/jid.h"
+#include "common/ring.h"
 #include "common/xml.h"
 #include "storage/storage.h"
 
@@ -219,6 +220,9 @@ struct sm_user {
     unsigned nheld;   /* held deliveries (SM_EV_DELIVER) on parked */
     bool held_full;   /* a held budget was reached this round: logged */
     bool moved; /* its last session moved to another instance: not cached */
+    bool foreign;    /* multi-instance: another instance may have changed it since
+                        it was read (a ring named another owner, a ring change missed,
+                        the router lost): never cached (sess.c, SESSION.md) */
     bool round_wait; /* a module waits for the end of the re-announce round */
     struct sm_event *current; /* the event being handled, or NULL */
     bool requeue;             /* put current back at the head (sm_user_requeue) */
@@ -322,9 +326,16 @@ void sm_user_unpark(struct sm_user *u, const char *c2s, const char *sid, bool ru
  * stanzas of users there have no session here; each such session is
  * kicked (once), unless !kick (dropped quietly). */
 void sm_users_unpark_c2s(struct sm *sm, const char *c2s, const char *domain, bool kick);
-/* Free every idle (cached, sessionless) user: after a ring change some of
- * them belong to another instance, which may change them meanwhile. */
+/* Free every idle (cached, sessionless) user: after a ring change of
+ * unknown extent some of them belong to another instance, which may change
+ * them meanwhile. */
 void sm_users_flush_idle(struct sm *sm);
+/* domain's ring changed and this instance knows the new one (sess.c): the
+ * users of domain that another instance owns now are marked foreign, and
+ * the idle ones among them freed; the others stay cached. */
+void sm_users_ring_moved(struct sm *sm, const char *domain);
+/* Mark every user in memory foreign (of domain; NULL: all). */
+void sm_users_foreign(struct sm *sm, const char *domain);
 /* No c2s re-announces any more: each user with round_wait gets a round-end
  * event on its queue, behind the starts and replays still pending there. */
 void sm_users_round_end(struct sm *sm);
@@ -356,10 +367,21 @@ void sm_sess_announce_all(struct sm *sm, const char *c2s);
 bool sm_sess_resuming_c2s(struct sm *sm, const char *c2s, const char *domain);
 /* The router connection is lost: no round goes on, nothing is moving. */
 void sm_sess_router_down(struct sm *sm);
-/* Another instance joined or left domain's ring (multi-instance): ask every
- * c2s to re-announce; the sessions of that domain not started again here
- * before a c2s's <announced/> moved: dropped without a broadcast. */
-void sm_sess_ring(struct sm *sm, const char *domain);
+/* Another instance joined or left domain's ring (multi-instance; el: the
+ * router's notify, with the new ring or, from an older router, without):
+ * the idle users another instance owns now are forgotten (all of them when
+ * the new ring is not known, or a change was missed); if ready, every c2s is
+ * asked to re-announce, and the sessions of that domain not started again
+ * here before a c2s's <announced/> moved: dropped without a broadcast. */
+void sm_sess_ring(struct sm *sm, const char *domain, const struct xml_node *el, bool ready);
+/* The router answered our bind of domain (multi-instance): our slot and the
+ * domain's ring then, if it says (router/PROTOCOL.md). */
+void sm_sess_ring_bound(struct sm *sm, const char *domain, const struct xml_node *el);
+/* Is u ours on its domain's ring as this instance knows it? True when the
+ * ring is not known (one instance, an older router). */
+bool sm_sess_owns(struct sm *sm, const struct sm_user *u);
+/* Forget the rings (the router connection is lost; sm_free). */
+void sm_sess_rings_free(struct sm *sm);
 /* A stanza for u from its queue (SM_EV_DELIVER): handled (sm_pkt_user), or,
  * multi-instance, held while a round lasts and the session it is for is
  * not here (its start may be on its way, SESSION.md): ev->stanza is then
@@ -400,6 +422,7 @@ struct sm {
     struct htab *load_origins;             /* origin -> its share of them (user.c) */
     uint64_t seq;                          /* a counter for sm_sess.active_seq */
     size_t nheld;                          /* deliveries held, all users (sess.c) */
+    struct htab *rings; /* multi-instance: domain -> struct sm_ring (sess.c); NULL: none */
     bool stopping;
     uv_timer_t drain; /* sm_stop: waits for storage to settle */
     uint64_t drain_deadline;

@@ -37,10 +37,12 @@
  * <cache><users>. Any new event takes it out again. So a message to an
  * offline user, or a quick re-login, costs no roster reload.
  *
- * Several instances: after a ring change the idle users are flushed (they
- * may belong to another instance now), a user whose session moved away is
- * not cached, and a stanza of a session whose re-announced start has not
- * come yet is parked on its user until it does (sm/SESSION.md).
+ * Several instances: after a ring change the idle users another instance
+ * owns now are freed (all idle users when the new ring is not known), a
+ * user another instance owns or may have changed is not cached (foreign,
+ * or not ours on the ring), and a stanza of a session whose re-announced
+ * start has not come yet is parked on its user until it does
+ * (sm/SESSION.md).
  *
  * Runs on the sm's loop; storage callbacks arrive there too.
  */
@@ -184,7 +186,10 @@ static void maybe_idle(struct sm_user *u)
     if (u->nsess > 0 || u->holds > 0 || u->qhead != NULL || u->parked != NULL || u->running ||
         u->round_wait || u->in_lru)
         return;
-    if (u->state != SM_USER_READY || u->load_failed || u->moved || sm->stopping) {
+    /* Multi-instance: a user another instance owns now, or may have
+     * changed since it was read, is not cached (sess.c, SESSION.md). */
+    if (u->state != SM_USER_READY || u->load_failed || u->moved || sm->stopping || u->foreign ||
+        (sm->cfg->multi && !sm_sess_owns(sm, u))) {
         user_free(u);
         return;
     }
@@ -370,6 +375,7 @@ static struct sm_user *user_new(struct sm *sm, struct jid *bare)
  * be refused for that). */
 static struct sm_user *load(struct sm *sm, struct jid *bare, char *origin)
 {
+    log_debug("loading %s", bare->bare);
     struct sm_user *u = user_new(sm, bare);
     u->state = SM_USER_LOADING;
     u->holds = 1;
@@ -560,8 +566,44 @@ void sm_users_unpark_c2s(struct sm *sm, const char *c2s, const char *domain, boo
 
 void sm_users_flush_idle(struct sm *sm)
 {
+    size_t n = sm->lru_count;
     while (sm->lru_head != NULL)
         user_free(sm->lru_head);
+    if (n > 0)
+        log_info("%zu idle users forgotten: another instance may own them now", n);
+}
+
+void sm_users_foreign(struct sm *sm, const char *domain)
+{
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
+        struct sm_user *u = it.val;
+        if (domain == NULL || strcmp(u->jid->domain, domain) == 0)
+            u->foreign = true;
+    }
+}
+
+void sm_users_ring_moved(struct sm *sm, const char *domain)
+{
+    struct htab_iter it;
+    for (htab_iter_init(&it, sm->users); htab_iter_next(&it);) {
+        struct sm_user *u = it.val;
+        if (strcmp(u->jid->domain, domain) == 0 && !sm_sess_owns(sm, u))
+            u->foreign = true;
+    }
+    size_t kept = 0, dropped = 0;
+    for (struct sm_user *u = sm->lru_head, *next; u != NULL; u = next) {
+        next = u->lru_next;
+        if (!u->foreign) {
+            kept += strcmp(u->jid->domain, domain) == 0;
+            continue;
+        }
+        log_debug("%s is another instance's now: forgotten", u->jid->bare);
+        user_free(u);
+        dropped++;
+    }
+    log_info("ring of %s changed: %zu idle users kept, %zu forgotten (another instance's now)",
+             domain, kept, dropped);
 }
 
 void sm_users_round_end(struct sm *sm)

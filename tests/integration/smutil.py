@@ -115,12 +115,13 @@ class FakeC2s:
             attrs += " sid='%s'" % sid
         self.raw.send("<r:route%s>%s</r:route>" % (attrs, inner))
 
-    def start(self, jid, sid=None, resume=False):
+    def start(self, jid, sid=None, resume=False, changed=False):
+        """changed: the replay that follows never reached an sm (SESSION.md)."""
         sid = sid or secrets.token_hex(16)
         bare = jid.split("/", 1)[0]
-        self.route("<start xmlns='%s' sid='%s' jid='%s'%s/>" %
-                   (NS_SESSION, sid, jid, " resume='true'" if resume else ""), key=bare,
-                   to=self.domain_of(jid))
+        self.route("<start xmlns='%s' sid='%s' jid='%s'%s%s/>" %
+                   (NS_SESSION, sid, jid, " resume='true'" if resume else "",
+                    " changed='true'" if changed else ""), key=bare, to=self.domain_of(jid))
         return sid
 
     def end(self, sid, jid):

@@ -433,7 +433,7 @@ def moving_stack(users, add=None):
                 add(st, u)
         yield st, sm2, sm3
         for d in (sm2, sm3):
-            assert d.stop() == 0
+            assert d.proc is None or d.stop() == 0  # sm3 is the test's to start
             assert not d.sanitizer_errors(), d.sanitizer_errors()[:5]
     finally:
         for d in (sm2, sm3):
@@ -904,6 +904,372 @@ def test_ring_change_kept_session_gets_no_duplicate_presence():
 
 
 
+# ---- what clears the kept mark (SESSION.md): each replay re-probes once ----
+
+def contact_w(st, u):
+    """u and w have each other as contacts (subscription both)."""
+    if u == "w":
+        return
+    for owner, jid in ((u, "w"), ("w", u)):
+        st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                   "('%s@%s', '%s@%s', 'both')" % (owner, st.domain, jid, st.domain))
+
+
+async def w_presences(c, ss, w, what):
+    """How many presences from w each session got since c.pending was last
+    cleared (round_trip first: the answers to its probes have arrived)."""
+    for s in ss:
+        await round_trip(s, w, what)
+    got = {s.bare: sum(1 for el in c.pending if el.get("sid") == s.sid and len(el) == 1
+                       and is_presence(w.jid, None)(el[0])) for s in ss}
+    c.pending.clear()
+    return got
+
+
+async def logged_in_with_w(st, users):
+    """A FakeC2s with w's session and one per user, each user having had
+    w's presence at login; c.pending cleared."""
+    c, ss = await logged_in(st, ["w"] + users)
+    w, ss = ss[0], ss[1:]
+    for s in ss:
+        await s.recv(is_presence(w.jid, None), what="w's presence at login of " + s.bare)
+        await round_trip(s, w, "login")
+    c.pending.clear()
+    return c, w, ss
+
+
+def test_router_loss_reprobes_each_session_once():
+    """Two instances lose the router (it is killed and comes back; the second
+    instance is held stopped until the first is ready again, so that each
+    gets its old slot and no session moves). Stanzas to the sessions may
+    have been lost with it: in the rounds that follow (one per instance) each
+    session's replay re-probes, once: every user gets w's presence again,
+    exactly once (not once per round)."""
+    users = ["u%d" % i for i in range(8)]
+    with moving_stack(["w"] + users, contact_w) as (st, sm2, sm3):
+
+        async def go():
+            c, w, ss = await logged_in_with_w(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 9, "two instances")
+            before = {d.name: rounds(d) for d in insts}
+            ready = [d.log().count("sm ready") for d in insts]
+            sm2.signal(signal.SIGSTOP)
+            try:
+                st.router.kill()  # no down notification: both keep their sessions
+                c.close()
+                st.router.start()
+                await logged(st["sm"], "sm ready", ready[0] + 1, harness.START_WAIT)
+            finally:
+                sm2.signal(signal.SIGCONT)
+            await logged(sm2, "sm ready", ready[1] + 1, harness.START_WAIT)
+            c2 = await FakeC2s.connect(st)
+            for s in [w] + ss:
+                s.c2s = c2
+            for _ in range(2):  # each instance's announce when c2s-1 came up
+                await c2.reannounce([w] + ss)
+            await rounds_done(insts, before, 1, "after the router loss")
+            await held_by(insts, 9, "after the router loss")
+            got = await w_presences(c2, ss, w, "router loss")
+            assert all(n == 1 for n in got.values()), \
+                "w's presence after the router loss, want once each: %s" % got
+            c2.close()
+        harness.run(go())
+
+
+def test_changed_start_reprobes_only_its_session():
+    """With two instances the c2s starts its sessions again (resume) on its
+    own, u0's and u1's with changed='true' (a forward of theirs came back
+    undeliverable: so may have stanzas to them). Their replays re-probe: they
+    get w's presence again, once; the other sessions lost nothing and get
+    none (their replays are not news, and they are kept)."""
+    users = ["u%d" % i for i in range(6)]
+    with moving_stack(["w"] + users, contact_w) as (st, sm2, sm3):
+
+        async def go():
+            c, w, ss = await logged_in_with_w(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 7, "two instances")
+            changed = ss[:2]
+            for again in (False, True):  # the second time with no changed: kept again
+                for s in ss:
+                    c.start(s.jid, sid=s.sid, resume=True, changed=s in changed and not again)
+                    s.send("<presence/>")
+                c.announced(secrets.token_hex(16))  # a round of its own
+                for s in ss:
+                    await c.control("started", s.sid)
+            got = await w_presences(c, ss, w, "changed")
+            want = {s.bare: 1 if s in changed else 0 for s in ss}
+            assert got == want, "w's presence after the starts: %s, want %s" % (got, want)
+            c.close()
+        harness.run(go())
+
+
+def test_user_moved_and_back_is_reprobed_once():
+    """A third instance joins and, before c2s-1 answers any announce, leaves
+    again: each session is unconfirmed at the second change, its user's
+    stanzas having gone to the third instance meanwhile. There, a remote
+    contact's new presence to a moved user waited for a session that never
+    came and is gone with the instance. The replays that follow (five rounds)
+    re-probe each session once: a moved user gets the contact's new presence
+    (once), and every user's instance probes the contact once, not once per
+    round."""
+    users = ["u%d" % i for i in range(8)]
+    rem = "rem@remote.test"
+    R = "{%s}" % harness.NS_ROUTER
+
+    def remote_both(st, u):
+        st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                   "('%s@%s', '%s', 'both')" % (u, st.domain, rem))
+
+    with moving_stack(users, remote_both) as (st, sm2, sm3):
+
+        async def go():
+            s2s = await st.router.raw_component("s2s")
+            s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+            await s2s.expect(lambda el: el.tag == R + "bind" and el.get("error") is None,
+                             what="default route bound")
+            status = ["here"]
+            probes = {}
+            marks = set()
+
+            async def remote():
+                """The remote contact: answers each probe with its presence now."""
+                while True:
+                    el = await s2s.queue.get()
+                    if el is None:
+                        return
+                    if el.tag == q("presence", "jabber:component:accept") and \
+                            el.get("type") == "probe":
+                        probes[el.get("from")] = probes.get(el.get("from"), 0) + 1
+                        s2s.send("<presence xmlns='jabber:component:accept' from='%s/x' to='%s'>"
+                                 "<status>%s</status></presence>"
+                                 % (rem, el.get("from"), status[0]))
+                    elif el.tag == q("message", "jabber:component:accept"):
+                        marks.add(el.findtext(q("body", "jabber:component:accept")))
+            task = asyncio.ensure_future(remote())
+
+            def from_rem(s, text):
+                return [el for el in c.pending if el.get("sid") == s.sid and len(el) == 1
+                        and el[0].tag == q("presence") and el[0].get("from") == rem + "/x"
+                        and el[0].findtext(q("status")) == text]
+
+            c, ss = await logged_in(st, users)
+            for s in ss:
+                await s.recv(lambda x: x.tag == q("presence") and x.get("from") == rem + "/x",
+                             what="the contact's presence at login of " + s.bare)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            announces = [await c.control("announce") for _ in range(3)]
+            status[0] = "away"
+            for s in ss:
+                s2s.send("<presence xmlns='jabber:component:accept' from='%s/x' to='%s'>"
+                         "<status>away</status></presence>" % (rem, s.bare))
+            # Each reached its session (its user did not move) or waits at sm3.
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while True:
+                moved = [s for s in ss if "to %s held" % s.bare in sm3.log()]
+                await c.pump(0.05)
+                if all(s in moved or from_rem(s, "away") for s in ss):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "presences neither " \
+                    "arrived nor held: %s" % [s.bare for s in ss if s not in moved]
+            assert moved, "no user moved to the new instance"
+            assert not any(from_rem(s, "away") for s in moved)
+            probed = dict(probes)
+            assert sm3.stop() == 0
+            announces += [await c.control("announce") for _ in range(2)]
+            for a in announces:
+                for s in ss:
+                    c.start(s.jid, sid=s.sid, resume=True)
+                    s.send("<presence/>")
+                c.announced(a.get("round"))
+            await rounds_done(insts, before, 1, "the join and leave")
+            await held_by(insts, 8, "after the leave")
+            # What each instance sent the contact before has reached it.
+            for s in ss:
+                s.send("<message to='%s'><body>mark %s</body></message>" % (rem, s.bare))
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while len(marks) < len(ss):
+                assert asyncio.get_running_loop().time() < deadline, "marks %s" % marks
+                await asyncio.sleep(0.02)
+            again = {s.bare: probes.get(s.bare, 0) - probed.get(s.bare, 0) for s in ss}
+            assert all(n == 1 for n in again.values()), \
+                "probes of the contact after the rounds, want one per user: %s" % again
+            for s in ss:
+                s2s.send("<message xmlns='jabber:component:accept' from='%s/x' to='%s'>"
+                         "<body>done</body></message>" % (rem, s.jid))
+                await s.recv(is_message("done"), what="marker to " + s.bare)
+            got = {s.bare: len(from_rem(s, "away")) for s in moved}
+            assert all(n == 1 for n in got.values()), \
+                "the contact's new presence at moved users, want once: %s" % got
+            c.close()
+            task.cancel()
+            s2s.close()
+        harness.run(go())
+
+
+# ---- the cache across ring changes ----
+
+def loads(d, bare):
+    """How many times instance d read bare's account from storage."""
+    return d.log().count("loading %s\n" % bare)
+
+
+async def until(cond, what):
+    """Wait (bounded) until cond() is true."""
+    deadline = asyncio.get_running_loop().time() + harness.WAIT
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def test_ring_change_keeps_the_cached_users_it_does_not_move():
+    """Twelve users with no session are cached (idle) on the two instances
+    after w sends each an offline message. A third instance joins: a user it
+    does not take is still cached where it was (the next message to it reads
+    nothing from storage), one it takes is read by the new instance. There
+    w asks a moved user x for a subscription. The third instance leaves: x
+    goes back to its old instance, which forgot it when it moved (another
+    instance may change it meanwhile): x logs in and gets w's request."""
+    users = ["u%d" % i for i in range(12)]
+    with moving_stack(["w"] + users) as (st, sm2, sm3):
+
+        async def go():
+            c, (w,) = await logged_in(st, ["w"])
+            bares = ["%s@%s" % (u, st.domain) for u in users]
+
+            async def message_all(tag):
+                for b in bares:
+                    w.send("<message to='%s' type='chat'><body>%s</body></message>" % (b, tag))
+                await until(lambda: all(tag in offline_bodies(st, b) for b in bares),
+                            "offline messages " + tag)
+
+            await message_all("one")
+            insts = [st["sm"], sm2]
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            insts.append(sm3)
+            for _ in range(3):
+                await c.reannounce([w])
+            await rounds_done(insts, before, 1, "the join")
+            read = {b: sum(loads(d, b) for d in insts) for b in bares}
+            await message_all("two")
+            again = [b for b in bares if sum(loads(d, b) for d in insts) > read[b]]
+            moved = [b for b in bares if loads(sm3, b) > 0]
+            assert moved, "no user moved to the new instance"
+            assert again == moved, "users read again: %s; moved: %s" % (again, moved)
+            assert len(moved) < len(bares), "every user moved"
+            x = moved[0]
+            w.send("<presence to='%s' type='subscribe'/>" % x)
+            await until(lambda: st.pg.psql("SELECT count(*) FROM subscription_requests "
+                                           "WHERE owner = '%s'" % x)[1].strip() == "1",
+                        "w's request to %s stored" % x)
+            before = {d.name: rounds(d) for d in insts[:2]}
+            assert sm3.stop() == 0
+            insts.pop()
+            for _ in range(2):
+                await c.reannounce([w])
+            await rounds_done(insts, before, 1, "the leave")
+            xs = await login(c, x + "/r")
+            await xs.recv(is_presence(w.bare, "subscribe"), what="w's request at x's login")
+            c.close()
+        harness.run(go())
+
+
+def test_router_loss_forgets_the_cached_users():
+    """Twelve users with no session are cached (idle) on the two instances.
+    The router is lost and the first instance stays away (stopped) while the
+    second comes back alone and takes every user: x, once cached on the
+    first, gets w's subscription request there. The second instance goes;
+    the first comes back alone (no notify tells an instance of its own
+    leaving or return, nor of what happened meanwhile): it forgot its cached
+    users at the loss, so x logs in and gets w's request."""
+    users = ["u%d" % i for i in range(12)]
+    with moving_stack(["w"] + users) as (st, sm2, sm3):
+
+        async def go():
+            c, (w,) = await logged_in(st, ["w"])
+            bares = ["%s@%s" % (u, st.domain) for u in users]
+            for b in bares:
+                w.send("<message to='%s' type='chat'><body>one</body></message>" % b)
+            await until(lambda: all("one" in offline_bodies(st, b) for b in bares),
+                        "offline messages")
+            first = [b for b in bares if loads(st["sm"], b) > 0]
+            assert first, "no user cached on the first instance"
+            ready = [d.log().count("sm ready") for d in (st["sm"], sm2)]
+            st["sm"].signal(signal.SIGSTOP)
+            try:
+                st.router.kill()
+                c.close()
+                st.router.start()
+                await logged(sm2, "sm ready", ready[1] + 1, harness.START_WAIT)
+                c = await FakeC2s.connect(st)
+                w = await login(c, w.jid)
+                await c.reannounce([w])  # the second instance's, when c2s-1 came up
+                x = first[0]
+                w.send("<presence to='%s' type='subscribe'/>" % x)
+                await until(lambda: st.pg.psql("SELECT count(*) FROM subscription_requests "
+                                               "WHERE owner = '%s'" % x)[1].strip() == "1",
+                            "w's request to %s stored" % x)
+                assert loads(sm2, x) > 0, "%s not read by the second instance" % x
+                assert sm2.stop() == 0
+            finally:
+                st["sm"].signal(signal.SIGCONT)
+            await logged(st["sm"], "sm ready", ready[0] + 1, harness.START_WAIT)
+            await c.reannounce([w])  # the first instance's, when it came back
+            xs = await login(c, x + "/r")
+            await xs.recv(is_presence(w.bare, "subscribe"), what="w's request at x's login")
+            c.close()
+        harness.run(go())
+
+
+def test_prober_of_a_moving_contact_gets_its_replay_once():
+    """A third instance joins; before c2s-1 answers any announce, w logs in:
+    its initial presence probes each user, and a moved user's probe reaches
+    the new instance before the user's session does (it waits there for the
+    replay). Three rounds replay every session's presence: w gets each
+    user's presence once, not once per round."""
+    users = ["u%d" % i for i in range(8)]
+    with moving_stack(["w"] + users, contact_w) as (st, sm2, sm3):
+
+        async def go():
+            c, ss = await logged_in(st, users)
+            insts = [st["sm"], sm2]
+            await held_by(insts, 8, "two instances")
+            before = {d.name: rounds(d) for d in insts}
+            sm3.start()
+            insts.append(sm3)
+            announces = [await c.control("announce") for _ in range(3)]
+            w = await login(c, "w@%s/watch" % st.domain)
+            # w's probes reach the new instance before the starts: it has a
+            # user (loading, the probe on its queue) per moved user.
+            seen = []
+            deadline = asyncio.get_running_loop().time() + harness.WAIT
+            while len(seen) < 3 or seen[-1] == 0 or seen[-1] != seen[-3]:
+                assert asyncio.get_running_loop().time() < deadline, "users at sm3: %s" % seen
+                seen.append(await users_in(sm3))
+            for a in announces:
+                for s in [w] + ss:
+                    c.start(s.jid, sid=s.sid, resume=True)
+                    s.send("<presence/>")
+                c.announced(a.get("round"))
+            await rounds_done(insts, before, 1, "the join")
+            await held_by(insts, 9, "after the join")
+            for s in ss:
+                await round_trip(w, s, "after the join")
+            got = {s.bare: sum(1 for el in c.pending if el.get("sid") == w.sid and len(el) == 1
+                               and is_presence(s.jid, None)(el[0])) for s in ss}
+            assert all(n == 1 for n in got.values()), \
+                "each user's presence at w, want once: %s" % got
+            assert [s for s in ss if "started for %s" % s.jid in sm3.log()], \
+                "no user moved to the new instance"
+            c.close()
+        harness.run(go())
+
+
 def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
     """A third instance joins. While its storage is busy (the users table
     locked), a remote contact sends every user chat messages (bare JID):
@@ -970,9 +1336,9 @@ def test_messages_to_a_user_loading_on_a_new_instance_wait_for_its_session():
             lock.close()
 
 
-async def logged(d, text, count=1):
+async def logged(d, text, count=1, wait=harness.WAIT):
     """Wait (bounded) until d's log has text count times."""
-    deadline = time.monotonic() + harness.WAIT
+    deadline = time.monotonic() + wait
     while d.log().count(text) < count:
         assert time.monotonic() < deadline, "%r not logged %d times" % (text, count)
         await asyncio.sleep(0.02)

@@ -197,13 +197,42 @@ static void test_uid_and_multi(void **state)
     router_free(r);
 }
 
+/* A multi-instance component's bind answer says its slot and the domain's
+ * ring; each change of the ring is notified with the new one, numbered. */
+static void test_ring_notify(void **state)
+{
+    struct router *r = new_router(users_xml, 65536);
+    struct peer *sm1 = peer_new(r, "sm", "smsecret", false, 0);
+    struct peer *sm2 = peer_new(r, "sm", "smsecret", false, 0);
+    struct peer *c2s = peer_new(r, "c2s-1", "c2s", true, 1000);
+    feed(sm1, "<r:bind name='example.com'/>");
+    assert_true(has(sm1, "<r:bind name='example.com' slot='0' gen='0' slots='0'/>"));
+    clear(sm1);
+    feed(sm2, "<r:bind name='example.com'/>");
+    assert_true(has(sm2, "<r:bind name='example.com' slot='1' gen='1' slots='0 1'/>"));
+    assert_true(has(sm1, "<r:notify name='example.com' owner='sm' state='up' instances='2' "
+                         "gen='1' slots='0 1'/>"));
+    clear(sm2);
+    peer_free(sm1);
+    assert_true(has(sm2, "<r:notify name='example.com' owner='sm' state='up' instances='1' "
+                         "gen='2' slots='1'/>"));
+    /* a component that only tracks up/down (c2s) reads it as one more up */
+    assert_true(has(c2s, "instances='1' gen='2' slots='1'/>"));
+    /* a single-instance component's bind answer is unchanged */
+    feed(c2s, "<r:bind name='c2s-1'/>");
+    assert_true(has(c2s, "<r:bind name='c2s-1'/>"));
+    peer_free(sm2);
+    peer_free(c2s);
+    router_free(r);
+}
+
 static void test_routing(void **state)
 {
     struct router *r = new_router(users_xml, 65536);
     struct peer *sm = peer_new(r, "sm", "smsecret", false, 0);
     struct peer *muc = peer_new(r, "muc.example.com", "muc", false, 0);
     feed(sm, "<r:bind name='example.com'/>");
-    assert_true(has(sm, "<r:bind name='example.com'/>"));
+    assert_true(has(sm, "<r:bind name='example.com' slot='0' gen='0' slots='0'/>"));
     clear(sm);
     clear(muc);
 
@@ -435,7 +464,7 @@ static void test_bind_route_notify(void **state)
     feed(sm, "<r:bind/>");
     assert_true(has(sm, "<r:bind error='bad-request'/>"));
     feed(sm, "<r:bind name='Example.com'/>");
-    assert_true(has(sm, "<r:bind name='Example.com'/>"));
+    assert_true(has(sm, "<r:bind name='Example.com' slot='0' gen='0' slots='0'/>"));
     assert_true(has(c2s, "<r:notify name='example.com' owner='sm' state='up'/>"));
     /* a bound name is never taken over: the external muc cannot own it */
     struct users *u;
@@ -558,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_internal_names), cmocka_unit_test(test_pending_and_preauth),
         cmocka_unit_test(test_backpressure),   cmocka_unit_test(test_bind_route_notify),
         cmocka_unit_test(test_reload),         cmocka_unit_test(test_stream_end_and_errors),
+        cmocka_unit_test(test_ring_notify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "router/route.h"
 
@@ -57,9 +58,22 @@ static void test_multi(void **state)
     assert_int_equal(route_add(t, "sm", "sm2", true, &c, 0), ERR_EXISTS);
     struct route *r = route_find(t, "sm", 2);
     assert_int_equal(r->ninst, 2);
-    assert_int_equal(r->nring, 2 * ROUTE_VNODES);
+    assert_int_equal(r->ring.n, 2 * RING_VNODES);
+    /* Each change of the instances while the route stays up is counted (the
+     * notify's gen), also a refused join is not. */
+    assert_int_equal(r->gen, 1);
+    struct buf out = BUF_INIT;
+    route_ring_attrs(r, &out);
+    buf_append_byte(&out, '\0');
+    assert_string_equal(out.data, " gen='1' slots='0 1'");
     assert_int_equal(route_del(t, "sm", &a), 0);
     assert_int_equal(r->ninst, 1);
+    assert_int_equal(r->gen, 2);
+    out.len = 0;
+    route_ring_attrs(r, &out);
+    buf_append_byte(&out, '\0');
+    assert_string_equal(out.data, " gen='2' slots='1'");
+    buf_free(&out);
     assert_int_equal(route_del(t, "sm", &b), 1);
     route_table_free(t);
 }
@@ -178,8 +192,8 @@ static void test_same_order_same_ring(void **state)
     struct route *r1 = route_find(t1, "sm", 2), *r2 = route_find(t2, "sm", 2);
     for (int k = 0; k < 2000; k++)
         assert_ptr_equal(pick_key(r1, k), pick_key(r2, k));
-    assert_int_equal(route_hash("abc", 3), route_hash("abc", 3));
-    assert_int_not_equal(route_hash("abc", 3), route_hash("abd", 3));
+    assert_int_equal(ring_hash("abc", 3), ring_hash("abc", 3));
+    assert_int_not_equal(ring_hash("abc", 3), ring_hash("abd", 3));
     route_table_free(t1);
     route_table_free(t2);
 }
