@@ -51,15 +51,17 @@
 
 static struct htab *directed(struct sm_mod *m, struct sm_sess *s, bool create)
 {
-    if (s->mdata[m->index] == NULL && create)
-        s->mdata[m->index] = htab_new(NULL);
-    return s->mdata[m->index];
+    void **slot = sm_mod_slot(s->mdata, m);
+    if (*slot == NULL && create)
+        *slot = htab_new(NULL);
+    return *slot;
 }
 
 static void sess_free(struct sm_mod *m, struct sm_sess *s)
 {
-    htab_free(s->mdata[m->index]);
-    s->mdata[m->index] = NULL;
+    void **slot = sm_mod_slot(s->mdata, m);
+    htab_free(*slot);
+    *slot = NULL;
 }
 
 /* Per user: full JIDs that probed while the sessions were being
@@ -73,25 +75,27 @@ struct probed {
 
 static void user_free(struct sm_mod *m, struct sm_user *u)
 {
-    struct probed *pr = u->mdata[m->index];
+    void **slot = sm_mod_slot(u->mdata, m);
+    struct probed *pr = *slot;
     if (pr != NULL) {
         htab_free(pr->jids);
         htab_free(pr->told);
         free(pr);
     }
-    u->mdata[m->index] = NULL;
+    *slot = NULL;
 }
 
 /* u's probers of the current re-announce round (create: only while a
  * round lasts). */
 static struct probed *probed(struct sm_mod *m, struct sm_user *u, bool create)
 {
-    struct probed *pr = u->mdata[m->index];
+    void **slot = sm_mod_slot(u->mdata, m);
+    struct probed *pr = *slot;
     if (pr == NULL && create && sm_sess_resuming(u->sm)) {
         pr = xcalloc(1, sizeof(*pr));
         pr->jids = htab_new(NULL);
         pr->told = htab_new(NULL);
-        u->mdata[m->index] = pr;
+        *slot = pr;
         u->round_wait = true;
     }
     return pr;
@@ -563,7 +567,7 @@ static void answer_probe(struct sm_mod *m, struct sm_user *u, struct sm_pkt *p)
 static int on_round_end(struct sm_mod *m, struct sm_pkt *p)
 {
     struct sm_user *u = p->user;
-    struct probed *pr = u->mdata[m->index];
+    struct probed *pr = *sm_mod_slot(u->mdata, m);
     if (pr == NULL)
         return SM_PASS;
     bool any = false;

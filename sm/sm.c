@@ -637,8 +637,8 @@ static void on_restored(void *arg, int err, const struct storage_result *res)
 {
     struct restoring *r = arg;
     if (err != 0) {
-        log_warn("a returned message for %s not stored again: %s",
-                 xml_get_attr(r->msg, "to"), storage_result_error(res));
+        log_warn("a returned message for %s not stored again: %s", xml_get_attr(r->msg, "to"),
+                 storage_result_error(res));
         sm_bounce(r->sm, r->msg, XML_STE_INTERNAL_SERVER_ERROR);
     }
     xml_free(r->msg);
