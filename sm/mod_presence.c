@@ -300,6 +300,7 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     if (prio == SM_PRIORITY_BAD)
         return SM_ERROR(XML_STE_BAD_REQUEST);
     bool first = !s->available;
+    bool reachable = s->available && s->priority >= 0;
     /* A resumed session's replayed presence is not sent to the contacts
      * again: after a router loss when this sm still had it, after an sm
      * restart always (the header comment says why). */
@@ -317,6 +318,11 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     /* §4.2.2/§4.4.2: every available resource, the sender included (its
      * echo confirms the presence), except for a quiet replay. */
     to_own(s->user, quiet ? s : NULL, st);
+    if (!reachable && prio >= 0) {
+        /* Now it gets messages to the bare JID (sm.h: the offline flush). */
+        struct sm_pkt ap = {.stanza = st, .kind = p->kind, .sess = s, .user = s->user};
+        sm_hook_run(m->sm, SM_HOOK_SESS_AVAILABLE, &ap);
+    }
     if (first)
         initial(s, !quiet);
     else if (s->resumed && !s->kept && s->user->roster != NULL)
