@@ -7,7 +7,10 @@
  *  - outbound subscribed with no pending inbound request is a
  *    pre-approval (§3.4.2), not routed;
  *  - outbound unsubscribe/unsubscribed are routed whatever the state, so
- *    a contact whose server disagrees with ours gets back in step;
+ *    a contact whose server disagrees with ours gets back in step (§3.2.2
+ *    item 1 says SHOULD NOT for unsubscribed without from or a pending
+ *    request), except an unsubscribed that only cancels a pre-approval
+ *    (§3.2.2 item 2: MUST NOT);
  *  - inbound stanzas that change nothing are not delivered (§3.1.6,
  *    §3.2.3, §3.3.3: "MUST NOT deliver"), a subscribe while one from the
  *    same contact is pending included (Appendix A.2.1: "None + Pending
@@ -88,7 +91,9 @@ void sub_outbound(const struct sub_state *cur, enum sub_type t, struct sub_resul
         r->next.sub = drop_from(cur->sub);
         r->next.pending_in = false;
         r->next.approved = false;
-        r->forward = true;
+        /* Cancelling a pre-approval alone is not routed (§3.2.2 item 2:
+         * MUST NOT): the contact never learnt of it. */
+        r->forward = sub_has_from(cur->sub) || cur->pending_in || !cur->approved;
         break;
     }
     finish(cur, r);

@@ -9,6 +9,7 @@ sessions end with unavailable to the contacts.
 """
 
 import asyncio
+import re
 
 import pytest
 
@@ -245,3 +246,64 @@ def test_presence_sent_while_sm_down_reaches_contacts(st):
             await logout_all(a)
             s2s.close()
     harness.run(go())
+
+
+def test_welcome_size_checked_at_start():
+    """A <welcome> too big to be stored offline (<limits><offline-bytes>) or
+    delivered (the 256 KiB stanza size the sm reads stored messages with,
+    the router's default) stops the sm at start-up with an error naming the
+    element and the limit, instead of being lost at each new account. One
+    byte under both limits, it starts, and the welcome reaches a real
+    client intact: markup characters, quotes and non-ASCII included."""
+    st = stack.Stack(c2s=1)
+    special = "<b> & 'single' \"double\" é ✓ 😀"
+    in_config = (special.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+    def configure(filler, quota):
+        st.extra["sm"] = ("<welcome><subject>Hi &amp; welcome</subject>"
+                          "<body>%s%s</body></welcome>"
+                          "<limits><offline-bytes>%d</offline-bytes></limits>"
+                          % (in_config, "x" * filler, quota))
+        st._write_sm()
+
+    def refused(filler, quota, limit):
+        """The sm exits non-zero at start-up; the number the error gives."""
+        configure(filler, quota)
+        sm = st.daemons["sm"]
+        sm.start(wait=False)
+        code = sm.proc.wait(harness.WAIT)
+        log = sm.fresh_log()
+        assert code != 0, log
+        line = [l for l in log.splitlines() if "<welcome> is too big" in l]
+        assert line and limit in line[0], log
+        return line[0]
+
+    try:
+        # Over the stanza size: the error says by how much.
+        line = refused(300000, 1073741824, "stanza size limit")
+        over = int(re.search(r"\((\d+) bytes over", line).group(1))
+        filler = 300000 - over  # exactly at the stanza size
+        # Over the offline quota: the error says how big it is as stored.
+        line = refused(filler, 1024, "<limits><offline-bytes> (1024)")
+        stored = int(re.search(r"up to (\d+) bytes as stored", line).group(1))
+        refused(filler, stored - 1, "<limits><offline-bytes> (%d)" % (stored - 1))
+        refused(filler + 1, stored + 1, "stanza size limit (1 bytes over")
+        configure(filler, stored)
+        st.start()
+        st.add_user("alice", "pw")
+
+        async def go():
+            a = await client(st, "alice", "home")
+            try:
+                m = await asyncio.wait_for(a.inbox.get(), harness.WAIT)
+                assert str(m["from"]) == st.domain
+                assert m["subject"] == "Hi & welcome"
+                assert m["body"] == special + "x" * filler
+                assert str(m["delay"]["from"]) == st.domain
+            finally:
+                await logout_all(a)
+        harness.run(go())
+        assert st["sm"].stop() == 0
+        assert not st.sanitizer_errors(), st.sanitizer_errors()[:5]
+    finally:
+        st.cleanup()

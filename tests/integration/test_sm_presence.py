@@ -522,3 +522,43 @@ def test_directed_presence_before_initial_real_clients():
         assert not st.sanitizer_errors(), st.sanitizer_errors()[:5]
     finally:
         st.cleanup()
+
+
+def test_preapproval_cancel_not_routed(st):
+    """§3.2.2: an unsubscribed that only cancels a pre-approval removes it
+    (a roster push without 'approved') and is not routed (item 2: MUST
+    NOT), nor was the pre-approval (§3.4.2); an unsubscribed that denies a
+    pending request is routed (item 3). Seen at the remote domain's s2s:
+    nothing for the pre-approved contact before a marker behind both."""
+    x, y = "x@remote.test", "y@remote.test"
+
+    async def go():
+        s2s = await st.router.raw_component("s2s")
+        s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+        await s2s.expect(lambda el: el.tag == "{%s}bind" % harness.NS_ROUTER and
+                         el.get("error") is None, what="default route bound")
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        await interested(a)
+        a.send(pres(x, "subscribed"))
+        assert state(await a.recv(is_push(x))) == ("none", None, "true")
+        a.send(pres(x, "unsubscribed"))
+        assert state(await a.recv(is_push(x))) == ("none", None, None)
+        s2s.send("<presence xmlns='jabber:component:accept' from='%s' to='%s' type='subscribe'/>"
+                 % (y, a.bare))
+        await a.recv(is_presence(y, "subscribe"), what="y's request")
+        a.send(pres(y, "unsubscribed"))
+        a.send("<message to='%s' id='mark'><body>marker</body></message>" % x)
+        seen = []
+        while True:
+            el = await s2s.recv()
+            assert el is not None, "s2s stream closed"
+            if el.tag == q("message") and el.get("id") == "mark":
+                break
+            seen.append(el)
+        to = [(e.get("to"), e.get("type")) for e in seen if e.tag == q("presence")]
+        assert (y, "unsubscribed") in to, to
+        assert not [t for t in to if t[0] == x], to
+        c.close()
+        s2s.close()
+    harness.run(go())

@@ -88,7 +88,10 @@ static void test_outbound(void **state)
         {B, 0, 0, 0, SUB_UNSUBSCRIBED, T, 0, 0, 0, 1, 0},
         {N, 0, 1, 0, SUB_UNSUBSCRIBED, N, 0, 0, 0, 1, 0},
         {T, 0, 1, 0, SUB_UNSUBSCRIBED, T, 0, 0, 0, 1, 0},
-        {N, 0, 0, 1, SUB_UNSUBSCRIBED, N, 0, 0, 0, 1, 0},
+        /* ... a pre-approval alone: cancelled, not routed (§3.2.2 item 2) */
+        {N, 0, 0, 1, SUB_UNSUBSCRIBED, N, 0, 0, 0, 0, 0},
+        {N, 1, 0, 1, SUB_UNSUBSCRIBED, N, 1, 0, 0, 0, 0},
+        {T, 0, 0, 1, SUB_UNSUBSCRIBED, T, 0, 0, 0, 0, 0},
         {F, 1, 0, 0, SUB_UNSUBSCRIBED, N, 1, 0, 0, 1, 0},
     };
     check(rows, sizeof(rows) / sizeof(rows[0]), false);

@@ -276,6 +276,23 @@ static void write_client_header(struct peer *p)
     assert_int_equal(stream_write_str(p->s, CLIENT_HDR), 0);
 }
 
+/* A TCP listener l for srv and a client cli to connect to it (not yet
+ * connected: options first), which writes its header once connected. */
+static void tcp_pair(struct listener *l, struct peer *srv, struct peer *cli)
+{
+    peer_init(srv, 1);
+    peer_init(cli, 0);
+    listen_tcp(l, srv);
+    cli->on_connect = write_client_header;
+}
+
+static void pair_done(struct listener *l, struct peer *srv, struct peer *cli)
+{
+    listener_close(l);
+    peer_done(srv);
+    peer_done(cli);
+}
+
 static void starttls_and_header(struct peer *p)
 {
     assert_int_equal(stream_starttls(p->s, p->tls_ctx, STREAM_TLS_CLIENT, p->servername), 0);
@@ -290,6 +307,17 @@ static void write_messages(struct stream *s, const char *prefix, int n)
                  prefix, i);
         assert_int_equal(stream_write_str(s, m), 0);
     }
+}
+
+/* A message with that id and a body of digits, about size bytes. */
+static struct rbuf *big_message(const char *id, size_t size)
+{
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "<message id='%s'><body>", id);
+    while (b.len < size - 20)
+        buf_append_str(&b, "0123456789");
+    buf_append_str(&b, "</body></message>");
+    return rbuf_from_buf(&b);
 }
 
 /* Server answers the header with its own and three messages. */
@@ -330,18 +358,13 @@ static void test_plain_tcp(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    cli.on_connect = write_client_header;
+    tcp_pair(&l, &srv, &cli);
     connect_client(&l, &cli, NULL);
     assert_false(stream_is_tls(cli.s));
     run_exchange(&srv, &cli);
     assert_int_equal(cli.connected, 1);
     assert_int_equal(srv.secured + cli.secured, 0);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 static void test_plain_unix(void **state)
@@ -354,9 +377,7 @@ static void test_plain_unix(void **state)
     cli.on_connect = write_client_header;
     assert_int_equal(stream_connect_unix(&loop, l.path, NULL, &gcbs, &cli, &cli.s), 0);
     run_exchange(&srv, &cli);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 static SSL_CTX *sni_b;
@@ -374,9 +395,7 @@ static SSL_CTX *pick_ctx(void *arg, const char *name)
 static void direct_tls_pair(struct listener *l, struct peer *srv, struct peer *cli, SSL_CTX *sa,
                             SSL_CTX *cb, const char *servername)
 {
-    peer_init(srv, 1);
-    peer_init(cli, 0);
-    listen_tcp(l, srv);
+    tcp_pair(l, srv, cli);
     l->direct_tls = sa;
     cli->tls_ctx = cb;
     cli->servername = servername;
@@ -427,9 +446,7 @@ static void test_tls_direct(void **state)
     assert_int_equal(srv.errors, 0);
     assert_int_equal(cli.errors, 0);
 
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
     tls_ctx_free(sa);
     tls_ctx_free(sni_b);
     tls_ctx_free(cb);
@@ -470,9 +487,7 @@ static void tls_records(size_t read_cap)
     assert_int_equal(srv.errors, 0);
     buf_free(&want);
 
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
     tls_ctx_free(sa);
     tls_ctx_free(cb);
 }
@@ -499,9 +514,7 @@ static void test_tls_verify_fail(void **state)
     assert_int_equal(cli.last_err, ERR_TLS);
     assert_int_equal(srv.errors, 1);
     assert_int_equal(srv.opens + cli.opens + srv.secured + cli.secured, 0);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
     tls_ctx_free(sa);
     tls_ctx_free(cb);
 }
@@ -556,13 +569,10 @@ static void test_starttls(void **state)
     assert_int_equal(tls_client_ctx_new(a_cert, 1, NULL, NULL, &cctx), 0);
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     srv.on_open = starttls_server_open;
     srv.on_elem = starttls_server_elem;
     cli.on_elem = starttls_client_elem;
-    cli.on_connect = write_client_header;
     cli.tls_ctx = cctx;
     cli.servername = "a.example";
     connect_client(&l, &cli, NULL);
@@ -577,9 +587,7 @@ static void test_starttls(void **state)
     assert_string_equal(cli.log.data, "features\nproceed\nmessage:s0\nmessage:s1\n");
     assert_int_equal(srv.errors + cli.errors, 0);
 
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
     tls_ctx_free(starttls_server_ctx);
     tls_ctx_free(cctx);
 }
@@ -591,7 +599,6 @@ static void test_starttls(void **state)
 #define BP_MAX   (256 * 1024)
 #define BP_CHUNK 8000
 
-static struct buf bp_stanza;
 static int bp_client_ready;
 
 static void bp_client_open(struct peer *p, struct xml_node *hdr)
@@ -601,28 +608,28 @@ static void bp_client_open(struct peer *p, struct xml_node *hdr)
     bp_client_ready = 1;
 }
 
+/* A connected pair whose server has the backpressure marks above (and
+ * read_while_congested as given), whose client has stopped reading. */
+static void bp_pair(struct listener *l, struct peer *srv, struct peer *cli,
+                    int read_while_congested)
+{
+    tcp_pair(l, srv, cli);
+    l->opts.out_high = BP_HIGH;
+    l->opts.out_low = BP_LOW;
+    l->opts.out_max = BP_MAX;
+    l->opts.read_while_congested = read_while_congested;
+    cli->on_open = bp_client_open;
+    bp_client_ready = 0;
+    connect_client(l, cli, NULL);
+    RUN_UNTIL(bp_client_ready);
+}
+
 static void test_backpressure(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    l.opts.out_high = BP_HIGH;
-    l.opts.out_low = BP_LOW;
-    l.opts.out_max = BP_MAX;
-    cli.on_connect = write_client_header;
-    cli.on_open = bp_client_open;
-    bp_client_ready = 0;
-    connect_client(&l, &cli, NULL);
-    RUN_UNTIL(bp_client_ready);
-
-    buf_init(&bp_stanza);
-    buf_append_str(&bp_stanza, "<message id='big'><body>");
-    while (bp_stanza.len < BP_CHUNK - 20)
-        buf_append_str(&bp_stanza, "0123456789");
-    buf_append_str(&bp_stanza, "</body></message>");
-    struct rbuf *rb = rbuf_from_buf(&bp_stanza);
+    bp_pair(&l, &srv, &cli, 0);
+    struct rbuf *rb = big_message("big", BP_CHUNK);
 
     /* Write until the kernel's buffers are full and the queue stays over
      * the high-water mark after a flush. */
@@ -678,9 +685,7 @@ static void test_backpressure(void **state)
     RUN_UNTIL(srv.closed && cli.closed);
     assert_int_equal(srv.last_err, ERR_CLOSED);
     rbuf_unref(rb);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 static void test_backpressure_relay(void **state)
@@ -689,25 +694,8 @@ static void test_backpressure_relay(void **state)
      * still reads from its peer: two such relays cannot deadlock. */
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    l.opts.out_high = BP_HIGH;
-    l.opts.out_low = BP_LOW;
-    l.opts.out_max = BP_MAX;
-    l.opts.read_while_congested = 1;
-    cli.on_connect = write_client_header;
-    cli.on_open = bp_client_open;
-    bp_client_ready = 0;
-    connect_client(&l, &cli, NULL);
-    RUN_UNTIL(bp_client_ready);
-
-    struct buf big = BUF_INIT;
-    buf_append_str(&big, "<message id='big'><body>");
-    while (big.len < BP_CHUNK - 20)
-        buf_append_str(&big, "0123456789");
-    buf_append_str(&big, "</body></message>");
-    struct rbuf *rb = rbuf_from_buf(&big);
+    bp_pair(&l, &srv, &cli, 1);
+    struct rbuf *rb = big_message("big", BP_CHUNK);
     struct stream_stats st;
     for (;;) {
         while (stream_write_rbuf(srv.s, rb) == 0)
@@ -730,9 +718,7 @@ static void test_backpressure_relay(void **state)
     stream_close(cli.s);
     RUN_UNTIL(srv.closed && cli.closed);
     rbuf_unref(rb);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* ---- timeouts ---- */
@@ -741,13 +727,10 @@ static void test_idle_timeout(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     /* Long enough for the header to come first even on a loaded machine;
      * the test only waits for the event. */
     l.opts.idle_ms = 200;
-    cli.on_connect = write_client_header;
     connect_client(&l, &cli, NULL);
     /* The client says nothing after its header: the server times out and,
      * since its owner does nothing, sends connection-timeout and closes. */
@@ -757,29 +740,22 @@ static void test_idle_timeout(void **state)
     assert_int_equal(srv.last_cond, XML_SE_CONNECTION_TIMEOUT);
     assert_string_equal(cli.log.data, "error/connection-timeout\n");
     assert_int_equal(cli.stream_closes, 1);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 static void test_handshake_timeout(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     l.opts.handshake_ms = 200;
-    cli.on_connect = write_client_header;
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(srv.closed && cli.closed);
     assert_int_equal(srv.opens, 1);
     assert_int_equal(srv.last_err, ERR_TIMEOUT);
     assert_string_equal(srv.last_text, "handshake timeout");
     assert_string_equal(cli.log.data, "error/connection-timeout\n");
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 static void count_active_timer(uv_handle_t *h, void *arg)
@@ -810,11 +786,8 @@ static void test_established(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     srv.on_open = established_open;
-    cli.on_connect = write_client_header;
     struct stream_opts o;
     stream_opts_default(&o);
     o.handshake_ms = 0;
@@ -829,9 +802,7 @@ static void test_established(void **state)
     RUN_UNTIL(srv.closed && cli.closed);
     assert_int_equal(srv.errors, 1);
     assert_int_equal(srv.last_err, ERR_CLOSED);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* ---- closing ---- */
@@ -854,14 +825,11 @@ static void test_close_flushes(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     l.opts.out_max = 64 * 1024 * 1024;
     l.opts.out_high = 64 * 1024 * 1024;
     srv.on_open = close_server_open;
     cli.on_open = close_client_open;
-    cli.on_connect = write_client_header;
     connect_client(&l, &cli, NULL);
     /* The client reads nothing until the server has closed (so the whole
      * output was queued when stream_close was called). */
@@ -873,9 +841,7 @@ static void test_close_flushes(void **state)
     assert_int_equal(cli.elements_at_eof, CLOSE_N);
     assert_int_equal(cli.last_err, ERR_CLOSED);
     assert_int_equal(srv.errors, 0);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* More than loopback socket buffers hold, so that some is still queued
@@ -892,14 +858,10 @@ static uint64_t bytes_in_of(struct stream *s)
 static void big_close_server_open(struct peer *p, struct xml_node *hdr)
 {
     assert_int_equal(stream_write_str(p->s, SERVER_HDR), 0);
-    struct buf m = BUF_INIT;
-    buf_append_str(&m, "<message><body>");
-    while (m.len < 8000)
-        buf_append_str(&m, "0123456789");
-    buf_append_str(&m, "</body></message>");
+    struct rbuf *m = big_message("big", 8000);
     for (int i = 0; i < BIG_N; i++)
-        assert_int_equal(stream_write(p->s, m.data, m.len), 0);
-    buf_free(&m);
+        assert_int_equal(stream_write(p->s, m->data, m->len), 0);
+    rbuf_unref(m);
     stream_close(p->s);
 }
 
@@ -909,14 +871,11 @@ static void test_close_flushes_despite_bad_input(void **state)
      * what is still queued for it. */
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     l.opts.out_max = 64 * 1024 * 1024;
     l.opts.out_high = 64 * 1024 * 1024;
     srv.on_open = big_close_server_open;
     cli.on_open = close_client_open;
-    cli.on_connect = write_client_header;
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(cli.opens == 1 && srv.opens == 1);
     struct stream_stats st;
@@ -930,9 +889,7 @@ static void test_close_flushes_despite_bad_input(void **state)
     RUN_UNTIL(srv.closed && cli.closed);
     assert_int_equal(cli.elements, BIG_N);
     assert_int_equal(cli.elements_at_eof, BIG_N);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* ---- batching ---- */
@@ -959,11 +916,8 @@ static void test_batching(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     srv.on_open = batch_server_open;
-    cli.on_connect = write_client_header;
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(cli.elements == BATCH_COPIES + BATCH_REFS);
     struct stream_stats st;
@@ -979,9 +933,7 @@ static void test_batching(void **state)
     assert_int_equal(cst.bytes_in, st.bytes_out);
     stream_close(srv.s);
     RUN_UNTIL(srv.closed && cli.closed);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* ---- errors ---- */
@@ -990,10 +942,7 @@ static void test_parse_error(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    cli.on_connect = write_client_header;
+    tcp_pair(&l, &srv, &cli);
     cli.on_open = NULL;
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(cli.opens == 1);
@@ -1003,9 +952,7 @@ static void test_parse_error(void **state)
     assert_int_not_equal(srv.last_cond, XML_SE_NONE);
     assert_int_equal(strncmp(cli.log.data, "error/", 6), 0);
     assert_int_equal(srv.elements, 0);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* ---- hibernation of idle streams ---- */
@@ -1084,9 +1031,7 @@ static void test_hibernate(void **state)
     assert_int_equal(srv.stream_closes, 1);
     assert_int_equal(srv.errors + cli.errors, 0);
 
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
     tls_ctx_free(sa);
     tls_ctx_free(cb);
 }
@@ -1096,9 +1041,7 @@ static void test_connect_refused(void **state)
     /* A port that was just free: bind, learn it, close. */
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
+    tcp_pair(&l, &srv, &cli);
     listener_close(&l);
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(cli.closed);
@@ -1118,10 +1061,7 @@ static void test_abort(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    cli.on_connect = write_client_header;
+    tcp_pair(&l, &srv, &cli);
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(cli.opens == 1);
     struct sockaddr_storage ss;
@@ -1139,9 +1079,7 @@ static void test_abort(void **state)
     assert_int_equal(cli.errors, 0);
     stream_abort(NULL);
     stream_close(NULL);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 static int all_written(struct stream *s)
@@ -1157,10 +1095,7 @@ static void test_pause_resume(void **state)
 {
     struct peer srv, cli;
     struct listener l;
-    peer_init(&srv, 1);
-    peer_init(&cli, 0);
-    listen_tcp(&l, &srv);
-    cli.on_connect = write_client_header;
+    tcp_pair(&l, &srv, &cli);
     connect_client(&l, &cli, NULL);
     RUN_UNTIL(cli.opens == 1);
     struct stream_stats st;
@@ -1178,9 +1113,7 @@ static void test_pause_resume(void **state)
     assert_string_equal(srv.log.data, "message:c0\nmessage:c1\n");
     stream_close(cli.s);
     RUN_UNTIL(srv.closed && cli.closed);
-    listener_close(&l);
-    peer_done(&srv);
-    peer_done(&cli);
+    pair_done(&l, &srv, &cli);
 }
 
 /* Both ends of a socketpair adopted as Unix streams; a 7-byte read cap
