@@ -282,9 +282,9 @@ void sm_user_release(struct sm_user *u);
  * its chain, once u's holds are released (the caller has u held, e.g. by
  * a reload its stanza needs; the caller returns SM_HANDLED and changes
  * nothing). The handlers before the caller have run and run again: one
- * with side effects checks current->requeued and does them once. Once per event: false when it was
- * requeued already, or when no queued event is being handled (the caller
- * answers the stanza itself then). */
+ * with side effects checks current->requeued and does them once. Once
+ * per event: false when it was requeued already, or when no queued event
+ * is being handled (the caller answers the stanza itself then). */
 bool sm_user_requeue(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session
