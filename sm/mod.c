@@ -26,8 +26,10 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/jid.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/xml.h"
 #include "sm/mod.h"
 #include "sm/sm.h"
 
@@ -180,6 +182,16 @@ void sm_mods_free(struct sm *sm)
             sm->mods[i].def->free(&sm->mods[i]);
     sm->nmods = 0;
     sm->nslots = 0;
+}
+
+/* The envelope is sm.c's route_head: a c2s name and a domain (router
+ * names, at most JID_PART_MAX bytes each) and the session ID. */
+size_t sm_mod_stanza_max(void)
+{
+    static const char shape[] = "<r:route to='' from='' sid=''></r:route>";
+    struct xml_limits lim;
+    xml_limits_default(&lim);
+    return lim.max_stanza_bytes - (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN);
 }
 
 static_assert(sizeof(struct sm_user) % alignof(void *) == 0, "slots right after sm_user");

@@ -13,7 +13,10 @@
  * invalid jid, a duplicate group -> bad-request; an empty or overlong group
  * or name -> not-acceptable; past <limits><roster-items> -> not-allowed;
  * removing an item that is not there -> item-not-found; a roster query to
- * another account -> forbidden. Runs on the sm's loop.
+ * another account -> forbidden; a roster too big for one stanza (names and
+ * groups up to 1023 bytes make that possible well within the item limit)
+ * -> resource-constraint to the get, rather than a result that the router
+ * would refuse by ending the sm's connection. Runs on the sm's loop.
  */
 #include "autoconfig.h"
 
@@ -22,7 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+#include "common/log.h"
 #include "common/mem.h"
+#include "common/xml.h"
 #include "sm/mod.h"
 #include "sm/roster.h"
 
@@ -42,7 +48,17 @@ static void user_free(struct sm_mod *m, struct sm_user *u)
     u->roster = NULL;
 }
 
-static void roster_get(struct sm_sess *s, struct xml_node *iq, struct xml_node *q)
+/* Whether r, sent to a session, fits sm_mod_stanza_max (len: its size). */
+static bool fits_one_stanza(const struct xml_node *r, size_t *len)
+{
+    struct buf b = BUF_INIT;
+    xml_serialize(r, XML_NS_COMPONENT, &b);
+    *len = b.len;
+    buf_free(&b);
+    return *len <= sm_mod_stanza_max();
+}
+
+static int roster_get(struct sm_sess *s, struct xml_node *iq, struct xml_node *q)
 {
     struct sm_user *u = s->user;
     char ver[24];
@@ -56,9 +72,16 @@ static void roster_get(struct sm_sess *s, struct xml_node *iq, struct xml_node *
         struct htab_iter it;
         for (htab_iter_init(&it, u->roster->items); htab_iter_next(&it);)
             sm_roster_item_xml(rq, it.val);
+        size_t len;
+        if (!fits_one_stanza(r, &len)) {
+            log_warn("roster of %s not sent: %zu bytes, over the stanza size", u->jid->bare, len);
+            xml_free(r);
+            return SM_ERROR(XML_STE_RESOURCE_CONSTRAINT);
+        }
     }
     sm_deliver(u->sm, s, r);
     xml_free(r);
+    return SM_HANDLED;
 }
 
 /* RFC 6121 §2.5.2: removing an item cancels both subscriptions. */
@@ -181,8 +204,7 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
     if (strcmp(p->type, "get") == 0) {
         if (xml_child(q, NULL, NULL) != NULL)
             return SM_ERROR(XML_STE_BAD_REQUEST);
-        roster_get(p->sess, p->stanza, q);
-        return SM_HANDLED;
+        return roster_get(p->sess, p->stanza, q);
     }
     if (strcmp(p->type, "set") == 0)
         return roster_set(p->sess, p->stanza, q);

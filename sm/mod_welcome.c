@@ -57,23 +57,15 @@ static int on_create(struct sm_mod *m, struct sm_pkt *p)
     return SM_PASS;
 }
 
-/* The envelope around a stanza to a session (sm.c's route_head): the
- * c2s's name (a router name: at most JID_PART_MAX bytes), the domain and
- * the session ID. */
-static const char ROUTE_SHAPE[] = "<r:route to='' from='' sid=''></r:route>";
-
 /* ERR_CONFIG when the welcome from domain cannot be stored or delivered
  * for every account: its size is taken at its largest, for an account
  * whose node has JID_PART_MAX bytes, as stored (serialised as the core
  * stores it, under <limits><offline-bytes>) and as delivered (with the
- * <delay/> mod_message adds, in its envelope, under the stanza size the
- * sm reads stored messages with: xml_limits_default, which is also the
- * router's and the c2s's default <stanza-size>). */
+ * <delay/> mod_message adds, under sm_mod_stanza_max). */
 static int check_size(struct sm_mod *m, const char *domain)
 {
     const struct sm_config *cfg = m->sm->cfg;
-    struct xml_limits lim;
-    xml_limits_default(&lim);
+    size_t max = sm_mod_stanza_max();
     struct buf to = BUF_INIT, b = BUF_INIT;
     for (size_t i = 0; i < JID_PART_MAX; i++)
         buf_append_byte(&to, 'x');
@@ -87,7 +79,7 @@ static int check_size(struct sm_mod *m, const char *domain)
     xml_set_attr(d, "stamp", "0000-00-00T00:00:00.000Z"); /* mod_message's stamp() */
     buf_reset(&b);
     xml_serialize(st, XML_NS_COMPONENT, &b); /* as delivered (sm_deliver) */
-    size_t delivered = b.len + sizeof(ROUTE_SHAPE) - 1 + JID_PART_MAX + strlen(domain) + SM_SID_LEN;
+    size_t delivered = b.len;
     xml_free(root);
     buf_free(&b);
     buf_free(&to);
@@ -97,11 +89,12 @@ static int check_size(struct sm_mod *m, const char *domain)
                 stored, domain, cfg->offline_quota_bytes);
         return ERR_CONFIG;
     }
-    if (delivered > lim.max_stanza_bytes) {
+    if (delivered > max) {
         log_err("<welcome> is too big: up to %zu bytes as delivered to an account of %s, over "
-                "the %zu-byte stanza size limit (%zu bytes over; the sm reads stored messages "
-                "with this limit, and it is the router's and the c2s's default <stanza-size>)",
-                delivered, domain, lim.max_stanza_bytes, delivered - lim.max_stanza_bytes);
+                "the %zu-byte stanza size limit (%zu bytes over; the 256 KiB the sm reads stored "
+                "messages with, the router's and the c2s's default <stanza-size>, less the "
+                "routing envelope)",
+                delivered, domain, max, delivered - max);
         return ERR_CONFIG;
     }
     return 0;

@@ -80,6 +80,28 @@ def run(coro, timeout=120):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+def _why(what):
+    return what() if callable(what) else what
+
+
+def poll(cond, what, timeout=WAIT, step=0.05):
+    """Wait (bounded) until cond() is true, looking every step seconds;
+    past timeout an AssertionError saying what (a string, or a callable
+    that gives one when it fails, e.g. a log's tail)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, _why(what)
+        time.sleep(step)
+
+
+async def apoll(cond, what, timeout=WAIT, step=0.05):
+    """poll() for a coroutine: the loop runs while it waits."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, _why(what)
+        await asyncio.sleep(step)
+
+
 def stream_error_condition(el):
     """The condition name of a <stream:error>, or None if el is not one."""
     if el is None or el.tag != "{%s}error" % NS_STREAM:

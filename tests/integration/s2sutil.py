@@ -415,11 +415,33 @@ class S2SRaw(harness.Raw):
         self.queue = asyncio.Queue()
         self.task = asyncio.ensure_future(self._read())
 
+    async def secure(self, to, frm, cafile, cert=None, key=None):
+        """Open to 'to' as frm, STARTTLS (optional client certificate),
+        open again: the features of the secured stream."""
+        await self.open(to, frm)
+        await self.features()
+        await self.starttls(to, cafile, cert, key)
+        await self.open(to, frm)
+        return await self.features()
+
     async def sasl_external(self, authzid):
         self.send("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>" %
                   (NS_SASL, base64.b64encode(authzid.encode()).decode()))
         return await self.recv()
 
+
+
+async def marker_first(src, dst_comp, frm, to):
+    """What was refused reached no component: a marker from frm (a new
+    component of federation member src) to 'to' over a good link is the
+    first message dst_comp gets."""
+    c = await comp(src)
+    try:
+        c.send_message(mto=to, mfrom=frm, mbody="marker")
+        m = await dst_comp.expect(lambda s: s.name == "message", timeout=15)
+        assert m["body"] == "marker", m
+    finally:
+        await harness.close_all(c)
 
 
 def two_targets(first_port, second_port, service="_xmpp-server"):

@@ -387,3 +387,28 @@ class TableLock:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+# ---- offline rows and the stale roster (bounded waits)
+
+def offline_count(st, owner="bob"):
+    """How many messages owner (a local part) has stored offline."""
+    _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = '%s@%s'" % (owner, st.domain))
+    return int(out.strip())
+
+
+async def offline_reaches(st, n, what=None, owner="bob"):
+    """Wait (bounded) until owner has n messages stored offline."""
+    await harness.apoll(lambda: offline_count(st, owner) == n,
+                        what or (lambda: "offline count %d, not %d" % (offline_count(st, owner), n)))
+
+
+async def stale_roster(st, a):
+    """Make a's roster stale: the database refuses roster_items to the sm,
+    a roster set fails (internal-server-error) and so does the read that
+    follows (logged); the grant is the caller's to give back."""
+    st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
+    r = await a.iq("<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='carol@%s'/>"
+                   "</query></iq>" % st.domain, "s1")
+    assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
+    await harness.apoll(lambda: "not read again" in st["sm"].log(), "no failed roster read")

@@ -346,14 +346,10 @@ class _CredentialsLocker:
 
     def fetch_waiting(self):
         """Returns once one c2s query waits on the lock (bounded)."""
-        deadline = time.monotonic() + harness.WAIT * 2
-        while True:
-            _, out = self.s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
-                                    "usename = 'parley_c2s' AND wait_event_type = 'Lock'")
-            if out == "1":
-                return
-            assert time.monotonic() < deadline, "c2s's fetch never waited on the lock"
-            time.sleep(0.05)
+        harness.poll(lambda: self.s.pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE "
+            "usename = 'parley_c2s' AND wait_event_type = 'Lock'")[1] == "1",
+            "c2s's fetch never waited on the lock", harness.WAIT * 2)
 
     def close(self):
         if self.proc.poll() is None:
@@ -487,10 +483,8 @@ def test_connection_reset_before_accept_dropped_and_logged():
             sock.close()  # RST
         finally:
             c2s.signal(signal.SIGCONT)
-        deadline = time.monotonic() + harness.WAIT * 2
-        while "no peer address" not in c2s.log():
-            assert time.monotonic() < deadline, c2s.log()[-3000:]
-            time.sleep(0.05)
+        harness.poll(lambda: "no peer address" in c2s.log(), lambda: c2s.log()[-3000:],
+                     harness.WAIT * 2)
 
         async def go():
             raw = await until_served(s, "127.0.0.1", login=True)
@@ -648,14 +642,11 @@ def test_refused_connection_closed_before_an_ordinary_one():
             except OSError:
                 return True
 
-        deadline = time.monotonic() + harness.WAIT * 2
-        while not dropped(refused_):
-            assert time.monotonic() < deadline, "the refused connection was never dropped"
-            time.sleep(0.05)
+        harness.poll(lambda: dropped(refused_), "the refused connection was never dropped",
+                     harness.WAIT * 2)
         assert not dropped(ordinary)  # still within its close wait
-        while not dropped(ordinary):
-            assert time.monotonic() < deadline, "the ordinary connection was never dropped"
-            time.sleep(0.05)
+        harness.poll(lambda: dropped(ordinary), "the ordinary connection was never dropped",
+                     harness.WAIT * 2)
     finally:
         for sock in socks:
             sock.close()

@@ -30,10 +30,8 @@ def new_stack():
 
 
 def wait_log(d, text, count=1, timeout=harness.START_WAIT):
-    deadline = time.monotonic() + timeout
-    while d.log().count(text) < count:
-        assert time.monotonic() < deadline, "no %r in the log:\n%s" % (text, d.log()[-4000:])
-        time.sleep(0.05)
+    harness.poll(lambda: d.log().count(text) >= count,
+                 lambda: "no %r in the log:\n%s" % (text, d.log()[-4000:]), timeout)
 
 
 def test_kill_c2s_ends_its_sessions():

@@ -90,13 +90,7 @@ def test_bidi_peer_may_only_send_from_its_domain():
             await peer.expect_stream_error("invalid-from")
             # Nothing of it reached the component; the next thing it gets
             # is a marker over a good link.
-            cb = await s2sutil.comp(net.b)
-            try:
-                cb.send_message(mto="svc.a.test", mfrom="svc.b.test", mbody="marker")
-                m = await ca.expect(lambda s: s.name == "message", timeout=15)
-                assert m["body"] == "marker", m
-            finally:
-                await harness.close_all(cb)
+            await s2sutil.marker_first(net.b, ca, "svc.b.test", "svc.a.test")
         finally:
             control.set_result(None)
             await harness.close_all(ca)

@@ -258,21 +258,25 @@ def test_routes_reload_on_hup():
         run(go())
 
 
+async def idle_link_remade(net):
+    """A message from svc.a.test to svc.b.test, a's link closed idle, and
+    a second message (over a new link) arriving too."""
+    ca = await s2sutil.comp(net.a)
+    cb = await s2sutil.comp(net.b)
+    try:
+        ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
+        assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
+        await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
+        ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
+        assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
+    finally:
+        await harness.close_all(ca, cb)
+
+
 def test_idle_link_closed_and_remade():
     net = s2sutil.Federation(extra_a="  <limits><idle-timeout>500ms</idle-timeout></limits>\n")
     with s2sutil.running(net):
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
-                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
-                await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
-                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
+        run(idle_link_remade(net))
         assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
 
 
@@ -567,18 +571,7 @@ def test_dns_answers_cached():
     net.a.extra = ("  <dns servers='127.0.0.1:%d'/>\n"
                    "  <limits><idle-timeout>500ms</idle-timeout></limits>\n" % dns.port)
     with s2sutil.running(net, dns.close):
-        async def go():
-            ca = await s2sutil.comp(net.a)
-            cb = await s2sutil.comp(net.b)
-            try:
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="one")
-                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "one"
-                await net.a.wait_log("link svc.a.test -> svc.b.test idle: closed", timeout=10)
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="two")
-                assert (await cb.expect(lambda s: s.name == "message", timeout=15))["body"] == "two"
-            finally:
-                await harness.close_all(ca, cb)
-        run(go())
+        run(idle_link_remade(net))
         assert net.a.log().count("link svc.a.test -> svc.b.test ready") == 2
         assert dns.queries.count(("_xmpp-server._tcp.svc.b.test", "SRV")) == 1
         assert dns.queries.count(("host.b.test", "A")) == 1

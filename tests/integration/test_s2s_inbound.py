@@ -74,13 +74,7 @@ def test_spoofed_from_is_cut_off(fed):
             await r.expect_stream_error("invalid-from")
             # Nothing of it reached the component: a marker from a good link
             # is the first thing it gets.
-            ca = await s2sutil.comp(fed.a)
-            try:
-                ca.send_message(mto="svc.b.test", mfrom="svc.a.test", mbody="marker")
-                m = await cb.expect(lambda s: s.name == "message", timeout=15)
-                assert m["body"] == "marker", m
-            finally:
-                await harness.close_all(ca)
+            await s2sutil.marker_first(fed.a, cb, "svc.a.test", "svc.b.test")
         finally:
             r.close()
             await harness.close_all(cb)
@@ -92,11 +86,7 @@ def test_unauthenticated_stanza_is_invalid_from(fed):
         crt, key = fed.ca.issue("c.test")
         r = await s2sutil.S2SRaw.connect(fed.b.port)
         try:
-            await r.open("b.test", "c.test")
-            await r.features()
-            await r.starttls("b.test", fed.ca.cert, crt, key)
-            await r.open("b.test", "c.test")
-            await r.features()
+            await r.secure("b.test", "c.test", fed.ca.cert, crt, key)
             r.send("<message from='x@c.test' to='b.test'><body>hi</body></message>")
             await r.expect_stream_error("invalid-from")
         finally:
@@ -145,11 +135,7 @@ def test_unsolicited_dialback_answer(fed):
     async def go():
         r = await s2sutil.S2SRaw.connect(fed.b.port)
         try:
-            await r.open("b.test", "c.test")
-            await r.features()
-            await r.starttls("b.test", fed.ca.cert)
-            await r.open("b.test", "c.test")
-            await r.features()
+            await r.secure("b.test", "c.test", fed.ca.cert)
             # b.test never asked: a "valid" answer must not authenticate anything.
             r.send("<db:result from='c.test' to='b.test' type='valid'/>")
             await r.expect_stream_error("policy-violation")
@@ -162,11 +148,7 @@ def test_forged_verify_is_invalid(fed):
     async def go():
         r = await s2sutil.S2SRaw.connect(fed.b.port)
         try:
-            await r.open("b.test", "c.test")
-            await r.features()
-            await r.starttls("b.test", fed.ca.cert)
-            await r.open("b.test", "c.test")
-            await r.features()
+            await r.secure("b.test", "c.test", fed.ca.cert)
             r.send("<db:verify from='c.test' to='b.test' id='0123abcd'>%s</db:verify>" %
                    ("ab" * 32))
             el = await r.recv()
@@ -218,11 +200,7 @@ def test_pending_dialback_limit():
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
-                await r.open("b.test", "c.test")
-                await r.features()
-                await r.starttls("b.test", net.ca.cert)
-                await r.open("b.test", "c.test")
-                await r.features()
+                await r.secure("b.test", "c.test", net.ca.cert)
                 r.send("".join("<db:result from='c%d.test' to='b.test'>%s</db:result>" %
                                (i, "ab" * 32) for i in range(3)))
                 await r.expect_stream_error("policy-violation")
@@ -243,11 +221,7 @@ def test_invalid_dialback_results_close_stream():
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
-                await r.open("b.test", "c0.test")
-                await r.features()
-                await r.starttls("b.test", net.ca.cert)
-                await r.open("b.test", "c0.test")
-                await r.features()
+                await r.secure("b.test", "c0.test", net.ca.cert)
                 r.send("".join("<db:result from='c%d.test' to='b.test'>%s</db:result>" %
                                (i, "ab" * 32) for i in range(3)))
                 await r.expect_stream_error("policy-violation")
@@ -271,11 +245,7 @@ def test_verify_connections_per_ip_limit():
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
-                await r.open("b.test", "c0.test")
-                await r.features()
-                await r.starttls("b.test", net.ca.cert)
-                await r.open("b.test", "c0.test")
-                await r.features()
+                await r.secure("b.test", "c0.test", net.ca.cert)
                 r.send("<db:result from='c0.test' to='b.test'>%s</db:result>" % ("ab" * 32))
                 await net.b.wait_log("verifying with c0.test")
                 r.send("<db:result from='c1.test' to='b.test'>%s</db:result>" % ("ab" * 32))
@@ -306,11 +276,7 @@ def test_failed_bidi_stream_not_used_for_our_stanzas():
             cb = await s2sutil.comp(net.b)
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
-                await r.open("svc.b.test", "c.test")
-                await r.features()
-                await r.starttls("svc.b.test", net.ca.cert, crt, key)
-                await r.open("svc.b.test", "c.test")
-                await r.features()
+                await r.secure("svc.b.test", "c.test", net.ca.cert, crt, key)
                 r.send("<bidi xmlns='urn:xmpp:bidi'/>")
                 el = await r.sasl_external("c.test")
                 assert el.tag == "{%s}success" % s2sutil.NS_SASL, ET.tostring(el)
@@ -337,11 +303,7 @@ def test_dialback_claiming_our_own_domain_is_invalid(fed):
     async def go():
         r = await s2sutil.S2SRaw.connect(fed.b.port)
         try:
-            await r.open("b.test", "b.test")
-            await r.features()
-            await r.starttls("b.test", fed.ca.cert)
-            await r.open("b.test", "b.test")
-            await r.features()
+            await r.secure("b.test", "b.test", fed.ca.cert)
             r.send("<db:result from='b.test' to='b.test'>%s</db:result>" % ("ab" * 32))
             el = await r.recv(15)
             assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
@@ -360,11 +322,7 @@ def test_sasl_external_as_our_own_domain_refused(fed):
     async def go():
         r = await s2sutil.S2SRaw.connect(fed.b.port)
         try:
-            await r.open("b.test", "b.test")
-            await r.features()
-            await r.starttls("b.test", fed.ca.cert, crt, key)
-            await r.open("b.test", "b.test")
-            await r.features()
+            await r.secure("b.test", "b.test", fed.ca.cert, crt, key)
             el = await r.sasl_external("b.test")
             assert el.tag == "{%s}failure" % s2sutil.NS_SASL, ET.tostring(el)
         finally:
@@ -381,11 +339,7 @@ def test_dialback_for_unreachable_domain_is_invalid():
         async def go():
             r = await s2sutil.S2SRaw.connect(net.b.port)
             try:
-                await r.open("b.test", "c.test")
-                await r.features()
-                await r.starttls("b.test", net.ca.cert)
-                await r.open("b.test", "c.test")
-                await r.features()
+                await r.secure("b.test", "c.test", net.ca.cert)
                 r.send("<db:result from='c.test' to='b.test'>%s</db:result>" % ("ab" * 32))
                 el = await r.recv(15)
                 assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el
@@ -406,11 +360,7 @@ def test_dialback_spoof_refused_by_authoritative_server(fed):
         cb = await s2sutil.comp(fed.b)
         r = await s2sutil.S2SRaw.connect(fed.b.port)
         try:
-            await r.open("svc.b.test", "svc.a.test")
-            await r.features()
-            await r.starttls("svc.b.test", fed.ca.cert)
-            await r.open("svc.b.test", "svc.a.test")
-            await r.features()
+            await r.secure("svc.b.test", "svc.a.test", fed.ca.cert)
             r.send("<db:result from='svc.a.test' to='svc.b.test'>%s</db:result>" % ("cd" * 32))
             el = await r.recv(15)
             assert el is not None and el.tag == "{%s}result" % s2sutil.NS_DB, el

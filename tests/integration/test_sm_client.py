@@ -15,7 +15,8 @@ import pytest
 
 import harness
 import stack
-from smutil import FakeC2s, client, is_presence, login, logout_all, restart_sm, wait_for
+from smutil import (FakeC2s, client, is_presence, login, logout_all, offline_reaches, restart_sm,
+                    wait_for)
 
 
 @pytest.fixture
@@ -100,10 +101,7 @@ def test_offline_across_sm_and_pg_restart(st):
         try:
             for i in range(2):
                 a.send_message(mto=jid(st, "bob"), mbody="offline %d" % i, mtype="chat")
-            deadline = asyncio.get_running_loop().time() + harness.WAIT
-            while st.pg.psql("SELECT count(*) FROM offline")[1] != "2":
-                assert asyncio.get_running_loop().time() < deadline, "messages not stored"
-                await asyncio.sleep(0.05)
+            await offline_reaches(st, 2, "messages not stored")
         finally:
             await logout_all(a)
     harness.run(first())
@@ -141,10 +139,8 @@ def test_sm_restart_keeps_clients(st):
             await befriend(st, a, b)
             restart_sm(st)
             # The c2s re-announced both sessions: messages flow again.
-            deadline = asyncio.get_running_loop().time() + harness.START_WAIT
-            while st["sm"].log().split("sm ready")[-1].count("(resumed)") < 2:
-                assert asyncio.get_running_loop().time() < deadline, st["sm"].log()[-3000:]
-                await asyncio.sleep(0.05)
+            await harness.apoll(lambda: st["sm"].log().split("sm ready")[-1].count("(resumed)") >= 2,
+                                lambda: st["sm"].log()[-3000:], harness.START_WAIT)
             a.send_message(mto=jid(st, "bob", "desk"), mbody="after restart", mtype="chat")
             m = await asyncio.wait_for(b.inbox.get(), harness.WAIT)
             assert m["body"] == "after restart"
@@ -223,10 +219,8 @@ def test_presence_sent_while_sm_down_reaches_contacts(st):
         a.send_message(mto=jid(st, "bob"), mbody="marker", mtype="chat")
         await asyncio.wait_for(a.errors.get(), harness.WAIT)
         sm.start(wait=False)
-        deadline = asyncio.get_running_loop().time() + harness.START_WAIT
-        while sm.log().count("sm ready") <= n:
-            assert asyncio.get_running_loop().time() < deadline, sm.log()[-3000:]
-            await asyncio.sleep(0.05)
+        await harness.apoll(lambda: sm.log().count("sm ready") > n, lambda: sm.log()[-3000:],
+                            harness.START_WAIT)
 
     async def go():
         s2s = await st.router.raw_component("s2s")

@@ -17,7 +17,8 @@ import pytest
 
 import harness
 import smutil
-from smutil import FakeC2s, SmStack, error_of, is_message, is_presence, login, q
+from smutil import (FakeC2s, SmStack, error_of, is_message, is_presence, login, offline_count,
+                    offline_reaches, q, stale_roster)
 
 NICK = "{http://jabber.org/protocol/nick}nick"
 
@@ -38,31 +39,11 @@ def is_id(i):
     return lambda s: s.get("id") == i
 
 
-def offline_count(st, owner="bob"):
-    _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = '%s@%s'" % (owner, st.domain))
-    return int(out.strip())
-
-
-async def stale_roster(st, a):
-    """Make a's roster stale: the database refuses roster_items to the sm,
-    a roster set fails (internal-server-error) and so does the read that
-    follows (logged); the grant is the caller's to give back."""
-    st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
-    r = await a.iq("<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='carol@%s'/>"
-                   "</query></iq>" % st.domain, "s1")
-    assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
-    deadline = time.monotonic() + harness.WAIT
-    while "not read again" not in st["sm"].log():
-        assert time.monotonic() < deadline, "no failed roster read"
-        await asyncio.sleep(0.05)
-
-
-async def offline_reaches(st, n, what, owner="bob"):
-    """Wait (bounded) until owner has n messages stored offline."""
-    deadline = time.monotonic() + harness.WAIT
-    while offline_count(st, owner) != n:
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
+def requests(st, owner, what="count(*)"):
+    """what (an SQL expression) of owner's stored subscription requests."""
+    _, out = st.pg.psql("SELECT %s FROM subscription_requests WHERE owner = '%s@%s'"
+                        % (what, owner, st.domain))
+    return out.strip()
 
 
 def test_offline_quota_bytes_and_count():
@@ -118,15 +99,10 @@ def test_subscription_request_kept_reduced():
                    "<nick xmlns='http://jabber.org/protocol/nick'>Alice</nick>%s</presence>" %
                    (st.domain, status, junk))
             await a.nothing(lambda s: s.get("type") == "error")
-            deadline = time.monotonic() + harness.WAIT
-            while True:
-                _, out = st.pg.psql("SELECT octet_length(stanza) FROM subscription_requests "
-                                    "WHERE owner = 'bob@%s'" % st.domain)
-                if out.strip():
-                    break
-                assert time.monotonic() < deadline, "no request stored"
-                await asyncio.sleep(0.05)
-            assert int(out.strip()) < 2048, "stored request is %s bytes" % out.strip()
+            await harness.apoll(lambda: requests(st, "bob", "octet_length(stanza)"),
+                                "no request stored")
+            size = requests(st, "bob", "octet_length(stanza)")
+            assert int(size) < 2048, "stored request is %s bytes" % size
             b = await login(c, "bob@%s/b" % st.domain)
             r = await b.recv(is_presence(a.bare, "subscribe"), what="the stored request")
             s = r.find(q("status")).text
@@ -162,14 +138,8 @@ def test_subscription_request_keeps_status_in_its_language():
                    "</presence>" % st.domain)
             await a.nothing(lambda s: s.get("type") == "error")
             for user, text, lang in (("bob", "hallo", "de"), ("carol", "salut", "fr")):
-                deadline = time.monotonic() + harness.WAIT
-                while True:
-                    _, out = st.pg.psql("SELECT count(*) FROM subscription_requests "
-                                        "WHERE owner = '%s@%s'" % (user, st.domain))
-                    if out.strip() == "1":
-                        break
-                    assert time.monotonic() < deadline, "no request stored for " + user
-                    await asyncio.sleep(0.05)
+                await harness.apoll(lambda: requests(st, user) == "1",
+                                    "no request stored for " + user)
                 s = await login(c, "%s@%s/r" % (user, st.domain))
                 r = await s.recv(is_presence(a.bare, "subscribe"), what="the stored request")
                 got = [(x.text, x.get(XL)) for x in r.findall(q("status"))]
@@ -275,10 +245,7 @@ def test_missing_account_found_after_ttl():
             await asyncio.sleep(1.5)  # past the TTL (not an assertion)
             a.send(msg("carol@%s" % st.domain, "later", "c2"))
             await a.nothing(is_id("c2"))
-            deadline = time.monotonic() + harness.WAIT
-            while offline_count(st, "carol") != 1:
-                assert time.monotonic() < deadline, "message to carol not stored"
-                await asyncio.sleep(0.05)
+            await offline_reaches(st, 1, "message to carol not stored", owner="carol")
             c.close()
         harness.run(go())
     finally:
@@ -429,11 +396,8 @@ def test_stop_answers_pending_stanzas():
             stopped[0] = True
             # Both connections (the default pool) seen lost: the next store
             # waits for a connection instead of failing on a dead one.
-            deadline = time.monotonic() + harness.WAIT
-            while not all("database connection %d: " % i in st.daemons["sm"].log()
-                          for i in range(2)):
-                assert time.monotonic() < deadline, "sm did not see PostgreSQL go"
-                await asyncio.sleep(0.05)
+            await harness.apoll(lambda: all("database connection %d: " % i in st["sm"].log()
+                                            for i in range(2)), "sm did not see PostgreSQL go")
             a.send(msg("bob@%s" % st.domain, "pending", "m1"))
             await a.nothing(is_id("m1"))  # handled: its store waits for the database
             code = await asyncio.get_running_loop().run_in_executor(None, st.daemons["sm"].stop)

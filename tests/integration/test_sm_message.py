@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 import harness
-from smutil import FakeC2s, SmStack, error_of, is_message, login, q
+from smutil import FakeC2s, SmStack, error_of, is_message, login, offline_reaches, q, stale_roster
 
 DELAY = "{urn:xmpp:delay}delay"
 
@@ -88,17 +88,6 @@ def test_full_bare_and_priority(st):
     harness.run(go())
 
 
-async def stored(st, n):
-    """Wait (bounded) until bob has n offline messages in the database."""
-    deadline = asyncio.get_running_loop().time() + harness.WAIT
-    while True:
-        _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = 'bob@%s'" % st.domain)
-        if out.strip() == str(n):
-            return
-        assert asyncio.get_running_loop().time() < deadline, "offline count %s, not %d" % (out, n)
-        await asyncio.sleep(0.05)
-
-
 async def offline_round(st, bodies, stop=None):
     """alice sends bodies to offline bob; stop() runs; bob logs in and gets
     them once, in order, with delay stamps."""
@@ -108,7 +97,7 @@ async def offline_round(st, bodies, stop=None):
         a.send(msg("bob@%s" % st.domain, b, mid="m%d" % i))
     a.send(msg("bob@%s" % st.domain, "hl", type="headline"))  # not stored
     await a.nothing(lambda s: s.get("type") == "error")
-    await stored(st, len(bodies))
+    await offline_reaches(st, len(bodies))
     c.close()
     if stop:
         stop()
@@ -231,7 +220,7 @@ def test_large_offline_queue_delivered_once():
             for i in range(0, n, 5):  # paced: the router's queue to the sm is 256 KiB
                 for k in range(i, i + 5):
                     a.send(msg("bob@%s" % s.domain, "big%02d-" % k + "x" * size, mid="b%d" % k))
-                await stored(s, i + 5)
+                await offline_reaches(s, i + 5)
             c.close()
             c = await FakeC2s.connect(s)
             b = await login(c, "bob@%s/b" % s.domain)
@@ -239,7 +228,7 @@ def test_large_offline_queue_delivered_once():
                 m = await b.recv(lambda x: x.tag == q("message"), what="offline message %d" % i)
                 assert m.find(q("body")).text.startswith("big%02d-" % i)
             await b.nothing(lambda x: x.tag == q("message"))
-            await stored(s, 0)
+            await offline_reaches(s, 0)
             b.end()
             b = await login(c, "bob@%s/b2" % s.domain)
             await b.nothing(lambda x: x.tag == q("message"))
@@ -258,13 +247,13 @@ def test_bad_priority_does_not_flush_offline(st):
         c = await FakeC2s.connect(st)
         a = await login(c, "alice@%s/a" % st.domain)
         a.send(msg("bob@%s" % st.domain, "kept", mid="k1"))
-        await stored(st, 1)
+        await offline_reaches(st, 1)
         b = await login(c, "bob@%s/b" % st.domain, None)
         b.send("<presence id='p1'><priority>1000</priority></presence>")
         # A flush would hold bob's queue until its delete: the ping behind it
         # is answered after, so nothing here means no flush.
         await b.nothing(is_message("kept"))
-        await stored(st, 1)
+        await offline_reaches(st, 1)
         b.send(prio(0))
         await b.recv(is_message("kept"), what="offline message at a valid presence")
         c.close()
@@ -297,7 +286,7 @@ def test_offline_delete_is_exact(st):
         a = await login(c, "alice@%s/a" % st.domain)
         for i in range(2):
             a.send(msg("bob@%s" % st.domain, "on time %d" % i, mid="t%d" % i))
-        await stored(st, 2)
+        await offline_reaches(st, 2)
         lock = subprocess.Popen(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
                                  "-d", st.pg.dsn()], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -319,7 +308,7 @@ def test_offline_delete_is_exact(st):
         finally:
             lock.stdin.close()
             lock.wait(harness.WAIT)
-        await stored(st, 1)
+        await offline_reaches(st, 1)
         _, seqs = st.pg.psql("SELECT seq FROM offline")
         assert seqs.strip() == "1", seqs
         b.end()
@@ -336,7 +325,6 @@ def test_requeued_initial_presence_flushes_once(st):
     flush. The database refuses the flush's delete, so the rows stay: the
     presence handled again must not flush them a second time (each stored
     message arrives once)."""
-    R = "jabber:iq:roster"
 
     async def go():
         c = await FakeC2s.connect(st)
@@ -345,14 +333,7 @@ def test_requeued_initial_presence_flushes_once(st):
         b.send(msg("alice@%s" % st.domain, "stored one", mid="m1"))
         b.send(msg("alice@%s" % st.domain, "stored two", mid="m2"))
         await b.nothing(lambda s: s.get("type") == "error")
-        st.pg.psql("REVOKE SELECT, INSERT, UPDATE ON roster_items FROM parley_sm")
-        r = await a.iq("<iq type='set' id='s1'><query xmlns='%s'><item jid='carol@%s'/>"
-                       "</query></iq>" % (R, st.domain), "s1")
-        assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
-        deadline = asyncio.get_running_loop().time() + harness.WAIT
-        while "not read again" not in st.daemons["sm"].log():
-            assert asyncio.get_running_loop().time() < deadline, "no failed roster read"
-            await asyncio.sleep(0.05)
+        await stale_roster(st, a)
         st.pg.psql("GRANT SELECT, INSERT, UPDATE ON roster_items TO parley_sm")
         st.pg.psql("REVOKE DELETE ON offline FROM parley_sm")
         a.send("<presence/>")
@@ -404,10 +385,8 @@ def test_welcome_once_per_new_account():
         b = await login(c, "bob@%s/b" % st.domain)
         await b.nothing(lambda s: s.tag == q("message"))
         b.end()
-        deadline = asyncio.get_running_loop().time() + harness.WAIT
-        while "new account bob@%s not claimed" % st.domain not in st.daemons["sm"].log():
-            assert asyncio.get_running_loop().time() < deadline, "bob's claim not answered"
-            await asyncio.sleep(0.05)
+        await harness.apoll(lambda: "new account bob@%s not claimed" % st.domain
+                            in st["sm"].log(), "bob's claim not answered")
         assert seen_null("bob")  # neither the mark nor the welcome
         st.pg.psql("GRANT INSERT ON offline TO parley_sm")
         b = await login(c, "bob@%s/b2" % st.domain)

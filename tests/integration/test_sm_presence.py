@@ -18,6 +18,28 @@ from smutil import (FakeC2s, SmStack, is_presence, is_push, login, push_item, q)
 R = "jabber:iq:roster"
 
 
+async def remote_s2s(st):
+    """A raw component as the s2s: the router's default route, so that it
+    gets what the sm sends to remote domains."""
+    s2s = await st.router.raw_component("s2s")
+    s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
+    await s2s.expect(lambda el: el.tag == "{%s}bind" % harness.NS_ROUTER and
+                     el.get("error") is None, what="default route bound")
+    return s2s
+
+
+async def before_marker(sess, s2s, remote):
+    """What s2s gets before a marker message sess sends to remote now."""
+    sess.send("<message to='%s' id='mark'><body>marker</body></message>" % remote)
+    seen = []
+    while True:
+        el = await s2s.recv()
+        assert el is not None, "s2s stream closed"
+        if el.tag == q("message") and el.get("id") == "mark":
+            return seen
+        seen.append(el)
+
+
 @pytest.fixture
 def st():
     s = SmStack(c2s=2)
@@ -331,10 +353,7 @@ def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
         return pred
 
     async def go():
-        s2s = await st.router.raw_component("s2s")
-        s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
-        await s2s.expect(lambda el: el.tag == "{%s}bind" % harness.NS_ROUTER and
-                         el.get("error") is None, what="default route bound")
+        s2s = await remote_s2s(st)
         c = await FakeC2s.connect(st)
         a = await login(c, "alice@%s/a" % st.domain)
         b = await login(c, "bob@%s/b" % st.domain, "<presence><status>here</status></presence>")
@@ -351,14 +370,7 @@ def test_replayed_presence_after_sm_restart_not_rebroadcast(st):
         await a.recv(lambda s: is_presence(b.jid, None)(s) and s.find(q("status")) is not None,
                      what="bob's replayed presence at alice")
         # The remote contact gets nothing before bob's marker, then the change.
-        b.send("<message to='%s' id='mark'><body>marker</body></message>" % remote)
-        seen = []
-        while True:
-            el = await s2s.recv()
-            assert el is not None, "s2s stream closed"
-            if el.tag == q("message") and el.get("id") == "mark":
-                break
-            seen.append(el)
+        seen = await before_marker(b, s2s, remote)
         assert not [e for e in seen if to_remote()(e)], \
             "replay re-broadcast: %s" % [ET.tostring(e)[:200] for e in seen]
         b.send("<presence><status>away now</status></presence>")
@@ -533,10 +545,7 @@ def test_preapproval_cancel_not_routed(st):
     x, y = "x@remote.test", "y@remote.test"
 
     async def go():
-        s2s = await st.router.raw_component("s2s")
-        s2s.send("<r:bind xmlns:r='%s' default='true'/>" % harness.NS_ROUTER)
-        await s2s.expect(lambda el: el.tag == "{%s}bind" % harness.NS_ROUTER and
-                         el.get("error") is None, what="default route bound")
+        s2s = await remote_s2s(st)
         c = await FakeC2s.connect(st)
         a = await login(c, "alice@%s/a" % st.domain)
         await interested(a)
@@ -548,14 +557,7 @@ def test_preapproval_cancel_not_routed(st):
                  % (y, a.bare))
         await a.recv(is_presence(y, "subscribe"), what="y's request")
         a.send(pres(y, "unsubscribed"))
-        a.send("<message to='%s' id='mark'><body>marker</body></message>" % x)
-        seen = []
-        while True:
-            el = await s2s.recv()
-            assert el is not None, "s2s stream closed"
-            if el.tag == q("message") and el.get("id") == "mark":
-                break
-            seen.append(el)
+        seen = await before_marker(a, s2s, x)
         to = [(e.get("to"), e.get("type")) for e in seen if e.tag == q("presence")]
         assert (y, "unsubscribed") in to, to
         assert not [t for t in to if t[0] == x], to

@@ -146,3 +146,46 @@ def test_pending_requests_limit(st):
                          s.get("type") == "subscribe", what="request %d" % i)
         c.close()
     harness.run(go())
+
+
+def test_roster_too_big_for_one_stanza():
+    """Names and groups may each take 1023 bytes, so a roster well within
+    <limits><roster-items> can outgrow one stanza (256 KiB at the router).
+    Its get is answered resource-constraint (and logged) instead of with a
+    result the router would refuse by ending the sm's connection: the
+    router link stays up (a ping right after is answered, the sm logs no
+    lost stream), and a versioned get that needs no items still works."""
+    st = SmStack()
+    st.start()
+    st.add_user("alice", "pw")
+    groups = ["%s%02d" % ("g" * 1000, i) for i in range(30)]
+
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        for i in range(10):  # about 32 KB each
+            r = await a.iq(set_item("c%d@x.test" % i, "s%d" % i, name="n" * 1000, groups=groups),
+                           "s%d" % i)
+            assert r.get("type") == "result", error_of(r)
+        r = await a.iq(get(), "g")
+        assert error_of(r) == ("wait", "resource-constraint"), error_of(r)
+        r = await a.iq("<iq type='get' id='p' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                       % st.domain, "p")
+        assert r.get("type") == "result"
+        # The refused get made the session interested: a change is pushed,
+        # and a get with the pushed version needs no items.
+        r = await a.iq(set_item("c0@x.test", "s10", name="short"), "s10")
+        assert r.get("type") == "result", error_of(r)
+        push = await a.recv(is_push("c0@x.test"))
+        ver = push.find("{%s}query" % R).get("ver")
+        r = await a.iq(get(ver, "g2"), "g2")
+        assert r.get("type") == "result" and r.find("{%s}query" % R) is None
+        c.close()
+
+    try:
+        harness.run(go())
+        log = st["sm"].log()
+        assert "roster of alice@%s not sent" % st.domain in log
+        assert "router ended the stream" not in log
+    finally:
+        st.finish()

@@ -3,12 +3,10 @@ tested at the protocol level: the test speaks as c2s-1 over the real router
 (a raw internal component), against a real parley-sm and PostgreSQL.
 """
 
-import asyncio
-
 import pytest
 
 import harness
-from smutil import FakeC2s, SmStack, error_of, q
+from smutil import FakeC2s, SmStack, error_of, offline_reaches, q
 
 PING = "<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
 
@@ -125,10 +123,8 @@ def test_end_and_c2s_down(st):
         await c.control("started", sid2)
         c.close()
         # The router notifies c2s-1 down; the sm ends its session.
-        deadline = asyncio.get_running_loop().time() + harness.WAIT
-        while "session %s of %s ended" % (sid2, a) not in st["sm"].log():
-            assert asyncio.get_running_loop().time() < deadline, st["sm"].log()[-3000:]
-            await asyncio.sleep(0.05)
+        await harness.apoll(lambda: "session %s of %s ended" % (sid2, a) in st["sm"].log(),
+                            lambda: st["sm"].log()[-3000:])
         # A new c2s-1 starts from nothing and can log in again.
         c = await FakeC2s.connect(st)
         sid3 = c.start(a)
@@ -195,17 +191,6 @@ def test_c2s_error_for_unknown_session_reaches_sender(st):
     harness.run(go())
 
 
-async def offline_count(st, owner, n):
-    """Wait (bounded) until owner has n offline messages in the database."""
-    deadline = asyncio.get_running_loop().time() + harness.WAIT
-    while True:
-        _, out = st.pg.psql("SELECT count(*) FROM offline WHERE owner = '%s'" % owner)
-        if out.strip() == str(n):
-            return
-        assert asyncio.get_running_loop().time() < deadline, "offline count %s, not %d" % (out, n)
-        await asyncio.sleep(0.05)
-
-
 def test_end_while_start_pending_leaves_no_session(st):
     """An end that arrives while the start's account check is under way ends
     the session the start then creates: no ghost keeps taking messages."""
@@ -220,7 +205,7 @@ def test_end_while_start_pending_leaves_no_session(st):
         c.send(a, "alice@%s/a" % st.domain,
                "<message to='%s' type='chat' id='g1'><body>hi</body></message>" % ghost)
         # No session for the full JID: the chat goes by the bare rules, offline.
-        await offline_count(st, "bob@%s" % st.domain, 1)
+        await offline_reaches(st, 1)
         await c.nothing_for(sid, a, "alice@%s/a" % st.domain)
         c.close()
     harness.run(go())
@@ -241,17 +226,15 @@ def test_sessions_not_reannounced_after_router_loss_end(st):
         st.router.kill()  # no down notification: the sm keeps both sessions
         c.close()
         st.router.start()
-        deadline = asyncio.get_running_loop().time() + harness.START_WAIT
-        while st.sm_ready_count() == n:
-            assert asyncio.get_running_loop().time() < deadline, "the sm did not reconnect"
-            await asyncio.sleep(0.05)
+        await harness.apoll(lambda: st.sm_ready_count() != n, "the sm did not reconnect",
+                            harness.START_WAIT)
         c = await FakeC2s.connect(st)
         await c.control("announce", timeout=harness.START_WAIT)
         c.start(A, sid=a, resume=True)  # bob's client left while the router was away
         await c.control("started", a)
         c.route("<announced xmlns='urn:parley:session'/>")
         c.send(a, A, "<message to='%s' type='chat' id='g2'><body>hi</body></message>" % B)
-        await offline_count(st, "bob@%s" % st.domain, 1)
+        await offline_reaches(st, 1)
         await c.nothing_for(b, a, A)
         c.close()
     harness.run(go())
@@ -277,7 +260,7 @@ def test_message_returned_whole_by_c2s_is_delivered_again(st):
                 "type='error'><body>again</body><error type='cancel'><service-unavailable "
                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % (a, b),
                 key="bob@%s" % st.domain)
-        await offline_count(st, "bob@%s" % st.domain, 1)
+        await offline_reaches(st, 1)
         await c.nothing_for(sa, sa, a, lambda s: s.get("id") == "m2")
         c.close()
     harness.run(go())
