@@ -1,12 +1,18 @@
 /*
  * mod.c - the sm's modules: one static table of what is compiled in, the
- * list etc/sm.xml enables (in order), and the hook chains.
+ * list etc/sm.xml enables, and the hook chains.
  *
- * <modules><module>roster</module>...</modules> names the modules to run,
- * in chain order; without <modules> every module of the table runs in the
- * table's order, which is the order that makes sense (roster before
- * presence, offline flush before the initial broadcast, the server's own
- * iq handlers last). Modules are never loaded from files (STYLE.md).
+ * <modules><module>roster</module>...</modules> names the modules to run;
+ * without <modules> every module of the table runs. The list's order is
+ * the order of each hook's chain, but no behaviour depends on it: the
+ * modules' handlers of one hook take disjoint stanzas (by kind and
+ * payload namespace), and what must follow another module's work hangs on
+ * the hook that work runs (mod_message's offline flush is on
+ * sess-available, which mod_presence runs once it recorded the presence).
+ * What does matter is that a module a module needs is there: checked
+ * here, with every name, before any module starts (deps below), so a list
+ * that would lose stanzas or fail every presence is refused at start.
+ * Modules are never loaded from files (STYLE.md).
  *
  * A chain runs the handlers of one hook in module order until one returns
  * something other than SM_PASS. Start-up and the sm's loop.
@@ -15,6 +21,8 @@
 
 #include <assert.h>
 #include <stdalign.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -60,16 +68,33 @@ static const struct sm_module_def *find(const char *name, size_t len)
     return NULL;
 }
 
+/* What a module cannot work without, and why (the start-up error says). */
+static const struct {
+    const struct sm_module_def *mod, *needs;
+    const char *why;
+} deps[] = {
+    {&sm_mod_presence_def, &sm_mod_roster_def,
+     "subscriptions and who gets a user's presence are roster items: every presence would fail "
+     "with internal-server-error"},
+    {&sm_mod_message_def, &sm_mod_presence_def,
+     "only presence makes a session available: every message to a bare JID would be stored "
+     "offline and never delivered"},
+    {&sm_mod_welcome_def, &sm_mod_message_def,
+     "the welcome is stored offline, and only message delivers what is stored"},
+};
+#define NDEPS (sizeof(deps) / sizeof(deps[0]))
+
+static bool listed(const struct sm_module_def *const *defs, size_t n,
+                   const struct sm_module_def *def)
+{
+    for (size_t i = 0; i < n; i++)
+        if (defs[i] == def)
+            return true;
+    return false;
+}
+
 static int add(struct sm *sm, const struct sm_module_def *def)
 {
-    for (size_t i = 0; i < sm->nmods; i++) {
-        if (sm->mods[i].def == def) {
-            log_err("<modules>: %s listed twice", def->name);
-            return ERR_CONFIG;
-        }
-    }
-    if (sm->nmods >= SM_MAX_MODS)
-        return ERR_CONFIG;
     struct sm_mod *m = &sm->mods[sm->nmods];
     m->def = def;
     m->sm = sm;
@@ -81,14 +106,11 @@ static int add(struct sm *sm, const struct sm_module_def *def)
     return rc;
 }
 
-int sm_mods_init(struct sm *sm, const struct xml_node *list)
+/* The modules <modules> names, in its order, into defs (NALL at most:
+ * each once); ERR_CONFIG, logged, for anything else. */
+static int parse_list(const struct xml_node *list, const struct sm_module_def **defs, size_t *n)
 {
-    if (list == NULL) {
-        for (size_t i = 0; i < NALL; i++)
-            if (add(sm, all[i]) != 0)
-                return ERR_CONFIG;
-        return 0;
-    }
+    *n = 0;
     if (list->attrs != NULL) {
         log_err("<modules> takes no attributes");
         return ERR_CONFIG;
@@ -110,12 +132,46 @@ int sm_mods_init(struct sm *sm, const struct xml_node *list)
             len--;
         const struct sm_module_def *def = find(name, len);
         if (def == NULL) {
-            log_err("<modules>: no module named '%.*s'", (int)len, name);
+            char names[NALL * 16] = "";
+            for (size_t i = 0; i < NALL; i++)
+                snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                         i ? ", " : "", all[i]->name);
+            log_err("<modules>: no module named '%.*s' (there are: %s)", (int)len, name, names);
             return ERR_CONFIG;
         }
-        if (add(sm, def) != 0)
+        if (listed(defs, *n, def)) {
+            log_err("<modules>: %s listed twice", def->name);
             return ERR_CONFIG;
+        }
+        defs[(*n)++] = def;
     }
+    return 0;
+}
+
+int sm_mods_init(struct sm *sm, const struct xml_node *list)
+{
+    static_assert(NALL <= SM_MAX_MODS, "every module fits");
+    const struct sm_module_def *defs[NALL];
+    size_t n = NALL;
+    if (list == NULL)
+        memcpy(defs, all, sizeof(all));
+    else if (parse_list(list, defs, &n) != 0)
+        return ERR_CONFIG;
+    int rc = 0;
+    for (size_t i = 0; i < NDEPS; i++) {
+        if (listed(defs, n, deps[i].mod) && !listed(defs, n, deps[i].needs)) {
+            log_err("<modules>: module %s needs module %s (%s): add <module>%s</module> or "
+                    "leave out %s",
+                    deps[i].mod->name, deps[i].needs->name, deps[i].why, deps[i].needs->name,
+                    deps[i].mod->name);
+            rc = ERR_CONFIG;
+        }
+    }
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (add(sm, defs[i]) != 0)
+            return ERR_CONFIG;
     return 0;
 }
 

@@ -20,8 +20,9 @@
  *    (RFC 6121 §8.5.2.1.1 names it for a full offline store), if storage
  *    fails internal-server-error, and nothing is stored.
  *
- * Stored messages are delivered at the user's next initial presence with
- * priority >= 0, to that session, oldest first, each with a <delay/>
+ * Stored messages are delivered when a session of the user becomes
+ * available with priority >= 0 (its initial presence, or a presence that
+ * raises a negative priority), to that session, oldest first, each with a <delay/>
  * (from the domain, the time it was stored), in pages bounded in rows and
  * bytes; each page is deleted once written (exactly the rows it held: a
  * message stored meanwhile may have a lower seq than rows already seen,
@@ -30,11 +31,11 @@
  * (congested) is stored again by sm.c, so none is lost. The user is
  * held during the fetch and the delete, so two sessions coming online at
  * once cannot both get them (delivered once). If the session ends before
- * the fetch answers, nothing is deleted. A presence that another module
- * sends back to the queue (sm_user_requeue: mod_presence waiting for a
- * roster read) comes through here again: the session's slot (mdata)
- * remembers that its flush started, so it starts once. Runs on the sm's
- * loop.
+ * the fetch answers, nothing is deleted. The flush starts on the
+ * sess-available hook, which mod_presence runs once per presence that
+ * makes a session available with priority >= 0 (after a roster read it
+ * waited for, if any), so it starts once whatever the module order.
+ * Runs on the sm's loop.
  */
 #include "autoconfig.h"
 
@@ -272,27 +273,16 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
     sm_user_release(u);
 }
 
-static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
+/* The session became available with a non-negative priority (sm.h: run
+ * by mod_presence once, after it recorded the presence, so neither the
+ * module order nor a presence handled again after a roster read matters). */
+static int on_available(struct sm_mod *m, struct sm_pkt *p)
 {
-    /* The event whose flush started; cleared by the next event seen for the
-     * first time, so only the same event handled again matches. */
-    void **started = sm_mod_slot(p->sess->mdata, m);
-    struct sm_event *ev = p->user->current;
-    if (ev == NULL || !ev->requeued)
-        *started = NULL;
-    if (strcmp(p->kind, "presence") != 0 || p->to != NULL || p->type != NULL ||
-        (p->sess->available && p->sess->priority >= 0) || (ev != NULL && *started == ev))
-        return SM_PASS;
-    /* The session becomes available with a non-negative priority (this runs
-     * before mod_presence records the new presence). */
-    if (sm_priority(p->stanza) < 0)
-        return SM_PASS; /* negative, or refused by mod_presence (bad-request) */
     struct sm_user *u = p->user;
     struct flush *f = xcalloc(1, sizeof(*f));
     f->u = u;
     f->c2s = xstrdup(p->sess->c2s);
     memcpy(f->sid, p->sess->sid, sizeof(f->sid));
-    *started = ev; /* only compared: nothing to free */
     sm_user_hold(u);
     fetch_page(f);
     return SM_PASS;
@@ -307,10 +297,10 @@ static int on_features(struct sm_mod *m, struct sm_pkt *p)
 
 static int init(struct sm_mod *m)
 {
-    sm_hook_add(m, SM_HOOK_IN_SESS, on_in_sess);
+    sm_hook_add(m, SM_HOOK_SESS_AVAILABLE, on_available);
     sm_hook_add(m, SM_HOOK_PKT_USER, on_pkt_user);
     sm_hook_add(m, SM_HOOK_DISCO_FEATURES, on_features);
     return 0;
 }
 
-const struct sm_module_def sm_mod_message_def = {.name = "message", .init = init, .mdata = true};
+const struct sm_module_def sm_mod_message_def = {.name = "message", .init = init};

@@ -8,10 +8,12 @@
  * probes answered on the user's behalf.
  *
  * Per session (mdata): the set of full JIDs that got directed available
- * presence and are not subscribed, so that they get unavailable at the end
- * (§4.6.3). The session's last broadcast presence, priority and
- * availability live in struct sm_sess, where the core's message routing
- * reads them.
+ * presence and are not subscribed, or got it while the session was not
+ * available (subscribed or not: no broadcast covers them then), so that
+ * they get unavailable at the end (§4.6.3, §4.6.4), once: those the
+ * broadcast unavailable reaches (their bare JID) are skipped. The
+ * session's last broadcast presence, priority and availability live in
+ * struct sm_sess, where the core's message routing reads them.
  *
  * Addressing choices: subscription stanzas and probes go out from the
  * user's bare JID (§3.1.2, §4.3.1); a probe is answered with the last
@@ -167,6 +169,15 @@ static void unavailable_from(struct sm_user *u, const char *from_full, const cha
     send_type(u->sm, from_full, to, "unavailable");
 }
 
+/* Does the contact of full (or bare) JID jid get u's presence (from/both)? */
+static bool subscribed_to(struct sm_user *u, const char *jid)
+{
+    struct jid *j = sm_jid(u->sm, jid);
+    struct sm_roster_item *item = j != NULL ? sm_roster_find(u, j->bare) : NULL;
+    jid_free(j);
+    return item != NULL && sub_has_from(item->st.sub);
+}
+
 /* The session's presence ends: unavailable to subscribers, directed
  * recipients and own resources (§4.5.2). st: the client's unavailable,
  * or NULL when the session ended without one. */
@@ -182,7 +193,8 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
     xml_del_attr(own, "to");
     /* A resumed session this sm has not seen available may replay an
      * unavailable the contacts never got (SESSION.md: changed). */
-    if (s->available || (st != NULL && s->resumed && !s->restored && !s->initial)) {
+    bool broadcast = s->available || (st != NULL && s->resumed && !s->restored && !s->initial);
+    if (broadcast) {
         to_subscribers(u, own);
         to_own(u, s, own);
     }
@@ -195,6 +207,8 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
                 continue;
             memcpy(to, it.key, it.klen);
             to[it.klen] = '\0';
+            if (broadcast && subscribed_to(u, to))
+                continue; /* the broadcast to its bare JID reached it */
             xml_set_attr(own, "to", to);
             sm_route(u->sm, own);
         }
@@ -311,6 +325,7 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     if (prio == SM_PRIORITY_BAD)
         return SM_ERROR(XML_STE_BAD_REQUEST);
     bool first = !s->available;
+    bool reachable = s->available && s->priority >= 0;
     /* A resumed session's replayed presence is not sent to the contacts
      * again: after a router loss when this sm still had it, after an sm
      * restart always (the header comment says why). */
@@ -328,6 +343,11 @@ static int broadcast(struct sm_mod *m, struct sm_pkt *p)
     /* §4.2.2/§4.4.2: every available resource, the sender included (its
      * echo confirms the presence), except for a quiet replay. */
     to_own(s->user, quiet ? s : NULL, st);
+    if (!reachable && prio >= 0) {
+        /* Now it gets messages to the bare JID (sm.h: the offline flush). */
+        struct sm_pkt ap = {.stanza = st, .kind = p->kind, .sess = s, .user = s->user};
+        sm_hook_run(m->sm, SM_HOOK_SESS_AVAILABLE, &ap);
+    }
     if (first)
         initial(s, !quiet);
     else if (s->resumed && !s->kept && s->user->roster != NULL)
@@ -388,12 +408,15 @@ static int on_in_sess(struct sm_mod *m, struct sm_pkt *p)
         return outbound_sub(p->user, p->stanza, p->to, (enum sub_type)t);
     if (p->type != NULL && strcmp(p->type, "probe") == 0)
         return SM_HANDLED; /* probes are the server's business */
-    /* Directed presence (§4.6): remember who must get our unavailable. */
+    /* Directed presence (§4.6): remember who must get our unavailable:
+     * every target while the session is not available (before its
+     * initial presence or after its broadcast unavailable, §4.6.3: no
+     * broadcast would tell a subscriber), else those not subscribed. */
     struct jid *bare = jid_bare(p->to);
     struct sm_roster_item *it = sm_roster_find(p->user, bare->bare);
     bool subscribed = it != NULL && sub_has_from(it->st.sub);
     jid_free(bare);
-    if (p->type == NULL && !subscribed) {
+    if (p->type == NULL && (!subscribed || !p->sess->available)) {
         struct htab *d = directed(m, p->sess, true);
         if (htab_count(d) >= SM_MAX_DIRECTED && htab_get(d, p->to->full, p->to->full_len) == NULL)
             return SM_ERROR(XML_STE_RESOURCE_CONSTRAINT);

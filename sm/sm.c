@@ -682,8 +682,13 @@ static void restore(struct sm *sm, const struct xml_node *st)
  * carrying the message's payload: the message itself again (from and to
  * swapped back), to the addressee's bare JID, so that user delivery runs
  * again (another resource, or the offline store). Its original type is
- * lost with the error: it goes as normal, which the bare-JID rules treat
- * as chat. NULL when st is not such an error. */
+ * lost with the error (xml_make_error sets type='error', SESSION.md says
+ * nothing more): it goes as normal, which the bare-JID rules treat as
+ * chat. So RFC 6121 §8.5's type rules cannot be kept here: a headline or
+ * groupchat that raced its session's end is delivered again or stored as
+ * a normal message, where §8.5.2.2.1/§8.5.3.2.1 want it dropped or
+ * answered with an error. Keeping them needs the c2s to hand back the
+ * type (a SESSION.md change). NULL when st is not such an error. */
 static struct xml_node *returned_message(struct sm *sm, const struct xml_node *st)
 {
     struct xml_node *err = xml_child(st, NULL, "error");

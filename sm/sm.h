@@ -95,6 +95,10 @@ enum sm_hook {
                                pkt->user: an account's info, NULL: the server's */
     SM_HOOK_ROUND_END,      /* the re-announce round is over (pkt: user with
                                round_wait set; from its queue, behind the starts) */
+    SM_HOOK_SESS_AVAILABLE, /* a session's presence became available with a
+                               non-negative priority where it was unavailable or
+                               negative (pkt: sess, user, stanza: the presence;
+                               run by mod_presence once it recorded it) */
     SM_HOOK_COUNT
 };
 
@@ -282,10 +286,9 @@ void sm_user_release(struct sm_user *u);
  * its chain, once u's holds are released (the caller has u held, e.g. by
  * a reload its stanza needs; the caller returns SM_HANDLED and changes
  * nothing). The handlers before the caller have run and run again: one
- * with side effects checks current->requeued and does them once
- * (mod_message's offline flush). Once per event: false when it was
- * requeued already, or when no queued event is being handled (the caller
- * answers the stanza itself then). */
+ * with side effects checks current->requeued and does them once. Once
+ * per event: false when it was requeued already, or when no queued event
+ * is being handled (the caller answers the stanza itself then). */
 bool sm_user_requeue(struct sm_user *u);
 void sm_users_free(struct sm *sm);
 /* The session that gets a message to the bare JID: the available session

@@ -12,6 +12,7 @@ import pytest
 
 import harness
 import smutil
+import stack
 from smutil import (FakeC2s, SmStack, is_presence, is_push, login, push_item, q)
 
 R = "jabber:iq:roster"
@@ -433,6 +434,106 @@ def test_prober_gets_every_resource_replayed_after_sm_restart(st):
         await c.nothing_for(b.sid, b.sid, b.jid, is_presence("alice@%s" % st.domain, "unavailable"))
         c.close()
     harness.run(go())
+
+
+def test_directed_presence_before_initial_presence_gets_unavailable(st):
+    """§4.6.3: a session that is not available (no initial presence yet)
+    sends directed presence to a contact subscribed to it (both): no
+    broadcast will tell the contact anything, so the session's end sends
+    it unavailable. A bare-JID target likewise."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        a2 = await login(c, "alice@%s/a2" % st.domain, None)
+        a2.send("<presence to='%s'><status>hi</status></presence>" % b.jid)
+        await b.recv(is_presence(a2.jid, None), what="directed presence to bob/b")
+        a3 = await login(c, "alice@%s/a3" % st.domain, None)
+        a3.send("<presence to='%s'/>" % b.bare)
+        await b.recv(is_presence(a3.jid, None), what="directed presence to bob's bare JID")
+        a2.end()
+        await b.recv(is_presence(a2.jid, "unavailable"), what="unavailable at a2's end")
+        a3.end()
+        await b.recv(is_presence(a3.jid, "unavailable"), what="unavailable at a3's end")
+        c.close()
+    harness.run(go())
+
+
+def test_directed_then_initial_presence_one_unavailable(st):
+    """Directed presence to a subscribed contact before the initial
+    presence, then the initial presence and a broadcast unavailable: the
+    contact gets unavailable once (the broadcast), not again for the
+    directed presence, and nothing at the session's end."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        a2 = await login(c, "alice@%s/a2" % st.domain, None)
+        a2.send("<presence to='%s'/>" % b.jid)
+        await b.recv(is_presence(a2.jid, None), what="directed presence")
+        a2.send("<presence><status>in</status></presence>")
+        await b.recv(lambda s: is_presence(a2.jid, None)(s) and s.find(q("status")) is not None,
+                     what="a2's initial presence")
+        a2.send("<presence type='unavailable'/>")
+        await b.recv(is_presence(a2.jid, "unavailable"), what="a2's broadcast unavailable")
+        a2.end()
+        await b.nothing(is_presence(a2.jid, "unavailable"))
+        c.close()
+    harness.run(go())
+
+
+def test_directed_presence_after_broadcast_unavailable_gets_unavailable(st):
+    """§4.6.3: directed presence sent after the session's broadcast
+    unavailable (active, not available) to a subscribed contact: the
+    session's end sends that contact unavailable."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        a.send("<presence type='unavailable'/>")
+        await b.recv(is_presence(a.jid, "unavailable"), what="alice's broadcast unavailable")
+        a.send("<presence to='%s'/>" % b.jid)
+        await b.recv(is_presence(a.jid, None), what="directed presence after unavailable")
+        a.end()
+        await b.recv(is_presence(a.jid, "unavailable"), what="unavailable at alice's end")
+        c.close()
+    harness.run(go())
+
+
+def test_directed_presence_before_initial_real_clients():
+    """The same as a user sees it, with python3-slixmpp clients through
+    parley-c2s: alice (subscribed both ways with bob) logs in without
+    initial presence, sends bob directed presence and logs out; bob's client
+    learns she is unavailable."""
+    st = stack.Stack(c2s=1)
+    st.start()
+    try:
+        A, B = st.add_user("alice", "pw"), st.add_user("bob", "pw")
+        st.pg.psql("INSERT INTO roster_items (owner, jid, subscription) VALUES "
+                   "('%s', '%s', 'both'), ('%s', '%s', 'both')" % (A, B, B, A))
+
+        async def go():
+            b = await smutil.client(st, "bob", "desk")
+            a = await smutil.client(st, "alice", "home", presence=False)
+            try:
+                a.send_presence(pto=B + "/desk", pstatus="just you")
+                await smutil.wait_for(b.presences, lambda p: str(p["from"]) == A + "/home" and
+                                      p["type"] in ("available", ""), "alice's directed presence")
+                await smutil.logout_all(a)
+                await smutil.wait_for(b.presences, lambda p: str(p["from"]) == A + "/home" and
+                                      p["type"] == "unavailable", "alice's unavailable at logout")
+            finally:
+                await smutil.logout_all(a, b)
+        harness.run(go())
+        codes = st.stop()
+        print(st.logs()[-60000:])
+        assert codes["sm"] == 0, codes
+        assert not st.sanitizer_errors(), st.sanitizer_errors()[:5]
+    finally:
+        st.cleanup()
 
 
 def test_preapproval_cancel_not_routed(st):
