@@ -526,12 +526,32 @@ static int start_signal(struct daemon *d, uv_signal_t *h, int signum)
     return 0;
 }
 
+/* The signals the daemon handles. From the start of run() until their
+ * handlers are in place they stay blocked: the listeners are open from
+ * pre_jail on, so a supervisor (or a test) may already send HUP or TERM,
+ * whose default action would kill the process mid start-up. Blocked, they
+ * wait and reach the handlers when start_signals unblocks them. */
+static void handled_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 static int start_signals(struct daemon *d)
 {
     if (start_signal(d, &d->sig_term, SIGTERM) || start_signal(d, &d->sig_int, SIGINT) ||
         start_signal(d, &d->sig_hup, SIGHUP) || start_signal(d, &d->sig_usr1, SIGUSR1))
         return ERR_SYS;
     d->signals_ready = true;
+    sigset_t set;
+    handled_signals(&set);
+    if (sigprocmask(SIG_UNBLOCK, &set, NULL) != 0) {
+        log_err("sigprocmask: %s", strerror(errno));
+        return ERR_SYS;
+    }
     return 0;
 }
 
@@ -645,6 +665,12 @@ static int run(struct daemon *d)
      * with its own history of escapes): ask for the epoll path. Older
      * libuv ignores the variable. Single-threaded here, before any loop. */
     setenv("UV_USE_IO_URING", "0", 1);
+    sigset_t set;
+    handled_signals(&set);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+        log_err("sigprocmask: %s", strerror(errno));
+        return 1;
+    }
     int rc = uv_loop_init(&d->loop);
     if (rc != 0) {
         log_err("loop init: %s", uv_strerror(rc));
