@@ -290,11 +290,17 @@ static bool name_ok(struct xml_parser *p, const struct qname *q)
     return true;
 }
 
+/* ns (NUL-terminated) is the len bytes at uri (not terminated there). */
+static bool same_ns(const char *ns, const char *uri, size_t len)
+{
+    return strncmp(ns, uri, len) == 0 && ns[len] == '\0';
+}
+
 /* A copy of a namespace URI, shared with the parent when equal (the usual
  * case), so deep trees in one namespace store it once. */
 static const char *intern_ns(struct arena *a, const struct xml_node *parent, const struct qname *q)
 {
-    if (parent && strlen(parent->ns) == q->ns_len && memcmp(parent->ns, q->ns, q->ns_len) == 0)
+    if (parent && same_ns(parent->ns, q->ns, q->ns_len))
         return parent->ns;
     return arena_strndup(a, q->ns, q->ns_len);
 }
@@ -308,6 +314,10 @@ static void link_child(struct xml_node *parent, struct xml_node *n)
         parent->children = n;
     parent->last_child = n;
 }
+
+/* Attributes of an element whose split names and value lengths the check
+ * in build_elem keeps for building (more are split again: rare). */
+#define ATTRS_KEPT 16
 
 /* A new element for name/atts under parent, or (parent NULL) as the root of
  * a new arena. NULL after fail() if a limit is exceeded. */
@@ -326,16 +336,25 @@ static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent
         fail(p, XML_SE_POLICY_VIOLATION, "more than %u attributes", p->lim.max_attrs);
         return NULL;
     }
-    /* Check every attribute before allocating anything. */
-    for (const XML_Char **a = atts; *a; a += 2) {
+    /* Check every attribute before allocating anything; the first few
+     * split names and value lengths are kept for the build below. */
+    struct qname kept_q[ATTRS_KEPT];
+    size_t kept_len[ATTRS_KEPT];
+    unsigned i = 0;
+    for (const XML_Char **a = atts; *a; a += 2, i++) {
         struct qname aq;
         split_name(a[0], &aq);
         if (!name_ok(p, &aq))
             return NULL;
-        if (strlen(a[1]) > p->lim.max_text_len) {
+        size_t vlen = strlen(a[1]);
+        if (vlen > p->lim.max_text_len) {
             fail(p, XML_SE_POLICY_VIOLATION, "attribute value longer than %zu bytes",
                  p->lim.max_text_len);
             return NULL;
+        }
+        if (i < ATTRS_KEPT) {
+            kept_q[i] = aq;
+            kept_len[i] = vlen;
         }
     }
 
@@ -347,17 +366,25 @@ static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent
     n->name = arena_strndup(ar, q.local, q.local_len);
     n->prefix = q.prefix ? arena_strndup(ar, q.prefix, q.prefix_len) : NULL;
     struct xml_attr **tail = &n->attrs;
-    for (const XML_Char **a = atts; *a; a += 2) {
+    i = 0;
+    for (const XML_Char **a = atts; *a; a += 2, i++) {
         struct qname aq;
-        split_name(a[0], &aq);
+        size_t vlen;
+        if (i < ATTRS_KEPT) {
+            aq = kept_q[i];
+            vlen = kept_len[i];
+        } else {
+            split_name(a[0], &aq);
+            vlen = strlen(a[1]);
+        }
         struct xml_attr *at = arena_zalloc(ar, sizeof(*at));
         if (aq.ns_len) {
-            at->ns = strcmp(aq.ns, n->ns) == 0 ? n->ns : arena_strndup(ar, aq.ns, aq.ns_len);
+            at->ns = same_ns(n->ns, aq.ns, aq.ns_len) ? n->ns : arena_strndup(ar, aq.ns, aq.ns_len);
             at->prefix = aq.prefix ? arena_strndup(ar, aq.prefix, aq.prefix_len) : NULL;
         }
         at->name = arena_strndup(ar, aq.local, aq.local_len);
-        at->value_len = strlen(a[1]);
-        at->value = arena_strndup(ar, a[1], at->value_len);
+        at->value_len = vlen;
+        at->value = arena_strndup(ar, a[1], vlen);
         *tail = at;
         tail = &at->next;
     }
