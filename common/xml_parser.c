@@ -319,10 +319,19 @@ static void link_child(struct xml_node *parent, struct xml_node *n)
  * in build_elem keeps for building (more are split again: rare). */
 #define ATTRS_KEPT 16
 
+/* The first chunk of a top-level element's arena. A stanza's tree takes
+ * about three times its bytes (a 400-byte message: ~1.3 KB of nodes and
+ * strings), so with the arena's 1 KiB default most took a second chunk:
+ * two mallocs above the thread cache's sizes per stanza. This is one 4 KiB
+ * malloc, held only while the stanza is handled (kept stanzas are copies,
+ * sized to fit); the stream header keeps the default. */
+#define STANZA_ARENA_FIRST (4096 - 128)
+
 /* A new element for name/atts under parent, or (parent NULL) as the root of
- * a new arena. NULL after fail() if a limit is exceeded. */
+ * a new arena whose first chunk is first bytes (0: the default). NULL after
+ * fail() if a limit is exceeded. */
 static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent,
-                                   const XML_Char *name, const XML_Char **atts)
+                                   const XML_Char *name, const XML_Char **atts, size_t first)
 {
     struct qname q;
     split_name(name, &q);
@@ -358,7 +367,7 @@ static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent
         }
     }
 
-    struct arena *ar = parent ? parent->arena : arena_new(0);
+    struct arena *ar = parent ? parent->arena : arena_new(first);
     struct xml_node *n = arena_zalloc(ar, sizeof(*n));
     n->type = XML_ELEM;
     n->arena = ar;
@@ -456,7 +465,7 @@ static void stream_header(struct xml_parser *p, const XML_Char *name, const XML_
         fail(p, XML_SE_BAD_FORMAT, "first element is not a stream header");
         return;
     }
-    struct xml_node *hdr = build_elem(p, NULL, name, atts);
+    struct xml_node *hdr = build_elem(p, NULL, name, atts, 0);
     if (hdr == NULL)
         return;
     keep_wake_hdr(p, &q);
@@ -489,7 +498,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
         fail(p, XML_SE_POLICY_VIOLATION, "elements nested deeper than %u", p->lim.max_depth);
         return;
     }
-    struct xml_node *n = build_elem(p, p->cur, name, atts);
+    struct xml_node *n = build_elem(p, p->cur, name, atts, STANZA_ARENA_FIRST);
     if (n == NULL)
         return;
     if (p->cur == NULL) {
