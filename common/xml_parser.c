@@ -1224,13 +1224,20 @@ static bool lex_scan(struct lex *lx, const char *data, size_t len)
                 lx->st = c == '\'' ? LEX_SQ : c == '"' ? LEX_DQ : LEX_TAG;
             break;
         case LEX_TAG:
+            /* Names, '=' and spaces: only a quote or '>' matters, so
+             * those are skipped here rather than one switch each. */
+            while (c != '>' && c != '\'' && c != '"') {
+                if (++i == len)
+                    break;
+                c = data[i];
+            }
+            if (i == len)
+                continue;
             if (c == '>') {
                 lx->st = LEX_CONTENT;
                 may_end = true;
-            } else if (c == '\'') {
-                lx->st = LEX_SQ;
-            } else if (c == '"') {
-                lx->st = LEX_DQ;
+            } else {
+                lx->st = c == '\'' ? LEX_SQ : LEX_DQ;
             }
             break;
         case LEX_SQ:
