@@ -37,8 +37,11 @@ static void route_head(struct c2s *c, const char *to, const char *key, const cha
         xml_escape_attr(key, strlen(key), b);
         buf_append_byte(b, '\'');
     }
-    if (sid != NULL)
-        buf_printf(b, " sid='%s'", sid);
+    if (sid != NULL) { /* hex, ours: no escaping, and no printf per stanza */
+        buf_append_str(b, " sid='");
+        buf_append_str(b, sid);
+        buf_append_byte(b, '\'');
+    }
     buf_append_byte(b, '>');
 }
 

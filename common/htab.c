@@ -10,6 +10,7 @@
  */
 #include "autoconfig.h"
 
+#include <endian.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,12 +58,12 @@ struct htab {
         v2 = ROTL(v2, 32);                                                                         \
     } while (0)
 
+/* One load (gcc does not turn the byte-by-byte form into one). */
 static uint64_t load64le(const unsigned char *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return le64toh(v);
 }
 
 uint64_t htab_siphash(const unsigned char key[16], const void *data, size_t len)

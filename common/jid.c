@@ -667,6 +667,10 @@ void jid_cache_free(struct jid_cache *c)
 static void cache_touch(struct jid_cache *c, struct jid_cache_entry *e)
 {
     if (e->protected) {
+        /* Already the most recent (a JID looked up again for the same
+         * stanza): unlinking would touch two other entries for nothing. */
+        if (c->protected.head == e)
+            return;
         list_unlink(&c->protected, e);
         list_push_head(&c->protected, e);
         return;

@@ -290,11 +290,17 @@ static bool name_ok(struct xml_parser *p, const struct qname *q)
     return true;
 }
 
+/* ns (NUL-terminated) is the len bytes at uri (not terminated there). */
+static bool same_ns(const char *ns, const char *uri, size_t len)
+{
+    return strncmp(ns, uri, len) == 0 && ns[len] == '\0';
+}
+
 /* A copy of a namespace URI, shared with the parent when equal (the usual
  * case), so deep trees in one namespace store it once. */
 static const char *intern_ns(struct arena *a, const struct xml_node *parent, const struct qname *q)
 {
-    if (parent && strlen(parent->ns) == q->ns_len && memcmp(parent->ns, q->ns, q->ns_len) == 0)
+    if (parent && same_ns(parent->ns, q->ns, q->ns_len))
         return parent->ns;
     return arena_strndup(a, q->ns, q->ns_len);
 }
@@ -309,10 +315,23 @@ static void link_child(struct xml_node *parent, struct xml_node *n)
     parent->last_child = n;
 }
 
+/* Attributes of an element whose split names and value lengths the check
+ * in build_elem keeps for building (more are split again: rare). */
+#define ATTRS_KEPT 16
+
+/* The first chunk of a top-level element's arena. A stanza's tree takes
+ * about three times its bytes (a 400-byte message: ~1.3 KB of nodes and
+ * strings), so with the arena's 1 KiB default most took a second chunk:
+ * two mallocs above the thread cache's sizes per stanza. This is one 4 KiB
+ * malloc, held only while the stanza is handled (kept stanzas are copies,
+ * sized to fit); the stream header keeps the default. */
+#define STANZA_ARENA_FIRST (4096 - 128)
+
 /* A new element for name/atts under parent, or (parent NULL) as the root of
- * a new arena. NULL after fail() if a limit is exceeded. */
+ * a new arena whose first chunk is first bytes (0: the default). NULL after
+ * fail() if a limit is exceeded. */
 static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent,
-                                   const XML_Char *name, const XML_Char **atts)
+                                   const XML_Char *name, const XML_Char **atts, size_t first)
 {
     struct qname q;
     split_name(name, &q);
@@ -326,20 +345,29 @@ static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent
         fail(p, XML_SE_POLICY_VIOLATION, "more than %u attributes", p->lim.max_attrs);
         return NULL;
     }
-    /* Check every attribute before allocating anything. */
-    for (const XML_Char **a = atts; *a; a += 2) {
+    /* Check every attribute before allocating anything; the first few
+     * split names and value lengths are kept for the build below. */
+    struct qname kept_q[ATTRS_KEPT];
+    size_t kept_len[ATTRS_KEPT];
+    unsigned i = 0;
+    for (const XML_Char **a = atts; *a; a += 2, i++) {
         struct qname aq;
         split_name(a[0], &aq);
         if (!name_ok(p, &aq))
             return NULL;
-        if (strlen(a[1]) > p->lim.max_text_len) {
+        size_t vlen = strlen(a[1]);
+        if (vlen > p->lim.max_text_len) {
             fail(p, XML_SE_POLICY_VIOLATION, "attribute value longer than %zu bytes",
                  p->lim.max_text_len);
             return NULL;
         }
+        if (i < ATTRS_KEPT) {
+            kept_q[i] = aq;
+            kept_len[i] = vlen;
+        }
     }
 
-    struct arena *ar = parent ? parent->arena : arena_new(0);
+    struct arena *ar = parent ? parent->arena : arena_new(first);
     struct xml_node *n = arena_zalloc(ar, sizeof(*n));
     n->type = XML_ELEM;
     n->arena = ar;
@@ -347,17 +375,25 @@ static struct xml_node *build_elem(struct xml_parser *p, struct xml_node *parent
     n->name = arena_strndup(ar, q.local, q.local_len);
     n->prefix = q.prefix ? arena_strndup(ar, q.prefix, q.prefix_len) : NULL;
     struct xml_attr **tail = &n->attrs;
-    for (const XML_Char **a = atts; *a; a += 2) {
+    i = 0;
+    for (const XML_Char **a = atts; *a; a += 2, i++) {
         struct qname aq;
-        split_name(a[0], &aq);
+        size_t vlen;
+        if (i < ATTRS_KEPT) {
+            aq = kept_q[i];
+            vlen = kept_len[i];
+        } else {
+            split_name(a[0], &aq);
+            vlen = strlen(a[1]);
+        }
         struct xml_attr *at = arena_zalloc(ar, sizeof(*at));
         if (aq.ns_len) {
-            at->ns = strcmp(aq.ns, n->ns) == 0 ? n->ns : arena_strndup(ar, aq.ns, aq.ns_len);
+            at->ns = same_ns(n->ns, aq.ns, aq.ns_len) ? n->ns : arena_strndup(ar, aq.ns, aq.ns_len);
             at->prefix = aq.prefix ? arena_strndup(ar, aq.prefix, aq.prefix_len) : NULL;
         }
         at->name = arena_strndup(ar, aq.local, aq.local_len);
-        at->value_len = strlen(a[1]);
-        at->value = arena_strndup(ar, a[1], at->value_len);
+        at->value_len = vlen;
+        at->value = arena_strndup(ar, a[1], vlen);
         *tail = at;
         tail = &at->next;
     }
@@ -429,7 +465,7 @@ static void stream_header(struct xml_parser *p, const XML_Char *name, const XML_
         fail(p, XML_SE_BAD_FORMAT, "first element is not a stream header");
         return;
     }
-    struct xml_node *hdr = build_elem(p, NULL, name, atts);
+    struct xml_node *hdr = build_elem(p, NULL, name, atts, 0);
     if (hdr == NULL)
         return;
     keep_wake_hdr(p, &q);
@@ -462,7 +498,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
         fail(p, XML_SE_POLICY_VIOLATION, "elements nested deeper than %u", p->lim.max_depth);
         return;
     }
-    struct xml_node *n = build_elem(p, p->cur, name, atts);
+    struct xml_node *n = build_elem(p, p->cur, name, atts, STANZA_ARENA_FIRST);
     if (n == NULL)
         return;
     if (p->cur == NULL) {
@@ -1188,13 +1224,20 @@ static bool lex_scan(struct lex *lx, const char *data, size_t len)
                 lx->st = c == '\'' ? LEX_SQ : c == '"' ? LEX_DQ : LEX_TAG;
             break;
         case LEX_TAG:
+            /* Names, '=' and spaces: only a quote or '>' matters, so
+             * those are skipped here rather than one switch each. */
+            while (c != '>' && c != '\'' && c != '"') {
+                if (++i == len)
+                    break;
+                c = data[i];
+            }
+            if (i == len)
+                continue;
             if (c == '>') {
                 lx->st = LEX_CONTENT;
                 may_end = true;
-            } else if (c == '\'') {
-                lx->st = LEX_SQ;
-            } else if (c == '"') {
-                lx->st = LEX_DQ;
+            } else {
+                lx->st = c == '\'' ? LEX_SQ : LEX_DQ;
             }
             break;
         case LEX_SQ:

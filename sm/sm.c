@@ -132,20 +132,15 @@ struct jid *sm_jid(struct sm *sm, const char *s)
     return j;
 }
 
-int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st)
+/* sm_pkt_init with the sender already known: from is st's from attribute
+ * prepped (a new reference, or NULL for no from). */
+static int pkt_init_from(struct sm *sm, struct sm_pkt *p, struct xml_node *st, struct jid *from)
 {
     memset(p, 0, sizeof(*p));
     p->stanza = st;
     p->kind = st->name;
     p->type = xml_get_attr(st, "type");
-    /* A stanza the sm made for one of its own sessions (an iq result to a
-     * request that had no to) may have no from. */
-    const char *from = xml_get_attr(st, "from");
-    if (from != NULL) {
-        p->from = sm_jid(sm, from);
-        if (p->from == NULL)
-            return ERR_INVAL;
-    }
+    p->from = from;
     const char *to = xml_get_attr(st, "to");
     if (to != NULL) {
         p->to = sm_jid(sm, to);
@@ -153,6 +148,19 @@ int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st)
             return ERR_INVAL;
     }
     return 0;
+}
+
+int sm_pkt_init(struct sm *sm, struct sm_pkt *p, struct xml_node *st)
+{
+    /* A stanza the sm made for one of its own sessions (an iq result to a
+     * request that had no to) may have no from. */
+    const char *from = xml_get_attr(st, "from");
+    struct jid *j = from != NULL ? sm_jid(sm, from) : NULL;
+    if (from != NULL && j == NULL) {
+        memset(p, 0, sizeof(*p));
+        return ERR_INVAL;
+    }
+    return pkt_init_from(sm, p, st, j);
 }
 
 void sm_pkt_clear(struct sm_pkt *p)
@@ -399,17 +407,10 @@ static void to_user_instance(struct sm *sm, struct jid *j, const struct xml_node
     buf_free(&b);
 }
 
-void sm_route(struct sm *sm, struct xml_node *st)
+/* sm_route of st, whose to attribute j is (prepped; the caller's
+ * reference). */
+static void route_to(struct sm *sm, struct xml_node *st, struct jid *j)
 {
-    const char *to = xml_get_attr(st, "to");
-    struct jid *j = sm_jid(sm, to);
-    if (j == NULL) {
-        if (to == NULL)
-            log_debug("<%s/> without to dropped", st->name);
-        else
-            sm_bounce(sm, st, XML_STE_JID_MALFORMED);
-        return;
-    }
     if (sm_local_domain(sm, j) == NULL) {
         if (sm->comp != NULL)
             component_send(sm->comp, st);
@@ -423,6 +424,20 @@ void sm_route(struct sm *sm, struct xml_node *st)
     } else {
         to_user_here(sm, j, st);
     }
+}
+
+void sm_route(struct sm *sm, struct xml_node *st)
+{
+    const char *to = xml_get_attr(st, "to");
+    struct jid *j = sm_jid(sm, to);
+    if (j == NULL) {
+        if (to == NULL)
+            log_debug("<%s/> without to dropped", st->name);
+        else
+            sm_bounce(sm, st, XML_STE_JID_MALFORMED);
+        return;
+    }
+    route_to(sm, st, j);
     jid_free(j);
 }
 
@@ -502,8 +517,10 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
     struct sm *sm = s->user->sm;
     /* The c2s stamped from already; the sm does not rely on it. */
     xml_set_attr(st, "from", jid_full_str(s->jid));
+    const char *to = xml_get_attr(st, "to");
     struct sm_pkt p;
-    if (sm_pkt_init(sm, &p, st) != 0) {
+    /* That from is the session's JID, prepped already: no look-up. */
+    if (pkt_init_from(sm, &p, st, jid_dup(s->jid)) != 0) {
         sm_pkt_clear(&p);
         sm_bounce(sm, st, XML_STE_JID_MALFORMED);
         return;
@@ -520,7 +537,12 @@ void sm_pkt_sess(struct sm_sess *s, struct xml_node *st)
         sm_sess_bounce(s, st, SM_ERROR_COND(r));
     } else if (r == SM_PASS) {
         if (p.to != NULL) {
-            sm_route(sm, st);
+            /* A hook that readdressed st set a new string (xml_set_attr
+             * always copies): the same one is still p.to's. */
+            if (xml_get_attr(st, "to") == to)
+                route_to(sm, st, p.to);
+            else
+                sm_route(sm, st);
         } else if (strcmp(st->name, "presence") != 0) {
             /* RFC 6120 §10.3: no to means the account itself. */
             xml_set_attr(st, "to", jid_bare_str(s->user->jid));
@@ -624,7 +646,8 @@ static void from_session(struct sm *sm, const char *c2s, const char *sid, struct
     ev->kind = SM_EV_IN_SESS;
     ev->stanza = st;
     ev->c2s = xstrdup(c2s);
-    snprintf(ev->sid, sizeof(ev->sid), "%s", sid);
+    /* on_route checked sid's length (SM_SID_LEN): no formatting needed. */
+    memcpy(ev->sid, sid, SM_SID_LEN + 1);
     sm_user_post(u, ev);
 }
 

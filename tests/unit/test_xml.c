@@ -639,6 +639,41 @@ static void test_limit_attrs(void **state)
     assert_int_equal(frag_error("<a><b x='1' y='2' z='3'/></a>", &lim), XML_SE_POLICY_VIOLATION);
 }
 
+/* Every attribute keeps its name, namespace and value, also past the ones
+ * whose split names the parser keeps from its check (16), and an attribute
+ * in its element's namespace shares the element's copy of the URI. */
+static void test_many_attrs(void **state)
+{
+    struct buf doc = BUF_INIT, want = BUF_INIT;
+    buf_append_str(&doc, "<p:e xmlns:p='urn:p' xmlns:q='urn:q'");
+    buf_append_str(&want, "<{urn:p}p:e");
+    for (int i = 0; i < 40; i++) {
+        const char *pfx = i % 3 == 0 ? "p" : i % 3 == 1 ? "q" : NULL;
+        char val[32];
+        int vlen = snprintf(val, sizeof(val), "v%d%s", i, i % 2 ? "&amp;x" : "");
+        buf_printf(&doc, " %s%sa%d='%s'", pfx ? pfx : "", pfx ? ":" : "", i, val);
+        vlen -= i % 2 ? 4 : 0; /* &amp; is one byte */
+        buf_printf(&want, " {%s}%s:a%d=(%d:v%d%s)", pfx ? (*pfx == 'p' ? "urn:p" : "urn:q") : "-",
+                   pfx ? pfx : "-", i, vlen, i, i % 2 ? "&x" : "");
+    }
+    buf_append_str(&doc, "/>");
+    buf_append_str(&want, "></>");
+    buf_append_byte(&want, '\0');
+    char err[128];
+    struct xml_node *n = xml_parse_document(doc.data, doc.len, NULL, err, sizeof(err));
+    if (n == NULL)
+        fail_msg("parse failed: %s", err);
+    char *d = dump_str(n);
+    assert_string_equal(d, want.data);
+    for (const struct xml_attr *a = n->attrs; a; a = a->next)
+        if (a->ns != NULL && strcmp(a->ns, n->ns) == 0)
+            assert_ptr_equal(a->ns, n->ns);
+    free(d);
+    xml_free(n);
+    buf_free(&doc);
+    buf_free(&want);
+}
+
 static void test_limit_names(void **state)
 {
     struct xml_limits lim;
@@ -1417,6 +1452,7 @@ int main(void)
         cmocka_unit_test(test_limit_huge_stanza_refused_early),
         cmocka_unit_test(test_limit_depth),
         cmocka_unit_test(test_limit_attrs),
+        cmocka_unit_test(test_many_attrs),
         cmocka_unit_test(test_limit_names),
         cmocka_unit_test(test_limit_text),
         cmocka_unit_test(test_limit_header),
