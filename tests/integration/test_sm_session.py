@@ -169,9 +169,10 @@ def test_deleted_account_is_kicked(st):
 
 
 def test_c2s_error_for_unknown_session_reaches_sender(st):
-    """SESSION.md: a c2s that gets a stanza for a sid it does not know answers
-    with service-unavailable (an r:route without sid) and ends the session;
-    the sm routes the error to the original sender and forgets the session."""
+    """SESSION.md, Returned stanzas (the older form, still accepted): a c2s
+    that answers a stanza for a sid it does not know with service-unavailable
+    (an r:route without sid) and ends the session; the sm routes the error to
+    the original sender and forgets the session."""
     async def go():
         c = await FakeC2s.connect(st)
         a = "alice@%s/a" % st.domain
