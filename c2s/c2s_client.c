@@ -61,7 +61,7 @@ void c2s_client_down(struct c2s_client *cl)
     cl->state = CL_DOWN;
     /* The sm learns at once, not when the socket is gone (up to close_ms
      * later): meanwhile its stanzas for this session would be lost, while
-     * as an unknown sid they are answered (sm/SESSION.md). */
+     * as an unknown sid they are returned to it (sm/SESSION.md). */
     c2s_sess_end(cl);
 }
 

@@ -453,19 +453,28 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     }
 }
 
-/* A stanza for a session we do not have (sm/SESSION.md, Stanzas). */
+/* A stanza for a session we do not have (the client left, its end and the
+ * stanza crossed): back to the sm as the router returns an undeliverable
+ * r:route (sm/SESSION.md, Returned stanzas), to and from swapped,
+ * error='item-not-found', the stanza intact with its type, so that the sm
+ * applies the RFC 6121 §8.5 rules for it; then the end, so that the sm
+ * forgets a session it still believes in. */
 static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from, const char *sid)
 {
-    const char *type = xml_get_attr(stanza, "type");
-    bool answer = strcmp(stanza->name, "presence") != 0 &&
-                  (type == NULL || (strcmp(type, "error") != 0 && strcmp(type, "result") != 0));
-    if (answer && xml_make_error(stanza, XML_STE_SERVICE_UNAVAILABLE, NULL, NULL) == 0) {
-        struct buf b = BUF_INIT;
-        xml_serialize(stanza, XML_NS_COMPONENT, &b);
-        route_send(c, from, NULL, NULL, b.data, b.len);
-        buf_free(&b);
-    }
-    if (sid != NULL && strlen(sid) == C2S_SID_LEN)
+    struct buf b = BUF_INIT;
+    buf_reserve(&b, 1024 + 256); /* the serializer reserves 1,000 */
+    buf_append_str(&b, "<r:route to='");
+    xml_escape_attr(from, strlen(from), &b);
+    buf_append_str(&b, "' from='");
+    xml_escape_attr(c->cfg.router_name, strlen(c->cfg.router_name), &b);
+    buf_append_str(&b, "' sid='");
+    xml_escape_attr(sid, strlen(sid), &b);
+    buf_append_str(&b, "' error='item-not-found'>");
+    xml_serialize(stanza, XML_NS_COMPONENT, &b);
+    buf_append_str(&b, ROUTE_TAIL);
+    c2s_send_raw(c, b.data, b.len);
+    buf_free(&b);
+    if (strlen(sid) == C2S_SID_LEN)
         end_unknown(c, from, sid);
 }
 
@@ -487,7 +496,7 @@ void c2s_sess_from_router(struct c2s *c, struct xml_node *route)
     }
     struct c2s_client *cl = sid != NULL ? htab_get_str(c->sessions, sid) : NULL;
     if (cl == NULL || cl->closed || cl->state != CL_BOUND) {
-        if (from != NULL && (cl == NULL || cl->closed))
+        if (from != NULL && sid != NULL && (cl == NULL || cl->closed))
             unknown_sid(c, el, from, sid);
         return;
     }

@@ -701,38 +701,37 @@ static void restore(struct sm *sm, const struct xml_node *st)
     buf_free(&b);
 }
 
-/* A c2s's service-unavailable for a message to a session it no longer has,
- * carrying the message's payload: the message itself again (from and to
- * swapped back), to the addressee's bare JID, so that user delivery runs
- * again (another resource, or the offline store). Its original type is
- * lost with the error (xml_make_error sets type='error', SESSION.md says
- * nothing more): it goes as normal, which the bare-JID rules treat as
- * chat. So RFC 6121 §8.5's type rules cannot be kept here: a headline or
- * groupchat that raced its session's end is delivered again or stored as
- * a normal message, where §8.5.2.2.1/§8.5.3.2.1 want it dropped or
- * answered with an error. Keeping them needs the c2s to hand back the
- * type (a SESSION.md change). NULL when st is not such an error. */
-static struct xml_node *returned_message(struct sm *sm, const struct xml_node *st)
+/* A stanza our own envelope carried to a session that is gone, back with
+ * error='item-not-found' (returned by the router, or by the c2s that no
+ * longer has the sid: SESSION.md, Returned stanzas), whole and with its
+ * type. It is handled behind the session's end (on the user's queue) as if
+ * it arrived just after it, by the delivery policy (mod_message.c, RFC 6121
+ * §8.5), with one exception: a headline to the bare JID was one copy of a
+ * fan-out to every available resource (§8.5.2.1.1), so the others have
+ * theirs and it is dropped (a second delivery would duplicate it; with none
+ * left, §8.5.2.2.1 drops it too). So: chat to a full JID and chat or normal
+ * to the bare JID go to the user's best session now, or offline
+ * (§8.5.3.2.1, §8.5.2.1.1, §8.5.2.2.1); normal, headline and groupchat to a
+ * full JID and groupchat to the bare JID give the sender
+ * service-unavailable (§8.5.3.2.1, §8.5.2.1.1); an iq get or set gives
+ * service-unavailable, errors, results and presence are dropped (§8.5.3.2;
+ * RFC 6120 §8.3.1: an error is never answered). */
+static void returned(struct sm *sm, struct xml_node *st)
 {
-    struct xml_node *err = xml_child(st, NULL, "error");
-    if (strcmp(st->name, "message") != 0 || !type_is(st, "error") || err == NULL ||
-        xml_child(err, XML_NS_STANZAS, "service-unavailable") == NULL || xml_child_count(st) < 2)
-        return NULL;
-    struct jid *to = sm_jid(sm, xml_get_attr(st, "from"));
-    if (to == NULL || to->node == NULL || sm_local_domain(sm, to) == NULL ||
-        xml_get_attr(st, "to") == NULL) {
-        jid_free(to);
-        return NULL;
+    if (strcmp(st->name, "iq") == 0) {
+        sm_bounce(sm, st, XML_STE_SERVICE_UNAVAILABLE);
+        return;
     }
-    struct xml_node *m = xml_copy(st);
-    xml_set_attr(m, "from", xml_get_attr(st, "to"));
-    struct jid *bare = jid_bare(to);
-    xml_set_attr(m, "to", bare->bare);
-    jid_free(bare);
-    jid_free(to);
-    xml_del_attr(m, "type");
-    xml_detach(xml_child(m, NULL, "error")); /* freed with m's arena */
-    return m;
+    if (strcmp(st->name, "message") != 0 || type_is(st, "error"))
+        return;
+    if (type_is(st, "headline")) {
+        struct jid *to = sm_jid(sm, xml_get_attr(st, "to"));
+        bool copy = to != NULL && to->resource == NULL;
+        jid_free(to);
+        if (copy)
+            return;
+    }
+    sm_route(sm, st);
 }
 
 static void on_route(struct sm *sm, struct xml_node *env)
@@ -781,19 +780,15 @@ static void on_route(struct sm *sm, struct xml_node *env)
             }
             return;
         }
-        /* Our own envelope came back: that c2s (or session) is gone. A
-         * message goes to its addressee again, behind the end on the
-         * user's queue (another resource, or offline); a request gets
-         * its error. */
+        /* Our own envelope came back (from the router: that c2s is gone;
+         * from the c2s: it no longer has the session). The session ends,
+         * and its stanza is handled behind the end on the user's queue. */
         log_info("route to %s undeliverable (%s)", from ? from : "?", error);
         if (from != NULL && sid != NULL && to != NULL)
             sm_sess_post_end(sm, from, sid);
         if (inner != NULL && sid != NULL && is_stanza(inner)) {
             normalise_ns(inner);
-            if (strcmp(inner->name, "message") == 0 && !type_is(inner, "error"))
-                sm_route(sm, inner);
-            else if (strcmp(inner->name, "iq") == 0)
-                sm_bounce(sm, inner, XML_STE_SERVICE_UNAVAILABLE);
+            returned(sm, inner);
         }
         return;
     }
@@ -818,12 +813,11 @@ static void on_route(struct sm *sm, struct xml_node *env)
     }
     normalise_ns(inner);
     if (sid == NULL && is_stanza(inner)) {
-        /* Not from a session: the c2s's error for a stanza the sm sent to a
-         * session it no longer has (SESSION.md). A message that came back
-         * whole goes to its addressee again; anything else, to its sender. */
-        struct xml_node *orig = returned_message(sm, inner);
-        sm_route(sm, orig != NULL ? orig : inner);
-        xml_free(orig);
+        /* Not from a session: a c2s older than the returned envelope
+         * answering a stanza for a sid it no longer has with an error
+         * (SESSION.md, Returned stanzas: kept for an upgrade); the error
+         * goes to the original sender. */
+        sm_route(sm, inner);
         return;
     }
     if (sid == NULL || strlen(sid) != SM_SID_LEN || !is_stanza(inner)) {

@@ -7,11 +7,16 @@ ping and version of the server.
 """
 
 import asyncio
+import re
+import signal
+import xml.etree.ElementTree as ET
 
 import pytest
 
 import harness
-from smutil import FakeC2s, SmStack, error_of, is_message, login, offline_reaches, q, stale_roster
+import stack
+from smutil import (FakeC2s, SmStack, error_of, is_message, login, offline_count,
+                    offline_reaches, q, stale_roster)
 
 DELAY = "{urn:xmpp:delay}delay"
 
@@ -443,3 +448,197 @@ def test_fan_out_to_c2s_names_of_different_lengths():
         harness.run(go())
     finally:
         st.finish()
+
+
+# ---- stanzas the c2s returns: the session ended as the sm delivered to it
+# (sm/SESSION.md, Returned stanzas), with real clients through parley-c2s.
+# The race is made certain: the sm is stopped (SIGSTOP) while alice's
+# stanzas and then the end of bob's session reach its socket, in that
+# order (the router's counters say when); so it delivers them to a
+# session the c2s no longer has, and the c2s returns them.
+
+@pytest.fixture
+def real():
+    s = stack.Stack(c2s=1)
+    s.start()
+    for u in ("alice", "bob"):
+        s.add_user(u, "pw")
+    yield s
+    try:
+        codes = s.stop()
+        print(s.logs()[-60000:])
+        assert codes["sm"] == 0, codes
+        assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
+    finally:
+        s.cleanup()
+
+
+def cq(name):
+    return "{jabber:client}%s" % name
+
+
+def client_error(el):
+    """(type, condition) of a client stanza's error child, or None."""
+    err = el.find(cq("error"))
+    if err is None:
+        return None
+    conds = [c.tag.split("}", 1)[1] for c in err
+             if c.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}") and
+             not c.tag.endswith("}text")]
+    return err.get("type"), conds[0] if conds else None
+
+
+async def upto(r, pred, what):
+    """What the raw client r receives up to the first element with pred:
+    (that element, the ones before it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + harness.WAIT
+    seen = []
+    while True:
+        try:
+            el = await r.recv(max(deadline - loop.time(), 0.001))
+        except asyncio.TimeoutError:
+            raise AssertionError("no %s within %.1fs; got %s" %
+                                 (what, harness.WAIT, [ET.tostring(e)[:300] for e in seen]))
+        assert el is not None, "stream closed while waiting for %s" % what
+        if pred(el):
+            return el, seen
+        seen.append(el)
+
+
+async def raw_ping(st, r, mid):
+    """A ping to the server and its answer; what came before it."""
+    r.send("<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>" % (mid, st.domain))
+    return (await upto(r, lambda el: el.get("id") == mid, "answer to " + mid))[1]
+
+
+async def raw_login(st, user, resource, priority):
+    r = await stack.ClientRaw.connect_client(st)
+    await r.login_plain(user, "pw", resource)
+    r.send(prio(priority))
+    await raw_ping(st, r, "login")  # the sm has the presence
+    return r
+
+
+async def c2s_routed(st):
+    """How many r:route the router has taken from c2s-1 (its SIGUSR1 stats)."""
+    rx = r"stats: c2s-1 instances"
+    n = len(re.findall(rx, st.router.log()))
+    st.router.signal(signal.SIGUSR1)
+    lines = await st.router.wait_log(rx, n + 1)
+    return int(re.search(r"stanzas-in=(\d+)", lines[-1]).group(1))
+
+
+async def routed_reaches(st, n, what):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + harness.WAIT
+    while (got := await c2s_routed(st)) < n:
+        assert loop.time() < deadline, "%s: the router has %d r:route from c2s-1, not %d" % (
+            what, got, n)
+
+
+async def race(st, sender, stanzas, gone):
+    """sender's stanzas reach the sm, then the end of the raw client gone's
+    session, while the sm is stopped: it delivers them to gone's session."""
+    n = await c2s_routed(st)
+    st["sm"].signal(signal.SIGSTOP)
+    try:
+        for s in stanzas:
+            sender.send(s)
+        await routed_reaches(st, n + len(stanzas), "alice's stanzas")
+        gone.close()
+        await routed_reaches(st, n + len(stanzas) + 1, "the end of the closed session")
+    finally:
+        st["sm"].signal(signal.SIGCONT)
+
+
+def test_returned_by_c2s_keeps_its_type_and_a_headline_is_not_duplicated(real):
+    """A chat to the bare JID that went to bob's best session, gone, reaches
+    his other session as a chat; the headline that went to both sessions is
+    not delivered a second time (no duplicate), and alice gets no error."""
+    st = real
+
+    async def go():
+        a = await raw_login(st, "alice", "a", 0)
+        phone = await raw_login(st, "bob", "phone", 5)
+        desk = await raw_login(st, "bob", "desk", 1)
+        B = "bob@%s" % st.domain
+        try:
+            await race(st, a, [msg(B, "news", "headline", "h1"), msg(B, "hello", "chat", "c1")],
+                       phone)
+            m, before = await upto(desk, lambda el: el.get("id") == "c1", "the chat at bob/desk")
+            assert m.get("type") == "chat", ET.tostring(m)
+            assert m.findtext(cq("body")) == "hello"
+            heads = [e for e in before if e.get("id") == "h1"]
+            assert len(heads) == 1, [ET.tostring(e)[:300] for e in before]
+            later = await raw_ping(st, desk, "d-end")
+            assert not [e for e in later if e.get("id") in ("h1", "c1")], later
+            got = await raw_ping(st, a, "a-end")
+            assert not [e for e in got if e.get("id") in ("h1", "c1")], got
+            assert offline_count(st) == 0
+        finally:
+            a.close()
+            desk.close()
+    harness.run(go())
+
+
+def test_returned_by_c2s_by_type_with_no_other_session(real):
+    """bob's only session is gone as the sm delivers to it: the returned chat
+    is stored offline as a chat, the headline is neither stored nor
+    answered, the groupchat and the iq give alice service-unavailable."""
+    st = real
+
+    async def go():
+        a = await raw_login(st, "alice", "a", 0)
+        phone = await raw_login(st, "bob", "phone", 0)
+        B, P = "bob@%s" % st.domain, "bob@%s/phone" % st.domain
+        try:
+            await race(st, a, [msg(B, "news", "headline", "h2"), msg(B, "later", "chat", "c2"),
+                               msg(P, "room", "groupchat", "g2"),
+                               "<iq type='get' id='i2' to='%s'><query xmlns='urn:example:q'/>"
+                               "</iq>" % P], phone)
+            errors = {}
+            while set(errors) != {"g2", "i2"}:
+                e, _ = await upto(a, lambda el: el.get("type") == "error",
+                                  "alice's errors (has %s)" % sorted(errors))
+                errors[e.get("id")] = (e.tag, e.get("from"), client_error(e))
+            assert errors == {"g2": (cq("message"), P, ("cancel", "service-unavailable")),
+                              "i2": (cq("iq"), P, ("cancel", "service-unavailable"))}, errors
+            await offline_reaches(st, 1)
+            _, out = st.pg.psql("SELECT stanza FROM offline WHERE owner = '%s'" % B)
+            assert "type='chat'" in out or 'type="chat"' in out, out
+            assert "later" in out and "news" not in out, out
+            got = await raw_ping(st, a, "a-end")
+            assert not [e for e in got if e.get("id") in ("h2", "c2")], got
+        finally:
+            a.close()
+    harness.run(go())
+
+
+def test_c2s_returns_stanza_for_unknown_sid_as_the_router_would(real):
+    """parley-c2s sends a stanza for a sid it does not have back to whoever
+    routed it as the router returns an undeliverable r:route: to and from
+    swapped, error='item-not-found', the same sid, the stanza intact with
+    its type; then <end sid/> (SESSION.md, Returned stanzas)."""
+    st = real
+    R = "{%s}route" % harness.NS_ROUTER
+
+    async def go():
+        comp = await st.router.raw_component("s2s")  # no s2s daemon in this stack
+        sid = "0123456789abcdef0123456789abcdef"
+        comp.send("<r:route to='c2s-1' from='s2s' sid='%s'><message xmlns='jabber:component:accept'"
+                  " to='bob@%s/gone' from='carol@remote.test/r' type='headline' id='x1'>"
+                  "<body>b</body></message></r:route>" % (sid, st.domain))
+        back = await comp.expect(lambda el: el.tag == R and len(el) == 1 and
+                                 el[0].tag == "{jabber:component:accept}message", what="the return")
+        assert (back.get("to"), back.get("from"), back.get("sid"), back.get("error")) == \
+            ("s2s", "c2s-1", sid, "item-not-found"), back.attrib
+        m = back[0]
+        assert (m.get("type"), m.get("id"), m.get("to"), m.get("from")) == \
+            ("headline", "x1", "bob@%s/gone" % st.domain, "carol@remote.test/r"), m.attrib
+        assert m.findtext("{jabber:component:accept}body") == "b"
+        end = await comp.expect(lambda el: el.tag == R and len(el) == 1 and
+                                el[0].tag == "{urn:parley:session}end", what="the end")
+        assert end[0].get("sid") == sid
+        comp.close()
+    harness.run(go())

@@ -3,12 +3,15 @@ tested at the protocol level: the test speaks as c2s-1 over the real router
 (a raw internal component), against a real parley-sm and PostgreSQL.
 """
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
 import harness
-from smutil import FakeC2s, SmStack, error_of, offline_reaches, q
+from smutil import FakeC2s, SmStack, error_of, login, offline_count, offline_reaches, q
 
 PING = "<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+PRIO = "<presence><priority>%d</priority></presence>"
 
 
 @pytest.fixture
@@ -166,9 +169,10 @@ def test_deleted_account_is_kicked(st):
 
 
 def test_c2s_error_for_unknown_session_reaches_sender(st):
-    """SESSION.md: a c2s that gets a stanza for a sid it does not know answers
-    with service-unavailable (an r:route without sid) and ends the session;
-    the sm routes the error to the original sender and forgets the session."""
+    """SESSION.md, Returned stanzas (the older form, still accepted): a c2s
+    that answers a stanza for a sid it does not know with service-unavailable
+    (an r:route without sid) and ends the session; the sm routes the error to
+    the original sender and forgets the session."""
     async def go():
         c = await FakeC2s.connect(st)
         a = "alice@%s/a" % st.domain
@@ -240,11 +244,11 @@ def test_sessions_not_reannounced_after_router_loss_end(st):
     harness.run(go())
 
 
-def test_message_returned_whole_by_c2s_is_delivered_again(st):
-    """SESSION.md: a c2s's service-unavailable for a message to a session it
-    no longer has, with the message's payload: the sm ends the session and
-    delivers the message to the addressee again (here: offline), the sender
-    gets no error."""
+def test_message_returned_by_older_c2s_goes_to_sender(st):
+    """SESSION.md, Returned stanzas: an older c2s answers a message for a sid
+    it no longer has with service-unavailable carrying the payload (its
+    type lost); the sm routes that error to the sender, as any stanza error
+    (no delivery again as a normal message, nothing stored offline)."""
     async def go():
         c = await FakeC2s.connect(st)
         a = "alice@%s/a" % st.domain
@@ -260,7 +264,45 @@ def test_message_returned_whole_by_c2s_is_delivered_again(st):
                 "type='error'><body>again</body><error type='cancel'><service-unavailable "
                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % (a, b),
                 key="bob@%s" % st.domain)
-        await offline_reaches(st, 1)
+        e = await c.recv(sa, lambda s: s.get("id") == "m2")
+        assert e.get("type") == "error" and error_of(e)[1] == "service-unavailable"
+        assert e.get("from") == b
         await c.nothing_for(sa, sa, a, lambda s: s.get("id") == "m2")
+        assert offline_count(st) == 0
+        c.close()
+    harness.run(go())
+
+
+def returned(c, sid, stanza):
+    """The envelope parley-c2s sends back for a stanza to a sid it does not
+    have (SESSION.md, Returned stanzas): as the router returns one."""
+    c.raw.send("<r:route to='%s' from='%s' sid='%s' error='item-not-found'>%s</r:route>" %
+               (c.domain, c.name, sid,
+                ET.tostring(stanza, encoding="unicode")))
+
+
+def test_returned_chat_goes_to_other_session_headline_not_again(st):
+    """bob's best session is gone as the sm delivers to it: the c2s returns
+    the chat to the bare JID (its type with it) and the headline that went
+    to every session. The chat reaches bob's other session as a chat; the
+    headline is not delivered again (the other session had its copy)."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        phone = await login(c, "bob@%s/phone" % st.domain, PRIO % 5)
+        desk = await login(c, "bob@%s/desk" % st.domain, PRIO % 1)
+        a.send("<message to='%s' type='headline' id='h1'><body>news</body></message>" % phone.bare)
+        a.send("<message to='%s' type='chat' id='c1'><body>hi</body></message>" % phone.bare)
+        h = await phone.recv(lambda s: s.get("id") == "h1")
+        m = await phone.recv(lambda s: s.get("id") == "c1")
+        await desk.recv(lambda s: s.get("id") == "h1")
+        returned(c, phone.sid, h)
+        returned(c, phone.sid, m)
+        phone.end()
+        r = await desk.recv(lambda s: s.get("id") == "c1")
+        assert r.get("type") == "chat" and r.findtext(q("body")) == "hi"
+        await desk.nothing(lambda s: s.get("id") in ("h1", "c1"))
+        await a.nothing(lambda s: s.get("id") in ("h1", "c1"))
+        assert offline_count(st) == 0
         c.close()
     harness.run(go())
