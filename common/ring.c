@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "common/htab.h"
+#include "common/jid.h"
 #include "common/mem.h"
 #include "common/ring.h"
 
@@ -48,12 +49,14 @@ void ring_build(struct ring *r, const char *owner, const unsigned *slots, size_t
     if (n < 2)
         return;
     r->points = xreallocarray(NULL, n * RING_VNODES, sizeof(*r->points));
-    char key[512];
+    /* Owner names are domain names (at most JID_PART_MAX bytes): the key
+     * always fits whole, or long names would all hash alike. */
+    char key[JID_PART_MAX + sizeof("#4294967295#4294967295")];
     for (size_t i = 0; i < n; i++) {
         for (unsigned v = 0; v < RING_VNODES; v++) {
             int len = snprintf(key, sizeof(key), "%s#%u#%u", owner, slots[i], v);
             if (len < 0 || (size_t)len >= sizeof(key))
-                len = (int)sizeof(key) - 1; /* owner names are component names: short */
+                len = (int)sizeof(key) - 1; /* longer than any preparable name */
             struct ring_point *p = &r->points[r->n++];
             p->hash = ring_hash(key, (size_t)len);
             p->slot = slots[i];
