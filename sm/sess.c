@@ -713,11 +713,21 @@ static bool ring_parse(struct sm *sm, struct sm_ring *r, const struct xml_node *
         free(slots);
         return false;
     }
+    /* The router builds the ring with the name it prepped from our
+     * handshake (router/conn.c): so must we, or 'SM' and 'sm' would name
+     * different owners for half the users. */
+    const char *name = sm->cfg->router_name;
+    char *owner;
+    if (jid_prep_domain(name, strlen(name), &owner, NULL) != 0) {
+        free(slots);
+        return false;
+    }
     free(r->slots);
     r->slots = slots;
     r->n = n;
     r->gen = gen;
-    ring_build(&r->ring, sm->cfg->router_name, slots, n);
+    ring_build(&r->ring, owner, slots, n);
+    free(owner);
     r->known = true;
     return true;
 }

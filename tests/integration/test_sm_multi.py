@@ -14,6 +14,8 @@ import signal
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
+
 import harness
 import smutil
 import stack
@@ -417,13 +419,20 @@ def test_instances_join_and_leave():
 
 
 @contextlib.contextmanager
-def moving_stack(users, add=None):
+def moving_stack(users, add=None, router_name="sm"):
     """Two instances of a multi-instance sm with the users (add(st, u) also
     run for each), and a third, sm3, for the test to start; at the end the
-    two extra instances must stop cleanly with no sanitizer output."""
+    two extra instances must stop cleanly with no sanitizer output. The
+    instances name themselves router_name in their handshake (the router
+    preps it: 'SM' is the component sm)."""
     st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
     sm2 = sm_instance(st, "sm2")
     sm3 = sm_instance(st, "sm3")
+    for d in (st["sm"], sm2, sm3):
+        with open(d.config) as f:
+            text = f.read()
+        with open(d.config, "w") as f:
+            f.write(text.replace("<router name='sm' ", "<router name='%s' " % router_name))
     try:
         st.start()
         sm2.start()
@@ -1126,16 +1135,19 @@ async def until(cond, what):
         await asyncio.sleep(0.05)
 
 
-def test_ring_change_keeps_the_cached_users_it_does_not_move():
+@pytest.mark.parametrize("router_name", ["sm", "SM"])
+def test_ring_change_keeps_the_cached_users_it_does_not_move(router_name):
     """Twelve users with no session are cached (idle) on the two instances
     after w sends each an offline message. A third instance joins: a user it
     does not take is still cached where it was (the next message to it reads
     nothing from storage), one it takes is read by the new instance. There
     w asks a moved user x for a subscription. The third instance leaves: x
     goes back to its old instance, which forgot it when it moved (another
-    instance may change it meanwhile): x logs in and gets w's request."""
+    instance may change it meanwhile): x logs in and gets w's request.
+    With the instances named 'SM', the router's ring is the prepped name's,
+    and so must the instances' be to know which users moved."""
     users = ["u%d" % i for i in range(12)]
-    with moving_stack(["w"] + users) as (st, sm2, sm3):
+    with moving_stack(["w"] + users, router_name=router_name) as (st, sm2, sm3):
 
         async def go():
             c, (w,) = await logged_in(st, ["w"])
