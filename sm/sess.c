@@ -778,7 +778,7 @@ void sm_sess_ring(struct sm *sm, const char *domain, const struct xml_node *el, 
     if (ring_parse(sm, r, el) && was && r->gen == prev + 1) {
         sm_users_ring_moved(sm, domain);
     } else {
-        if (r->known)
+        if (r->known && was)
             log_notice("ring of %s: generation %llu follows %llu: a change was missed", domain,
                        (unsigned long long)r->gen, (unsigned long long)prev);
         if (r->known || was)
