@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "common/jid.h"
 #include "common/ring.h"
 
 #define NKEYS 5000
@@ -92,12 +93,31 @@ static void test_one_change_moves_only_its_keys(void **state)
     ring_clear(&r4);
 }
 
+/* An owner name as long as a domain may be (1023 bytes): its points still
+ * differ by slot, so users spread over both instances. */
+static void test_long_owner_name_spreads(void **state)
+{
+    (void)state;
+    char owner[JID_PART_MAX + 1];
+    memset(owner, 'a', JID_PART_MAX);
+    owner[JID_PART_MAX] = '\0';
+    unsigned slots[] = {0, 1};
+    struct ring r = {0};
+    ring_build(&r, owner, slots, 2);
+    unsigned count[2] = {0, 0};
+    for (int i = 0; i < 1000; i++)
+        count[slot_of(&r, slots, i)]++;
+    assert_true(count[0] > 200 && count[1] > 200);
+    ring_clear(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_does_not_matter),
         cmocka_unit_test(test_one_or_none),
         cmocka_unit_test(test_one_change_moves_only_its_keys),
+        cmocka_unit_test(test_long_owner_name_spreads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
