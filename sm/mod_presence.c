@@ -170,12 +170,28 @@ static void unavailable_from(struct sm_user *u, const char *from_full, const cha
 }
 
 /* Does the contact of full (or bare) JID jid get u's presence (from/both)? */
-static bool subscribed_to(struct sm_user *u, const char *jid)
+/* Whether the broadcast unavailable reached to already: a subscriber's
+ * bare JID, or an available session here of a local subscriber. A full JID
+ * elsewhere may be a resource that is not available, which the broadcast
+ * to its bare JID misses (§4.6.3: it must still be told): it gets its own
+ * unavailable, a duplicate at worst. */
+static bool reached_by_broadcast(struct sm_user *u, const char *to)
 {
-    struct jid *j = sm_jid(u->sm, jid);
+    struct jid *j = sm_jid(u->sm, to);
     struct sm_roster_item *item = j != NULL ? sm_roster_find(u, j->bare) : NULL;
+    bool reached = false;
+    if (item != NULL && sub_has_from(item->st.sub)) {
+        if (j->resource == NULL) {
+            reached = true;
+        } else if (sm_local_domain(u->sm, j) != NULL) {
+            struct sm_user *c = htab_get(u->sm->users, j->bare, j->bare_len);
+            for (struct sm_sess *s = c != NULL ? c->sessions : NULL; s != NULL; s = s->next)
+                if (s->available && strcmp(s->jid->resource, j->resource) == 0)
+                    reached = true;
+        }
+    }
     jid_free(j);
-    return item != NULL && sub_has_from(item->st.sub);
+    return reached;
 }
 
 /* The session's presence ends: unavailable to subscribers, directed
@@ -207,8 +223,8 @@ static void go_unavailable(struct sm_mod *m, struct sm_sess *s, struct xml_node 
                 continue;
             memcpy(to, it.key, it.klen);
             to[it.klen] = '\0';
-            if (broadcast && subscribed_to(u, to))
-                continue; /* the broadcast to its bare JID reached it */
+            if (broadcast && reached_by_broadcast(u, to))
+                continue;
             xml_set_attr(own, "to", to);
             sm_route(u->sm, own);
         }

@@ -484,6 +484,29 @@ def test_directed_then_initial_presence_one_unavailable(st):
     harness.run(go())
 
 
+def test_directed_to_a_subscribers_unavailable_resource_gets_unavailable(st):
+    """§4.6.3: directed presence before the initial presence to a full JID
+    of a subscribed contact whose resource is not available (it sent no
+    presence): the broadcast unavailable to the contact's bare JID misses
+    that resource, so it gets an unavailable of its own."""
+    async def go():
+        c = await FakeC2s.connect(st)
+        a = await login(c, "alice@%s/a" % st.domain)
+        b = await login(c, "bob@%s/b" % st.domain)
+        await subscribe_both(st, a, b)
+        b2 = await login(c, "bob@%s/b2" % st.domain, None)
+        a2 = await login(c, "alice@%s/a2" % st.domain, None)
+        a2.send("<presence to='%s'/>" % b2.jid)
+        await b2.recv(is_presence(a2.jid, None), what="directed presence to bob/b2")
+        a2.send("<presence/>")
+        await b.recv(is_presence(a2.jid, None), what="a2's initial presence at bob/b")
+        a2.send("<presence type='unavailable'/>")
+        await b.recv(is_presence(a2.jid, "unavailable"), what="a2's broadcast unavailable")
+        await b2.recv(is_presence(a2.jid, "unavailable"), what="a2's unavailable at bob/b2")
+        c.close()
+    harness.run(go())
+
+
 def test_directed_presence_after_broadcast_unavailable_gets_unavailable(st):
     """§4.6.3: directed presence sent after the session's broadcast
     unavailable (active, not available) to a subscribed contact: the
