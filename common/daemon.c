@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -548,8 +549,8 @@ static int start_signals(struct daemon *d)
     d->signals_ready = true;
     sigset_t set;
     handled_signals(&set);
-    if (sigprocmask(SIG_UNBLOCK, &set, NULL) != 0) {
-        log_err("sigprocmask: %s", strerror(errno));
+    if ((errno = pthread_sigmask(SIG_UNBLOCK, &set, NULL)) != 0) {
+        log_err("pthread_sigmask: %s", strerror(errno));
         return ERR_SYS;
     }
     return 0;
@@ -667,8 +668,8 @@ static int run(struct daemon *d)
     setenv("UV_USE_IO_URING", "0", 1);
     sigset_t set;
     handled_signals(&set);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
-        log_err("sigprocmask: %s", strerror(errno));
+    if ((errno = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0) {
+        log_err("pthread_sigmask: %s", strerror(errno));
         return 1;
     }
     int rc = uv_loop_init(&d->loop);
