@@ -6,7 +6,11 @@ delivered again while one is pending (RFC 6121 A.2.1), the memory of
 missing accounts (its TTL, a login forgets it) and the cap on look-ups in
 flight, the error for a stanza refused at a full user queue reaching its
 own sender, bad-request for a bad presence priority, and the answers to
-pending stanzas when the sm is stopped.
+pending stanzas when the sm is stopped; and that nothing the sm sends is
+bigger than <limits><router-stanza-size> (the router would end the sm's
+link for it): offline messages refused at store or deleted at delivery,
+bounces without their payload, policy-violation to the sender, the
+welcome checked against it at start.
 """
 
 import asyncio
@@ -744,6 +748,60 @@ def test_bounce_of_near_limit_stanza_keeps_router_link():
             e = await a.recv(is_id("small"), what="the error for a small message")
             assert error_of(e)[1] == "service-unavailable"
             assert e.find(q("body")).text == "small"  # the payload when it fits
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_welcome_checked_against_router_stanza_size():
+    """mod_welcome's start-up check uses <limits><router-stanza-size>: a
+    welcome well within the default but over a lowered limit (with its
+    delay stamp and envelope) stops the sm at start-up."""
+    st = SmStack(extra={"sm": "<welcome><body>%s</body></welcome>"
+                              "<limits><router-stanza-size>8k</router-stanza-size></limits>"
+                              % ("w" * 7000)})
+    try:
+        st.router.start()
+        sm = st.daemons["sm"]
+        sm.start(wait=False)
+        code = sm.proc.wait(harness.WAIT)
+        log = sm.log()
+        assert code != 0, log
+        assert "<welcome> is too big" in log and "stanza size limit" in log, log
+        assert "sm ready" not in log
+        assert not st.sanitizer_errors(), st.sanitizer_errors()[:5]
+    finally:
+        st.router.stop()
+        st.cleanup()
+
+
+def test_sm_sends_nothing_over_its_router_stanza_size():
+    """With <limits><router-stanza-size> below what the router took in, a
+    stanza that would go out bigger is not sent: a message's sender gets
+    policy-violation (modify, no payload); an iq result's requester gets
+    that error instead of waiting for an answer; a stanza that fits flows."""
+    st = stack("<limits><router-stanza-size>64k</router-stanza-size></limits>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            a.send(msg(b.jid, "z" * 100000, "m1"))
+            e = await a.recv(is_id("m1"), what="error for the big message")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            assert e.find(q("body")) is None
+            a.send("<iq type='result' to='%s' id='r1'><query xmlns='urn:example:big'>%s</query>"
+                   "</iq>" % (b.jid, "z" * 100000))
+            e = await b.recv(is_id("r1"), what="error instead of the big result")
+            assert e.get("type") == "error" and e.get("from") == a.jid, e.attrib
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            a.send(msg(b.jid, "z" * 60000, "m2"))
+            m = await b.recv(is_id("m2"), what="a message that fits")
+            assert len(m.find(q("body")).text) == 60000
+            await b.nothing(lambda s: s.get("id") in ("m1", "r1") and s.get("type") != "error")
+            assert "not sent: the router takes at most 65536" in st["sm"].log()
             c.close()
         harness.run(go())
         no_router_loss(st)
