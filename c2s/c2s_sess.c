@@ -278,10 +278,9 @@ void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza)
     route_head(c, cl->jid->domain, cl->jid->bare, cl->sid, 1024, &r);
     xml_serialize(stanza, XML_NS_COMPONENT, &r);
     buf_append_str(&r, ROUTE_TAIL);
-    if (r.len > c->cfg.router_stanza_size)
+    /* The router client refuses more than <limits><router-stanza-size>. */
+    if (c2s_send_raw(c, r.data, r.len) == ERR_LIMIT)
         refuse_oversized(cl, stanza, "stanza too large once re-serialised");
-    else
-        c2s_send_raw(c, r.data, r.len);
     buf_free(&r);
 }
 

@@ -18,6 +18,7 @@
  */
 #include "autoconfig.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,21 +343,41 @@ static void flush_queue(struct component *c)
     work_rearm(c);
 }
 
+/* Whether len bytes fit the router's stanza size; logged when not (the
+ * router would end the connection, and with it every stanza on it). */
+static bool fits(struct component *c, const void *p, size_t len)
+{
+    if (len <= c->opts.send_max)
+        return true;
+    c->st.refused++;
+    const char *s = p;
+    size_t n = 0;
+    while (n < len && n < 16 && s[n] != ' ' && s[n] != '>' && s[n] != '/')
+        n++;
+    log_warn("%s: %.*s> of %zu bytes not sent: the router takes at most %zu", c->name, (int)n, s,
+             len, c->opts.send_max);
+    return false;
+}
+
 int component_send(struct component *c, const struct xml_node *stanza)
 {
     if (c->stopping || c->freed)
         return ERR_CLOSED;
     struct buf b = BUF_INIT;
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
-    submit(c, b.data, b.len);
+    int rc = fits(c, b.data, b.len) ? 0 : ERR_LIMIT;
+    if (rc == 0)
+        submit(c, b.data, b.len);
     buf_free(&b);
-    return 0;
+    return rc;
 }
 
 int component_send_raw(struct component *c, const void *p, size_t len)
 {
     if (c->stopping || c->freed)
         return ERR_CLOSED;
+    if (!fits(c, p, len))
+        return ERR_LIMIT;
     submit(c, p, len);
     return 0;
 }
@@ -375,9 +396,11 @@ int component_route(struct component *c, const char *to, const struct xml_node *
     buf_append_str(&b, "'>");
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
     buf_append_str(&b, "</r:route>");
-    submit(c, b.data, b.len);
+    int rc = fits(c, b.data, b.len) ? 0 : ERR_LIMIT;
+    if (rc == 0)
+        submit(c, b.data, b.len);
     buf_free(&b);
-    return 0;
+    return rc;
 }
 
 /* ---- connecting ---- */
@@ -812,6 +835,7 @@ void component_opts_default(struct component_opts *o)
     o->queue_ms = 30000;
     o->backoff_min_ms = 100;
     o->backoff_max_ms = 30000;
+    o->send_max = 256 * 1024;
     stream_opts_default(&o->stream);
     o->stream.handshake_ms = 10000;
 }
@@ -886,7 +910,7 @@ int component_new(uv_loop_t *loop, const struct component_opts *opts,
         return ERR_CONFIG;
     }
     if ((opts->nbinds > 0 && (!opts->internal || opts->binds == NULL)) ||
-        opts->queue_max_bytes == 0 || opts->backoff_min_ms == 0 ||
+        opts->queue_max_bytes == 0 || opts->send_max == 0 || opts->backoff_min_ms == 0 ||
         opts->backoff_max_ms < opts->backoff_min_ms) {
         log_err("component %s: binds need internal; queue and back-off bounds must be set",
                 opts->name);

@@ -14,7 +14,9 @@
  * Sending: component_send / component_route / component_send_raw write
  * straight to the router's stream while the component is ready. Before
  * that (or while disconnected) the stanza is queued, up to a cap in count
- * and bytes, and written in order right after the next on_ready.
+ * and bytes, and written in order right after the next on_ready. A send
+ * larger than the router takes (opts.send_max) is refused at once
+ * (ERR_LIMIT, logged): the router would end the connection for it.
  *
  * Delivery contract (the design decision for "queue up to a cap, then
  * bounce"): a send call returns 0 when the component took the stanza; a
@@ -93,6 +95,11 @@ struct component_opts {
      * backoff_max_ms (defaults 100 ms, 30 s), each randomised by ±20%. */
     uint64_t backoff_min_ms;
     uint64_t backoff_max_ms;
+    /* The largest element the router takes (its <limits><stanza-size>,
+     * default 256 KiB): a send whose bytes (with the r:route envelope) are
+     * more is refused with ERR_LIMIT, since the router would end the whole
+     * connection for it (policy-violation). */
+    size_t send_max;
     /* The connection's options; handshake_ms bounds connect + handshake +
      * binds (default 10 s). */
     struct stream_opts stream;
@@ -152,6 +159,7 @@ struct component_stats {
     uint64_t last_delay_ms; /* the last reconnect delay chosen (with jitter) */
     uint64_t sent;          /* stanzas written to the router's stream */
     uint64_t bounced;       /* stanzas handed to on_bounce (or dropped by free) */
+    uint64_t refused;       /* sends refused as larger than send_max */
     size_t queued;          /* stanzas waiting for on_ready */
     size_t queued_bytes;
     int ready;
@@ -170,15 +178,20 @@ int component_start(struct component *c);
 /*
  * Send a stanza (the caller keeps the tree): serialised in the
  * jabber:component:accept scope. Returns 0 (written or queued; may still
- * come back through on_bounce) or ERR_CLOSED after component_stop.
+ * come back through on_bounce), ERR_CLOSED after component_stop, or
+ * ERR_LIMIT when the bytes are more than opts.send_max: then nothing is
+ * sent or queued, nothing comes back through on_bounce, and a warning with
+ * the size and the limit is logged; the caller answers the sender.
  */
 int component_send(struct component *c, const struct xml_node *stanza);
 /* Send bytes that are one or more complete elements as the router's stream
  * scope expects them (our own serializer's output, e.g. an r:route received
- * and passed on). Same returns. */
+ * and passed on). Same returns (send_max applies to all the bytes: send
+ * one element per call). */
 int component_send_raw(struct component *c, const void *p, size_t len);
 /* Send stanza inside <r:route to='to' from='NAME'>: delivered to the
- * component named to. Internal components only: ERR_BADSTATE otherwise. */
+ * component named to. Internal components only: ERR_BADSTATE otherwise.
+ * send_max applies to the envelope with the stanza (ERR_LIMIT). */
 int component_route(struct component *c, const char *to, const struct xml_node *stanza);
 
 /* 1 when ready (handshake and binds done, connection up). */

@@ -353,7 +353,19 @@ void s2s_deliver_local(struct s2s *s, struct xml_node *st)
 {
     s2s_rens(st, XML_NS_SERVER, XML_NS_COMPONENT);
     s->stats_in++;
-    if (component_send(s->router, st) != 0)
+    int rc = component_send(s->router, st);
+    if (rc == ERR_LIMIT) {
+        /* Within our <stanza-size> as received but larger re-serialised
+         * (escaping, namespace declarations): the router would end this
+         * link for it. policy-violation (modify), as the c2s and the sm
+         * answer it, without the payload, which is what did not fit. */
+        while (st->children != NULL)
+            xml_detach(st->children);
+        s2s_rens(st, XML_NS_COMPONENT, XML_NS_SERVER);
+        s2s_bounce(s, st, XML_STE_POLICY_VIOLATION, "stanza too large for the router");
+        return;
+    }
+    if (rc != 0)
         log_info("router connection stopped: stanza dropped");
     xml_free(st);
 }
@@ -507,6 +519,7 @@ int s2s_start(struct s2s *s)
     o.internal = 1;
     o.binds = &def;
     o.nbinds = 1;
+    o.send_max = s->cfg->router_stanza_size;
     o.stream.limits.max_stanza_bytes = s->cfg->stanza_size + 4096;
     int rc = component_new(s->loop, &o, &router_cbs, s, &s->router);
     if (rc == 0)

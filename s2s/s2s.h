@@ -87,6 +87,7 @@ struct s2s_config {
     struct xml_node *certs;   /* <tls><cert domain cert key/> */
     struct xml_node *policies;
     size_t stanza_size;
+    size_t router_stanza_size; /* the router's limits/stanza-size: no send is larger */
     size_t queue_max_bytes;
     int queue_max;
     int rate;  /* stanzas per second per inbound stream */

@@ -30,6 +30,8 @@ static const struct config_entry table[] = {
     CONFIG_INT("limits/roster-items", 0, "1000", 1, 100000, &cfg.roster_max),
     CONFIG_INT("limits/offline", 0, "1000", 1, 100000, &cfg.offline_quota),
     CONFIG_INT("limits/offline-bytes", 0, "1048576", 1024, 1073741824, &cfg.offline_quota_bytes),
+    CONFIG_SIZE("limits/router-stanza-size", 0, "256k", 8 * 1024, 64 * 1024 * 1024,
+                &cfg.router_stanza_size),
     CONFIG_INT("limits/user-queue", 0, "1000", 1, 1000000, &cfg.queue_max),
     CONFIG_INT("cache/users", 0, "10000", 0, 10000000, &cfg.user_cache),
     CONFIG_INT("cache/missing", 0, "10000", 0, 10000000, &cfg.miss_cache),

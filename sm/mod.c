@@ -148,9 +148,14 @@ static int parse_list(const struct xml_node *list, const struct sm_module_def **
     return 0;
 }
 
+/* The sm's <limits><router-stanza-size>, taken at sm_mods_init (before any
+ * module's init: mod_welcome checks its message there). One sm a process. */
+static size_t router_max = 256 * 1024;
+
 int sm_mods_init(struct sm *sm, const struct xml_node *list)
 {
     static_assert(NALL <= SM_MAX_MODS, "every module fits");
+    router_max = sm->cfg->router_stanza_size;
     const struct sm_module_def *defs[NALL];
     size_t n = NALL;
     if (list == NULL)
@@ -189,9 +194,7 @@ void sm_mods_free(struct sm *sm)
 size_t sm_mod_stanza_max(void)
 {
     static const char shape[] = "<r:route to='' from='' sid=''></r:route>";
-    struct xml_limits lim;
-    xml_limits_default(&lim);
-    return lim.max_stanza_bytes - (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN);
+    return router_max - (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN);
 }
 
 static_assert(sizeof(struct sm_user) % alignof(void *) == 0, "slots right after sm_user");

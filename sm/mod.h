@@ -17,10 +17,9 @@ extern const struct sm_module_def sm_mod_version_def;
 extern const struct sm_module_def sm_mod_welcome_def;
 
 /* The largest stanza (as serialised) the sm may send to a session: the
- * stanza size the router and the c2s take by default
- * (xml_limits_default, which the sm also reads stored messages with),
- * less the largest envelope around it. A bigger one would cost the sm its
- * router connection (the router answers policy-violation). */
+ * stanza size the router takes (<limits><router-stanza-size>), less the
+ * largest envelope around it. A bigger one is refused by the router client
+ * (the router would end the sm's connection with policy-violation). */
 size_t sm_mod_stanza_max(void);
 
 #endif

@@ -18,7 +18,10 @@
  *    offline, up to <limits><offline> messages and <limits><offline-bytes>
  *    bytes per user; past either, the sender gets service-unavailable
  *    (RFC 6121 §8.5.2.1.1 names it for a full offline store), if storage
- *    fails internal-server-error, and nothing is stored.
+ *    fails internal-server-error, and nothing is stored. A message that
+ *    would not fit the router's stanza size once delivered (with its
+ *    <delay/> and envelope: sm_mod_stanza_max) is not stored: its sender
+ *    gets policy-violation (sm_bounce_oversized).
  *
  * Stored messages are delivered when a session of the user becomes
  * available with priority >= 0 (its initial presence, or a presence that
@@ -27,7 +30,9 @@
  * bytes; each page is deleted once written (exactly the rows it held: a
  * message stored meanwhile may have a lower seq than rows already seen,
  * since a sequence value is taken before its insert commits) before the
- * next is fetched. A message the router's stream hands back
+ * next is fetched (one that does not fit the router's stanza size, stored
+ * before that was lowered, is answered to its sender, logged and deleted
+ * with its page). A message the router's stream hands back
  * (congested) is stored again by sm.c, so none is lost. The user is
  * held during the fetch and the delete, so two sessions coming online at
  * once cannot both get them (delivered once). If the session ends before
@@ -84,8 +89,32 @@ static void on_stored(void *arg, int err, const struct storage_result *res)
     sm_user_release(u);
 }
 
+static void add_delay(struct sm_user *u, struct xml_node *st, int64_t us);
+
+/* Whether st, delivered later with its <delay/> (the stamp has a fixed
+ * width) and the largest envelope, fits the router's stanza size: one that
+ * does not could never be delivered, so it is refused now, while its
+ * sender can still be told. */
+static bool fits_later(struct sm_user *u, const struct xml_node *st)
+{
+    struct xml_node *d = xml_copy(st);
+    add_delay(u, d, 0);
+    struct buf b = BUF_INIT;
+    xml_serialize(d, XML_NS_COMPONENT, &b);
+    bool ok = b.len <= sm_mod_stanza_max();
+    buf_free(&b);
+    xml_free(d);
+    return ok;
+}
+
 static int store(struct sm_user *u, struct xml_node *st)
 {
+    if (!fits_later(u, st)) {
+        log_info("offline message for %s refused: too large for the router with its delay stamp",
+                 u->jid->bare);
+        sm_bounce_oversized(u->sm, st);
+        return SM_HANDLED;
+    }
     struct buf b = BUF_INIT;
     xml_serialize(st, "", &b); /* self-contained: xmlns on the root */
     struct store *c = xcalloc(1, sizeof(*c));
@@ -241,6 +270,15 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
     } else if (s != NULL && s->user == u) {
         int n = storage_result_rows(res);
         size_t bytes = 0;
+        /* Stored messages fit <router-stanza-size> (store), which may be
+         * above the parser's default. */
+        struct xml_limits lim;
+        xml_limits_default(&lim);
+        size_t max = u->sm->cfg->router_stanza_size;
+        if (lim.max_stanza_bytes < max) {
+            lim.max_stanza_bytes = lim.max_text_len = max;
+            lim.max_tree_bytes = 4 * max;
+        }
         f->more = n == FLUSH_ROWS;
         for (int row = 0; row < n; row++) {
             if (bytes >= FLUSH_BYTES) {
@@ -256,13 +294,19 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
             size_t len = strlen(text);
             bytes += len;
             char e[64];
-            struct xml_node *st = xml_parse_document(text, len, NULL, e, sizeof(e));
+            struct xml_node *st = xml_parse_document(text, len, &lim, e, sizeof(e));
             if (st == NULL) {
                 log_warn("offline message %" PRId64 " of %s unreadable: %s", seq, u->jid->bare, e);
                 continue;
             }
             add_delay(u, st, us);
-            sm_deliver(u->sm, s, st);
+            /* One stored before <router-stanza-size> was lowered: answered
+             * (sm_deliver) and deleted with the page, not tried again at
+             * every login. */
+            if (sm_deliver(u->sm, s, st) == ERR_LIMIT)
+                log_warn("offline message %" PRId64 " of %s (%zu bytes stored) too large for the "
+                         "router: deleted",
+                         seq, u->jid->bare, len);
             xml_free(st);
         }
         if (f->nseqs > 0 && storage_offline_delete_seqs(u->sm->st, u->jid->bare, f->seqs, f->nseqs,

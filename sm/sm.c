@@ -29,6 +29,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "sm/mod.h"
 #include "sm/sm.h"
 #include "sm/sub.h"
 
@@ -219,12 +220,62 @@ bool sm_answerable(const struct xml_node *st)
     return strcmp(st->name, "iq") != 0 || type_is(st, "get") || type_is(st, "set");
 }
 
+static void strip_payload(struct xml_node *st)
+{
+    while (st->children != NULL)
+        xml_detach(st->children);
+}
+
+/* The payload goes back with the error (RFC 6120 §8.3.1) unless the error
+ * would then not fit the router's stanza size once wrapped: then without
+ * it, rather than not at all. */
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond)
 {
     if (!sm_answerable(st) || xml_get_attr(st, "from") == NULL)
         return;
     struct xml_node *e = xml_copy(st);
-    if (xml_make_error(e, cond, NULL, NULL) == 0)
+    if (xml_make_error(e, cond, NULL, NULL) == 0) {
+        struct buf b = BUF_INIT;
+        xml_serialize(e, XML_NS_COMPONENT, &b);
+        if (b.len > sm_mod_stanza_max()) {
+            xml_free(e);
+            e = xml_copy(st);
+            strip_payload(e);
+            xml_make_error(e, cond, NULL, NULL);
+        }
+        buf_free(&b);
+        sm_route(sm, e);
+    }
+    xml_free(e);
+}
+
+/* policy-violation (RFC 6120 §8.3.3.12, type modify): the size is the
+ * service's policy and only a smaller stanza gets through, where
+ * resource-constraint (wait) would invite the sender to try the same
+ * stanza again. No payload: it is what did not fit. An iq result that does
+ * not fit is answered to its requester, who would otherwise wait for an
+ * answer forever (RFC 6120 §8.2.3). */
+void sm_bounce_oversized(struct sm *sm, const struct xml_node *st)
+{
+    bool result = strcmp(st->name, "iq") == 0 && type_is(st, "result");
+    if ((!result && !sm_answerable(st)) || xml_get_attr(st, result ? "to" : "from") == NULL)
+        return;
+    struct xml_node *e = xml_copy(st);
+    strip_payload(e);
+    if (result) {
+        /* xml_make_error swaps to and from: the error goes to the requester. */
+        const char *from = xml_get_attr(st, "from");
+        if (from != NULL)
+            xml_set_attr(e, "to", from);
+        else
+            xml_del_attr(e, "to");
+        xml_set_attr(e, "from", xml_get_attr(st, "to"));
+    }
+    log_info("<%s/> from %s to %s too large for the router: answered with policy-violation",
+             st->name, xml_get_attr(st, "from") ? xml_get_attr(st, "from") : "(none)",
+             xml_get_attr(st, "to") ? xml_get_attr(st, "to") : "(none)");
+    if (xml_make_error(e, XML_STE_POLICY_VIOLATION, "modify", "stanza too large for the router") ==
+        0)
         sm_route(sm, e);
     xml_free(e);
 }
@@ -272,19 +323,20 @@ static bool out_sess_ok(struct sm *sm, struct sm_sess *s, const struct xml_node 
     return sm_hook_run(sm, SM_HOOK_OUT_SESS, &p) == SM_PASS;
 }
 
-void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st)
+int sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st)
 {
-    sm_deliver_many(sm, &s, 1, st);
+    return sm_deliver_many(sm, &s, 1, st);
 }
 
 /* The stanza is serialised once, into the first envelope; each further
  * session gets that buffer with its own head put in front of the same
  * bytes (the stream copies what it is given, so the buffer is free to
  * change after each send). */
-void sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st)
+int sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st)
 {
     struct buf env = BUF_INIT, h = BUF_INIT;
     size_t head_len = 0;
+    int rc = 0;
     for (size_t i = 0; i < n; i++) {
         if (!out_sess_ok(sm, ss[i], st))
             continue;
@@ -298,11 +350,15 @@ void sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct 
             route_head(ss[i], &h);
             route_rehead(&env, &head_len, &h);
         }
-        if (sm->comp != NULL)
-            component_send_raw(sm->comp, env.data, env.len);
+        /* Heads differ in length (c2s names): each one is checked. */
+        if (sm->comp != NULL && component_send_raw(sm->comp, env.data, env.len) == ERR_LIMIT)
+            rc = ERR_LIMIT;
     }
     buf_free(&h);
     buf_free(&env);
+    if (rc == ERR_LIMIT)
+        sm_bounce_oversized(sm, st);
+    return rc;
 }
 
 void sm_send_control(struct sm *sm, const char *c2s, const char *domain, const char *name,
@@ -403,7 +459,8 @@ static void to_user_instance(struct sm *sm, struct jid *j, const struct xml_node
     buf_append_str(&b, "'>");
     xml_serialize(st, XML_NS_COMPONENT, &b);
     buf_append_str(&b, "</r:route>");
-    component_send_raw(sm->comp, b.data, b.len);
+    if (component_send_raw(sm->comp, b.data, b.len) == ERR_LIMIT)
+        sm_bounce_oversized(sm, st);
     buf_free(&b);
 }
 
@@ -920,6 +977,7 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     o.backoff_max_ms = 2000;
     o.queue_max = 100000;
     o.queue_max_bytes = 64 * 1024 * 1024;
+    o.send_max = sm->cfg->router_stanza_size;
     /* Offline flushes and presence fan-out write in bursts: room for them
      * on the router's stream beyond the 1 MiB default. */
     o.stream.out_max = SM_OUT_MAX;

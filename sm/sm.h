@@ -64,6 +64,7 @@ struct sm_config {
     int roster_max;          /* items per roster */
     int offline_quota;       /* queued messages per user */
     int offline_quota_bytes; /* bytes of queued messages per user */
+    size_t router_stanza_size; /* the router's limits/stanza-size: no send is larger */
     int user_cache;          /* idle users kept loaded */
     int miss_cache;          /* accounts found missing, remembered (0: none) */
     int miss_ttl;            /* seconds a missing account is remembered */
@@ -464,10 +465,17 @@ bool sm_answerable(const struct xml_node *st);
 /* Bounce st (the caller keeps it) with cond, unless it is an error or an
  * iq result. */
 void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err cond);
-/* Deliver st to one session (out-sess chain, then r:route to its c2s). */
-void sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st);
-/* The same stanza to many sessions: serialised once. */
-void sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st);
+/* Answer st (the caller keeps it), which does not fit the router's stanza
+ * size once wrapped, with policy-violation and no payload; an iq result
+ * becomes that error to its requester. Nothing for an error. */
+void sm_bounce_oversized(struct sm *sm, const struct xml_node *st);
+/* Deliver st to one session (out-sess chain, then r:route to its c2s).
+ * Returns 0, or ERR_LIMIT when the envelope would be larger than the
+ * router takes: nothing was sent and st was answered (sm_bounce_oversized). */
+int sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st);
+/* The same stanza to many sessions: serialised once. Same returns (ERR_LIMIT
+ * if any session's envelope did not fit; st is answered once). */
+int sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st);
 /* Send a session control element <name sid reason/> to c2s. */
 void sm_send_control(struct sm *sm, const char *c2s, const char *domain, const char *name,
                      const char *sid, const char *reason);

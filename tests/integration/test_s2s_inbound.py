@@ -387,3 +387,58 @@ def test_stanza_size_limit():
             finally:
                 r.close()
         run(go())
+
+
+ROUTER_MAX = 256 * 1024  # the router's and s2s's default <stanza-size>
+
+
+def test_stanza_too_large_once_reserialised_bounced():
+    """A peer's stanza within s2s's <stanza-size> as received but over the
+    router's once re-serialised (each '>' in text becomes '&gt;') is not
+    passed on, which would cost s2s its router link: the peer gets
+    policy-violation (modify, without the payload). One just under what
+    fits is delivered, and so is a later ordinary one."""
+    net = s2sutil.Federation()
+    crt, key = net.ca.issue("c.test")
+    with s2sutil.running(net):
+        async def go():
+            cb = await s2sutil.comp(net.b)
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                # A bidirectional stream: b.test's answers to c.test come on it.
+                await r.secure("svc.b.test", "c.test", net.ca.cert, crt, key)
+                r.send("<bidi xmlns='urn:xmpp:bidi'/>")
+                el = await r.sasl_external("c.test")
+                assert el.tag == "{%s}success" % s2sutil.NS_SASL, ET.tostring(el)
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+
+                def stanza(mid, n):
+                    return ("<message from='x@c.test' to='svc.b.test' id='%s'><body>%s</body>"
+                            "</message>" % (mid, ">" * n))
+                # As s2s sends it to the router: '>' is written '&gt;'.
+                head = len(stanza("over", 0))
+                over = (ROUTER_MAX - head) // 4 + 10
+                under = (ROUTER_MAX - head) // 4 - 10
+                assert len(stanza("over", over)) < ROUTER_MAX  # s2s takes it from the peer
+                r.send(stanza("over", over))
+                e = await r.expect(lambda el: el.get("id") == "over", what="the bounce")
+                assert e.get("type") == "error" and e.get("to") == "x@c.test"
+                err = e.find("{jabber:server}error")
+                assert err is not None and err.get("type") == "modify", ET.tostring(e)
+                assert err.find("{urn:ietf:params:xml:ns:xmpp-stanzas}policy-violation") \
+                    is not None, ET.tostring(e)
+                assert e.find("{jabber:server}body") is None
+                r.send(stanza("under", under))
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["id"] == "under" and len(m["body"]) == under
+                r.send("<message from='x@c.test' to='svc.b.test' id='later'><body>hi</body>"
+                       "</message>")
+                m = await cb.expect(lambda s: s.name == "message", timeout=15)
+                assert m["id"] == "later"
+            finally:
+                r.close()
+                await harness.close_all(cb)
+        run(go())
+        assert "router connection lost" not in net.b.log(), net.b.log()[-3000:]
+        assert "not sent: the router takes at most" in net.b.log()

@@ -6,7 +6,11 @@ delivered again while one is pending (RFC 6121 A.2.1), the memory of
 missing accounts (its TTL, a login forgets it) and the cap on look-ups in
 flight, the error for a stanza refused at a full user queue reaching its
 own sender, bad-request for a bad presence priority, and the answers to
-pending stanzas when the sm is stopped.
+pending stanzas when the sm is stopped; and that nothing the sm sends is
+bigger than <limits><router-stanza-size> (the router would end the sm's
+link for it): offline messages refused at store or deleted at delivery,
+bounces without their payload, policy-violation to the sender, the
+welcome checked against it at start.
 """
 
 import asyncio
@@ -605,5 +609,201 @@ def test_congested_c2s_returns_stored_past_quota():
             c1.close()
             c2.close()
         harness.run(go())
+    finally:
+        st.finish()
+
+
+# ---- nothing the sm sends may be larger than the router takes
+
+ROUTER_MAX = 256 * 1024  # the router's and the sm's default <stanza-size>
+# sm_mod_stanza_max: less the largest envelope the sm puts around a stanza
+# to a session (<r:route to='' from='' sid=''></r:route>, two JID parts, a sid).
+SM_STANZA_MAX = ROUTER_MAX - (40 + 2 * 1023 + 32)
+NS_DELAY = "{urn:xmpp:delay}delay"
+
+
+def delivered_len(st, frm, to, mid, body_len):
+    """The size of a chat message as the sm sends it from the offline store
+    (its <delay/> stamp has a fixed width), without the envelope."""
+    return len("<message to='%s' type='chat' id='%s' from='%s'><body>%s</body>"
+               "<delay xmlns='urn:xmpp:delay' from='%s' stamp='1970-01-01T00:00:00.000Z'/>"
+               "</message>" % (to, mid, frm, "", st.domain)) + body_len
+
+
+def wire_len(sess, stanza):
+    """Bytes of stanza in the envelope FakeC2s sends it in."""
+    out = []
+    send = sess.c2s.raw.send
+    sess.c2s.raw.send = out.append
+    try:
+        sess.send(stanza)
+    finally:
+        sess.c2s.raw.send = send
+    return len(out[0].encode())
+
+
+def no_router_loss(st):
+    log = st["sm"].log()
+    assert "router connection lost" not in log, log[-3000:]
+    assert st.sm_ready_count() == 1
+
+
+def test_offline_message_too_large_to_deliver_refused_at_store():
+    """A chat message that fits the router on its way in, but not once the
+    sm adds its delay stamp and envelope at delivery from the offline store,
+    is refused when it is to be stored: its sender gets policy-violation
+    (modify) and the sm keeps its router link (it would lose it at bob's
+    login). One just under what fits is stored and delivered; bob gets
+    nothing else; traffic to others flows on."""
+    st = stack(users=("alice", "bob", "carol"))
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            carol = await login(c, "carol@%s/c" % st.domain)
+            bob = "bob@%s" % st.domain
+            big = msg(bob, "x" * (ROUTER_MAX - 250), "big")
+            assert wire_len(a, big) <= ROUTER_MAX  # the router takes it from the c2s
+            a.send(big)
+            e = await a.recv(is_id("big"), what="error for the message too large to store")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            assert e.find(q("body")) is None  # without the payload
+            over = SM_STANZA_MAX + 40 - delivered_len(st, a.jid, bob, "over", 0)
+            under = SM_STANZA_MAX - 40 - delivered_len(st, a.jid, bob, "under", 0)
+            a.send(msg(bob, "o" * over, "over"))
+            e = await a.recv(is_id("over"), what="error for the message just over")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            a.send(msg(bob, "u" * under, "under"))
+            await offline_reaches(st, 1)
+            await a.nothing(lambda s: s.get("id") == "under")
+            b = await login(c, "bob@%s/b" % st.domain)
+            m = await b.recv(lambda s: s.tag == q("message"), what="the stored message")
+            assert m.get("id") == "under" and len(m.find(q("body")).text) == under
+            assert m.find(NS_DELAY) is not None
+            await b.nothing(lambda s: s.tag == q("message"))
+            a.send(msg(carol.bare, "still here", "later"))
+            m = await carol.recv(is_id("later"), what="a later message to carol")
+            assert m.find(q("body")).text == "still here"
+            await offline_reaches(st, 0)  # the delivered page is deleted
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_stored_message_over_a_lowered_limit_deleted_at_delivery():
+    """A stored message larger than <router-stanza-size> allows (stored
+    before it was lowered) is not sent at bob's login: its sender gets
+    policy-violation, it is logged and deleted (not tried at every login);
+    the small one stored after it is delivered; the sm keeps its link."""
+    st = stack("<limits><router-stanza-size>64k</router-stanza-size></limits>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            bob = "bob@%s" % st.domain
+            row = ("INSERT INTO offline (owner, stanza) VALUES ('%s', '<message xmlns=''"
+                   "jabber:component:accept'' from=''%s'' to=''%s'' type=''chat'' id=''%s''>"
+                   "<body>' || repeat('y', %d) || '</body></message>');")
+            st.pg.psql(row % (bob, a.jid, bob, "old", 100000) + row % (bob, a.jid, bob, "new", 10))
+            b = await login(c, "bob@%s/b" % st.domain)
+            e = await a.recv(is_id("old"), what="error for the stored message")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            m = await b.recv(lambda s: s.tag == q("message"), what="the small stored message")
+            assert m.get("id") == "new"
+            await b.nothing(lambda s: s.tag == q("message"))
+            await offline_reaches(st, 0)
+            assert "too large for the router: deleted" in st["sm"].log()
+            b.end()
+            b = await login(c, "bob@%s/b2" % st.domain)
+            await b.nothing(lambda s: s.tag == q("message"))
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_bounce_of_near_limit_stanza_keeps_router_link():
+    """A normal message just within the router's limit to a resource that is
+    not online gets service-unavailable (RFC 6121 §8.5.3.2.1); with its
+    payload and <error/> the answer would be over the limit, so it goes
+    without the payload, and the sm keeps its router link."""
+    st = stack()
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            to = "bob@%s/nowhere" % st.domain
+            base = msg(to, "", "near", type="normal")
+            pad = ROUTER_MAX - 20 - wire_len(a, base)
+            near = msg(to, "n" * pad, "near", type="normal")
+            assert ROUTER_MAX - 40 < wire_len(a, near) <= ROUTER_MAX
+            a.send(near)
+            e = await a.recv(is_id("near"), what="the error for the near-limit message")
+            assert error_of(e) == ("cancel", "service-unavailable"), error_of(e)
+            assert e.find(q("body")) is None
+            a.send(msg(to, "small", "small", type="normal"))
+            e = await a.recv(is_id("small"), what="the error for a small message")
+            assert error_of(e)[1] == "service-unavailable"
+            assert e.find(q("body")).text == "small"  # the payload when it fits
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_welcome_checked_against_router_stanza_size():
+    """mod_welcome's start-up check uses <limits><router-stanza-size>: a
+    welcome well within the default but over a lowered limit (with its
+    delay stamp and envelope) stops the sm at start-up."""
+    st = SmStack(extra={"sm": "<welcome><body>%s</body></welcome>"
+                              "<limits><router-stanza-size>8k</router-stanza-size></limits>"
+                              % ("w" * 7000)})
+    try:
+        st.router.start()
+        sm = st.daemons["sm"]
+        sm.start(wait=False)
+        code = sm.proc.wait(harness.WAIT)
+        log = sm.log()
+        assert code != 0, log
+        assert "<welcome> is too big" in log and "stanza size limit" in log, log
+        assert "sm ready" not in log
+        assert not st.sanitizer_errors(), st.sanitizer_errors()[:5]
+    finally:
+        st.router.stop()
+        st.cleanup()
+
+
+def test_sm_sends_nothing_over_its_router_stanza_size():
+    """With <limits><router-stanza-size> below what the router took in, a
+    stanza that would go out bigger is not sent: a message's sender gets
+    policy-violation (modify, no payload); an iq result's requester gets
+    that error instead of waiting for an answer; a stanza that fits flows."""
+    st = stack("<limits><router-stanza-size>64k</router-stanza-size></limits>")
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            a.send(msg(b.jid, "z" * 100000, "m1"))
+            e = await a.recv(is_id("m1"), what="error for the big message")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            assert e.find(q("body")) is None
+            a.send("<iq type='result' to='%s' id='r1'><query xmlns='urn:example:big'>%s</query>"
+                   "</iq>" % (b.jid, "z" * 100000))
+            e = await b.recv(is_id("r1"), what="error instead of the big result")
+            assert e.get("type") == "error" and e.get("from") == a.jid, e.attrib
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            a.send(msg(b.jid, "z" * 60000, "m2"))
+            m = await b.recv(is_id("m2"), what="a message that fits")
+            assert len(m.find(q("body")).text) == 60000
+            await b.nothing(lambda s: s.get("id") in ("m1", "r1") and s.get("type") != "error")
+            assert "not sent: the router takes at most 65536" in st["sm"].log()
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
     finally:
         st.finish()

@@ -823,6 +823,46 @@ static void test_route(void **state)
     owner_done(&o);
 }
 
+/* A send larger than send_max is refused whole (the router would end the
+ * connection for it): ERR_LIMIT, nothing written, queued or bounced; one
+ * of exactly send_max bytes goes, and so does what follows. */
+static void test_send_max(void **state)
+{
+    struct acceptor a;
+    struct owner o;
+    char addr[256];
+    struct component_opts co;
+    acc_listen_unix(&a, ACC_OK);
+    owner_init(&o);
+    opts_init(&co, addr, sizeof(addr));
+    const char fits[] = "<presence id='fits'/>";
+    co.send_max = sizeof(fits) - 1;
+    new_component(&o, &co);
+    const char big[] = "<presence id='big1'/>x";
+    /* Refused before the connection too: never queued. */
+    assert_int_equal(component_send_raw(o.c, big, sizeof(big) - 1), ERR_LIMIT);
+    assert_int_equal(component_start(o.c), 0);
+    RUN_UNTIL(o.ready == 1);
+    struct xml_node *m = xml_new(XML_NS_COMPONENT, "message");
+    xml_set_attr(m, "id", "big2");
+    xml_add_text(xml_add_child(m, NULL, "body"), "too long", 8);
+    assert_int_equal(component_send(o.c, m), ERR_LIMIT);
+    assert_int_equal(component_route(o.c, "c2s-1", m), ERR_LIMIT);
+    xml_free(m);
+    assert_int_equal(component_send_raw(o.c, fits, sizeof(fits) - 1), 0);
+    RUN_UNTIL(has(&a.log, "fits"));
+    assert_string_equal(a.log.data, "handshake\npresence:fits\n");
+    struct component_stats st;
+    component_stats(o.c, &st);
+    assert_int_equal(st.refused, 3);
+    assert_int_equal(st.bounced, 0);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(o.bounces.len, 0);
+    stop_and_free(&o);
+    acc_close(&a);
+    owner_done(&o);
+}
+
 static void test_tcp(void **state)
 {
     struct acceptor a;
@@ -936,6 +976,9 @@ static void test_bad_opts(void **state)
     co.binds = b;
     co.nbinds = 1;
     assert_int_equal(component_new(&loop, &co, &ocbs, &o, &c), ERR_CONFIG); /* not internal */
+    co.nbinds = 0;
+    co.send_max = 0;
+    assert_int_equal(component_new(&loop, &co, &ocbs, &o, &c), ERR_CONFIG); /* no send_max */
     uv_run(&loop, UV_RUN_NOWAIT);
     owner_done(&o);
 }
@@ -973,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_expiry_and_stop),
         cmocka_unit_test(test_free_while_ready),
         cmocka_unit_test(test_route),
+        cmocka_unit_test(test_send_max),
         cmocka_unit_test(test_tcp),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_bad_opts),
