@@ -469,8 +469,8 @@ static void to_user_instance(struct sm *sm, struct jid *j, const struct xml_node
 static void route_to(struct sm *sm, struct xml_node *st, struct jid *j)
 {
     if (sm_local_domain(sm, j) == NULL) {
-        if (sm->comp != NULL)
-            component_send(sm->comp, st);
+        if (sm->comp != NULL && component_send(sm->comp, st) == ERR_LIMIT)
+            sm_bounce_oversized(sm, st);
     } else if (j->node == NULL) {
         if (j->resource == NULL)
             pkt_server(sm, st);

@@ -797,6 +797,10 @@ def test_sm_sends_nothing_over_its_router_stanza_size():
             e = await b.recv(is_id("r1"), what="error instead of the big result")
             assert e.get("type") == "error" and e.get("from") == a.jid, e.attrib
             assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            # To another domain (the router's to route): the same answer.
+            a.send(msg("someone@elsewhere.test", "z" * 100000, "m3"))
+            e = await a.recv(is_id("m3"), what="error for the big message to elsewhere")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
             a.send(msg(b.jid, "z" * 60000, "m2"))
             m = await b.recv(is_id("m2"), what="a message that fits")
             assert len(m.find(q("body")).text) == 60000
