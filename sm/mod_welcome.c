@@ -91,9 +91,8 @@ static int check_size(struct sm_mod *m, const char *domain)
     }
     if (delivered > max) {
         log_err("<welcome> is too big: up to %zu bytes as delivered to an account of %s, over "
-                "the %zu-byte stanza size limit (%zu bytes over; the 256 KiB the sm reads stored "
-                "messages with, the router's and the c2s's default <stanza-size>, less the "
-                "routing envelope)",
+                "the %zu-byte stanza size limit (%zu bytes over; <limits><router-stanza-size> "
+                "less the routing envelope)",
                 delivered, domain, max, delivered - max);
         return ERR_CONFIG;
     }
