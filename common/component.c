@@ -344,7 +344,9 @@ static void flush_queue(struct component *c)
 }
 
 /* Whether len bytes fit the router's stanza size; logged when not (the
- * router would end the connection, and with it every stanza on it). */
+ * router would end the connection, and with it every stanza on it). At
+ * info: a client or a peer can cause it at will, the caller answers it,
+ * and stats count it. */
 static bool fits(struct component *c, const void *p, size_t len)
 {
     if (len <= c->opts.send_max)
@@ -354,7 +356,7 @@ static bool fits(struct component *c, const void *p, size_t len)
     size_t n = 0;
     while (n < len && n < 16 && s[n] != ' ' && s[n] != '>' && s[n] != '/')
         n++;
-    log_warn("%s: %.*s> of %zu bytes not sent: the router takes at most %zu", c->name, (int)n, s,
+    log_info("%s: %.*s> of %zu bytes not sent: the router takes at most %zu", c->name, (int)n, s,
              len, c->opts.send_max);
     return false;
 }
