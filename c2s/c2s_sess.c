@@ -247,41 +247,67 @@ static unsigned tree_depth(const struct xml_node *n)
     return max + 1;
 }
 
+/* The envelope of a stanza of cl's session (in the component namespace,
+ * its from set) to the sm: what c2s_send_raw returns. */
+static int route_stanza(struct c2s_client *cl, const struct xml_node *stanza)
+{
+    /* Serialised straight into the envelope: one buffer per stanza, with
+     * room for what the serializer reserves up front (1,000 bytes). */
+    struct buf r = BUF_INIT;
+    route_head(cl->c2s, cl->jid->domain, cl->jid->bare, cl->sid, 1024, &r);
+    xml_serialize(stanza, XML_NS_COMPONENT, &r);
+    buf_append_str(&r, ROUTE_TAIL);
+    int rc = c2s_send_raw(cl->c2s, r.data, r.len);
+    buf_free(&r);
+    return rc;
+}
+
 /*
- * The client gets policy-violation (type modify) for a stanza the router
- * would refuse: the router ends the whole link for an element over its
- * limits, and with it every client of this c2s. The reply carries no
- * payload (it is the thing that was too big).
+ * A stanza the router would refuse (it ends the whole link for an element
+ * over its limits, and with it every client of this c2s) gets
+ * policy-violation (type modify), without the payload (the thing that was
+ * too big). The client gets it, except for an iq result, which nothing may
+ * answer (RFC 6120 §8.2.3): its requester gets it instead, from the
+ * client, as the sm does for its own results. The client gets nothing:
+ * an error to its result could match a request of its own with that id,
+ * and a stream error would end a session for a large but lawful answer.
+ * Logged by the caller (or by the router client, for the size).
  */
 static void refuse_oversized(struct c2s_client *cl, struct xml_node *stanza, const char *why)
 {
     while (stanza->children != NULL)
         xml_detach(stanza->children);
+    const char *type = xml_get_attr(stanza, "type");
+    if (strcmp(stanza->name, "iq") == 0 && type != NULL && strcmp(type, "result") == 0) {
+        const char *to = xml_get_attr(stanza, "to");
+        if (to == NULL) /* to the server itself: no one waits for it */
+            return;
+        /* xml_make_error swaps them: from the client to the requester. */
+        xml_set_attr(stanza, "from", to);
+        xml_set_attr(stanza, "to", jid_full_str(cl->jid));
+        renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
+        if (xml_make_error(stanza, XML_STE_POLICY_VIOLATION, "modify", why) == 0)
+            route_stanza(cl, stanza);
+        return;
+    }
     renamespace(stanza, XML_NS_COMPONENT, XML_NS_CLIENT);
-    log_info("session %s: stanza refused, %s", cl->sid, why);
     if (xml_make_error(stanza, XML_STE_POLICY_VIOLATION, "modify", why) == 0)
         c2s_client_write_node(cl, stanza);
 }
 
 void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza)
 {
-    struct c2s *c = cl->c2s;
     if (tree_depth(stanza) > C2S_ROUTER_DEPTH - 2) {
+        log_info("session %s: stanza nested too deep for the router refused", cl->sid);
         refuse_oversized(cl, stanza, "stanza nested too deep");
         return;
     }
     xml_set_attr(stanza, "from", jid_full_str(cl->jid));
     renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
-    /* Serialised straight into the envelope: one buffer per stanza, with
-     * room for what the serializer reserves up front (1,000 bytes). */
-    struct buf r = BUF_INIT;
-    route_head(c, cl->jid->domain, cl->jid->bare, cl->sid, 1024, &r);
-    xml_serialize(stanza, XML_NS_COMPONENT, &r);
-    buf_append_str(&r, ROUTE_TAIL);
-    /* The router client refuses more than <limits><router-stanza-size>. */
-    if (c2s_send_raw(c, r.data, r.len) == ERR_LIMIT)
+    /* The router client refuses more than <limits><router-stanza-size>,
+     * and logs it. */
+    if (route_stanza(cl, stanza) == ERR_LIMIT)
         refuse_oversized(cl, stanza, "stanza too large once re-serialised");
-    buf_free(&r);
 }
 
 /* ---- from the sm ---- */
