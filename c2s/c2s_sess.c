@@ -478,6 +478,34 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     }
 }
 
+/* A returned stanza that does not fit <router-stanza-size> with its
+ * envelope (the sm's fitted without the sid and error attributes): the
+ * older form the sm still accepts (sm/SESSION.md, Returned stanzas), the
+ * stanza turned into service-unavailable without its payload, no sid,
+ * which the sm routes to the sender. The sender learns it was not
+ * delivered, though not stored or redelivered. Never for what gets no
+ * answer: an error or result (RFC 6120 §8.3.1, §8.2.3), presence
+ * (RFC 6121 §8.5.3.2), a headline to the bare JID (the other sessions
+ * had their copies: the sm drops it when returned whole). */
+static void return_small(struct c2s *c, struct xml_node *stanza, const char *from)
+{
+    const char *type = xml_get_attr(stanza, "type");
+    const char *to = xml_get_attr(stanza, "to");
+    if (strcmp(stanza->name, "presence") == 0 ||
+        (type != NULL && (strcmp(type, "error") == 0 || strcmp(type, "result") == 0)) ||
+        (strcmp(stanza->name, "message") == 0 && type != NULL && strcmp(type, "headline") == 0 &&
+         to != NULL && strchr(to, '/') == NULL))
+        return;
+    while (stanza->children != NULL)
+        xml_detach(stanza->children);
+    if (xml_make_error(stanza, XML_STE_SERVICE_UNAVAILABLE, NULL, NULL) != 0)
+        return;
+    struct buf b = BUF_INIT;
+    xml_serialize(stanza, XML_NS_COMPONENT, &b);
+    route_send(c, from, NULL, NULL, b.data, b.len);
+    buf_free(&b);
+}
+
 /* A stanza for a session we do not have (the client left, its end and the
  * stanza crossed): back to the sm as the router returns an undeliverable
  * r:route (sm/SESSION.md, Returned stanzas), to and from swapped,
@@ -497,8 +525,10 @@ static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from
     buf_append_str(&b, "' error='item-not-found'>");
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
     buf_append_str(&b, ROUTE_TAIL);
-    c2s_send_raw(c, b.data, b.len);
+    int rc = c2s_send_raw(c, b.data, b.len);
     buf_free(&b);
+    if (rc == ERR_LIMIT)
+        return_small(c, stanza, from);
     if (strlen(sid) == C2S_SID_LEN)
         end_unknown(c, from, sid);
 }
