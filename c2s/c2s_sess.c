@@ -604,7 +604,10 @@ void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, c
     }
     if (sid != NULL)
         cl = htab_get_str(c->sessions, sid);
-    const char *from = xml_get_attr(stanza, "from");
+    /* By from only without a sid: an envelope with one is of that session
+     * alone (our own return of a stanza for a gone session has the gone
+     * sid, and its from is the original sender, maybe a client here). */
+    const char *from = sid == NULL ? xml_get_attr(stanza, "from") : NULL;
     for (struct c2s_client *k = c->clients; cl == NULL && k != NULL && from != NULL; k = k->next)
         if (k->jid != NULL && strcmp(jid_full_str(k->jid), from) == 0)
             cl = k;
