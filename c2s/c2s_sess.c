@@ -58,7 +58,13 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
     route_head(c, to, key, sid, len, &b);
     buf_append(&b, payload, len);
     buf_append_str(&b, ROUTE_TAIL);
-    c2s_send_raw(c, b.data, b.len);
+    /* What goes this way (session control: a start with the longest JID
+     * is about 6.3k; errors without payload) fits the smallest
+     * <router-stanza-size> (8k): a refusal is a config mismatch, and what
+     * it carried is lost. */
+    if (c2s_send_raw(c, b.data, b.len) == ERR_LIMIT)
+        log_err("<r:route> of %zu bytes to %s lost: <limits><router-stanza-size> is too small",
+                b.len, to);
     buf_free(&b);
 }
 
