@@ -6,6 +6,7 @@ other client of the c2s, stays up.
 """
 
 import asyncio
+import subprocess
 
 import harness
 import stack
@@ -133,5 +134,23 @@ def test_grown_iq_result_refused_to_its_requester():
         try:
             problems = s.stop_and_check()
             assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+        finally:
+            s.cleanup()
+
+
+def test_router_stanza_size_at_least_8k():
+    """<limits><router-stanza-size> below 8k is a config error (parley-c2s -t
+    says so): a session start with a long JID would not fit under it. 8k is
+    accepted."""
+    for size, ok in (("4k", False), ("8k", True)):
+        s = stack.Stack(c2s=1, extra={
+            "c2s": "  <limits><router-stanza-size>%s</router-stanza-size></limits>\n" % size})
+        try:
+            d = s["c2s-1"]
+            p = subprocess.run([d.exe, "-t", "-c", d.config], capture_output=True, text=True,
+                               timeout=harness.WAIT, env=d.env())
+            assert (p.returncode == 0) == ok, (size, p.returncode, p.stdout, p.stderr)
+            if not ok:
+                assert "router-stanza-size" in p.stdout + p.stderr, p.stderr
         finally:
             s.cleanup()

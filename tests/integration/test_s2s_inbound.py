@@ -13,6 +13,7 @@ a hand-written server stream (s2sutil.S2SRaw) against b.test's s2s.
 
 import asyncio
 import socket
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -490,3 +491,21 @@ def test_result_too_large_once_reserialised_goes_to_requester():
                 await harness.close_all(cb)
         run(go())
         assert "router connection lost" not in net.b.log(), net.b.log()[-3000:]
+
+
+def test_router_stanza_size_at_least_8k():
+    """<limits><router-stanza-size> below 8k is a config error (parley-s2s -t
+    says so): s2s could not even send its session traffic through the
+    router under it. 8k is accepted."""
+    for size, ok in (("4k", False), ("8k", True)):
+        net = s2sutil.Federation(
+            extra_b="  <limits><router-stanza-size>%s</router-stanza-size></limits>\n" % size)
+        try:
+            net.b.write()
+            p = subprocess.run([harness.binary("s2s/parley-s2s"), "-t", "-c", net.b.config],
+                               capture_output=True, text=True, timeout=harness.WAIT)
+            assert (p.returncode == 0) == ok, (size, p.returncode, p.stdout, p.stderr)
+            if not ok:
+                assert "router-stanza-size" in p.stdout + p.stderr, p.stderr
+        finally:
+            net.cleanup()
