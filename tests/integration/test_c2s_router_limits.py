@@ -2,7 +2,8 @@
 on the c2s link (larger than its stanza size once re-serialised and wrapped,
 or nested deeper than its depth limit with the wrapper) gets a
 policy-violation stanza error to that client only: the link, and every
-other client of the c2s, stays up.
+other client of the c2s, stays up. An iq result is not answered: its
+requester gets the error. <router-stanza-size> is at least 8k.
 """
 
 import asyncio

@@ -8,7 +8,10 @@ a hand-written server stream (s2sutil.S2SRaw) against b.test's s2s.
 - a stanza to a domain b.test does not host: host-unknown;
 - no STARTTLS where TLS is required: policy-violation, not a stall;
 - unsolicited dialback answers: policy-violation; a forged db:verify is
-  answered invalid.
+  answered invalid;
+- a stanza that grows past the router's limit once re-serialised:
+  policy-violation to the peer, except for an iq result (its local requester
+  gets the error); <router-stanza-size> is at least 8k.
 """
 
 import asyncio
