@@ -7,7 +7,9 @@ client).
 
 - a return that would not fit <limits><router-stanza-size> with its
   envelope: the older form instead (service-unavailable without the
-  payload, no sid), never for an iq result; then the end.
+  payload, no sid), never for an iq result; then the end;
+- the c2s's own return handed back by the router (it names a gone sid):
+  not answered to a client of this c2s that the stanza's from names.
 """
 
 import asyncio
@@ -158,3 +160,24 @@ def test_return_too_large_falls_back_to_sidless_error():
 
     run_case(body)
 
+
+def test_own_return_handed_back_not_answered_to_sender_here():
+    """The router hands the c2s its own return back (no sm took it): the
+    envelope names the gone session's sid, and the stanza's from is the
+    original sender, here a client of this c2s. That client gets no error
+    for it (for an iq result it would be an error answering a result)."""
+    async def body(s, sm, alice, sid):
+        a = "alice@%s/raw" % s.domain
+        gone = "bob@%s/gone" % s.domain
+        for i, inner in enumerate((
+                "<message from='%s' to='%s' id='back0' type='chat'><body>hi</body></message>",
+                "<iq from='%s' to='%s' id='back1' type='result'/>")):
+            to_c2s(sm, s, inner % (a, gone), secrets.token_hex(16), error="item-not-found")
+            # A marker in alice's session: the first of the two she gets.
+            to_c2s(sm, s, "<message from='%s' to='%s' id='mark%d'><body>m</body></message>" %
+                   (gone, a, i), sid)
+            el = await alice.expect(lambda e: e.get("id") in ("back%d" % i, "mark%d" % i),
+                                    what="the marker")
+            assert el.get("id") == "mark%d" % i, ET.tostring(el)
+
+    run_case(body)
