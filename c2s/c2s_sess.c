@@ -58,7 +58,13 @@ static void route_send(struct c2s *c, const char *to, const char *key, const cha
     route_head(c, to, key, sid, len, &b);
     buf_append(&b, payload, len);
     buf_append_str(&b, ROUTE_TAIL);
-    c2s_send_raw(c, b.data, b.len);
+    /* What goes this way (session control: a start with the longest JID
+     * is about 6.3k; errors without payload) fits the smallest
+     * <router-stanza-size> (8k): a refusal is a config mismatch, and what
+     * it carried is lost. */
+    if (c2s_send_raw(c, b.data, b.len) == ERR_LIMIT)
+        log_err("<r:route> of %zu bytes to %s lost: <limits><router-stanza-size> is too small",
+                b.len, to);
     buf_free(&b);
 }
 
@@ -247,41 +253,67 @@ static unsigned tree_depth(const struct xml_node *n)
     return max + 1;
 }
 
+/* The envelope of a stanza of cl's session (in the component namespace,
+ * its from set) to the sm: what c2s_send_raw returns. */
+static int route_stanza(struct c2s_client *cl, const struct xml_node *stanza)
+{
+    /* Serialised straight into the envelope: one buffer per stanza, with
+     * room for what the serializer reserves up front (1,000 bytes). */
+    struct buf r = BUF_INIT;
+    route_head(cl->c2s, cl->jid->domain, cl->jid->bare, cl->sid, 1024, &r);
+    xml_serialize(stanza, XML_NS_COMPONENT, &r);
+    buf_append_str(&r, ROUTE_TAIL);
+    int rc = c2s_send_raw(cl->c2s, r.data, r.len);
+    buf_free(&r);
+    return rc;
+}
+
 /*
- * The client gets policy-violation (type modify) for a stanza the router
- * would refuse: the router ends the whole link for an element over its
- * limits, and with it every client of this c2s. The reply carries no
- * payload (it is the thing that was too big).
+ * A stanza the router would refuse (it ends the whole link for an element
+ * over its limits, and with it every client of this c2s) gets
+ * policy-violation (type modify), without the payload (the thing that was
+ * too big). The client gets it, except for an iq result, which nothing may
+ * answer (RFC 6120 §8.2.3): its requester gets it instead, from the
+ * client, as the sm does for its own results. The client gets nothing:
+ * an error to its result could match a request of its own with that id,
+ * and a stream error would end a session for a large but lawful answer.
+ * Logged by the caller (or by the router client, for the size).
  */
 static void refuse_oversized(struct c2s_client *cl, struct xml_node *stanza, const char *why)
 {
     while (stanza->children != NULL)
         xml_detach(stanza->children);
+    const char *type = xml_get_attr(stanza, "type");
+    if (strcmp(stanza->name, "iq") == 0 && type != NULL && strcmp(type, "result") == 0) {
+        const char *to = xml_get_attr(stanza, "to");
+        if (to == NULL) /* to the server itself: no one waits for it */
+            return;
+        /* xml_make_error swaps them: from the client to the requester. */
+        xml_set_attr(stanza, "from", to);
+        xml_set_attr(stanza, "to", jid_full_str(cl->jid));
+        renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
+        if (xml_make_error(stanza, XML_STE_POLICY_VIOLATION, "modify", why) == 0)
+            route_stanza(cl, stanza);
+        return;
+    }
     renamespace(stanza, XML_NS_COMPONENT, XML_NS_CLIENT);
-    log_info("session %s: stanza refused, %s", cl->sid, why);
     if (xml_make_error(stanza, XML_STE_POLICY_VIOLATION, "modify", why) == 0)
         c2s_client_write_node(cl, stanza);
 }
 
 void c2s_sess_forward(struct c2s_client *cl, struct xml_node *stanza)
 {
-    struct c2s *c = cl->c2s;
     if (tree_depth(stanza) > C2S_ROUTER_DEPTH - 2) {
+        log_info("session %s: stanza nested too deep for the router refused", cl->sid);
         refuse_oversized(cl, stanza, "stanza nested too deep");
         return;
     }
     xml_set_attr(stanza, "from", jid_full_str(cl->jid));
     renamespace(stanza, XML_NS_CLIENT, XML_NS_COMPONENT);
-    /* Serialised straight into the envelope: one buffer per stanza, with
-     * room for what the serializer reserves up front (1,000 bytes). */
-    struct buf r = BUF_INIT;
-    route_head(c, cl->jid->domain, cl->jid->bare, cl->sid, 1024, &r);
-    xml_serialize(stanza, XML_NS_COMPONENT, &r);
-    buf_append_str(&r, ROUTE_TAIL);
-    /* The router client refuses more than <limits><router-stanza-size>. */
-    if (c2s_send_raw(c, r.data, r.len) == ERR_LIMIT)
+    /* The router client refuses more than <limits><router-stanza-size>,
+     * and logs it. */
+    if (route_stanza(cl, stanza) == ERR_LIMIT)
         refuse_oversized(cl, stanza, "stanza too large once re-serialised");
-    buf_free(&r);
 }
 
 /* ---- from the sm ---- */
@@ -452,6 +484,34 @@ static void control(struct c2s *c, struct xml_node *el, const char *from)
     }
 }
 
+/* A returned stanza that does not fit <router-stanza-size> with its
+ * envelope (the sm's fitted without the sid and error attributes): the
+ * older form the sm still accepts (sm/SESSION.md, Returned stanzas), the
+ * stanza turned into service-unavailable without its payload, no sid,
+ * which the sm routes to the sender. The sender learns it was not
+ * delivered, though not stored or redelivered. Never for what gets no
+ * answer: an error or result (RFC 6120 §8.3.1, §8.2.3), presence
+ * (RFC 6121 §8.5.3.2), a headline to the bare JID (the other sessions
+ * had their copies: the sm drops it when returned whole). */
+static void return_small(struct c2s *c, struct xml_node *stanza, const char *from)
+{
+    const char *type = xml_get_attr(stanza, "type");
+    const char *to = xml_get_attr(stanza, "to");
+    if (strcmp(stanza->name, "presence") == 0 ||
+        (type != NULL && (strcmp(type, "error") == 0 || strcmp(type, "result") == 0)) ||
+        (strcmp(stanza->name, "message") == 0 && type != NULL && strcmp(type, "headline") == 0 &&
+         to != NULL && strchr(to, '/') == NULL))
+        return;
+    while (stanza->children != NULL)
+        xml_detach(stanza->children);
+    if (xml_make_error(stanza, XML_STE_SERVICE_UNAVAILABLE, NULL, NULL) != 0)
+        return;
+    struct buf b = BUF_INIT;
+    xml_serialize(stanza, XML_NS_COMPONENT, &b);
+    route_send(c, from, NULL, NULL, b.data, b.len);
+    buf_free(&b);
+}
+
 /* A stanza for a session we do not have (the client left, its end and the
  * stanza crossed): back to the sm as the router returns an undeliverable
  * r:route (sm/SESSION.md, Returned stanzas), to and from swapped,
@@ -471,8 +531,10 @@ static void unknown_sid(struct c2s *c, struct xml_node *stanza, const char *from
     buf_append_str(&b, "' error='item-not-found'>");
     xml_serialize(stanza, XML_NS_COMPONENT, &b);
     buf_append_str(&b, ROUTE_TAIL);
-    c2s_send_raw(c, b.data, b.len);
+    int rc = c2s_send_raw(c, b.data, b.len);
     buf_free(&b);
+    if (rc == ERR_LIMIT)
+        return_small(c, stanza, from);
     if (strlen(sid) == C2S_SID_LEN)
         end_unknown(c, from, sid);
 }
@@ -548,7 +610,10 @@ void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, c
     }
     if (sid != NULL)
         cl = htab_get_str(c->sessions, sid);
-    const char *from = xml_get_attr(stanza, "from");
+    /* By from only without a sid: an envelope with one is of that session
+     * alone (our own return of a stanza for a gone session has the gone
+     * sid, and its from is the original sender, maybe a client here). */
+    const char *from = sid == NULL ? xml_get_attr(stanza, "from") : NULL;
     for (struct c2s_client *k = c->clients; cl == NULL && k != NULL && from != NULL; k = k->next)
         if (k->jid != NULL && strcmp(jid_full_str(k->jid), from) == 0)
             cl = k;

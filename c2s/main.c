@@ -68,7 +68,7 @@ int main(int argc, char **argv)
         CONFIG_NODE("domain", 0, &cfg->domain),
         CONFIG_STRING("sasl/mechanisms", 0, "SCRAM-SHA-256 SCRAM-SHA-1 PLAIN", &cfg->mechanisms),
         CONFIG_SIZE("limits/stanza-size", 0, "256k", 4096, 16 * 1024 * 1024, &cfg->stanza_size),
-        CONFIG_SIZE("limits/router-stanza-size", 0, "256k", 1024, 64 * 1024 * 1024,
+        CONFIG_SIZE("limits/router-stanza-size", 0, "256k", 8 * 1024, 64 * 1024 * 1024,
                     &cfg->router_stanza_size),
         CONFIG_SIZE("limits/presence-keep", 0, "8k", 256, 16 * 1024 * 1024, &cfg->presence_keep),
         CONFIG_SIZE("limits/preauth-stanza-size", 0, "8k", 1024, 1024 * 1024,

@@ -30,7 +30,7 @@ static const struct config_entry table[] = {
     CONFIG_NODE("tls/cert", 0, &cfg.certs),
     CONFIG_NODE("policy", 0, &cfg.policies),
     CONFIG_SIZE("limits/stanza-size", 0, "256k", 4096, 64 * 1024 * 1024, &cfg.stanza_size),
-    CONFIG_SIZE("limits/router-stanza-size", 0, "256k", 4096, 64 * 1024 * 1024,
+    CONFIG_SIZE("limits/router-stanza-size", 0, "256k", 8 * 1024, 64 * 1024 * 1024,
                 &cfg.router_stanza_size),
     CONFIG_INT("limits/queue", 0, "1000", 1, 1000000, &cfg.queue_max),
     CONFIG_SIZE("limits/queue-bytes", 0, "1M", 4096, 1024LL * 1024 * 1024, &cfg.queue_max_bytes),

@@ -325,8 +325,10 @@ char *s2s_pair_key(const char *local, const char *remote)
 
 void s2s_bounce(struct s2s *s, struct xml_node *st, enum xml_stanza_err cond, const char *why)
 {
+    /* Nothing answers an error or an iq result (RFC 6120 §8.3.1, §8.2.3). */
     const char *type = xml_get_attr(st, "type");
-    if (strcmp(st->name, "presence") == 0 || (type && strcmp(type, "error") == 0) ||
+    if (strcmp(st->name, "presence") == 0 ||
+        (type && (strcmp(type, "error") == 0 || strcmp(type, "result") == 0)) ||
         xml_make_error(st, cond, NULL, why) != 0) {
         xml_free(st);
         return;
@@ -349,6 +351,28 @@ void s2s_bounce(struct s2s *s, struct xml_node *st, enum xml_stanza_err cond, co
         xml_free(st);
 }
 
+/* A peer's iq result (its payload removed) that did not fit the router:
+ * not answered (RFC 6120 §8.2.3), but its local requester, who would wait
+ * in vain, gets policy-violation (modify) from the peer's entity in its
+ * place, as the sm does for its own results. Takes st. */
+static void result_too_large(struct s2s *s, struct xml_node *st)
+{
+    const char *from = xml_get_attr(st, "from");
+    const char *to = xml_get_attr(st, "to");
+    if (from == NULL || to == NULL) {
+        xml_free(st);
+        return;
+    }
+    /* xml_make_error swaps them: from the peer's entity to the requester. */
+    xml_set_attr(st, "from", to);
+    xml_set_attr(st, "to", from);
+    if (xml_make_error(st, XML_STE_POLICY_VIOLATION, "modify", "stanza too large for the router") ==
+            0 &&
+        component_send(s->router, st) == 0)
+        s->stats_bounced++;
+    xml_free(st);
+}
+
 void s2s_deliver_local(struct s2s *s, struct xml_node *st)
 {
     s2s_rens(st, XML_NS_SERVER, XML_NS_COMPONENT);
@@ -361,6 +385,11 @@ void s2s_deliver_local(struct s2s *s, struct xml_node *st)
          * answer it, without the payload, which is what did not fit. */
         while (st->children != NULL)
             xml_detach(st->children);
+        const char *type = xml_get_attr(st, "type");
+        if (strcmp(st->name, "iq") == 0 && type != NULL && strcmp(type, "result") == 0) {
+            result_too_large(s, st);
+            return;
+        }
         s2s_rens(st, XML_NS_COMPONENT, XML_NS_SERVER);
         s2s_bounce(s, st, XML_STE_POLICY_VIOLATION, "stanza too large for the router");
         return;

@@ -2,10 +2,12 @@
 on the c2s link (larger than its stanza size once re-serialised and wrapped,
 or nested deeper than its depth limit with the wrapper) gets a
 policy-violation stanza error to that client only: the link, and every
-other client of the c2s, stays up.
+other client of the c2s, stays up. An iq result is not answered: its
+requester gets the error. <router-stanza-size> is at least 8k.
 """
 
 import asyncio
+import subprocess
 
 import harness
 import stack
@@ -82,5 +84,74 @@ def test_grown_or_deep_stanza_refused_others_stay():
         try:
             problems = s.stop_and_check()
             assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+        finally:
+            s.cleanup()
+
+
+def test_grown_iq_result_refused_to_its_requester():
+    """A client's iq result that the router would refuse (grown once
+    re-serialised, or nested too deep) is not answered (RFC 6120 §8.2.3:
+    nothing answers a result): the client gets nothing, and the requester,
+    who would wait in vain, gets policy-violation (modify, without the
+    payload) from that client."""
+    s = stack.Stack(c2s=1)
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        s.add_user("bob", "builder")
+
+        async def go():
+            alice = await ClientRaw.connect_client(s)
+            bob = await ClientRaw.connect_client(s)
+            try:
+                await alice.login_plain("alice", "wonderland")
+                await bob.login_plain("bob", "builder")
+                a, b = "alice@%s/raw" % s.domain, "bob@%s/raw" % s.domain
+                deep = "<x xmlns='urn:example:deep'>" * 31 + "</x>" * 31
+                for rid, payload in (("big", "<q xmlns='urn:example:big'>%s</q>" % (">" * 70000)),
+                                     ("deep", deep)):
+                    bob.send("<iq type='get' to='%s' id='%s'><q xmlns='urn:example:q'/></iq>" %
+                             (a, rid))
+                    el = await wait_for(alice, lambda e: e.get("id") == rid)
+                    assert el.get("type") == "get" and el.get("from") == b
+                    alice.send("<iq type='result' to='%s' id='%s'>%s</iq>" % (b, rid, payload))
+                    el = await wait_for(bob, lambda e: e.get("id") == rid)
+                    assert el.get("type") == "error" and el.get("from") == a, el.attrib
+                    assert error_cond(el) == "policy-violation"
+                    assert el.find("{jabber:client}error").get("type") == "modify"
+                    assert len(el) == 1  # the error only: no payload
+                    # alice got nothing for it: the marker is the next thing
+                    # she gets about it.
+                    bob.send("<message to='%s' id='m-%s'><body>marker</body></message>" % (a, rid))
+                    el = await wait_for(alice, lambda e: e.get("id") in (rid, "m-" + rid))
+                    assert el.get("id") == "m-" + rid, el.attrib
+            finally:
+                for r in (alice, bob):
+                    r.close()
+
+        asyncio.run(go())
+        assert s["router"].running() and s["c2s-1"].running()
+    finally:
+        try:
+            problems = s.stop_and_check()
+            assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+        finally:
+            s.cleanup()
+
+
+def test_router_stanza_size_at_least_8k():
+    """<limits><router-stanza-size> below 8k is a config error (parley-c2s -t
+    says so): a session start with a long JID would not fit under it. 8k is
+    accepted."""
+    for size, ok in (("4k", False), ("8k", True)):
+        s = stack.Stack(c2s=1, extra={
+            "c2s": "  <limits><router-stanza-size>%s</router-stanza-size></limits>\n" % size})
+        try:
+            d = s["c2s-1"]
+            p = subprocess.run([d.exe, "-t", "-c", d.config], capture_output=True, text=True,
+                               timeout=harness.WAIT, env=d.env())
+            assert (p.returncode == 0) == ok, (size, p.returncode, p.stdout, p.stderr)
+            if not ok:
+                assert "router-stanza-size" in p.stdout + p.stderr, p.stderr
         finally:
             s.cleanup()

@@ -8,11 +8,15 @@ a hand-written server stream (s2sutil.S2SRaw) against b.test's s2s.
 - a stanza to a domain b.test does not host: host-unknown;
 - no STARTTLS where TLS is required: policy-violation, not a stall;
 - unsolicited dialback answers: policy-violation; a forged db:verify is
-  answered invalid.
+  answered invalid;
+- a stanza that grows past the router's limit once re-serialised:
+  policy-violation to the peer, except for an iq result (its local requester
+  gets the error); <router-stanza-size> is at least 8k.
 """
 
 import asyncio
 import socket
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -442,3 +446,69 @@ def test_stanza_too_large_once_reserialised_bounced():
         run(go())
         assert "router connection lost" not in net.b.log(), net.b.log()[-3000:]
         assert "not sent: the router takes at most" in net.b.log()
+
+
+def test_result_too_large_once_reserialised_goes_to_requester():
+    """A peer's iq result that grows past the router's limit once
+    re-serialised is not answered (RFC 6120 §8.2.3: nothing answers a
+    result): the peer gets nothing, and the local requester, who would wait
+    in vain, gets policy-violation (modify, without the payload) from the
+    entity that answered."""
+    net = s2sutil.Federation()
+    crt, key = net.ca.issue("c.test")
+    with s2sutil.running(net):
+        async def go():
+            cb = await s2sutil.comp(net.b)
+            r = await s2sutil.S2SRaw.connect(net.b.port)
+            try:
+                await r.secure("svc.b.test", "c.test", net.ca.cert, crt, key)
+                r.send("<bidi xmlns='urn:xmpp:bidi'/>")
+                el = await r.sasl_external("c.test")
+                assert el.tag == "{%s}success" % s2sutil.NS_SASL, ET.tostring(el)
+                await r.open("svc.b.test", "c.test")
+                await r.features()
+                head = ("<iq type='result' from='x@c.test' to='svc.b.test' id='res1'>"
+                        "<query xmlns='urn:example:big'></query></iq>")
+                n = (ROUTER_MAX - len(head)) // 4 + 10  # '>' is written '&gt;'
+                big = head.replace("</query>", ">" * n + "</query>")
+                assert len(big) < ROUTER_MAX
+                r.send(big)
+                e = await cb.expect(lambda s: s["id"] == "res1", timeout=15)
+                assert e.name == "iq" and e["type"] == "error", e
+                assert str(e["from"]) == "x@c.test" and str(e["to"]) == "svc.b.test", e
+                # The error as received (slixmpp's own handling of an iq it
+                # does not know may append to the object: read its first).
+                err = e.xml.find("{jabber:component:accept}error")
+                assert err is not None and err.get("type") == "modify", e
+                assert err.find("{urn:ietf:params:xml:ns:xmpp-stanzas}policy-violation") \
+                    is not None, e
+                assert e.xml.find("{urn:example:big}query") is None, e
+                # Over the same stream, after whatever s2s sent for res1.
+                cb.send_message(mto="x@c.test", mfrom="svc.b.test", mbody="after", mtype="chat")
+                got = await r.expect(lambda el: el.get("id") == "res1" or
+                                     el.findtext("{jabber:server}body") == "after",
+                                     what="the marker")
+                assert got.get("id") != "res1", ET.tostring(got)
+            finally:
+                r.close()
+                await harness.close_all(cb)
+        run(go())
+        assert "router connection lost" not in net.b.log(), net.b.log()[-3000:]
+
+
+def test_router_stanza_size_at_least_8k():
+    """<limits><router-stanza-size> below 8k is a config error (parley-s2s -t
+    says so): s2s could not even send its session traffic through the
+    router under it. 8k is accepted."""
+    for size, ok in (("4k", False), ("8k", True)):
+        net = s2sutil.Federation(
+            extra_b="  <limits><router-stanza-size>%s</router-stanza-size></limits>\n" % size)
+        try:
+            net.b.write()
+            p = subprocess.run([harness.binary("s2s/parley-s2s"), "-t", "-c", net.b.config],
+                               capture_output=True, text=True, timeout=harness.WAIT)
+            assert (p.returncode == 0) == ok, (size, p.returncode, p.stdout, p.stderr)
+            if not ok:
+                assert "router-stanza-size" in p.stdout + p.stderr, p.stderr
+        finally:
+            net.cleanup()
