@@ -623,6 +623,11 @@ void c2s_sess_bounced(struct c2s *c, struct xml_node *stanza, const char *why, c
         presence_unsent(cl, stanza);
         return;
     }
+    /* RFC 6120 §8.2.3: a result is never answered, not even by an error
+     * for its delivery (xml_make_error refuses only errors). */
+    const char *type = xml_get_attr(stanza, "type");
+    if (strcmp(stanza->name, "iq") == 0 && type != NULL && strcmp(type, "result") == 0)
+        return;
     enum xml_stanza_err cond = strcmp(why, "resource-constraint") == 0
                                    ? XML_STE_RESOURCE_CONSTRAINT
                                    : XML_STE_REMOTE_SERVER_TIMEOUT;

@@ -15,6 +15,8 @@ import subprocess
 import time
 
 import pytest
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 import harness
 import stack
@@ -160,9 +162,17 @@ def test_sm_restart_keeps_sessions():
                     None, wait_log, s["c2s-1"], "sm sm is down")
                 got = asyncio.get_event_loop().create_future()
                 b.add_event_handler("message_error", lambda m: got.done() or got.set_result(m))
+                iq_errors = []
+                b.register_handler(Callback("iq errors", MatchXPath("{jabber:client}iq"),
+                                            lambda iq: iq["type"] == "error" and
+                                            iq_errors.append(iq["id"])))
+                # An iq result is never answered, not even when undeliverable
+                # (RFC 6120 §8.2.3); the message after it gets its error.
+                b.send_raw("<iq type='result' id='r1' to='alice@%s/a'/>" % s.domain)
                 b.send_message(mto="alice@%s/a" % s.domain, mbody="anyone?")
                 err = await asyncio.wait_for(got, harness.WAIT)
                 assert err["error"]["condition"] == "remote-server-timeout"
+                assert iq_errors == [], iq_errors
                 s["sm"].start()
                 # The restarted sm's announce (its first run logged one too).
                 await asyncio.get_event_loop().run_in_executor(
