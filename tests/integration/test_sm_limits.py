@@ -27,8 +27,8 @@ from smutil import (FakeC2s, SmStack, error_of, is_message, is_presence, login, 
 NICK = "{http://jabber.org/protocol/nick}nick"
 
 
-def stack(extra="", users=("alice", "bob")):
-    s = SmStack(extra={"sm": extra})
+def stack(extra="", users=("alice", "bob"), router_limits=None):
+    s = SmStack(extra={"sm": extra}, router_limits=router_limits)
     s.start()
     for u in users:
         s.add_user(u, "pw")
@@ -809,5 +809,73 @@ def test_sm_sends_nothing_over_its_router_stanza_size():
             c.close()
         harness.run(go())
         no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def raised(size):
+    """The router's and the sm's stanza size both at size bytes (the
+    router's queue room for a few such stanzas)."""
+    return ({"stanza-size": str(size), "queue-max": str(8 * size)},
+            "<limits><router-stanza-size>%d</router-stanza-size></limits>" % size)
+
+
+def test_raised_limit_big_message_delivered_and_link_kept():
+    """With the router and the sm at 512 KiB, a 300 KB message between two
+    online users (well over the 256 KiB parser default) reaches bob whole,
+    and the sm keeps its router link (it reads the router at its
+    <router-stanza-size>, not at the default)."""
+    router, sm = raised(512 * 1024)
+    st = stack(sm, router_limits=router)
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            a.send(msg(b.jid, "w" * 300000, "big"))
+            m = await b.recv(is_id("big"), what="the 300 KB message")
+            assert m.get("type") == "chat" and len(m.find(q("body")).text) == 300000
+            a.send(msg(b.jid, "after", "after"))
+            m = await b.recv(is_id("after"), what="a later message")
+            assert m.find(q("body")).text == "after"
+            await a.nothing(lambda s: s.get("type") == "error")
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_row_stored_over_a_lowered_limit_answered_at_delivery():
+    """A 600 KB message stored offline while the router and the sm took
+    1 MiB; the sm restarted at 512 KiB: at bob's login the row (our own
+    output) is still read, its sender gets policy-violation (modify), and
+    it is deleted, not dropped unanswered as unreadable."""
+    router, sm = raised(1024 * 1024)
+    st = stack(sm, router_limits=router)
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send(msg("bob@%s" % st.domain, "v" * 600000, "old"))
+            await offline_reaches(st, 1, "the 600 KB message was not stored")
+            await a.nothing(is_id("old"))
+            c.close()
+            assert st["sm"].stop() == 0
+            st.extra["sm"] = "<limits><router-stanza-size>512k</router-stanza-size></limits>"
+            st._write_sm()  # a new Daemon for the same log: waits for its own "sm ready"
+            st["sm"].start()
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            e = await a.recv(is_id("old"), what="the answer for the stored message")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            assert e.find(q("body")) is None
+            await b.nothing(lambda s: s.tag == q("message"))
+            await offline_reaches(st, 0)
+            log = st["sm"].log()
+            assert "too large for the router: deleted" in log and "unreadable" not in log
+            c.close()
+        harness.run(go())
     finally:
         st.finish()
