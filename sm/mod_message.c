@@ -101,7 +101,7 @@ static bool fits_later(struct sm_user *u, const struct xml_node *st)
     add_delay(u, d, 0);
     struct buf b = BUF_INIT;
     xml_serialize(d, XML_NS_COMPONENT, &b);
-    bool ok = b.len <= sm_mod_stanza_max();
+    bool ok = b.len <= sm_mod_stanza_max(u->sm);
     buf_free(&b);
     xml_free(d);
     return ok;

@@ -237,7 +237,7 @@ void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err con
     if (xml_make_error(e, cond, NULL, NULL) == 0) {
         struct buf b = BUF_INIT;
         xml_serialize(e, XML_NS_COMPONENT, &b);
-        if (b.len > sm_mod_stanza_max()) {
+        if (b.len > sm_mod_stanza_max(sm)) {
             xml_free(e);
             e = xml_copy(st);
             strip_payload(e);
