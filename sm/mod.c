@@ -185,11 +185,13 @@ void sm_mods_free(struct sm *sm)
 }
 
 /* The envelope is sm.c's route_head: a c2s name and a domain (router
- * names, at most JID_PART_MAX bytes each) and the session ID. */
+ * names, at most JID_PART_MAX bytes each) and the session ID; and room for
+ * the error attribute of its return (SM_RETURN_ROOM). */
 size_t sm_mod_stanza_max(const struct sm *sm)
 {
     static const char shape[] = "<r:route to='' from='' sid=''></r:route>";
-    return sm->cfg->router_stanza_size - (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN);
+    return sm->cfg->router_stanza_size -
+           (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN + SM_RETURN_ROOM);
 }
 
 static_assert(sizeof(struct sm_user) % alignof(void *) == 0, "slots right after sm_user");

@@ -616,9 +616,13 @@ def test_congested_c2s_returns_stored_past_quota():
 # ---- nothing the sm sends may be larger than the router takes
 
 ROUTER_MAX = 256 * 1024  # the router's and the sm's default <stanza-size>
+# What a returned envelope gains: the c2s adds error='item-not-found' for a
+# session that is gone, the router error='resource-constraint' (the longer).
+RETURN_ROOM = len(" error='resource-constraint'")
 # sm_mod_stanza_max: less the largest envelope the sm puts around a stanza
-# to a session (<r:route to='' from='' sid=''></r:route>, two JID parts, a sid).
-SM_STANZA_MAX = ROUTER_MAX - (40 + 2 * 1023 + 32)
+# to a session (<r:route to='' from='' sid=''></r:route>, two JID parts, a
+# sid) and the room for its return.
+SM_STANZA_MAX = ROUTER_MAX - (40 + 2 * 1023 + 32 + RETURN_ROOM)
 NS_DELAY = "{urn:xmpp:delay}delay"
 
 
@@ -877,5 +881,106 @@ def test_row_stored_over_a_lowered_limit_answered_at_delivery():
             assert "too large for the router: deleted" in log and "unreadable" not in log
             c.close()
         harness.run(go())
+    finally:
+        st.finish()
+
+
+def envelope(st, c2s, sid, stanza):
+    """The r:route the sm sends stanza (as it serialises it: attributes in
+    the order the client gave them, from last) in to session sid on c2s."""
+    return "<r:route to='%s' from='%s' sid='%s'>%s</r:route>" % (c2s, st.domain, sid, stanza)
+
+
+def sized(st, c2s, sid, frm, to, mid, type, env_len):
+    """The message text (as the sm serialises it) whose envelope to sid on
+    c2s has env_len bytes."""
+    def text(n):
+        return "<message to='%s' type='%s' id='%s' from='%s'><body>%s</body></message>" % (
+            to, type, mid, frm, "r" * n)
+    n = env_len - len(envelope(st, c2s, sid, text(0)))
+    assert n > 0
+    return text(n)
+
+
+def client_form(stanza):
+    """A stanza as the sm sends it, as its client sent it (without from)."""
+    el = ET.fromstring(stanza)
+    del el.attrib["from"]
+    return ET.tostring(el, encoding="unicode")
+
+
+def test_delivery_keeps_room_for_its_return():
+    """What the sm delivers leaves room under <router-stanza-size> for the
+    error attribute of its return: a message whose envelope would be within
+    that room of the limit is answered with policy-violation, not sent; one
+    at the largest size that leaves the room is delivered, and when its
+    session turns out gone the c2s's return of it (error='item-not-found')
+    is taken by the router, and the message reaches bob's other session."""
+    LIMIT = 64 * 1024
+    router, sm = raised(LIMIT)
+    st = stack(sm, router_limits=router)
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain, presence=None)
+            b2 = await login(c, "bob@%s/b2" % st.domain)
+            over = sized(st, c.name, b.sid, a.jid, b.jid, "over", "chat", LIMIT - RETURN_ROOM + 1)
+            a.send(client_form(over))
+            e = await a.recv(is_id("over"), what="the answer for the message too near the limit")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            fits = sized(st, c.name, b.sid, a.jid, b.jid, "fits", "chat", LIMIT - RETURN_ROOM)
+            a.send(client_form(fits))
+            m = await b.recv(is_id("fits"), what="the largest message that leaves the room")
+            assert ET.tostring(m, encoding="unicode").count("r") >= len(fits) - 200
+            # bob/b was gone when it arrived: returned as parley-c2s does.
+            c.raw.send("<r:route to='%s' from='%s' sid='%s' error='item-not-found'>%s</r:route>"
+                       % (st.domain, c.name, b.sid, fits))
+            b.end()
+            m = await b2.recv(is_id("fits"), what="the returned message at bob's other session")
+            assert len(m.find(q("body")).text) == len(ET.fromstring(fits).find("body").text)
+            await a.nothing(is_id("fits"))
+            await b2.nothing(is_id("over"))
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_fan_out_checked_against_the_longest_envelope():
+    """A headline to bob's bare JID goes to both his sessions, on c2s-1 and
+    on c2s-10 (whose envelope is a byte longer): sized to fit only the
+    shorter, it goes to neither, and alice gets one policy-violation; one a
+    byte smaller reaches both."""
+    LIMIT = 64 * 1024
+    router, sm = raised(LIMIT)
+    st = SmStack(c2s=10, extra={"sm": sm}, router_limits=router)
+    st.start()
+    for u in ("alice", "bob"):
+        st.add_user(u, "pw")
+    try:
+        async def go():
+            c1 = await FakeC2s.connect(st, "c2s-1")
+            c10 = await FakeC2s.connect(st, "c2s-10")
+            a = await login(c1, "alice@%s/a" % st.domain)
+            b1 = await login(c1, "bob@%s/b1" % st.domain)
+            b10 = await login(c10, "bob@%s/b10" % st.domain)
+            bob = "bob@%s" % st.domain
+            for mid, room in (("h-over", RETURN_ROOM), ("h-fits", RETURN_ROOM + 1)):
+                h = sized(st, "c2s-1", b1.sid, a.jid, bob, mid, "headline", LIMIT - room)
+                assert len(envelope(st, "c2s-10", b10.sid, h)) == LIMIT - room + 1
+                a.send(client_form(h))
+            e = await a.recv(is_id("h-over"), what="the answer for the headline")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            for s in (b1, b10):
+                await s.recv(is_id("h-fits"), what="the headline that fits both")
+                await s.nothing(is_id("h-over"))
+            await a.nothing(is_id("h-over"))
+            await a.nothing(is_id("h-fits"))
+            c1.close()
+            c10.close()
+        harness.run(go())
+        no_router_loss(st)
     finally:
         st.finish()
