@@ -10,7 +10,10 @@ pending stanzas when the sm is stopped; and that nothing the sm sends is
 bigger than <limits><router-stanza-size> (the router would end the sm's
 link for it): offline messages refused at store or deleted at delivery,
 bounces without their payload, policy-violation to the sender, the
-welcome checked against it at start.
+welcome checked against it at start, room left for a return's error
+attribute, a fan-out sent to all sessions or none; and that with the limit
+raised the sm reads what the router passes on, and reads back rows stored
+under a higher limit.
 """
 
 import asyncio
