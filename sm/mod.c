@@ -148,14 +148,9 @@ static int parse_list(const struct xml_node *list, const struct sm_module_def **
     return 0;
 }
 
-/* The sm's <limits><router-stanza-size>, taken at sm_mods_init (before any
- * module's init: mod_welcome checks its message there). One sm a process. */
-static size_t router_max = 256 * 1024;
-
 int sm_mods_init(struct sm *sm, const struct xml_node *list)
 {
     static_assert(NALL <= SM_MAX_MODS, "every module fits");
-    router_max = sm->cfg->router_stanza_size;
     const struct sm_module_def *defs[NALL];
     size_t n = NALL;
     if (list == NULL)
@@ -190,11 +185,13 @@ void sm_mods_free(struct sm *sm)
 }
 
 /* The envelope is sm.c's route_head: a c2s name and a domain (router
- * names, at most JID_PART_MAX bytes each) and the session ID. */
-size_t sm_mod_stanza_max(void)
+ * names, at most JID_PART_MAX bytes each) and the session ID; and room for
+ * the error attribute of its return (SM_RETURN_ROOM). */
+size_t sm_mod_stanza_max(const struct sm *sm)
 {
     static const char shape[] = "<r:route to='' from='' sid=''></r:route>";
-    return router_max - (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN);
+    return sm->cfg->router_stanza_size -
+           (sizeof(shape) - 1 + 2 * JID_PART_MAX + SM_SID_LEN + SM_RETURN_ROOM);
 }
 
 static_assert(sizeof(struct sm_user) % alignof(void *) == 0, "slots right after sm_user");

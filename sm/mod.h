@@ -16,10 +16,11 @@ extern const struct sm_module_def sm_mod_ping_def;
 extern const struct sm_module_def sm_mod_version_def;
 extern const struct sm_module_def sm_mod_welcome_def;
 
-/* The largest stanza (as serialised) the sm may send to a session: the
- * stanza size the router takes (<limits><router-stanza-size>), less the
- * largest envelope around it. A bigger one is refused by the router client
- * (the router would end the sm's connection with policy-violation). */
-size_t sm_mod_stanza_max(void);
+/* The largest stanza (as serialised) sm may send to a session: the stanza
+ * size the router takes (<limits><router-stanza-size>), less the largest
+ * envelope around it and SM_RETURN_ROOM. A bigger one is refused
+ * (sm_deliver: the router would end the sm's connection with
+ * policy-violation). */
+size_t sm_mod_stanza_max(const struct sm *sm);
 
 #endif

@@ -101,7 +101,7 @@ static bool fits_later(struct sm_user *u, const struct xml_node *st)
     add_delay(u, d, 0);
     struct buf b = BUF_INIT;
     xml_serialize(d, XML_NS_COMPONENT, &b);
-    bool ok = b.len <= sm_mod_stanza_max();
+    bool ok = b.len <= sm_mod_stanza_max(u->sm);
     buf_free(&b);
     xml_free(d);
     return ok;
@@ -270,15 +270,6 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
     } else if (s != NULL && s->user == u) {
         int n = storage_result_rows(res);
         size_t bytes = 0;
-        /* Stored messages fit <router-stanza-size> (store), which may be
-         * above the parser's default. */
-        struct xml_limits lim;
-        xml_limits_default(&lim);
-        size_t max = u->sm->cfg->router_stanza_size;
-        if (lim.max_stanza_bytes < max) {
-            lim.max_stanza_bytes = lim.max_text_len = max;
-            lim.max_tree_bytes = 4 * max;
-        }
         f->more = n == FLUSH_ROWS;
         for (int row = 0; row < n; row++) {
             if (bytes >= FLUSH_BYTES) {
@@ -293,6 +284,16 @@ static void on_fetched(void *arg, int err, const struct storage_result *res)
             f->seqs[f->nseqs++] = seq;
             size_t len = strlen(text);
             bytes += len;
+            /* The rows are our own output, stored under whatever
+             * <router-stanza-size> was then (store): sized from the row, so
+             * that one stored under a higher limit is still read and
+             * answered below rather than dropped as unreadable. */
+            struct xml_limits lim;
+            xml_limits_default(&lim);
+            if (lim.max_stanza_bytes < len)
+                lim.max_stanza_bytes = lim.max_text_len = len;
+            if (lim.max_tree_bytes < 4 * len + 4096)
+                lim.max_tree_bytes = 4 * len + 4096;
             char e[64];
             struct xml_node *st = xml_parse_document(text, len, &lim, e, sizeof(e));
             if (st == NULL) {

@@ -49,13 +49,13 @@ static void user_free(struct sm_mod *m, struct sm_user *u)
 }
 
 /* Whether r, sent to a session, fits sm_mod_stanza_max (len: its size). */
-static bool fits_one_stanza(const struct xml_node *r, size_t *len)
+static bool fits_one_stanza(const struct sm *sm, const struct xml_node *r, size_t *len)
 {
     struct buf b = BUF_INIT;
     xml_serialize(r, XML_NS_COMPONENT, &b);
     *len = b.len;
     buf_free(&b);
-    return *len <= sm_mod_stanza_max();
+    return *len <= sm_mod_stanza_max(sm);
 }
 
 static int roster_get(struct sm_sess *s, struct xml_node *iq, struct xml_node *q)
@@ -73,7 +73,7 @@ static int roster_get(struct sm_sess *s, struct xml_node *iq, struct xml_node *q
         for (htab_iter_init(&it, u->roster->items); htab_iter_next(&it);)
             sm_roster_item_xml(rq, it.val);
         size_t len;
-        if (!fits_one_stanza(r, &len)) {
+        if (!fits_one_stanza(u->sm, r, &len)) {
             log_warn("roster of %s not sent: %zu bytes, over the stanza size", u->jid->bare, len);
             xml_free(r);
             return SM_ERROR(XML_STE_RESOURCE_CONSTRAINT);

@@ -65,7 +65,7 @@ static int on_create(struct sm_mod *m, struct sm_pkt *p)
 static int check_size(struct sm_mod *m, const char *domain)
 {
     const struct sm_config *cfg = m->sm->cfg;
-    size_t max = sm_mod_stanza_max();
+    size_t max = sm_mod_stanza_max(m->sm);
     struct buf to = BUF_INIT, b = BUF_INIT;
     for (size_t i = 0; i < JID_PART_MAX; i++)
         buf_append_byte(&to, 'x');

@@ -237,7 +237,7 @@ void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err con
     if (xml_make_error(e, cond, NULL, NULL) == 0) {
         struct buf b = BUF_INIT;
         xml_serialize(e, XML_NS_COMPONENT, &b);
-        if (b.len > sm_mod_stanza_max()) {
+        if (b.len > sm_mod_stanza_max(sm)) {
             xml_free(e);
             e = xml_copy(st);
             strip_payload(e);
@@ -331,31 +331,46 @@ int sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st)
 /* The stanza is serialised once, into the first envelope; each further
  * session gets that buffer with its own head put in front of the same
  * bytes (the stream copies what it is given, so the buffer is free to
- * change after each send). */
+ * change after each send). Heads differ in length (c2s names): the size
+ * is checked with the longest before anything is sent, so that either
+ * every session gets the stanza or none does and its sender is answered
+ * once. */
 int sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st)
 {
+    /* The sessions the out-sess chain lets it go to (run once each). */
+    struct sm_sess *on_stack[SM_MAX_SESSIONS];
+    struct sm_sess **to = n <= SM_MAX_SESSIONS ? on_stack : xcalloc(n, sizeof(*to));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (out_sess_ok(sm, ss[i], st))
+            to[m++] = ss[i];
     struct buf env = BUF_INIT, h = BUF_INIT;
-    size_t head_len = 0;
     int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!out_sess_ok(sm, ss[i], st))
-            continue;
-        if (env.data == NULL) {
-            buf_reserve(&env, 128 + 1024); /* the serializer reserves 1,000 */
-            route_head(ss[i], &env);
-            head_len = env.len;
-            xml_serialize(st, XML_NS_COMPONENT, &env);
-            buf_append_str(&env, "</r:route>");
-        } else {
-            route_head(ss[i], &h);
-            route_rehead(&env, &head_len, &h);
+    if (m > 0 && sm->comp != NULL) {
+        buf_reserve(&env, 128 + 1024); /* the serializer reserves 1,000 */
+        route_head(to[0], &env);
+        size_t head_len = env.len, head_max = env.len;
+        xml_serialize(st, XML_NS_COMPONENT, &env);
+        buf_append_str(&env, "</r:route>");
+        for (size_t i = 1; i < m; i++) {
+            route_head(to[i], &h);
+            if (h.len > head_max)
+                head_max = h.len;
         }
-        /* Heads differ in length (c2s names): each one is checked. */
-        if (sm->comp != NULL && component_send_raw(sm->comp, env.data, env.len) == ERR_LIMIT)
+        if (env.len - head_len + head_max + SM_RETURN_ROOM > sm->cfg->router_stanza_size)
             rc = ERR_LIMIT;
+        for (size_t i = 0; i < m && rc == 0; i++) {
+            if (i > 0) {
+                route_head(to[i], &h);
+                route_rehead(&env, &head_len, &h);
+            }
+            component_send_raw(sm->comp, env.data, env.len);
+        }
     }
     buf_free(&h);
     buf_free(&env);
+    if (to != on_stack)
+        free(to);
     if (rc == ERR_LIMIT)
         sm_bounce_oversized(sm, st);
     return rc;
@@ -459,7 +474,10 @@ static void to_user_instance(struct sm *sm, struct jid *j, const struct xml_node
     buf_append_str(&b, "'>");
     xml_serialize(st, XML_NS_COMPONENT, &b);
     buf_append_str(&b, "</r:route>");
-    if (component_send_raw(sm->comp, b.data, b.len) == ERR_LIMIT)
+    /* The router returns it to us with an error attribute when the
+     * instance is gone: room for that. */
+    if (b.len + SM_RETURN_ROOM > sm->cfg->router_stanza_size ||
+        component_send_raw(sm->comp, b.data, b.len) == ERR_LIMIT)
         sm_bounce_oversized(sm, st);
     buf_free(&b);
 }
@@ -978,6 +996,14 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     o.queue_max = 100000;
     o.queue_max_bytes = 64 * 1024 * 1024;
     o.send_max = sm->cfg->router_stanza_size;
+    /* What the router passes on is up to its stanza size (ours), and one it
+     * returns carries an error attribute (a bounced stanza an <error/>)
+     * besides: read with room for that, never below the parser's default. */
+    size_t in_max = sm->cfg->router_stanza_size + 4096;
+    if (o.stream.limits.max_stanza_bytes < in_max) {
+        o.stream.limits.max_stanza_bytes = o.stream.limits.max_text_len = in_max;
+        o.stream.limits.max_tree_bytes = 4 * in_max;
+    }
     /* Offline flushes and presence fan-out write in bursts: room for them
      * on the router's stream beyond the 1 MiB default. */
     o.stream.out_max = SM_OUT_MAX;

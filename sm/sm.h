@@ -40,6 +40,11 @@
 #define SM_NS_SESSION "urn:parley:session"
 #define SM_SID_LEN    32
 #define SM_MAX_MODS   16
+/* Room every envelope the sm sends keeps below <router-stanza-size>: a
+ * c2s returns one for a session that is gone with error='item-not-found'
+ * added, the router one it cannot deliver with error='resource-constraint'
+ * (the longer), and neither may then be over the limit. */
+#define SM_RETURN_ROOM (sizeof(" error='resource-constraint'") - 1)
 /* Sessions per user at most (<limits><sessions> is bounded by it): fan-out
  * to one user's sessions uses arrays of this size on the stack. */
 #define SM_MAX_SESSIONS 64
@@ -470,11 +475,14 @@ void sm_bounce(struct sm *sm, const struct xml_node *st, enum xml_stanza_err con
  * becomes that error to its requester. Nothing for an error. */
 void sm_bounce_oversized(struct sm *sm, const struct xml_node *st);
 /* Deliver st to one session (out-sess chain, then r:route to its c2s).
- * Returns 0, or ERR_LIMIT when the envelope would be larger than the
- * router takes: nothing was sent and st was answered (sm_bounce_oversized). */
+ * Returns 0, or ERR_LIMIT when the envelope with SM_RETURN_ROOM would be
+ * larger than the router takes: nothing was sent and st was answered
+ * (sm_bounce_oversized). */
 int sm_deliver(struct sm *sm, struct sm_sess *s, const struct xml_node *st);
-/* The same stanza to many sessions: serialised once. Same returns (ERR_LIMIT
- * if any session's envelope did not fit; st is answered once). */
+/* The same stanza to many sessions: serialised once.
+ * Same returns: with ERR_LIMIT (the longest session's envelope, with
+ * SM_RETURN_ROOM, would be larger than the router takes) no session got
+ * it and st was answered once. */
 int sm_deliver_many(struct sm *sm, struct sm_sess **ss, size_t n, const struct xml_node *st);
 /* Send a session control element <name sid reason/> to c2s. */
 void sm_send_control(struct sm *sm, const char *c2s, const char *domain, const char *name,

@@ -10,7 +10,10 @@ pending stanzas when the sm is stopped; and that nothing the sm sends is
 bigger than <limits><router-stanza-size> (the router would end the sm's
 link for it): offline messages refused at store or deleted at delivery,
 bounces without their payload, policy-violation to the sender, the
-welcome checked against it at start.
+welcome checked against it at start, room left for a return's error
+attribute, a fan-out sent to all sessions or none; and that with the limit
+raised the sm reads what the router passes on, and reads back rows stored
+under a higher limit.
 """
 
 import asyncio
@@ -27,8 +30,8 @@ from smutil import (FakeC2s, SmStack, error_of, is_message, is_presence, login, 
 NICK = "{http://jabber.org/protocol/nick}nick"
 
 
-def stack(extra="", users=("alice", "bob")):
-    s = SmStack(extra={"sm": extra})
+def stack(extra="", users=("alice", "bob"), router_limits=None):
+    s = SmStack(extra={"sm": extra}, router_limits=router_limits)
     s.start()
     for u in users:
         s.add_user(u, "pw")
@@ -616,9 +619,13 @@ def test_congested_c2s_returns_stored_past_quota():
 # ---- nothing the sm sends may be larger than the router takes
 
 ROUTER_MAX = 256 * 1024  # the router's and the sm's default <stanza-size>
+# What a returned envelope gains: the c2s adds error='item-not-found' for a
+# session that is gone, the router error='resource-constraint' (the longer).
+RETURN_ROOM = len(" error='resource-constraint'")
 # sm_mod_stanza_max: less the largest envelope the sm puts around a stanza
-# to a session (<r:route to='' from='' sid=''></r:route>, two JID parts, a sid).
-SM_STANZA_MAX = ROUTER_MAX - (40 + 2 * 1023 + 32)
+# to a session (<r:route to='' from='' sid=''></r:route>, two JID parts, a
+# sid) and the room for its return.
+SM_STANZA_MAX = ROUTER_MAX - (40 + 2 * 1023 + 32 + RETURN_ROOM)
 NS_DELAY = "{urn:xmpp:delay}delay"
 
 
@@ -807,6 +814,175 @@ def test_sm_sends_nothing_over_its_router_stanza_size():
             await b.nothing(lambda s: s.get("id") in ("m1", "r1") and s.get("type") != "error")
             assert "not sent: the router takes at most 65536" in st["sm"].log()
             c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def raised(size):
+    """The router's and the sm's stanza size both at size bytes (the
+    router's queue room for a few such stanzas)."""
+    return ({"stanza-size": str(size), "queue-max": str(8 * size)},
+            "<limits><router-stanza-size>%d</router-stanza-size></limits>" % size)
+
+
+def test_raised_limit_big_message_delivered_and_link_kept():
+    """With the router and the sm at 512 KiB, a 300 KB message between two
+    online users (well over the 256 KiB parser default) reaches bob whole,
+    and the sm keeps its router link (it reads the router at its
+    <router-stanza-size>, not at the default)."""
+    router, sm = raised(512 * 1024)
+    st = stack(sm, router_limits=router)
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            a.send(msg(b.jid, "w" * 300000, "big"))
+            m = await b.recv(is_id("big"), what="the 300 KB message")
+            assert m.get("type") == "chat" and len(m.find(q("body")).text) == 300000
+            a.send(msg(b.jid, "after", "after"))
+            m = await b.recv(is_id("after"), what="a later message")
+            assert m.find(q("body")).text == "after"
+            await a.nothing(lambda s: s.get("type") == "error")
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_row_stored_over_a_lowered_limit_answered_at_delivery():
+    """A 600 KB message stored offline while the router and the sm took
+    1 MiB; the sm restarted at 512 KiB: at bob's login the row (our own
+    output) is still read, its sender gets policy-violation (modify), and
+    it is deleted, not dropped unanswered as unreadable."""
+    router, sm = raised(1024 * 1024)
+    st = stack(sm, router_limits=router)
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            a.send(msg("bob@%s" % st.domain, "v" * 600000, "old"))
+            await offline_reaches(st, 1, "the 600 KB message was not stored")
+            await a.nothing(is_id("old"))
+            c.close()
+            assert st["sm"].stop() == 0
+            st.extra["sm"] = "<limits><router-stanza-size>512k</router-stanza-size></limits>"
+            st._write_sm()  # a new Daemon for the same log: waits for its own "sm ready"
+            st["sm"].start()
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain)
+            e = await a.recv(is_id("old"), what="the answer for the stored message")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            assert e.find(q("body")) is None
+            await b.nothing(lambda s: s.tag == q("message"))
+            await offline_reaches(st, 0)
+            log = st["sm"].log()
+            assert "too large for the router: deleted" in log and "unreadable" not in log
+            c.close()
+        harness.run(go())
+    finally:
+        st.finish()
+
+
+def envelope(st, c2s, sid, stanza):
+    """The r:route the sm sends stanza (as it serialises it: attributes in
+    the order the client gave them, from last) in to session sid on c2s."""
+    return "<r:route to='%s' from='%s' sid='%s'>%s</r:route>" % (c2s, st.domain, sid, stanza)
+
+
+def sized(st, c2s, sid, frm, to, mid, type, env_len):
+    """The message text (as the sm serialises it) whose envelope to sid on
+    c2s has env_len bytes."""
+    def text(n):
+        return "<message to='%s' type='%s' id='%s' from='%s'><body>%s</body></message>" % (
+            to, type, mid, frm, "r" * n)
+    n = env_len - len(envelope(st, c2s, sid, text(0)))
+    assert n > 0
+    return text(n)
+
+
+def client_form(stanza):
+    """A stanza as the sm sends it, as its client sent it (without from)."""
+    el = ET.fromstring(stanza)
+    del el.attrib["from"]
+    return ET.tostring(el, encoding="unicode")
+
+
+def test_delivery_keeps_room_for_its_return():
+    """What the sm delivers leaves room under <router-stanza-size> for the
+    error attribute of its return: a message whose envelope would be within
+    that room of the limit is answered with policy-violation, not sent; one
+    at the largest size that leaves the room is delivered, and when its
+    session turns out gone the c2s's return of it (error='item-not-found')
+    is taken by the router, and the message reaches bob's other session."""
+    LIMIT = 64 * 1024
+    router, sm = raised(LIMIT)
+    st = stack(sm, router_limits=router)
+    try:
+        async def go():
+            c = await FakeC2s.connect(st)
+            a = await login(c, "alice@%s/a" % st.domain)
+            b = await login(c, "bob@%s/b" % st.domain, presence=None)
+            b2 = await login(c, "bob@%s/b2" % st.domain)
+            over = sized(st, c.name, b.sid, a.jid, b.jid, "over", "chat", LIMIT - RETURN_ROOM + 1)
+            a.send(client_form(over))
+            e = await a.recv(is_id("over"), what="the answer for the message too near the limit")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            fits = sized(st, c.name, b.sid, a.jid, b.jid, "fits", "chat", LIMIT - RETURN_ROOM)
+            a.send(client_form(fits))
+            m = await b.recv(is_id("fits"), what="the largest message that leaves the room")
+            assert ET.tostring(m, encoding="unicode").count("r") >= len(fits) - 200
+            # bob/b was gone when it arrived: returned as parley-c2s does.
+            c.raw.send("<r:route to='%s' from='%s' sid='%s' error='item-not-found'>%s</r:route>"
+                       % (st.domain, c.name, b.sid, fits))
+            b.end()
+            m = await b2.recv(is_id("fits"), what="the returned message at bob's other session")
+            assert len(m.find(q("body")).text) == len(ET.fromstring(fits).find("body").text)
+            await a.nothing(is_id("fits"))
+            await b2.nothing(is_id("over"))
+            c.close()
+        harness.run(go())
+        no_router_loss(st)
+    finally:
+        st.finish()
+
+
+def test_fan_out_checked_against_the_longest_envelope():
+    """A headline to bob's bare JID goes to both his sessions, on c2s-1 and
+    on c2s-10 (whose envelope is a byte longer): sized to fit only the
+    shorter, it goes to neither, and alice gets one policy-violation; one a
+    byte smaller reaches both."""
+    LIMIT = 64 * 1024
+    router, sm = raised(LIMIT)
+    st = SmStack(c2s=10, extra={"sm": sm}, router_limits=router)
+    st.start()
+    for u in ("alice", "bob"):
+        st.add_user(u, "pw")
+    try:
+        async def go():
+            c1 = await FakeC2s.connect(st, "c2s-1")
+            c10 = await FakeC2s.connect(st, "c2s-10")
+            a = await login(c1, "alice@%s/a" % st.domain)
+            b1 = await login(c1, "bob@%s/b1" % st.domain)
+            b10 = await login(c10, "bob@%s/b10" % st.domain)
+            bob = "bob@%s" % st.domain
+            for mid, room in (("h-over", RETURN_ROOM), ("h-fits", RETURN_ROOM + 1)):
+                h = sized(st, "c2s-1", b1.sid, a.jid, bob, mid, "headline", LIMIT - room)
+                assert len(envelope(st, "c2s-10", b10.sid, h)) == LIMIT - room + 1
+                a.send(client_form(h))
+            e = await a.recv(is_id("h-over"), what="the answer for the headline")
+            assert error_of(e) == ("modify", "policy-violation"), error_of(e)
+            for s in (b1, b10):
+                await s.recv(is_id("h-fits"), what="the headline that fits both")
+                await s.nothing(is_id("h-over"))
+            await a.nothing(is_id("h-over"))
+            await a.nothing(is_id("h-fits"))
+            c1.close()
+            c10.close()
         harness.run(go())
         no_router_loss(st)
     finally:
