@@ -615,8 +615,7 @@ int c2s_start(struct c2s *c)
     o.secret = c->cfg.router_secret;
     o.router = c->cfg.router_connect;
     o.internal = 1;
-    o.send_max = c->cfg.router_stanza_size;
-    o.stream.limits.max_stanza_bytes = c->cfg.stanza_size + 4096;
+    component_opts_router_max(&o, c->cfg.router_stanza_size);
     if (component_new(c->loop, &o, &cbs, c, &c->comp) != 0)
         return ERR_CONFIG;
 

@@ -842,6 +842,19 @@ void component_opts_default(struct component_opts *o)
     o->stream.handshake_ms = 10000;
 }
 
+void component_opts_router_max(struct component_opts *o, size_t max)
+{
+    o->send_max = max;
+    struct xml_limits *l = &o->stream.limits;
+    size_t in = max + 4096;
+    if (l->max_stanza_bytes < in)
+        l->max_stanza_bytes = in;
+    if (l->max_text_len < in)
+        l->max_text_len = in;
+    if (l->max_tree_bytes < 4 * in)
+        l->max_tree_bytes = 4 * in;
+}
+
 /* "unix:/path" or "tcp:host:port" / "tcp:[v6]:port". */
 static int parse_router(struct component *c, const char *addr)
 {

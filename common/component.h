@@ -106,6 +106,12 @@ struct component_opts {
 };
 
 void component_opts_default(struct component_opts *o);
+/* The router takes and passes on elements up to max bytes (the daemon's
+ * <limits><router-stanza-size>): sends are refused past it (send_max), and
+ * the connection reads up to max and 4 KiB more (a stanza the router
+ * returns carries an error attribute, a bounced one an <error/>), never
+ * less than the parser's defaults. */
+void component_opts_router_max(struct component_opts *o, size_t max);
 
 /* Why a stanza came back through on_bounce. */
 enum component_bounce {

@@ -548,8 +548,7 @@ int s2s_start(struct s2s *s)
     o.internal = 1;
     o.binds = &def;
     o.nbinds = 1;
-    o.send_max = s->cfg->router_stanza_size;
-    o.stream.limits.max_stanza_bytes = s->cfg->stanza_size + 4096;
+    component_opts_router_max(&o, s->cfg->router_stanza_size);
     int rc = component_new(s->loop, &o, &router_cbs, s, &s->router);
     if (rc == 0)
         rc = component_start(s->router);

@@ -995,15 +995,7 @@ int sm_start(struct sm *sm, uv_loop_t *loop)
     o.backoff_max_ms = 2000;
     o.queue_max = 100000;
     o.queue_max_bytes = 64 * 1024 * 1024;
-    o.send_max = sm->cfg->router_stanza_size;
-    /* What the router passes on is up to its stanza size (ours), and one it
-     * returns carries an error attribute (a bounced stanza an <error/>)
-     * besides: read with room for that, never below the parser's default. */
-    size_t in_max = sm->cfg->router_stanza_size + 4096;
-    if (o.stream.limits.max_stanza_bytes < in_max) {
-        o.stream.limits.max_stanza_bytes = o.stream.limits.max_text_len = in_max;
-        o.stream.limits.max_tree_bytes = 4 * in_max;
-    }
+    component_opts_router_max(&o, sm->cfg->router_stanza_size);
     /* Offline flushes and presence fan-out write in bursts: room for them
      * on the router's stream beyond the 1 MiB default. */
     o.stream.out_max = SM_OUT_MAX;

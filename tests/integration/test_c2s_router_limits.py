@@ -155,3 +155,48 @@ def test_router_stanza_size_at_least_8k():
                 assert "router-stanza-size" in p.stdout + p.stderr, p.stderr
         finally:
             s.cleanup()
+
+
+def test_raised_router_stanza_size_big_message_delivered():
+    """Router, c2s and sm all at 512k: a message of 300 kB (one text run
+    over the parser's 256 KiB default) reaches its recipient through the
+    c2s's router link, which the c2s reads at its router-stanza-size, and
+    the link stays (a later small message arrives too; a c2s that could
+    not read it would lose the link and close its clients)."""
+    big = "<limits><router-stanza-size>512k</router-stanza-size></limits>"
+    s = stack.Stack(c2s=1, router_limits={"stanza-size": "512k", "queue-max": "2M"},
+                    extra={"c2s": "<limits><stanza-size>512k</stanza-size>"
+                                  "<router-stanza-size>512k</router-stanza-size></limits>",
+                           "sm": big})
+    try:
+        s.start()
+        s.add_user("alice", "wonderland")
+        s.add_user("bob", "builder")
+
+        async def go():
+            alice = await ClientRaw.connect_client(s)
+            bob = await ClientRaw.connect_client(s)
+            try:
+                await alice.login_plain("alice", "wonderland")
+                await bob.login_plain("bob", "builder")
+                to = "bob@%s/raw" % s.domain
+                alice.send("<message to='%s' id='big'><body>%s</body></message>" %
+                           (to, "z" * 300000))
+                alice.send("<message to='%s' id='small'><body>after</body></message>" % to)
+                m = await wait_for(bob, lambda el: el.get("id") == "big")
+                assert len(m.find("{jabber:client}body").text) == 300000
+                m = await wait_for(bob, lambda el: el.get("id") == "small")
+                assert m.find("{jabber:client}body").text == "after"
+            finally:
+                alice.close()
+                bob.close()
+
+        asyncio.run(go())
+        assert s["router"].running() and s["c2s-1"].running()
+    finally:
+        print(s.logs()[-8000:])  # captured: shown with a failing test's report
+        try:
+            problems = s.stop_and_check()
+            assert not problems, "%s\n%s" % (problems[:5], s.logs()[-6000:])
+        finally:
+            s.cleanup()
