@@ -76,6 +76,10 @@ def run_case(body):
 
         async def go():
             sm = await fake_sm(s)
+            # The bind answer reaches the fake sm before the notify of the
+            # domain reaches the c2s, which refuses logins until then.
+            await harness.apoll(lambda: "domain %s is up" % s.domain in s["c2s-1"].log(),
+                                "the c2s sees the domain up")
             alice = await ClientRaw.connect_client(s)
             try:
                 sid = await login(sm, s, alice, "alice", "wonderland")
@@ -88,6 +92,7 @@ def run_case(body):
         assert s["router"].running() and s["c2s-1"].running()
         assert "router connection lost" not in s["c2s-1"].log()
     finally:
+        print(s.logs()[-8000:])  # captured: shown with a failing test's report
         try:
             codes = s.stop()
             assert codes.pop("sm") is None  # never started: the test is the sm
