@@ -441,3 +441,22 @@ async def stale_roster(st, a):
                    "</query></iq>" % st.domain, "s1")
     assert error_of(r) == ("cancel", "internal-server-error"), error_of(r)
     await harness.apoll(lambda: "not read again" in st["sm"].log(), "no failed roster read")
+
+
+def real_stack():
+    """For a fixture (yield from): a whole service with one c2s and the
+    users alice and bob (password pw); at the end the sm must exit 0 and
+    no daemon may have printed a sanitizer report (the logs are printed:
+    pytest shows them with a failing test)."""
+    s = stack.Stack(c2s=1)
+    s.start()
+    for u in ("alice", "bob"):
+        s.add_user(u, "pw")
+    yield s
+    try:
+        codes = s.stop()
+        print(s.logs()[-60000:])
+        assert codes["sm"] == 0, codes
+        assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
+    finally:
+        s.cleanup()

@@ -16,23 +16,12 @@ import pytest
 import harness
 import stack
 from smutil import (FakeC2s, avail, befriend, client, is_presence, jid, login, logout_all,
-                    offline_reaches, restart_sm, wait_for)
+                    offline_reaches, real_stack, restart_sm, wait_for)
 
 
 @pytest.fixture
 def st():
-    s = stack.Stack(c2s=1)
-    s.start()
-    for u in ("alice", "bob"):
-        s.add_user(u, "pw")
-    yield s
-    try:
-        codes = s.stop()
-        print(s.logs()[-60000:])
-        assert codes["sm"] == 0, codes
-        assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
-    finally:
-        s.cleanup()
+    yield from real_stack()
 
 
 def test_subscription_presence_and_priority(st):

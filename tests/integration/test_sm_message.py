@@ -16,7 +16,7 @@ import pytest
 import harness
 import stack
 from smutil import (FakeC2s, SmStack, error_of, is_message, login, offline_count,
-                    offline_reaches, q, stale_roster)
+                    offline_reaches, q, real_stack, stale_roster)
 
 DELAY = "{urn:xmpp:delay}delay"
 
@@ -459,18 +459,7 @@ def test_fan_out_to_c2s_names_of_different_lengths():
 
 @pytest.fixture
 def real():
-    s = stack.Stack(c2s=1)
-    s.start()
-    for u in ("alice", "bob"):
-        s.add_user(u, "pw")
-    yield s
-    try:
-        codes = s.stop()
-        print(s.logs()[-60000:])
-        assert codes["sm"] == 0, codes
-        assert not s.sanitizer_errors(), s.sanitizer_errors()[:5]
-    finally:
-        s.cleanup()
+    yield from real_stack()
 
 
 def cq(name):
