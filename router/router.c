@@ -151,6 +151,14 @@ void router_reload(struct router *r)
 int router_configure(struct router *r, struct config *cfg)
 {
     int rc = 0;
+    /* A stanza is queued whole: under a smaller queue one of the largest
+     * could never be delivered, only returned. */
+    if (r->cfg.queue_max < r->cfg.stanza_size) {
+        log_err("<limits><queue-max> (%zu) is below <limits><stanza-size> (%zu): a stanza of "
+                "that size could never be queued",
+                r->cfg.queue_max, r->cfg.stanza_size);
+        rc = ERR_CONFIG;
+    }
     for (struct xml_node *t = r->cfg.tcp; t != NULL; t = xml_next(t, NULL, "tcp")) {
         const char *address = NULL, *cert = NULL, *key = NULL;
         int port = 0;

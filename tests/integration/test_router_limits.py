@@ -6,9 +6,13 @@ socket of our daemons), and connections that have not completed their
 handshake have a smaller budget of their own (half of max-connections):
 unauthenticated TCP peers can neither lock the daemons out nor
 take the slots of authenticated components. Before the handshake no element
-may exceed 4 KiB (policy-violation).
+may exceed 4 KiB (policy-violation). A queue-max below the stanza-size is
+a config error.
 """
 
+import subprocess
+
+import harness
 from harness import close_all, run
 
 
@@ -62,3 +66,19 @@ def test_large_element_before_handshake(router):
         ok.close()
 
     run(main())
+
+
+def test_queue_max_below_stanza_size_refused():
+    """<limits><queue-max> below <limits><stanza-size> is a config error
+    (parley-router -t says so): a stanza of the largest size could never be
+    queued to its target, only returned. Equal is accepted."""
+    for queue, ok in (("128k", False), ("256k", True)):
+        r = harness.Router(limits={"stanza-size": "256k", "queue-max": queue})
+        try:
+            p = subprocess.run([r.exe, "-t", "-c", r.config], capture_output=True, text=True,
+                               timeout=harness.WAIT)
+            assert (p.returncode == 0) == ok, (queue, p.returncode, p.stdout, p.stderr)
+            if not ok:
+                assert "queue-max" in p.stdout + p.stderr, p.stderr
+        finally:
+            r.cleanup()
