@@ -452,6 +452,27 @@ def moving_stack(users, add=None, router_name="sm"):
         st.finish()
 
 
+@contextlib.contextmanager
+def one_instance(limits="", users=("alice", "bob")):
+    """A multi-instance sm running alone, with <limits> given as limits
+    (markup) and the users (password pw); finished at the end."""
+    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>" + limits})
+    try:
+        st.start()
+        for u in users:
+            st.add_user(u, "pw")
+        yield st
+    finally:
+        st.finish()
+
+
+async def announced_c2s(st):
+    """A FakeC2s past the (one) instance's announce when it came up."""
+    c = await FakeC2s.connect(st)
+    await c.reannounce([])
+    return c
+
+
 async def logged_in(st, users):
     """A FakeC2s past both instances' first announces, and a session per
     user (same order)."""
@@ -710,15 +731,10 @@ def test_announced_of_another_round_does_not_end_the_round():
     alice, whose start is still to come; she is not answered unavailable
     (the round is not over); her session then resumes, R's announced ends
     the round, and bob never sees her unavailable."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
-    try:
-        st.start()
-        for u in ("alice", "bob"):
-            st.add_user(u, "pw")
+    with one_instance() as st:
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             a = await login(c, "alice@%s/a" % st.domain)
             b = await login(c, "bob@%s/b" % st.domain)
             await subscribed(a, b)
@@ -740,8 +756,6 @@ def test_announced_of_another_round_does_not_end_the_round():
             assert "c2s-1 re-announced its sessions" in st["sm"].fresh_log()
             c.close()
         harness.run(go())
-    finally:
-        st.finish()
 
 
 def test_c2s_echoes_the_round_id():
@@ -796,16 +810,10 @@ def test_round_of_a_wedged_c2s_ends_after_the_timeout():
     Bob probes alice (not re-announced): the round does not wait forever:
     after the timeout it ends as if announced (logged), and bob gets
     alice's unavailable."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
-                              "<limits><round-timeout>1</round-timeout></limits>"})
-    try:
-        st.start()
-        for u in ("alice", "bob"):
-            st.add_user(u, "pw")
+    with one_instance("<limits><round-timeout>1</round-timeout></limits>") as st:
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             a = await login(c, "alice@%s/a" % st.domain)
             b = await login(c, "bob@%s/b" % st.domain)
             await subscribed(a, b)
@@ -825,8 +833,6 @@ def test_round_of_a_wedged_c2s_ends_after_the_timeout():
             assert r.get("type") == "result", r.attrib
             c.close()
         harness.run(go())
-    finally:
-        st.finish()
 
 
 # ---- what the clients see of a ring change ----
@@ -1379,15 +1385,10 @@ def test_held_delivery_is_stored_when_the_sm_stops():
     session may be on its way); c2s-1 never answers the announce. The sm is
     stopped (SIGTERM) meanwhile: it ends the round first, so the message is
     stored offline (bob gets it at his next login), not dropped at exit."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"})
-    try:
-        st.start()
-        for u in ("alice", "bob"):
-            st.add_user(u, "pw")
+    with one_instance() as st:
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             a = await login(c, "alice@%s/a" % st.domain)
             await round_open_with(c, st, [a])
             a.send("<message to='bob@%s' type='chat'><body>while moving</body></message>"
@@ -1398,8 +1399,6 @@ def test_held_delivery_is_stored_when_the_sm_stops():
             assert offline_bodies(st, "bob@" + st.domain) == ["while moving"]
             c.close()
         harness.run(go())
-    finally:
-        st.finish()
 
 
 def test_held_deliveries_keep_their_order_past_the_budget():
@@ -1408,16 +1407,10 @@ def test_held_deliveries_keep_their_order_past_the_budget():
     budget full: the four are handled (stored offline), then it; and so on.
     Every message is stored, in the order sent, and the budget is logged
     once, not per message."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
-                              "<limits><user-held>4</user-held></limits>"})
-    try:
-        st.start()
-        for u in ("alice", "bob"):
-            st.add_user(u, "pw")
+    with one_instance("<limits><user-held>4</user-held></limits>") as st:
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             b = await login(c, "bob@%s/b" % st.domain)
             rid = await round_open_with(c, st, [b])
             for i in range(10):
@@ -1433,8 +1426,6 @@ def test_held_deliveries_keep_their_order_past_the_budget():
             assert st["sm"].log().count("stanzas held for alice@") == 1, st["sm"].log()[-3000:]
             c.close()
         harness.run(go())
-    finally:
-        st.finish()
 
 
 def test_held_deliveries_do_not_crowd_out_a_moving_session():
@@ -1444,16 +1435,10 @@ def test_held_deliveries_do_not_crowd_out_a_moving_session():
     are parked for it (the deliveries do not count against her own
     stanzas), not refused with a kick. Once she starts, her pings are
     answered and bob's messages reach her, in order."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
-                              "<limits><user-queue>3</user-queue></limits>"})
-    try:
-        st.start()
-        for u in ("alice", "bob"):
-            st.add_user(u, "pw")
+    with one_instance("<limits><user-queue>3</user-queue></limits>") as st:
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             a = await login(c, "alice@%s/a" % st.domain)
             b = await login(c, "bob@%s/b" % st.domain)
             rid = await round_open_with(c, st, [b])
@@ -1476,8 +1461,6 @@ def test_held_deliveries_do_not_crowd_out_a_moving_session():
             assert "kicked" not in st["sm"].log()
             c.close()
         harness.run(go())
-    finally:
-        st.finish()
 
 
 def test_round_timeout_of_a_c2s_with_a_long_name():
@@ -1499,8 +1482,7 @@ def test_round_timeout_of_a_c2s_with_a_long_name():
         st.add_user("alice", "pw")
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             a = await login(c, "alice@%s/a" % st.domain)
             long = await FakeC2s.connect(st, name)
             await long.control("announce")
@@ -1522,16 +1504,10 @@ def test_held_deliveries_have_a_global_budget():
     the next one to carol finds the global budget full: carol's held
     message is handled (stored offline), then it, in order. At the round's
     end alice's are stored too, in order."""
-    st = SmStack(extra={"sm": "<multi-instance>yes</multi-instance>"
-                              "<limits><held>3</held></limits>"})
-    try:
-        st.start()
-        for u in ("alice", "bob", "carol"):
-            st.add_user(u, "pw")
+    with one_instance("<limits><held>3</held></limits>", users=("alice", "bob", "carol")) as st:
 
         async def go():
-            c = await FakeC2s.connect(st)
-            await c.reannounce([])
+            c = await announced_c2s(st)
             b = await login(c, "bob@%s/b" % st.domain)
             rid = await round_open_with(c, st, [b])
             for to, body in (("alice", "a0"), ("alice", "a1"), ("carol", "c0")):
@@ -1552,5 +1528,3 @@ def test_held_deliveries_have_a_global_budget():
                 await asyncio.sleep(0.05)
             c.close()
         harness.run(go())
-    finally:
-        st.finish()
